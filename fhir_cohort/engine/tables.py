@@ -1,0 +1,114 @@
+"""Column names of the tidy tables that flatten produces and evaluators read.
+
+See docs/architecture.md for the meaning of each column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+PATIENT_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "birth_date_raw",
+    "gender",
+    "deceased",
+    "deceased_date",
+)
+
+CONDITION_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "resource_type",
+    "resource_id",
+    "system",
+    "code",
+    "display",
+    "clinical_status",
+    "verification_status",
+    "onset_date",
+    "abatement_date",
+    "has_abatement",
+    "recorded_date",
+    "severity_codes",
+)
+
+MEDICATION_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "resource_type",
+    "resource_id",
+    "status",
+    "intent",
+    "do_not_perform",
+    "system",
+    "code",
+    "display",
+    "text",
+    "start",
+    "end",
+    "end_rule",
+    "route_codes",
+    "route_text",
+    "form_codes",
+    "form_text",
+)
+
+OBSERVATION_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "resource_id",
+    "status",
+    "system",
+    "code",
+    "display",
+    "date",
+    "value_type",
+    "value_string",
+    "value_number",
+    "value_comparator",
+    "value_unit",
+    "value_codes",
+    "ratio_numerator",
+    "ratio_denominator",
+    "ref_high",
+    "ref_high_comparator",
+    "ref_high_string",
+    "interpretation_codes",
+)
+
+END_RULES: tuple[str, ...] = ("explicit", "to_asof", "unknown", "per_dose")
+
+
+def empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+@dataclass
+class Tables:
+    """The four tidy tables; every evaluator reads only these."""
+
+    patients: pd.DataFrame = field(default_factory=lambda: empty_frame(PATIENT_COLUMNS))
+    conditions: pd.DataFrame = field(default_factory=lambda: empty_frame(CONDITION_COLUMNS))
+    medications: pd.DataFrame = field(default_factory=lambda: empty_frame(MEDICATION_COLUMNS))
+    observations: pd.DataFrame = field(default_factory=lambda: empty_frame(OBSERVATION_COLUMNS))
+
+    @classmethod
+    def from_rows(
+        cls,
+        patients: list[tuple],
+        conditions: list[tuple],
+        medications: list[tuple],
+        observations: list[tuple],
+    ) -> Tables:
+        """Build tables from row tuples in the column order above."""
+
+        def frame(rows: list[tuple], cols: tuple[str, ...]) -> pd.DataFrame:
+            if not rows:
+                return empty_frame(cols)
+            return pd.DataFrame.from_records(rows, columns=list(cols))
+
+        return cls(
+            patients=frame(patients, PATIENT_COLUMNS),
+            conditions=frame(conditions, CONDITION_COLUMNS),
+            medications=frame(medications, MEDICATION_COLUMNS),
+            observations=frame(observations, OBSERVATION_COLUMNS),
+        )

@@ -1,0 +1,69 @@
+"""The exception tree. Library code raises these; only the CLI maps them to exit codes."""
+
+from __future__ import annotations
+
+
+class FhirCohortError(Exception):
+    """Root of every error fhir-cohort raises on purpose."""
+
+
+class CriteriaError(FhirCohortError):
+    """A criteria file is invalid; the message names the offending key."""
+
+
+class TerminologyError(FhirCohortError):
+    """A value set or concept map is missing or malformed."""
+
+
+class SourceError(FhirCohortError):
+    """Input data could not be read (missing path, malformed resource in --strict mode)."""
+
+
+class MalformedResourceError(SourceError):
+    """One resource could not be parsed or validated.
+
+    ``location`` is ``file:line`` or a URL; the message never contains resource content (PHI).
+    """
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"{location}: {reason}")
+        self.location = location
+        self.reason = reason
+
+
+class FhirHttpError(FhirCohortError):
+    """An HTTP exchange with a FHIR server failed after retries.
+
+    Carries the method, the URL without query string (query values can be PHI), the status
+    and the text of the server's OperationOutcome, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        status: int | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        parts = [message]
+        if method and url:
+            parts.append(f"[{method} {url}]")
+        if status is not None:
+            parts.append(f"HTTP {status}")
+        if outcome:
+            parts.append(f"OperationOutcome: {outcome}")
+        super().__init__(" ".join(parts))
+        self.method = method
+        self.url = url
+        self.status = status
+        self.outcome = outcome
+
+
+class AuthError(FhirHttpError):
+    """Authentication or authorisation with the FHIR server failed."""
+
+
+class CapabilityError(FhirCohortError):
+    """The server lacks a resource type, search parameter or operation the plan needs."""
