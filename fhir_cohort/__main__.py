@@ -1,0 +1,7 @@
+"""`python -m fhir_cohort` runs the CLI."""
+
+import sys
+
+from fhir_cohort.cli import main
+
+sys.exit(main())

@@ -1,0 +1,245 @@
+"""Command line: thin. Builds library objects, calls one function, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from fhir_cohort import __version__
+from fhir_cohort.errors import (
+    AuthError,
+    CapabilityError,
+    CriteriaError,
+    FhirCohortError,
+    FhirHttpError,
+    SourceError,
+    TerminologyError,
+)
+from fhir_cohort.progress import Progress
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CRITERIA = 3
+EXIT_DATA = 4
+EXIT_SERVER = 5
+EXIT_AUTH = 6
+EXIT_CAPABILITY = 7
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    unexpected error (a bug: please report it with the command, without patient data)
+  2    usage error (bad option or value)
+  3    criteria file or value set invalid
+  4    input data unreadable, or malformed with --strict
+  5    FHIR server error after retries
+  6    authentication or authorisation failed
+  7    the server lacks a resource type, search parameter or operation the plan needs
+  130  interrupted (Ctrl-C); a re-run resumes where possible
+"""
+
+# Order matters: most specific first.
+_ERROR_EXIT: tuple[tuple[type[BaseException], int], ...] = (
+    (AuthError, EXIT_AUTH),
+    (FhirHttpError, EXIT_SERVER),
+    (CapabilityError, EXIT_CAPABILITY),
+    (CriteriaError, EXIT_CRITERIA),
+    (TerminologyError, EXIT_CRITERIA),
+    (SourceError, EXIT_DATA),
+    (FhirCohortError, EXIT_ERROR),
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    for kind, code in _ERROR_EXIT:
+        if isinstance(exc, kind):
+            return code
+    return EXIT_ERROR
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+class _Bars:
+    """tqdm bars keyed by progress stage, drawn on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bars: dict[str, object] = {}
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self._bars.get(p.stage)
+        if bar is None:
+            bar = tqdm(total=p.total, desc=p.stage, unit=p.unit, file=sys.stderr, leave=False)
+            self._bars[p.stage] = bar
+        elif p.total is not None and bar.total != p.total:  # type: ignore[attr-defined]
+            bar.total = p.total  # type: ignore[attr-defined]
+        if p.message:
+            bar.set_postfix_str(p.message, refresh=False)  # type: ignore[attr-defined]
+        if p.advance:
+            bar.update(p.advance)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()  # type: ignore[attr-defined]
+        self._bars.clear()
+
+
+def _add_screen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "screen",
+        help="screen FHIR data for trial candidates",
+        description=(
+            "Screen every patient in a FHIR data set against a trial's eligibility criteria. "
+            "Writes patients.csv (one row per patient: status and every criterion's answer), "
+            "evidence.csv (the records behind each answer), attrition.csv, group.json (a FHIR "
+            "Group of the candidates) and run.json (what was run on what) into --out, readable "
+            "by you only."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--source",
+        metavar="PATH",
+        help=(
+            "a Bulk Data export folder (<Type>*.ndjson[.gz]), a Bundle JSON file, or a folder "
+            "of Bundles (default: the bundled synthetic demo hospital)"
+        ),
+    )
+    p.add_argument(
+        "--criteria",
+        metavar="FILE",
+        type=Path,
+        help="trial criteria file, YAML or JSON (default: the bundled NCT06038474 criteria)",
+    )
+    p.add_argument(
+        "--as-of",
+        metavar="DATE",
+        type=_iso_date,
+        help="screening date S, YYYY-MM-DD; records dated after it are ignored (default: today)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=Path("out"),
+        help="output folder, created with owner-only permissions (default: ./out)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first malformed resource instead of skipping and counting it",
+    )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="validate every resource against the FHIR R4 models (slower; default: "
+        "structural checks only)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes for reading large inputs (default: number of CPUs)",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+
+
+def _add_valuesets(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser(
+        "valuesets",
+        help="list the value sets and their sizes",
+        description="List the bundled value sets: id, version, title and concepts per system.",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fhir-cohort",
+        description=(
+            "Find clinical-trial candidates in FHIR R4 data (a Bulk Data export on disk or a "
+            "FHIR server), with the evidence behind every decision."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fhir-cohort {__version__}")
+    parser.add_argument(
+        "--verbose", "-v", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_screen(sub)
+    _add_valuesets(sub)
+    return parser
+
+
+def _cmd_screen(args: argparse.Namespace) -> int:
+    from fhir_cohort.pipeline import screen
+
+    bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        result = screen(
+            args.source,
+            criteria=args.criteria,
+            as_of=args.as_of,
+            out_dir=args.out,
+            strict=args.strict,
+            validate=args.validate,
+            workers=args.workers,
+            progress=bars,
+        )
+    finally:
+        bars.close()
+    if not args.quiet:
+        print(result.summary())
+    return EXIT_OK
+
+
+def _cmd_valuesets(_: argparse.Namespace) -> int:
+    from fhir_cohort.terminology import Terminology
+
+    rows = Terminology.load().summary()
+    import pandas as pd
+
+    print(pd.DataFrame(rows).to_string(index=False))
+    return EXIT_OK
+
+
+_COMMANDS = {"screen": _cmd_screen, "valuesets": _cmd_valuesets}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level={0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FhirCohortError as exc:
+        # Messages are built to carry no patient data; see errors.py.
+        print(f"fhir-cohort: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

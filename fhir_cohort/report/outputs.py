@@ -1,0 +1,150 @@
+"""The screening's output files: patients, evidence, attrition, FHIR Group, run record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fhir_cohort.report.files import private_dir, private_writer
+
+STATUS_ORDER: tuple[str, ...] = ("eligible", "review", "ineligible")
+CANDIDATE_STATUSES: frozenset[str] = frozenset({"eligible", "review"})
+
+EVIDENCE_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "criterion_id",
+    "resource_type",
+    "resource_id",
+    "system",
+    "code",
+    "display",
+    "date",
+    "value",
+    "note",
+)
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    out_dir: Path
+    patients: Path
+    evidence: Path
+    attrition: Path
+    group: Path
+    run: Path
+
+    @classmethod
+    def in_dir(cls, out_dir: Path) -> OutputPaths:
+        return cls(
+            out_dir=out_dir,
+            patients=out_dir / "patients.csv",
+            evidence=out_dir / "evidence.csv",
+            attrition=out_dir / "attrition.csv",
+            group=out_dir / "group.json",
+            run=out_dir / "run.json",
+        )
+
+
+def patients_table(
+    answers: pd.DataFrame, status: pd.DataFrame, criterion_ids: Sequence[str]
+) -> pd.DataFrame:
+    """One row per patient: id, status, one column per criterion answer, reasons.
+
+    Sorted eligible first, then review, then ineligible, then by patient id, so two runs over
+    the same data (disk or server) produce byte-identical files.
+    """
+    wide = answers.pivot(index="patient_id", columns="criterion_id", values="answer")
+    wide = wide.reindex(columns=list(criterion_ids))
+    table = status.set_index("patient_id")[["status", "reasons"]].join(wide, how="left")
+    table = table.reset_index()[["patient_id", "status", *criterion_ids, "reasons"]]
+    rank = table["status"].map({s: i for i, s in enumerate(STATUS_ORDER)})
+    table = table.assign(_rank=rank).sort_values(["_rank", "patient_id"], kind="stable")
+    return table.drop(columns="_rank").reset_index(drop=True)
+
+
+def sort_evidence(evidence: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.DataFrame:
+    order = {c: i for i, c in enumerate(criterion_ids)}
+    ev = evidence.reindex(columns=list(EVIDENCE_COLUMNS))
+    ev = ev.assign(_c=ev["criterion_id"].map(order))
+    keys = ["patient_id", "_c", "date", "resource_type", "resource_id", "code", "note"]
+    ev = ev.sort_values(keys, kind="stable", na_position="first")
+    return ev.drop(columns="_c").reset_index(drop=True)
+
+
+def candidate_group(
+    patients: pd.DataFrame, *, trial_id: str, trial_version: str, as_of: date
+) -> dict[str, Any]:
+    """A FHIR R4 Group (type person, actual) of the candidates, eligible first."""
+    from fhir.resources.R4B.group import Group
+
+    candidates = patients[patients["status"].isin(CANDIDATE_STATUSES)]
+    members = [
+        {
+            "entity": {"reference": f"Patient/{pid}"},
+            "extension": [
+                {
+                    "url": "https://fhir-cohort.github.io/StructureDefinition/screening-status",
+                    "valueCode": status,
+                }
+            ],
+        }
+        for pid, status in zip(candidates["patient_id"], candidates["status"], strict=True)
+    ]
+    group: dict[str, Any] = {
+        "resourceType": "Group",
+        "identifier": [
+            {
+                "system": "https://fhir-cohort.github.io/screening",
+                "value": f"{trial_id}|{trial_version}|{as_of.isoformat()}",
+            }
+        ],
+        "type": "person",
+        "actual": True,
+        "name": f"{trial_id} candidates as of {as_of.isoformat()}",
+        "quantity": len(members),
+        "characteristic": [
+            {
+                "code": {"text": "screened for clinical trial"},
+                "valueCodeableConcept": {"text": trial_id},
+                "exclude": False,
+            }
+        ],
+    }
+    if members:
+        group["member"] = members
+    # Validation is the point: a Group the server would reject is a bug here, not there.
+    Group.model_validate(group)
+    return group
+
+
+def write_outputs(
+    out_dir: Path,
+    *,
+    patients: pd.DataFrame,
+    evidence: pd.DataFrame,
+    attrition: pd.DataFrame,
+    group: dict[str, Any],
+    run: dict[str, Any],
+) -> OutputPaths:
+    """Write every output file privately (0600 in a 0700 folder) and atomically."""
+    paths = OutputPaths.in_dir(private_dir(Path(out_dir)))
+    for frame, path in (
+        (patients, paths.patients),
+        (evidence, paths.evidence),
+        (attrition, paths.attrition),
+    ):
+        with private_writer(path) as fh:
+            frame.to_csv(fh, index=False, lineterminator="\n")
+    with private_writer(paths.group) as fh:
+        json.dump(group, fh, indent=2)
+        fh.write("\n")
+    with private_writer(paths.run) as fh:
+        json.dump(run, fh, indent=2, default=str)
+        fh.write("\n")
+    return paths
