@@ -1,0 +1,399 @@
+"""Read FHIR resources from disk, streaming: Bulk Data NDJSON folders and Bundle files.
+
+Supported inputs (see :func:`open_source`):
+
+- a Bulk Data export folder: ``<Type>*.ndjson``, ``<Type>*.ndjson.gz``, ``*.jsonl(.gz)``; the type
+  comes from the file name when it starts with a resource type, else from each resource;
+- a single ``.ndjson``/``.jsonl`` file (optionally gzipped);
+- a single Bundle ``.json``/``.json.gz`` or a folder of them (Synthea's output, transactions).
+  ``urn:uuid:`` references between entries are rewritten to ``<Type>/<id>``.
+
+Errors in single resources are reported as :class:`MalformedResourceError` with a location
+(``file:line`` or ``file#entry[N]``) and a reason that never quotes resource content.
+
+Files are ordered Medication first, then Patient, then the rest, so that a
+:class:`fhir_cohort.engine.flatten.Flattener` has every separate Medication before the
+MedicationRequests etc. that reference it. For parallel reading, :meth:`DiskSource.files` lists
+the files and the module-level :func:`iter_file` reads one of them in a worker process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from fhir_cohort.errors import MalformedResourceError, SourceError
+
+__all__ = [
+    "DiskSource",
+    "ErrorHandler",
+    "LineFilter",
+    "iter_file",
+    "open_source",
+    "validate_resource",
+]
+
+LineFilter = Callable[[bytes], bool]
+ErrorHandler = Callable[[MalformedResourceError], None]
+
+_NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+_JSON_SUFFIXES = (".json", ".json.gz")
+_TYPE_PREFIX = re.compile(r"[A-Z][A-Za-z]+")
+_SAFE_NAME = re.compile(r"[A-Za-z]{1,64}")
+# Files a bulk client writes beside the data that hold no resources.
+_SKIP_NAMES = frozenset({"log.ndjson", "manifest.json", "log.ndjson.gz"})
+# Read first: Medications so references resolve, then Patients.
+_TYPE_ORDER = {"Medication": 0, "Patient": 1}
+
+
+@lru_cache(maxsize=512)
+def is_resource_type(name: str) -> bool:
+    """True when ``name`` is an R4 (R4B) resource type."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B.resource import Resource
+
+    try:
+        return issubclass(get_fhir_model_class(name), Resource)
+    except ValueError:
+        return False
+
+
+def _type_from_name(path: Path) -> str | None:
+    m = _TYPE_PREFIX.match(path.name)
+    if m and is_resource_type(m.group(0)):
+        return m.group(0)
+    return None
+
+
+def _suffix_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(_NDJSON_SUFFIXES):
+        return "ndjson"
+    if name.endswith(_JSON_SUFFIXES):
+        return "json"
+    return None
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def validate_resource(resource: dict[str, Any]) -> str | None:
+    """Validate against the FHIR R4 (R4B) model; the reason names fields and error kinds only."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or not is_resource_type(rtype):
+        return "unknown resourceType"
+    try:
+        get_fhir_model_class(rtype).model_validate(resource)
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False, include_input=False, include_context=False)
+        parts = [f"{'.'.join(str(x) for x in e['loc'])} ({e['type']})" for e in errs[:3]]
+        more = f" and {len(errs) - 3} more" if len(errs) > 3 else ""
+        return f"invalid {rtype}: {', '.join(parts)}{more}"
+    except (ValueError, TypeError) as exc:
+        # Errors raised outside pydantic may quote values: report only their kind.
+        return f"invalid {rtype}: {type(exc).__name__}"
+    return None
+
+
+def _check(resource: Any, expected_type: str | None) -> str | None:
+    """Structural check of one parsed resource; a reason without content, or None."""
+    if not isinstance(resource, dict):
+        return "not a JSON object"
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or not rtype:
+        return "missing resourceType"
+    if expected_type is not None and rtype != expected_type:
+        shown = rtype if _SAFE_NAME.fullmatch(rtype) else "?"
+        return f"resourceType {shown} does not match file type {expected_type}"
+    rid = resource.get("id")
+    if not isinstance(rid, str) or not rid:
+        return f"{rtype} without id"
+    return None
+
+
+class _Reporter:
+    def __init__(self, on_error: ErrorHandler | None, strict: bool) -> None:
+        self.on_error = on_error
+        self.strict = strict
+
+    def __call__(self, location: str, reason: str) -> None:
+        err = MalformedResourceError(location, reason)
+        if self.strict:
+            raise err
+        if self.on_error is not None:
+            self.on_error(err)
+
+
+def iter_file(
+    path: str | Path,
+    *,
+    expected_type: str | None = None,
+    types: set[str] | None = None,
+    line_filter: LineFilter | None = None,
+    on_error: ErrorHandler | None = None,
+    strict: bool = False,
+    validate: bool = False,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Resources of one file (NDJSON or Bundle JSON) as (resource, location).
+
+    Module-level and driven by picklable arguments so a ``multiprocessing`` worker can call it.
+    ``expected_type`` is the type the file name declares (NDJSON lines of another type are
+    malformed). ``line_filter`` sees each raw NDJSON line and may reject it before parsing.
+    """
+    path = Path(path)
+    report = _Reporter(on_error, strict)
+    kind = _suffix_kind(path)
+    if kind == "ndjson":
+        yield from _iter_ndjson(path, expected_type, types, line_filter, report, validate)
+    elif kind == "json":
+        yield from _iter_bundle(path, types, report, validate)
+    else:
+        raise SourceError(f"{path}: not an .ndjson, .jsonl or .json file")
+
+
+def _iter_ndjson(
+    path: Path,
+    expected_type: str | None,
+    types: set[str] | None,
+    line_filter: LineFilter | None,
+    report: _Reporter,
+    validate: bool,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    name = str(path)
+    loads = orjson.loads
+    try:
+        with _open_bytes(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line_filter is not None and not line_filter(line):
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    resource = loads(line)
+                except orjson.JSONDecodeError:
+                    report(f"{name}:{lineno}", "invalid JSON")
+                    continue
+                reason = _check(resource, expected_type)
+                if reason is None and types is not None and resource["resourceType"] not in types:
+                    continue
+                if reason is None and validate:
+                    reason = validate_resource(resource)
+                if reason is not None:
+                    report(f"{name}:{lineno}", reason)
+                    continue
+                yield resource, f"{name}:{lineno}"
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise SourceError(f"{name}: cannot read ({type(exc).__name__})") from exc
+
+
+def _rewrite_refs(node: Any, urls: dict[str, str]) -> None:
+    """Replace ``reference`` values that are fullUrls of bundle entries by ``Type/id``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                target = urls.get(value)
+                if target is not None:
+                    node[key] = target
+            elif isinstance(value, dict | list):
+                _rewrite_refs(value, urls)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list):
+                _rewrite_refs(item, urls)
+
+
+def _iter_bundle(
+    path: Path,
+    types: set[str] | None,
+    report: _Reporter,
+    validate: bool,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    name = str(path)
+    try:
+        with _open_bytes(path) as fh:
+            data = fh.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise SourceError(f"{name}: cannot read ({type(exc).__name__})") from exc
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        report(name, "invalid JSON")
+        return
+    del data
+    if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
+        report(name, "not a FHIR resource or Bundle")
+        return
+    if doc["resourceType"] != "Bundle":
+        # A single resource in a .json file.
+        reason = _check(doc, None)
+        if reason is None and types is not None and doc["resourceType"] not in types:
+            return
+        if reason is None and validate:
+            reason = validate_resource(doc)
+        if reason is not None:
+            report(name, reason)
+        else:
+            yield doc, name
+        return
+
+    entries = doc.get("entry") or []
+    if not isinstance(entries, list):
+        report(name, "Bundle.entry is not a list")
+        return
+    # Pass 1: give id-less entries their urn:uuid as id and map fullUrls to Type/id.
+    urls: dict[str, str] = {}
+    for entry in entries:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            continue
+        full = entry.get("fullUrl")
+        if isinstance(full, str) and full.startswith("urn:uuid:"):
+            if not res.get("id"):
+                res["id"] = full[9:]
+            if isinstance(res.get("id"), str):
+                urls[full] = f"{res['resourceType']}/{res['id']}"
+    # Pass 2: Medications first (they must reach the flattener before their users).
+    order = sorted(
+        range(len(entries)),
+        key=lambda i: _entry_rank(entries[i]),
+    )
+    for i in order:
+        entry = entries[i]
+        loc = f"{name}#entry[{i}]"
+        if not isinstance(entry, dict):
+            report(loc, "entry is not a JSON object")
+            continue
+        res = entry.get("resource")
+        if res is None:
+            request = entry.get("request")
+            if isinstance(request, dict) and request.get("method") in ("DELETE", "GET", "HEAD"):
+                continue
+            report(loc, "entry without resource")
+            continue
+        reason = _check(res, None)
+        if reason is None and types is not None and res["resourceType"] not in types:
+            continue
+        if reason is None and urls:
+            _rewrite_refs(res, urls)
+        if reason is None and validate:
+            reason = validate_resource(res)
+        if reason is not None:
+            report(loc, reason)
+            continue
+        yield res, loc
+
+
+def _entry_rank(entry: Any) -> int:
+    if isinstance(entry, dict):
+        res = entry.get("resource")
+        if isinstance(res, dict):
+            return _TYPE_ORDER.get(res.get("resourceType"), 2)  # type: ignore[arg-type]
+    return 2
+
+
+def _scan_types(path: Path) -> set[str]:
+    """Resource types held by one file whose name does not declare one."""
+    found: set[str] = set()
+    for res, _ in iter_file(path):
+        found.add(res["resourceType"])
+    return found
+
+
+class DiskSource:
+    """FHIR resources stored on disk: a Bulk NDJSON folder, NDJSON file, Bundle file or folder."""
+
+    def __init__(self, path: Path, entries: list[tuple[str | None, Path]]) -> None:
+        self.path = path
+        # (type declared by the file name or None, path), in reading order.
+        self._entries = entries
+        self._types: list[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"DiskSource({str(self.path)!r}, files={len(self._entries)})"
+
+    def files(self, types: set[str] | None = None) -> list[tuple[str | None, Path]]:
+        """(declared type or None, path) of the files that can hold ``types``, in reading order.
+
+        A None type means a mixed file (Bundle, or NDJSON not named after a type).
+        """
+        if types is None:
+            return list(self._entries)
+        return [(t, p) for t, p in self._entries if t is None or t in types]
+
+    def resource_types(self) -> list[str]:
+        """Sorted resource types present (mixed files are scanned once and cached)."""
+        if self._types is None:
+            found: set[str] = set()
+            for t, p in self._entries:
+                if t is not None:
+                    found.add(t)
+                else:
+                    found |= _scan_types(p)
+            self._types = sorted(found)
+        return list(self._types)
+
+    def iter_resources(
+        self,
+        types: set[str] | None = None,
+        line_filter: LineFilter | None = None,
+        on_error: ErrorHandler | None = None,
+        strict: bool = False,
+        *,
+        validate: bool = False,
+    ) -> Iterator[tuple[dict[str, Any], str]]:
+        """Every resource (of ``types``, if given) as (resource, location), streaming.
+
+        Malformed resources go to ``on_error`` and are skipped, or raise with ``strict``.
+        """
+        for t, p in self.files(types):
+            yield from iter_file(
+                p,
+                expected_type=t,
+                types=types,
+                line_filter=line_filter,
+                on_error=on_error,
+                strict=strict,
+                validate=validate,
+            )
+
+
+def _file_rank(entry: tuple[str | None, Path]) -> tuple[int, str]:
+    t, p = entry
+    return (_TYPE_ORDER.get(t, 2) if t is not None else 2, p.name)
+
+
+def open_source(path: str | Path) -> DiskSource:
+    """Open a Bulk export folder, an NDJSON file, a Bundle file or a folder of Bundles."""
+    root = Path(path)
+    if not root.exists():
+        raise SourceError(f"{root}: no such file or folder")
+    if root.is_file():
+        kind = _suffix_kind(root)
+        if kind is None:
+            raise SourceError(f"{root}: expected .ndjson, .jsonl or .json (optionally .gz)")
+        declared = _type_from_name(root) if kind == "ndjson" else None
+        return DiskSource(root, [(declared, root)])
+    entries: list[tuple[str | None, Path]] = []
+    for p in sorted(root.iterdir()):
+        if not p.is_file() or p.name.lower() in _SKIP_NAMES or p.name.startswith("."):
+            continue
+        kind = _suffix_kind(p)
+        if kind is None:
+            continue
+        entries.append((_type_from_name(p) if kind == "ndjson" else None, p))
+    if not entries:
+        raise SourceError(f"{root}: no .ndjson, .jsonl or .json files")
+    entries.sort(key=_file_rank)
+    return DiskSource(root, entries)
