@@ -1,0 +1,365 @@
+"""Value sets, concept maps and medication agents loaded from value_sets/*.json."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from fhir_cohort.errors import TerminologyError
+from fhir_cohort.terminology.codes import RXNORM, normalize_code, normalize_system
+from fhir_cohort.terminology.forms import is_non_systemic_text
+
+_URL_PREFIX = "https://fhir-cohort.github.io/ValueSet/"
+PRODUCT_INGREDIENT_MAP = "rxnorm-product-ingredient.json"
+INGREDIENT_MOIETY_MAP = "rxnorm-ingredient-moiety.json"
+MEDICATION_VALUE_SETS: tuple[str, ...] = ("glucocorticoids", "immunosuppressants", "antimalarials")
+
+# Agents with no RxCUI confirmed in any public source read (see docs/value_sets.md): they are
+# recognised by name only, keyed by a "text:" code so they never collide with an RxCUI.
+TEXT_ONLY_AGENTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    # name: (value set, synonyms, where the synonyms were read)
+    "anifrolumab": ("immunosuppressants", ("anifrolumab-fnia", "saphnelo"),
+                    "brand Saphnelo / INN anifrolumab-fnia: FDA approval listings in public code"),
+    "quinacrine": ("antimalarials", ("mepacrine",),
+                   "mepacrine = quinacrine: WHO ATC P01AX05 (reference medications file)"),
+}
+# Name synonyms for agents that have an RxCUI (INN vs USAN spelling; salt-free short names).
+NAME_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "cyclosporine": ("ciclosporin",),  # ATC name, reference medications_ingredients_atc.csv
+    "mycophenolic acid": ("mycophenolate", "mycophenolate sodium"),
+}
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """One value set: explicit (system, normalised code) pairs with their displays."""
+
+    id: str
+    url: str
+    version: str
+    title: str
+    concepts: frozenset[tuple[str, str]]
+    displays: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
+
+    def contains(self, system: str, code: str) -> bool:
+        sys_ = normalize_system(system)
+        return (sys_, normalize_code(sys_, code)) in self.concepts
+
+    def display(self, system: str, code: str) -> str | None:
+        sys_ = normalize_system(system)
+        return self.displays.get((sys_, normalize_code(sys_, code)))
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for system, _ in self.concepts:
+            out[system] = out.get(system, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An active moiety: RxNorm IN RxCUI of the moiety (or "text:<name>" when none is known)."""
+
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AgentMatch:
+    agent: Agent
+    via: str  # "ingredient" | "product" | "text"
+    system: str | None
+    code: str | None
+    display: str | None
+    confidence: str  # "high" for codes, "low" for text
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise TerminologyError(f"{path.name}: cannot read ({exc.__class__.__name__})") from exc
+    if not isinstance(data, dict):
+        raise TerminologyError(f"{path.name}: not a JSON object")
+    return data
+
+
+def _parse_value_set(path: Path, data: dict) -> ValueSet:
+    url = data.get("url")
+    if not isinstance(url, str) or not url.startswith(_URL_PREFIX):
+        raise TerminologyError(f"{path.name}: url must start with {_URL_PREFIX}")
+    vs_id = url[len(_URL_PREFIX):]
+    if vs_id != path.stem:
+        raise TerminologyError(f"{path.name}: url id {vs_id!r} does not match the file name")
+    concepts: set[tuple[str, str]] = set()
+    displays: dict[tuple[str, str], str] = {}
+    for include in data.get("compose", {}).get("include", []):
+        system = normalize_system(include.get("system"))
+        if not system:
+            raise TerminologyError(f"{path.name}: compose.include without system")
+        for concept in include.get("concept", []):
+            code = normalize_code(system, concept.get("code"))
+            if not code:
+                raise TerminologyError(f"{path.name}: concept without code in {system}")
+            concepts.add((system, code))
+            if concept.get("display"):
+                displays[(system, code)] = concept["display"]
+    return ValueSet(
+        id=vs_id,
+        url=url,
+        version=str(data.get("version", "")),
+        title=str(data.get("title", vs_id)),
+        concepts=frozenset(concepts),
+        displays=displays,
+    )
+
+
+def _concept_map_pairs(path: Path) -> list[tuple[str, str, str, str]]:
+    """(source code, source display, target code, target display) of an RxNorm ConceptMap."""
+    data = _read_json(path)
+    if data.get("resourceType") != "ConceptMap":
+        raise TerminologyError(f"{path.name}: not a ConceptMap")
+    pairs = []
+    for group in data.get("group", []):
+        for element in group.get("element", []):
+            for target in element.get("target", []):
+                pairs.append((
+                    str(element["code"]).strip(),
+                    str(element.get("display", "")),
+                    str(target["code"]).strip(),
+                    str(target.get("display", "")),
+                ))
+    return pairs
+
+
+def default_directory() -> Path:
+    """Bundled value sets: fhir_cohort/_value_sets in a wheel, else the repo's value_sets/."""
+    package = Path(__file__).resolve().parent.parent
+    bundled = package / "_value_sets"
+    if bundled.is_dir():
+        return bundled
+    return package.parent / "value_sets"
+
+
+class Terminology:
+    """All value sets plus the RxNorm product -> ingredient -> moiety maps, in memory."""
+
+    def __init__(
+        self,
+        value_sets: dict[str, ValueSet],
+        product_ingredients: dict[str, tuple[str, ...]],
+        product_names: dict[str, str],
+        ingredient_moiety: dict[str, str],
+        ingredient_names: dict[str, str],
+    ) -> None:
+        self._value_sets = value_sets
+        self._product_ingredients = product_ingredients
+        self._product_names = product_names
+        self._ingredient_moiety = ingredient_moiety
+        self._ingredient_names = ingredient_names
+        self._agent_sets: dict[str, set[str]] = {}
+        self._build_agents()
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> Terminology:
+        folder = Path(directory) if directory is not None else default_directory()
+        if not folder.is_dir():
+            raise TerminologyError(f"value set folder not found: {folder}")
+        value_sets: dict[str, ValueSet] = {}
+        for path in sorted(folder.glob("*.json")):
+            if path.name in (PRODUCT_INGREDIENT_MAP, INGREDIENT_MOIETY_MAP):
+                continue
+            data = _read_json(path)
+            if data.get("resourceType") != "ValueSet":
+                continue
+            vs = _parse_value_set(path, data)
+            value_sets[vs.id] = vs
+        for required in (PRODUCT_INGREDIENT_MAP, INGREDIENT_MOIETY_MAP):
+            if not (folder / required).is_file():
+                raise TerminologyError(f"concept map missing: {required}")
+        product_ingredients: dict[str, list[str]] = {}
+        product_names: dict[str, str] = {}
+        ingredient_names: dict[str, str] = {}
+        for src, sdisp, tgt, tdisp in _concept_map_pairs(folder / PRODUCT_INGREDIENT_MAP):
+            targets = product_ingredients.setdefault(src, [])
+            if tgt not in targets:
+                targets.append(tgt)
+            product_names[src] = sdisp
+            ingredient_names.setdefault(tgt, tdisp)
+        moiety: dict[str, str] = {}
+        for src, sdisp, tgt, tdisp in _concept_map_pairs(folder / INGREDIENT_MOIETY_MAP):
+            moiety[src] = tgt
+            ingredient_names.setdefault(src, sdisp)
+            ingredient_names.setdefault(tgt, tdisp)
+        return cls(
+            value_sets,
+            {k: tuple(v) for k, v in product_ingredients.items()},
+            product_names,
+            moiety,
+            ingredient_names,
+        )
+
+    # ------------------------------------------------------------------ value sets
+
+    def value_set(self, vs_id: str) -> ValueSet:
+        try:
+            return self._value_sets[vs_id]
+        except KeyError:
+            raise TerminologyError(f"unknown value set: {vs_id!r}") from None
+
+    def ids(self) -> list[str]:
+        return sorted(self._value_sets)
+
+    def contains(self, vs_id: str, system: str, code: str) -> bool:
+        return self.value_set(vs_id).contains(system, code)
+
+    def codes(self, vs_ids: Iterable[str]) -> set[tuple[str, str]]:
+        out: set[tuple[str, str]] = set()
+        for vs_id in vs_ids:
+            out |= self.value_set(vs_id).concepts
+        return out
+
+    def summary(self) -> list[dict[str, object]]:
+        """One row per value set: id, title, version, concept count per system and in total."""
+        rows: list[dict[str, object]] = []
+        for vs_id in self.ids():
+            vs = self._value_sets[vs_id]
+            rows.append({
+                "id": vs.id,
+                "title": vs.title,
+                "version": vs.version,
+                "concepts": dict(sorted(vs.counts().items())),
+                "total": len(vs.concepts),
+            })
+        return rows
+
+    # ------------------------------------------------------------------ medications
+
+    def _moiety(self, ingredient: str) -> str:
+        seen = {ingredient}
+        current = ingredient
+        while current in self._ingredient_moiety:
+            current = self._ingredient_moiety[current]
+            if current in seen:  # defensive: a cycle in the map
+                break
+            seen.add(current)
+        return current
+
+    def _agent(self, moiety_code: str) -> Agent:
+        return Agent(moiety_code, self._ingredient_names.get(moiety_code, moiety_code))
+
+    def _build_agents(self) -> None:
+        med_sets = [v for v in MEDICATION_VALUE_SETS if v in self._value_sets]
+        ingredient_codes: set[str] = set()
+        for vs_id in med_sets:
+            for system, code in self._value_sets[vs_id].concepts:
+                if system != RXNORM:
+                    continue
+                if code in self._product_ingredients:
+                    ingredients = self._product_ingredients[code]
+                else:
+                    ingredients = (code,)
+                    ingredient_codes.add(code)
+                    disp = self._value_sets[vs_id].displays.get((system, code))
+                    if disp:
+                        self._ingredient_names.setdefault(code, disp)
+                for ing in ingredients:
+                    self._agent_sets.setdefault(self._moiety(ing), set()).add(vs_id)
+        self._ingredient_codes = frozenset(ingredient_codes | set(self._ingredient_moiety))
+        # Text patterns: ingredient names, synonyms and brand names -> moiety code.
+        names: dict[str, str] = {}
+        for code in self._ingredient_codes:
+            name = self._ingredient_names.get(code)
+            if name:
+                names[name.lower()] = self._moiety(code)
+        brand_re = re.compile(r"\[([^\]]+)\]\s*$")
+        brand_agents: dict[str, set[str]] = {}
+        for product, name in self._product_names.items():
+            m = brand_re.search(name)
+            if m:
+                moieties = {self._moiety(i) for i in self._product_ingredients[product]}
+                brand_agents.setdefault(m.group(1).strip().lower(), set()).update(moieties)
+        for brand, moieties in brand_agents.items():
+            if len(moieties) == 1 and brand not in names:
+                names[brand] = next(iter(moieties))
+        moiety_by_name = {self._ingredient_names.get(m, "").lower(): m for m in names.values()}
+        for base, synonyms in NAME_SYNONYMS.items():
+            if base in moiety_by_name:
+                for syn in synonyms:
+                    names.setdefault(syn, moiety_by_name[base])
+        for agent_name, (vs_id, synonyms, _src) in TEXT_ONLY_AGENTS.items():
+            code = f"text:{agent_name}"
+            self._ingredient_names[code] = agent_name
+            self._agent_sets.setdefault(code, set()).add(vs_id)
+            for n in (agent_name, *synonyms):
+                names.setdefault(n, code)
+        self._text_names = names
+        alternatives = sorted(names, key=len, reverse=True)
+        self._text_re = re.compile(
+            r"(?<![a-z0-9])(" + "|".join(re.escape(n) for n in alternatives) + r")(?![a-z0-9])",
+            re.IGNORECASE,
+        )
+
+    def agents_for_coding(self, system: str, code: str) -> list[AgentMatch]:
+        """Agents of an RxNorm IN, PIN, SCD, SBD, GPCK or BPCK code ([] when unknown)."""
+        sys_ = normalize_system(system)
+        if sys_ != RXNORM:
+            return []
+        c = normalize_code(sys_, code)
+        if c in self._product_ingredients:
+            moieties = dict.fromkeys(self._moiety(i) for i in self._product_ingredients[c])
+            return [
+                AgentMatch(self._agent(m), "product", RXNORM, c, self._product_names.get(c),
+                           "high")
+                for m in moieties
+            ]
+        if c in self._ingredient_codes:
+            return [AgentMatch(self._agent(self._moiety(c)), "ingredient", RXNORM, c,
+                               self._ingredient_names.get(c), "high")]
+        return []
+
+    def agents_for_text(self, text: str) -> list[AgentMatch]:
+        """Agents named in free text (ingredient names, synonyms, brand names), low confidence."""
+        if not text:
+            return []
+        found: dict[str, str] = {}
+        for m in self._text_re.finditer(text):
+            moiety = self._text_names[m.group(1).lower()]
+            found.setdefault(moiety, m.group(1))
+        return [
+            AgentMatch(self._agent(moiety), "text", None, None, matched, "low")
+            for moiety, matched in found.items()
+        ]
+
+    def agent_value_sets(self, agent: Agent) -> set[str]:
+        return set(self._agent_sets.get(agent.code, set()))
+
+    def product_name(self, system: str, code: str) -> str | None:
+        sys_ = normalize_system(system)
+        if sys_ != RXNORM:
+            return None
+        return self._product_names.get(normalize_code(sys_, code))
+
+    def is_non_systemic(
+        self,
+        route_codes: Iterable[str] = (),
+        route_text: str | None = None,
+        form_codes: Iterable[str] = (),
+        form_text: str | None = None,
+        product_name: str | None = None,
+    ) -> bool:
+        """True when any route / dose form code or text says topical, eye, ear, nose, inhaled,
+        rectal or oromucosal use. Codes are "system|code" strings."""
+        for token, vs_id in [(t, "non_systemic_routes") for t in route_codes] + [
+            (t, "non_systemic_forms") for t in form_codes
+        ]:
+            system, _, code = token.rpartition("|")
+            if vs_id in self._value_sets and self._value_sets[vs_id].contains(system, code):
+                return True
+        return any(is_non_systemic_text(t) for t in (route_text, form_text, product_name))

