@@ -1,0 +1,505 @@
+"""A FHIR R4 REST client on one ``requests.Session``: one retry loop, auth, paging, counters.
+
+Everything that goes over the wire passes through :meth:`FhirClient.request`, so retries,
+re-authentication, rate limiting and the counters apply uniformly. URLs in log and error
+messages never carry the query string (query values can be patient ids).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+
+from fhir_cohort.errors import AuthError, FhirHttpError
+
+if TYPE_CHECKING:
+    from fhir_cohort.fhir.auth import Auth
+    from fhir_cohort.fhir.search import SearchEntry, SearchQuery
+
+__all__ = [
+    "DEFAULT_USER_AGENT",
+    "RETRY_STATUSES",
+    "ClientStats",
+    "FhirClient",
+    "InsecureTLSWarning",
+    "RateLimiter",
+    "outcome_text",
+    "strip_query",
+]
+
+log = logging.getLogger("fhir_cohort.fhir")
+
+FHIR_JSON = "application/fhir+json"
+DEFAULT_USER_AGENT = "fhir-cohort/0.1 (+https://github.com/fhir-cohort)"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_RETRY_EXCEPTIONS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class InsecureTLSWarning(UserWarning):
+    """Emitted when TLS certificate verification is switched off explicitly."""
+
+
+def strip_query(url: str) -> str:
+    """The URL without query string, fragment or user info: safe for logs and errors.
+
+    >>> strip_query("https://u:p@ehr.example.org/fhir/Condition?patient=123#x")
+    'https://ehr.example.org/fhir/Condition'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def outcome_text(body: Any) -> str | None:
+    """Human text of an OperationOutcome (issue diagnostics / details.text) or an OAuth error.
+
+    >>> outcome_text({"resourceType": "OperationOutcome",
+    ...               "issue": [{"severity": "error", "diagnostics": "Unknown parameter 'x'"}]})
+    "error: Unknown parameter 'x'"
+    >>> outcome_text({"error": "invalid_client", "error_description": "bad signature"})
+    'invalid_client: bad signature'
+    """
+    if not isinstance(body, Mapping):
+        return None
+    if body.get("resourceType") == "OperationOutcome":
+        texts = []
+        for issue in body.get("issue") or []:
+            if not isinstance(issue, Mapping):
+                continue
+            details = issue.get("details")
+            text = issue.get("diagnostics") or (
+                details.get("text") if isinstance(details, Mapping) else None
+            )
+            if text:
+                severity = issue.get("severity")
+                texts.append(f"{severity}: {text}" if severity else str(text))
+        return "; ".join(texts) or None
+    if isinstance(body.get("error"), str):
+        desc = body.get("error_description")
+        return f"{body['error']}: {desc}" if desc else body["error"]
+    return None
+
+
+@dataclass
+class ClientStats:
+    """Counters for run.json. ``bytes_received`` counts decoded response bodies."""
+
+    requests: int = 0
+    retries: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(
+        self, *, requests: int = 0, retries: int = 0, nbytes: int = 0, seconds: float = 0.0
+    ) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+            self.bytes_received += nbytes
+            self.seconds += seconds
+
+    def snapshot(self) -> dict[str, float | int]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "bytes_received": self.bytes_received,
+                "seconds": round(self.seconds, 3),
+            }
+
+
+class RateLimiter:
+    """Token bucket shared by every thread using one client: at most ``rate`` requests/second."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                wait = (1 - self._tokens) / self.rate
+            self._sleep(wait)
+
+
+class FhirClient:
+    """FHIR R4 REST client.
+
+    ``deadline`` bounds the time one logical request may spend including all its retries;
+    ``retry_after_cap`` bounds how long one ``Retry-After`` is honoured. ``sleep``, ``clock`` and
+    ``rng`` are injectable so tests never sleep for real.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: Auth | None = None,
+        timeout: float | tuple[float, float] = (10, 120),
+        verify: bool | str | Path = True,
+        headers: Mapping[str, str] | None = None,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        retry_after_cap: float = 120.0,
+        deadline: float = 600.0,
+        strict_search: bool = True,
+        user_agent: str = DEFAULT_USER_AGENT,
+        requests_per_second: float | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {strip_query(base_url)!r}")
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.retry_after_cap = retry_after_cap
+        self.deadline = deadline
+        self.strict_search = strict_search
+        self.stats = ClientStats()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        self._limiter = (
+            RateLimiter(requests_per_second, clock=clock, sleep=sleep)
+            if requests_per_second
+            else None
+        )
+        self._capability: dict[str, Any] | None = None
+        self.session = session or requests.Session()
+        if verify is False:
+            msg = (
+                "TLS certificate verification is OFF for "
+                f"{strip_query(self.base_url)}: the connection can be intercepted"
+            )
+            warnings.warn(msg, InsecureTLSWarning, stacklevel=2)
+            log.warning(msg)
+            self.session.verify = False
+        elif verify is True:
+            self.session.verify = True
+        else:
+            path = Path(verify)
+            if not path.exists():
+                raise ValueError(f"CA bundle not found: {path}")
+            self.session.verify = str(path)
+        self.session.headers.update(
+            {"Accept": FHIR_JSON, "Accept-Encoding": "gzip, deflate", "User-Agent": user_agent}
+        )
+        if headers:
+            self.session.headers.update(headers)
+
+    def __repr__(self) -> str:
+        return f"FhirClient({strip_query(self.base_url)!r}, auth={self.auth!r})"
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- URLs -------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        """Absolute URL of ``path`` relative to the base (absolute URLs are kept as given)."""
+        if path.startswith(("http://", "https://")):
+            return path
+        return urljoin(self.base_url + "/", path.lstrip("/"))
+
+    # -- the one retry loop ----------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] | None = None,
+        data: Any = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        search: bool = False,
+        authenticate: bool = True,
+        ok_statuses: Sequence[int] = (),
+    ) -> requests.Response:
+        """Send one request with retries; return the 2xx (or ``ok_statuses``) response.
+
+        Retries 429/500/502/503/504 and connection errors with exponential backoff and jitter,
+        honours ``Retry-After`` (capped), re-authenticates once on 401, and gives up at the
+        deadline. Raises :class:`FhirHttpError` / :class:`AuthError`.
+        """
+        url = self.url(path)
+        safe_url = strip_query(url)
+        method = method.upper()
+        hdrs: dict[str, str] = dict(headers or {})
+        if search and self.strict_search:
+            hdrs["Prefer"] = "handling=strict"
+        start = self._clock()
+        attempt = 0
+        reauthenticated = False
+        while True:
+            send_headers = dict(hdrs)
+            if authenticate and self.auth is not None:
+                send_headers.update(self.auth.headers(self))
+            if self._limiter is not None:
+                self._limiter.acquire()
+            t0 = time.perf_counter()
+            try:
+                resp = self.session.request(
+                    method,
+                    url,
+                    params=list(params) if params else None,
+                    data=data,
+                    json=json_body,
+                    headers=send_headers,
+                    timeout=self.timeout,
+                )
+                # reading .content inside the try: a reset mid-body is a connection error too
+                nbytes = len(resp.content)
+            except _RETRY_EXCEPTIONS as exc:
+                self.stats.add(requests=1, seconds=time.perf_counter() - t0)
+                reason = f"{type(exc).__name__}"
+                wait = self._backoff(attempt)
+                self._give_up_or_wait(attempt, start, wait, method, safe_url, None, reason)
+                attempt += 1
+                continue
+            except requests.RequestException as exc:
+                self.stats.add(requests=1, seconds=time.perf_counter() - t0)
+                raise FhirHttpError(
+                    f"request failed: {type(exc).__name__}", method=method, url=safe_url
+                ) from None
+            self.stats.add(requests=1, nbytes=nbytes, seconds=time.perf_counter() - t0)
+            status = resp.status_code
+            log.debug("%s %s -> %s (%d bytes)", method, safe_url, status, nbytes)
+            if 200 <= status < 300 or status in ok_statuses:
+                return resp
+            if status == 401 and authenticate and self.auth is not None and not reauthenticated:
+                # expired or revoked token: get a fresh one, once
+                log.debug("401 from %s: re-authenticating once", safe_url)
+                self.auth.invalidate()
+                reauthenticated = True
+                continue
+            if status in (401, 403):
+                raise AuthError(
+                    "not authorised" if status == 403 else "authentication failed",
+                    method=method,
+                    url=safe_url,
+                    status=status,
+                    outcome=_body_outcome(resp),
+                )
+            if status in RETRY_STATUSES:
+                wait = self._backoff(attempt)
+                retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+                if retry_after is not None:
+                    wait = min(max(retry_after, 0.0), self.retry_after_cap)
+                self._give_up_or_wait(
+                    attempt, start, wait, method, safe_url, status, _body_outcome(resp)
+                )
+                attempt += 1
+                continue
+            raise FhirHttpError(
+                "request failed",
+                method=method,
+                url=safe_url,
+                status=status,
+                outcome=_body_outcome(resp),
+            )
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.backoff_max, self.backoff * (2**attempt))
+        return base / 2 + base / 2 * self._rng()  # "equal jitter": spreads out parallel workers
+
+    def _give_up_or_wait(
+        self,
+        attempt: int,
+        start: float,
+        wait: float,
+        method: str,
+        safe_url: str,
+        status: int | None,
+        detail: str | None,
+    ) -> None:
+        if attempt >= self.max_retries:
+            raise FhirHttpError(
+                f"giving up after {attempt + 1} attempts",
+                method=method,
+                url=safe_url,
+                status=status,
+                outcome=detail,
+            )
+        if self._clock() + wait - start > self.deadline:
+            raise FhirHttpError(
+                f"giving up: retrying would pass the {self.deadline:g}s deadline "
+                f"(after {attempt + 1} attempts)",
+                method=method,
+                url=safe_url,
+                status=status,
+                outcome=detail,
+            )
+        log.debug(
+            "retry %d for %s %s (%s) in %.2fs",
+            attempt + 1,
+            method,
+            safe_url,
+            status if status is not None else detail,
+            wait,
+        )
+        self.stats.add(retries=1)
+        self._sleep(wait)
+
+    # -- JSON helpers ----------------------------------------------------------------------
+
+    def get_json(
+        self,
+        path: str,
+        params: Sequence[tuple[str, str]] | None = None,
+        *,
+        accept: str | None = None,
+        authenticate: bool = True,
+    ) -> dict[str, Any]:
+        headers = {"Accept": accept} if accept else None
+        resp = self.request("GET", path, params=params, headers=headers, authenticate=authenticate)
+        return self.decode(resp)
+
+    def decode(
+        self, resp: requests.Response, *, resource_type: str | None = None
+    ) -> dict[str, Any]:
+        """JSON body of ``resp`` as a dict (optionally of ``resource_type``), else FhirHttpError."""
+        method = resp.request.method if resp.request is not None else None
+        safe_url = strip_query(resp.url or "")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise FhirHttpError(
+                "response is not valid JSON", method=method, url=safe_url, status=resp.status_code
+            ) from None
+        if not isinstance(body, dict):
+            raise FhirHttpError(
+                "response is not a JSON object",
+                method=method,
+                url=safe_url,
+                status=resp.status_code,
+            )
+        if resource_type is not None and body.get("resourceType") != resource_type:
+            got = body.get("resourceType")
+            raise FhirHttpError(
+                f"expected a {resource_type}, got {got if isinstance(got, str) else 'nothing'}",
+                method=method,
+                url=safe_url,
+                status=resp.status_code,
+                outcome=outcome_text(body),
+            )
+        return body
+
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        resp = self.request("GET", f"{resource_type}/{resource_id}")
+        return self.decode(resp, resource_type=resource_type)
+
+    def capabilities(self, *, refresh: bool = False) -> dict[str, Any]:
+        """The server's CapabilityStatement (``GET metadata``), cached per client."""
+        if self._capability is None or refresh:
+            resp = self.request("GET", "metadata")
+            self._capability = self.decode(resp, resource_type="CapabilityStatement")
+        return self._capability
+
+    def transaction(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a transaction/batch Bundle to the base; returns the response Bundle."""
+        resp = self.request(
+            "POST", self.base_url, json_body=bundle, headers={"Content-Type": FHIR_JSON}
+        )
+        return self.decode(resp, resource_type="Bundle")
+
+    # -- search ----------------------------------------------------------------------------
+
+    def search(self, query: SearchQuery, count: int | None = 1000) -> Iterator[dict[str, Any]]:
+        """Bundle pages of ``query``, following ``next`` links as given (see search.iter_pages)."""
+        from fhir_cohort.fhir.search import iter_pages
+
+        return iter_pages(self, query, count=count)
+
+    def iter_resources(self, query: SearchQuery, count: int | None = 1000) -> Iterator[SearchEntry]:
+        """Entries (resource + search mode) of every page of ``query``."""
+        from fhir_cohort.fhir.search import iter_entries
+
+        return iter_entries(self.search(query, count=count))
+
+
+def _body_outcome(resp: requests.Response) -> str | None:
+    try:
+        return outcome_text(resp.json())
+    except ValueError:
+        return None
+
+
+def _parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), None if absent.
+
+    >>> _parse_retry_after("7")
+    7.0
+    >>> _parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT",
+    ...                    now=datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC))
+    10.0
+    >>> _parse_retry_after("soon") is None
+    True
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
