@@ -1,0 +1,187 @@
+"""Codes the synthetic hospital emits.
+
+Criterion codes come only from rows with ``confirmed=yes`` in
+``/work/shared/reference/codes/*.csv`` (file named per block). Noise codes (hypertension,
+metformin, glucose, ...) are well-known codes checked against public sources; the source is
+noted next to each. Never add a code here without a source.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+SNOMED = "http://snomed.info/sct"
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD9 = "http://hl7.org/fhir/sid/icd-9-cm"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+UCUM = "http://unitsofmeasure.org"
+COND_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+COND_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+COND_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+
+class Code(NamedTuple):
+    system: str
+    code: str
+    display: str
+
+    def coding(self) -> dict[str, str]:
+        return {"system": self.system, "code": self.code, "display": self.display}
+
+    def concept(self, text: str | None = None) -> dict[str, object]:
+        cc: dict[str, object] = {"coding": [self.coding()]}
+        if text:
+            cc["text"] = text
+        return cc
+
+
+# --- SLE (sle_diagnosis.csv, confirmed yes) -------------------------------------------------
+SLE = Code(SNOMED, "55464009", "Systemic lupus erythematosus")
+SLE_ORGAN = Code(SNOMED, "239887007", "Systemic lupus erythematosus with organ/system involvement")
+SLE_M3214 = Code(ICD10, "M32.14", "Glomerular disease in systemic lupus erythematosus")
+# Undotted on purpose: codes compare without dots (docs/architecture.md).
+SLE_M329_UNDOTTED = Code(ICD10, "M329", "Systemic lupus erythematosus, unspecified")
+SLE_M329 = Code(ICD10, "M32.9", "Systemic lupus erythematosus, unspecified")
+SLE_ICD9 = Code(ICD9, "710.0", "Systemic lupus erythematosus")
+
+# --- not SLE / ambiguous (sle_exclusions_druginduced_cutaneous_ambiguous.csv, yes) ----------
+LUPUS_UNSPECIFIED = Code(SNOMED, "200936003", "Lupus erythematosus")
+DRUG_INDUCED_M320 = Code(ICD10, "M32.0", "Drug-induced systemic lupus erythematosus")
+DISCOID_L930 = Code(ICD10, "L93.0", "Discoid lupus erythematosus")
+
+# --- lupus nephritis (lupus_nephritis.csv, yes) ---------------------------------------------
+LN = Code(SNOMED, "68815009", "Systemic lupus erythematosus glomerulonephritis syndrome")
+LN_CLASS_II = Code(
+    SNOMED, "4676006",
+    "Systemic lupus erythematosus glomerulonephritis syndrome, World Health Organization class II",
+)
+LN_CLASS_IV = Code(
+    SNOMED, "36402006",
+    "Systemic lupus erythematosus glomerulonephritis syndrome, World Health Organization class IV",
+)
+SEVERE = Code(SNOMED, "24484000", "Severe")  # the spec names it (E1)
+
+# --- CNS / neuro (neuro_cns_lupus_and_neuro_symptoms.csv, yes) ------------------------------
+CNS_LUPUS = Code(SNOMED, "95644001", "Systemic lupus erythematosus encephalitis")
+SEIZURE = Code(SNOMED, "91175000", "Seizure")
+EPILEPSY = Code(SNOMED, "84757009", "Epilepsy")
+PSYCHOSIS = Code(SNOMED, "69322001", "Psychotic disorder")
+HEADACHE = Code(SNOMED, "25064002", "Headache")
+MIGRAINE = Code(SNOMED, "37796009", "Migraine")
+
+# --- pregnancy / lactation (pregnancy_lactation.csv, yes) -----------------------------------
+PREGNANCY = Code(SNOMED, "77386006", "Pregnancy")
+LACTATION = Code(SNOMED, "866041003", "Mother currently breastfeeding")
+DELIVERY_O80 = Code(ICD10, "O80", "Encounter for full-term uncomplicated delivery")
+PREGNANCY_STATUS = Code(LOINC, "82810-3", "Pregnancy status")
+HCG_URINE = Code(LOINC, "2106-3", "Choriogonadotropin (pregnancy test) [Presence] in Urine")
+
+# --- serious comorbidity (not in the reference files; see the brief and the
+# value_sets/serious_comorbidity.json membership test) --------------------------------------
+HEART_FAILURE = Code(SNOMED, "84114007", "Heart failure")
+HEART_FAILURE_I509 = Code(ICD10, "I50.9", "Heart failure, unspecified")
+HIV_B20 = Code(ICD10, "B20", "Human immunodeficiency virus [HIV] disease")
+# From value_sets/serious_comorbidity.json (sources recorded there; confirmed=yes).
+MALIGNANCY = Code(SNOMED, "363346000", "Malignant neoplastic disease")
+BREAST_CANCER = Code(SNOMED, "254837009", "Malignant neoplasm of breast")
+ESKD = Code(SNOMED, "46177005", "End-stage renal disease")
+
+# --- autoantibody labs (autoantibody_labs_loinc.csv, yes) -----------------------------------
+DSDNA_IU = Code(LOINC, "5130-0", "DNA double strand Ab [Units/volume] in Serum")
+DSDNA_TITER = Code(LOINC, "11013-0", "DNA double strand Ab [Titer] in Serum")
+DSDNA_IF = Code(
+    LOINC, "6457-6",
+    "DNA double strand Ab [Presence] in Serum by Immunofluorescence (IF) Crithidia luciliae",
+)
+HISTONE = Code(LOINC, "109974-6", "Histone H2a+H2b Ab [Measurement] in Serum")
+NUCLEOSOME = Code(LOINC, "89506-0", "Nucleosome Ab [Presence] in Serum by Line blot")
+SM_UNITS = Code(LOINC, "11090-8", "Smith extractable nuclear Ab [Units/volume] in Serum")
+# Sm/RNP: the only exception to confirmed=yes. The spec requires that Sm/RNP counts as anti-Sm;
+# the reference file has no confirmed Sm/RNP LOINC, 14030-1 is `partial` there (code seen in lab
+# catalogues, long name unread) and is a member of value_sets/autoantibodies.json.
+SM_RNP = Code(LOINC, "14030-1", "Sm/RNP Ab")
+SM_IF = Code(
+    LOINC, "17591-9", "Smith extractable nuclear Ab [Presence] in Serum by Immunofluorescence"
+)
+
+# --- result values (result_positive_interpretation.csv, yes) --------------------------------
+POSITIVE = Code(SNOMED, "10828004", "Positive")
+NEGATIVE = Code(SNOMED, "260385009", "Negative")
+I_POS = Code(V3_INTERP, "POS", "Positive")
+I_NEG = Code(V3_INTERP, "NEG", "Negative")
+I_HIGH = Code(V3_INTERP, "H", "High")
+I_NORMAL = Code(V3_INTERP, "N", "Normal")
+I_IND = Code(V3_INTERP, "IND", "Indeterminate")
+
+# --- routes (value_sets/non_systemic_routes.json, sources recorded there) ------------------
+ROUTE_TOPICAL = Code(SNOMED, "6064005", "Topical route")
+ROUTE_RESPIRATORY = Code(SNOMED, "447694001", "Respiratory tract route")
+
+# --- medications: RxNorm ingredients (medications_ingredients_atc.csv, yes) -----------------
+PREDNISONE = Code(RXNORM, "8640", "prednisone")
+METHYLPREDNISOLONE = Code(RXNORM, "6902", "methylprednisolone")
+HYDROCORTISONE = Code(RXNORM, "5492", "hydrocortisone")
+MMF = Code(RXNORM, "68149", "mycophenolate mofetil")
+MPA = Code(RXNORM, "7145", "mycophenolic acid")
+AZATHIOPRINE = Code(RXNORM, "1256", "azathioprine")
+METHOTREXATE = Code(RXNORM, "6851", "methotrexate")
+TACROLIMUS = Code(RXNORM, "42316", "tacrolimus")
+CYCLOPHOSPHAMIDE = Code(RXNORM, "3002", "cyclophosphamide")
+RITUXIMAB = Code(RXNORM, "121191", "rituximab")
+BELIMUMAB = Code(RXNORM, "1092437", "belimumab")
+VOCLOSPORIN = Code(RXNORM, "2475166", "voclosporin")
+HYDROXYCHLOROQUINE = Code(RXNORM, "5521", "hydroxychloroquine")
+
+# --- medications: RxNorm products (medications_products.csv, yes) ---------------------------
+PREDNISONE_5_SCD = Code(RXNORM, "312617", "prednisone 5 MG Oral Tablet")
+CELLCEPT_500_SBD = Code(RXNORM, "616435", "mycophenolate mofetil 500 MG Oral Tablet [Cellcept]")
+MTX_25_SCD = Code(RXNORM, "105585", "methotrexate 2.5 MG Oral Tablet")
+RITUXIMAB_SCD = Code(RXNORM, "1657867", "50 ML rituximab 10 MG/ML Injection")
+BENLYSTA_400_SBD = Code(RXNORM, "1656402", "belimumab 400 MG Injection [Benlysta]")
+HC_CREAM_SCD = Code(RXNORM, "106258", "hydrocortisone 10 MG/ML Topical Cream")
+BUDESONIDE_DPI_SCD = Code(
+    RXNORM, "966527", "60 ACTUAT budesonide 0.09 MG/ACTUAT Dry Powder Inhaler"
+)
+
+# --- noise (not criterion codes) ------------------------------------------------------------
+# SNOMED 38341003 / 44054006: VSAC/DICOM CID 3640 and HL7 example instances (code search).
+HYPERTENSION = Code(SNOMED, "38341003", "Hypertensive disorder, systemic arterial")
+DIABETES_T2 = Code(SNOMED, "44054006", "Type 2 diabetes mellitus")
+# ICD-10-CM I10 / E11.9: CMS ICD-10-CM (frequency table seen in code search).
+HYPERTENSION_I10 = Code(ICD10, "I10", "Essential (primary) hypertension")
+DIABETES_E119 = Code(ICD10, "E11.9", "Type 2 diabetes mellitus without complications")
+# RxNorm ingredients: cpicpgx/cpic-schema drug.sql (metformin 6809, atorvastatin 83367);
+# lisinopril 29046 seen in several RxNav-derived tables (code search).
+LISINOPRIL = Code(RXNORM, "29046", "lisinopril")
+METFORMIN = Code(RXNORM, "6809", "metformin")
+ATORVASTATIN = Code(RXNORM, "83367", "atorvastatin")
+# LOINC: Outburn-IL LRC referral value set and NAPKON GECCO+ value sets (code search).
+GLUCOSE = Code(LOINC, "2345-7", "Glucose [Mass/volume] in Serum or Plasma")
+CREATININE = Code(LOINC, "2160-0", "Creatinine [Mass/volume] in Serum or Plasma")
+# LOINC vitals: sophie-kearney/CVD_multimodal_prediction loinc_feature_mappings.md.
+BODY_WEIGHT = Code(LOINC, "29463-7", "Body weight")
+HEART_RATE = Code(LOINC, "8867-4", "Heart rate")
+# SNOMED 185349003 "Encounter for check up": CMS122 Office Visit value set (code search).
+CHECKUP = Code(SNOMED, "185349003", "Encounter for check up")
+AMBULATORY = Code(ACT_CODE, "AMB", "ambulatory")
+# SNOMED 73761001 "Colonoscopy": HL7 FHIR example instances and several code lists (code search).
+COLONOSCOPY = Code(SNOMED, "73761001", "Colonoscopy")
+
+CRITERIA: tuple[str, ...] = (
+    "age",
+    "sle",
+    "therapy",
+    "autoantibody",
+    "lupus_nephritis",
+    "cns_lupus",
+    "pregnancy_lactation",
+    "chronic_illness",
+)
+INCLUSIONS: tuple[str, ...] = CRITERIA[:4]
+EXCLUSIONS: tuple[str, ...] = CRITERIA[4:]
+INCLUSION_ANSWERS: tuple[str, ...] = ("met", "not_met", "unknown")
+EXCLUSION_ANSWERS: tuple[str, ...] = ("clear", "excluded", "review")
