@@ -147,13 +147,14 @@ class MedicationHistoryCriterion(_CriterionBase):
     systemic_only: bool = True
     non_systemic_routes: list[str] = vs_list("non_systemic_routes")
     non_systemic_forms: list[str] = vs_list("non_systemic_forms")
-    # Whole words/phrases in a route/form text, product name or display that mark local use.
+    # Whole words/phrases (a trailing * matches any word ending) in route/form text, RxNorm
+    # product name, display or text that mark local use. Transdermal is systemic: not listed.
     non_systemic_words: list[str] = Field(
         default_factory=lambda: [
-            "topical", "cutaneous", "ophthalmic", "otic", "nasal", "inhaled", "inhalation",
-            "inhaler", "inhalant", "rectal", "cream", "ointment", "lotion", "shampoo",
-            "eye drops", "ear drops", "enema", "suppository", "nasal spray", "rectal foam",
-            "respiratory tract",
+            "topical", "cutaneous", "dermal spray", "cream", "ointment", "lotion", "shampoo",
+            "ophthalmic", "eye drop*", "otic", "ear drop*", "nasal", "intranasal", "inhal*",
+            "nebuli*", "respiratory", "rectal", "per rectum", "enema", "suppositor*",
+            "oral paste", "oromucosal", "mouthwash", "dental", "gingival", "oropharyngeal",
         ]
     )
     # Records of unknown duration are re-run as lasting to S; met then -> unknown (spec I3.5).

@@ -1,0 +1,220 @@
+"""criteria x tables x S -> answers, evidence, status (pure, partitionable by patient).
+
+The tidy tables are turned once into per-patient lists of plain namedtuples (no pandas in the
+per-patient loop), then every criterion's evaluator (``evaluators.REGISTRY``) runs per patient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import namedtuple
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from fhir_cohort.criteria.models import MedicationHistoryCriterion, Trial
+from fhir_cohort.engine import medication
+from fhir_cohort.engine.evaluators import REGISTRY, Context, Outcome, PatientData
+from fhir_cohort.engine.evaluators.common import TerminologyLike
+from fhir_cohort.engine.tables import (
+    CONDITION_COLUMNS,
+    MEDICATION_COLUMNS,
+    OBSERVATION_COLUMNS,
+    PATIENT_COLUMNS,
+    Tables,
+)
+
+ANSWER_COLUMNS = ("patient_id", "criterion_id", "answer", "reason")
+EVIDENCE_COLUMNS = ("patient_id", "criterion_id", "resource_type", "resource_id", "system",
+                    "code", "display", "date", "value", "note")
+STATUS_COLUMNS = ("patient_id", "status", "reasons")
+INCLUSION_ANSWERS = ("met", "not_met", "unknown")
+EXCLUSION_ANSWERS = ("clear", "excluded", "review")
+FAILING = frozenset({"not_met", "excluded"})
+PASSING = frozenset({"met", "clear"})
+
+_DATE_COLUMNS = {
+    "patients": ("deceased_date",),
+    "conditions": ("onset_date", "abatement_date", "recorded_date"),
+    "medications": ("start", "end"),
+    "observations": ("date",),
+}
+_BOOL_COLUMNS = {"deceased", "has_abatement", "do_not_perform"}
+
+
+@dataclass
+class EvaluationResult:
+    answers: pd.DataFrame
+    evidence: pd.DataFrame
+    status: pd.DataFrame
+
+
+# --------------------------------------------------------------------------- table -> rows
+
+
+def _clean(v: Any) -> Any:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def to_date(v: Any) -> dt.date | None:
+    """date, datetime/Timestamp or ISO string (partial: first day) -> date; else None."""
+    v = _clean(v)
+    if v is None:
+        return None
+    if isinstance(v, dt.datetime):
+        return v.date()
+    if isinstance(v, dt.date):
+        return v
+    s = str(v).strip()
+    try:
+        if len(s) >= 10:
+            return dt.date.fromisoformat(s[:10])
+        if len(s) == 7:
+            return dt.date(int(s[:4]), int(s[5:7]), 1)
+        if len(s) == 4:
+            return dt.date(int(s), 1, 1)
+    except ValueError:
+        return None
+    return None
+
+
+def _to_bool(v: Any) -> bool | None:
+    v = _clean(v)
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v.strip().lower() == "true"
+    return bool(v)
+
+
+def frame_rows(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> list[Any]:
+    """DataFrame -> list of namedtuples with None for missing, dates as date, bools as bool."""
+    row_type = namedtuple(f"{table.title()}Row", columns)  # type: ignore[misc]
+    n = len(df)
+    if n == 0:
+        return []
+    cols: list[list[Any]] = []
+    dates = set(_DATE_COLUMNS.get(table, ()))
+    for c in columns:
+        values = df[c].tolist() if c in df.columns else [None] * n
+        if c in dates:
+            values = [to_date(v) for v in values]
+        elif c in _BOOL_COLUMNS:
+            values = [_to_bool(v) for v in values]
+        elif c == "patient_id":
+            values = [None if _clean(v) is None else str(v) for v in values]
+        else:
+            values = [_clean(v) for v in values]
+        cols.append(values)
+    return [row_type(*vals) for vals in zip(*cols, strict=True)]
+
+
+def _by_patient(rows: list[Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for r in rows:
+        out.setdefault(r.patient_id, []).append(r)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def patient_status(trial: Trial, outcomes: list[Outcome]) -> tuple[str, str]:
+    """(status, reasons) from one patient's outcomes in criteria order."""
+    answers = [o.answer for o in outcomes]
+    if any(a in FAILING for a in answers):
+        status = "ineligible"
+    elif all(a in PASSING for a in answers):
+        status = "eligible"
+    else:
+        status = "review"
+    parts: list[str] = []
+    for crit, o in zip(trial.criteria, outcomes, strict=True):
+        if o.answer not in PASSING:
+            parts.append(f"{crit.id}: {o.answer}: {o.reason}")
+        parts.extend(f"{crit.id}: {note}" for note in o.notes)
+    return status, "; ".join(parts)
+
+
+def evaluate(
+    trial: Trial, tables: Tables, terminology: TerminologyLike, as_of: dt.date
+) -> EvaluationResult:
+    """Answer every criterion for every patient in ``tables.patients``."""
+    ctx = Context(terminology, as_of)
+    patients = frame_rows(tables.patients, PATIENT_COLUMNS, "patients")
+    conditions = _by_patient(frame_rows(tables.conditions, CONDITION_COLUMNS, "conditions"))
+    medications = _by_patient(frame_rows(tables.medications, MEDICATION_COLUMNS, "medications"))
+    observations = _by_patient(
+        frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
+    )
+    evaluators = [(c, REGISTRY[c.type]) for c in trial.criteria]
+    answers: list[tuple[Any, ...]] = []
+    evidence: list[tuple[Any, ...]] = []
+    status: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for p in patients:
+        pid = p.patient_id
+        if pid is None or pid in seen:
+            continue
+        seen.add(pid)
+        data = PatientData(p, conditions.get(pid, []), medications.get(pid, []),
+                           observations.get(pid, []))
+        outcomes: list[Outcome] = []
+        for crit, fn in evaluators:
+            o = fn(crit, ctx, data)
+            outcomes.append(o)
+            answers.append((pid, crit.id, o.answer, o.reason))
+            evidence.extend((pid, crit.id, *e) for e in o.evidence)
+        st, reasons = patient_status(trial, outcomes)
+        status.append((pid, st, reasons))
+    return EvaluationResult(
+        answers=pd.DataFrame.from_records(answers, columns=list(ANSWER_COLUMNS)),
+        evidence=pd.DataFrame.from_records(evidence, columns=list(EVIDENCE_COLUMNS)),
+        status=pd.DataFrame.from_records(status, columns=list(STATUS_COLUMNS)),
+    )
+
+
+def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
+    """All patients, then each criterion in order: patients remaining and per-answer counts.
+
+    A patient remains while none of its answers so far is not_met / excluded.
+    """
+    answer_cols = [*INCLUSION_ANSWERS, *EXCLUSION_ANSWERS]
+    per_patient: dict[str, dict[str, str]] = {}
+    for pid, cid, ans in zip(result.answers["patient_id"], result.answers["criterion_id"],
+                             result.answers["answer"], strict=True):
+        per_patient.setdefault(pid, {})[cid] = ans
+    remaining = set(result.status["patient_id"]) | set(per_patient)
+    rows: list[dict[str, Any]] = [{
+        "step": 0, "criterion_id": "all", "kind": "", "title": "all patients",
+        "remaining": len(remaining), **dict.fromkeys(answer_cols, 0),
+    }]
+    for i, crit in enumerate(trial.criteria, start=1):
+        counts = dict.fromkeys(answer_cols, 0)
+        for answers in per_patient.values():
+            a = answers.get(crit.id)
+            if a in counts:
+                counts[a] += 1
+        remaining = {p for p in remaining if per_patient.get(p, {}).get(crit.id) not in FAILING}
+        rows.append({"step": i, "criterion_id": crit.id, "kind": crit.kind, "title": crit.title,
+                     "remaining": len(remaining), **counts})
+    return pd.DataFrame(rows, columns=["step", "criterion_id", "kind", "title", "remaining",
+                                       *answer_cols])
+
+
+def medication_eras(
+    criterion: MedicationHistoryCriterion,
+    tables: Tables,
+    terminology: TerminologyLike,
+    as_of: dt.date,
+) -> pd.DataFrame:
+    """Era table (patient_id, requirement, agent, value_set, start, end, days in W)."""
+    ctx = Context(terminology, as_of)
+    meds = _by_patient(frame_rows(tables.medications, MEDICATION_COLUMNS, "medications"))
+    return medication.era_table(criterion, meds, ctx)

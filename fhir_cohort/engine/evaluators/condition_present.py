@@ -1,0 +1,54 @@
+"""I2-style criterion: a counted Condition in a value set is present on or before S."""
+
+from __future__ import annotations
+
+from fhir_cohort.criteria.models import ConditionPresentCriterion
+from fhir_cohort.engine.evaluators.common import (
+    Context,
+    Evidence,
+    Outcome,
+    PatientData,
+    condition_active,
+    condition_evidence,
+    condition_ignored,
+    condition_state,
+    condition_unconfirmed,
+)
+
+
+def evaluate_condition_present(
+    crit: ConditionPresentCriterion, ctx: Context, data: PatientData
+) -> Outcome:
+    rules = crit.status_rules
+    counted: list[Evidence] = []
+    unknown: list[Evidence] = []
+    other: list[Evidence] = []
+    for row in data.conditions:
+        vs = ctx.first_vs(crit.value_sets, row.system, row.code)
+        unk_vs = None if vs else ctx.first_vs(crit.unknown_value_sets, row.system, row.code)
+        not_vs = (None if vs or unk_vs
+                  else ctx.first_vs(crit.not_counted_value_sets, row.system, row.code))
+        if not (vs or unk_vs or not_vs):
+            continue
+        state = condition_state(row)
+        ignored = condition_ignored(row, rules, ctx.as_of)
+        if ignored is not None:
+            other.append(condition_evidence(row, ignored, state))
+        elif not_vs is not None:
+            other.append(condition_evidence(row, f"{not_vs}: does not count", state))
+        elif crit.require_active and not condition_active(row, rules, ctx.as_of):
+            other.append(condition_evidence(row, "inactive", state))
+        elif unk_vs is not None:
+            unknown.append(condition_evidence(row, f"{unk_vs}: type unspecified", state))
+        elif condition_unconfirmed(row, rules):
+            unknown.append(condition_evidence(row, f"{row.verification_status}: not confirmed",
+                                              state))
+        else:
+            counted.append(condition_evidence(row, f"{vs}: counted", state))
+    if counted:
+        return Outcome("met", f"{crit.title}: {counted[0].display or counted[0].code}",
+                       counted + unknown + other)
+    if unknown:
+        return Outcome("unknown", f"{crit.title}: only unconfirmed or unspecified records",
+                       unknown + other)
+    return Outcome("not_met", f"{crit.title}: no counted record", other)

@@ -1,0 +1,62 @@
+"""I4-style criterion: a positive result of a test in a value set within a lookback."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fhir_cohort.criteria.models import LabPositiveCriterion, LabRules
+from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData, iso
+from fhir_cohort.engine.labs import NEGATIVE, POSITIVE, Reading, interpret
+
+
+def observation_evidence(row: Any, reading: Reading | None, note: str) -> Evidence:
+    return Evidence("Observation", row.resource_id, row.system, row.code, row.display,
+                    iso(row.date), reading.value if reading else None, note)
+
+
+def read_tests(
+    vs_ids: list[str], rules: LabRules, ctx: Context, rows: list[Any]
+) -> tuple[list[tuple[Any, Reading]], list[Evidence]]:
+    """Counted, dated-on-or-before-S test rows with their reading; evidence for the rest."""
+    out: list[tuple[Any, Reading]] = []
+    skipped: list[Evidence] = []
+    for row in rows:
+        vs = ctx.first_vs(vs_ids, row.system, row.code)
+        if vs is None:
+            continue
+        if row.status is not None and row.status not in rules.counted_statuses:
+            skipped.append(observation_evidence(row, None, f"status {row.status}"))
+            continue
+        if row.date is not None and row.date > ctx.as_of:
+            skipped.append(observation_evidence(row, None, "after as-of date"))
+            continue
+        out.append((row, interpret(row, rules, ctx)))
+    return out, skipped
+
+
+def evaluate_lab_positive(crit: LabPositiveCriterion, ctx: Context, data: PatientData) -> Outcome:
+    tests, ev = read_tests(crit.value_sets, crit.lab_rules, ctx, data.observations)
+    lo = ctx.as_of - dt.timedelta(days=crit.lookback_days)
+    in_l: list[tuple[Any, Reading]] = []
+    before: list[tuple[Any, Reading]] = []
+    for row, reading in tests:
+        (in_l if row.date is not None and row.date >= lo else before).append((row, reading))
+    for row, reading in in_l:
+        ev.append(observation_evidence(row, reading, f"{reading.result} ({reading.rule})"))
+    for row, reading in before:
+        where = "undated" if row.date is None else f"before lookback of {crit.lookback_days} days"
+        ev.append(observation_evidence(row, reading, f"{reading.result} ({reading.rule}), {where}"))
+    pos_l = [r for r, x in in_l if x.result == POSITIVE]
+    if pos_l:
+        return Outcome("met", f"positive {pos_l[0].display or pos_l[0].code} on "
+                       f"{iso(pos_l[0].date)}", ev)
+    if any(x.result == POSITIVE for _, x in before):
+        return Outcome("unknown", f"positive only before the {crit.lookback_days}-day lookback",
+                       ev)
+    if in_l and all(x.result == NEGATIVE for _, x in in_l):
+        return Outcome("not_met", f"tested within {crit.lookback_days} days, all negative", ev)
+    if in_l:
+        return Outcome("unknown", f"no positive within {crit.lookback_days} days, "
+                       "equivocal results only", ev)
+    return Outcome("unknown", f"no test within {crit.lookback_days} days", ev)

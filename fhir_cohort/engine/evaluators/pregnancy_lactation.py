@@ -1,0 +1,89 @@
+"""E3-style exclusion: pregnancy (condition, status answer, hCG) or lactation."""
+
+from __future__ import annotations
+
+from fhir_cohort.criteria.models import ConditionRule, PregnancyLactationCriterion
+from fhir_cohort.engine.evaluators.common import (
+    Context,
+    Evidence,
+    Outcome,
+    PatientData,
+    within,
+)
+from fhir_cohort.engine.evaluators.condition_rules import RANK, evaluate_rules_on_rows
+from fhir_cohort.engine.evaluators.lab_positive import observation_evidence, read_tests
+from fhir_cohort.engine.labs import POSITIVE
+
+
+def _condition_rules(crit: PregnancyLactationCriterion) -> list[ConditionRule]:
+    """The condition half of E3 expressed as condition rules (same active/verification logic)."""
+    return [
+        ConditionRule(value_sets=crit.pregnancy_value_sets, answer="excluded",
+                      within_days=crit.pregnancy_onset_within_days,
+                      reason=f"active pregnancy with onset within "
+                             f"{crit.pregnancy_onset_within_days} days"),
+        ConditionRule(value_sets=crit.lactation_value_sets, answer="excluded",
+                      reason="active lactation"),
+        ConditionRule(value_sets=crit.delivery_value_sets, answer="review",
+                      within_days=crit.delivery_within_days, require_active=False,
+                      reason=crit.delivery_reason),
+    ]
+
+
+def evaluate_pregnancy_lactation(
+    crit: PregnancyLactationCriterion, ctx: Context, data: PatientData
+) -> Outcome:
+    gender = data.patient.gender
+    if gender is not None and str(gender) in crit.applies_to_sexes_not:
+        return Outcome("clear", f"not applicable (sex {gender})")
+    # Pregnancy onset: a record without a date cannot be placed, so it goes to review
+    # through undated_counts_as_within=False + the explicit check below.
+    worst, reasons, evidence = evaluate_rules_on_rows(
+        _condition_rules(crit), crit.status_rules, False, ctx, data.conditions
+    )
+    found: list[tuple[str, str]] = [(worst, r) for r in reasons]
+    if any(ev.note == "undated" for ev in evidence):
+        found.append(("review", "undated pregnancy or delivery record"))
+    # Pregnancy status answers.
+    obs_ev: list[Evidence] = []
+    for row in data.observations:
+        if not ctx.first_vs(crit.pregnancy_status_value_sets, row.system, row.code):
+            continue
+        if row.status is not None and row.status not in crit.lab_rules.counted_statuses:
+            obs_ev.append(observation_evidence(row, None, f"status {row.status}"))
+            continue
+        if row.date is not None and row.date > ctx.as_of:
+            obs_ev.append(observation_evidence(row, None, "after as-of date"))
+            continue
+        pregnant = ctx.token_in(crit.pregnancy_status_pregnant_value_sets, row.value_codes)
+        recent = within(row.date, ctx.as_of, crit.pregnancy_status_within_days)
+        value = ",".join(row.value_codes or ()) or row.value_string
+        if pregnant and recent:
+            obs_ev.append(evidence_with_value(row, value, "excluded: pregnancy status pregnant"))
+            found.append(("excluded", f"pregnancy status pregnant within "
+                                      f"{crit.pregnancy_status_within_days} days"))
+        else:
+            note = ("pregnant answer older than "
+                    f"{crit.pregnancy_status_within_days} days") if pregnant else "not pregnant"
+            obs_ev.append(evidence_with_value(row, value, note))
+    tests, skipped = read_tests(crit.hcg_value_sets, crit.lab_rules, ctx, data.observations)
+    obs_ev.extend(skipped)
+    for row, reading in tests:
+        recent = within(row.date, ctx.as_of, crit.hcg_within_days)
+        if reading.result == POSITIVE and recent:
+            obs_ev.append(observation_evidence(row, reading, "excluded: positive hCG"))
+            found.append(("excluded", f"positive hCG within {crit.hcg_within_days} days"))
+        else:
+            note = reading.result + ("" if recent else f", older than {crit.hcg_within_days} days")
+            obs_ev.append(observation_evidence(row, reading, note))
+    evidence.extend(obs_ev)
+    worst = max((a for a, _ in found), key=RANK.__getitem__, default="clear")
+    if worst == "clear":
+        return Outcome("clear", "no pregnancy or lactation on record", evidence)
+    chosen = list(dict.fromkeys(r for a, r in found if a == worst))
+    return Outcome(worst, "; ".join(chosen), evidence)
+
+
+def evidence_with_value(row: object, value: str | None, note: str) -> Evidence:
+    ev = observation_evidence(row, None, note)
+    return ev._replace(value=value)

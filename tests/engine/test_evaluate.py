@@ -1,0 +1,131 @@
+"""evaluate(): answers, status, evidence shape, patients without data, partitioning, attrition."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fhir_cohort.engine.evaluate import (
+    ANSWER_COLUMNS,
+    EVIDENCE_COLUMNS,
+    STATUS_COLUMNS,
+    attrition,
+)
+from fhir_cohort.engine.tables import Tables
+
+
+def _eligible_rows(b, pid: str = "p1") -> dict:
+    """A patient meeting every criterion under the shipped NCT06038474 criteria."""
+    return {
+        "conditions": [b.cond(b.SLE, pid, onset="2015-03-01")],
+        "medications": [
+            b.med(b.PREDNISONE, "2024-01-01", "2024-06-30", pid),
+            b.med(b.METHOTREXATE, "2023-09-01", "2024-03-01", pid),
+            b.med(b.MMF, "2024-04-01", "2025-01-01", pid),
+        ],
+        "observations": [b.obs(b.ANTI_DSDNA, "2025-03-01", pid, interpretation=(f"{b.V3}|POS",))],
+    }
+
+
+def test_patient_without_data_gets_every_criterion(run, b, trial):
+    res = run(patients=[b.pat("p1", birth="1990-05-05")])
+    got = dict(zip(res.answers.criterion_id, res.answers.answer, strict=True))
+    assert list(res.answers.columns) == list(ANSWER_COLUMNS)
+    assert list(res.evidence.columns) == list(EVIDENCE_COLUMNS)
+    assert list(res.status.columns) == list(STATUS_COLUMNS)
+    assert got == {
+        "age": "met", "sle": "not_met", "therapy": "not_met", "autoantibody": "unknown",
+        "lupus_nephritis": "clear", "cns_lupus": "clear", "pregnancy_lactation": "clear",
+        "chronic_illness": "clear",
+    }
+    assert [c.id for c in trial.criteria] == list(res.answers.criterion_id)
+    assert res.status.status.tolist() == ["ineligible"]
+
+
+def test_eligible_patient_carries_the_review_note(run, b, trial):
+    res = run(**_eligible_rows(b))
+    assert set(res.answers.answer) == {"met", "clear"}
+    st = res.status.iloc[0]
+    assert st.status == "eligible"
+    note = trial.criterion("therapy").review_note
+    assert note in st.reasons
+    assert note in set(res.evidence.note)
+
+
+def test_review_status_and_reasons(run, b):
+    rows = _eligible_rows(b)
+    rows["conditions"].append(b.cond(b.HEADACHE, recorded="2025-06-01"))
+    res = run(**rows)
+    st = res.status.iloc[0]
+    assert st.status == "review"
+    assert "cns_lupus: review: headache; may re-screen when resolved" in st.reasons
+
+
+def test_deceased_patient_is_ineligible(run, b):
+    rows = _eligible_rows(b)
+    res = run(patients=[b.pat(deceased=True, deceased_date=b.d("2025-01-01"))], **rows)
+    assert res.status.status.tolist() == ["ineligible"]
+    assert "deceased" in res.status.reasons[0]
+
+
+def test_anything_after_as_of_is_ignored(run, b):
+    rows = _eligible_rows(b)
+    res_then = run(as_of=b.d("2014-01-01"), **rows)
+    got = dict(zip(res_then.answers.criterion_id, res_then.answers.answer, strict=True))
+    assert got["sle"] == "not_met"
+    assert got["therapy"] == "not_met"
+    assert "after as-of date" in set(res_then.evidence.note)
+
+
+def test_partitionable_by_patient(run, b):
+    a, c = _eligible_rows(b, "pa"), _eligible_rows(b, "pc")
+    c["conditions"].append(b.cond(b.LN_CLASS_IV, "pc"))
+    patients = [b.pat("pa"), b.pat("pb", birth="2015-01-01"), b.pat("pc")]
+    whole = run(patients=patients, conditions=a["conditions"] + c["conditions"],
+                medications=a["medications"] + c["medications"],
+                observations=a["observations"] + c["observations"])
+    part = run(patients=[patients[2]], conditions=c["conditions"], medications=c["medications"],
+               observations=c["observations"])
+    for name in ("answers", "evidence", "status"):
+        w = getattr(whole, name)
+        pd.testing.assert_frame_equal(
+            w[w.patient_id == "pc"].reset_index(drop=True),
+            getattr(part, name).reset_index(drop=True),
+        )
+    assert whole.status.set_index("patient_id").status.to_dict() == {
+        "pa": "eligible", "pb": "ineligible", "pc": "ineligible"}
+
+
+def test_attrition(run, b, trial):
+    a, c = _eligible_rows(b, "pa"), _eligible_rows(b, "pc")
+    c["conditions"].append(b.cond(b.LN_CLASS_IV, "pc"))
+    res = run(patients=[b.pat("pa"), b.pat("pb", birth="2015-01-01"), b.pat("pc"),
+                        b.pat("pd", birth=None)],
+              conditions=a["conditions"] + c["conditions"],
+              medications=a["medications"] + c["medications"],
+              observations=a["observations"] + c["observations"])
+    att = attrition(res, trial)
+    assert att.criterion_id.tolist() == ["all"] + [c.id for c in trial.criteria]
+    remaining = dict(zip(att.criterion_id, att.remaining, strict=True))
+    # pb fails age; pd (no birthDate, age unknown) then fails sle; pc is excluded by E1.
+    assert remaining == {"all": 4, "age": 3, "sle": 2, "therapy": 2, "autoantibody": 2,
+                         "lupus_nephritis": 1, "cns_lupus": 1, "pregnancy_lactation": 1,
+                         "chronic_illness": 1}
+    age = att[att.criterion_id == "age"].iloc[0]
+    assert (age.met, age.not_met, age.unknown) == (2, 1, 1)
+    ln = att[att.criterion_id == "lupus_nephritis"].iloc[0]
+    assert (ln.clear, ln.excluded, ln.review) == (3, 1, 0)
+
+
+def test_tables_with_timestamps_nans_and_numpy_bools(run, b, terminology, trial):
+    """Tables built by pandas (datetime64 columns, NaN, numpy bools) read like plain rows."""
+    from fhir_cohort.engine.evaluate import evaluate
+
+    t = Tables.from_rows([b.pat()], [b.cond(b.SLE, onset="2015-03-01")], [], [])
+    t.conditions["onset_date"] = pd.to_datetime(t.conditions["onset_date"])
+    t.conditions["has_abatement"] = t.conditions["has_abatement"].astype(bool)
+    t.patients["deceased"] = float("nan")
+    res = evaluate(trial, t, terminology, b.AS_OF)
+    ans = dict(zip(res.answers.criterion_id, res.answers.answer, strict=True))
+    assert ans["sle"] == "met"
+    assert ans["age"] == "met"
+    assert res.evidence[res.evidence.criterion_id == "sle"].date.tolist() == ["2015-03-01"]
