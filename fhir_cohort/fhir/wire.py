@@ -21,6 +21,7 @@ __all__ = [
     "format_token",
     "normalize_code",
     "normalize_system",
+    "normalizers",
     "parse_date",
     "parse_prefixed",
     "reference_id",
@@ -291,52 +292,23 @@ def format_prefixed(prefix: str, value: str, *, omit_eq: bool = False) -> str:
 
 _norm_impl: tuple[Callable[[str], str], Callable[[str, str], str]] | None = None
 
-# Used only when fhir_cohort.terminology does not (yet) provide the functions.
-_FALLBACK_SYSTEMS: dict[str, str] = {
-    "urn:oid:2.16.840.1.113883.6.96": "http://snomed.info/sct",
-    "urn:oid:2.16.840.1.113883.6.90": "http://hl7.org/fhir/sid/icd-10-cm",
-    "urn:oid:2.16.840.1.113883.6.103": "http://hl7.org/fhir/sid/icd-9-cm",
-    "urn:oid:2.16.840.1.113883.6.1": "http://loinc.org",
-    "urn:oid:2.16.840.1.113883.6.88": "http://www.nlm.nih.gov/research/umls/rxnorm",
-    "urn:oid:2.16.840.1.113883.6.69": "http://hl7.org/fhir/sid/ndc",
-}
-_ICD_SYSTEMS = frozenset({"http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-9-cm"})
 
-
-def _fallback_normalize_system(system: str) -> str:
-    s = system.strip()
-    return _FALLBACK_SYSTEMS.get(s, s.rstrip("/"))
-
-
-def _fallback_normalize_code(system: str, code: str) -> str:
-    c = code.strip()
-    if system in _ICD_SYSTEMS:
-        return c.replace(".", "").upper()
-    return c
-
-
-def _resolve_norm() -> tuple[Callable[[str], str], Callable[[str, str], str]]:
+def normalizers() -> tuple[Callable[[str], str], Callable[[str, str], str]]:
+    """The (normalize_system, normalize_code) pair of ``fhir_cohort.terminology``, for hot loops."""
     global _norm_impl
     if _norm_impl is None:
-        try:
-            from fhir_cohort.terminology import normalize_code as nc
-            from fhir_cohort.terminology import normalize_system as ns
-        except ImportError:
-            ns, nc = _fallback_normalize_system, _fallback_normalize_code
+        from fhir_cohort.terminology import normalize_code as nc
+        from fhir_cohort.terminology import normalize_system as ns
+
         _norm_impl = (ns, nc)
     return _norm_impl
 
 
 def normalize_system(system: str) -> str:
     """Canonical URI of a code system (delegates to ``fhir_cohort.terminology``)."""
-    return _resolve_norm()[0](system)
+    return normalizers()[0](system)
 
 
 def normalize_code(system: str, code: str) -> str:
-    """Canonical spelling of a code in a (normalised) system (delegates to terminology)."""
-    return _resolve_norm()[1](system, code)
-
-
-def normalizers() -> tuple[Callable[[str], str], Callable[[str, str], str]]:
-    """The (normalize_system, normalize_code) pair, resolved once for hot loops."""
-    return _resolve_norm()
+    """Canonical spelling of a code in a system (delegates to ``fhir_cohort.terminology``)."""
+    return normalizers()[1](system, code)
