@@ -192,8 +192,8 @@ def build_background(index: int, seed: int, as_of: date) -> PatientRecord:
                                     abatement=onset + 270))
         elif r < 0.13:
             day = back(30, 330)
-            res.append(fb.condition(ctx, C.DELIVERY_O80, onset=day, clinical="resolved",
-                                    abatement=day, category="encounter-diagnosis"))
+            res.append(fb.condition(ctx, C.DELIVERY_O80, onset=day, clinical=None,
+                                    category="encounter-diagnosis"))
             answers["pregnancy_lactation"] = "review"
 
     # E4 noise: heart failure and cancers, active or resolved.
