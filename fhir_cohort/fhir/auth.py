@@ -235,7 +235,8 @@ class SmartBackendAuth(Auth):
     """SMART Backend Services: client_credentials grant with a private_key_jwt assertion.
 
     The access token is cached and refreshed ``refresh_margin`` seconds before it expires, or
-    after a 401 (``invalidate``). Thread-safe: concurrent workers share one token.
+    after a 401 (``invalidate``). Thread-safe: concurrent workers share one token. ``clock``
+    (monotonic) only tracks the token's lifetime.
     """
 
     def __init__(
@@ -246,7 +247,7 @@ class SmartBackendAuth(Auth):
         scope: str = DEFAULT_SCOPE,
         token_url: str | None = None,
         refresh_margin: float = 60.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not client_id:
             raise AuthError("SMART backend auth needs a client id")
@@ -279,7 +280,7 @@ class SmartBackendAuth(Auth):
             return {"Authorization": f"Bearer {self._token}"}
 
     def assertion(self, token_url: str) -> str:
-        now = int(self._clock())
+        now = int(time.time())  # wall time: the server checks iat/exp against its own clock
         claims = {
             "iss": self.client_id,
             "sub": self.client_id,
