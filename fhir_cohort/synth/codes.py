@@ -97,7 +97,8 @@ DSDNA_IF = Code(
     LOINC, "6457-6",
     "DNA double strand Ab [Presence] in Serum by Immunofluorescence (IF) Crithidia luciliae",
 )
-HISTONE = Code(LOINC, "109974-6", "Histone H2a+H2b Ab [Measurement] in Serum")
+# No anti-histone code: the only confirmed one (109974-6) is an order term, not in the
+# autoantibodies value set.
 NUCLEOSOME = Code(LOINC, "89506-0", "Nucleosome Ab [Presence] in Serum by Line blot")
 SM_UNITS = Code(LOINC, "11090-8", "Smith extractable nuclear Ab [Units/volume] in Serum")
 # Sm/RNP: the only exception to confirmed=yes. The spec requires that Sm/RNP counts as anti-Sm;
