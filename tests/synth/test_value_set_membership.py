@@ -94,6 +94,7 @@ INTENDED: dict[C.Code, set[str]] = {
     C.HEART_RATE: set(),
     C.COLONOSCOPY: set(),
     C.CHECKUP: set(),
+    C.SEVERE: set(),  # a severity qualifier, named by the criteria file, not a value set
 }
 _BY_KEY = {(c.system, c.code): want for c, want in INTENDED.items()}
 
