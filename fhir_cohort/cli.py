@@ -213,10 +213,21 @@ def _cmd_screen(args: argparse.Namespace) -> int:
 def _cmd_valuesets(_: argparse.Namespace) -> int:
     from fhir_cohort.terminology import Terminology
 
+    short = {
+        "http://snomed.info/sct": "SNOMED",
+        "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+        "http://hl7.org/fhir/sid/icd-9-cm": "ICD-9-CM",
+        "http://loinc.org": "LOINC",
+        "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    }
     rows = Terminology.load().summary()
-    import pandas as pd
-
-    print(pd.DataFrame(rows).to_string(index=False))
+    width = max(len(r["id"]) for r in rows)
+    print(f"{'id':<{width}}  {'version':<9}  {'total':>5}  concepts per system / title")
+    for r in rows:
+        per = ", ".join(
+            f"{short.get(s, s.rsplit('/', 1)[-1])} {n}" for s, n in r["concepts"].items()
+        )
+        print(f"{r['id']:<{width}}  {r['version']:<9}  {r['total']:>5}  {per} / {r['title']}")
     return EXIT_OK
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "ErrorHandler",
     "LineFilter",
     "iter_file",
+    "iter_ndjson_range",
     "open_source",
     "validate_resource",
 ]
@@ -47,7 +48,9 @@ _JSON_SUFFIXES = (".json", ".json.gz")
 _TYPE_PREFIX = re.compile(r"[A-Z][A-Za-z]+")
 _SAFE_NAME = re.compile(r"[A-Za-z]{1,64}")
 # Files a bulk client writes beside the data that hold no resources.
-_SKIP_NAMES = frozenset({"log.ndjson", "manifest.json", "log.ndjson.gz"})
+_SKIP_NAMES = frozenset(
+    {"log.ndjson", "manifest.json", "log.ndjson.gz", "export_log.ndjson", "export_state.json"}
+)
 # Read first: Medications so references resolve, then Patients.
 _TYPE_ORDER = {"Medication": 0, "Patient": 1}
 
@@ -170,12 +173,19 @@ def _iter_ndjson(
     line_filter: LineFilter | None,
     report: _Reporter,
     validate: bool,
+    byte_range: tuple[int, int, int] | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
     loads = orjson.loads
     try:
         with _open_bytes(path) as fh:
-            for lineno, line in enumerate(fh, 1):
+            lines: Iterator[bytes] = fh
+            first = 1
+            if byte_range is not None:
+                start, end, first = byte_range
+                fh.seek(start)
+                lines = _lines_until(fh, end - start)
+            for lineno, line in enumerate(lines, first):
                 if line_filter is not None and not line_filter(line):
                     continue
                 if not line.strip():
@@ -196,6 +206,44 @@ def _iter_ndjson(
                 yield resource, f"{name}:{lineno}"
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise SourceError(f"{name}: cannot read ({type(exc).__name__})") from exc
+
+
+def _lines_until(fh: IO[bytes], length: int) -> Iterator[bytes]:
+    """Lines of ``fh`` from its position, stopping after ``length`` bytes (a line boundary)."""
+    for line in fh:
+        if length <= 0:
+            return
+        length -= len(line)
+        yield line
+
+
+def iter_ndjson_range(
+    path: str | Path,
+    start: int,
+    end: int,
+    first_line: int,
+    *,
+    expected_type: str | None = None,
+    types: set[str] | None = None,
+    line_filter: LineFilter | None = None,
+    on_error: ErrorHandler | None = None,
+    strict: bool = False,
+    validate: bool = False,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Like :func:`iter_file` for the bytes [start, end) of an uncompressed NDJSON file.
+
+    ``start`` and ``end`` must fall on line boundaries and ``first_line`` is the number of the
+    line at ``start``, so error locations stay exact when a big file is shared among workers.
+    """
+    yield from _iter_ndjson(
+        Path(path),
+        expected_type,
+        types,
+        line_filter,
+        _Reporter(on_error, strict),
+        validate,
+        (start, end, first_line),
+    )
 
 
 def _rewrite_refs(node: Any, urls: dict[str, str]) -> None:

@@ -337,6 +337,10 @@ class Terminology:
             for moiety, matched in found.items()
         ]
 
+    def medication_names(self) -> frozenset[str]:
+        """Lower-case names :meth:`agents_for_text` recognises (for a reader's line filter)."""
+        return frozenset(self._text_names)
+
     def agent_value_sets(self, agent: Agent) -> set[str]:
         return set(self._agent_sets.get(agent.code, set()))
 

@@ -1,0 +1,191 @@
+"""screen(): source -> tables -> answers -> outputs. The one function the CLI calls."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from fhir_cohort import __version__
+from fhir_cohort.criteria import (
+    Trial,
+    check_value_sets,
+    default_criteria_path,
+    load_criteria,
+    value_set_ids,
+)
+from fhir_cohort.engine.evaluate import EvaluationResult, attrition, evaluate
+from fhir_cohort.engine.read import ReadReport, read_tables
+from fhir_cohort.engine.tables import Tables
+from fhir_cohort.fhir.sources import open_source
+from fhir_cohort.progress import Progress, ProgressCallback, no_progress
+from fhir_cohort.report.outputs import (
+    candidate_group,
+    patients_table,
+    sort_evidence,
+    write_outputs,
+)
+from fhir_cohort.results import ScreeningResult
+from fhir_cohort.terminology import Terminology
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+
+
+def _resolve_trial(criteria: str | Path | Trial | None) -> tuple[Trial, dict[str, Any]]:
+    if isinstance(criteria, Trial):
+        return criteria, {"file": None, "sha256": None}
+    path = Path(criteria) if criteria is not None else default_criteria_path()
+    trial = load_criteria(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return trial, {"file": str(path), "sha256": digest}
+
+
+def relevant_codes(trial: Trial, terminology: Terminology) -> set[tuple[str, str]]:
+    """Every (system, code) a criterion of ``trial`` can use: the reader keeps only these."""
+    return terminology.codes(sorted(value_set_ids(trial)))
+
+
+def screen_tables(
+    trial: Trial, tables: Tables, terminology: Terminology, as_of: date
+) -> tuple[EvaluationResult, Any]:
+    """Evaluate ``tables`` (pure: no I/O). Returns the evaluation and its attrition table."""
+    result = evaluate(trial, tables, terminology, as_of)
+    return result, attrition(result, trial)
+
+
+def screen(
+    source: str | Path | None = None,
+    *,
+    criteria: str | Path | Trial | None = None,
+    as_of: date | None = None,
+    out_dir: str | Path | None = None,
+    strict: bool = False,
+    validate: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback = no_progress,
+    terminology: Terminology | None = None,
+) -> ScreeningResult:
+    """Screen every patient of ``source`` against a trial's criteria.
+
+    ``source`` is a Bulk Data export folder, a Bundle file or a folder of Bundles (default: the
+    bundled synthetic demo hospital). ``criteria`` is a criteria file or a loaded
+    :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474). ``as_of`` is the screening
+    date S (default: today). With ``out_dir`` the outputs are written there (owner-only).
+
+    >>> result = screen(as_of=date(2026, 11, 24))
+    >>> list(result.patients.columns[:3])
+    ['patient_id', 'status', 'age']
+    >>> set(result.patients["status"]) <= {"eligible", "review", "ineligible"}
+    True
+    """
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    as_of = as_of or date.today()
+    trial, criteria_info = _resolve_trial(criteria)
+    terminology = terminology or Terminology.load()
+    check_value_sets(trial, terminology)
+
+    src_path = Path(source) if source is not None else DEMO_DATA
+    disk = open_source(src_path)
+    relevant = relevant_codes(trial, terminology)
+    tables, report = read_tables(
+        disk,
+        relevant=relevant,
+        medication_words=terminology.medication_names(),
+        strict=strict,
+        validate=validate,
+        workers=workers,
+        progress=progress,
+    )
+    t_read = time.perf_counter()
+    progress(Progress("evaluate", 0, total=len(tables.patients), unit="patients"))
+    evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of)
+    progress(Progress("evaluate", len(tables.patients), total=len(tables.patients)))
+    t_eval = time.perf_counter()
+
+    ids = tuple(c.id for c in trial.criteria)
+    patients = patients_table(evaluation.answers, evaluation.status, ids)
+    evidence = sort_evidence(evaluation.evidence, ids)
+    group = candidate_group(patients, trial_id=trial.id, trial_version=trial.version, as_of=as_of)
+    run = _run_record(
+        trial=trial,
+        criteria_info=criteria_info,
+        criterion_ids=ids,
+        terminology=terminology,
+        source=src_path,
+        as_of=as_of,
+        report=report,
+        started=started,
+        timings={
+            "read": t_read - t0,
+            "evaluate": t_eval - t_read,
+        },
+        patients=patients,
+    )
+    result = ScreeningResult(
+        patients=patients,
+        evidence=evidence,
+        attrition=attrition_table,
+        run=run,
+        group=group,
+        criterion_ids=ids,
+    )
+    if out_dir is not None:
+        run["timings_seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        result.paths = write_outputs(
+            Path(out_dir),
+            patients=patients,
+            evidence=evidence,
+            attrition=attrition_table,
+            group=group,
+            run=run,
+        )
+    return result
+
+
+def _run_record(
+    *,
+    trial: Trial,
+    criteria_info: dict[str, Any],
+    criterion_ids: tuple[str, ...],
+    terminology: Terminology,
+    source: Path,
+    as_of: date,
+    report: ReadReport,
+    started: datetime,
+    timings: dict[str, float],
+    patients: Any,
+) -> dict[str, Any]:
+    used = sorted(value_set_ids(trial))
+    read = report.as_dict()
+    return {
+        "tool": {"name": "fhir-cohort", "version": __version__},
+        "started": started.isoformat(timespec="seconds"),
+        "as_of": as_of.isoformat(),
+        "source": {"kind": "disk", "path": str(source)},
+        "trial": {"id": trial.id, "title": trial.title, "version": trial.version},
+        "criteria": {**criteria_info, "criterion_ids": list(criterion_ids)},
+        "value_sets": {
+            vs: {"url": terminology.value_set(vs).url, "version": terminology.value_set(vs).version}
+            for vs in used
+        },
+        "counts": {
+            "patients": len(patients),
+            "status": {
+                s: int((patients["status"] == s).sum())
+                for s in ("eligible", "review", "ineligible")
+            },
+        },
+        "lines": read["lines"],
+        "read": read["read"],
+        "skipped": read["skipped"],
+        "errors": read["errors"],
+        "errors_truncated": read["errors_truncated"],
+        "workers": read["workers"],
+        "files": read["files"],
+        "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+    }

@@ -1,0 +1,102 @@
+"""The result of a screening, as analysts use it in notebooks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fhir_cohort.report.outputs import CANDIDATE_STATUSES, OutputPaths
+
+
+@dataclass
+class ScreeningResult:
+    """Everything one screening produced.
+
+    ``patients`` has one row per patient (``patient_id``, ``status``, one column per criterion,
+    ``reasons``), ``evidence`` one row per (patient, criterion, record), ``attrition`` the
+    trial's attrition table, ``run`` the run record written to run.json.
+    """
+
+    patients: pd.DataFrame
+    evidence: pd.DataFrame
+    attrition: pd.DataFrame
+    run: dict[str, Any]
+    group: dict[str, Any] = field(default_factory=dict)
+    criterion_ids: tuple[str, ...] = ()
+    paths: OutputPaths | None = None
+
+    def candidates(self) -> pd.DataFrame:
+        """Eligible then review patients (the candidate cohort), in that order."""
+        mask = self.patients["status"].isin(CANDIDATE_STATUSES)
+        return self.patients[mask].reset_index(drop=True)
+
+    def status_counts(self) -> pd.Series:
+        counts = self.patients["status"].value_counts()
+        return counts.reindex(["eligible", "review", "ineligible"], fill_value=0)
+
+    def explain(self, patient_id: str) -> str:
+        """The criterion-by-criterion story for one patient, with the evidence behind it."""
+        row = self.patients[self.patients["patient_id"] == patient_id]
+        if row.empty:
+            raise KeyError(f"no patient {patient_id!r} in this screening")
+        rec = row.iloc[0]
+        lines = [f"Patient {patient_id}: {rec['status']}"]
+        ev = self.evidence[self.evidence["patient_id"] == patient_id]
+        for cid in self.criterion_ids:
+            lines.append(f"  {cid}: {rec[cid]}")
+            for e in ev[ev["criterion_id"] == cid].itertuples(index=False):
+                what = " ".join(
+                    str(x)
+                    for x in (e.resource_type, e.resource_id, e.code, e.display)
+                    if isinstance(x, str) and x
+                )
+                extra = " ".join(
+                    str(x) for x in (e.date, e.value) if isinstance(x, str) and x
+                )
+                note = f" - {e.note}" if isinstance(e.note, str) and e.note else ""
+                lines.append(f"      {what} {extra}{note}".rstrip())
+        if isinstance(rec["reasons"], str) and rec["reasons"]:
+            lines.append(f"  reasons: {rec['reasons']}")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """The attrition table and where the outputs went, as the CLI prints it."""
+        lines = [
+            f"Screened {len(self.patients)} patients for {self.run.get('trial', {}).get('id')} "
+            f"as of {self.run.get('as_of')}",
+            "",
+            self.attrition.to_string(index=False),
+            "",
+            "status: "
+            + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
+        ]
+        skipped = sum(self.run.get("skipped", {}).values()) if self.run.get("skipped") else 0
+        if skipped:
+            lines.append(f"skipped {skipped} malformed resources (see run.json)")
+        if self.paths is not None:
+            lines.append(f"outputs: {self.paths.out_dir}")
+        return "\n".join(lines)
+
+
+def load_results(out_dir: str | Path) -> ScreeningResult:
+    """Reopen a past run's outputs from its folder."""
+    paths = OutputPaths.in_dir(Path(out_dir))
+    run = json.loads(paths.run.read_text(encoding="utf-8"))
+    patients = pd.read_csv(paths.patients, dtype=str, keep_default_na=False)
+    evidence = pd.read_csv(paths.evidence, dtype=str, keep_default_na=False)
+    attrition = pd.read_csv(paths.attrition)
+    group = json.loads(paths.group.read_text(encoding="utf-8"))
+    ids = tuple(run.get("criteria", {}).get("criterion_ids", ()))
+    return ScreeningResult(
+        patients=patients,
+        evidence=evidence,
+        attrition=attrition,
+        run=run,
+        group=group,
+        criterion_ids=ids,
+        paths=paths,
+    )
