@@ -1,0 +1,210 @@
+"""Retry loop, errors and counters of FhirClient, against mocked HTTP (``responses``)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from fhir_cohort.errors import AuthError, FhirHttpError
+from fhir_cohort.fhir.auth import Auth, BearerTokenAuth
+from fhir_cohort.fhir.client import FhirClient, InsecureTLSWarning, RateLimiter, strip_query
+
+BASE = "https://ehr.test/fhir"
+OUTCOME = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "invalid", "diagnostics": "Invalid date 'x'"}],
+}
+
+
+class FakeTime:
+    """sleep() advances clock(); nothing really sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_client(fake: FakeTime, **kw: object) -> FhirClient:
+    return FhirClient(BASE, sleep=fake.sleep, clock=fake.clock, rng=lambda: 0.5, **kw)  # type: ignore[arg-type]
+
+
+@responses.activate
+def test_429_with_retry_after_then_success() -> None:
+    responses.get(f"{BASE}/Patient/1", status=429, headers={"Retry-After": "7"})
+    responses.get(f"{BASE}/Patient/1", json={"resourceType": "Patient", "id": "1"})
+    fake = FakeTime()
+    client = make_client(fake)
+    assert client.read("Patient", "1")["id"] == "1"
+    assert fake.sleeps == [7.0]
+    assert client.stats.snapshot()["requests"] == 2
+    assert client.stats.snapshot()["retries"] == 1
+
+
+@responses.activate
+def test_retry_after_as_http_date() -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    responses.get(f"{BASE}/metadata", status=503, headers={"Retry-After": when})
+    responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement"})
+    fake = FakeTime()
+    make_client(fake).capabilities()
+    assert len(fake.sleeps) == 1 and 15 < fake.sleeps[0] <= 20
+
+
+@responses.activate
+def test_503_then_success_uses_backoff() -> None:
+    responses.get(f"{BASE}/Patient/1", status=503)
+    responses.get(f"{BASE}/Patient/1", status=502)
+    responses.get(f"{BASE}/Patient/1", json={"resourceType": "Patient", "id": "1"})
+    fake = FakeTime()
+    make_client(fake, backoff=1.0).read("Patient", "1")
+    # equal jitter with rng=0.5: 0.75 x the exponential step
+    assert fake.sleeps == [0.75, 1.5]
+
+
+@responses.activate
+def test_retry_after_is_capped_and_the_deadline_ends_retries() -> None:
+    responses.get(f"{BASE}/Patient/1", status=429, headers={"Retry-After": "3600"})
+    fake = FakeTime()
+    client = make_client(fake, retry_after_cap=30, deadline=70, max_retries=10)
+    with pytest.raises(FhirHttpError, match="deadline") as err:
+        client.read("Patient", "1")
+    assert fake.sleeps == [30.0, 30.0]
+    assert err.value.status == 429
+
+
+@responses.activate
+def test_max_retries_gives_up_with_the_status() -> None:
+    responses.get(f"{BASE}/Patient/1", status=500, json=OUTCOME)
+    fake = FakeTime()
+    with pytest.raises(FhirHttpError, match="giving up after 3 attempts") as err:
+        make_client(fake, max_retries=2).read("Patient", "1")
+    assert err.value.status == 500 and "Invalid date" in (err.value.outcome or "")
+
+
+@responses.activate
+def test_connection_errors_are_retried() -> None:
+    responses.get(f"{BASE}/Patient/1", body=requests.ConnectionError("connection reset by peer"))
+    responses.get(f"{BASE}/Patient/1", json={"resourceType": "Patient", "id": "1"})
+    fake = FakeTime()
+    assert make_client(fake).read("Patient", "1")["id"] == "1"
+    assert len(fake.sleeps) == 1
+
+
+@responses.activate
+def test_operation_outcome_400_carries_diagnostics_and_no_query(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    responses.get(f"{BASE}/Condition", status=400, json=OUTCOME)
+    caplog.set_level(logging.DEBUG, logger="fhir_cohort.fhir")
+    with pytest.raises(FhirHttpError) as err:
+        make_client(FakeTime()).request("GET", "Condition", params=[("patient", "secret-id-42")])
+    e = err.value
+    assert (e.method, e.url, e.status) == ("GET", f"{BASE}/Condition", 400)
+    assert e.outcome == "error: Invalid date 'x'"
+    assert "secret-id-42" not in str(e)
+    assert "secret-id-42" not in caplog.text and f"{BASE}/Condition" in caplog.text
+    assert not isinstance(e, AuthError)
+
+
+@responses.activate
+def test_malformed_json_is_a_clear_error_without_query() -> None:
+    responses.get(f"{BASE}/Patient/9", body="<html>proxy error</html>", content_type="text/html")
+    with pytest.raises(FhirHttpError, match="not valid JSON") as err:
+        make_client(FakeTime()).read("Patient", "9")
+    assert err.value.url == f"{BASE}/Patient/9"
+
+
+class CountingAuth(Auth):
+    def __init__(self) -> None:
+        self.version = 1
+
+    def headers(self, client: FhirClient) -> dict[str, str]:
+        return {"Authorization": f"Bearer token-{self.version}"}
+
+    def invalidate(self) -> None:
+        self.version += 1
+
+
+@responses.activate
+def test_401_reauthenticates_once_then_succeeds() -> None:
+    bearer = matchers.header_matcher
+    responses.get(
+        f"{BASE}/Patient/1", status=401, match=[bearer({"Authorization": "Bearer token-1"})]
+    )
+    responses.get(
+        f"{BASE}/Patient/1",
+        json={"resourceType": "Patient", "id": "1"},
+        match=[bearer({"Authorization": "Bearer token-2"})],
+    )
+    auth = CountingAuth()
+    assert make_client(FakeTime(), auth=auth).read("Patient", "1")["id"] == "1"
+    assert auth.version == 2
+
+
+@responses.activate
+def test_401_twice_is_an_auth_error_without_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    responses.get(f"{BASE}/Patient/1", status=401, json=OUTCOME)
+    auth = BearerTokenAuth("very-secret-token")
+    with pytest.raises(AuthError) as err:
+        make_client(FakeTime(), auth=auth).read("Patient", "1")
+    assert err.value.status == 401
+    assert len(responses.calls) == 2  # one re-authentication, no more
+    assert "very-secret-token" not in str(err.value) + caplog.text
+    assert "very-secret-token" not in repr(auth)
+
+
+@responses.activate
+def test_403_is_an_auth_error_and_not_retried() -> None:
+    responses.get(f"{BASE}/Patient/1", status=403, json=OUTCOME)
+    with pytest.raises(AuthError, match="not authorised"):
+        make_client(FakeTime(), auth=CountingAuth()).read("Patient", "1")
+    assert len(responses.calls) == 1  # forbidden is final: no re-auth, no retry
+
+
+@responses.activate
+def test_default_headers_and_strict_search() -> None:
+    responses.get(f"{BASE}/Patient", json={"resourceType": "Bundle", "type": "searchset"})
+    client = FhirClient(BASE, headers={"X-Tenant": "t1"})
+    client.request("GET", "Patient", search=True)
+    sent = responses.calls[0].request.headers
+    assert sent["Accept"] == "application/fhir+json"
+    assert sent["Prefer"] == "handling=strict"
+    assert "gzip" in sent["Accept-Encoding"]
+    assert sent["X-Tenant"] == "t1"
+    FhirClient(BASE, strict_search=False).request("GET", "Patient", search=True)
+    assert "Prefer" not in responses.calls[1].request.headers
+
+
+def test_tls_verification_cannot_be_switched_off_silently(tmp_path: object) -> None:
+    assert FhirClient(BASE).session.verify is True
+    with pytest.warns(InsecureTLSWarning, match="verification is OFF"):
+        client = FhirClient(BASE, verify=False)
+    assert client.session.verify is False
+    with pytest.raises(ValueError, match="CA bundle not found"):
+        FhirClient(BASE, verify="/nonexistent/ca.pem")
+
+
+def test_rate_limiter_spaces_requests() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(2.0, burst=1, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(4):
+        limiter.acquire()
+    assert fake.sleeps == [0.5, 0.5, 0.5]
+
+
+def test_strip_query_removes_credentials_and_query() -> None:
+    assert strip_query("http://a:b@h:8080/fhir/Patient?_id=1") == "http://h:8080/fhir/Patient"
