@@ -13,6 +13,7 @@ configured too so ``load_*`` can write. SMART clients are registered with their 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -141,6 +142,7 @@ class SekmetServer:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        atexit.register(self.stop)  # no orphaned servers if the session dies early
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
