@@ -268,12 +268,16 @@ class FhirClient:
         search: bool = False,
         authenticate: bool = True,
         ok_statuses: Sequence[int] = (),
+        stream: bool = False,
     ) -> requests.Response:
         """Send one request with retries; return the 2xx (or ``ok_statuses``) response.
 
         Retries 429/500/502/503/504 and connection errors with exponential backoff and jitter,
         honours ``Retry-After`` (capped), re-authenticates once on 401, and gives up at the
         deadline. Raises :class:`FhirHttpError` / :class:`AuthError`.
+
+        ``stream=True`` (large downloads) returns the successful response with its body unread:
+        the caller iterates it, closes it and counts its bytes; error bodies are read as usual.
         """
         url = self.url(path)
         safe_url = strip_query(url)
@@ -300,9 +304,11 @@ class FhirClient:
                     json=json_body,
                     headers=send_headers,
                     timeout=self.timeout,
+                    stream=stream,
                 )
+                ok = 200 <= resp.status_code < 300 or resp.status_code in ok_statuses
                 # reading .content inside the try: a reset mid-body is a connection error too
-                nbytes = len(resp.content)
+                nbytes = 0 if stream and ok else len(resp.content)
             except _RETRY_EXCEPTIONS as exc:
                 self.stats.add(requests=1, seconds=time.perf_counter() - t0)
                 reason = f"{type(exc).__name__}"
