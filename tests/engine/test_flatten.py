@@ -538,7 +538,9 @@ def resources(draw: st.DrawFn) -> dict[str, Any]:
         if rtype == "Observation":
             r["component"] = [{"code": draw(concepts), "valueString": draw(st.text())}]
             r["valueCodeableConcept"] = draw(concepts)
-    return r
+    # Writers order keys freely: resourceType may follow contained resources.
+    keys = draw(st.permutations(list(r)))
+    return {k: r[k] for k in keys}
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
