@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fhir_cohort.errors import MalformedResourceError, SourceError
-from fhir_cohort.fhir.sources import iter_file, open_source, validate_resource
+from fhir_cohort.fhir.sources import iter_file, iter_ndjson_range, open_source, validate_resource
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sources"
 SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-bulk-13"
@@ -185,3 +185,24 @@ def test_synthea_bulk_13_reads_fully(validate: bool) -> None:
     assert dict(counts) == expected
     assert sorted(expected) == src.resource_types()
     assert counts["Patient"] == 13
+
+
+def test_byte_ranges_cover_a_file_with_whole_file_locations() -> None:
+    path = DATA / "malformed" / "Condition.000.ndjson"
+    data = path.read_bytes()
+    cut = data.index(b"\n", len(data) // 2) + 1  # a line start in the middle
+    first_line = data[:cut].count(b"\n") + 1
+    whole_errors: list[MalformedResourceError] = []
+    whole = list(iter_file(path, expected_type="Condition", on_error=whole_errors.append))
+    parts_errors: list[MalformedResourceError] = []
+    parts = list(
+        iter_ndjson_range(path, 0, cut, 1, expected_type="Condition",
+                          on_error=parts_errors.append)
+    ) + list(
+        iter_ndjson_range(path, cut, len(data), first_line, expected_type="Condition",
+                          on_error=parts_errors.append)
+    )  # fmt: skip
+    assert parts == whole
+    assert [e.location for e in parts_errors] == [e.location for e in whole_errors]
+    with pytest.raises(SourceError):
+        list(iter_ndjson_range(DATA / "missing.ndjson", 0, 10, 1))
