@@ -62,7 +62,9 @@ def _export(client: FhirClient, request: BulkExportRequest, out: Path, **kw: Any
     return run_export(client, request, out, poll_cap_seconds=0.2, deadline_seconds=60, **kw)
 
 
-def test_system_export_holds_every_loaded_resource(bulk_server: SekmetServer, tmp_path: Path) -> None:
+def test_system_export_holds_every_loaded_resource(
+    bulk_server: SekmetServer, tmp_path: Path
+) -> None:
     events: list[ExportProgress] = []
     result = _export(
         FhirClient(bulk_server.base_url), BulkExportRequest(), tmp_path, progress=events.append
@@ -73,7 +75,9 @@ def test_system_export_holds_every_loaded_resource(bulk_server: SekmetServer, tm
     assert result.transaction_time
     assert result.errors.files == 0
     assert {e.phase for e in events} >= {"kickoff", "downloading", "complete"}
-    log_events = [json.loads(line)["eventId"] for line in (tmp_path / LOG_FILE).open()]
+    log_events = [
+        json.loads(line)["eventId"] for line in (tmp_path / LOG_FILE).read_text().splitlines()
+    ]
     assert log_events[0] == "kickoff" and log_events[-1] == "export_complete"
     assert "status_complete" in log_events and "download_complete" in log_events
     manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
@@ -96,7 +100,10 @@ def test_type_filter_keeps_only_matching_resources(
         level="patient", types=("Patient", "Condition"), type_filters=(SLE_FILTER,)
     )
     result = _export(FhirClient(bulk_server.base_url), request, tmp_path)
-    wanted = {("http://snomed.info/sct", "55464009"), ("http://hl7.org/fhir/sid/icd-10-cm", "M32.14")}
+    wanted = {
+        ("http://snomed.info/sct", "55464009"),
+        ("http://hl7.org/fhir/sid/icd-10-cm", "M32.14"),
+    }
     expected_conditions = {
         ("Condition", r["id"])
         for r in _loaded()

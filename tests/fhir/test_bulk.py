@@ -1,0 +1,452 @@
+"""Bulk ``$export`` client against scripted HTTP exchanges (``responses``); no real waiting."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fhir_cohort.errors import MalformedResourceError
+from fhir_cohort.fhir.auth import BearerTokenAuth
+from fhir_cohort.fhir.bulk import (
+    LOG_FILE,
+    MANIFEST_FILE,
+    STATE_FILE,
+    BulkExportError,
+    BulkExportRequest,
+    BulkExportTimeout,
+    BulkJobExpiredError,
+    ExportProgress,
+    run_export,
+)
+from fhir_cohort.fhir.client import FhirClient
+from fhir_cohort.fhir.sources import open_source
+
+BASE = "https://ehr.example.org/fhir"
+KICKOFF = f"{BASE}/$export"
+STATUS = f"{BASE}/bulk-status/job-1"
+FILES = "https://files.example.org/job-1"
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class BrokenStream(io.RawIOBase):
+    """Serves ``data`` but resets the connection after ``fail_after`` bytes."""
+
+    def __init__(self, data: bytes, fail_after: int) -> None:
+        self.data = data
+        self.fail_after = fail_after
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.pos >= self.fail_after:
+            raise ConnectionResetError("connection reset by peer")
+        n = min(len(buffer), self.fail_after - self.pos)
+        buffer[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+def _patients(n: int) -> bytes:
+    return b"".join(
+        json.dumps({"resourceType": "Patient", "id": f"p{i}"}).encode() + b"\n" for i in range(n)
+    )
+
+
+def _conditions(n: int, pad: int = 0) -> bytes:
+    return b"".join(
+        json.dumps(
+            {
+                "resourceType": "Condition",
+                "id": f"c{i}",
+                "subject": {"reference": f"Patient/p{i % 2}"},
+                "note": [{"text": "x" * pad}],
+            }
+        ).encode()
+        + b"\n"
+        for i in range(n)
+    )
+
+
+def _manifest(
+    output: list[dict[str, Any]],
+    error: list[dict[str, Any]] | None = None,
+    *,
+    token: bool = False,
+) -> dict[str, Any]:
+    return {
+        "transactionTime": "2026-01-02T03:04:05Z",
+        "request": f"{KICKOFF}?_type=Patient,Condition",
+        "requiresAccessToken": token,
+        "output": output,
+        "error": error or [],
+    }
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def client(fake_time: FakeTime) -> FhirClient:
+    return FhirClient(
+        BASE,
+        auth=BearerTokenAuth("secret-token"),
+        sleep=fake_time.sleep,
+        clock=fake_time.clock,
+        rng=lambda: 0.5,
+    )
+
+
+@pytest.fixture
+def mock() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+def _kickoff(mock: responses.RequestsMock) -> None:
+    mock.get(KICKOFF, status=202, headers={"Content-Location": STATUS})
+
+
+def _export(client: FhirClient, fake_time: FakeTime, out: Path, **kw: Any) -> Any:
+    kw.setdefault("poll_cap_seconds", 30)
+    kw.setdefault("deadline_seconds", 3600)
+    return run_export(
+        client,
+        kw.pop("request", BulkExportRequest(types=("Patient", "Condition"))),
+        out,
+        sleep=fake_time.sleep,
+        clock=fake_time.clock,
+        **kw,
+    )
+
+
+def _read(folder: Path) -> list[tuple[str, str]]:
+    errors: list[MalformedResourceError] = []
+    found = [
+        (r["resourceType"], r["id"])
+        for r, _ in open_source(folder).iter_resources(on_error=errors.append)
+    ]
+    assert errors == []
+    return sorted(found)
+
+
+def _events(folder: Path) -> list[str]:
+    return [json.loads(line)["eventId"] for line in (folder / LOG_FILE).read_text().splitlines()]
+
+
+def test_polls_honouring_retry_after_then_downloads_and_deletes(
+    client: FhirClient, fake_time: FakeTime, mock: responses.RequestsMock, tmp_path: Path
+) -> None:
+    _kickoff(mock)
+    mock.get(STATUS, status=202, headers={"X-Progress": "10% done", "Retry-After": "5"})
+    mock.get(STATUS, status=202, headers={"X-Progress": "60% done", "Retry-After": "500"})
+    mock.get(
+        STATUS,
+        json=_manifest(
+            [
+                {"type": "Patient", "url": f"{FILES}/Patient.ndjson?sig=s3cr3t", "count": 2},
+                {"type": "Condition", "url": f"{FILES}/Condition-1.ndjson"},
+                {"type": "Condition", "url": f"{FILES}/Condition-2.ndjson", "count": 1},
+            ]
+        ),
+    )
+    mock.get(f"{FILES}/Patient.ndjson", body=_patients(2))
+    mock.get(f"{FILES}/Condition-1.ndjson", body=_conditions(3)[:-1])  # no final newline
+    mock.get(f"{FILES}/Condition-2.ndjson", body=_conditions(1))
+    delete = mock.delete(STATUS, status=202)
+    seen: list[ExportProgress] = []
+
+    result = _export(client, fake_time, tmp_path, progress=seen.append)
+
+    assert fake_time.sleeps == [5, 30]  # Retry-After honoured, then capped
+    assert [p.message for p in seen if p.phase == "waiting"] == ["10% done", "60% done"]
+    assert result.transaction_time == "2026-01-02T03:04:05Z"
+    assert sorted((f.path.name, f.lines) for f in result.files) == [
+        ("Condition.000.ndjson.gz", 3),
+        ("Condition.001.ndjson.gz", 1),
+        ("Patient.000.ndjson.gz", 2),
+    ]
+    assert result.resources_by_type() == {"Condition": 4, "Patient": 2}
+    assert result.requests == 8  # kick-off, 3 polls, 3 files, DELETE
+    assert delete.call_count == 1
+    assert _read(tmp_path) == [("Condition", f"c{i}") for i in (0, 0, 1, 2)] + [
+        ("Patient", "p0"),
+        ("Patient", "p1"),
+    ]
+    kick = mock.calls[0].request
+    assert kick.headers["Prefer"] == "respond-async"
+    assert kick.headers["Accept"] == "application/fhir+json"
+    assert "_type=Patient%2CCondition" in kick.url
+    downloads = [c.request for c in mock.calls if c.request.url.startswith(FILES)]
+    assert all("Authorization" not in r.headers for r in downloads)  # no token asked for
+    assert "s3cr3t" not in (tmp_path / MANIFEST_FILE).read_text()
+    assert "s3cr3t" not in (tmp_path / LOG_FILE).read_text()
+    events = _events(tmp_path)
+    assert events[0] == "kickoff" and events[-1] == "export_complete"
+    assert events.count("status_progress") == 2
+    assert events.count("download_request") == events.count("download_complete") == 3
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_429_and_500_while_polling_go_through_the_client_retries(
+    client: FhirClient, fake_time: FakeTime, mock: responses.RequestsMock, tmp_path: Path
+) -> None:
+    _kickoff(mock)
+    mock.get(STATUS, status=429, headers={"Retry-After": "7"})
+    mock.get(STATUS, status=500, json={"resourceType": "OperationOutcome", "issue": []})
+    mock.get(STATUS, json=_manifest([{"type": "Patient", "url": f"{FILES}/P.ndjson"}]))
+    mock.get(f"{FILES}/P.ndjson", body=_patients(3))
+    mock.delete(STATUS, status=202)
+
+    result = _export(client, fake_time, tmp_path)
+
+    assert client.stats.retries == 2
+    assert fake_time.sleeps[0] == 7
+    assert [f.lines for f in result.files] == [3]
+
+
+def test_token_is_sent_to_file_urls_only_when_the_manifest_requires_it(
+    client: FhirClient, fake_time: FakeTime, mock: responses.RequestsMock, tmp_path: Path
+) -> None:
+    _kickoff(mock)
+    mock.get(STATUS, json=_manifest([{"type": "Patient", "url": f"{FILES}/P.ndjson"}], token=True))
+    files = mock.get(f"{FILES}/P.ndjson", body=_patients(1))
+    mock.delete(STATUS, status=202)
+    _export(client, fake_time, tmp_path)
+    assert files.calls[0].request.headers["Authorization"] == "Bearer secret-token"
+
+
+def test_download_broken_halfway_resumes_without_refetching_complete_files(
+    client: FhirClient, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    big = _conditions(2000, pad=100)  # ~280 kB: several chunks reach the disk before the reset
+    manifest = _manifest(
+        [
+            {"type": "Patient", "url": f"{FILES}/P.ndjson", "count": 2},
+            {"type": "Condition", "url": f"{FILES}/C.ndjson", "count": 2000},
+        ]
+    )
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as first:
+        _kickoff(first)
+        first.get(STATUS, json=manifest)
+        first.get(f"{FILES}/P.ndjson", body=_patients(2))
+        first.get(
+            f"{FILES}/C.ndjson",
+            body=io.BufferedReader(BrokenStream(big, fail_after=len(big) // 2)),  # type: ignore[arg-type]
+        )
+        first_delete = first.delete(STATUS, status=202)
+        with pytest.raises(BulkExportError, match=r"Condition\.000\.ndjson\.gz") as err:
+            _export(client, fake_time, tmp_path, download_workers=1)
+    assert "resume=True" in str(err.value)
+    assert client.stats.bytes_received > len(big) // 4  # the break came mid-file, not at once
+    assert first_delete.call_count == 0  # the job is kept for the resume
+    assert (tmp_path / "Patient.000.ndjson.gz").exists()
+    assert not (tmp_path / "Condition.000.ndjson.gz").exists()  # no partial file taken as whole
+    assert not list(tmp_path.glob(".*.part"))
+    assert "download_error" in _events(tmp_path)
+
+    with responses.RequestsMock() as second:
+        again = second.get(f"{FILES}/C.ndjson", body=big)
+        second_delete = second.delete(STATUS, status=202)
+        result = _export(client, fake_time, tmp_path)
+        # neither the status URL nor the finished Patient file was asked for again
+        assert [c.request.url for c in second.calls] == [f"{FILES}/C.ndjson", STATUS]
+    assert again.call_count == 1 and second_delete.call_count == 1
+    assert result.resumed
+    assert result.resources_by_type() == {"Condition": 2000, "Patient": 2}
+    assert len(_read(tmp_path)) == 2002
+
+
+def test_line_count_mismatch_is_an_error_naming_the_file(
+    client: FhirClient, fake_time: FakeTime, mock: responses.RequestsMock, tmp_path: Path
+) -> None:
+    _kickoff(mock)
+    mock.get(STATUS, json=_manifest([{"type": "Condition", "url": f"{FILES}/C", "count": 3}]))
+    mock.get(f"{FILES}/C", body=_conditions(2))
+    with pytest.raises(
+        BulkExportError, match=r"Condition\.000\.ndjson\.gz has 2 lines .* count is 3"
+    ):
+        _export(client, fake_time, tmp_path)
+    assert not (tmp_path / "Condition.000.ndjson.gz").exists()
+
+
+def test_error_files_are_saved_and_summarised_without_their_text(
+    client: FhirClient, fake_time: FakeTime, mock: responses.RequestsMock, tmp_path: Path
+) -> None:
+    outcomes = [
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": "processing",
+                    "diagnostics": "Patient/p77 unreadable",
+                },
+                {"severity": "warning", "code": "not-supported"},
+            ],
+        },
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "processing", "diagnostics": "Patient/p78"}],
+        },
+    ]
+    _kickoff(mock)
+    mock.get(
+        STATUS,
+        json=_manifest(
+            [{"type": "Patient", "url": f"{FILES}/P.ndjson"}],
+            [{"type": "OperationOutcome", "url": f"{FILES}/err.ndjson"}],
+        ),
+    )
+    mock.get(f"{FILES}/P.ndjson", body=_patients(1))
+    mock.get(f"{FILES}/err.ndjson", body="".join(json.dumps(o) + "\n" for o in outcomes))
+    mock.delete(STATUS, status=202)
+
+    result = _export(client, fake_time, tmp_path)
+
+    saved = tmp_path / "errors" / "OperationOutcome.000.ndjson.gz"
+    assert result.error_files == (saved,)
+    with gzip.open(saved, "rt") as fh:
+        assert [json.loads(line) for line in fh] == outcomes
+    assert result.errors.to_json() == {
+        "files": 1,
+        "resources": 2,
+        "issues": 3,
+        "by_severity": {"error": 2, "warning": 1},
+        "by_code": {"not-supported": 1, "processing": 2},
+        "with_diagnostics": 2,
+    }
+    assert "p77" not in json.dumps(result.to_json())
+    assert _read(tmp_path) == [("Patient", "p0")]  # errors/ is not read as data
+
+
+def test_deadline_keeps_the_job_and_an_expired_job_says_start_afresh(
+    client: FhirClient, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    with responses.RequestsMock() as first:
+        _kickoff(first)
+        first.get(STATUS, status=202, headers={"Retry-After": "60"})
+        with pytest.raises(BulkExportTimeout, match="resume=True"):
+            _export(client, fake_time, tmp_path, deadline_seconds=100)
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert state["status_url"] == STATUS
+
+    with responses.RequestsMock() as second:
+        second.get(
+            STATUS,
+            status=404,
+            json={"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]},
+        )
+        with pytest.raises(BulkJobExpiredError, match=r"expired.*resume=False") as err:
+            _export(client, fake_time, tmp_path)
+        assert len(second.calls) == 1  # resumed from the saved status URL, no new kick-off
+    assert err.value.status == 404
+    assert "status_error" in _events(tmp_path)
+
+    with responses.RequestsMock() as third:
+        _kickoff(third)
+        third.get(STATUS, json=_manifest([{"type": "Patient", "url": f"{FILES}/P"}]))
+        third.get(f"{FILES}/P", body=_patients(2))
+        third.delete(STATUS, status=404)  # already gone: fine
+        result = _export(client, fake_time, tmp_path, resume=False)
+    assert not result.resumed
+    assert _read(tmp_path) == [("Patient", "p0"), ("Patient", "p1")]
+
+
+def test_a_finished_export_is_not_fetched_again(
+    client: FhirClient, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    with responses.RequestsMock() as first:
+        _kickoff(first)
+        first.get(STATUS, json=_manifest([{"type": "Patient", "url": f"{FILES}/P"}]))
+        first.get(f"{FILES}/P", body=_patients(2))
+        first.delete(STATUS, status=405)  # server cannot delete: fine
+        done = _export(client, fake_time, tmp_path)
+    with responses.RequestsMock() as second:
+        again = _export(client, fake_time, tmp_path)
+        assert len(second.calls) == 0
+    assert again.files == done.files and again.transaction_time == done.transaction_time
+
+
+def test_refuses_a_folder_with_foreign_data_or_another_request(
+    client: FhirClient, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    (tmp_path / "Patient.ndjson").write_text("{}\n")
+    with pytest.raises(BulkExportError, match="empty folder"):
+        _export(client, fake_time, tmp_path)
+    (tmp_path / "Patient.ndjson").unlink()
+    with responses.RequestsMock() as rsps:
+        _kickoff(rsps)
+        rsps.get(STATUS, status=202, headers={"Retry-After": "60"})
+        with pytest.raises(BulkExportTimeout):
+            _export(client, fake_time, tmp_path, deadline_seconds=10)
+    with pytest.raises(BulkExportError, match="another request"):
+        _export(client, fake_time, tmp_path, request=BulkExportRequest(level="patient"))
+
+
+def test_kickoff_refusal_carries_the_operation_outcome(
+    client: FhirClient, fake_time: FakeTime, mock: responses.RequestsMock, tmp_path: Path
+) -> None:
+    mock.get(
+        KICKOFF,
+        status=400,
+        json={
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "diagnostics": "Unsupported _outputFormat"}],
+        },
+    )
+    with pytest.raises(BulkExportError, match="Unsupported _outputFormat") as err:
+        _export(client, fake_time, tmp_path)
+    assert err.value.status == 400
+    detail = json.loads((tmp_path / LOG_FILE).read_text())["eventDetail"]
+    assert detail["errorCode"] == 400
+
+
+def test_request_paths_and_validation() -> None:
+    assert BulkExportRequest().path == "$export"
+    assert BulkExportRequest(level="patient").path == "Patient/$export"
+    assert BulkExportRequest(level="group", group_id="g 1").path == "Group/g%201/$export"
+    with pytest.raises(ValueError, match="group_id"):
+        BulkExportRequest(level="group")
+    with pytest.raises(ValueError, match="Type"):
+        BulkExportRequest(type_filters=("code=123",))
+
+
+_codes = st.lists(st.from_regex(r"[A-Za-z0-9.|:/]{1,12}", fullmatch=True), min_size=1, max_size=4)
+
+
+@given(codes=_codes, types=st.lists(st.sampled_from(["Patient", "Condition"]), unique=True))
+def test_type_filter_commas_never_split_one_filter(codes: list[str], types: list[str]) -> None:
+    request = BulkExportRequest(
+        types=tuple(types), type_filters=(f"Condition?code={','.join(codes)}",)
+    )
+    sent = [v for k, v in request.params() if k == "_typeFilter"]
+    assert len(sent) == 1 and "," not in sent[0]  # a server splitting on commas sees one filter
+    assert sent[0].replace("%2C", ",") == request.type_filters[0]
+    assert BulkExportRequest.from_json(request.to_json()) == request
