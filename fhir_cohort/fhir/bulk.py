@@ -449,13 +449,16 @@ def run_export(
 
 def _clear_previous(out: Path) -> None:
     """resume=False: forget a previous job in this folder and the files it wrote."""
-    old = _State.load(out / STATE_FILE) if (out / STATE_FILE).exists() else None
+    try:
+        old = _State.load(out / STATE_FILE)
+    except BulkExportError:
+        old = None  # unreadable: nothing to salvage, but the files it names cannot be known
     if old is not None:
         for record in old.data.get("files", {}).values():
             (out / record["path"]).unlink(missing_ok=True)
-        (out / STATE_FILE).unlink()
+    (out / STATE_FILE).unlink(missing_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)
-    for tmp in out.glob(".*.part"):
+    for tmp in [*out.glob(".*.part"), *out.glob(f"{ERRORS_DIR}/.*.part")]:
         tmp.unlink()
     _refuse_foreign_data(out)
 
