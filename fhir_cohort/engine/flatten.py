@@ -19,12 +19,12 @@ from typing import Any
 
 from fhir_cohort.errors import MalformedResourceError
 from fhir_cohort.fhir.wire import (
-    add_days,
     duration_days,
     format_token,
     normalizers,
     parse_date,
     reference_id,
+    supply_end,
 )
 
 __all__ = ["Flattener", "MedicationLineFilter", "make_line_filter"]
@@ -541,7 +541,7 @@ def _statement_interval(r: Mapping[str, Any], status: str | None) -> Interval:
     if bp_end is not None:
         return start, bp_end, "explicit"
     if start is not None and bd is not None:
-        end = add_days(start, bd)
+        end = supply_end(start, bd)
         if end is not None:
             return start, end, "explicit"
     return start, None, "unknown"
@@ -559,13 +559,13 @@ def _request_interval(r: Mapping[str, Any], status: str | None) -> Interval:
     if bp_end is not None:
         return start, bp_end, "explicit"
     if start is not None:
-        if bd is not None and (end := add_days(start, bd)) is not None:
+        if bd is not None and (end := supply_end(start, bd)) is not None:
             return start, end, "explicit"
         supply = duration_days(_get(dispense, "expectedSupplyDuration"))
         if supply is not None:
             repeats = _get(dispense, "numberOfRepeatsAllowed")
             n = repeats if isinstance(repeats, int) and not isinstance(repeats, bool) else 0
-            end = add_days(start, supply * (1 + max(n, 0)))
+            end = supply_end(start, supply * (1 + max(n, 0)))
             if end is not None:
                 return start, end, "explicit"
     if status in _OPEN_STATUSES:
@@ -576,7 +576,7 @@ def _request_interval(r: Mapping[str, Any], status: str | None) -> Interval:
 def _dispense_interval(r: Mapping[str, Any], status: str | None) -> Interval:
     start = parse_date(r.get("whenHandedOver")) or parse_date(r.get("whenPrepared"))
     days = duration_days(r.get("daysSupply"), default_unit="d")
-    if start is not None and days is not None and (end := add_days(start, days)) is not None:
+    if start is not None and days is not None and (end := supply_end(start, days)) is not None:
         return start, end, "explicit"
     return start, None, "unknown"
 

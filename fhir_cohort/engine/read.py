@@ -112,7 +112,12 @@ def _run_tasks(
 
     def line_filter(line: bytes) -> bool:
         lines[type_key] += 1
-        return base_filter(line)
+        if base_filter(line):
+            return True
+        # A line that is not one JSON object (truncated, garbage) is parsed anyway so that it
+        # is reported with its file:line instead of vanishing in the filter.
+        body = line.strip()
+        return bool(body) and not (body[:1] == b"{" and body[-1:] == b"}")
 
     rows = out.rows
     for task in tasks:
@@ -221,6 +226,7 @@ def read_tables(
     workers: int | None = None,
     progress: ProgressCallback = no_progress,
     chunk_bytes: int = CHUNK_BYTES,
+    parallel_min_bytes: int = PARALLEL_MIN_BYTES,
 ) -> tuple[Tables, ReadReport]:
     """Read every resource of ``source`` into :class:`Tables`, skipping what no criterion uses.
 
@@ -241,7 +247,7 @@ def read_tables(
     n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     bundles = any(t.expected_type is None for t in tasks)
     # Bundles keep their Medications in-stream, so they are read in one Flattener.
-    if bundles or total < PARALLEL_MIN_BYTES or len(tasks) < 2:
+    if bundles or total < parallel_min_bytes or len(tasks) < 2:
         n_workers = 1
     report.workers = n_workers
     progress(Progress("read", 0, total=total, unit="B"))

@@ -149,6 +149,21 @@ def add_days(start: date, days: float) -> date | None:
         return None
 
 
+def supply_end(start: date, days: float) -> date | None:
+    """Last day covered by a supply of ``days`` starting on ``start`` (inclusive end).
+
+    A 30-day supply handed over on Jan 1 covers Jan 1 .. Jan 30; every interval end in the
+    tidy tables is inclusive, like an effectivePeriod.end. A supply of under one day still
+    covers its start day.
+
+    >>> supply_end(date(2024, 1, 1), 30)
+    datetime.date(2024, 1, 30)
+    >>> supply_end(date(2024, 1, 1), 0.5)
+    datetime.date(2024, 1, 1)
+    """
+    return add_days(start, max(math.ceil(days), 1) - 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # References
 

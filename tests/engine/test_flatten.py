@@ -219,7 +219,7 @@ D = date
          (D(2023, 1, 1), None, "unknown")),
         (med("MedicationStatement", status="active", effectiveDateTime="2023-01-01",
              dosage=[{"timing": {"repeat": {"boundsDuration": {"value": 12, "code": "wk"}}}}]),
-         (D(2023, 1, 1), D(2023, 3, 26), "explicit")),
+         (D(2023, 1, 1), D(2023, 3, 25), "explicit")),  # 84 days, inclusive end
         (med("MedicationStatement", status="completed", effectiveDateTime="2023-01-01",
              dosage=[{"timing": {"repeat": {"boundsPeriod": {"start": "2023-01-01",
                                                              "end": "2023-05-01"}}}}]),
@@ -234,15 +234,15 @@ D = date
              dispenseRequest={"validityPeriod": {"start": "2023-01-01"}},
              dosageInstruction=[{"timing": {"repeat": {"boundsDuration": {"value": 3,
                                                                           "code": "mo"}}}}]),
-         (D(2023, 1, 1), D(2023, 4, 1), "explicit")),  # 90 days
+         (D(2023, 1, 1), D(2023, 3, 31), "explicit")),  # 90 days, inclusive end
         (med("MedicationRequest", status="completed", authoredOn="2023-01-01",
              dispenseRequest={"expectedSupplyDuration": {"value": 30, "unit": "days",
                                                          "code": "d"},
                               "numberOfRepeatsAllowed": 2}),
-         (D(2023, 1, 1), D(2023, 4, 1), "explicit")),  # 30 d x (1 + 2)
+         (D(2023, 1, 1), D(2023, 3, 31), "explicit")),  # 30 d x (1 + 2)
         (med("MedicationRequest", status="completed", authoredOn="2023-01-01",
              dispenseRequest={"expectedSupplyDuration": {"value": 4, "code": "wk"}}),
-         (D(2023, 1, 1), D(2023, 1, 29), "explicit")),  # no repeats
+         (D(2023, 1, 1), D(2023, 1, 28), "explicit")),  # no repeats
         (med("MedicationRequest", status="active", authoredOn="2023-01-01T09:00:00-05:00"),
          (D(2023, 1, 1), None, "to_asof")),
         (med("MedicationRequest", status="stopped", authoredOn="2023-01-01"),
@@ -250,10 +250,10 @@ D = date
         # MedicationDispense
         (med("MedicationDispense", status="completed", whenHandedOver="2023-01-01T10:00:00Z",
              whenPrepared="2022-12-30", daysSupply={"value": 90, "unit": "days"}),
-         (D(2023, 1, 1), D(2023, 4, 1), "explicit")),
+         (D(2023, 1, 1), D(2023, 3, 31), "explicit")),
         (med("MedicationDispense", status="completed", whenPrepared="2023-01-01",
              daysSupply={"value": 28}),
-         (D(2023, 1, 1), D(2023, 1, 29), "explicit")),
+         (D(2023, 1, 1), D(2023, 1, 28), "explicit")),
         (med("MedicationDispense", status="completed", whenHandedOver="2023-01-01"),
          (D(2023, 1, 1), None, "unknown")),
         # MedicationAdministration
