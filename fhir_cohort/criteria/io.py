@@ -89,7 +89,9 @@ def dumps(trial: Trial, fmt: str = "yaml") -> str:
     data = trial.model_dump(mode="json")
     if fmt == "json":
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    # allow_unicode=False: PyYAML writes some code points (NEL, U+0085) unquoted and reads
+    # them back as line breaks; escaped output always round-trips.
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
 
 
 def dump_criteria(trial: Trial, path: str | Path) -> None:
