@@ -30,6 +30,17 @@ PARALLEL_MIN_BYTES = 48 * 1024 * 1024
 CHUNK_BYTES = 64 * 1024 * 1024
 MAX_ERRORS_KEPT = 1000
 _TABLES = ("patients", "conditions", "medications", "observations")
+# The resource types the tables are built from (Medication is read first, separately).
+READ_TYPES = (
+    "Patient",
+    "Condition",
+    "Procedure",
+    "Observation",
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationDispense",
+    "MedicationAdministration",
+)
 
 
 @dataclass
@@ -107,8 +118,9 @@ def _run_tasks(
 
     flattener = Flattener(cfg.relevant, cfg.words, on_error=on_error, strict=cfg.strict)
     flattener.medications.update(cfg.medications)
-    base_filter = make_line_filter(cfg.relevant, cfg.words)
+    filters: dict[str | None, Callable[[bytes], bool]] = {}
     lines = out.lines
+    base_filter: Callable[[bytes], bool] = bool
 
     def line_filter(line: bytes) -> bool:
         lines[type_key] += 1
@@ -122,6 +134,11 @@ def _run_tasks(
     rows = out.rows
     for task in tasks:
         type_key = task.expected_type or "unknown"
+        if task.expected_type not in filters:
+            filters[task.expected_type] = make_line_filter(
+                cfg.relevant, cfg.words, task.expected_type
+            )
+        base_filter = filters[task.expected_type]
         common: dict[str, Any] = {
             "expected_type": task.expected_type,
             "line_filter": line_filter,
@@ -239,7 +256,8 @@ def read_tables(
     meds = _read_medications(source, strict, validate, report)
     cfg = _Config(frozenset(relevant), frozenset(medication_words), strict, validate, meds)
     tasks: list[_Task] = []
-    for declared, path in source.files():
+    # Files of types no table holds (Encounter, Immunization, ...) are not opened at all.
+    for declared, path in source.files(set(READ_TYPES)):
         if declared == "Medication":
             continue
         tasks.extend(_split(path, declared, chunk_bytes))
