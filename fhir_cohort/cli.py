@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from fhir_cohort import __version__
@@ -19,7 +19,9 @@ from fhir_cohort.errors import (
     SourceError,
     TerminologyError,
 )
+from fhir_cohort.fhir.auth import AuthOptions
 from fhir_cohort.progress import Progress
+from fhir_cohort.remote import ServerOptions
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -115,10 +117,11 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--source",
-        metavar="PATH",
+        metavar="PATH|URL",
         help=(
-            "a Bulk Data export folder (<Type>*.ndjson[.gz]), a Bundle JSON file, or a folder "
-            "of Bundles (default: the bundled synthetic demo hospital)"
+            "a Bulk Data export folder (<Type>*.ndjson[.gz]), a Bundle JSON file, a folder "
+            "of Bundles, or a FHIR R4 server base URL (default: the bundled synthetic demo "
+            "hospital)"
         ),
     )
     p.add_argument(
@@ -158,6 +161,98 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         help="processes for reading large inputs (default: number of CPUs)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+    _add_server_options(p)
+
+
+SERVER_HELP = """\
+When --source is a FHIR server URL (https://...), what the criteria need is fetched into an
+NDJSON snapshot (--cache, default OUT/snapshot) and screened from there. Secrets are read from
+the environment or files, never from the command line:
+  FHIR_COHORT_TOKEN / FHIR_COHORT_TOKEN_FILE                        bearer token
+  FHIR_COHORT_BASIC_USER + FHIR_COHORT_BASIC_PASSWORD(_FILE)        HTTP basic
+  FHIR_COHORT_CLIENT_ID + FHIR_COHORT_PRIVATE_KEY (PEM) or FHIR_COHORT_JWKS (private JWKS)
+                                                                    SMART Backend Services
+"""
+
+
+def _iso_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date-time (ISO 8601): {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
+    if name.strip().lower() in {"authorization", "cookie", "proxy-authorization"}:
+        raise argparse.ArgumentTypeError(
+            f"{name.strip()} would land in shell history: use the FHIR_COHORT_* variables"
+        )
+    return name.strip(), value.strip()
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("FHIR server source", SERVER_HELP)
+    g.add_argument(
+        "--strategy",
+        choices=("funnel", "full"),
+        default="funnel",
+        help="funnel: find patients with the entry codes, then fetch only their records "
+        "(default); full: fetch every resource of the needed types",
+    )
+    g.add_argument("--cache", type=Path, metavar="DIR",
+                   help="snapshot folder; an interrupted fetch resumes from it")
+    g.add_argument("--since", type=_iso_datetime, metavar="DATETIME",
+                   help="with an existing --cache: fetch only what changed since then "
+                   "(_lastUpdated)")
+    g.add_argument("--ca-bundle", type=Path, metavar="PEM",
+                   help="CA certificates to verify the server with (TLS is always verified)")
+    g.add_argument("--header", type=_header, action="append", default=[], metavar="'N: V'",
+                   help="extra request header (not for secrets); repeatable")
+    g.add_argument("--auth", choices=("none", "bearer", "basic", "smart"),
+                   help="authentication (default: chosen from which variables are set)")
+    g.add_argument("--client-id", help="SMART client id (or FHIR_COHORT_CLIENT_ID)")
+    g.add_argument("--private-key", type=Path, metavar="PEM", help="SMART signing key file")
+    g.add_argument("--jwks", type=Path, metavar="FILE", help="SMART private JWKS file")
+    g.add_argument("--kid", help="SMART key id (default: from the key/JWKS)")
+    g.add_argument("--alg", choices=("RS384", "ES384"), help="SMART signing algorithm")
+    g.add_argument("--scope", help="SMART scopes (default system/*.read)")
+    g.add_argument("--token-url", help="SMART token endpoint (default: discovered)")
+    g.add_argument("--batch-size", type=int, default=50, metavar="N",
+                   help="patients per follow-up query (default 50)")
+    g.add_argument("--concurrency", type=int, default=4, metavar="N",
+                   help="parallel requests (default 4)")
+    g.add_argument("--rate-limit", type=float, metavar="RPS",
+                   help="at most this many requests per second")
+    g.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="read timeout per request in seconds (default 120)")
+
+
+def _server_options(args: argparse.Namespace) -> ServerOptions:
+    return ServerOptions(
+        strategy=args.strategy,
+        cache_dir=args.cache,
+        since=args.since,
+        ca_bundle=args.ca_bundle,
+        headers=tuple(args.header),
+        auth=AuthOptions(
+            kind=args.auth,
+            client_id=args.client_id,
+            private_key=args.private_key,
+            jwks=args.jwks,
+            kid=args.kid,
+            alg=args.alg,
+            scope=args.scope,
+            token_url=args.token_url,
+        ),
+        timeout=args.timeout,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        requests_per_second=args.rate_limit,
+    )
 
 
 def _add_valuesets(sub: argparse._SubParsersAction) -> None:
@@ -202,6 +297,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             validate=args.validate,
             workers=args.workers,
             progress=bars,
+            server=_server_options(args),
         )
     finally:
         bars.close()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from fhir_cohort import __version__
+from fhir_cohort import __version__, remote
 from fhir_cohort.criteria import (
     Trial,
     check_value_sets,
@@ -20,8 +21,10 @@ from fhir_cohort.criteria import (
 from fhir_cohort.engine.evaluate import EvaluationResult, attrition, evaluate
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables
+from fhir_cohort.fhir.client import strip_query
 from fhir_cohort.fhir.sources import open_source
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
+from fhir_cohort.remote import ServerOptions, is_url
 from fhir_cohort.report.outputs import (
     candidate_group,
     patients_table,
@@ -67,12 +70,15 @@ def screen(
     workers: int | None = None,
     progress: ProgressCallback = no_progress,
     terminology: Terminology | None = None,
+    server: ServerOptions | None = None,
 ) -> ScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
     ``source`` is a Bulk Data export folder, a Bundle file or a folder of Bundles (default: the
-    bundled synthetic demo hospital). ``criteria`` is a criteria file or a loaded
-    :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474). ``as_of`` is the screening
+    bundled synthetic demo hospital), or the base URL of a FHIR R4 server: then what the
+    criteria need is fetched first (``server`` options: strategy, cache folder, auth, ...) into
+    an NDJSON snapshot, which is screened like any folder. ``criteria`` is a criteria file or
+    a loaded :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474). ``as_of`` is the screening
     date S (default: today). With ``out_dir`` the outputs are written there (owner-only).
 
     >>> result = screen(as_of=date(2026, 11, 24))
@@ -88,7 +94,20 @@ def screen(
     terminology = terminology or Terminology.load()
     check_value_sets(trial, terminology)
 
-    src_path = Path(source) if source is not None else DEMO_DATA
+    fetch_record: dict[str, Any] | None = None
+    if is_url(source):
+        options = server or ServerOptions()
+        if out_dir is not None:
+            default_cache = Path(out_dir) / "snapshot"
+        else:
+            default_cache = Path(tempfile.mkdtemp(prefix="fhir-cohort-snapshot-"))
+        src_path, fetch_record = remote.fetch(
+            str(source), trial, terminology, options, default_cache=default_cache,
+            progress=progress,
+        )
+    else:
+        src_path = Path(source) if source is not None else DEMO_DATA
+    t_fetch = time.perf_counter()
     disk = open_source(src_path)
     relevant = relevant_codes(trial, terminology)
     tables, report = read_tables(
@@ -120,11 +139,19 @@ def screen(
         report=report,
         started=started,
         timings={
-            "read": t_read - t0,
+            "fetch": t_fetch - t0,
+            "read": t_read - t_fetch,
             "evaluate": t_eval - t_read,
         },
         patients=patients,
     )
+    if fetch_record is not None:
+        run["source"] = {
+            "kind": "server",
+            "url": strip_query(str(source)),
+            "snapshot": str(src_path),
+            "fetch": fetch_record,
+        }
     result = ScreeningResult(
         patients=patients,
         evidence=evidence,

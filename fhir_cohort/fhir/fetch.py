@@ -39,6 +39,7 @@ __all__ = [
     "FetchProgress",
     "FetchReport",
     "FollowUp",
+    "fetch_all",
     "fetch_snapshot",
     "read_state",
 ]
@@ -671,3 +672,59 @@ def fetch_snapshot(
         raise
     except OSError as exc:
         raise SourceError(f"{cache_dir}: cannot write the snapshot: {exc.strerror}") from None
+
+
+def fetch_all(
+    client: FhirClient,
+    resource_types: Sequence[str],
+    cache_dir: str | Path,
+    *,
+    count: int = 1000,
+    progress: ProgressCallback | None = None,
+) -> FetchReport:
+    """The naive pull: every resource of ``resource_types``, one paged search per type.
+
+    For small servers, for checking the funnel, and as the baseline it is measured against.
+    Each type's file is written atomically once its search has paged to the end.
+    """
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    started = _now_iso()
+    t0 = time.perf_counter()
+    requests0, bytes0 = client.stats.requests, client.stats.bytes_received
+    retries0 = client.stats.retries
+    counts: dict[str, int] = {}
+    queries: list[dict[str, Any]] = []
+    patients: set[str] = set()
+    for done, rtype in enumerate(resource_types, 1):
+        query = SearchQuery(rtype)
+        found: dict[str, dict[str, Any]] = {}
+        for entry in client.iter_resources(query, count=count):
+            res = entry.resource
+            if res.get("resourceType") == rtype and isinstance(res.get("id"), str):
+                found[res["id"]] = res
+        _write_ndjson(cache / f"{rtype}.ndjson", (found[k] for k in sorted(found)))
+        counts[rtype] = len(found)
+        if rtype == "Patient":
+            patients.update(found)
+        queries.append({"stage": "full", "query": query.describe(), "resources": len(found)})
+        if progress is not None:
+            progress(FetchProgress("full", done, len(resource_types), sum(counts.values()),
+                                   len(patients), 0))
+    return FetchReport(
+        base_url=strip_query(client.base_url),
+        queries=queries,
+        requests=client.stats.requests - requests0,
+        bytes_received=client.stats.bytes_received - bytes0,
+        retries=client.stats.retries - retries0,
+        seconds=round(time.perf_counter() - t0, 3),
+        resources=dict(counts),
+        fetched=dict(counts),
+        patients=len(patients),
+        new_patients=len(patients),
+        resumed_queries=0,
+        since=None,
+        snapshot_dir=str(cache),
+        started_at=started,
+        files=sorted(f"{t}.ndjson" for t in counts),
+    )

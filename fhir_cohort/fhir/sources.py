@@ -49,7 +49,14 @@ _TYPE_PREFIX = re.compile(r"[A-Z][A-Za-z]+")
 _SAFE_NAME = re.compile(r"[A-Za-z]{1,64}")
 # Files a bulk client writes beside the data that hold no resources.
 _SKIP_NAMES = frozenset(
-    {"log.ndjson", "manifest.json", "log.ndjson.gz", "export_log.ndjson", "export_state.json"}
+    {
+        "log.ndjson",
+        "manifest.json",
+        "log.ndjson.gz",
+        "export_log.ndjson",
+        "export_state.json",
+        "fetch_state.json",
+    }
 )
 # Read first: Medications so references resolve, then Patients.
 _TYPE_ORDER = {"Medication": 0, "Patient": 1}

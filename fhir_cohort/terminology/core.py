@@ -44,6 +44,8 @@ class ValueSet:
     title: str
     concepts: frozenset[tuple[str, str]]
     displays: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
+    # Codes as the file spells them (ICD-10-CM "M32.14"): what a server search must send.
+    written: frozenset[tuple[str, str]] = field(default=frozenset(), compare=False, repr=False)
 
     def contains(self, system: str, code: str) -> bool:
         sys_ = normalize_system(system)
@@ -96,6 +98,7 @@ def _parse_value_set(path: Path, data: dict) -> ValueSet:
     if vs_id != path.stem:
         raise TerminologyError(f"{path.name}: url id {vs_id!r} does not match the file name")
     concepts: set[tuple[str, str]] = set()
+    written: set[tuple[str, str]] = set()
     displays: dict[tuple[str, str], str] = {}
     for include in data.get("compose", {}).get("include", []):
         system = normalize_system(include.get("system"))
@@ -106,6 +109,7 @@ def _parse_value_set(path: Path, data: dict) -> ValueSet:
             if not code:
                 raise TerminologyError(f"{path.name}: concept without code in {system}")
             concepts.add((system, code))
+            written.add((system, concept["code"].strip()))
             if concept.get("display"):
                 displays[(system, code)] = concept["display"]
     return ValueSet(
@@ -115,6 +119,7 @@ def _parse_value_set(path: Path, data: dict) -> ValueSet:
         title=str(data.get("title", vs_id)),
         concepts=frozenset(concepts),
         displays=displays,
+        written=frozenset(written),
     )
 
 
@@ -224,6 +229,19 @@ class Terminology:
         for vs_id in vs_ids:
             out |= self.value_set(vs_id).concepts
         return out
+
+    def search_tokens(self, vs_ids: Iterable[str]) -> list[str]:
+        """``system|code`` tokens for a server search of ``vs_ids``, sorted.
+
+        Each code as the value set writes it and, where that differs (ICD without its dot), as
+        the engine normalises it: servers match tokens exactly and EHRs spell ICD both ways.
+        """
+        out: set[str] = set()
+        for vs_id in vs_ids:
+            vs = self.value_set(vs_id)
+            out.update(f"{s}|{c}" for s, c in vs.written)
+            out.update(f"{s}|{c}" for s, c in vs.concepts)
+        return sorted(out)
 
     def summary(self) -> list[dict[str, object]]:
         """One row per value set: id, title, version, concept count per system and in total."""

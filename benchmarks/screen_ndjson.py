@@ -1,0 +1,167 @@
+"""Benchmark: screen a synthetic hospital from Bulk NDJSON on disk.
+
+    .venv/bin/python benchmarks/screen_ndjson.py --patients 100000
+
+Generates the hospital once (kept in --dir for re-runs), then in the same run measures:
+1. the ceiling: orjson.loads of every line of the files the screen reads, on all cores;
+2. the screen itself (`fhir-cohort screen`, in a child process), wall time and peak RSS of its
+   whole process tree (sampled from /proc every 50 ms);
+and prints patients/s, resources/s and the screen's rate as a fraction of the ceiling, the
+machine-independent figure recorded in docs/benchmarks.md. Not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import orjson
+
+AS_OF = date(2026, 11, 24)
+READ_TYPES = (
+    "Patient",
+    "Condition",
+    "Procedure",
+    "Observation",
+    "Medication",
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationDispense",
+    "MedicationAdministration",
+)
+
+
+def ensure_hospital(folder: Path, patients: int, files_per_type: int) -> dict:
+    meta_path = folder / ".benchmark.json"  # dot files are not read as data
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("patients") == patients and meta.get("files_per_type") == files_per_type:
+            return meta
+    from fhir_cohort.synth import generate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    summary = generate(
+        folder, n_background=patients, seed=20261124, as_of=AS_OF, files_per_type=files_per_type
+    )
+    meta = {
+        "patients": patients,
+        "files_per_type": files_per_type,
+        "generate_seconds": round(time.perf_counter() - t0, 1),
+        "summary": str(summary),
+    }
+    meta_path.write_text(json.dumps(meta))
+    return meta
+
+
+def _parse_file(path: str) -> int:
+    n = 0
+    loads = orjson.loads
+    with open(path, "rb") as fh:
+        for line in fh:
+            loads(line)
+            n += 1
+    return n
+
+
+def orjson_ceiling(files: list[Path], workers: int) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        n = sum(pool.map(_parse_file, [str(p) for p in files]))
+    return n, time.perf_counter() - t0
+
+
+def _tree_rss_kib(root: int) -> int:
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    stack.extend(int(c) for c in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def run_screen(folder: Path, out: Path, workers: int | None) -> tuple[float, int, dict]:
+    exe = Path(sys.executable).parent / "fhir-cohort"
+    cmd = [str(exe), "screen", "--source", str(folder), "--as-of", AS_OF.isoformat(),
+           "--out", str(out), "--quiet"]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    peak = 0
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_kib(proc.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    rc = proc.wait()
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    if rc != 0:
+        raise SystemExit(f"screen failed with exit code {rc}")
+    run = json.loads((out / "run.json").read_text())
+    return wall, peak, run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--patients", type=int, default=100_000)
+    ap.add_argument("--files-per-type", type=int, default=4)
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "fhir-cohort-bench")
+    ap.add_argument("--workers", type=int, default=None)
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    folder = args.dir / f"hospital-{args.patients}"
+    meta = ensure_hospital(folder, args.patients, args.files_per_type)
+    files = sorted(p for p in folder.glob("*.ndjson") if p.name.split(".")[0] in READ_TYPES)
+    size = sum(p.stat().st_size for p in folder.glob("*.ndjson"))
+    read_size = sum(p.stat().st_size for p in files)
+    print(f"hospital: {args.patients} background patients, {size / 1e9:.2f} GB NDJSON "
+          f"({read_size / 1e9:.2f} GB in the types the screen reads), generated in "
+          f"{meta['generate_seconds']} s; cores: {cores}")
+
+    n_ceiling, t_ceiling = orjson_ceiling(files, args.workers or cores)
+    ceiling = n_ceiling / t_ceiling
+    print(f"ceiling: orjson.loads of {n_ceiling:,} resources on {args.workers or cores} "
+          f"processes: {t_ceiling:.1f} s = {ceiling:,.0f} resources/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, peak_kib, run = run_screen(folder, Path(tmp) / "out", args.workers)
+    lines = sum(run["lines"].values())
+    patients = run["counts"]["patients"]
+    rate = lines / wall
+    print(f"screen: {patients:,} patients, {lines:,} resources in {wall:.1f} s wall "
+          f"(read {run['timings_seconds']['read']} s, evaluate "
+          f"{run['timings_seconds']['evaluate']} s, workers {run['workers']})")
+    print(f"        {patients / wall:,.0f} patients/s, {rate:,.0f} resources/s, "
+          f"peak RSS {peak_kib / 1024:,.0f} MiB (process tree)")
+    print(f"        screen rate / orjson ceiling = {rate / ceiling:.2f}; "
+          f"status {run['counts']['status']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The same synthetic hospital screened from a real FHIR server and from its NDJSON files.
+
+sekmet-fhir is started by the suite (tests/conftest_server.py) and loaded with transaction
+Bundles; screening goes through the installed console script, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fhir_cohort.synth import generate
+
+pytestmark = pytest.mark.integration
+
+AS_OF = "2026-11-24"
+EXE = shutil.which("fhir-cohort") or str(Path(sys.executable).parent / "fhir-cohort")
+# Encounters are noise the screen never reads; leave them out to keep loading quick.
+LOADED = ("Patient", "Condition", "Procedure", "Observation", "Medication",
+          "MedicationStatement", "MedicationRequest", "MedicationDispense",
+          "MedicationAdministration")
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("hospital")
+    generate(out, n_background=40, seed=5, as_of=date.fromisoformat(AS_OF))
+    for p in out.glob("Encounter*.ndjson"):
+        p.unlink()
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded_server(sekmet_factory: Callable, hospital: Path):
+    server = sekmet_factory()
+    assert server.load_ndjson_dir(hospital) > 1000
+    return server
+
+
+def screen(source: str, out: Path, *extra: str) -> pd.DataFrame:
+    res = subprocess.run(
+        [EXE, "screen", "--source", source, "--as-of", AS_OF, "--out", str(out), "-q", *extra],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    return pd.read_csv(out / "patients.csv", dtype=str, keep_default_na=False)
+
+
+def test_full_pull_gives_identical_patients_csv(
+    loaded_server, hospital: Path, tmp_path: Path
+) -> None:
+    screen(str(hospital), tmp_path / "disk")
+    screen(loaded_server.base_url, tmp_path / "server", "--strategy", "full")
+    disk = (tmp_path / "disk" / "patients.csv").read_bytes()
+    assert (tmp_path / "server" / "patients.csv").read_bytes() == disk
+    run = json.loads((tmp_path / "server" / "run.json").read_text())
+    assert run["source"]["kind"] == "server"
+    assert run["source"]["fetch"]["requests"] > 0
+
+
+def test_funnel_screens_the_cohort_identically(
+    loaded_server, hospital: Path, tmp_path: Path
+) -> None:
+    disk = screen(str(hospital), tmp_path / "disk")
+    server = screen(loaded_server.base_url, tmp_path / "server")
+    # The funnel fetches only patients with an entry (lupus) code; everyone else answers
+    # sle = not_met and is ineligible without a fetch.
+    fetched = set(server["patient_id"])
+    assert fetched and fetched < set(disk["patient_id"])
+    outside = disk[~disk["patient_id"].isin(fetched)]
+    assert (outside["sle"] == "not_met").all() and (outside["status"] == "ineligible").all()
+    inside = disk[disk["patient_id"].isin(fetched)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(server, inside)
+    # Every candidate of the disk screening is found through the server.
+    assert set(disk.loc[disk["status"] != "ineligible", "patient_id"]) <= fetched
+    run = json.loads((tmp_path / "server" / "run.json").read_text())
+    fetch = run["source"]["fetch"]
+    assert fetch["strategy"] == "funnel" and fetch["patients"] == len(fetched)
+    # Queries are recorded without patient ids.
+    assert all("s-" not in q["query"] for q in fetch["queries"])
+    assert (tmp_path / "server" / "snapshot" / "Patient.ndjson").exists()
+
+
+def test_rerun_with_since_asks_only_for_changes(
+    loaded_server, hospital: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    first = screen(loaded_server.base_url, tmp_path / "a", "--cache", str(cache))
+    run1 = json.loads((tmp_path / "a" / "run.json").read_text())["source"]["fetch"]
+    since = run1["started_at"]
+    second = screen(loaded_server.base_url, tmp_path / "b", "--cache", str(cache),
+                    "--since", since)
+    run2 = json.loads((tmp_path / "b" / "run.json").read_text())["source"]["fetch"]
+    pd.testing.assert_frame_equal(first, second)
+    assert run2["since"] is not None
+    assert sum(run2["fetched"].values()) < sum(run1["fetched"].values())
