@@ -43,6 +43,16 @@ _DATE_COLUMNS = {
 }
 _BOOL_COLUMNS = {"deceased", "has_abatement", "do_not_perform"}
 
+# A criterion of these types reads only the listed tables (and the patient fields the key
+# function returns): for a patient with none of those rows its outcome is computed once per key.
+_ROWLESS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "condition_present": (("conditions",), lambda p: None),
+    "medication_history": (("medications",), lambda p: None),
+    "lab_positive": (("observations",), lambda p: None),
+    "condition_rules": (("conditions",), lambda p: None),
+    "pregnancy_lactation": (("conditions", "observations"), lambda p: p.gender),
+}
+
 
 @dataclass
 class EvaluationResult:
@@ -102,7 +112,10 @@ def frame_rows(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> list[A
     cols: list[list[Any]] = []
     dates = set(_DATE_COLUMNS.get(table, ()))
     for c in columns:
-        values = df[c].tolist() if c in df.columns else [None] * n
+        if c not in df.columns:
+            cols.append([None] * n)
+            continue
+        values = df[c].tolist()
         if c in dates:
             values = [to_date(v) for v in values]
         elif c in _BOOL_COLUMNS:
@@ -110,7 +123,8 @@ def frame_rows(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> list[A
         elif c == "patient_id":
             values = [None if _clean(v) is None else str(v) for v in values]
         else:
-            values = [_clean(v) for v in values]
+            col = df[c].astype(object)
+            values = col.where(col.notna(), None).tolist()
         cols.append(values)
     return [row_type(*vals) for vals in zip(*cols, strict=True)]
 
@@ -158,6 +172,7 @@ def evaluate(
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
     seen: set[str] = set()
+    empty_cache: dict[tuple[int, Any], Outcome] = {}
     for p in patients:
         pid = p.patient_id
         if pid is None or pid in seen:
@@ -166,8 +181,15 @@ def evaluate(
         data = PatientData(p, conditions.get(pid, []), medications.get(pid, []),
                            observations.get(pid, []))
         outcomes: list[Outcome] = []
-        for crit, fn in evaluators:
-            o = fn(crit, ctx, data)
+        for i, (crit, fn) in enumerate(evaluators):
+            rowless = _ROWLESS.get(crit.type)
+            if rowless is not None and not any(getattr(data, t) for t in rowless[0]):
+                key = (i, rowless[1](p))
+                o = empty_cache.get(key)  # type: ignore[assignment]
+                if o is None:
+                    o = empty_cache[key] = fn(crit, ctx, data)
+            else:
+                o = fn(crit, ctx, data)
             outcomes.append(o)
             answers.append((pid, crit.id, o.answer, o.reason))
             evidence.extend((pid, crit.id, *e) for e in o.evidence)
@@ -186,24 +208,23 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     A patient remains while none of its answers so far is not_met / excluded.
     """
     answer_cols = [*INCLUSION_ANSWERS, *EXCLUSION_ANSWERS]
-    per_patient: dict[str, dict[str, str]] = {}
-    for pid, cid, ans in zip(result.answers["patient_id"], result.answers["criterion_id"],
-                             result.answers["answer"], strict=True):
-        per_patient.setdefault(pid, {})[cid] = ans
-    remaining = set(result.status["patient_id"]) | set(per_patient)
+    ids = [c.id for c in trial.criteria]
+    ans = result.answers
+    patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
+    wide = (ans.drop_duplicates(["patient_id", "criterion_id"])
+            .pivot(index="patient_id", columns="criterion_id", values="answer")
+            .reindex(index=patients, columns=ids))
+    # still in after criterion k <=> no not_met / excluded among criteria 1..k
+    still_in = wide.isin(list(FAILING)).cumsum(axis=1).eq(0)
     rows: list[dict[str, Any]] = [{
         "step": 0, "criterion_id": "all", "kind": "", "title": "all patients",
-        "remaining": len(remaining), **dict.fromkeys(answer_cols, 0),
+        "remaining": len(patients), **dict.fromkeys(answer_cols, 0),
     }]
     for i, crit in enumerate(trial.criteria, start=1):
-        counts = dict.fromkeys(answer_cols, 0)
-        for answers in per_patient.values():
-            a = answers.get(crit.id)
-            if a in counts:
-                counts[a] += 1
-        remaining = {p for p in remaining if per_patient.get(p, {}).get(crit.id) not in FAILING}
+        counts = wide[crit.id].value_counts()
         rows.append({"step": i, "criterion_id": crit.id, "kind": crit.kind, "title": crit.title,
-                     "remaining": len(remaining), **counts})
+                     "remaining": int(still_in[crit.id].sum()),
+                     **{a: int(counts.get(a, 0)) for a in answer_cols}})
     return pd.DataFrame(rows, columns=["step", "criterion_id", "kind", "title", "remaining",
                                        *answer_cols])
 

@@ -129,3 +129,21 @@ def test_tables_with_timestamps_nans_and_numpy_bools(run, b, terminology, trial)
     assert ans["sle"] == "met"
     assert ans["age"] == "met"
     assert res.evidence[res.evidence.criterion_id == "sle"].date.tolist() == ["2015-03-01"]
+
+
+def test_no_patients(run, trial):
+    res = run(patients=[])
+    assert res.answers.empty and res.evidence.empty and res.status.empty
+    att = attrition(res, trial)
+    assert att.remaining.tolist() == [0] * (len(trial.criteria) + 1)
+
+
+def test_patients_without_rows_share_answers_but_not_age(run, b):
+    res = run(patients=[b.pat("a", birth="1990-01-01", gender="male"),
+                        b.pat("b", birth="2015-01-01", gender="female")],
+              conditions=[b.cond(b.PREGNANCY, "c", onset="2025-05-01")])
+    ans = res.answers.set_index(["patient_id", "criterion_id"]).answer
+    assert ans[("a", "age")] == "met" and ans[("b", "age")] == "not_met"
+    assert ans[("a", "pregnancy_lactation")] == ans[("b", "pregnancy_lactation")] == "clear"
+    reasons = res.answers.set_index(["patient_id", "criterion_id"]).reason
+    assert reasons[("a", "pregnancy_lactation")] == "not applicable (sex male)"

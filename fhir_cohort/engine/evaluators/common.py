@@ -57,26 +57,37 @@ class Context:
     def __init__(self, terminology: TerminologyLike, as_of: dt.date) -> None:
         self.terminology = terminology
         self.as_of = as_of
-        self._contains: dict[tuple[str, str, str], bool] = {}
+        self._all_ids = tuple(terminology.ids())
+        self._members: dict[tuple[str, str], frozenset[str]] = {}
         self._agents_code: dict[tuple[str, str], list[Any]] = {}
         self._agents_text: dict[str, list[Any]] = {}
         self._agent_vs: dict[str, set[str]] = {}
         self._product: dict[tuple[str, str], str | None] = {}
 
-    def contains(self, vs_id: str, system: str | None, code: str | None) -> bool:
+    def memberships(self, system: str | None, code: str | None) -> frozenset[str]:
+        """Every value set id holding the coding (computed once per distinct coding)."""
         if not system or not code:
-            return False
-        key = (vs_id, system, code)
-        hit = self._contains.get(key)
+            return frozenset()
+        key = (system, code)
+        hit = self._members.get(key)
         if hit is None:
-            hit = bool(self.terminology.contains(vs_id, system, code))
-            self._contains[key] = hit
+            hit = frozenset(vs for vs in self._all_ids
+                            if self.terminology.contains(vs, system, code))
+            self._members[key] = hit
         return hit
+
+    def contains(self, vs_id: str, system: str | None, code: str | None) -> bool:
+        return vs_id in self.memberships(system, code)
 
     def first_vs(self, vs_ids: list[str], system: str | None, code: str | None) -> str | None:
         """The first of vs_ids that holds the coding, or None."""
+        if not system or not code:
+            return None
+        members = self.memberships(system, code)
+        if not members:
+            return None
         for vs in vs_ids:
-            if self.contains(vs, system, code):
+            if vs in members:
                 return vs
         return None
 

@@ -23,7 +23,10 @@ def evaluate_condition_present(
     counted: list[Evidence] = []
     unknown: list[Evidence] = []
     other: list[Evidence] = []
+    relevant = frozenset(crit.value_sets + crit.unknown_value_sets + crit.not_counted_value_sets)
     for row in data.conditions:
+        if relevant.isdisjoint(ctx.memberships(row.system, row.code)):
+            continue
         vs = ctx.first_vs(crit.value_sets, row.system, row.code)
         unk_vs = None if vs else ctx.first_vs(crit.unknown_value_sets, row.system, row.code)
         not_vs = (None if vs or unk_vs

@@ -59,11 +59,13 @@ def evaluate_rules_on_rows(
     worst = "clear"
     reasons: list[tuple[int, str, str]] = []  # (rule index, answer, reason)
     evidence: list[Evidence] = []
+    rule_sets = [frozenset(r.value_sets) for r in rules_list]
+    union = frozenset().union(*rule_sets)
     for row in rows:
-        hits = [(i, r) for i, r in enumerate(rules_list)
-                if ctx.first_vs(r.value_sets, row.system, row.code)]
-        if not hits:
+        members = ctx.memberships(row.system, row.code)
+        if union.isdisjoint(members):
             continue
+        hits = [(i, r) for i, r in enumerate(rules_list) if not rule_sets[i].isdisjoint(members)]
         state = condition_state(row)
         ignored = condition_ignored(row, status_rules, ctx.as_of)
         if ignored is not None:
