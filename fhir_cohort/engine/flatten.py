@@ -633,6 +633,15 @@ def _spellings(codes: Iterable[bytes]) -> Iterable[bytes]:
             yield f.lower()
 
 
+def _one_object(line: bytes) -> bool:
+    """Whether a raw line looks like one JSON object. Lines that do not (truncated, garbage)
+    pass every filter, so the reader parses and reports them instead of dropping them."""
+    if line.startswith(b"{") and line.endswith((b"}\n", b"}", b"}\r\n")):
+        return True
+    body = line.strip()
+    return not body or (body.startswith(b"{") and body.endswith(b"}"))
+
+
 def _filter_key(code: bytes) -> bytes:
     """Loose spelling used by the line filter: a superset of what normalize_code merges."""
     return code.strip().replace(b".", b"").replace(b" ", b"").upper()
@@ -686,6 +695,8 @@ class MedicationLineFilter:
         return False
 
     def __call__(self, line: bytes) -> bool:
+        if not _one_object(line):
+            return True  # let the parser report it with its file:line
         rtype = self._top_type(line)
         if rtype is not None:
             if rtype == b"Patient" or rtype == b"Medication":
@@ -715,6 +726,8 @@ class CodeLineFilter:
     def __call__(self, line: bytes) -> bool:
         if not self.spellings.isdisjoint(_CODE_PLAIN.findall(line)):
             return True
+        if not _one_object(line):
+            return True  # let the parser report it with its file:line
         if line.isascii() and b"\\" not in line:
             return False
         return self.base._has_code(line)

@@ -120,16 +120,9 @@ def _run_tasks(
     flattener.medications.update(cfg.medications)
     filters: dict[str | None, Callable[[bytes], bool]] = {}
     lines = out.lines
-    base_filter: Callable[[bytes], bool] = bool
 
-    def line_filter(line: bytes) -> bool:
-        lines[type_key] += 1
-        if base_filter(line):
-            return True
-        # A line that is not one JSON object (truncated, garbage) is parsed anyway so that it
-        # is reported with its file:line instead of vanishing in the filter.
-        body = line.strip()
-        return bool(body) and not (body[:1] == b"{" and body[-1:] == b"}")
+    def count_lines(n: int) -> None:
+        lines[type_key] += n
 
     rows = out.rows
     for task in tasks:
@@ -138,13 +131,13 @@ def _run_tasks(
             filters[task.expected_type] = make_line_filter(
                 cfg.relevant, cfg.words, task.expected_type
             )
-        base_filter = filters[task.expected_type]
         common: dict[str, Any] = {
             "expected_type": task.expected_type,
-            "line_filter": line_filter,
+            "line_filter": filters[task.expected_type],
             "on_error": on_error,
             "strict": cfg.strict,
             "validate": cfg.validate,
+            "on_lines": count_lines,
         }
         resources: Iterable[tuple[dict[str, Any], str]] = (
             iter_ndjson_range(task.path, task.start, task.end, task.first_line, **common)

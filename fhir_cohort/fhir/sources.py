@@ -20,6 +20,7 @@ the files and the module-level :func:`iter_file` reads one of them in a worker p
 from __future__ import annotations
 
 import gzip
+import io
 import re
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -155,18 +156,22 @@ def iter_file(
     on_error: ErrorHandler | None = None,
     strict: bool = False,
     validate: bool = False,
+    on_lines: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Resources of one file (NDJSON or Bundle JSON) as (resource, location).
 
     Module-level and driven by picklable arguments so a ``multiprocessing`` worker can call it.
     ``expected_type`` is the type the file name declares (NDJSON lines of another type are
     malformed). ``line_filter`` sees each raw NDJSON line and may reject it before parsing.
+    ``on_lines`` is told, once the file is read, how many NDJSON lines it had.
     """
     path = Path(path)
     report = _Reporter(on_error, strict)
     kind = _suffix_kind(path)
     if kind == "ndjson":
-        yield from _iter_ndjson(path, expected_type, types, line_filter, report, validate)
+        yield from _iter_ndjson(
+            path, expected_type, types, line_filter, report, validate, on_lines=on_lines
+        )
     elif kind == "json":
         yield from _iter_bundle(path, types, report, validate)
     else:
@@ -181,17 +186,20 @@ def _iter_ndjson(
     report: _Reporter,
     validate: bool,
     byte_range: tuple[int, int, int] | None = None,
+    on_lines: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
     loads = orjson.loads
     try:
         with _open_bytes(path) as fh:
-            lines: Iterator[bytes] = fh
+            lines: Iterator[bytes] | IO[bytes] = fh
             first = 1
             if byte_range is not None:
                 start, end, first = byte_range
                 fh.seek(start)
-                lines = _lines_until(fh, end - start)
+                # One read of the range, then C-speed line iteration over it.
+                lines = io.BytesIO(fh.read(end - start))
+            lineno = first - 1
             for lineno, line in enumerate(lines, first):
                 if line_filter is not None and not line_filter(line):
                     continue
@@ -211,17 +219,10 @@ def _iter_ndjson(
                     report(f"{name}:{lineno}", reason)
                     continue
                 yield resource, f"{name}:{lineno}"
+            if on_lines is not None:
+                on_lines(lineno - first + 1)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise SourceError(f"{name}: cannot read ({type(exc).__name__})") from exc
-
-
-def _lines_until(fh: IO[bytes], length: int) -> Iterator[bytes]:
-    """Lines of ``fh`` from its position, stopping after ``length`` bytes (a line boundary)."""
-    for line in fh:
-        if length <= 0:
-            return
-        length -= len(line)
-        yield line
 
 
 def iter_ndjson_range(
@@ -236,6 +237,7 @@ def iter_ndjson_range(
     on_error: ErrorHandler | None = None,
     strict: bool = False,
     validate: bool = False,
+    on_lines: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Like :func:`iter_file` for the bytes [start, end) of an uncompressed NDJSON file.
 
@@ -250,6 +252,7 @@ def iter_ndjson_range(
         _Reporter(on_error, strict),
         validate,
         (start, end, first_line),
+        on_lines,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import sys
 from typing import Any
 
 import pytest
@@ -49,6 +50,8 @@ RITUXIMAB = "121191"
 HCQ = "5521"
 
 _ids = itertools.count(1)
+# Captured at import: several conftest modules share the name "conftest" in sys.modules.
+_THIS = sys.modules[__name__]
 
 
 def d(s: str) -> dt.date:
@@ -141,6 +144,4 @@ def notes(res: EvaluationResult, criterion_id: str, pid: str = "p1") -> list[str
 @pytest.fixture(scope="session")
 def b() -> Any:
     """The row builders and code constants of this module (tests/ is not a package)."""
-    import sys
-
-    return sys.modules[__name__]
+    return _THIS
