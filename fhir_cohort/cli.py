@@ -198,16 +198,25 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("FHIR server source", SERVER_HELP)
     g.add_argument(
         "--strategy",
-        choices=("funnel", "full"),
+        choices=("funnel", "full", "bulk", "auto"),
         default="funnel",
         help="funnel: find patients with the entry codes, then fetch only their records "
-        "(default); full: fetch every resource of the needed types",
+        "(default); full: fetch every resource of the needed types; bulk: a Bulk Data "
+        "$export; auto: bulk when the server offers $export and the entry query matches more "
+        "than --auto-threshold Conditions, else funnel (the choice and why go to run.json)",
     )
+    g.add_argument("--auto-threshold", type=int, default=5000, metavar="N",
+                   help="entry-query Conditions above which auto picks bulk (default 5000)")
     g.add_argument("--cache", type=Path, metavar="DIR",
                    help="snapshot folder; an interrupted fetch resumes from it")
     g.add_argument("--since", type=_iso_datetime, metavar="DATETIME",
                    help="with an existing --cache: fetch only what changed since then "
                    "(_lastUpdated)")
+    _add_connection_options(g)
+    _add_bulk_options(g)
+
+
+def _add_connection_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--ca-bundle", type=Path, metavar="PEM",
                    help="CA certificates to verify the server with (TLS is always verified)")
     g.add_argument("--header", type=_header, action="append", default=[], metavar="'N: V'",
@@ -231,10 +240,21 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
                    help="read timeout per request in seconds (default 120)")
 
 
+def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--level", choices=("system", "patient", "group"), default="system",
+                   help="Bulk $export level (default system; patient/group exports leave "
+                   "out Medication resources, which are in no patient compartment)")
+    g.add_argument("--group", metavar="ID", help="Group id for --level group")
+    g.add_argument("--no-type-filter", action="store_true",
+                   help="export whole resource types instead of the criteria's _typeFilter")
+    g.add_argument("--restart", action="store_true",
+                   help="start a new export instead of resuming the one in the folder")
+
+
 def _server_options(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(
-        strategy=args.strategy,
-        cache_dir=args.cache,
+        strategy=getattr(args, "strategy", "bulk"),
+        cache_dir=getattr(args, "cache", None),
         since=args.since,
         ca_bundle=args.ca_bundle,
         headers=tuple(args.header),
@@ -252,6 +272,11 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         batch_size=args.batch_size,
         concurrency=args.concurrency,
         requests_per_second=args.rate_limit,
+        bulk_level=args.level,
+        bulk_group=args.group,
+        bulk_type_filter=not args.no_type_filter,
+        bulk_resume=not args.restart,
+        auto_threshold=getattr(args, "auto_threshold", 5000),
     )
 
 
@@ -261,6 +286,32 @@ def _add_valuesets(sub: argparse._SubParsersAction) -> None:
         help="list the value sets and their sizes",
         description="List the bundled value sets: id, version, title and concepts per system.",
     )
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="run (or resume) a FHIR Bulk Data $export into a folder",
+        description=(
+            "Run a FHIR Bulk Data $export of the resource types the criteria need, with the "
+            "criteria's _typeFilter, into --out: gzip NDJSON files that `fhir-cohort screen "
+            "--source DIR` reads unchanged, the manifest, error files and an append-only "
+            "export_log.ndjson. An interrupted export resumes from the folder (its status URL, "
+            "or the files still missing); a partial file is never taken for a complete one."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--source", required=True, metavar="URL", help="FHIR server base URL")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="export folder")
+    p.add_argument("--criteria", type=Path, metavar="FILE",
+                   help="criteria the _typeFilter is built from (default NCT06038474)")
+    p.add_argument("--since", type=_iso_datetime, metavar="DATETIME",
+                   help="only resources changed since then (_since)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+    g = p.add_argument_group("FHIR server", SERVER_HELP)
+    _add_connection_options(g)
+    _add_bulk_options(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_screen(sub)
+    _add_export(sub)
     _add_valuesets(sub)
     return parser
 
@@ -306,6 +358,43 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from fhir_cohort.criteria import check_value_sets, default_criteria_path, load_criteria
+    from fhir_cohort.remote import build_client, bulk_request, run_bulk
+    from fhir_cohort.terminology import Terminology
+
+    trial = load_criteria(args.criteria or default_criteria_path())
+    terminology = Terminology.load()
+    check_value_sets(trial, terminology)
+    options = _server_options(args)
+    request = bulk_request(
+        trial,
+        terminology,
+        level=options.bulk_level,
+        group_id=options.bulk_group,
+        since=options.since,
+        type_filter=options.bulk_type_filter,
+    )
+    bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        result = run_bulk(
+            build_client(args.source, options), request, args.out,
+            resume=options.bulk_resume, progress=bars,
+        )
+    finally:
+        bars.close()
+    if not args.quiet:
+        counts = result.resources_by_type()
+        print(f"exported {sum(counts.values())} resources in {len(result.files)} files "
+              f"(transactionTime {result.transaction_time}) to {args.out}")
+        for rtype, n in sorted(counts.items()):
+            print(f"  {rtype:<26} {n:>10}")
+        if result.errors.resources:
+            print(f"server reported {result.errors.resources} OperationOutcome issues "
+                  f"(see {args.out}/errors)")
+    return EXIT_OK
+
+
 def _cmd_valuesets(_: argparse.Namespace) -> int:
     from fhir_cohort.terminology import Terminology
 
@@ -327,7 +416,7 @@ def _cmd_valuesets(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"screen": _cmd_screen, "valuesets": _cmd_valuesets}
+_COMMANDS = {"screen": _cmd_screen, "export": _cmd_export, "valuesets": _cmd_valuesets}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -146,6 +146,9 @@ def screen(
         patients=patients,
     )
     if fetch_record is not None:
+        # The data cut: the export's transactionTime, or when the search fetch started.
+        export = fetch_record.get("export") or {}
+        run["data_cut"] = export.get("transactionTime") or fetch_record.get("started_at")
         run["source"] = {
             "kind": "server",
             "url": strip_query(str(source)),

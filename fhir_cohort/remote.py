@@ -18,6 +18,13 @@ from typing import Any
 from fhir_cohort.criteria import ConditionPresentCriterion, Trial, value_set_ids
 from fhir_cohort.errors import CriteriaError, SourceError
 from fhir_cohort.fhir.auth import AuthOptions, auth_from_env
+from fhir_cohort.fhir.bulk import (
+    BulkExportRequest,
+    ExportProgress,
+    ExportResult,
+    run_export,
+)
+from fhir_cohort.fhir.capability import Capability
 from fhir_cohort.fhir.client import FhirClient, strip_query
 from fhir_cohort.fhir.fetch import (
     MEDICATION_TYPES,
@@ -32,7 +39,9 @@ from fhir_cohort.report.files import private_dir
 from fhir_cohort.terminology import Terminology
 
 LOINC = "http://loinc.org"
-STRATEGIES = ("funnel", "full")
+STRATEGIES = ("funnel", "full", "bulk", "auto")
+# --strategy auto uses Bulk Data when the entry query matches more Conditions than this.
+AUTO_BULK_THRESHOLD = 5000
 FULL_TYPES = ("Patient", "Condition", "Procedure", "Observation", "Medication", *MEDICATION_TYPES)
 
 
@@ -56,6 +65,12 @@ class ServerOptions:
     concurrency: int = 4
     requests_per_second: float | None = None
     env: Mapping[str, str] | None = None
+    # Bulk Data ($export) settings, used by strategy bulk (and auto when it picks bulk).
+    bulk_level: str = "system"
+    bulk_group: str | None = None
+    bulk_type_filter: bool = True
+    bulk_resume: bool = True
+    auto_threshold: int = AUTO_BULK_THRESHOLD
 
 
 def entry_criterion(trial: Trial) -> ConditionPresentCriterion:
@@ -82,6 +97,92 @@ def funnel_plan(trial: Trial, terminology: Terminology) -> FetchPlan:
     used = sorted(value_set_ids(trial))
     observation_codes = [t for t in terminology.search_tokens(used) if t.startswith(LOINC + "|")]
     return FetchPlan.standard(tokens, observation_codes=observation_codes, procedure_codes=())
+
+
+def bulk_request(
+    trial: Trial,
+    terminology: Terminology,
+    *,
+    level: str = "system",
+    group_id: str | None = None,
+    since: datetime | None = None,
+    type_filter: bool = True,
+) -> BulkExportRequest:
+    """The $export request of ``trial``: the types the screen reads, and (``type_filter``) the
+    funnel as far as one export can state it: Observations restricted to the criteria's LOINC
+    codes (they are most of a hospital's data and most are vital signs no criterion reads).
+
+    Conditions, Procedures and medications stay whole: their relevant code lists run to
+    thousands of codes (too long for a kick-off URL), and medications coded by reference or
+    only by text would fall through a code filter.
+    """
+    filters: list[str] = []
+    if type_filter:
+        used = sorted(value_set_ids(trial))
+        loinc = [t for t in terminology.search_tokens(used) if t.startswith(LOINC + "|")]
+        if loinc:
+            filters.append("Observation?code=" + ",".join(loinc))
+    return BulkExportRequest(
+        level=level,  # type: ignore[arg-type]
+        group_id=group_id,
+        types=FULL_TYPES,
+        since=since.isoformat() if since else None,
+        type_filters=tuple(filters),
+    )
+
+
+def _bulk_progress(progress: ProgressCallback) -> Callable[[ExportProgress], None]:
+    done = {"files": 0}
+
+    def cb(p: ExportProgress) -> None:
+        advance = max(0, p.files_done - done["files"])
+        done["files"] = p.files_done
+        progress(
+            Progress(
+                "export",
+                advance,
+                total=p.files_total or None,
+                unit="files",
+                message=f"{p.phase}" + (f" ({p.message})" if p.message else ""),
+            )
+        )
+
+    return cb
+
+
+def run_bulk(
+    client: FhirClient,
+    request: BulkExportRequest,
+    out_dir: Path,
+    *,
+    resume: bool = True,
+    progress: ProgressCallback = no_progress,
+) -> ExportResult:
+    """Run or resume an export into a private folder the disk source reads unchanged."""
+    return run_export(
+        client, request, private_dir(out_dir), resume=resume, progress=_bulk_progress(progress)
+    )
+
+
+def choose_strategy(
+    client: FhirClient, trial: Trial, terminology: Terminology, threshold: int
+) -> tuple[str, str]:
+    """``auto``: bulk when the server advertises $export and the entry query matches more than
+    ``threshold`` Conditions; the REST funnel otherwise. Returns (strategy, why)."""
+    cap = Capability.from_statement(client.capabilities())
+    if not cap.supports_export:
+        return "funnel", "the server does not advertise $export"
+    entry = entry_criterion(trial)
+    tokens = terminology.search_tokens([*entry.value_sets, *entry.unknown_value_sets])
+    bundle = client.get_json(
+        "Condition", [("code", ",".join(tokens)), ("_summary", "count")]
+    )
+    total = bundle.get("total")
+    if not isinstance(total, int):
+        return "funnel", "the server did not count the entry query"
+    if total > threshold:
+        return "bulk", f"the entry query matches {total} Conditions (> {threshold})"
+    return "funnel", f"the entry query matches {total} Conditions (<= {threshold})"
 
 
 def build_client(url: str, options: ServerOptions) -> FhirClient:
@@ -136,7 +237,22 @@ def fetch(
         raise CriteriaError(f"unknown strategy {options.strategy!r}; use one of {STRATEGIES}")
     cache = private_dir(Path(options.cache_dir) if options.cache_dir else default_cache)
     client = client or build_client(url, options)
-    if options.strategy == "full":
+    strategy, why = options.strategy, "chosen by the user"
+    if strategy == "auto":
+        strategy, why = choose_strategy(client, trial, terminology, options.auto_threshold)
+    progress(Progress("strategy", 0, message=f"{strategy}: {why}"))
+    if strategy == "bulk":
+        request = bulk_request(
+            trial,
+            terminology,
+            level=options.bulk_level,
+            group_id=options.bulk_group,
+            since=options.since,
+            type_filter=options.bulk_type_filter,
+        )
+        result = run_bulk(client, request, cache, resume=options.bulk_resume, progress=progress)
+        return cache, {"strategy": "bulk", "why": why, "export": result.to_json()}
+    if strategy == "full":
         report: FetchReport = fetch_all(
             client, FULL_TYPES, cache, progress=_fetch_progress(progress)
         )
@@ -150,5 +266,5 @@ def fetch(
             since=options.since,
             progress=_fetch_progress(progress),
         )
-    record = {"strategy": options.strategy, **report.to_dict()}
+    record = {"strategy": strategy, "why": why, **report.to_dict()}
     return cache, record

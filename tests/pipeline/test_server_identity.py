@@ -102,3 +102,38 @@ def test_rerun_with_since_asks_only_for_changes(
     pd.testing.assert_frame_equal(first, second)
     assert run2["since"] is not None
     assert sum(run2["fetched"].values()) < sum(run1["fetched"].values())
+
+
+def test_bulk_export_folder_screens_identically(
+    loaded_server, hospital: Path, tmp_path: Path
+) -> None:
+    disk = (screen(str(hospital), tmp_path / "disk"), tmp_path / "disk" / "patients.csv")[1]
+    export_dir = tmp_path / "export"
+    res = subprocess.run(
+        [EXE, "export", "--source", loaded_server.base_url, "--out", str(export_dir), "-q"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (export_dir / "export_log.ndjson").exists()
+    assert list(export_dir.glob("Patient.*.ndjson.gz"))
+    screen(str(export_dir), tmp_path / "from-export")
+    assert (tmp_path / "from-export" / "patients.csv").read_bytes() == disk.read_bytes()
+    # The same in one step, recording the export's transactionTime as the data cut.
+    screen(loaded_server.base_url, tmp_path / "bulk", "--strategy", "bulk")
+    assert (tmp_path / "bulk" / "patients.csv").read_bytes() == disk.read_bytes()
+    run = json.loads((tmp_path / "bulk" / "run.json").read_text())
+    assert run["source"]["fetch"]["strategy"] == "bulk"
+    assert run["data_cut"] == run["source"]["fetch"]["export"]["transactionTime"]
+    filters = run["source"]["fetch"]["export"]["request"]["type_filters"]
+    assert filters and filters[0].startswith("Observation?code=http://loinc.org|")
+
+
+@pytest.mark.parametrize(("threshold", "chosen"), [("0", "bulk"), ("1000000", "funnel")])
+def test_auto_strategy_says_what_it_chose_and_why(
+    loaded_server, tmp_path: Path, threshold: str, chosen: str
+) -> None:
+    screen(loaded_server.base_url, tmp_path / "auto", "--strategy", "auto",
+           "--auto-threshold", threshold)
+    fetch = json.loads((tmp_path / "auto" / "run.json").read_text())["source"]["fetch"]
+    assert fetch["strategy"] == chosen
+    assert "Conditions" in fetch["why"]
