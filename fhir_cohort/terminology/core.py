@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -354,6 +355,37 @@ class Terminology:
             AgentMatch(self._agent(moiety), "text", None, None, matched, "low")
             for moiety, matched in found.items()
         ]
+
+    def agents_for_concept(self, concept: Mapping[str, Any] | None) -> list[AgentMatch]:
+        """Agents of a FHIR CodeableConcept: its codings first; its text (or the codings'
+        displays) only when no coding names a known agent, marked low confidence."""
+        if not concept:
+            return []
+        found: dict[str, AgentMatch] = {}
+        for coding in concept.get("coding") or ():
+            for m in self.agents_for_coding(coding.get("system") or "", coding.get("code") or ""):
+                found.setdefault(m.agent.code, m)
+        if not found:
+            texts = [concept.get("text")] + [c.get("display") for c in concept.get("coding") or ()]
+            for text in texts:
+                for m in self.agents_for_text(text or ""):
+                    found.setdefault(m.agent.code, m)
+        return list(found.values())
+
+    def agents_for_medication(self, medication: Mapping[str, Any]) -> list[AgentMatch]:
+        """Agents of a FHIR Medication resource: its code, else its ingredients' items.
+
+        >>> t = Terminology.load()
+        >>> med = {"resourceType": "Medication", "code": {"text": "CellCept 500 mg tablet"}}
+        >>> [(m.agent.name, m.via) for m in t.agents_for_medication(med)]
+        [('mycophenolic acid', 'text')]
+        """
+        found = {m.agent.code: m for m in self.agents_for_concept(medication.get("code"))}
+        if not found:
+            for ing in medication.get("ingredient") or ():
+                for m in self.agents_for_concept(ing.get("itemCodeableConcept")):
+                    found.setdefault(m.agent.code, m)
+        return list(found.values())
 
     def medication_names(self) -> frozenset[str]:
         """Lower-case names :meth:`agents_for_text` recognises (for a reader's line filter)."""
