@@ -18,5 +18,6 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y --no-install-recommends chromium
+# A font too: without recommends a slim image may have none, and screenshots show boxes.
+apt-get install -y --no-install-recommends chromium fonts-dejavu-core
 "$CHROMIUM" --version

@@ -174,7 +174,7 @@ def split_reasons(reasons: str, criterion_ids: Iterable[str]) -> dict[str, list[
 def _candidates(result: ScreeningResult, ids: Sequence[str]) -> list[Candidate]:
     patients = result.patients
     order = {"eligible": 0, "review": 1}
-    cand = patients[patients["status"].isin(order)]
+    cand = patients[patients["status"].isin(list(order))]
     # Eligible first, then review; within each, the table's own (deterministic) order.
     cand = cand.assign(_rank=cand["status"].map(order)).sort_values("_rank", kind="stable")
     ev = result.evidence
@@ -362,9 +362,10 @@ def _funnel_section(attrition: pd.DataFrame, candidates: Sequence[Candidate]) ->
         '<p class="hint">Patients still in the running after each criterion, in the trial\'s '
         "order. A patient stays while every answer so far is met/clear or still open "
         "(unknown/review).</p>"
+        '<div class="funnel-grid">'
         f'<div class="chart">{funnel_svg(attrition, candidates)}</div>'
-        f'<h3 class="table-title">Attrition table</h3>{_attrition_table(attrition)}'
-        "</section>"
+        f'<div><h3 class="table-title">Attrition table</h3>{_attrition_table(attrition)}</div>'
+        "</div></section>"
     )
 
 
@@ -372,7 +373,7 @@ def funnel_svg(attrition: pd.DataFrame, candidates: Sequence[Candidate] = ()) ->
     """The attrition funnel as an inline SVG of horizontal bars, numbers as text labels."""
     rows = list(attrition.itertuples(index=False))
     total = max(int(rows[0].remaining), 1) if rows else 1
-    width, label_w, bar_x, bar_w = 900, 0, 0, 700
+    width, label_w, bar_x, bar_w = 620, 0, 0, 470
     row_h, top = 44, 6
     eligible = sum(1 for c in candidates if c.status == "eligible")
     review = sum(1 for c in candidates if c.status == "review")
@@ -380,7 +381,7 @@ def funnel_svg(attrition: pd.DataFrame, candidates: Sequence[Candidate] = ()) ->
     height = top + n_rows * row_h + 4
     parts = [
         f'<svg class="funnel" role="img" viewBox="0 0 {width} {height}" '
-        f'width="100%" preserveAspectRatio="xMinYMin meet" '
+        f'width="{width}" height="{height}" preserveAspectRatio="xMinYMin meet" '
         'xmlns="http://www.w3.org/2000/svg" aria-label="Attrition funnel">'
     ]
     prev: int | None = None
@@ -399,7 +400,7 @@ def funnel_svg(attrition: pd.DataFrame, candidates: Sequence[Candidate] = ()) ->
         parts.append(
             f'<g class="funnel-step" data-criterion="{_e(cid)}" data-remaining="{remaining}">'
             f"<title>{_e(label)}: {remaining} remaining</title>"
-            f'<text class="flabel" x="{label_w}" y="{y + 13}">{_e(_clip(label, 88))}</text>'
+            f'<text class="flabel" x="{label_w}" y="{y + 13}">{_e(_clip(label, 80))}</text>'
             f'<rect class="bar bar-{_e(kind)}" x="{bar_x}" y="{y + 19}" width="{w:.1f}" '
             f'height="20" rx="3"/>'
             f'<text class="fnum" x="{bar_x + w + 8:.1f}" y="{y + 34}">'
@@ -432,7 +433,7 @@ def _clip(text: str, n: int) -> str:
 
 def _attrition_table(attrition: pd.DataFrame) -> str:
     head = (
-        "<thead><tr><th>#</th><th>Criterion</th><th>Type</th><th>Title</th>"
+        "<thead><tr><th>#</th><th>Criterion</th><th>Type</th>"
         "<th class='n'>Remaining</th>"
         "<th class='n'>Removed</th><th class='n' title='met / clear'>Pass</th>"
         "<th class='n' title='not met / excluded'>Fail</th>"
@@ -457,10 +458,10 @@ def _attrition_table(attrition: pd.DataFrame) -> str:
         cid = _text(rec.get("criterion_id"))
         first = prev is None
         label = (
-            f"<td></td><td></td><td>{_e(rec.get('title'))}</td>"
+            f"<td>{_e(rec.get('title'))}</td><td></td>"
             if first
-            else f'<td><span class="cid">{_e(cid)}</span></td><td class="kind">{_e(kind)}</td>'
-            f'<td>{_e(rec.get("title"))}</td>'
+            else f'<td title="{_e(rec.get("title"))}"><span class="cid">{_e(cid)}</span></td>'
+            f'<td class="kind">{_e(kind)}</td>'
         )
         nums = (
             "<td></td><td></td><td></td>"

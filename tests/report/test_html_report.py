@@ -337,3 +337,13 @@ def test_missing_evidence_cells_render_empty(empty: object) -> None:
     result.evidence.loc[0, "display"] = empty
     page = render_report(result)
     assert ">nan<" not in page and ">None<" not in page and "&lt;NA&gt;" not in page
+
+
+def test_a_screening_without_candidates_still_renders(tmp_path: Path) -> None:
+    result = _small_result()
+    result.patients["status"] = "ineligible"
+    result.evidence = result.evidence.iloc[0:0]
+    page = write_report(result, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "No eligible or review patients." in page
+    assert "No patients need review." in page
+    assert 'class="candidate' not in page
