@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fhir-cohort screen --as-of $(DEMO_AS_OF) --out out/demo
 
-## test: set up, then lint and run the whole test suite (starts a real FHIR server)
+## test: set up (Python packages, Debian's chromium for the report test), lint, run every test
+## (the suite starts a real FHIR server on 127.0.0.1)
 test: $(STAMP)
+	./scripts/install_browser.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

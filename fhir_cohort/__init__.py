@@ -1,7 +1,42 @@
-"""fhir-cohort: find clinical-trial candidates in FHIR R4 data, with evidence."""
+"""fhir-cohort: find clinical-trial candidates in FHIR R4 data, with evidence.
 
-from fhir_cohort.errors import FhirCohortError
+The public API is what ``__all__`` lists; every other module is private and may change.
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ["FhirCohortError", "__version__"]
+# Imported after __version__: pipeline reads it while this package is still initialising.
+from fhir_cohort.criteria import Trial, load_criteria
+from fhir_cohort.errors import (
+    AuthError,
+    CapabilityError,
+    CriteriaError,
+    FhirCohortError,
+    FhirHttpError,
+    MalformedResourceError,
+    SourceError,
+    TerminologyError,
+)
+from fhir_cohort.pipeline import screen
+from fhir_cohort.remote import ServerOptions
+from fhir_cohort.results import ScreeningResult, load_results
+from fhir_cohort.terminology import Terminology
+
+__all__ = [
+    "AuthError",
+    "CapabilityError",
+    "CriteriaError",
+    "FhirCohortError",
+    "FhirHttpError",
+    "MalformedResourceError",
+    "ScreeningResult",
+    "ServerOptions",
+    "SourceError",
+    "Terminology",
+    "TerminologyError",
+    "Trial",
+    "__version__",
+    "load_criteria",
+    "load_results",
+    "screen",
+]

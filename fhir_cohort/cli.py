@@ -160,6 +160,12 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="processes for reading large inputs (default: number of CPUs)",
     )
+    p.add_argument(
+        "--show-identifiers",
+        action="store_true",
+        help="show patient identifiers in report.html (default: pseudonymous row numbers and "
+        "FHIR ids only)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     _add_server_options(p)
 
@@ -350,6 +356,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=bars,
             server=_server_options(args),
+            show_identifiers=args.show_identifiers,
         )
     finally:
         bars.close()

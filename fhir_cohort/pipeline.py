@@ -25,6 +25,7 @@ from fhir_cohort.fhir.client import strip_query
 from fhir_cohort.fhir.sources import open_source
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 from fhir_cohort.remote import ServerOptions, is_url
+from fhir_cohort.report.html import REPORT_NAME, write_report
 from fhir_cohort.report.outputs import (
     candidate_group,
     patients_table,
@@ -71,6 +72,7 @@ def screen(
     progress: ProgressCallback = no_progress,
     terminology: Terminology | None = None,
     server: ServerOptions | None = None,
+    show_identifiers: bool = False,
 ) -> ScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
@@ -79,7 +81,9 @@ def screen(
     criteria need is fetched first (``server`` options: strategy, cache folder, auth, ...) into
     an NDJSON snapshot, which is screened like any folder. ``criteria`` is a criteria file or
     a loaded :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474). ``as_of`` is the screening
-    date S (default: today). With ``out_dir`` the outputs are written there (owner-only).
+    date S (default: today). With ``out_dir`` the outputs (CSV files, group.json, run.json and
+    report.html) are written there, owner-only; ``show_identifiers`` puts patient identifiers
+    in the report (default: pseudonymous row numbers and FHIR ids).
 
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> list(result.patients.columns[:3])
@@ -173,6 +177,7 @@ def screen(
             group=group,
             run=run,
         )
+        write_report(result, result.paths.out_dir / REPORT_NAME, show_identifiers=show_identifiers)
     return result
 
 
