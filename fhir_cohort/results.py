@@ -69,7 +69,7 @@ class ScreeningResult:
             f"Screened {len(self.patients)} patients for {self.run.get('trial', {}).get('id')} "
             f"as of {self.run.get('as_of')}",
             "",
-            self.attrition.to_string(index=False),
+            _attrition_text(self.attrition),
             "",
             "status: "
             + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
@@ -78,8 +78,21 @@ class ScreeningResult:
         if skipped:
             lines.append(f"skipped {skipped} malformed resources (see run.json)")
         if self.paths is not None:
-            lines.append(f"outputs: {self.paths.out_dir}")
+            lines.append(f"outputs: {self.paths.out_dir} (open report.html in a browser)")
         return "\n".join(lines)
+
+
+def _attrition_text(attrition: pd.DataFrame) -> str:
+    """The attrition table for a terminal: short titles, only the answer columns in use."""
+    table = attrition.copy()
+    if "title" in table:
+        table["title"] = table["title"].map(
+            lambda t: t if not isinstance(t, str) or len(t) <= 44 else t[:43] + "…"
+        )
+    answers = [c for c in ("met", "not_met", "unknown", "clear", "excluded", "review")
+               if c in table]
+    keep = [c for c in ("step", "criterion_id", "title", "remaining") if c in table]
+    return table[keep + answers].to_string(index=False)
 
 
 def load_results(out_dir: str | Path) -> ScreeningResult:
