@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from fhir_cohort import __version__, remote
 from fhir_cohort.criteria import (
     Trial,
@@ -18,7 +20,14 @@ from fhir_cohort.criteria import (
     load_criteria,
     value_set_ids,
 )
-from fhir_cohort.engine.evaluate import EvaluationResult, attrition, evaluate
+from fhir_cohort.criteria.models import LabPositiveCriterion, MedicationHistoryCriterion
+from fhir_cohort.engine.evaluate import (
+    EvaluationResult,
+    attrition,
+    evaluate,
+    lab_results,
+    medication_eras,
+)
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables
 from fhir_cohort.fhir.client import strip_query
@@ -58,6 +67,27 @@ def screen_tables(
     """Evaluate ``tables`` (pure: no I/O). Returns the evaluation and its attrition table."""
     result = evaluate(trial, tables, terminology, as_of)
     return result, attrition(result, trial)
+
+
+def detail_tables(
+    trial: Trial, tables: Tables, terminology: Terminology, as_of: date
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Medication eras and lab readings of the trial's medication_history and lab_positive
+    criteria (all of them, with a ``criterion_id`` column), for analysts."""
+    eras = [
+        medication_eras(c, tables, terminology, as_of).assign(criterion_id=c.id)
+        for c in trial.criteria
+        if isinstance(c, MedicationHistoryCriterion)
+    ]
+    labs = [
+        lab_results(c, tables, terminology, as_of).assign(criterion_id=c.id)
+        for c in trial.criteria
+        if isinstance(c, LabPositiveCriterion)
+    ]
+    return (
+        pd.concat(eras, ignore_index=True) if eras else pd.DataFrame(columns=["criterion_id"]),
+        pd.concat(labs, ignore_index=True) if labs else pd.DataFrame(columns=["criterion_id"]),
+    )
 
 
 def screen(
@@ -159,6 +189,7 @@ def screen(
             "snapshot": str(src_path),
             "fetch": fetch_record,
         }
+    eras, labs = detail_tables(trial, tables, terminology, as_of)
     result = ScreeningResult(
         patients=patients,
         evidence=evidence,
@@ -166,6 +197,8 @@ def screen(
         run=run,
         group=group,
         criterion_ids=ids,
+        eras=eras,
+        labs=labs,
     )
     if out_dir is not None:
         run["timings_seconds"]["total"] = round(time.perf_counter() - t0, 3)
@@ -176,6 +209,8 @@ def screen(
             attrition=attrition_table,
             group=group,
             run=run,
+            eras=eras,
+            labs=labs,
         )
         write_report(result, result.paths.out_dir / REPORT_NAME, show_identifiers=show_identifiers)
     return result

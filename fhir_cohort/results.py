@@ -18,7 +18,21 @@ class ScreeningResult:
 
     ``patients`` has one row per patient (``patient_id``, ``status``, one column per criterion,
     ``reasons``), ``evidence`` one row per (patient, criterion, record), ``attrition`` the
-    trial's attrition table, ``run`` the run record written to run.json.
+    trial's attrition table, ``run`` the run record written to run.json, ``eras`` the
+    medication eras (agent, start, end, days inside the window) and ``labs`` every counted
+    autoantibody-style test with its reading.
+
+    >>> from datetime import date
+    >>> from fhir_cohort import screen
+    >>> result = screen(as_of=date(2026, 11, 24))
+    >>> result.status_counts().to_dict()
+    {'eligible': 44, 'review': 26, 'ineligible': 342}
+    >>> result.candidates()["status"].iloc[0]
+    'eligible'
+    >>> print(result.explain("s-eligible-statements").splitlines()[0])
+    Patient s-eligible-statements: eligible
+    >>> sorted(result.eras.columns)[:3]
+    ['agent', 'criterion_id', 'days']
     """
 
     patients: pd.DataFrame
@@ -28,6 +42,8 @@ class ScreeningResult:
     group: dict[str, Any] = field(default_factory=dict)
     criterion_ids: tuple[str, ...] = ()
     paths: OutputPaths | None = None
+    eras: pd.DataFrame = field(default_factory=pd.DataFrame)
+    labs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def candidates(self) -> pd.DataFrame:
         """Eligible then review patients (the candidate cohort), in that order."""
@@ -96,12 +112,26 @@ def _attrition_text(attrition: pd.DataFrame) -> str:
 
 
 def load_results(out_dir: str | Path) -> ScreeningResult:
-    """Reopen a past run's outputs from its folder."""
+    """Reopen a past run's outputs from its folder.
+
+    >>> import tempfile
+    >>> from datetime import date
+    >>> from fhir_cohort import screen
+    >>> out = tempfile.mkdtemp()
+    >>> first = screen(as_of=date(2026, 11, 24), out_dir=out)
+    >>> again = load_results(out)
+    >>> again.patients.equals(first.patients.astype(str).replace("nan", ""))
+    True
+    >>> len(again.eras) == len(first.eras)
+    True
+    """
     paths = OutputPaths.in_dir(Path(out_dir))
     run = json.loads(paths.run.read_text(encoding="utf-8"))
     patients = pd.read_csv(paths.patients, dtype=str, keep_default_na=False)
     evidence = pd.read_csv(paths.evidence, dtype=str, keep_default_na=False)
     attrition = pd.read_csv(paths.attrition)
+    eras = pd.read_parquet(paths.eras) if paths.eras.exists() else pd.DataFrame()
+    labs = pd.read_parquet(paths.labs) if paths.labs.exists() else pd.DataFrame()
     group = json.loads(paths.group.read_text(encoding="utf-8"))
     ids = tuple(run.get("criteria", {}).get("criterion_ids", ()))
     return ScreeningResult(
@@ -112,4 +142,6 @@ def load_results(out_dir: str | Path) -> ScreeningResult:
         group=group,
         criterion_ids=ids,
         paths=paths,
+        eras=eras,
+        labs=labs,
     )

@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from fhir_cohort.criteria.models import MedicationHistoryCriterion, Trial
+from fhir_cohort.criteria.models import LabPositiveCriterion, MedicationHistoryCriterion, Trial
 from fhir_cohort.engine import medication
 from fhir_cohort.engine.evaluators import REGISTRY, Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import TerminologyLike
+from fhir_cohort.engine.evaluators.lab_positive import read_tests
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
     MEDICATION_COLUMNS,
@@ -239,3 +240,28 @@ def medication_eras(
     ctx = Context(terminology, as_of)
     meds = _by_patient(frame_rows(tables.medications, MEDICATION_COLUMNS, "medications"))
     return medication.era_table(criterion, meds, ctx)
+
+
+LAB_COLUMNS: tuple[str, ...] = (
+    "patient_id", "resource_id", "system", "code", "display", "date", "status", "result",
+    "rule", "value",
+)
+
+
+def lab_results(
+    criterion: LabPositiveCriterion,
+    tables: Tables,
+    terminology: TerminologyLike,
+    as_of: dt.date,
+) -> pd.DataFrame:
+    """Every counted test of ``criterion`` dated on or before S, with its reading (positive /
+    negative / equivocal) and the rule that decided it, for notebooks."""
+    ctx = Context(terminology, as_of)
+    obs = _by_patient(frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations"))
+    out: list[tuple[Any, ...]] = []
+    for pid, rows in obs.items():
+        tests, _ = read_tests(criterion.value_sets, criterion.lab_rules, ctx, rows)
+        for row, reading in tests:
+            out.append((pid, row.resource_id, row.system, row.code, row.display,
+                        row.date, row.status, reading.result, reading.rule, reading.value))
+    return pd.DataFrame.from_records(out, columns=list(LAB_COLUMNS))

@@ -38,6 +38,8 @@ class OutputPaths:
     attrition: Path
     group: Path
     run: Path
+    eras: Path
+    labs: Path
 
     @classmethod
     def in_dir(cls, out_dir: Path) -> OutputPaths:
@@ -48,6 +50,8 @@ class OutputPaths:
             attrition=out_dir / "attrition.csv",
             group=out_dir / "group.json",
             run=out_dir / "run.json",
+            eras=out_dir / "medication_eras.parquet",
+            labs=out_dir / "lab_results.parquet",
         )
 
 
@@ -131,8 +135,13 @@ def write_outputs(
     attrition: pd.DataFrame,
     group: dict[str, Any],
     run: dict[str, Any],
+    eras: pd.DataFrame | None = None,
+    labs: pd.DataFrame | None = None,
 ) -> OutputPaths:
-    """Write every output file privately (0600 in a 0700 folder) and atomically."""
+    """Write every output file privately (0600 in a 0700 folder) and atomically.
+
+    The tables also go to Parquet beside the CSVs (typed, fast to reopen in a notebook).
+    """
     paths = OutputPaths.in_dir(private_dir(Path(out_dir)))
     for frame, path in (
         (patients, paths.patients),
@@ -141,6 +150,18 @@ def write_outputs(
     ):
         with private_writer(path) as fh:
             frame.to_csv(fh, index=False, lineterminator="\n")
+    parquet = {
+        "patients.parquet": patients,
+        "evidence.parquet": evidence,
+        "attrition.parquet": attrition,
+    }
+    if eras is not None:
+        parquet[paths.eras.name] = eras
+    if labs is not None:
+        parquet[paths.labs.name] = labs
+    for name, frame in parquet.items():
+        with private_writer(paths.out_dir / name, "wb") as fh:
+            frame.to_parquet(fh, index=False)
     with private_writer(paths.group) as fh:
         json.dump(group, fh, indent=2)
         fh.write("\n")
