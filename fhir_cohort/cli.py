@@ -166,6 +166,12 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         help="show patient identifiers in report.html (default: pseudonymous row numbers and "
         "FHIR ids only)",
     )
+    p.add_argument(
+        "--publish-group",
+        action="store_true",
+        help="write the candidate Group (with each member's status, reasons and evidence "
+        "references) back to the --source server; re-runs update the same Group",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     _add_server_options(p)
 
@@ -357,11 +363,16 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             progress=bars,
             server=_server_options(args),
             show_identifiers=args.show_identifiers,
+            publish_group=args.publish_group,
         )
     finally:
         bars.close()
     if not args.quiet:
         print(result.summary())
+        published = result.run.get("published_group")
+        if published:
+            print(f"Group/{published['id']} {published['action']} on the server "
+                  f"({published['members']} members)")
     return EXIT_OK
 
 

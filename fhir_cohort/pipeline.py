@@ -30,6 +30,7 @@ from fhir_cohort.engine.evaluate import (
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables
+from fhir_cohort.errors import SourceError
 from fhir_cohort.fhir.client import strip_query
 from fhir_cohort.fhir.sources import open_source
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
@@ -103,6 +104,7 @@ def screen(
     terminology: Terminology | None = None,
     server: ServerOptions | None = None,
     show_identifiers: bool = False,
+    publish_group: bool = False,
 ) -> ScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
@@ -113,7 +115,8 @@ def screen(
     a loaded :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474). ``as_of`` is the screening
     date S (default: today). With ``out_dir`` the outputs (CSV files, group.json, run.json and
     report.html) are written there, owner-only; ``show_identifiers`` puts patient identifiers
-    in the report (default: pseudonymous row numbers and FHIR ids).
+    in the report (default: pseudonymous row numbers and FHIR ids). ``publish_group`` writes
+    the candidate Group back to the source server (created, or updated in place on re-runs).
 
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> list(result.patients.columns[:3])
@@ -129,15 +132,19 @@ def screen(
     check_value_sets(trial, terminology)
 
     fetch_record: dict[str, Any] | None = None
+    client = None
+    if publish_group and not is_url(source):
+        raise SourceError("publishing the candidate Group needs a FHIR server --source")
     if is_url(source):
         options = server or ServerOptions()
         if out_dir is not None:
             default_cache = Path(out_dir) / "snapshot"
         else:
             default_cache = Path(tempfile.mkdtemp(prefix="fhir-cohort-snapshot-"))
+        client = remote.build_client(str(source), options)
         src_path, fetch_record = remote.fetch(
             str(source), trial, terminology, options, default_cache=default_cache,
-            progress=progress,
+            progress=progress, client=client,
         )
     else:
         src_path = Path(source) if source is not None else DEMO_DATA
@@ -162,7 +169,9 @@ def screen(
     ids = tuple(c.id for c in trial.criteria)
     patients = patients_table(evaluation.answers, evaluation.status, ids)
     evidence = sort_evidence(evaluation.evidence, ids)
-    group = candidate_group(patients, trial_id=trial.id, trial_version=trial.version, as_of=as_of)
+    group = candidate_group(
+        patients, trial_id=trial.id, trial_version=trial.version, as_of=as_of, evidence=evidence
+    )
     run = _run_record(
         trial=trial,
         criteria_info=criteria_info,
@@ -189,6 +198,8 @@ def screen(
             "snapshot": str(src_path),
             "fetch": fetch_record,
         }
+    if publish_group and client is not None:
+        run["published_group"] = remote.publish_group(client, group)
     eras, labs = detail_tables(trial, tables, terminology, as_of)
     result = ScreeningResult(
         patients=patients,

@@ -81,36 +81,61 @@ def sort_evidence(evidence: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.Da
     return ev.drop(columns="_c").reset_index(drop=True)
 
 
+SD = "https://fhir-cohort.github.io/StructureDefinition/"
+GROUP_IDENTIFIER_SYSTEM = "https://fhir-cohort.github.io/screening"
+
+
 def candidate_group(
-    patients: pd.DataFrame, *, trial_id: str, trial_version: str, as_of: date
+    patients: pd.DataFrame,
+    *,
+    trial_id: str,
+    trial_version: str,
+    as_of: date,
+    evidence: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """A FHIR R4 Group (type person, actual) of the candidates, eligible first."""
+    """A FHIR R4 Group (type person, actual) of the candidates, eligible first.
+
+    Its identifier is the trial id alone, so publishing it again updates the same Group; the
+    as-of date and criteria version are extensions. Each member carries its status, its
+    reasons, and a reference to every resource of its evidence.
+    """
     from fhir.resources.R4B.group import Group
 
     candidates = patients[patients["status"].isin(CANDIDATE_STATUSES)]
-    members = [
-        {
-            "entity": {"reference": f"Patient/{pid}"},
-            "extension": [
-                {
-                    "url": "https://fhir-cohort.github.io/StructureDefinition/screening-status",
-                    "valueCode": status,
-                }
-            ],
-        }
-        for pid, status in zip(candidates["patient_id"], candidates["status"], strict=True)
-    ]
+    cited: dict[str, list[tuple[str, str]]] = {}
+    if evidence is not None and not evidence.empty:
+        ev = evidence[evidence["patient_id"].isin(set(candidates["patient_id"]))]
+        for pid, cid, rtype, rid in zip(
+            ev["patient_id"], ev["criterion_id"], ev["resource_type"], ev["resource_id"],
+            strict=True,
+        ):
+            if isinstance(rtype, str) and rtype and isinstance(rid, str) and rid:
+                ref = (f"{rtype}/{rid}", str(cid))
+                if ref not in cited.setdefault(pid, []):
+                    cited[pid].append(ref)
+    members = []
+    for pid, status, reasons in zip(
+        candidates["patient_id"], candidates["status"], candidates["reasons"], strict=True
+    ):
+        ext: list[dict[str, Any]] = [{"url": SD + "screening-status", "valueCode": status}]
+        if isinstance(reasons, str) and reasons:
+            ext.append({"url": SD + "screening-reasons", "valueString": reasons})
+        ext.extend(
+            {"url": SD + "screening-evidence", "valueReference": {"reference": ref,
+                                                                  "display": cid}}
+            for ref, cid in cited.get(pid, [])
+        )
+        members.append({"entity": {"reference": f"Patient/{pid}"}, "extension": ext})
     group: dict[str, Any] = {
         "resourceType": "Group",
-        "identifier": [
-            {
-                "system": "https://fhir-cohort.github.io/screening",
-                "value": f"{trial_id}|{trial_version}|{as_of.isoformat()}",
-            }
+        "extension": [
+            {"url": SD + "screening-as-of", "valueDate": as_of.isoformat()},
+            {"url": SD + "criteria-version", "valueString": trial_version},
         ],
+        "identifier": [{"system": GROUP_IDENTIFIER_SYSTEM, "value": trial_id}],
         "type": "person",
         "actual": True,
-        "name": f"{trial_id} candidates as of {as_of.isoformat()}",
+        "name": f"{trial_id} candidates (criteria {trial_version}, as of {as_of.isoformat()})",
         "quantity": len(members),
         "characteristic": [
             {

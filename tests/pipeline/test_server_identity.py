@@ -137,3 +137,35 @@ def test_auto_strategy_says_what_it_chose_and_why(
     fetch = json.loads((tmp_path / "auto" / "run.json").read_text())["source"]["fetch"]
     assert fetch["strategy"] == chosen
     assert "Conditions" in fetch["why"]
+
+
+def test_publish_group_creates_then_updates_one_group(loaded_server, tmp_path: Path) -> None:
+    import requests
+
+    for run_dir in ("first", "second"):
+        screen(loaded_server.base_url, tmp_path / run_dir, "--publish-group")
+    runs = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("first", "second")]
+    first, second = (r["published_group"] for r in runs)
+    assert (first["action"], second["action"]) == ("created", "updated")
+    assert first["id"] == second["id"]
+    found = requests.get(
+        f"{loaded_server.base_url}/Group",
+        params={"identifier": "https://fhir-cohort.github.io/screening|NCT06038474"},
+        headers={"Accept": "application/fhir+json"}, timeout=30,
+    ).json()
+    groups = [e["resource"] for e in found.get("entry", [])]
+    assert len(groups) == 1
+    candidates = pd.read_csv(tmp_path / "second" / "patients.csv", dtype=str)
+    candidates = candidates[candidates["status"] != "ineligible"]
+    members = [m["entity"]["reference"] for m in groups[0]["member"]]
+    assert members == [f"Patient/{p}" for p in candidates["patient_id"]]
+    urls = {x["url"].rsplit("/", 1)[1] for m in groups[0]["member"] for x in m["extension"]}
+    assert {"screening-status", "screening-evidence"} <= urls
+
+
+def test_publish_group_needs_a_server_source(hospital: Path, tmp_path: Path) -> None:
+    res = subprocess.run(
+        [EXE, "screen", "--source", str(hospital), "--out", str(tmp_path), "--publish-group"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 4 and "needs a FHIR server" in res.stderr
