@@ -385,14 +385,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     terminology = Terminology.load()
     check_value_sets(trial, terminology)
     options = _server_options(args)
-    request = bulk_request(
-        trial,
-        terminology,
-        level=options.bulk_level,
-        group_id=options.bulk_group,
-        since=options.since,
-        type_filter=options.bulk_type_filter,
-    )
+    request = bulk_request(trial, terminology, options)
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
     try:
         result = run_bulk(

@@ -100,13 +100,7 @@ def funnel_plan(trial: Trial, terminology: Terminology) -> FetchPlan:
 
 
 def bulk_request(
-    trial: Trial,
-    terminology: Terminology,
-    *,
-    level: str = "system",
-    group_id: str | None = None,
-    since: datetime | None = None,
-    type_filter: bool = True,
+    trial: Trial, terminology: Terminology, options: ServerOptions | None = None
 ) -> BulkExportRequest:
     """The $export request of ``trial``: the types the screen reads, and (``type_filter``) the
     funnel as far as one export can state it: Observations restricted to the criteria's LOINC
@@ -116,17 +110,18 @@ def bulk_request(
     thousands of codes (too long for a kick-off URL), and medications coded by reference or
     only by text would fall through a code filter.
     """
+    options = options or ServerOptions()
     filters: list[str] = []
-    if type_filter:
+    if options.bulk_type_filter:
         used = sorted(value_set_ids(trial))
         loinc = [t for t in terminology.search_tokens(used) if t.startswith(LOINC + "|")]
         if loinc:
             filters.append("Observation?code=" + ",".join(loinc))
     return BulkExportRequest(
-        level=level,  # type: ignore[arg-type]
-        group_id=group_id,
+        level=options.bulk_level,  # type: ignore[arg-type]
+        group_id=options.bulk_group,
         types=FULL_TYPES,
-        since=since.isoformat() if since else None,
+        since=options.since.isoformat() if options.since else None,
         type_filters=tuple(filters),
     )
 
@@ -242,14 +237,7 @@ def fetch(
         strategy, why = choose_strategy(client, trial, terminology, options.auto_threshold)
     progress(Progress("strategy", 0, message=f"{strategy}: {why}"))
     if strategy == "bulk":
-        request = bulk_request(
-            trial,
-            terminology,
-            level=options.bulk_level,
-            group_id=options.bulk_group,
-            since=options.since,
-            type_filter=options.bulk_type_filter,
-        )
+        request = bulk_request(trial, terminology, options)
         result = run_bulk(client, request, cache, resume=options.bulk_resume, progress=progress)
         return cache, {"strategy": "bulk", "why": why, "export": result.to_json()}
     if strategy == "full":

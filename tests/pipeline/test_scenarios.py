@@ -14,17 +14,7 @@ import pytest
 
 from fhir_cohort.pipeline import DEMO_DATA, screen
 from fhir_cohort.synth import generate, load_expected
-
-CRITERIA = (
-    "age",
-    "sle",
-    "therapy",
-    "autoantibody",
-    "lupus_nephritis",
-    "cns_lupus",
-    "pregnancy_lactation",
-    "chronic_illness",
-)
+from fhir_cohort.synth.codes import CRITERIA
 
 
 def _mismatches(got: pd.DataFrame, expected: pd.DataFrame) -> list[str]:
