@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: CI machines are shared and slow examples are not failures here.
+# Derandomised in CI so a red run can be reproduced exactly.
+settings.register_profile("fhir-cohort", deadline=None, print_blob=True)
+settings.register_profile("ci", parent=settings.get_profile("fhir-cohort"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "fhir-cohort")
 
 # The real FHIR server fixtures (sekmet-fhir), usable from every test package.
 pytest_plugins = ["tests.conftest_server"]
