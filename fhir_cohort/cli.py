@@ -82,8 +82,11 @@ class _Bars:
     def __call__(self, p: Progress) -> None:
         if not self.enabled:
             return
+        import tqdm as tqdm_module
         from tqdm import tqdm
 
+        # No monitor thread: the reader and the engine fork worker processes.
+        tqdm_module.tqdm.monitor_interval = 0
         bar = self._bars.get(p.stage)
         if bar is None:
             bar = tqdm(total=p.total, desc=p.stage, unit=p.unit, file=sys.stderr, leave=False)
