@@ -78,8 +78,11 @@ def attrition_funnel(attrition: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
     shown = [k for k in _KIND_COLORS if k in set(map(str, table.get("kind", [])))]
     if shown:
-        ax.legend(handles=[Patch(color=_KIND_COLORS[k], label=k) for k in shown],
-                  loc="lower right", frameon=False)
+        ax.legend(
+            handles=[Patch(color=_KIND_COLORS[k], label=k) for k in shown],
+            loc="lower right",
+            frameon=False,
+        )
     return ax
 
 
@@ -143,14 +146,26 @@ def era_swimlane(
                 label=f"era:{agent}",
             )
             tick = mdates.date2num(start + dt.timedelta(days=min_days))
-            ax.plot([tick, tick], [lane - 0.45, lane + 0.45], color="black", linestyle="--",
-                    linewidth=1, label=f"threshold:{agent}")
-    ax.axvspan(mdates.date2num(w_start - dt.timedelta(days=60)), mdates.date2num(w_start),
-               color="0.92", zorder=0)
+            ax.plot(
+                [tick, tick],
+                [lane - 0.45, lane + 0.45],
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label=f"threshold:{agent}",
+            )
+    ax.axvspan(
+        mdates.date2num(w_start - dt.timedelta(days=60)),
+        mdates.date2num(w_start),
+        color="0.92",
+        zorder=0,
+    )
     ax.axvline(mdates.date2num(w_start), color="0.4", linewidth=1, label="window start")
     ax.axvline(mdates.date2num(as_of), color="black", linewidth=1.5, label="as of")
-    ax.set_xlim(mdates.date2num(w_start - dt.timedelta(days=30)),
-                mdates.date2num(as_of + dt.timedelta(days=30)))
+    ax.set_xlim(
+        mdates.date2num(w_start - dt.timedelta(days=30)),
+        mdates.date2num(as_of + dt.timedelta(days=30)),
+    )
     ax.set_yticks(range(len(lanes)), labels=[agent for _, agent in lanes])
     ax.set_ylim(len(lanes) - 0.5 if lanes else 0.5, -0.5)
     ax.xaxis.set_major_locator(mdates.MonthLocator(bymonth=(1, 4, 7, 10)))
@@ -161,12 +176,25 @@ def era_swimlane(
     ax.legend(
         handles=[
             Patch(facecolor="0.5", edgecolor="0.5", label=f">= {min_days} days in window"),
-            Patch(facecolor="white", edgecolor="0.5", hatch="///",
-                  label=f"< {min_days} days in window"),
-            Line2D([], [], color="black", linestyle="--", linewidth=1,
-                   label=f"{min_days} days from era start"),
+            Patch(
+                facecolor="white",
+                edgecolor="0.5",
+                hatch="///",
+                label=f"< {min_days} days in window",
+            ),
+            Line2D(
+                [],
+                [],
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label=f"{min_days} days from era start",
+            ),
         ],
-        loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3, frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+        ncols=3,
+        frameon=False,
     )
     ax.set_title(f"{patient_id}: medication eras, {window_months}-month window")
     return ax
@@ -202,16 +230,26 @@ def answers_heatmap(
     cmap = ListedColormap([*ANSWER_COLORS.values(), "#eeeeee"])
     ax = _axes(ax, (1.1 * len(ids) + 3, 0.22 * len(patients) + 1.8))
     # Transpose: rows are patients.
-    ax.imshow(list(map(list, zip(*grid, strict=True))) if ids else [[]], cmap=cmap,
-              vmin=0, vmax=other, aspect="auto", interpolation="nearest")
+    ax.imshow(
+        list(map(list, zip(*grid, strict=True))) if ids else [[]],
+        cmap=cmap,
+        vmin=0,
+        vmax=other,
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax.set_xticks(range(len(ids)), labels=ids, rotation=45, ha="right")
     if row_labels:
         ax.set_yticks(range(len(patients)), labels=list(patients["patient_id"]), fontsize=7)
     else:
         ax.set_yticks([])
     present = {str(v) for cid in ids for v in patients[cid]}
-    ax.legend(handles=[Patch(color=c, label=a) for a, c in ANSWER_COLORS.items() if a in present],
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(
+        handles=[Patch(color=c, label=a) for a, c in ANSWER_COLORS.items() if a in present],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+    )
     ax.set_title("Answers per criterion")
     return ax
 
@@ -243,7 +281,7 @@ def review_queue(patients: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.Dat
             if answer not in OPEN_ANSWERS:
                 continue
             for text in parts.get(cid) or [answer]:
-                rows.append((str(rec["patient_id"]), cid, answer,
-                             text.removeprefix(f"{answer}: ")))
-    return pd.DataFrame.from_records(rows, columns=["patient_id", "criterion_id", "answer",
-                                                    "reason"])
+                rows.append((str(rec["patient_id"]), cid, answer, text.removeprefix(f"{answer}: ")))
+    return pd.DataFrame.from_records(
+        rows, columns=["patient_id", "criterion_id", "answer", "reason"]
+    )

@@ -57,8 +57,14 @@ def test_funnel_has_one_bar_per_step_with_remaining_as_width(demo) -> None:  # t
 
 
 def test_funnel_orders_by_step_not_by_row() -> None:
-    table = pd.DataFrame({"step": [2, 0, 1], "criterion_id": ["c", "all", "b"],
-                          "kind": ["exclusion", "", "inclusion"], "remaining": [3, 9, 5]})
+    table = pd.DataFrame(
+        {
+            "step": [2, 0, 1],
+            "criterion_id": ["c", "all", "b"],
+            "kind": ["exclusion", "", "inclusion"],
+            "remaining": [3, 9, 5],
+        }
+    )
     ax = plots.attrition_funnel(table)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["all", "b", "c"]
     colors = {b.get_width(): b.get_facecolor() for b in _bars(ax)}
@@ -127,8 +133,13 @@ def test_swimlane_marks_window_and_as_of() -> None:
 
 def test_swimlane_clips_eras_to_the_window() -> None:
     as_of = dt.date(2026, 11, 24)
-    ax = plots.era_swimlane(_eras(("g", "g", "2023-01-01", "2025-02-01", 70)), "p1", as_of,
-                            window_months=24, min_days=84)
+    ax = plots.era_swimlane(
+        _eras(("g", "g", "2023-01-01", "2025-02-01", 70)),
+        "p1",
+        as_of,
+        window_months=24,
+        min_days=84,
+    )
     xs = _era_collections(ax)[0].get_paths()[0].vertices[:, 0]
     assert _date(xs.min()) == dt.date(2024, 11, 24)
     (tick,) = _threshold_lines(ax)
@@ -136,8 +147,9 @@ def test_swimlane_clips_eras_to_the_window() -> None:
 
 
 def test_swimlane_of_a_patient_without_eras_is_empty_not_an_error() -> None:
-    ax = plots.era_swimlane(_eras(("g", "g", "2026-01-01", "2026-05-01", 121)), "other",
-                            dt.date(2026, 11, 24))
+    ax = plots.era_swimlane(
+        _eras(("g", "g", "2026-01-01", "2026-05-01", 121)), "other", dt.date(2026, 11, 24)
+    )
     assert _era_collections(ax) == [] and list(ax.get_yticklabels()) == []
 
 
@@ -215,8 +227,15 @@ def test_review_queue_lists_every_open_point_of_review_patients(demo) -> None:  
 
 
 def test_review_queue_falls_back_to_the_answer_without_a_reason() -> None:
-    table = pd.DataFrame({"patient_id": ["a"], "status": ["review"], "x": ["unknown"],
-                          "y": ["clear"], "reasons": [""]})
+    table = pd.DataFrame(
+        {
+            "patient_id": ["a"],
+            "status": ["review"],
+            "x": ["unknown"],
+            "y": ["clear"],
+            "reasons": [""],
+        }
+    )
     assert plots.review_queue(table, ["x", "y"]).to_dict("records") == [
         {"patient_id": "a", "criterion_id": "x", "answer": "unknown", "reason": "unknown"}
     ]
