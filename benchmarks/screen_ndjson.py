@@ -4,8 +4,8 @@
 
 Generates the hospital once (kept in --dir for re-runs), then in the same run measures:
 1. the ceiling: orjson.loads of every line of the files the screen reads, on all cores;
-2. the screen itself (`fhir-cohort screen`, in a child process), wall time and peak RSS of its
-   whole process tree (sampled from /proc every 50 ms);
+2. the screen itself (`fhir-cohort screen`, in a child process), wall time and peak memory of
+   its whole process tree (PSS summed over the processes, sampled from /proc every 50 ms);
 and prints patients/s, resources/s and the screen's rate as a fraction of the ceiling, the
 machine-independent figure recorded in docs/benchmarks.md. Not a test: nothing here asserts.
 """
@@ -81,13 +81,15 @@ def orjson_ceiling(files: list[Path], workers: int) -> tuple[int, float]:
 
 
 def _tree_rss_kib(root: int) -> int:
+    """Memory of the process tree: the sum of PSS (proportional set size), so pages a forked
+    worker shares with its parent count once, not once per process as RSS would."""
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
         try:
-            with open(f"/proc/{pid}/status") as fh:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
                 for line in fh:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1])
                         break
             for task in os.listdir(f"/proc/{pid}/task"):
@@ -158,7 +160,7 @@ def main() -> None:
           f"(read {run['timings_seconds']['read']} s, evaluate "
           f"{run['timings_seconds']['evaluate']} s, workers {run['workers']})")
     print(f"        {patients / wall:,.0f} patients/s, {rate:,.0f} resources/s, "
-          f"peak RSS {peak_kib / 1024:,.0f} MiB (process tree)")
+          f"peak memory {peak_kib / 1024:,.0f} MiB (PSS of the process tree)")
     print(f"        screen rate / orjson ceiling = {rate / ceiling:.2f}; "
           f"status {run['counts']['status']}")
 

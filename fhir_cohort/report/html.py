@@ -177,7 +177,9 @@ def _candidates(result: ScreeningResult, ids: Sequence[str]) -> list[Candidate]:
     cand = patients[patients["status"].isin(list(order))]
     # Eligible first, then review; within each, the table's own (deterministic) order.
     cand = cand.assign(_rank=cand["status"].map(order)).sort_values("_rank", kind="stable")
+    # Only candidates' evidence is shown: group that, not the whole population's.
     ev = result.evidence
+    ev = ev[ev["patient_id"].isin(set(cand["patient_id"]))] if len(ev) else ev
     by_patient = {pid: frame for pid, frame in ev.groupby("patient_id", sort=False)} if len(
         ev
     ) else {}
