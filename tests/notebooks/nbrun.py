@@ -64,7 +64,8 @@ def run_notebook(
         allow_errors=False,
         resources={"metadata": {"path": str(workdir)}},
     )
-    client.execute(env=kernel_env)
+    # The client does not own ``km``, so it must be told to shut the kernel down after the run.
+    client.execute(env=kernel_env, cleanup_kc=True)
     return nb
 
 
