@@ -171,6 +171,25 @@ def run_funnel(url: str, cache: Path, batch_size: int, concurrency: int) -> dict
     }
 
 
+def run_bulk(url: str, cache: Path) -> dict[str, Any]:
+    """Bulk Data $export (with the criteria's _typeFilter) + screen of the exported folder."""
+    if cache.exists():
+        shutil.rmtree(cache)
+    t0 = time.perf_counter()
+    result = screen(url, as_of=AS_OF, server=ServerOptions(strategy="bulk", cache_dir=cache))
+    wall = time.perf_counter() - t0
+    export = result.run["source"]["fetch"]["export"]
+    return {
+        "requests": export["requests"],
+        "bytes": export["bytes"],
+        "fetch_seconds": export["seconds"],
+        "wall": wall,
+        "resources": export.get("resources"),
+        "patients_table": result.patients,
+        "status": result.patients["status"].value_counts().to_dict(),
+    }
+
+
 def _by_stage(queries: list[dict[str, Any]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for q in queries:
@@ -282,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave sekmet-fhir up after the figures, until Ctrl-C")
     ap.add_argument("--batch-size", type=int, default=ServerOptions().batch_size)
     ap.add_argument("--concurrency", type=int, default=ServerOptions().concurrency)
-    ap.add_argument("--skip", action="append", default=[], choices=["naive", "pyrate"],
+    ap.add_argument("--skip", action="append", default=[], choices=["naive", "pyrate", "bulk"],
                     help="leave out a slow comparison (repeatable)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
@@ -320,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"funnel (one batch of {cohort} ids)...", flush=True)
         runs["funnel_one_batch"] = run_funnel(url, work / "funnel1", max(1, cohort),
                                               args.concurrency)
+        if "bulk" not in args.skip:
+            print("bulk $export + screen of the exported folder...", flush=True)
+            runs["bulk"] = run_bulk(url, work / "bulk")
         if "naive" not in args.skip:
             print("naive full pull (fetch_all) + screen from disk...", flush=True)
             runs["naive"] = run_naive(url, work / "naive")

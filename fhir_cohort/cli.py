@@ -245,8 +245,9 @@ def _add_connection_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--alg", choices=("RS384", "ES384"), help="SMART signing algorithm")
     g.add_argument("--scope", help="SMART scopes (default system/*.read)")
     g.add_argument("--token-url", help="SMART token endpoint (default: discovered)")
-    g.add_argument("--batch-size", type=int, default=50, metavar="N",
-                   help="patients per follow-up query (default 50)")
+    g.add_argument("--batch-size", type=int, default=500, metavar="N",
+                   help="patients per follow-up query, sent as POST _search when long "
+                   "(default 500)")
     g.add_argument("--concurrency", type=int, default=4, metavar="N",
                    help="parallel requests (default 4)")
     g.add_argument("--rate-limit", type=float, metavar="RPS",

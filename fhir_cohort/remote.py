@@ -61,7 +61,9 @@ class ServerOptions:
     headers: tuple[tuple[str, str], ...] = ()
     auth: AuthOptions = field(default_factory=AuthOptions)
     timeout: float = 120.0
-    batch_size: int = 50
+    # Patients per follow-up query. Long queries go as POST _search, so a large batch costs
+    # one request per type instead of one per 50 patients (docs/benchmarks.md, REST funnel).
+    batch_size: int = 500
     concurrency: int = 4
     requests_per_second: float | None = None
     env: Mapping[str, str] | None = None

@@ -643,7 +643,7 @@ def fetch_snapshot(
     plan: FetchPlan,
     cache_dir: str | Path,
     *,
-    batch_size: int = 50,
+    batch_size: int = 500,
     workers: int = 4,
     since: datetime | None = None,
     progress: ProgressCallback | None = None,
