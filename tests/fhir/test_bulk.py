@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import responses
+from fakes import FakeTime
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,21 +35,6 @@ BASE = "https://ehr.example.org/fhir"
 KICKOFF = f"{BASE}/$export"
 STATUS = f"{BASE}/bulk-status/job-1"
 FILES = "https://files.example.org/job-1"
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class BrokenStream(io.RawIOBase):

@@ -9,6 +9,7 @@ from email.utils import format_datetime
 import pytest
 import requests
 import responses
+from fakes import FakeTime
 from responses import matchers
 
 from fhir_cohort.errors import AuthError, FhirHttpError
@@ -20,21 +21,6 @@ OUTCOME = {
     "resourceType": "OperationOutcome",
     "issue": [{"severity": "error", "code": "invalid", "diagnostics": "Invalid date 'x'"}],
 }
-
-
-class FakeTime:
-    """sleep() advances clock(); nothing really sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def make_client(fake: FakeTime, **kw: object) -> FhirClient:
