@@ -161,7 +161,7 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="processes for reading large inputs (default: number of CPUs)",
+        help="processes for reading and evaluating large inputs (default: number of CPUs)",
     )
     p.add_argument(
         "--show-identifiers",
