@@ -87,6 +87,9 @@ class _Bars:
 
         # No monitor thread: the reader and the engine fork worker processes.
         tqdm_module.tqdm.monitor_interval = 0
+        if p.unit == "note":  # a one-off message, not a bar
+            tqdm.write(f"{p.stage}: {p.message}", file=sys.stderr)
+            return
         bar = self._bars.get(p.stage)
         if bar is None:
             bar = tqdm(total=p.total, desc=p.stage, unit=p.unit, file=sys.stderr, leave=False)

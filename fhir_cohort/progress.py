@@ -11,7 +11,8 @@ class Progress:
     """One progress update.
 
     ``stage`` names the bar (e.g. "read", "evaluate", "fetch"), ``advance`` is how many ``unit``
-    were completed since the last update, ``total`` the expected total when known.
+    were completed since the last update, ``total`` the expected total when known. ``unit``
+    "note" marks a one-off message (e.g. which strategy was chosen and why), not a bar.
     """
 
     stage: str

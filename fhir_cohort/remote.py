@@ -237,7 +237,7 @@ def fetch(
     strategy, why = options.strategy, "chosen by the user"
     if strategy == "auto":
         strategy, why = choose_strategy(client, trial, terminology, options.auto_threshold)
-    progress(Progress("strategy", 0, message=f"{strategy}: {why}"))
+    progress(Progress("strategy", 0, unit="note", message=f"{strategy} ({why})"))
     if strategy == "bulk":
         request = bulk_request(trial, terminology, options)
         result = run_bulk(client, request, cache, resume=options.bulk_resume, progress=progress)
