@@ -82,11 +82,10 @@ class _Bars:
     def __call__(self, p: Progress) -> None:
         if not self.enabled:
             return
-        import tqdm as tqdm_module
         from tqdm import tqdm
 
-        # No monitor thread: the reader and the engine fork worker processes.
-        tqdm_module.tqdm.monitor_interval = 0
+        # No monitor thread: the reader forks worker processes.
+        tqdm.monitor_interval = 0
         if p.unit == "note":  # a one-off message, not a bar
             tqdm.write(f"{p.stage}: {p.message}", file=sys.stderr)
             return
@@ -164,7 +163,7 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="processes for reading and evaluating large inputs (default: number of CPUs)",
+        help="processes for reading large inputs (default: number of CPUs)",
     )
     p.add_argument(
         "--show-identifiers",

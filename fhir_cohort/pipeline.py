@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import tempfile
 import time
@@ -25,10 +24,10 @@ from fhir_cohort.criteria.models import LabPositiveCriterion, MedicationHistoryC
 from fhir_cohort.engine.evaluate import (
     EvaluationResult,
     attrition,
+    evaluate,
     lab_results,
     medication_eras,
 )
-from fhir_cohort.engine.parallel import evaluate_parallel
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables
 from fhir_cohort.errors import SourceError
@@ -64,11 +63,10 @@ def relevant_codes(trial: Trial, terminology: Terminology) -> set[tuple[str, str
 
 
 def screen_tables(
-    trial: Trial, tables: Tables, terminology: Terminology, as_of: date, workers: int = 1
+    trial: Trial, tables: Tables, terminology: Terminology, as_of: date
 ) -> tuple[EvaluationResult, Any]:
-    """Evaluate ``tables`` (pure: no I/O), on ``workers`` processes for large populations.
-    Returns the evaluation and its attrition table."""
-    result = evaluate_parallel(trial, tables, terminology, as_of, workers)
+    """Evaluate ``tables`` (pure: no I/O). Returns the evaluation and its attrition table."""
+    result = evaluate(trial, tables, terminology, as_of)
     return result, attrition(result, trial)
 
 
@@ -164,8 +162,7 @@ def screen(
     )
     t_read = time.perf_counter()
     progress(Progress("evaluate", 0, total=len(tables.patients), unit="patients"))
-    n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of, n_workers)
+    evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of)
     progress(Progress("evaluate", len(tables.patients), total=len(tables.patients)))
     t_eval = time.perf_counter()
 
