@@ -171,12 +171,13 @@ def run_funnel(url: str, cache: Path, batch_size: int, concurrency: int) -> dict
     }
 
 
-def run_bulk(url: str, cache: Path) -> dict[str, Any]:
-    """Bulk Data $export (with the criteria's _typeFilter) + screen of the exported folder."""
+def run_bulk(url: str, cache: Path, type_filter: bool = True) -> dict[str, Any]:
+    """Bulk Data $export (with or without the criteria's _typeFilter) + screen of the folder."""
     if cache.exists():
         shutil.rmtree(cache)
     t0 = time.perf_counter()
-    result = screen(url, as_of=AS_OF, server=ServerOptions(strategy="bulk", cache_dir=cache))
+    options = ServerOptions(strategy="bulk", cache_dir=cache, bulk_type_filter=type_filter)
+    result = screen(url, as_of=AS_OF, server=options)
     wall = time.perf_counter() - t0
     export = result.run["source"]["fetch"]["export"]
     return {
@@ -301,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave sekmet-fhir up after the figures, until Ctrl-C")
     ap.add_argument("--batch-size", type=int, default=ServerOptions().batch_size)
     ap.add_argument("--concurrency", type=int, default=ServerOptions().concurrency)
-    ap.add_argument("--skip", action="append", default=[], choices=["naive", "pyrate", "bulk"],
+    ap.add_argument("--skip", action="append", default=[],
+                    choices=["naive", "pyrate", "bulk", "bulk-filtered"],
                     help="leave out a slow comparison (repeatable)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
@@ -340,8 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         runs["funnel_one_batch"] = run_funnel(url, work / "funnel1", max(1, cohort),
                                               args.concurrency)
         if "bulk" not in args.skip:
-            print("bulk $export + screen of the exported folder...", flush=True)
-            runs["bulk"] = run_bulk(url, work / "bulk")
+            print("bulk $export (no _typeFilter) + screen of the exported folder...", flush=True)
+            runs["bulk_whole_types"] = run_bulk(url, work / "bulk", type_filter=False)
+        if "bulk-filtered" not in args.skip:
+            print("bulk $export (criteria _typeFilter) + screen of the folder...", flush=True)
+            runs["bulk"] = run_bulk(url, work / "bulk-filtered")
         if "naive" not in args.skip:
             print("naive full pull (fetch_all) + screen from disk...", flush=True)
             runs["naive"] = run_naive(url, work / "naive")
