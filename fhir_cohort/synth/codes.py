@@ -184,5 +184,15 @@ CRITERIA: tuple[str, ...] = (
 )
 INCLUSIONS: tuple[str, ...] = CRITERIA[:4]
 EXCLUSIONS: tuple[str, ...] = CRITERIA[4:]
+# The answer each criterion gives a patient with no record that concerns it.
+NO_RECORD_ANSWERS: dict[str, str] = {
+    "sle": "not_met",
+    "therapy": "not_met",
+    "autoantibody": "unknown",
+    "lupus_nephritis": "clear",
+    "cns_lupus": "clear",
+    "pregnancy_lactation": "clear",
+    "chronic_illness": "clear",
+}
 INCLUSION_ANSWERS: tuple[str, ...] = ("met", "not_met", "unknown")
 EXCLUSION_ANSWERS: tuple[str, ...] = ("clear", "excluded", "review")

@@ -107,15 +107,7 @@ def build_background(index: int, seed: int, as_of: date) -> PatientRecord:
     ctx = Ctx(pid, as_of)
     female = rng.random() < 0.5
     gender = "female" if female else "male"
-    answers: dict[str, str] = {
-        "sle": "not_met",
-        "therapy": "not_met",
-        "autoantibody": "unknown",
-        "lupus_nephritis": "clear",
-        "cns_lupus": "clear",
-        "pregnancy_lactation": "clear",
-        "chronic_illness": "clear",
-    }
+    answers: dict[str, str] = dict(C.NO_RECORD_ANSWERS)
 
     r = rng.random()
     birth: date | None

@@ -10,17 +10,7 @@ import pandas as pd
 import pytest
 
 from fhir_cohort.pipeline import DEMO_DATA, screen
-
-# The answer a criterion gives when no record concerns it: the only case without evidence.
-NO_RECORD_ANSWER = {
-    "sle": "not_met",
-    "therapy": "not_met",
-    "autoantibody": "unknown",
-    "lupus_nephritis": "clear",
-    "cns_lupus": "clear",
-    "pregnancy_lactation": "clear",
-    "chronic_illness": "clear",
-}
+from fhir_cohort.synth.codes import NO_RECORD_ANSWERS
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +26,7 @@ def test_every_answer_has_evidence_unless_nothing_was_on_record(outputs) -> None
     backed = set(zip(evidence["patient_id"], evidence["criterion_id"], strict=True))
     for row in patients.itertuples(index=False):
         assert (row.patient_id, "age") in backed  # the Patient resource itself
-        for cid, empty_answer in NO_RECORD_ANSWER.items():
+        for cid, empty_answer in NO_RECORD_ANSWERS.items():
             if (row.patient_id, cid) not in backed:
                 assert getattr(row, cid) == empty_answer, (row.patient_id, cid)
 
