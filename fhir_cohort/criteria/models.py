@@ -190,8 +190,10 @@ class LabPositiveCriterion(_CriterionBase):
 class ConditionRule(_Model):
     value_sets: list[str] = Field(min_length=1, json_schema_extra=_VS)
     answer: Literal["excluded", "review"]
-    # Only records dated (latest of onset / recorded) within N days before S.
+    # Only records dated within N days before S. The date is the latest of onset and recorded
+    # date ("latest"), or the onset (recorded date when there is none: "onset").
     within_days: int | None = Field(default=None, ge=0)
+    date_basis: Literal["latest", "onset"] = "latest"
     require_active: bool = True
     # Only records whose Condition.severity has one of these "system|code" tokens.
     severity_codes: list[str] | None = None

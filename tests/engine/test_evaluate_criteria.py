@@ -235,6 +235,15 @@ def test_pregnancy_lactation(run, b, gender, conds, obs, expected):
         assert reason
 
 
+def test_pregnancy_is_dated_by_its_onset_not_a_late_recorded_date(run, b):
+    old = b.cond(b.PREGNANCY, onset="2024-04-01", recorded="2025-06-20")  # S = 2025-06-30
+    assert run.answer("pregnancy_lactation", conditions=[old])[0] == "clear"
+    new = b.cond(b.PREGNANCY, onset="2025-01-01", recorded="2025-01-02")
+    assert run.answer("pregnancy_lactation", conditions=[new])[0] == "excluded"
+    undated_onset = b.cond(b.PREGNANCY, recorded="2025-06-01")
+    assert run.answer("pregnancy_lactation", conditions=[undated_onset])[0] == "excluded"
+
+
 def test_delivery_reason_is_possible_lactation(run, b):
     ans, reason = run.answer("pregnancy_lactation", conditions=[
         b.cond(b.DELIVERY, resource_type="Procedure", clinical=None, verification=None,

@@ -37,7 +37,9 @@ def match_rule(
     if rule.require_active and not condition_active(row, rules, ctx.as_of):
         return None, "inactive"
     if rule.within_days is not None:
-        d = condition_date(row)
+        d = condition_date(row) if rule.date_basis == "latest" else (
+            row.onset_date or row.recorded_date
+        )
         if d is None and not undated_within:
             return None, "undated"
         if d is not None and not within(d, ctx.as_of, rule.within_days):

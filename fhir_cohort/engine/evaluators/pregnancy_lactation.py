@@ -18,8 +18,9 @@ from fhir_cohort.engine.labs import POSITIVE
 def _condition_rules(crit: PregnancyLactationCriterion) -> list[ConditionRule]:
     """The condition half of E3 expressed as condition rules (same active/verification logic)."""
     return [
+        # The spec dates a pregnancy by its onset: an old pregnancy recorded late is not new.
         ConditionRule(value_sets=crit.pregnancy_value_sets, answer="excluded",
-                      within_days=crit.pregnancy_onset_within_days,
+                      within_days=crit.pregnancy_onset_within_days, date_basis="onset",
                       reason=f"active pregnancy with onset within "
                              f"{crit.pregnancy_onset_within_days} days"),
         ConditionRule(value_sets=crit.lactation_value_sets, answer="excluded",
