@@ -90,6 +90,15 @@ class ScreeningResult:
             "status: "
             + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
         ]
+        fetch = (self.run.get("source") or {}).get("fetch")
+        if fetch:
+            traffic = fetch.get("export") or fetch
+            lines.append(
+                f"fetched by {fetch.get('strategy')} ({fetch.get('why')}): "
+                f"{traffic.get('requests')} requests, "
+                f"{(traffic.get('bytes_received') or traffic.get('bytes') or 0) / 1e6:.1f} MB, "
+                f"{traffic.get('seconds')} s"
+            )
         skipped = sum(self.run.get("skipped", {}).values()) if self.run.get("skipped") else 0
         if skipped:
             lines.append(f"skipped {skipped} malformed resources (see run.json)")

@@ -84,6 +84,11 @@ def test_funnel_screens_the_cohort_identically(
     run = json.loads((tmp_path / "server" / "run.json").read_text())
     fetch = run["source"]["fetch"]
     assert fetch["strategy"] == "funnel" and fetch["patients"] == len(fetched)
+    from fhir_cohort import load_results
+
+    assert f"fetched by funnel (chosen by the user): {fetch['requests']} requests" in (
+        load_results(tmp_path / "server").summary()
+    )
     # Queries are recorded without patient ids.
     assert all("s-" not in q["query"] for q in fetch["queries"])
     assert (tmp_path / "server" / "snapshot" / "Patient.ndjson").exists()
