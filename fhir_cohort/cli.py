@@ -211,6 +211,10 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+# One source of truth for the server defaults: the library's ServerOptions.
+_DEFAULTS = ServerOptions()
+
+
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("FHIR server source", SERVER_HELP)
     g.add_argument(
@@ -222,8 +226,14 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         "$export; auto: bulk when the server offers $export and the entry query matches more "
         "than --auto-threshold Conditions, else funnel (the choice and why go to run.json)",
     )
-    g.add_argument("--auto-threshold", type=int, default=5000, metavar="N",
-                   help="entry-query Conditions above which auto picks bulk (default 5000)")
+    g.add_argument("--auto-threshold", type=int, default=_DEFAULTS.auto_threshold, metavar="N",
+                   help="entry-query Conditions above which auto picks bulk "
+                   f"(default {_DEFAULTS.auto_threshold})")
+    g.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, metavar="N",
+                   help="patients per follow-up query, sent as POST _search when long "
+                   f"(default {_DEFAULTS.batch_size})")
+    g.add_argument("--concurrency", type=int, default=_DEFAULTS.concurrency, metavar="N",
+                   help=f"parallel requests (default {_DEFAULTS.concurrency})")
     g.add_argument("--cache", type=Path, metavar="DIR",
                    help="snapshot folder; an interrupted fetch resumes from it")
     g.add_argument("--since", type=_iso_datetime, metavar="DATETIME",
@@ -247,15 +257,10 @@ def _add_connection_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--alg", choices=("RS384", "ES384"), help="SMART signing algorithm")
     g.add_argument("--scope", help="SMART scopes (default system/*.read)")
     g.add_argument("--token-url", help="SMART token endpoint (default: discovered)")
-    g.add_argument("--batch-size", type=int, default=500, metavar="N",
-                   help="patients per follow-up query, sent as POST _search when long "
-                   "(default 500)")
-    g.add_argument("--concurrency", type=int, default=4, metavar="N",
-                   help="parallel requests (default 4)")
     g.add_argument("--rate-limit", type=float, metavar="RPS",
                    help="at most this many requests per second")
-    g.add_argument("--timeout", type=float, default=120.0, metavar="S",
-                   help="read timeout per request in seconds (default 120)")
+    g.add_argument("--timeout", type=float, default=_DEFAULTS.timeout, metavar="S",
+                   help=f"read timeout per request in seconds (default {_DEFAULTS.timeout:g})")
 
 
 def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
@@ -270,6 +275,7 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
 
 
 def _server_options(args: argparse.Namespace) -> ServerOptions:
+    # `export` has no screen-only options: those keep the library's defaults.
     return ServerOptions(
         strategy=getattr(args, "strategy", "bulk"),
         cache_dir=getattr(args, "cache", None),
@@ -287,14 +293,14 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
             token_url=args.token_url,
         ),
         timeout=args.timeout,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
+        batch_size=getattr(args, "batch_size", _DEFAULTS.batch_size),
+        concurrency=getattr(args, "concurrency", _DEFAULTS.concurrency),
         requests_per_second=args.rate_limit,
         bulk_level=args.level,
         bulk_group=args.group,
         bulk_type_filter=not args.no_type_filter,
         bulk_resume=not args.restart,
-        auto_threshold=getattr(args, "auto_threshold", 5000),
+        auto_threshold=getattr(args, "auto_threshold", _DEFAULTS.auto_threshold),
     )
 
 
