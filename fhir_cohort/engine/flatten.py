@@ -617,8 +617,22 @@ _ROW_TYPES_B = frozenset(t.encode() for t in _HANDLED)
 _MED_TYPES_B = frozenset(t.encode() for t in _MED_TYPES)
 
 
-# A "code" value with surrounding blanks stripped; values with inner blanks do not match.
-_CODE_PLAIN = re.compile(rb'"code"\s*:\s*"\s*([^"\s]*)\s*"')
+_CODE_PLAIN = re.compile(rb'"code"\s*:\s*"([^"]*)"')
+
+
+def _plain_line_has_code(line: bytes, spellings: frozenset[bytes], codes: frozenset[bytes]) -> bool:
+    """Whether an ASCII line without escapes holds a relevant "code" value.
+
+    One C-level findall and a set lookup against every common spelling decide nearly every
+    line; values with blanks (" M32.14", "M32 .14") take the loose comparison that
+    normalize_code makes, so no line that could give a row is dropped.
+    """
+    values = _CODE_PLAIN.findall(line)
+    if not spellings.isdisjoint(values):
+        return True
+    return b" " in b"\x00".join(values) and any(
+        _filter_key(v) in codes for v in values if b" " in v
+    )
 
 
 def _spellings(codes: Iterable[bytes]) -> Iterable[bytes]:
@@ -684,9 +698,7 @@ class MedicationLineFilter:
     def _has_code(self, line: bytes) -> bool:
         codes = self.codes
         if line.isascii() and b"\\" not in line:
-            # Without escapes every "code" value is a plain run of non-quote bytes: findall
-            # runs in C and the set lookup decides nearly every line.
-            return not self.spellings.isdisjoint(_CODE_PLAIN.findall(line))
+            return _plain_line_has_code(line, self.spellings, codes)
         for m in _CODE_VALUE.finditer(line):
             value = m.group(1)
             # Escaped or non-ASCII values may normalise in ways bytes cannot follow: keep them.
@@ -721,15 +733,14 @@ class CodeLineFilter:
 
     def __init__(self, base: MedicationLineFilter) -> None:
         self.spellings = base.spellings
+        self.codes = base.codes
         self.base = base
 
     def __call__(self, line: bytes) -> bool:
-        if not self.spellings.isdisjoint(_CODE_PLAIN.findall(line)):
-            return True
         if not _one_object(line):
             return True  # let the parser report it with its file:line
         if line.isascii() and b"\\" not in line:
-            return False
+            return _plain_line_has_code(line, self.spellings, self.codes)
         return self.base._has_code(line)
 
 

@@ -75,7 +75,7 @@ def normalize_code(system: str | None, code: str | None) -> str:
     """
     if code is None:
         return ""
-    text = code.strip()
     if normalize_system(system) in _ICD:
-        return text.replace(".", "").replace(" ", "").upper()
-    return text
+        # Drop every blank, not only the outer ones: ".\r0" must not leave a "\r0" behind.
+        return "".join(code.split()).replace(".", "").upper()
+    return code.strip()

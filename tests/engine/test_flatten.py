@@ -588,3 +588,17 @@ def test_synthea_export_flattens_without_errors() -> None:
     assert "conditions" not in counts  # no lupus
     assert counts["medications"] > 0  # lisinopril 10 MG (314076) is in this export
     assert filtered_counts == counts
+
+
+def test_line_filter_keeps_codes_spelled_with_blanks() -> None:
+    """normalize_code drops blanks inside ICD codes, so the filter must keep such lines."""
+    from fhir_cohort.engine.flatten import make_line_filter
+
+    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+    for rtype in ("Condition", None):
+        f = make_line_filter([(icd, "M3214")], [], rtype)
+        for value in ("M32.14", "m32.14", "M32 .14", " M32.14 ", "M3214"):
+            line = ('{"resourceType":"Condition","id":"c","code":{"coding":[{"system":"'
+                    + icd + '","code":"' + value + '"}]},"subject":{"reference":"Patient/p"}}\n')
+            assert f(line.encode()), (rtype, value)
+        assert not f(b'{"resourceType":"Condition","code":{"coding":[{"code":"I10"}]}}\n')
