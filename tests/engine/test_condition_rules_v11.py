@@ -79,13 +79,14 @@ def test_dialysis_procedure_counts_within_90_days(run, b, days_before_s, expecte
         assert "dialysis" in reason
 
 
-@pytest.mark.parametrize("status", ["completed", "in-progress", "stopped", None])
+# "preparation" (planned) counts too: for an exclusion, imminent dialysis is worth a review.
+@pytest.mark.parametrize("status", ["completed", "in-progress", "stopped", "preparation", None])
 def test_dialysis_procedure_counts_regardless_of_active_status(run, b, status):
     row = _proc(b, status=status, performed="2025-06-01")
     assert run.answer("chronic_illness", conditions=[row])[0] == "review"
 
 
-@pytest.mark.parametrize("status", ["entered-in-error", "not-done", "preparation"])
+@pytest.mark.parametrize("status", ["entered-in-error", "not-done"])
 def test_dialysis_procedure_never_performed_does_not_count(run, b, status):
     row = _proc(b, status=status, performed="2025-06-01")
     assert run.answer("chronic_illness", conditions=[row])[0] == "clear"
