@@ -10,8 +10,15 @@ Inputs:
   ("use as prefix") into their descendants, since value sets hold explicit codes only.
   Build-time only: `pip install simple-icd-10-cm==1.5.0`.
 
+- scripts/value_set_sources/*.csv: codes read from published expansions (VSAC value sets as
+  shipped in cqframework eCQM content repositories, the HL7 IPS SNOMED CT free set), one row per
+  kept code (system, code, display, source key); sources.csv resolves each key to its
+  repo@commit:path, title, OID, version and expansion date. Written by hand from what was read,
+  with the reviewed filters documented in docs/value_sets.md, so this build needs no network.
+
 Codes are facts: nothing here is typed from memory. A code is either a reference row, an
-ADDITIONS row with its source, or an ICD-10-CM descendant read from the CMS tabular list.
+ADDITIONS row with its source, a published-expansion row, or an ICD-10-CM descendant read from
+the CMS tabular list.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from pathlib import Path
 
 import simple_icd_10_cm as icd
 
+from fhir_cohort.engine.evaluators.lupus_class import names_class_in
+
 VERSION = "2025.1.0"
 BASE = "https://fhir-cohort.github.io"
 EXT_SOURCE = f"{BASE}/StructureDefinition/source"
@@ -38,6 +47,9 @@ LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 V3_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
+
+SEVERE_LN_CLASSES = ("III", "IV", "V")
+CPT = "http://www.ama-assn.org/go/cpt"
 
 ICD_PKG = "simple-icd-10-cm 1.5.0 (CMS ICD-10-CM tabular list, PyPI)"
 
@@ -75,6 +87,41 @@ SRC_PREG_STATUS = (
     "find_string LA15173-0: IHE PCC mAPS / ISiK pregnancy-status value sets "
     "'$loinc#LA15173-0 \"Pregnant\"' (ids 5217722369, 30302958735, 59453413921)"
 )
+
+
+SOURCES_DIR = Path(__file__).resolve().parent / "value_set_sources"
+
+
+def _source_labels() -> dict[str, str]:
+    labels = {}
+    with (SOURCES_DIR / "sources.csv").open(newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            # Compact per-concept label (thousands of concepts; Terminology.load must stay fast):
+            # "VSAC <OID> v<version> <repo>@<commit>"; the file is that repository's
+            # input/vocabulary/valueset/external/valueset-<OID>.json. Full path, title and
+            # expansion date: sources.csv and docs/value_sets.md.
+            repo, _, path = r["location"].partition(":input/vocabulary/valueset/external/")
+            if path:
+                labels[r["source"]] = f"VSAC {r['oid']} v{r['version']} {repo}"
+            else:
+                labels[r["source"]] = f"{r['title']} v{r['version']} {r['location']}"
+    return labels
+
+
+def read_published(name: str) -> list[tuple[str, str, str, str]]:
+    """(system, code, display, full source) rows of one scripts/value_set_sources CSV."""
+    labels = _source_labels()
+    with (SOURCES_DIR / name).open(newline="", encoding="utf-8") as fh:
+        return [
+            (r["system"], r["code"], r["display"],
+             " ; ".join(labels[k.strip()] for k in r["source"].split(";")))
+            for r in csv.DictReader(fh)
+        ]
+
+
+def add_published(vs: VS, name: str) -> None:
+    for system, code, display, src in read_published(name):
+        vs.add(system, code, display, src)
 
 
 def _fs(code: str, ids: str, text: str) -> str:
@@ -212,7 +259,9 @@ def build_lupus(ref: Path) -> list[VS]:
         "lupus_nephritis_severe_class",
         "Lupus nephritis class III, IV or V",
         "Subset of lupus_nephritis whose code names WHO class III, IV or V (SNOMED CT, VSAC "
-        "Lupus). No ISN/RPS-class SNOMED concept was found in the public sources read.",
+        "Lupus), read from the display with the evaluator's class reader "
+        "(fhir_cohort.engine.evaluators.lupus_class). No ISN/RPS-class SNOMED concept was found "
+        "in the public sources read; a class named in any display is also read at run time.",
     )
     for r in read(ref, "lupus_nephritis.csv"):
         if r["system"] == ICD9:
@@ -222,9 +271,8 @@ def build_lupus(ref: Path) -> list[VS]:
             note = "legacy or EDTA/UK concept id; kept so old data still matches"
         ln.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]),
                r["confirmed"], note)
-        if re.search(r"class (III|IV|V)\b", r["display"]) and "VI" not in r["display"].split(
-            "class "
-        )[-1][:3]:
+        # The same reading of "class ..." the E1 evaluator applies to displays at run time.
+        if names_class_in(clean(r["display"]), SEVERE_LN_CLASSES):
             severe.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]))
     return [sle, unspecified, not_counted, ln, severe]
 
@@ -239,27 +287,34 @@ def build_neuro(ref: Path) -> list[VS]:
     seizure = VS(
         "seizure",
         "Seizure",
-        "Seizure / epilepsy: SNOMED CT (OHDSI PhenotypeLibrary, VSAC), ICD-10-CM G40 with all "
-        "descendants and R56.9 (CMS), ICD-9-CM 345.90, 780.39.",
+        "Seizure / epilepsy: SNOMED CT from the HL7 IPS SNOMED CT free set (every seizure / "
+        "epilepsy / convulsion concept it holds) and the reference list (OHDSI, VSAC); ICD-10-CM "
+        "G40 and R56 with all descendants (CMS tabular list); ICD-9-CM 345.90, 780.39. No VSAC "
+        "seizure value set is shipped in the eCQM content read.",
     )
     psychosis = VS(
         "psychosis",
         "Psychosis",
-        "Psychotic disorders: SNOMED CT (OHDSI, VSAC), ICD-10-CM F06.0, F06.2, F23, F28, F29, "
-        "ICD-9-CM 298.9.",
+        "Psychotic disorders incl. the schizophrenia spectrum: VSAC 'Schizophrenia or Psychotic "
+        "Disorder' 2.16.840.1.113883.3.464.1003.105.12.1104 (v20240214 and v20160407), the "
+        "psychosis / schizophrenia concepts of the HL7 IPS SNOMED CT free set, ICD-10-CM F20-F29 "
+        "with all descendants and F06.0, F06.2 (CMS), ICD-9-CM 298.9. Left out: concepts 'in "
+        "remission', 'without psychotic features', history-of.",
     )
     obs = VS(
         "organic_brain_syndrome",
         "Organic brain syndrome / delirium",
-        "No SNOMED CT concept named 'organic brain syndrome' was found; proxies: 111479008 "
-        "Organic mental disorder, 2776000 Delirium (OHDSI), ICD-10-CM F05, F06.8, F09, ICD-9-CM "
-        "293.0, 294.9.",
+        "Delirium and organic mental disorders: SNOMED CT from VSAC 'Psychiatric/Mental Health "
+        "Diagnosis' 2.16.840.1.113883.3.117.1.7.1.299 (concepts naming delirium or an organic "
+        "mental / psychotic disorder), the HL7 IPS free set (delirium), OHDSI (111479008, "
+        "2776000); ICD-10-CM F05 (with descendants), F06.8, F09; ICD-9-CM 293.0, 294.9.",
     )
     headache = VS(
         "headache",
         "Headache",
-        "Headache and migraine: SNOMED CT (OHDSI), ICD-10-CM R51 (R51.0, R51.9), G43 and G44 "
-        "with all descendants (CMS), ICD-9-CM 784.0.",
+        "Headache and every migraine subtype: SNOMED CT headache / migraine concepts of the HL7 "
+        "IPS SNOMED CT free set and the reference list (OHDSI); ICD-10-CM R51, G43 and G44 with "
+        "all descendants (CMS tabular list); ICD-9-CM 784.0.",
     )
     for r in read(ref, "neuro_cns_lupus_and_neuro_symptoms.csv"):
         t = " ".join(tags(r["display"]))
@@ -282,6 +337,22 @@ def build_neuro(ref: Path) -> list[VS]:
                 add_icd_with_descendants(headache, r["code"], src)
             else:
                 headache.add(r["system"], r["code"], disp, src, r["confirmed"])
+    add_published(seizure, "ips_seizure.csv")
+    add_icd_with_descendants(seizure, "R56", f"{ICD_PKG}: R56 Convulsions, not elsewhere "
+                             "classified")
+    add_published(psychosis, "vsac_psychosis.csv")
+    add_published(psychosis, "ips_psychosis.csv")
+    # The F20-F29 block ("Schizophrenia, schizotypal, delusional, and other non-mood psychotic
+    # disorders") with every descendant.
+    for n in range(20, 30):
+        cat = f"F{n}"
+        if icd.is_valid_item(cat):
+            add_icd_with_descendants(psychosis, cat, f"{ICD_PKG}: F20-F29 block category {cat}")
+    add_published(obs, "vsac_delirium_organic.csv")
+    add_published(obs, "ips_delirium.csv")
+    add_icd_with_descendants(obs, "F05", f"{ICD_PKG}: F05 Delirium due to known physiological "
+                             "condition")
+    add_published(headache, "ips_headache.csv")
     return [cns, seizure, psychosis, obs, headache]
 
 
@@ -415,7 +486,6 @@ SERIOUS_SNOMED: tuple[tuple[str, str, str], ...] = (
     ("46177005", "End-stage renal disease", f"{SRC_SYNTHEA} ; " + _fs(
         "46177005", "ids 54118141179, 67652324169", "'46177005 |End-stage renal disease "
         "(disorder)|'")),
-    ("265764009", "Renal dialysis", SRC_SYNTHEA),
     ("19943007", "Cirrhosis of liver", _fs(
         "19943007", "ids 31609447506, 52532969612", "OMOP concept 4064161 SNOMED 19943007 "
         "'Cirrhosis of liver' (Charlson)")),
@@ -433,30 +503,63 @@ SERIOUS_SNOMED: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def build_comorbidity() -> VS:
+# Malignant neoplasm categories of ICD-10-CM outside the plain "C" + two digits pattern.
+ICD_MALIGNANT_ALNUM = ("C4A", "C7A", "C7B")
+
+
+def build_comorbidity() -> list[VS]:
     vs = VS(
         "serious_comorbidity",
         "Major chronic illness (review)",
-        "Active malignancy (ICD-10-CM C00-C96 except C44 other skin, with descendants; SNOMED "
-        "363346000 and Synthea cancer codes), heart failure (I50.x; SNOMED 84114007), end-stage "
-        "kidney disease / dialysis (N18.6, Z99.2; SNOMED 46177005, 265764009), cirrhosis "
-        "(K70.3x, K74.6x; SNOMED 19943007), HIV (B20, Z21; SNOMED 86406008), active tuberculosis "
-        "(A15.x; SNOMED 56717001), chronic hepatitis B/C (B18.0-B18.2; SNOMED 61977001, "
-        "128302006). ICD-10-CM from the CMS tabular list; SNOMED CT verified in public code "
-        "(see per-concept source).",
+        "Active malignancy, heart failure, end-stage kidney disease or dependence on dialysis, "
+        "cirrhosis, HIV, active tuberculosis, chronic hepatitis B or C. Published expansions: "
+        "VSAC Heart Failure 2.16.840.1.113883.3.526.3.376, Cancer 2.16.840.1.113883.3.526.2.1078 "
+        "/ .1079, Malignant Neoplasms 2.16.840.1.113883.3.464.1003.1193 / .1194, Tuberculosis "
+        "2.16.840.1.113762.1.4.1248.351, HIV 2.16.840.1.113883.3.464.1003.120.12.1003, Chronic "
+        "Liver Disease 2.16.840.1.113883.3.464.1003.199.12.1035, Liver Disease "
+        "2.16.840.1.113762.1.4.1047.42, Hepatitis B 2.16.840.1.113883.3.464.1003.110.12.1025, "
+        "End Stage Renal Disease 2.16.840.1.113883.3.526.3.353 (reviewed selections), the HL7 IPS "
+        "SNOMED CT free set; ICD-10-CM from the CMS tabular list with all descendants: C00-C96 "
+        "incl. C4A, C7A, C7B, I50, I11.0, I13.0, I13.2, A15-A19, K70.3, K71.7, K74.3-K74.6, "
+        "B18.0-B18.2, B20, Z21, N18.6, Z99.2. Left out: C44 and SNOMED basal / squamous cell "
+        "carcinoma of skin (spec v1.1), neoplasms of uncertain or unspecified behaviour "
+        "(D37-D49), history-of, latent / inactive tuberculosis, exposure. Dialysis procedures "
+        "are the separate value set dialysis_procedures.",
     )
-    for n in range(0, 97):
-        cat = f"C{n:02d}"
+    for name in (
+        "vsac_heart_failure.csv", "vsac_malignancy.csv", "vsac_tuberculosis.csv",
+        "vsac_hiv.csv", "vsac_cirrhosis_chronic_hepatitis.csv", "vsac_esrd.csv",
+        "ips_serious_comorbidity.csv",
+    ):
+        add_published(vs, name)
+    cats = [f"C{n:02d}" for n in range(0, 97)] + list(ICD_MALIGNANT_ALNUM)
+    for cat in cats:
         if cat == "C44" or not icd.is_valid_item(cat):
             continue
         add_icd_with_descendants(vs, cat, f"{ICD_PKG}: malignant neoplasm category {cat}")
-    for code in ("I50", "K70.3", "K74.6", "A15"):
-        add_icd_with_descendants(vs, code, ICD_PKG)
-    for code in ("N18.6", "Z99.2", "B20", "Z21", "B18.0", "B18.1", "B18.2"):
+    for code in ("I50", "I11.0", "I13.0", "I13.2", "K70.3", "K71.7", "K74.3", "K74.4", "K74.5",
+                 "K74.6", "A15", "A16", "A17", "A18", "A19", "B18.0", "B18.1", "B18.2"):
+        if icd.is_valid_item(code):  # A16 (WHO ICD-10) does not exist in ICD-10-CM
+            add_icd_with_descendants(vs, code, ICD_PKG)
+    for code in ("N18.6", "Z99.2", "B20", "Z21"):
         vs.add(ICD10, code, icd_desc(code), ICD_PKG)
     for code, disp, src in SERIOUS_SNOMED:
         vs.add(SCT, code, disp, src)
-    return vs
+    assert not any(c.system == ICD10 and c.code.startswith("C44") for c in vs.concepts.values())
+
+    dialysis = VS(
+        "dialysis_procedures",
+        "Dialysis procedures",
+        "Dialysis procedures (spec v1.1 E4: one within 90 days of S counts as active dialysis): "
+        "VSAC Dialysis Services 2.16.840.1.113883.3.464.1003.109.12.1013 (SNOMED CT, CPT, "
+        "HCPCS), ESRD Monthly Outpatient Services 2.16.840.1.113883.3.464.1003.109.12.1014 "
+        "(CPT), Hemodialysis 2.16.840.1.113883.3.526.3.1083 and Peritoneal Dialysis "
+        "2.16.840.1.113883.3.526.3.1084; Synthea's 265764009 Renal dialysis is a member of "
+        "Dialysis Services. Left out: catheter removal, access-pressure measurements and "
+        "hemoperfusion (not dialysis); ICD-10-PCS (no published dialysis expansion read).",
+    )
+    add_published(dialysis, "vsac_dialysis_procedures.csv")
+    return [vs, dialysis]
 
 
 RNP_ONLY = ("anti-rnp", "anti-u1 rnp")
@@ -772,7 +875,7 @@ def main() -> None:
 
     med_sets, product_map, meds = build_medications(ref)
     all_sets = [
-        *build_lupus(ref), *build_neuro(ref), *build_pregnancy(ref), build_comorbidity(),
+        *build_lupus(ref), *build_neuro(ref), *build_pregnancy(ref), *build_comorbidity(),
         *build_labs(ref), *med_sets, *build_routes_forms(),
     ]
     for old in out.glob("*.json"):

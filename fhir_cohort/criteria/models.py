@@ -197,6 +197,9 @@ class ConditionRule(_Model):
     require_active: bool = True
     # Only records whose Condition.severity has one of these "system|code" tokens.
     severity_codes: list[str] | None = None
+    # Only records whose code display names one of these classes (Roman numerals, e.g. lupus
+    # nephritis "class IV", "ISN/RPS IV-G"; spec v1.1 E1).
+    named_classes: list[str] | None = None
     reason: str
 
 

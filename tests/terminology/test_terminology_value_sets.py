@@ -36,6 +36,7 @@ REQUIRED_IDS = [
     "pregnancy_status_pregnant",
     "hcg",
     "serious_comorbidity",
+    "dialysis_procedures",
     "autoantibodies",
     "result_positive",
     "result_negative",

@@ -1,4 +1,9 @@
-"""E1/E2/E4-style exclusion: active Condition records matching rules; worst answer wins."""
+"""E1/E2/E4-style exclusion: Condition (and Procedure) records matching rules; worst answer wins.
+
+A rule with ``require_active: false`` and ``within_days`` reads Procedure rows by date window:
+a Procedure performed within the window counts whatever its status, except the statuses the
+criterion's ``status_rules.ignored_procedure_statuses`` drop (e.g. E4 dialysis, spec v1.1).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from fhir_cohort.engine.evaluators.common import (
     condition_unconfirmed,
     within,
 )
+from fhir_cohort.engine.evaluators.lupus_class import names_class_in
 
 RANK = {"clear": 0, "review": 1, "excluded": 2}
 
@@ -34,11 +40,16 @@ def match_rule(
         sev = set(row.severity_codes or ())
         if not sev & set(rule.severity_codes):
             return None, "severity not " + ", ".join(rule.severity_codes)
+    if rule.named_classes is not None and not names_class_in(row.display, rule.named_classes):
+        # Only the coding's display is in the table: Condition.code.text is not flattened.
+        return None, "no class " + "/".join(rule.named_classes) + " named"
     if rule.require_active and not condition_active(row, rules, ctx.as_of):
         return None, "inactive"
     if rule.within_days is not None:
-        d = condition_date(row) if rule.date_basis == "latest" else (
-            row.onset_date or row.recorded_date
+        d = (
+            condition_date(row)
+            if rule.date_basis == "latest"
+            else (row.onset_date or row.recorded_date)
         )
         if d is None and not undated_within:
             return None, "undated"
@@ -82,8 +93,7 @@ def evaluate_rules_on_rows(
             elif best is None or RANK[answer] > RANK[best[1]]:
                 best = (i, answer, note)
         if best is None:
-            evidence.append(condition_evidence(row, misses[0] if misses else "not counted",
-                                               state))
+            evidence.append(condition_evidence(row, misses[0] if misses else "not counted", state))
             continue
         evidence.append(condition_evidence(row, f"{best[1]}: {best[2]}", state))
         reasons.append(best)
@@ -103,7 +113,6 @@ def evaluate_condition_rules(
         crit.rules, crit.status_rules, crit.undated_counts_as_within, ctx, data.conditions
     )
     if worst == "clear":
-        why = "no matching active record" + (" (inactive or old records shown)"
-                                              if evidence else "")
+        why = "no matching active record" + (" (inactive or old records shown)" if evidence else "")
         return Outcome("clear", why, evidence)
     return Outcome(worst, "; ".join(reasons), evidence)
