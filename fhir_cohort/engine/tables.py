@@ -15,6 +15,7 @@ PATIENT_COLUMNS: tuple[str, ...] = (
     "gender",
     "deceased",
     "deceased_date",
+    "deceased_high",
 )
 
 CONDITION_COLUMNS: tuple[str, ...] = (
@@ -27,9 +28,13 @@ CONDITION_COLUMNS: tuple[str, ...] = (
     "clinical_status",
     "verification_status",
     "onset_date",
+    "onset_high",
     "abatement_date",
+    "abatement_high",
+    "abatement_age",
     "has_abatement",
     "recorded_date",
+    "recorded_high",
     "severity_codes",
 )
 
@@ -61,6 +66,7 @@ OBSERVATION_COLUMNS: tuple[str, ...] = (
     "code",
     "display",
     "date",
+    "date_high",
     "value_type",
     "value_string",
     "value_number",

@@ -12,6 +12,7 @@ from fhir_cohort.engine.evaluators.common import (
     condition_evidence,
     condition_ignored,
     condition_state,
+    condition_uncertain_at,
     condition_unconfirmed,
 )
 
@@ -39,10 +40,15 @@ def evaluate_condition_present(
             other.append(condition_evidence(row, ignored, state))
         elif not_vs is not None:
             other.append(condition_evidence(row, f"{not_vs}: does not count", state))
-        elif crit.require_active and not condition_active(row, rules, ctx.as_of):
-            other.append(condition_evidence(row, "inactive", state))
+        elif crit.require_active and (
+            active := condition_active(row, rules, ctx.as_of, data.patient.birth_date_raw)
+        ) is not True:
+            note = "inactive" if active is False else "activity at as-of date unknown"
+            (other if active is False else unknown).append(condition_evidence(row, note, state))
         elif unk_vs is not None:
             unknown.append(condition_evidence(row, f"{unk_vs}: type unspecified", state))
+        elif (uncertain := condition_uncertain_at(row, ctx.as_of)) is not None:
+            unknown.append(condition_evidence(row, uncertain, state))
         elif condition_unconfirmed(row, rules):
             unknown.append(condition_evidence(row, f"{row.verification_status}: not confirmed",
                                               state))
@@ -52,6 +58,7 @@ def evaluate_condition_present(
         return Outcome("met", f"{crit.title}: {counted[0].display or counted[0].code}",
                        counted + unknown + other)
     if unknown:
-        return Outcome("unknown", f"{crit.title}: only unconfirmed or unspecified records",
+        return Outcome("unknown", f"{crit.title}: only unconfirmed, unspecified or uncertainly "
+                       "dated records",
                        unknown + other)
     return Outcome("not_met", f"{crit.title}: no counted record", other)
