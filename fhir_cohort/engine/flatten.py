@@ -257,10 +257,14 @@ class Flattener:
         abatement_date: date | None = None
         abatement_high: date | None = None
         abatement_age: tuple[float, str] | None = None
-        has_abatement = any(
-            k in r for k in ("abatementDateTime", "abatementPeriod", "abatementAge",
-                             "abatementRange")
-        ) or isinstance(r.get("abatementString"), str) or r.get("abatementBoolean") is True
+        has_abatement = (
+            any(
+                k in r
+                for k in ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange")
+            )
+            or isinstance(r.get("abatementString"), str)
+            or r.get("abatementBoolean") is True
+        )
         if has_abatement:
             abatement_date, abatement_high = _bounds(r.get("abatementDateTime"))
             period = r.get("abatementPeriod")

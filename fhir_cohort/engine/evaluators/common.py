@@ -73,8 +73,9 @@ class Context:
         key = (system, code)
         hit = self._members.get(key)
         if hit is None:
-            hit = frozenset(vs for vs in self._all_ids
-                            if self.terminology.contains(vs, system, code))
+            hit = frozenset(
+                vs for vs in self._all_ids if self.terminology.contains(vs, system, code)
+            )
             self._members[key] = hit
         return hit
 
@@ -231,8 +232,10 @@ def condition_after_as_of(row: Any, as_of: dt.date) -> bool | None:
     """A record with onset or recorded date after S did not exist (or had not begun) at S:
     True; None when a partial onset or recorded date holds S and later days (cannot tell)."""
     out: bool | None = False
-    for lo, hi in ((row.onset_date, getattr(row, "onset_high", None)),
-                   (row.recorded_date, getattr(row, "recorded_high", None))):
+    for lo, hi in (
+        (row.onset_date, getattr(row, "onset_high", None)),
+        (row.recorded_date, getattr(row, "recorded_high", None)),
+    ):
         after = after_as_of(lo, as_of, hi)
         if after is True:
             return True
