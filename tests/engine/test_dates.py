@@ -528,3 +528,12 @@ def test_flatten_abatement(fields: dict[str, Any], expected: tuple[Any, ...]) ->
 def test_flatten_deceased_boolean_without_date() -> None:
     p = _row({"resourceType": "Patient", "id": "p", "deceasedBoolean": True})
     assert (p["deceased"], p["deceased_date"], p["deceased_high"]) == (True, None, None)
+
+
+def test_evidence_shows_the_range_of_a_partial_date(run, b):
+    res = run(conditions=[b.cond(b.LN_CLASS_IV, onset="2024-09", clinical=None,
+                                 abatement="2025")])  # fmt: skip
+    ev = res.evidence[res.evidence.criterion_id == "lupus_nephritis"].iloc[0]
+    assert ev.date == "2024-09-01"
+    assert "dated 2024-09-01..2024-09-30" in ev.value
+    assert "abated 2025-01-01..2025-12-31" in ev.value

@@ -364,6 +364,11 @@ def condition_evidence(row: Any, note: str, value: str | None = None) -> Evidenc
     )
 
 
+def _range_text(when: Span) -> str:
+    lo, hi = when
+    return lo.isoformat() if lo == hi else f"{lo.isoformat()}..{hi.isoformat()}"
+
+
 def condition_state(row: Any) -> str:
     """Short description of clinical / verification status for evidence values."""
     parts = []
@@ -371,8 +376,13 @@ def condition_state(row: Any) -> str:
         parts.append(str(row.clinical_status))
     if row.verification_status:
         parts.append(str(row.verification_status))
-    if row.abatement_date is not None:
-        parts.append(f"abated {row.abatement_date.isoformat()}")
+    when = condition_span(row)
+    if when is not None and when[0] != when[1]:
+        # A partial date: the evidence date is its first day, so show the whole range.
+        parts.append(f"dated {when[0].isoformat()}..{when[1].isoformat()}")
+    ab = span(row.abatement_date, getattr(row, "abatement_high", None))
+    if ab is not None:
+        parts.append(f"abated {_range_text(ab)}")
     elif getattr(row, "abatement_age", None):
         parts.append(f"abated at age {row.abatement_age[0]:g} {row.abatement_age[1]}")
     return ", ".join(parts) if parts else ""
