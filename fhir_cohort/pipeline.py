@@ -29,7 +29,7 @@ from fhir_cohort.engine.evaluate import (
     medication_eras,
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
-from fhir_cohort.engine.tables import Tables
+from fhir_cohort.engine.tables import Tables, records_without_patient
 from fhir_cohort.errors import SourceError
 from fhir_cohort.fhir.client import strip_query
 from fhir_cohort.fhir.sources import open_source
@@ -188,6 +188,8 @@ def screen(
         },
         patients=patients,
     )
+    # Records of patients with no Patient resource are not screened: say how many (v1.1).
+    run["records_without_patient"] = records_without_patient(tables)
     if fetch_record is not None:
         # The data cut: the export's transactionTime, or when the search fetch started.
         export = fetch_record.get("export") or {}

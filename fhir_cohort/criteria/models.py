@@ -61,6 +61,11 @@ class ConditionStatusRules(_Model):
     active_clinical_statuses: list[str] = Field(
         default_factory=lambda: ["active", "recurrence", "relapse"]
     )
+    # Not active at S even without an abatement date (v1.1). A clinicalStatus in neither list
+    # is read like an absent one: the abatement decides.
+    inactive_clinical_statuses: list[str] = Field(
+        default_factory=lambda: ["inactive", "remission", "resolved"]
+    )
     # A record whose abatement lies after S was still active at S (reproducible past screening).
     abatement_after_as_of_is_active: bool = True
     # Procedure rows (status kept as "procedure:<status>") that never count.

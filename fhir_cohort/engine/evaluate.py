@@ -37,10 +37,11 @@ FAILING = frozenset({"not_met", "excluded"})
 PASSING = frozenset({"met", "clear"})
 
 _DATE_COLUMNS = {
-    "patients": ("deceased_date",),
-    "conditions": ("onset_date", "abatement_date", "recorded_date"),
+    "patients": ("deceased_date", "deceased_high"),
+    "conditions": ("onset_date", "onset_high", "abatement_date", "abatement_high",
+                   "recorded_date", "recorded_high"),
     "medications": ("start", "end"),
-    "observations": ("date",),
+    "observations": ("date", "date_high"),
 }
 _BOOL_COLUMNS = {"deceased", "has_abatement", "do_not_perform"}
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from fhir_cohort.errors import MalformedResourceError
 from fhir_cohort.fhir.wire import (
+    date_bounds,
     duration_days,
     format_token,
     normalizers,
@@ -57,6 +58,31 @@ def _num(x: Any) -> float | None:
 
 def _get(d: Any, key: str) -> Any:
     return d.get(key) if isinstance(d, dict) else None
+
+
+def _bounds(*values: Any) -> tuple[date | None, date | None]:
+    """(earliest day, latest day or None) of the first readable FHIR date among ``values``.
+
+    A partial date ("2026-09", "2026") is a range (v1.1); the latest day is None when the date is
+    full, so the common case costs one parse_date and stores nothing extra.
+    """
+    for v in values:
+        lo = parse_date(v)
+        if lo is not None:
+            if len(v) >= 10:
+                return lo, None
+            b = date_bounds(v)
+            return lo, (b[1] if b is not None else None)
+    return None, None
+
+
+def _age(q: Any) -> tuple[float, str] | None:
+    """(value, unit) of an Age quantity, raw: the engine dates it from the birthDate."""
+    value = _num(_get(q, "value"))
+    unit = _get(q, "code") if isinstance(_get(q, "code"), str) else _get(q, "unit")
+    if value is None or not isinstance(unit, str) or not unit:
+        return None
+    return value, unit
 
 
 class Flattener:
@@ -200,19 +226,22 @@ class Flattener:
         gender = r.get("gender")
         deceased: bool | None = None
         deceased_date: date | None = None
+        deceased_high: date | None = None
         db = r.get("deceasedBoolean")
         if isinstance(db, bool):
             deceased = db
         ddt = r.get("deceasedDateTime")
         if isinstance(ddt, str):
+            # A present but unreadable date still says deceased; the engine treats it as undated.
             deceased = True
-            deceased_date = parse_date(ddt)
+            deceased_date, deceased_high = _bounds(ddt)
         return (
             r["id"],
             birth if isinstance(birth, str) else None,
             gender if isinstance(gender, str) else None,
             deceased,
             deceased_date,
+            deceased_high,
         )
 
     # -- Condition / Procedure -------------------------------------------------------------------
@@ -224,33 +253,46 @@ class Flattener:
         pid = self._patient(r, loc)
         if pid is None:
             return []
-        onset = parse_date(r.get("onsetDateTime")) or parse_date(
-            _get(r.get("onsetPeriod"), "start")
-        )
+        onset, onset_high = _bounds(r.get("onsetDateTime"), _get(r.get("onsetPeriod"), "start"))
         abatement_date: date | None = None
-        has_abatement = False
-        for key in ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange"):
-            if key in r:
-                has_abatement = True
-        if isinstance(r.get("abatementString"), str):
-            has_abatement = True
-        if r.get("abatementBoolean") is True:
-            has_abatement = True
-        if has_abatement:
-            period = r.get("abatementPeriod")
-            abatement_date = (
-                parse_date(r.get("abatementDateTime"))
-                or parse_date(_get(period, "start"))
-                or parse_date(_get(period, "end"))
+        abatement_high: date | None = None
+        abatement_age: tuple[float, str] | None = None
+        has_abatement = (
+            any(
+                k in r
+                for k in ("abatementDateTime", "abatementPeriod", "abatementAge", "abatementRange")
             )
+            or isinstance(r.get("abatementString"), str)
+            or r.get("abatementBoolean") is True
+        )
+        if has_abatement:
+            abatement_date, abatement_high = _bounds(r.get("abatementDateTime"))
+            period = r.get("abatementPeriod")
+            if abatement_date is None and isinstance(period, dict):
+                # An estimated abatement: some day from the start's earliest to the end's latest.
+                lo, lo_high = _bounds(period.get("start"))
+                hi, hi_high = _bounds(period.get("end"))
+                abatement_date = lo or hi
+                last = (hi_high or hi) if hi is not None else (lo_high or lo)
+                abatement_high = last if last is not None and last != abatement_date else None
+            if abatement_date is None:
+                # abatementAge, or an age Range's low end; dated from birthDate by the engine.
+                abatement_age = _age(r.get("abatementAge")) or _age(
+                    _get(r.get("abatementRange"), "low")
+                )
+        recorded, recorded_high = _bounds(r.get("recordedDate"))
         head = (pid, "Condition", rid)
         tail = (
             _first_code(r.get("clinicalStatus")),
             _first_code(r.get("verificationStatus")),
             onset,
+            onset_high,
             abatement_date,
+            abatement_high,
+            abatement_age,
             has_abatement,
-            parse_date(r.get("recordedDate")),
+            recorded,
+            recorded_high,
             self.tokens(r.get("severity")),
         )
         return [("conditions", (*head, s, k, d, *tail)) for s, k, d in codings]
@@ -263,16 +305,20 @@ class Flattener:
         if pid is None:
             return []
         status = r.get("status")
-        performed = parse_date(r.get("performedDateTime")) or parse_date(
-            _get(r.get("performedPeriod"), "start")
+        performed, performed_high = _bounds(
+            r.get("performedDateTime"), _get(r.get("performedPeriod"), "start")
         )
         head = (pid, "Procedure", rid)
         tail = (
             f"procedure:{status}" if isinstance(status, str) else None,
             None,
             performed,
+            performed_high,
+            None,
+            None,
             None,
             False,
+            None,
             None,
             (),
         )
@@ -424,20 +470,20 @@ class Flattener:
         if pid is None:
             return []
         status = r.get("status") if isinstance(r.get("status"), str) else None
-        when = (
-            parse_date(r.get("effectiveDateTime"))
-            or parse_date(_get(r.get("effectivePeriod"), "start"))
-            or parse_date(r.get("effectiveInstant"))
-            or parse_date(r.get("issued"))
+        when, when_high = _bounds(
+            r.get("effectiveDateTime"),
+            _get(r.get("effectivePeriod"), "start"),
+            r.get("effectiveInstant"),
+            r.get("issued"),
         )
         out: list[tuple[str, Row]] = []
         if codings:
             values = self._obs_values(r)
             for s, k, d in codings:
-                out.append(("observations", (pid, rid, status, s, k, d, when, *values)))
+                out.append(("observations", (pid, rid, status, s, k, d, when, when_high, *values)))
         for (s, k, d), comp in comps:
             values = self._obs_values(comp)
-            out.append(("observations", (pid, rid, status, s, k, d, when, *values)))
+            out.append(("observations", (pid, rid, status, s, k, d, when, when_high, *values)))
         return out
 
     def _obs_values(self, o: dict[str, Any]) -> Row:

@@ -15,6 +15,7 @@ PATIENT_COLUMNS: tuple[str, ...] = (
     "gender",
     "deceased",
     "deceased_date",
+    "deceased_high",
 )
 
 CONDITION_COLUMNS: tuple[str, ...] = (
@@ -27,9 +28,13 @@ CONDITION_COLUMNS: tuple[str, ...] = (
     "clinical_status",
     "verification_status",
     "onset_date",
+    "onset_high",
     "abatement_date",
+    "abatement_high",
+    "abatement_age",
     "has_abatement",
     "recorded_date",
+    "recorded_high",
     "severity_codes",
 )
 
@@ -61,6 +66,7 @@ OBSERVATION_COLUMNS: tuple[str, ...] = (
     "code",
     "display",
     "date",
+    "date_high",
     "value_type",
     "value_string",
     "value_number",
@@ -112,3 +118,36 @@ class Tables:
             medications=frame(medications, MEDICATION_COLUMNS),
             observations=frame(observations, OBSERVATION_COLUMNS),
         )
+
+
+# Resource types whose rows name a patient; records without a Patient resource are counted
+# per type (spec v1.1), never dropped silently.
+ROW_RESOURCE_TYPES: tuple[str, ...] = (
+    "Condition",
+    "Procedure",
+    "Observation",
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationDispense",
+    "MedicationAdministration",
+)
+
+
+def records_without_patient(tables: Tables) -> dict[str, int]:
+    """Distinct records per resource type (of those that gave rows) whose subject has no
+    Patient resource in the source: the engine screens patients, so these cannot count."""
+    known = set(tables.patients["patient_id"].dropna().astype(str))
+    counts = dict.fromkeys(ROW_RESOURCE_TYPES, 0)
+    for frame in (tables.conditions, tables.medications, tables.observations):
+        if frame.empty:
+            continue
+        orphans = frame.loc[~frame["patient_id"].astype(str).isin(known)]
+        if orphans.empty:
+            continue
+        if "resource_type" in orphans.columns:
+            keys = orphans[["resource_type", "resource_id"]].drop_duplicates()
+            for rtype, n in keys["resource_type"].value_counts().items():
+                counts[str(rtype)] = counts.get(str(rtype), 0) + int(n)
+        else:
+            counts["Observation"] += int(orphans["resource_id"].nunique())
+    return counts

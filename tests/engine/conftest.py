@@ -12,6 +12,7 @@ import pytest
 from fhir_cohort.criteria import Trial, default_criteria_path, load_criteria
 from fhir_cohort.engine.evaluate import EvaluationResult, evaluate
 from fhir_cohort.engine.tables import Tables
+from fhir_cohort.fhir.wire import date_bounds
 from fhir_cohort.terminology import Terminology
 
 SNOMED = "http://snomed.info/sct"
@@ -58,20 +59,30 @@ def d(s: str) -> dt.date:
     return dt.date.fromisoformat(s)
 
 
+def dr(s: str | None) -> tuple[dt.date | None, dt.date | None]:
+    """(low, high) table columns of a FHIR date as flatten stores them: high only if partial."""
+    if not s:
+        return None, None
+    lo, hi = date_bounds(s) or (None, None)
+    return lo, (hi if hi != lo else None)
+
+
 def pat(pid: str = "p1", birth: str | None = "1980-01-01", gender: str | None = "female",
-        deceased: bool | None = None, deceased_date: dt.date | None = None) -> tuple:
-    return (pid, birth, gender, deceased, deceased_date)
+        deceased: bool | None = None, deceased_date: dt.date | None = None,
+        deceased_high: dt.date | None = None) -> tuple:
+    return (pid, birth, gender, deceased, deceased_date, deceased_high)
 
 
 def cond(code: str, pid: str = "p1", *, system: str = SNOMED, rid: str | None = None,
          clinical: str | None = "active", verification: str | None = "confirmed",
          onset: str | None = None, abatement: str | None = None, has_abatement: bool = False,
          recorded: str | None = None, severity: tuple[str, ...] = (),
+         abatement_age: tuple[float, str] | None = None,
          resource_type: str = "Condition", display: str | None = None) -> tuple:
     return (pid, resource_type, rid or f"c{next(_ids)}", system, code, display or code,
-            clinical, verification, d(onset) if onset else None,
-            d(abatement) if abatement else None, has_abatement or abatement is not None,
-            d(recorded) if recorded else None, severity)
+            clinical, verification, *dr(onset), *dr(abatement), abatement_age,
+            has_abatement or abatement is not None or abatement_age is not None,
+            *dr(recorded), severity)
 
 
 def med(code: str | None, start: str | None, end: str | None = None, pid: str = "p1", *,
@@ -95,7 +106,7 @@ def obs(code: str, date: str | None, pid: str = "p1", *, system: str = LOINC,
         ref_high_comparator: str | None = None, ref_high_string: str | None = None,
         interpretation: tuple[str, ...] = (), rid: str | None = None) -> tuple:
     return (pid, rid or f"o{next(_ids)}", status, system, code, code,
-            d(date) if date else None, value_type, value_string, value_number,
+            *dr(date), value_type, value_string, value_number,
             value_comparator, value_unit, value_codes,
             ratio[0] if ratio else None, ratio[1] if ratio else None,
             ref_high, ref_high_comparator, ref_high_string, interpretation)

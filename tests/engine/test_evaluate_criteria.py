@@ -135,7 +135,9 @@ def test_autoantibody(run, b, rows, expected):
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical="relapse")], "excluded", ""),
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical=None)], "excluded", ""),
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical=None, abatement="2024-01-01")], "clear", ""),
-        (lambda b: [b.cond(b.LN_CLASS_IV, clinical=None, has_abatement=True)], "clear", ""),
+        # v1.1: no clinicalStatus and an undated abatement: activity unknown -> review
+        (lambda b: [b.cond(b.LN_CLASS_IV, clinical=None, has_abatement=True)], "review",
+         "activity at as-of date unknown"),
         # abated after S: still active at S (past screening reproduced)
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical="resolved", abatement="2025-08-01")],
          "excluded", ""),

@@ -90,6 +90,7 @@ def test_patient_row() -> None:
         "gender": "female",
         "deceased": None,
         "deceased_date": None,
+        "deceased_high": None,
     }
     dead = only(
         {"resourceType": "Patient", "id": "p2", "deceasedDateTime": "2020-03-04T23:00:00-05:00"}

@@ -7,7 +7,14 @@ import datetime as dt
 import re
 
 from fhir_cohort.criteria.models import AgeCriterion
-from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData, iso
+from fhir_cohort.engine.evaluators.common import (
+    Context,
+    Evidence,
+    Outcome,
+    PatientData,
+    after_as_of,
+    iso,
+)
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
@@ -62,14 +69,52 @@ def evaluate_age(crit: AgeCriterion, ctx: Context, data: PatientData) -> Outcome
     as_of = ctx.as_of
     ev: list[Evidence] = []
     pid = str(p.patient_id)
+    death_unsure = False
     if crit.deceased_is_not_met and p.deceased is True:
         dd = p.deceased_date
-        if dd is None or dd <= as_of:
-            ev.append(Evidence("Patient", pid, None, None, None, iso(dd), "deceased",
-                               "deceased on or before as-of date"))
+        after = after_as_of(dd, as_of, getattr(p, "deceased_high", None))
+        # deceasedBoolean true without a date is deceased (v1.1): not_met.
+        if dd is None or after is False:
+            ev.append(
+                Evidence(
+                    "Patient",
+                    pid,
+                    None,
+                    None,
+                    None,
+                    iso(dd),
+                    "deceased",
+                    "deceased on or before as-of date",
+                )
+            )
             return Outcome("not_met", "deceased on or before the screening date", ev)
-        ev.append(Evidence("Patient", pid, None, None, None, iso(dd), "deceased",
-                           "death after as-of date ignored"))
+        if after is None:
+            death_unsure = True
+            ev.append(
+                Evidence(
+                    "Patient",
+                    pid,
+                    None,
+                    None,
+                    None,
+                    iso(dd),
+                    "deceased",
+                    "partial death date may be on or before as-of date",
+                )
+            )
+        else:
+            ev.append(
+                Evidence(
+                    "Patient",
+                    pid,
+                    None,
+                    None,
+                    None,
+                    iso(dd),
+                    "deceased",
+                    "death after as-of date ignored",
+                )
+            )
     rng = birth_range(p.birth_date_raw)
     if rng is None:
         ev.append(Evidence("Patient", pid, None, None, None, None, None, "birthDate missing"))
@@ -78,13 +123,28 @@ def evaluate_age(crit: AgeCriterion, ctx: Context, data: PatientData) -> Outcome
     value = f"age {lo_age}" if lo_age == hi_age else f"age {lo_age}-{hi_age}"
     ok_lo, ok_hi = _ok(lo_age, crit), _ok(hi_age, crit)
     precision = "" if rng[0] == rng[1] else " (partial birthDate)"
+    if ok_lo and ok_hi and death_unsure:
+        return Outcome(
+            "unknown", f"{value} at screening, but a partial death date may be on or before it", ev
+        )
     if ok_lo and ok_hi:
         ev.append(Evidence("Patient", pid, None, None, None, None, value, f"age {_bounds(crit)}"))
         return Outcome("met", f"{value} at screening{precision}", ev)
     if not ok_lo and not ok_hi:
-        ev.append(Evidence("Patient", pid, None, None, None, None, value,
-                           f"age not {_bounds(crit)}"))
+        ev.append(
+            Evidence("Patient", pid, None, None, None, None, value, f"age not {_bounds(crit)}")
+        )
         return Outcome("not_met", f"{value} at screening, not {_bounds(crit)}{precision}", ev)
-    ev.append(Evidence("Patient", pid, None, None, None, None, value,
-                       "partial birthDate: earliest and latest birthday disagree"))
+    ev.append(
+        Evidence(
+            "Patient",
+            pid,
+            None,
+            None,
+            None,
+            None,
+            value,
+            "partial birthDate: earliest and latest birthday disagree",
+        )
+    )
     return Outcome("unknown", f"{value} at screening: partial birth date is ambiguous", ev)

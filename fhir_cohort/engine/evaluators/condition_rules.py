@@ -16,10 +16,11 @@ from fhir_cohort.engine.evaluators.common import (
     Outcome,
     PatientData,
     condition_active,
-    condition_date,
     condition_evidence,
     condition_ignored,
+    condition_span,
     condition_state,
+    condition_uncertain_at,
     condition_unconfirmed,
     within,
 )
@@ -34,8 +35,13 @@ def match_rule(
     rules: ConditionStatusRules,
     ctx: Context,
     undated_within: bool,
+    birth_raw: str | None = None,
 ) -> tuple[str | None, str]:
-    """(answer or None, note) of one rule for one record already known to be in its value set."""
+    """(answer or None, note) of one rule for one record already known to be in its value set.
+
+    A check a partial date or an undated abatement cannot decide (three-valued None) turns an
+    `excluded` into `review` (spec v1.1); a check that fails drops the rule.
+    """
     if rule.severity_codes is not None:
         sev = set(row.severity_codes or ())
         if not sev & set(rule.severity_codes):
@@ -43,21 +49,30 @@ def match_rule(
     if rule.named_classes is not None and not names_class_in(row.display, rule.named_classes):
         # Only the coding's display is in the table: Condition.code.text is not flattened.
         return None, "no class " + "/".join(rule.named_classes) + " named"
-    if rule.require_active and not condition_active(row, rules, ctx.as_of):
-        return None, "inactive"
+    unsure: list[str] = []
+    if (note := condition_uncertain_at(row, ctx.as_of)) is not None:
+        unsure.append(note)
+    if rule.require_active:
+        active = condition_active(row, rules, ctx.as_of, birth_raw)
+        if active is False:
+            return None, "inactive"
+        if active is None:
+            unsure.append("activity at as-of date unknown")
     if rule.within_days is not None:
-        d = (
-            condition_date(row)
-            if rule.date_basis == "latest"
-            else (row.onset_date or row.recorded_date)
-        )
-        if d is None and not undated_within:
+        when = condition_span(row, rule.date_basis)
+        if when is None and not undated_within:
             return None, "undated"
-        if d is not None and not within(d, ctx.as_of, rule.within_days):
-            return None, f"older than {rule.within_days} days"
+        if when is not None:
+            hit = within(when[0], ctx.as_of, rule.within_days, when[1])
+            if hit is False:
+                return None, f"older than {rule.within_days} days"
+            if hit is None:
+                unsure.append(f"partial date straddles the {rule.within_days}-day window")
     answer = rule.answer
     if answer == "excluded" and condition_unconfirmed(row, rules):
         return "review", f"{row.verification_status}: {rule.reason}"
+    if unsure:
+        return ("review" if answer == "excluded" else answer), f"{rule.reason} ({unsure[0]})"
     return answer, rule.reason
 
 
@@ -67,6 +82,7 @@ def evaluate_rules_on_rows(
     undated_within: bool,
     ctx: Context,
     rows: list[Any],
+    birth_raw: str | None = None,
 ) -> tuple[str, list[str], list[Evidence]]:
     """Worst answer, the reasons that gave it (in rule order), and evidence."""
     worst = "clear"
@@ -87,7 +103,7 @@ def evaluate_rules_on_rows(
         best: tuple[int, str, str] | None = None
         misses: list[str] = []
         for i, rule in hits:
-            answer, note = match_rule(row, rule, status_rules, ctx, undated_within)
+            answer, note = match_rule(row, rule, status_rules, ctx, undated_within, birth_raw)
             if answer is None:
                 misses.append(note)
             elif best is None or RANK[answer] > RANK[best[1]]:
@@ -110,7 +126,8 @@ def evaluate_condition_rules(
     crit: ConditionRulesCriterion, ctx: Context, data: PatientData
 ) -> Outcome:
     worst, reasons, evidence = evaluate_rules_on_rows(
-        crit.rules, crit.status_rules, crit.undated_counts_as_within, ctx, data.conditions
+        crit.rules, crit.status_rules, crit.undated_counts_as_within, ctx, data.conditions,
+        data.patient.birth_date_raw,
     )
     if worst == "clear":
         why = "no matching active record" + (" (inactive or old records shown)" if evidence else "")

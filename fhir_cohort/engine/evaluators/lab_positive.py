@@ -6,13 +6,26 @@ import datetime as dt
 from typing import Any
 
 from fhir_cohort.criteria.models import LabPositiveCriterion, LabRules
-from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData, iso
+from fhir_cohort.engine.evaluators.common import (
+    Context,
+    Evidence,
+    Outcome,
+    PatientData,
+    after_as_of,
+    iso,
+    within,
+)
 from fhir_cohort.engine.labs import NEGATIVE, POSITIVE, Reading, interpret
 
 
 def observation_evidence(row: Any, reading: Reading | None, note: str) -> Evidence:
     return Evidence("Observation", row.resource_id, row.system, row.code, row.display,
                     iso(row.date), reading.value if reading else None, note)
+
+
+def observation_high(row: Any) -> dt.date | None:
+    """Latest day a partial effective date can denote (None: same as ``row.date``)."""
+    return getattr(row, "date_high", None)
 
 
 def read_tests(
@@ -28,7 +41,7 @@ def read_tests(
         if row.status is not None and row.status not in rules.counted_statuses:
             skipped.append(observation_evidence(row, None, f"status {row.status}"))
             continue
-        if row.date is not None and row.date > ctx.as_of:
+        if after_as_of(row.date, ctx.as_of, observation_high(row)) is True:
             skipped.append(observation_evidence(row, None, "after as-of date"))
             continue
         out.append((row, interpret(row, rules, ctx)))
@@ -37,13 +50,18 @@ def read_tests(
 
 def evaluate_lab_positive(crit: LabPositiveCriterion, ctx: Context, data: PatientData) -> Outcome:
     tests, ev = read_tests(crit.value_sets, crit.lab_rules, ctx, data.observations)
-    lo = ctx.as_of - dt.timedelta(days=crit.lookback_days)
     in_l: list[tuple[Any, Reading]] = []
     before: list[tuple[Any, Reading]] = []
+    # A partial date straddling the start of L or S itself cannot place the result (v1.1).
+    unsure: list[tuple[Any, Reading]] = []
     for row, reading in tests:
-        (in_l if row.date is not None and row.date >= lo else before).append((row, reading))
+        hit = within(row.date, ctx.as_of, crit.lookback_days, observation_high(row))
+        (in_l if hit else before if hit is False else unsure).append((row, reading))
     for row, reading in in_l:
         ev.append(observation_evidence(row, reading, f"{reading.result} ({reading.rule})"))
+    for row, reading in unsure:
+        ev.append(observation_evidence(row, reading, f"{reading.result} ({reading.rule}), "
+                                       "partial date straddles the lookback or as-of date"))
     for row, reading in before:
         where = "undated" if row.date is None else f"before lookback of {crit.lookback_days} days"
         ev.append(observation_evidence(row, reading, f"{reading.result} ({reading.rule}), {where}"))
@@ -51,12 +69,18 @@ def evaluate_lab_positive(crit: LabPositiveCriterion, ctx: Context, data: Patien
     if pos_l:
         return Outcome("met", f"positive {pos_l[0].display or pos_l[0].code} on "
                        f"{iso(pos_l[0].date)}", ev)
+    if any(x.result == POSITIVE for _, x in unsure):
+        return Outcome("unknown", "positive with a partial date that may lie outside the "
+                       f"{crit.lookback_days}-day lookback", ev)
     if any(x.result == POSITIVE for _, x in before):
         return Outcome("unknown", f"positive only before the {crit.lookback_days}-day lookback",
                        ev)
-    if in_l and all(x.result == NEGATIVE for _, x in in_l):
+    if in_l and all(x.result == NEGATIVE for _, x in in_l + unsure):
         return Outcome("not_met", f"tested within {crit.lookback_days} days, all negative", ev)
     if in_l:
         return Outcome("unknown", f"no positive within {crit.lookback_days} days, "
                        "equivocal results only", ev)
+    if unsure:
+        return Outcome("unknown", f"no test surely within {crit.lookback_days} days "
+                       "(partial dates)", ev)
     return Outcome("unknown", f"no test within {crit.lookback_days} days", ev)

@@ -8,10 +8,15 @@ from fhir_cohort.engine.evaluators.common import (
     Evidence,
     Outcome,
     PatientData,
+    after_as_of,
     within,
 )
 from fhir_cohort.engine.evaluators.condition_rules import RANK, evaluate_rules_on_rows
-from fhir_cohort.engine.evaluators.lab_positive import observation_evidence, read_tests
+from fhir_cohort.engine.evaluators.lab_positive import (
+    observation_evidence,
+    observation_high,
+    read_tests,
+)
 from fhir_cohort.engine.labs import POSITIVE
 
 
@@ -40,7 +45,8 @@ def evaluate_pregnancy_lactation(
     # Pregnancy onset: a record without a date cannot be placed, so it goes to review
     # through undated_counts_as_within=False + the explicit check below.
     worst, reasons, evidence = evaluate_rules_on_rows(
-        _condition_rules(crit), crit.status_rules, False, ctx, data.conditions
+        _condition_rules(crit), crit.status_rules, False, ctx, data.conditions,
+        data.patient.birth_date_raw,
     )
     found: list[tuple[str, str]] = [(worst, r) for r in reasons]
     if any(ev.note == "undated" for ev in evidence):
@@ -53,16 +59,23 @@ def evaluate_pregnancy_lactation(
         if row.status is not None and row.status not in crit.lab_rules.counted_statuses:
             obs_ev.append(observation_evidence(row, None, f"status {row.status}"))
             continue
-        if row.date is not None and row.date > ctx.as_of:
+        if after_as_of(row.date, ctx.as_of, observation_high(row)) is True:
             obs_ev.append(observation_evidence(row, None, "after as-of date"))
             continue
         pregnant = ctx.token_in(crit.pregnancy_status_pregnant_value_sets, row.value_codes)
-        recent = within(row.date, ctx.as_of, crit.pregnancy_status_within_days)
+        recent = within(row.date, ctx.as_of, crit.pregnancy_status_within_days,
+                        observation_high(row))
         value = ",".join(row.value_codes or ()) or row.value_string
         if pregnant and recent:
             obs_ev.append(evidence_with_value(row, value, "excluded: pregnancy status pregnant"))
             found.append(("excluded", f"pregnancy status pregnant within "
                                       f"{crit.pregnancy_status_within_days} days"))
+        elif pregnant and recent is None:
+            # A partial date straddling the window (or S) cannot decide: review (v1.1).
+            obs_ev.append(evidence_with_value(row, value, "review: pregnant answer, partial "
+                                              "date straddles the window"))
+            found.append(("review", "pregnancy status pregnant, date too imprecise to place "
+                                    f"within {crit.pregnancy_status_within_days} days"))
         else:
             note = ("pregnant answer older than "
                     f"{crit.pregnancy_status_within_days} days") if pregnant else "not pregnant"
@@ -70,12 +83,18 @@ def evaluate_pregnancy_lactation(
     tests, skipped = read_tests(crit.hcg_value_sets, crit.lab_rules, ctx, data.observations)
     obs_ev.extend(skipped)
     for row, reading in tests:
-        recent = within(row.date, ctx.as_of, crit.hcg_within_days)
+        recent = within(row.date, ctx.as_of, crit.hcg_within_days, observation_high(row))
         if reading.result == POSITIVE and recent:
             obs_ev.append(observation_evidence(row, reading, "excluded: positive hCG"))
             found.append(("excluded", f"positive hCG within {crit.hcg_within_days} days"))
+        elif reading.result == POSITIVE and recent is None:
+            obs_ev.append(observation_evidence(row, reading, "review: positive hCG, partial "
+                                               "date straddles the window"))
+            found.append(("review", "positive hCG, date too imprecise to place within "
+                                    f"{crit.hcg_within_days} days"))
         else:
-            note = reading.result + ("" if recent else f", older than {crit.hcg_within_days} days")
+            note = reading.result + ("" if recent else f", older than {crit.hcg_within_days} days"
+                                     if recent is False else ", partial date straddles window")
             obs_ev.append(observation_evidence(row, reading, note))
     evidence.extend(obs_ev)
     worst = max((a for a, _ in found), key=RANK.__getitem__, default="clear")
