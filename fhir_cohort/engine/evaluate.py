@@ -39,7 +39,7 @@ PASSING = frozenset({"met", "clear"})
 _DATE_COLUMNS = {
     "patients": ("deceased_date",),
     "conditions": ("onset_date", "abatement_date", "recorded_date"),
-    "medications": ("start", "end"),
+    "medications": ("start", "end", "start_late", "end_early"),
     "observations": ("date",),
 }
 _BOOL_COLUMNS = {"deceased", "has_abatement", "do_not_perform"}
