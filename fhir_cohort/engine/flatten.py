@@ -375,7 +375,9 @@ class Flattener:
         if missing and not final:
             self.pending.append((r, loc))
             return []
-        codings = self._relevant(cc)
+        every = list(self._codings(cc))
+        rel = self.relevant
+        codings = [t for t in every if (t[0], t[1]) in rel]
         if not codings and med is not None:
             # A compounded Medication may be coded only by its ingredients.
             for ing in med.get("ingredient") or ():
@@ -386,7 +388,7 @@ class Flattener:
             if text_only is None:
                 if missing:
                     self._report_soft(loc, f"{rtype} references a Medication not in the source")
-                self._count_unmapped(rtype, cc)
+                self._count_unmapped(rtype, every[0] if every else None)
                 return []
         if missing:
             self._report_soft(loc, f"{rtype} references a Medication not in the source")
@@ -397,20 +399,25 @@ class Flattener:
         intent = r.get("intent") if isinstance(r.get("intent"), str) else None
         dnp = r.get("doNotPerform") if isinstance(r.get("doNotPerform"), bool) else None
         form = _get(med, "form")
-        form_codes = self.tokens(form) if form is not None else ()
-        form_text = "; ".join(_concept_texts(form, [])) or None
+        form_codes: tuple[str, ...] = ()
+        form_text: str | None = None
+        if form is not None:
+            form_codes = self.tokens(form)
+            form_text = "; ".join(_concept_texts(form, [])) or None
         # One row per distinct (exposure, route) of the dosage instructions: several
         # instructions are a union of exposures, each with its own route (spec v1.1).
         doses, exposures = _EXPOSURES[rtype](r, status)
         parts: dict[tuple[Exposure, tuple[str, ...]], list[str]] = {}
         for dose, exp in zip(doses, exposures, strict=True):
             route = _get(dose, "route")
-            _concept_texts(route, parts.setdefault((exp, self.tokens(route)), []))
+            if route is None:
+                parts.setdefault((exp, ()), [])
+            else:
+                _concept_texts(route, parts.setdefault((exp, self.tokens(route)), []))
         head = (pid, rtype, rid, status, intent, dnp)
         if text_only is not None:
             # Evidence keeps the record's own coding (an NDC, a local code) beside the text.
-            own = next(iter(self._codings(cc)), None)
-            codings = [own if own is not None else (None, None, None)]
+            codings = [every[0] if every else (None, None, None)]
             cc_text: str | None = text_only
         else:
             t = _get(cc, "text")
@@ -422,14 +429,13 @@ class Flattener:
             out.extend(("medications", (*head, s, k, d, cc_text, *tail)) for s, k, d in codings)
         return out
 
-    def _count_unmapped(self, rtype: str, cc: Any) -> None:
+    def _count_unmapped(self, rtype: str, first: tuple[str, str, str | None] | None) -> None:
         """Count a medication record that gives no row (no relevant code, no known name).
 
         ``unmapped_medications`` counts such records per (resource type, system, code,
         display) of their first coding ((rtype, None, None, None) when uncoded): the hook for
         the unmapped report. Free text is never kept here.
         """
-        first = next(iter(self._codings(cc)), None)
         key = (rtype, *first) if first is not None else (rtype, None, None, None)
         um = self.unmapped_medications
         if key in um or len(um) < _CACHE_LIMIT:
@@ -587,11 +593,14 @@ def _exposure(start: DateRange | None, end: DateRange | None, rule: str) -> Expo
     )
 
 
+_NO_BOUNDS: tuple[None, None, None] = (None, None, None)
+
+
 def _timing_bounds(dose: Any) -> tuple[DateRange | None, DateRange | None, float | None]:
     """(boundsPeriod.start, boundsPeriod.end, boundsDuration in days) of one dosage."""
     rep = _get(_get(dose, "timing"), "repeat")
-    if not isinstance(rep, dict):
-        return None, None, None
+    if not isinstance(rep, dict) or ("boundsPeriod" not in rep and "boundsDuration" not in rep):
+        return _NO_BOUNDS
     bp = rep.get("boundsPeriod")
     bd = duration_days(rep["boundsDuration"]) if "boundsDuration" in rep else None
     return _drange(_get(bp, "start")), _drange(_get(bp, "end")), bd
@@ -612,6 +621,7 @@ def _max_range(a: DateRange, b: DateRange) -> DateRange:
 
 def _instruction_exposures(
     doses: list[Any],
+    bounds: list[tuple[DateRange | None, DateRange | None, float | None]],
     record_start: DateRange | None,
     fallback: Callable[[DateRange | None], Exposure],
 ) -> list[Exposure]:
@@ -621,7 +631,13 @@ def _instruction_exposures(
     ``sequence`` (a taper, loading then maintenance), a step without its own start follows the
     previous sequence step (the day after its end); otherwise it starts with the record. It ends
     at boundsPeriod.end, else start + boundsDuration, else by the record's rule (``fallback``).
+    ``bounds`` are the instructions' :func:`_timing_bounds`.
     """
+    if len(doses) == 1:  # nearly every record: no sequence to follow
+        bp_start, bp_end, bd = bounds[0]
+        start = bp_start or record_start
+        end = bp_end or (_supply(start, bd) if start is not None and bd is not None else None)
+        return [_exposure(start, end, "explicit") if end is not None else fallback(start)]
     seqs = [_get(d, "sequence") for d in doses]
     chained = all(isinstance(s, int) and not isinstance(s, bool) for s in seqs) and len(doses) > 1
     order = sorted(range(len(doses)), key=lambda i: seqs[i]) if chained else range(len(doses))
@@ -635,7 +651,7 @@ def _instruction_exposures(
             if group_seq is not None:
                 next_start = _after(group_end) if group_end and not group_open else None
             group_seq, group_end, group_open = seqs[i], None, False
-        bp_start, bp_end, bd = _timing_bounds(doses[i])
+        bp_start, bp_end, bd = bounds[i]
         start = bp_start or (next_start if chained else record_start)
         end: DateRange | None = None
         if bp_end is not None:
@@ -675,10 +691,13 @@ def _statement_exposures(
             return doses, [_exposure(start, None, "to_asof")] * len(doses)
     else:
         start = _drange(r.get("effectiveDateTime"))
+    bounds = [_timing_bounds(d) for d in doses]
     if start is None:
-        starts = [s for s in (_timing_bounds(d)[0] for d in doses) if s is not None]
+        starts = [b[0] for b in bounds if b[0] is not None]
         start = min(starts) if starts else None
-    return doses, _instruction_exposures(doses, start, lambda s: _exposure(s, None, "unknown"))
+    return doses, _instruction_exposures(
+        doses, bounds, start, lambda s: _exposure(s, None, "unknown")
+    )
 
 
 def _request_exposures(
@@ -686,32 +705,31 @@ def _request_exposures(
 ) -> tuple[list[Any], list[Exposure]]:
     doses = _dosages(r.get("dosageInstruction"))
     dispense = r.get("dispenseRequest")
-    starts = [s for s in (_timing_bounds(d)[0] for d in doses) if s is not None]
-    record_start = (
-        min(starts)
-        if starts
-        else _drange(_get(_get(dispense, "validityPeriod"), "start"))
-        or _drange(r.get("authoredOn"))
-    )
+    bounds = [_timing_bounds(d) for d in doses]
+    starts = [b[0] for b in bounds if b[0] is not None]
+    record_start = min(starts) if starts else None
+    if record_start is None and dispense is not None:
+        record_start = _drange(_get(_get(dispense, "validityPeriod"), "start"))
+    if record_start is None:
+        record_start = _drange(r.get("authoredOn"))
     supply_to: DateRange | None = None
-    supply = duration_days(_get(dispense, "expectedSupplyDuration"))
+    supply = None if dispense is None else duration_days(_get(dispense, "expectedSupplyDuration"))
     if record_start is not None and supply is not None:
         repeats = _get(dispense, "numberOfRepeatsAllowed")
         n = repeats if isinstance(repeats, int) and not isinstance(repeats, bool) else 0
         supply_to = _supply(record_start, supply * (1 + max(n, 0)))
-    # v1.1: an open inpatient order or acute course has unknown duration, not "runs to S".
-    open_rule = "to_asof"
-    if _has_coding(r.get("category"), _REQUEST_CATEGORY, "inpatient") or _has_coding(
-        r.get("courseOfTherapyType"), _COURSE_OF_THERAPY, "acute"
-    ):
-        open_rule = "unknown"
 
     def fallback(start: DateRange | None) -> Exposure:
         if start is not None and supply_to is not None:
             return _exposure(start, supply_to, "explicit")
-        return _exposure(start, None, open_rule if status in _OPEN_STATUSES else "unknown")
+        if status not in _OPEN_STATUSES:
+            return _exposure(start, None, "unknown")
+        # v1.1: an open inpatient order or acute course has unknown duration, not "runs to S".
+        inpatient = _has_coding(r.get("category"), _REQUEST_CATEGORY, "inpatient")
+        acute = _has_coding(r.get("courseOfTherapyType"), _COURSE_OF_THERAPY, "acute")
+        return _exposure(start, None, "unknown" if inpatient or acute else "to_asof")
 
-    return doses, _instruction_exposures(doses, record_start, fallback)
+    return doses, _instruction_exposures(doses, bounds, record_start, fallback)
 
 
 def _dispense_exposures(

@@ -133,13 +133,28 @@ def non_systemic_note(row: Any, crit: MedicationHistoryCriterion, ctx: Context) 
     # The terminology's own route/form code sets and dose-form words (v3, EDQM, dm+d, ...)
     # extend the criterion's lists; a terminology without the method adds nothing.
     check = getattr(ctx.terminology, "is_non_systemic", None)
-    if check is not None and check(
-        route_codes=row.route_codes or (),
-        route_text=row.route_text,
-        form_codes=row.form_codes or (),
-        form_text=row.form_text,
-        product_name=product,
-    ):
+    if check is None:
+        return None
+    route_codes = tuple(row.route_codes or ())
+    form_codes = tuple(row.form_codes or ())
+    # Answers per distinct route/form/product (they repeat a lot), kept with the Context.
+    cache: dict[tuple[Any, ...], bool] | None = getattr(ctx, "_non_systemic_cache", None)
+    if cache is None:
+        cache = {}
+        setattr(ctx, "_non_systemic_cache", cache)  # noqa: B010 - Context is not ours to extend
+    key = (route_codes, row.route_text, form_codes, row.form_text, product)
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = bool(
+            check(
+                route_codes=route_codes,
+                route_text=row.route_text,
+                form_codes=form_codes,
+                form_text=row.form_text,
+                product_name=product,
+            )
+        )
+    if hit:
         return "non-systemic route/form not counted"
     return None
 
