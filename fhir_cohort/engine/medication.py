@@ -142,7 +142,9 @@ def non_systemic_note(row: Any, crit: MedicationHistoryCriterion, ctx: Context) 
     if cache is None:
         cache = {}
         setattr(ctx, "_non_systemic_cache", cache)  # noqa: B010 - Context is not ours to extend
-    key = (route_codes, row.route_text, form_codes, row.form_text, product)
+    # The product name: RxNorm's name for the code, else the record's own display and text.
+    names = "; ".join(str(t) for t in (product, row.display, row.text) if t) or None
+    key = (route_codes, row.route_text, form_codes, row.form_text, names)
     hit = cache.get(key)
     if hit is None:
         hit = cache[key] = bool(
@@ -151,7 +153,7 @@ def non_systemic_note(row: Any, crit: MedicationHistoryCriterion, ctx: Context) 
                 route_text=row.route_text,
                 form_codes=form_codes,
                 form_text=row.form_text,
-                product_name=product,
+                product_name=names,
             )
         )
     if hit:

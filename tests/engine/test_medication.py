@@ -568,3 +568,23 @@ def test_text_match_evidence_keeps_record_code(run, b):
     assert set(zip(ev.system, ev.code, ev.display, strict=True)) == {
         (ndc, "0000-0000-00", "PredniSONE 5 MG Tab")
     }
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"route_text": "Inhalation"},
+        {"form_text": "Topical; cream"},
+        {"display": "budesonide 0.25 MG/ML Inhalation Suspension"},
+    ],
+)
+def test_terminology_decides_non_systemic_too(run, b, trial, kw):
+    # With the criterion's own word list emptied, Terminology.is_non_systemic still decides.
+    crits = [
+        c.model_copy(update={"non_systemic_words": []}) if c.id == "therapy" else c
+        for c in trial.criteria
+    ]
+    t2 = trial.model_copy(update={"criteria": crits})
+    res = run(medications=[_gc(b, **kw), *_two_others(b)], trial=t2)
+    assert res.answers.answer[2] == "not_met"
+    assert any("non-systemic route/form not counted" in n for n in b.notes(res, "therapy"))
