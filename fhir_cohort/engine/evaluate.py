@@ -40,7 +40,7 @@ _DATE_COLUMNS = {
     "patients": ("deceased_date", "deceased_high"),
     "conditions": ("onset_date", "onset_high", "abatement_date", "abatement_high",
                    "recorded_date", "recorded_high"),
-    "medications": ("start", "end"),
+    "medications": ("start", "end", "start_late", "end_early"),
     "observations": ("date", "date_high"),
 }
 _BOOL_COLUMNS = {"deceased", "has_abatement", "do_not_perform"}

@@ -19,6 +19,7 @@ from typing import Any
 
 from fhir_cohort.errors import MalformedResourceError
 from fhir_cohort.fhir.wire import (
+    add_days,
     date_bounds,
     duration_days,
     format_token,
@@ -85,6 +86,21 @@ def _age(q: Any) -> tuple[float, str] | None:
     return value, unit
 
 
+def _concept_texts(cc: Any, parts: list[str]) -> list[str]:
+    """Append the codings' displays and the text of a route / dose form CodeableConcept to
+    ``parts`` (no repeats), so words such as "Inhalation" or "Topical" are seen even when the
+    code is unknown."""
+    if isinstance(cc, dict):
+        for c in cc.get("coding") or ():
+            d = _get(c, "display")
+            if isinstance(d, str) and d and d not in parts:
+                parts.append(d)
+        t = cc.get("text")
+        if isinstance(t, str) and t and t not in parts:
+            parts.append(t)
+    return parts
+
+
 class Flattener:
     """Turns resources into (table name, row) pairs.
 
@@ -118,6 +134,9 @@ class Flattener:
         self._sys_cache: dict[str, str] = {}
         self._code_cache: dict[tuple[str, str], tuple[str, str]] = {}
         self._word_cache: dict[str, bool] = {}
+        # Medication records that gave no row, by (type, system, code, display): see
+        # _count_unmapped.
+        self.unmapped_medications: dict[tuple[str, str | None, str | None, str | None], int] = {}
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -401,7 +420,9 @@ class Flattener:
         if missing and not final:
             self.pending.append((r, loc))
             return []
-        codings = self._relevant(cc)
+        every = list(self._codings(cc))
+        rel = self.relevant
+        codings = [t for t in every if (t[0], t[1]) in rel]
         if not codings and med is not None:
             # A compounded Medication may be coded only by its ingredients.
             for ing in med.get("ingredient") or ():
@@ -412,6 +433,7 @@ class Flattener:
             if text_only is None:
                 if missing:
                     self._report_soft(loc, f"{rtype} references a Medication not in the source")
+                self._count_unmapped(rtype, every[0] if every else None)
                 return []
         if missing:
             self._report_soft(loc, f"{rtype} references a Medication not in the source")
@@ -421,40 +443,54 @@ class Flattener:
         status = r.get("status") if isinstance(r.get("status"), str) else None
         intent = r.get("intent") if isinstance(r.get("intent"), str) else None
         dnp = r.get("doNotPerform") if isinstance(r.get("doNotPerform"), bool) else None
-        start, end, end_rule = _INTERVALS[rtype](r, status)
-        route_codes, route_text = self._routes(r, rtype)
         form = _get(med, "form")
-        form_codes = self.tokens(form) if form is not None else ()
-        form_text = _get(form, "text") if isinstance(_get(form, "text"), str) else None
-        cc_text = _get(cc, "text") if isinstance(_get(cc, "text"), str) else None
+        form_codes: tuple[str, ...] = ()
+        form_text: str | None = None
+        if form is not None:
+            form_codes = self.tokens(form)
+            form_text = "; ".join(_concept_texts(form, [])) or None
+        # One row per distinct (exposure, route) of the dosage instructions: several
+        # instructions are a union of exposures, each with its own route (spec v1.1).
+        doses, exposures = _EXPOSURES[rtype](r, status)
+        parts: dict[tuple[Exposure, tuple[str, ...]], list[str]] = {}
+        for dose, exp in zip(doses, exposures, strict=True):
+            route = _get(dose, "route")
+            if route is None:
+                parts.setdefault((exp, ()), [])
+            else:
+                _concept_texts(route, parts.setdefault((exp, self.tokens(route)), []))
         head = (pid, rtype, rid, status, intent, dnp)
-        tail = (start, end, end_rule, route_codes, route_text, form_codes, form_text)
         if text_only is not None:
-            return [("medications", (*head, None, None, None, text_only, *tail))]
-        return [("medications", (*head, s, k, d, cc_text, *tail)) for s, k, d in codings]
+            # Evidence keeps the record's own coding (an NDC, a local code) beside the text.
+            codings = [every[0] if every else (None, None, None)]
+            cc_text: str | None = text_only
+        else:
+            t = _get(cc, "text")
+            cc_text = t if isinstance(t, str) else None
+        out: list[tuple[str, Row]] = []
+        for ((s0, s1, e0, e1, rule), route_codes), texts in parts.items():
+            tail = (s0, e1, rule, route_codes, "; ".join(texts) or None, form_codes, form_text,
+                    s1, e0)  # fmt: skip
+            out.extend(("medications", (*head, s, k, d, cc_text, *tail)) for s, k, d in codings)
+        return out
+
+    def _count_unmapped(self, rtype: str, first: tuple[str, str, str | None] | None) -> None:
+        """Count a medication record that gives no row (no relevant code, no known name).
+
+        ``unmapped_medications`` counts such records per (resource type, system, code,
+        display) of their first coding ((rtype, None, None, None) when uncoded): the hook for
+        the unmapped report. Free text is never kept here.
+        """
+        key = (rtype, *first) if first is not None else (rtype, None, None, None)
+        um = self.unmapped_medications
+        if key in um or len(um) < _CACHE_LIMIT:
+            um[key] = um.get(key, 0) + 1
+        else:
+            um[(rtype, None, None, None)] = um.get((rtype, None, None, None), 0) + 1
 
     def _report_soft(self, location: str, reason: str) -> None:
         if self.on_error is not None:
             self.on_error(MalformedResourceError(location, reason))
-
-    def _routes(self, r: dict[str, Any], rtype: str) -> tuple[tuple[str, ...], str | None]:
-        if rtype == "MedicationAdministration":
-            dosages: Any = [r.get("dosage")]
-        elif rtype == "MedicationStatement":
-            dosages = r.get("dosage") or ()
-        else:
-            dosages = r.get("dosageInstruction") or ()
-        codes: list[str] = []
-        texts: list[str] = []
-        for dose in dosages:
-            route = _get(dose, "route")
-            if route is None:
-                continue
-            codes.extend(self.tokens(route))
-            t = _get(route, "text")
-            if isinstance(t, str) and t and t not in texts:
-                texts.append(t)
-        return tuple(dict.fromkeys(codes)), ("; ".join(texts) if texts else None)
 
     # -- Observation -----------------------------------------------------------------------------
 
@@ -558,99 +594,222 @@ class Flattener:
 _HANDLED = frozenset({"Patient", "Condition", "Procedure", "Observation"}) | _MED_TYPES
 
 
-# -- exposure intervals (spec I3.1) --------------------------------------------------------------
+# -- exposure intervals (spec I3.1, v1.1 'Dates and windows') ------------------------------------
 
-Interval = tuple[date | None, date | None, str]
+# Partial dates are ranges: (earliest, latest) calendar day the written date can denote.
+DateRange = tuple[date, date]
+# (start, start_late, end_early, end, end_rule): start/end are the widest reading (a partial start
+# at its first day, a partial end at its last day), start_late/end_early the narrowest.
+Exposure = tuple[date | None, date | None, date | None, date | None, str]
 
-
-def _timing_bounds(dosages: Any) -> tuple[dict[str, Any] | None, float | None]:
-    """First timing.repeat.boundsPeriod and first boundsDuration (in days) of the dosages."""
-    period: dict[str, Any] | None = None
-    days: float | None = None
-    for dose in dosages or ():
-        rep = _get(_get(dose, "timing"), "repeat")
-        if not isinstance(rep, dict):
-            continue
-        if period is None and isinstance(rep.get("boundsPeriod"), dict):
-            period = rep["boundsPeriod"]
-        if days is None and "boundsDuration" in rep:
-            days = duration_days(rep["boundsDuration"])
-    return period, days
+_REQUEST_CATEGORY = "http://terminology.hl7.org/CodeSystem/medicationrequest-category"
+_COURSE_OF_THERAPY = "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy"
 
 
-def _statement_interval(r: Mapping[str, Any], status: str | None) -> Interval:
-    period = r.get("effectivePeriod")
-    bp, bd = _timing_bounds(r.get("dosage"))
-    if isinstance(period, dict):
-        start = parse_date(period.get("start"))
-        end = parse_date(period.get("end"))
-        if end is not None:
-            return start, end, "explicit"
-        if status in _OPEN_STATUSES:
-            return start, None, "to_asof"
-    else:
-        start = parse_date(r.get("effectiveDateTime"))
-    if start is None:
-        start = parse_date(_get(bp, "start"))
-    bp_end = parse_date(_get(bp, "end"))
-    if bp_end is not None:
-        return start, bp_end, "explicit"
-    if start is not None and bd is not None:
-        end = supply_end(start, bd)
-        if end is not None:
-            return start, end, "explicit"
-    return start, None, "unknown"
+def _drange(s: Any) -> DateRange | None:
+    """Date range of a FHIR date/dateTime; a full date is a one-day range (fast path)."""
+    if not isinstance(s, str):
+        return None
+    if len(s) >= 10 and s[4] == "-" and s[7] == "-":
+        d = parse_date(s)
+        return None if d is None else (d, d)
+    return date_bounds(s)
 
 
-def _request_interval(r: Mapping[str, Any], status: str | None) -> Interval:
-    bp, bd = _timing_bounds(r.get("dosageInstruction"))
-    dispense = r.get("dispenseRequest")
-    start = (
-        parse_date(_get(bp, "start"))
-        or parse_date(_get(_get(dispense, "validityPeriod"), "start"))
-        or parse_date(r.get("authoredOn"))
+def _supply(start: DateRange, days: float) -> DateRange | None:
+    """Last covered day of a supply of ``days`` from each reading of ``start``."""
+    lo, hi = supply_end(start[0], days), supply_end(start[1], days)
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def _after(end: DateRange) -> DateRange | None:
+    """The day after each reading of ``end`` (start of the next step of a sequence)."""
+    lo, hi = add_days(end[0], 1), add_days(end[1], 1)
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def _exposure(start: DateRange | None, end: DateRange | None, rule: str) -> Exposure:
+    return (
+        start[0] if start else None,
+        start[1] if start else None,
+        end[0] if end else None,
+        end[1] if end else None,
+        rule,
     )
-    bp_end = parse_date(_get(bp, "end"))
-    if bp_end is not None:
-        return start, bp_end, "explicit"
-    if start is not None:
-        if bd is not None and (end := supply_end(start, bd)) is not None:
-            return start, end, "explicit"
-        supply = duration_days(_get(dispense, "expectedSupplyDuration"))
-        if supply is not None:
-            repeats = _get(dispense, "numberOfRepeatsAllowed")
-            n = repeats if isinstance(repeats, int) and not isinstance(repeats, bool) else 0
-            end = supply_end(start, supply * (1 + max(n, 0)))
-            if end is not None:
-                return start, end, "explicit"
-    if status in _OPEN_STATUSES:
-        return start, None, "to_asof"
-    return start, None, "unknown"
 
 
-def _dispense_interval(r: Mapping[str, Any], status: str | None) -> Interval:
-    start = parse_date(r.get("whenHandedOver")) or parse_date(r.get("whenPrepared"))
-    days = duration_days(r.get("daysSupply"), default_unit="d")
-    if start is not None and days is not None and (end := supply_end(start, days)) is not None:
-        return start, end, "explicit"
-    return start, None, "unknown"
+_NO_BOUNDS: tuple[None, None, None] = (None, None, None)
 
 
-def _administration_interval(r: Mapping[str, Any], status: str | None) -> Interval:
+def _timing_bounds(dose: Any) -> tuple[DateRange | None, DateRange | None, float | None]:
+    """(boundsPeriod.start, boundsPeriod.end, boundsDuration in days) of one dosage."""
+    rep = _get(_get(dose, "timing"), "repeat")
+    if not isinstance(rep, dict) or ("boundsPeriod" not in rep and "boundsDuration" not in rep):
+        return _NO_BOUNDS
+    bp = rep.get("boundsPeriod")
+    bd = duration_days(rep["boundsDuration"]) if "boundsDuration" in rep else None
+    return _drange(_get(bp, "start")), _drange(_get(bp, "end")), bd
+
+
+def _dosages(x: Any) -> list[Any]:
+    """The dosage dicts of a dosage list (or single dosage); [None] when there is none, so a
+    record without dosage still gives one exposure."""
+    if isinstance(x, dict):
+        return [x]
+    out = [d for d in x if isinstance(d, dict)] if isinstance(x, list) else []
+    return out or [None]
+
+
+def _max_range(a: DateRange, b: DateRange) -> DateRange:
+    return max(a[0], b[0]), max(a[1], b[1])
+
+
+def _instruction_exposures(
+    doses: list[Any],
+    bounds: list[tuple[DateRange | None, DateRange | None, float | None]],
+    record_start: DateRange | None,
+    fallback: Callable[[DateRange | None], Exposure],
+) -> list[Exposure]:
+    """One exposure per dosage instruction (spec v1.1: their union is the record's exposure).
+
+    An instruction starts at its own boundsPeriod.start; when every instruction carries a
+    ``sequence`` (a taper, loading then maintenance), a step without its own start follows the
+    previous sequence step (the day after its end); otherwise it starts with the record. It ends
+    at boundsPeriod.end, else start + boundsDuration, else by the record's rule (``fallback``).
+    ``bounds`` are the instructions' :func:`_timing_bounds`.
+    """
+    if len(doses) == 1:  # nearly every record: no sequence to follow
+        bp_start, bp_end, bd = bounds[0]
+        start = bp_start or record_start
+        end = bp_end or (_supply(start, bd) if start is not None and bd is not None else None)
+        return [_exposure(start, end, "explicit") if end is not None else fallback(start)]
+    seqs = [_get(d, "sequence") for d in doses]
+    chained = all(isinstance(s, int) and not isinstance(s, bool) for s in seqs) and len(doses) > 1
+    order = sorted(range(len(doses)), key=lambda i: seqs[i]) if chained else range(len(doses))
+    out: list[Exposure | None] = [None] * len(doses)
+    next_start = record_start  # start of the next sequence step when it has none of its own
+    group_seq: Any = None
+    group_end: DateRange | None = None
+    group_open = False
+    for i in order:
+        if chained and seqs[i] != group_seq:
+            if group_seq is not None:
+                next_start = _after(group_end) if group_end and not group_open else None
+            group_seq, group_end, group_open = seqs[i], None, False
+        bp_start, bp_end, bd = bounds[i]
+        start = bp_start or (next_start if chained else record_start)
+        end: DateRange | None = None
+        if bp_end is not None:
+            end = bp_end
+        elif start is not None and bd is not None:
+            end = _supply(start, bd)
+        exp = _exposure(start, end, "explicit") if end is not None else fallback(start)
+        out[i] = exp
+        if exp[3] is None:
+            group_open = True
+        elif exp[2] is not None:
+            group_end = _max_range(group_end, (exp[2], exp[3])) if group_end else (exp[2], exp[3])
+    return [e for e in out if e is not None]
+
+
+def _has_coding(ccs: Any, system: str, code: str) -> bool:
+    """Whether a CodeableConcept (or list of them) holds ``code`` in ``system`` (or with no
+    system: a bare code from an R4 required binding)."""
+    for cc in ccs if isinstance(ccs, list) else (ccs,):
+        for c in _get(cc, "coding") or ():
+            if _get(c, "code") == code and _get(c, "system") in (system, None):
+                return True
+    return False
+
+
+def _statement_exposures(
+    r: Mapping[str, Any], status: str | None
+) -> tuple[list[Any], list[Exposure]]:
+    doses = _dosages(r.get("dosage"))
     period = r.get("effectivePeriod")
     if isinstance(period, dict):
-        start = parse_date(period.get("start"))
-        end = parse_date(period.get("end")) or start
-        return start or end, end, "per_dose"
-    when = parse_date(r.get("effectiveDateTime"))
-    return when, when, "per_dose"
+        start = _drange(period.get("start"))
+        end = _drange(period.get("end"))
+        if end is not None:
+            return doses, [_exposure(start, end, "explicit")] * len(doses)
+        if status in _OPEN_STATUSES:
+            return doses, [_exposure(start, None, "to_asof")] * len(doses)
+    else:
+        start = _drange(r.get("effectiveDateTime"))
+    bounds = [_timing_bounds(d) for d in doses]
+    if start is None:
+        starts = [b[0] for b in bounds if b[0] is not None]
+        start = min(starts) if starts else None
+    return doses, _instruction_exposures(
+        doses, bounds, start, lambda s: _exposure(s, None, "unknown")
+    )
 
 
-_INTERVALS: dict[str, Callable[[Mapping[str, Any], str | None], Interval]] = {
-    "MedicationStatement": _statement_interval,
-    "MedicationRequest": _request_interval,
-    "MedicationDispense": _dispense_interval,
-    "MedicationAdministration": _administration_interval,
+def _request_exposures(
+    r: Mapping[str, Any], status: str | None
+) -> tuple[list[Any], list[Exposure]]:
+    doses = _dosages(r.get("dosageInstruction"))
+    dispense = r.get("dispenseRequest")
+    bounds = [_timing_bounds(d) for d in doses]
+    starts = [b[0] for b in bounds if b[0] is not None]
+    record_start = min(starts) if starts else None
+    if record_start is None and dispense is not None:
+        record_start = _drange(_get(_get(dispense, "validityPeriod"), "start"))
+    if record_start is None:
+        record_start = _drange(r.get("authoredOn"))
+    supply_to: DateRange | None = None
+    supply = None if dispense is None else duration_days(_get(dispense, "expectedSupplyDuration"))
+    if record_start is not None and supply is not None:
+        repeats = _get(dispense, "numberOfRepeatsAllowed")
+        n = repeats if isinstance(repeats, int) and not isinstance(repeats, bool) else 0
+        supply_to = _supply(record_start, supply * (1 + max(n, 0)))
+
+    def fallback(start: DateRange | None) -> Exposure:
+        if start is not None and supply_to is not None:
+            return _exposure(start, supply_to, "explicit")
+        if status not in _OPEN_STATUSES:
+            return _exposure(start, None, "unknown")
+        # v1.1: an open inpatient order or acute course has unknown duration, not "runs to S".
+        inpatient = _has_coding(r.get("category"), _REQUEST_CATEGORY, "inpatient")
+        acute = _has_coding(r.get("courseOfTherapyType"), _COURSE_OF_THERAPY, "acute")
+        return _exposure(start, None, "unknown" if inpatient or acute else "to_asof")
+
+    return doses, _instruction_exposures(doses, bounds, record_start, fallback)
+
+
+def _dispense_exposures(
+    r: Mapping[str, Any], status: str | None
+) -> tuple[list[Any], list[Exposure]]:
+    doses = _dosages(r.get("dosageInstruction"))
+    start = _drange(r.get("whenHandedOver")) or _drange(r.get("whenPrepared"))
+    days = duration_days(r.get("daysSupply"), default_unit="d")
+    end = _supply(start, days) if start is not None and days is not None else None
+    exp = _exposure(start, end, "explicit" if end is not None else "unknown")
+    return doses, [exp] * len(doses)
+
+
+def _administration_exposures(
+    r: Mapping[str, Any], status: str | None
+) -> tuple[list[Any], list[Exposure]]:
+    doses = _dosages(r.get("dosage"))
+    period = r.get("effectivePeriod")
+    if isinstance(period, dict):
+        start = _drange(period.get("start"))
+        end = _drange(period.get("end")) or start
+        exp = _exposure(start or end, end, "per_dose")
+    else:
+        when = _drange(r.get("effectiveDateTime"))
+        exp = _exposure(when, when, "per_dose")
+    return doses, [exp] * len(doses)
+
+
+_EXPOSURES: dict[
+    str, Callable[[Mapping[str, Any], str | None], tuple[list[Any], list[Exposure]]]
+] = {
+    "MedicationStatement": _statement_exposures,
+    "MedicationRequest": _request_exposures,
+    "MedicationDispense": _dispense_exposures,
+    "MedicationAdministration": _administration_exposures,
 }
 
 

@@ -99,6 +99,7 @@ def ignored_note(row: Any, crit: MedicationHistoryCriterion) -> str | None:
 def _words_pattern(words: list[str]) -> re.Pattern[str] | None:
     if not words:
         return None
+
     def one(w: str) -> str:
         w = w.strip().lower()
         if w.endswith("*"):
@@ -122,15 +123,41 @@ def non_systemic_note(row: Any, crit: MedicationHistoryCriterion, ctx: Context) 
     if key not in _PATTERNS:
         _PATTERNS[key] = _words_pattern(crit.non_systemic_words)
     pat = _PATTERNS[key]
-    if pat is None:
+    product = ctx.product_name(row.system, row.code)
+    if pat is not None:
+        for t in (row.route_text, row.form_text, row.display, row.text, product):
+            if t:
+                m = pat.search(str(t).lower())
+                if m:
+                    return f"topical/inhaled form not counted ('{m.group(0)}')"
+    # The terminology's own route/form code sets and dose-form words (v3, EDQM, dm+d, ...)
+    # extend the criterion's lists; a terminology without the method adds nothing.
+    check = getattr(ctx.terminology, "is_non_systemic", None)
+    if check is None:
         return None
-    texts = (row.route_text, row.form_text, row.display, row.text,
-             ctx.product_name(row.system, row.code))
-    for t in texts:
-        if t:
-            m = pat.search(str(t).lower())
-            if m:
-                return f"topical/inhaled form not counted ('{m.group(0)}')"
+    route_codes = tuple(row.route_codes or ())
+    form_codes = tuple(row.form_codes or ())
+    # Answers per distinct route/form/product (they repeat a lot), kept with the Context.
+    cache: dict[tuple[Any, ...], bool] | None = getattr(ctx, "_non_systemic_cache", None)
+    if cache is None:
+        cache = {}
+        setattr(ctx, "_non_systemic_cache", cache)  # noqa: B010 - Context is not ours to extend
+    # The product name: RxNorm's name for the code, else the record's own display and text.
+    names = "; ".join(str(t) for t in (product, row.display, row.text) if t) or None
+    key = (route_codes, row.route_text, form_codes, row.form_text, names)
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = bool(
+            check(
+                route_codes=route_codes,
+                route_text=row.route_text,
+                form_codes=form_codes,
+                form_text=row.form_text,
+                product_name=names,
+            )
+        )
+    if hit:
+        return "non-systemic route/form not counted"
     return None
 
 
@@ -162,7 +189,8 @@ def coverage_days(agent_name: str, crit: MedicationHistoryCriterion) -> int:
 def exposure_interval(
     row: Any, as_of: dt.date, coverage: int
 ) -> tuple[dt.date | None, dt.date | None]:
-    """(start, end) of one record; end None = unknown duration; start None = undated."""
+    """(start, end) of one record under its widest reading (a partial start at its first day,
+    a partial end at its last); end None = unknown duration; start None = undated."""
     start, end, rule = row.start, row.end, row.end_rule
     if start is None:
         return None, None
@@ -173,6 +201,39 @@ def exposure_interval(
     elif rule != "explicit" or end is None:
         return start, None
     return start, max(start, end)
+
+
+def certain_interval(row: Any, as_of: dt.date, coverage: int) -> Interval | None:
+    """The days a record covers under every reading of its partial dates (latest start,
+    earliest end), or None when no day is certain or the duration is unknown.
+
+    Every reading covers at least these days, so eras (merging and clipping are monotone in
+    the days covered) computed from them are the pessimistic answer. For full dates this is
+    exactly :func:`exposure_interval`.
+    """
+    start, end, rule = row.start, row.end, row.end_rule
+    if start is None:
+        return None
+    late = getattr(row, "start_late", None) or start
+    early = getattr(row, "end_early", None)
+    if early is None:
+        early = end
+    precise = late == start and early == end
+    if rule == "to_asof":
+        if late > as_of:
+            return None
+        return late, as_of
+    if rule == "per_dose":
+        # A dose on an imprecise day covers for sure only the days every reading covers.
+        last = (early or late) + dt.timedelta(days=coverage - 1)
+    elif rule != "explicit" or early is None:
+        return None
+    else:
+        last = early
+    if last < late:
+        # Inverted full dates (data error) keep their start day, as the widest reading does.
+        return (late, late) if precise else None
+    return late, last
 
 
 # --------------------------------------------------------------------------- per patient
@@ -194,11 +255,12 @@ class _CodingAgent:
 class MedRecord:
     row: Any
     requirement: int
-    group: str        # class label or agent code
+    group: str  # class label or agent code
     agent_name: str
     value_set: str
     start: dt.date
-    end: dt.date | None  # None = unknown duration
+    end: dt.date | None  # None = unknown duration (widest reading otherwise)
+    certain: Interval | None  # days covered under every reading of partial dates
     low_confidence: bool
     notes: list[str] = field(default_factory=list)
 
@@ -206,13 +268,18 @@ class MedRecord:
 @dataclass
 class RequirementResult:
     requirement: MedicationRequirement
-    tried: list[str]              # group names tried (with eras >= min_era_days)
-    tried_if_unknown_ran: list[str]
-    eras: dict[str, list[tuple[Interval, int]]]  # group -> [(era, clipped days)]
+    tried: list[str]  # group names tried (certain eras >= min_era_days)
+    tried_if_unknown_ran: list[str]  # under the widest reading, unknown durations run to S
+    eras: dict[str, list[tuple[Interval, int]]]  # group -> [(certain era, clipped days)]
+    tried_if_dates_widest: list[str] = field(default_factory=list)  # widest, known only
 
     @property
     def met(self) -> bool:
         return len(self.tried) >= self.requirement.min_agents
+
+    @property
+    def met_if_dates_widest(self) -> bool:
+        return len(self.tried_if_dates_widest) >= self.requirement.min_agents
 
     @property
     def met_if_unknown_ran(self) -> bool:
@@ -234,8 +301,16 @@ def _row_value_sets(row: Any, agents: list[Any], ctx: Context, candidates: list[
 
 
 def _evidence(row: Any, note: str, value: str | None = None) -> Evidence:
-    return Evidence(row.resource_type, row.resource_id, row.system, row.code,
-                    row.display or row.text, iso(row.start), value, note)
+    return Evidence(
+        row.resource_type,
+        row.resource_id,
+        row.system,
+        row.code,
+        row.display or row.text,
+        iso(row.start),
+        value,
+        note,
+    )
 
 
 def collect(
@@ -251,7 +326,7 @@ def collect(
     candidates = sorted({vs for lst in active_vs + optional_off for vs in lst})
     records: list[MedRecord] = []
     evidence: list[Evidence] = []
-    seen: set[tuple[str, str, int, str]] = set()
+    seen: set[tuple[Any, ...]] = set()
     for row in rows:
         agents = resolve_agents(row, ctx)
         vsets = _row_value_sets(row, agents, ctx, candidates)
@@ -262,8 +337,9 @@ def collect(
             if not hit:
                 off = [vs for vs in optional_off[i] if vs in vsets]
                 if off:
-                    evidence.append(_evidence(row, f"{off[0]} not counted "
-                                              f"({req.enabled_by} is false)"))
+                    evidence.append(
+                        _evidence(row, f"{off[0]} not counted ({req.enabled_by} is false)")
+                    )
                 continue
             note = ignored_note(row, crit)
             if note is None and row.start is not None and row.start > as_of:
@@ -280,35 +356,60 @@ def collect(
                 req_agents = agents[:1]
             if not req_agents:
                 # Coded in the value set but no moiety known: the coding is its own agent.
-                req_agents = [_CodingAgent(_Agent(f"{row.system}|{row.code}",
-                                                  str(row.display or row.code)))]
+                req_agents = [
+                    _CodingAgent(_Agent(f"{row.system}|{row.code}", str(row.display or row.code)))
+                ]
             for m in req_agents:
                 group = req.label if req.agent_grouping == "class" else m.agent.code
-                key = (row.resource_type + "/" + row.resource_id, group, i, str(row.start))
+                cov = coverage_days(m.agent.name, crit)
+                start, end = exposure_interval(row, as_of, cov)
+                assert start is not None
+                certain = certain_interval(row, as_of, cov)
+                # Several codings of one record give the same exposure once; several dosage
+                # instructions give several exposures (a union).
+                key = (row.resource_type + "/" + row.resource_id, group, i, start, end, certain)
                 if key in seen:
                     continue
                 seen.add(key)
-                start, end = exposure_interval(row, as_of, coverage_days(m.agent.name, crit))
-                assert start is not None
-                records.append(MedRecord(
-                    row, i, group, m.agent.name, hit[0], start, end,
-                    low_confidence=getattr(m, "confidence", "high") == "low",
-                ))
+                records.append(
+                    MedRecord(
+                        row,
+                        i,
+                        group,
+                        m.agent.name,
+                        hit[0],
+                        start,
+                        end,
+                        certain,
+                        low_confidence=getattr(m, "confidence", "high") == "low",
+                    )
+                )
     return records, evidence
 
 
 def _tried(
-    records: list[MedRecord], crit: MedicationHistoryCriterion, w_start: dt.date, as_of: dt.date,
-    unknown_to_as_of: bool,
+    records: list[MedRecord],
+    crit: MedicationHistoryCriterion,
+    w_start: dt.date,
+    as_of: dt.date,
+    reading: str,
 ) -> tuple[list[str], dict[str, list[tuple[Interval, int]]]]:
+    """Groups tried and their eras under one reading of the records:
+    ``certain`` (days covered under every reading of partial dates; unknown durations left
+    out), ``widest`` (partial starts at their first day, ends at their last) or ``unknown``
+    (widest, and records of unknown duration run to S)."""
     by_group: dict[str, list[Interval]] = {}
-    names: dict[str, str] = {}
     for r in records:
-        end = r.end if r.end is not None else (as_of if unknown_to_as_of else None)
-        if end is None:
-            continue
-        by_group.setdefault(r.group, []).append((r.start, max(r.start, end)))
-        names.setdefault(r.group, r.agent_name)
+        iv: Interval | None
+        if reading == "certain":
+            iv = r.certain
+            if iv is not None and iv[0] > as_of:
+                iv = None  # starts after S under the latest reading: not on record at S
+        else:
+            end = r.end if r.end is not None else (as_of if reading == "unknown" else None)
+            iv = None if end is None else (r.start, max(r.start, end))
+        if iv is not None:
+            by_group.setdefault(r.group, []).append(iv)
     tried: list[str] = []
     eras: dict[str, list[tuple[Interval, int]]] = {}
     for group, ivs in by_group.items():
@@ -322,26 +423,32 @@ def _tried(
 def evaluate_therapy(
     crit: MedicationHistoryCriterion, ctx: Context, rows: list[Any]
 ) -> TherapyResult:
+    """Eras under the certain reading decide ``met``; the widest reading of partial dates (and,
+    when configured, unknown durations running to S) can only make the answer unknown."""
     as_of = ctx.as_of
     w_start = window_start(as_of, crit.window_months)
     records, evidence = collect(crit, ctx, rows)
     results: list[RequirementResult] = []
     for i, req in enumerate(crit.requirements):
         recs = [r for r in records if r.requirement == i]
-        tried, eras = _tried(recs, crit, w_start, as_of, unknown_to_as_of=False)
+        tried, eras = _tried(recs, crit, w_start, as_of, "certain")
+        tried_w, _ = _tried(recs, crit, w_start, as_of, "widest")
         if crit.unknown_duration_runs_to_as_of:
-            tried_u, _ = _tried(recs, crit, w_start, as_of, unknown_to_as_of=True)
+            tried_u, _ = _tried(recs, crit, w_start, as_of, "unknown")
         else:
-            tried_u = tried
-        results.append(RequirementResult(req, tried, tried_u, eras))
+            tried_u = tried_w
+        results.append(RequirementResult(req, tried, tried_u, eras, tried_w))
         for r in recs:
             evidence.append(_record_evidence(r, eras.get(r.group, []), crit, w_start, as_of))
     return TherapyResult(results, records, evidence)
 
 
 def _record_evidence(
-    r: MedRecord, eras: list[tuple[Interval, int]], crit: MedicationHistoryCriterion,
-    w_start: dt.date, as_of: dt.date,
+    r: MedRecord,
+    eras: list[tuple[Interval, int]],
+    crit: MedicationHistoryCriterion,
+    w_start: dt.date,
+    as_of: dt.date,
 ) -> Evidence:
     who = f"{r.agent_name} ({r.value_set})"
     if r.low_confidence:
@@ -349,37 +456,58 @@ def _record_evidence(
     if r.end is None:
         note = f"{who}: duration unknown"
         value = f"{iso(r.start)}..?"
+    elif r.certain is None:
+        value = f"{iso(r.start)}..{iso(r.end)}"
+        note = f"{who}: partial dates, no day certain"
     else:
         value = f"{iso(r.start)}..{iso(r.end)}"
-        era = next(((e, d) for e, d in eras if e[0] <= r.start <= e[1]), None)
-        if era is None:  # pragma: no cover - every known record lies in one of its eras
-            note = who
+        if r.certain != (r.start, max(r.start, r.end)):
+            who += f", partial dates: certain {iso(r.certain[0])}..{iso(r.certain[1])}"
+        c0 = r.certain[0]
+        era = next(((e, d) for e, d in eras if e[0] <= c0 <= e[1]), None)
+        if era is None:  # starts after S under the latest reading
+            note = f"{who}: after as-of date under the latest reading"
         else:
             (es, ee), days = era
-            verdict = (f"era {days} days >= {crit.min_era_days}: tried"
-                       if days >= crit.min_era_days
-                       else f"era {days} days < {crit.min_era_days}")
+            verdict = (
+                f"era {days} days >= {crit.min_era_days}: tried"
+                if days >= crit.min_era_days
+                else f"era {days} days < {crit.min_era_days}"
+            )
             if days == 0:
                 verdict = "outside window"
             note = f"{who}: era {iso(es)}..{iso(ee)}, {verdict}"
-    return Evidence(r.row.resource_type, r.row.resource_id, r.row.system, r.row.code,
-                    r.row.display or r.row.text, iso(r.start), value,
-                    f"{note} [{r.row.end_rule}]")
+    return Evidence(
+        r.row.resource_type,
+        r.row.resource_id,
+        r.row.system,
+        r.row.code,
+        r.row.display or r.row.text,
+        iso(r.start),
+        value,
+        f"{note} [{r.row.end_rule}]",
+    )
 
 
 def era_table(
     crit: MedicationHistoryCriterion, per_patient: dict[str, list[Any]], ctx: Context
 ) -> pd.DataFrame:
-    """One row per era (known durations only), days = days inside W, for notebooks."""
+    """One row per era (known durations, certain reading of partial dates: the eras behind
+    ``met``), days = days inside W, for notebooks."""
     out: list[tuple[Any, ...]] = []
     w_start = window_start(ctx.as_of, crit.window_months)
     for pid, rows in per_patient.items():
         records, _ = collect(crit, ctx, rows)
         for i, req in enumerate(crit.requirements):
             recs = [r for r in records if r.requirement == i]
-            _, eras = _tried(recs, crit, w_start, ctx.as_of, unknown_to_as_of=False)
-            names = {r.group: (r.agent_name if req.agent_grouping == "moiety" else req.label,
-                               r.value_set) for r in recs}
+            _, eras = _tried(recs, crit, w_start, ctx.as_of, "certain")
+            names = {
+                r.group: (
+                    r.agent_name if req.agent_grouping == "moiety" else req.label,
+                    r.value_set,
+                )
+                for r in recs
+            }
             for group, lst in eras.items():
                 for (s, e), days in lst:
                     out.append((pid, req.label, names[group][0], names[group][1], s, e, days))

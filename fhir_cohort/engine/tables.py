@@ -56,6 +56,11 @@ MEDICATION_COLUMNS: tuple[str, ...] = (
     "route_text",
     "form_codes",
     "form_text",
+    # Partial dates are ranges (spec v1.1): start/end above are the widest reading (a partial
+    # start at its first day, a partial end at its last day); these the narrowest. Equal to
+    # start/end for full dates; None (e.g. rows built by hand) means the same as start/end.
+    "start_late",
+    "end_early",
 )
 
 OBSERVATION_COLUMNS: tuple[str, ...] = (

@@ -91,11 +91,13 @@ def med(code: str | None, start: str | None, end: str | None = None, pid: str = 
         do_not_perform: bool | None = None, system: str | None = RXNORM,
         text: str | None = None, display: str | None = None, rid: str | None = None,
         route_codes: tuple[str, ...] = (), route_text: str | None = None,
-        form_codes: tuple[str, ...] = (), form_text: str | None = None) -> tuple:
+        form_codes: tuple[str, ...] = (), form_text: str | None = None,
+        start_late: str | None = None, end_early: str | None = None) -> tuple:
     return (pid, resource_type, rid or f"m{next(_ids)}", status, intent, do_not_perform,
             system if code else None, code, display, text,
             d(start) if start else None, d(end) if end else None, rule,
-            route_codes, route_text, form_codes, form_text)
+            route_codes, route_text, form_codes, form_text,
+            d(start_late) if start_late else None, d(end_early) if end_early else None)
 
 
 def obs(code: str, date: str | None, pid: str = "p1", *, system: str = LOINC,

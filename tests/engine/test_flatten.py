@@ -285,7 +285,7 @@ def test_medication_row_fields_and_routes() -> None:
     assert (r["system"], r["code"], r["display"], r["text"]) == (
         RXN, "6851", "methotrexate", "MTX 2.5 mg",
     )  # fmt: skip
-    assert r["route_codes"] == (f"{SCT}|26643006",) and r["route_text"] == "by mouth"
+    assert r["route_codes"] == (f"{SCT}|26643006",) and r["route_text"] == "Oral; by mouth"
     assert (r["form_codes"], r["form_text"]) == ((), None)
     adm = only(med("MedicationAdministration", effectiveDateTime="2023-01-01",
                    dosage={"route": cc(coding(SCT, "47625008", "IV"))}))  # fmt: skip
@@ -302,7 +302,7 @@ def test_contained_medication_with_form() -> None:
         "effectivePeriod": {"start": "2023-01-01"},
     })  # fmt: skip
     assert (r["code"], r["text"]) == ("8640", "Prednisone")
-    assert (r["form_codes"], r["form_text"]) == ((f"{SCT}|385055001",), "tablet")
+    assert (r["form_codes"], r["form_text"]) == ((f"{SCT}|385055001",), "Tablet; tablet")
 
 
 def test_separate_medication_before_and_after_its_user() -> None:
@@ -383,6 +383,251 @@ def test_ingredient_coded_medication() -> None:
     user = med("MedicationDispense", medicationReference={"reference": "Medication/cmp"})
     del user["medicationCodeableConcept"]
     assert only(user, f)["code"] == "8640"
+
+
+# -- Medications: several dosage instructions, partial dates, open orders (spec v1.1) ---------
+
+NDC = "http://hl7.org/fhir/sid/ndc"
+
+
+def bounded(
+    start: str | None = None,
+    end: str | None = None,
+    days: int | None = None,
+    seq: int | None = None,
+    route: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A dosage instruction bounded by a period and/or a duration in days."""
+    rep: dict[str, Any] = {}
+    if start or end:
+        rep["boundsPeriod"] = {k: v for k, v in (("start", start), ("end", end)) if v}
+    if days is not None:
+        rep["boundsDuration"] = {"value": days, "code": "d"}
+    dose: dict[str, Any] = {"timing": {"repeat": rep}}
+    if seq is not None:
+        dose["sequence"] = seq
+    if route is not None:
+        dose["route"] = route
+    return dose
+
+
+def spans(resource: dict[str, Any]) -> list[tuple[Any, Any, str]]:
+    return sorted((r["start"], r["end"], r["end_rule"]) for r in rows(resource))
+
+
+def test_taper_of_three_sequenced_steps_is_three_exposures() -> None:
+    # 40 mg for 7 days, then 20 mg for 7 days, then 10 mg for 14 days: not its first step.
+    taper = med("MedicationRequest", status="completed", authoredOn="2023-01-01",
+                dosageInstruction=[bounded(days=14, seq=3), bounded(days=7, seq=1),
+                                   bounded(days=7, seq=2)])  # fmt: skip
+    assert spans(taper) == [
+        (D(2023, 1, 1), D(2023, 1, 7), "explicit"),
+        (D(2023, 1, 8), D(2023, 1, 14), "explicit"),
+        (D(2023, 1, 15), D(2023, 1, 28), "explicit"),
+    ]
+    # The same taper written with periods, a month-long gap before the last step.
+    periods = med("MedicationStatement", status="completed", effectiveDateTime="2023-01-01",
+                  dosage=[bounded("2023-01-01", "2023-01-31"), bounded("2023-02-01", "2023-02-28"),
+                          bounded("2023-04-01", "2023-06-30")])  # fmt: skip
+    assert spans(periods) == [
+        (D(2023, 1, 1), D(2023, 1, 31), "explicit"),
+        (D(2023, 2, 1), D(2023, 2, 28), "explicit"),
+        (D(2023, 4, 1), D(2023, 6, 30), "explicit"),
+    ]
+    # Last step open-ended on an active order runs to S; unsequenced steps start together.
+    open_last = med("MedicationRequest", status="active", authoredOn="2023-01-01",
+                    dosageInstruction=[bounded(days=7, seq=1), {"sequence": 2}])  # fmt: skip
+    assert spans(open_last) == [(D(2023, 1, 1), D(2023, 1, 7), "explicit"),
+                                (D(2023, 1, 8), None, "to_asof")]  # fmt: skip
+    together = med("MedicationRequest", status="completed", authoredOn="2023-01-01",
+                   dosageInstruction=[bounded(days=7), bounded(days=30)])  # fmt: skip
+    assert spans(together) == [(D(2023, 1, 1), D(2023, 1, 7), "explicit"),
+                               (D(2023, 1, 1), D(2023, 1, 30), "explicit")]  # fmt: skip
+
+
+def test_one_route_per_instruction() -> None:
+    oral = cc(coding(SCT, "26643006", "Oral route"))
+    inhaled = cc(coding("urn:oid:0.4.0.127.0.16.1.1.2.1", "20020000", "Inhalation use"))
+    r = rows(med("MedicationRequest", status="completed", authoredOn="2023-01-01",
+                 dosageInstruction=[bounded(days=7, seq=1, route=oral),
+                                    bounded(days=7, seq=2, route=inhaled)]))  # fmt: skip
+    assert [(x["start"], x["route_text"]) for x in r] == [
+        (D(2023, 1, 1), "Oral route"), (D(2023, 1, 8), "Inhalation use"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "rule"),
+    [
+        ({}, "to_asof"),
+        ({"category": [cc(coding("http://terminology.hl7.org/CodeSystem/"
+                                 "medicationrequest-category", "community"))]}, "to_asof"),
+        ({"category": [cc(coding("http://terminology.hl7.org/CodeSystem/"
+                                 "medicationrequest-category", "outpatient"))]}, "to_asof"),
+        ({"category": [cc(coding("http://terminology.hl7.org/CodeSystem/"
+                                 "medicationrequest-category", "inpatient"))]}, "unknown"),
+        ({"courseOfTherapyType": cc(coding("http://terminology.hl7.org/CodeSystem/"
+                                           "medicationrequest-course-of-therapy", "acute"))},
+         "unknown"),
+        ({"courseOfTherapyType": cc(coding("http://terminology.hl7.org/CodeSystem/"
+                                           "medicationrequest-course-of-therapy",
+                                           "continuous"))}, "to_asof"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("status", ["active", "on-hold"])
+def test_open_inpatient_or_acute_order_has_unknown_duration(
+    fields: dict[str, Any], rule: str, status: str
+) -> None:
+    r = med("MedicationRequest", status=status, authoredOn="2023-01-01", **fields)
+    assert interval(r) == (D(2023, 1, 1), None, rule)
+    # With an end the order is bounded whatever its category.
+    r["dosageInstruction"] = [bounded(days=10)]
+    assert interval(r) == (D(2023, 1, 1), D(2023, 1, 10), "explicit")
+
+
+def test_partial_dates_are_ranges() -> None:
+    r = only(med("MedicationStatement", status="completed",
+                 effectivePeriod={"start": "2023-01", "end": "2026-04"}))  # fmt: skip
+    # widest reading: first day of the start month .. last day of the end month
+    assert (r["start"], r["end"]) == (D(2023, 1, 1), D(2026, 4, 30))
+    assert (r["start_late"], r["end_early"]) == (D(2023, 1, 31), D(2026, 4, 1))
+    y = only(med("MedicationDispense", whenHandedOver="2024", daysSupply={"value": 30}))
+    assert (y["start"], y["start_late"], y["end_early"], y["end"]) == (
+        D(2024, 1, 1), D(2024, 12, 31), D(2024, 1, 30), D(2025, 1, 29),
+    )  # fmt: skip
+    full = only(
+        med(
+            "MedicationStatement",
+            status="completed",
+            effectivePeriod={"start": "2023-01-05", "end": "2023-02-05T10:00:00Z"},
+        )
+    )
+    assert (full["start"], full["start_late"], full["end_early"], full["end"]) == (
+        D(2023, 1, 5), D(2023, 1, 5), D(2023, 2, 5), D(2023, 2, 5),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("display", ["Inhalation", "Topical", "Ophthalmic route", "Per rectum"])
+def test_route_and_form_displays_are_read(display: str) -> None:
+    local = cc(coding("http://example.org/local-routes", "X1", display))
+    r = only(med("MedicationRequest", status="active", authoredOn="2023-01-01",
+                 dosageInstruction=[{"route": local}]))  # fmt: skip
+    assert r["route_codes"] == ("http://example.org/local-routes|X1",)
+    assert r["route_text"] == display
+    f = Flattener(RELEVANT, WORDS)
+    f.add_medication(
+        {
+            "resourceType": "Medication",
+            "id": "f1",
+            "code": MTX["medicationCodeableConcept"],
+            "form": cc(coding(SCT, "X2", display), text="as given"),
+        }
+    )
+    user = med("MedicationDispense", medicationReference={"reference": "Medication/f1"})
+    del user["medicationCodeableConcept"]
+    assert only(user, f)["form_text"] == f"{display}; as given"
+
+
+def test_text_match_keeps_the_records_own_code() -> None:
+    ndc = med(
+        "MedicationDispense",
+        whenHandedOver="2023-01-01",
+        daysSupply={"value": 30},
+        medicationCodeableConcept=cc(coding(NDC, "0054-4728-25", "PredniSONE 5 MG Tab")),
+    )
+    r = only(ndc)
+    assert (r["system"], r["code"], r["display"], r["text"]) == (
+        NDC, "0054-4728-25", "PredniSONE 5 MG Tab", "PredniSONE 5 MG Tab",
+    )  # fmt: skip
+
+
+def test_unmapped_medication_records_are_counted() -> None:
+    f = Flattener(RELEVANT, WORDS)
+    lisinopril = med(
+        "MedicationRequest",
+        status="active",
+        medicationCodeableConcept=cc(coding(RXN, "314076", "lisinopril 10 MG")),
+    )
+    uncoded = med(
+        "MedicationStatement",
+        status="active",
+        medicationCodeableConcept={"text": "some herbal tea"},
+    )
+    for r in (lisinopril, lisinopril, uncoded):
+        assert f.flatten(r, "x:1") == []
+    assert f.unmapped_medications == {
+        ("MedicationRequest", RXN, "314076", "lisinopril 10 MG"): 2,
+        ("MedicationStatement", None, None, None): 1,
+    }
+    only(med("MedicationRequest", status="active"), f)  # a mapped record is not counted
+    assert sum(f.unmapped_medications.values()) == 3
+
+
+@pytest.mark.parametrize("bad", [
+    {"dosageInstruction": "x"}, {"dosageInstruction": [None, 3, {"timing": "x"}]},
+    {"dosageInstruction": [{"timing": {"repeat": {"boundsPeriod": {"start": "2023-13"}}}}]},
+    {"dosageInstruction": [{"sequence": True}, {"sequence": "1"}]},
+    {"category": "inpatient"}, {"courseOfTherapyType": [None]},
+    {"dosageInstruction": [{"route": "oral"}, {"route": {"coding": [None, {"display": 3}]}}]},
+])  # fmt: skip
+def test_malformed_dosage_never_raises(bad: dict[str, Any]) -> None:
+    r = only(med("MedicationRequest", status="active", authoredOn="2023-01-01", **bad))
+    assert r["start"] == D(2023, 1, 1)
+
+
+# Partial FHIR dates (year, year-month, full) and their day ranges.
+partial_dates = st.dates(D(2015, 1, 1), D(2030, 12, 31)).flatmap(
+    lambda d: st.sampled_from([d.isoformat(), d.isoformat()[:7], d.isoformat()[:4]])
+)
+
+
+def _days(lo: date, hi: date) -> set[date]:
+    return {date.fromordinal(o) for o in range(lo.toordinal(), hi.toordinal() + 1)}
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(partial_dates, partial_dates)
+def test_partial_period_rows_bracket_every_reading(start: str, end: str) -> None:
+    from fhir_cohort.fhir.wire import date_bounds
+
+    r = only(med("MedicationStatement", status="completed",
+                 effectivePeriod={"start": start, "end": end}))  # fmt: skip
+    (s_lo, s_hi), (e_lo, e_hi) = date_bounds(start), date_bounds(end)
+    # widest reading: first possible start .. last possible end; narrowest the reverse
+    assert (r["start"], r["start_late"], r["end_early"], r["end"]) == (s_lo, s_hi, e_lo, e_hi)
+    assert r["start"] <= r["start_late"] and r["end_early"] <= r["end"]
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(partial_dates, st.integers(1, 400))
+def test_partial_supply_rows_shift_with_the_start(handed: str, days: int) -> None:
+    from fhir_cohort.fhir.wire import date_bounds
+
+    r = only(med("MedicationDispense", whenHandedOver=handed, daysSupply={"value": days}))
+    lo, hi = date_bounds(handed)
+    # a supply of N days from any reading D covers D .. D+N-1
+    assert (r["start"], r["end_early"]) == (lo, date.fromordinal(lo.toordinal() + days - 1))
+    assert (r["start_late"], r["end"]) == (hi, date.fromordinal(hi.toordinal() + days - 1))
+
+
+step = st.tuples(st.dates(D(2020, 1, 1), D(2025, 12, 31)), st.integers(0, 200))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(step, min_size=1, max_size=6),
+    st.sampled_from(["MedicationRequest", "MedicationStatement"]),
+)
+def test_instruction_rows_cover_exactly_the_union(
+    steps: list[tuple[date, int]], rtype: str
+) -> None:
+    ivs = [(s, date.fromordinal(s.toordinal() + n)) for s, n in steps]
+    dosage = [bounded(s.isoformat(), e.isoformat()) for s, e in ivs]
+    key = "dosageInstruction" if rtype == "MedicationRequest" else "dosage"
+    out = rows(med(rtype, status="completed", authoredOn="2019-01-01", **{key: dosage}))
+    covered = set().union(*(_days(x["start"], x["end"]) for x in out))
+    assert covered == set().union(*(_days(s, e) for s, e in ivs))
+    assert len(out) == len(set(ivs))  # one row per distinct instruction exposure
 
 
 # -- Observation ------------------------------------------------------------------------------
@@ -599,7 +844,12 @@ def test_line_filter_keeps_codes_spelled_with_blanks() -> None:
     for rtype in ("Condition", None):
         f = make_line_filter([(icd, "M3214")], [], rtype)
         for value in ("M32.14", "m32.14", "M32 .14", " M32.14 ", "M3214"):
-            line = ('{"resourceType":"Condition","id":"c","code":{"coding":[{"system":"'
-                    + icd + '","code":"' + value + '"}]},"subject":{"reference":"Patient/p"}}\n')
+            line = (
+                '{"resourceType":"Condition","id":"c","code":{"coding":[{"system":"'
+                + icd
+                + '","code":"'
+                + value
+                + '"}]},"subject":{"reference":"Patient/p"}}\n'
+            )
             assert f(line.encode()), (rtype, value)
         assert not f(b'{"resourceType":"Condition","code":{"coding":[{"code":"I10"}]}}\n')

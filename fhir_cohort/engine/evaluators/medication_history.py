@@ -24,13 +24,18 @@ def evaluate_medication_history(
     from fhir_cohort.engine.medication import evaluate_therapy
 
     result = evaluate_therapy(crit, ctx, data.medications)
-    names = {r.group: (r.agent_name if r.group != crit.requirements[r.requirement].label
-                       else r.group) for r in result.records}
+    names = {
+        r.group: (r.agent_name if r.group != crit.requirements[r.requirement].label else r.group)
+        for r in result.records
+    }
     summary = "; ".join(_describe(r, names) for r in result.requirements)
     ev = result.evidence
     if all(r.met for r in result.requirements):
         ev.append(Evidence("", "", None, None, None, None, None, crit.review_note))
         return Outcome("met", summary, ev, notes=[crit.review_note])
+    # Spec v1.1: a partial date straddling a boundary cannot decide (widest reading meets it).
+    if all(r.met_if_dates_widest for r in result.requirements):
+        return Outcome("unknown", f"{summary}; partial dates could meet it", ev)
     if crit.unknown_duration_runs_to_as_of and all(
         r.met_if_unknown_ran for r in result.requirements
     ):
