@@ -8,7 +8,9 @@ Inputs:
 - ADDITIONS below: codes not in the reference files, each with the public source it was read in;
 - simple-icd-10-cm (PyPI, the CMS ICD-10-CM tabular list) to expand ICD-10-CM category codes
   ("use as prefix") into their descendants, since value sets hold explicit codes only.
-  Build-time only: `pip install simple-icd-10-cm==1.5.0`.
+- simple-icd-10 (PyPI, the WHO ICD-10 2019 classification) for the WHO ICD-10 codes of the
+  categories WHO shares with ICD-10-CM (spec v1.1, WHO_RULE).
+  Build-time only: `pip install -e ".[build-value-sets]"`.
 
 Codes are facts: nothing here is typed from memory. A code is either a reference row, an
 ADDITIONS row with its source, or an ICD-10-CM descendant read from the CMS tabular list.
