@@ -718,10 +718,10 @@ def build_routes_forms() -> list[VS]:
 # --------------------------------------------------------------------------- WHO ICD-10
 
 WHO_RULE = (
-    "WHO ICD-10 (v1.1): counts for the categories it shares with ICD-10-CM. A WHO code X is "
-    "added when X is a category or subcategory in both classifications and every ICD-10-CM "
-    "code at or under X (its billable leaves) is in this value set, so X cannot carry a meaning "
-    "the value set leaves out; WHO-only subdivisions of such an X are added with it."
+    "WHO ICD-10 (v1.1): counts for the categories it shares with ICD-10-CM. A WHO code X that "
+    "is a category or subcategory in both classifications is added when this value set holds "
+    "ICD-10-CM X itself or every ICD-10-CM code at or under X (its billable leaves), so X never "
+    "carries a meaning the value set leaves out; WHO-only subdivisions of an added X join it."
 )
 
 
@@ -730,41 +730,71 @@ def _cm_leaves(code: str) -> frozenset[str]:
     return frozenset(c for c in (code, *icd.get_descendants(code)) if icd.is_leaf(c))
 
 
-def who_shared_members(cm_codes: set[str]) -> dict[str, tuple[str, str]]:
-    """WHO ICD-10 code -> (display, reason) for the codes WHO_RULE admits, given the value set's
-    ICD-10-CM codes (dotted). A code with no shared ancestor inside the set is never added."""
-    out: dict[str, tuple[str, str]] = {}
+def who_shared_members(cm_codes: set[str]) -> dict[str, tuple[str, str, str]]:
+    """WHO ICD-10 code -> (display, reason, how) for the codes WHO_RULE admits to one value set,
+    given its ICD-10-CM codes (dotted); ``how`` is "leaves", "code" or "subdivision of X"."""
+    out: dict[str, tuple[str, str, str]] = {}
+    who_only: list[str] = []
     for code in who.get_all_codes(True):
-        if not who.is_category_or_subcategory(code) or not icd.is_valid_item(code):
+        if not who.is_category_or_subcategory(code):
+            continue
+        if not icd.is_valid_item(code):
+            who_only.append(code)
             continue
         leaves = _cm_leaves(code)
-        if not leaves or not leaves <= cm_codes:
+        if leaves and leaves <= cm_codes:
+            why, how = f"all {len(leaves)} ICD-10-CM codes under {code} are members", "leaves"
+        elif code in cm_codes:
+            why, how = f"ICD-10-CM {code} is a member", "code"
+        else:
             continue
-        reason = f"{WHO_PKG}; shared with ICD-10-CM {code}, all {len(leaves)} CM codes under it "
-        reason += "in this value set"
-        out[code] = (who.get_description(code), reason)
-        for d in who.get_descendants(code):
-            if d not in out and who.is_category_or_subcategory(d):
-                out[d] = (who.get_description(d), f"{WHO_PKG}; WHO subdivision of shared {code}")
+        out[code] = (who.get_description(code), f"{WHO_PKG}; shared with ICD-10-CM: {why}", how)
+    for code in who_only:
+        parent = who.get_parent(code)
+        while parent and who.is_category_or_subcategory(parent) and not icd.is_valid_item(parent):
+            parent = who.get_parent(parent)
+        if parent in out:
+            reason = f"{WHO_PKG}; WHO subdivision of {parent}"
+            out[code] = (who.get_description(code), reason, f"subdivision of {parent}")
+    return out
+
+
+def who_members(cm_by_set: dict[str, set[str]]) -> dict[str, dict[str, tuple[str, str]]]:
+    """WHO_RULE for every value set at once: code -> (display, reason) per value set id.
+
+    Where a value set names a CM header whose every billable code sits in another value set
+    (the obstetric sets sort headers and leaves apart), the WHO code follows the billable
+    codes: the more specific evidence wins, and disjoint CM sets stay disjoint in WHO.
+    """
+    raw = {vs_id: who_shared_members(cm) for vs_id, cm in cm_by_set.items() if cm}
+    by_leaves = {c for members in raw.values() for c, m in members.items() if m[2] == "leaves"}
+    out: dict[str, dict[str, tuple[str, str]]] = {}
+    for vs_id, members in raw.items():
+        kept = {c for c, m in members.items() if m[2] == "leaves" or m[2] == "code"}
+        kept -= {c for c in kept if members[c][2] == "code" and c in by_leaves}
+        out[vs_id] = {
+            code: (display, reason)
+            for code, (display, reason, how) in members.items()
+            if code in kept or (how.startswith("subdivision of ") and how[15:] in kept)
+        }
     return out
 
 
 def add_who_icd10(value_sets: Iterable[VS]) -> None:
     """Add WHO ICD-10 codes to every value set holding ICD-10-CM codes (WHO_RULE).
 
-    Runs after every builder, so it follows whatever ICD-10-CM codes they chose. The CM
-    descendants of a shared category decide, not the titles: the WHO and CM titles of every
-    admitted code were compared when this rule was written (British spelling and CM's added
-    specificity, e.g. WHO O80 'Single spontaneous delivery' vs CM 'Encounter for full-term
-    uncomplicated delivery'; none named another condition).
+    Runs after every builder, so it follows whatever ICD-10-CM codes they chose. Codes decide,
+    not titles: the WHO and CM titles of the admitted codes were compared when this rule was
+    written and differ in spelling and CM's added detail (WHO O80 'Single spontaneous delivery'
+    vs CM 'Encounter for full-term uncomplicated delivery'); none named another condition.
     """
-    for vs in value_sets:
-        cm_codes = {c.code for c in vs.concepts.values() if c.system == ICD10}
-        if not cm_codes:
-            continue
-        for code, (display, reason) in sorted(who_shared_members(cm_codes).items()):
+    sets = list(value_sets)
+    cm_by_set = {vs.id: {c.code for c in vs.concepts.values() if c.system == ICD10} for vs in sets}
+    members = who_members(cm_by_set)
+    for vs in sets:
+        for code, (display, reason) in sorted(members.get(vs.id, {}).items()):
             vs.add(ICD10_WHO, code, display, reason)
-        if any(c.system == ICD10_WHO for c in vs.concepts.values()):
+        if members.get(vs.id):
             vs.description += " " + WHO_RULE
 
 

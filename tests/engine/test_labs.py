@@ -467,3 +467,28 @@ def test_panel_component_counts_as_its_test(terminology, ctx, component, expecte
     for system, code in sorted(vs.concepts):
         comp = {"code": {"coding": [{"system": system, "code": code}]}, **component}
         assert _read(terminology, ctx, _panel(comp)) == [(code, expected)], code
+
+
+# ----------------------------------------------------------------- the I4 criterion, end to end
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({"interpretation": ("http://hl7.org/fhir/v2/0078|POS",)}, "met"),
+        ({"interpretation": ("urn:oid:2.16.840.1.113883.12.78|NEG",)}, "not_met"),
+        ({"value_type": "string", "value_string": "Low positive"}, "met"),
+        ({"value_type": "string", "value_string": "trace"}, "unknown"),
+        ({"value_type": "quantity", "value_number": 45.0, "ref_high_string": "<30 IU/mL"}, "met"),
+        ({"value_type": "quantity", "value_number": 12.0, "ref_high_string": "0-30"}, "not_met"),
+        ({"value_type": "quantity", "value_number": 200.0, "value_comparator": ">",
+          "ref_high_string": "<30"}, "met"),
+        ({"value_type": "quantity", "value_number": 10.0, "value_comparator": ">",
+          "ref_high_string": "<30"}, "unknown"),
+        ({"value_type": "codeable", "value_string": "Weakly positive"}, "met"),
+        ({"value_type": "ratio", "ratio": (1.0, 80.0), "ref_high_string": "<1:80"}, "not_met"),
+    ],
+)  # fmt: skip
+def test_autoantibody_criterion_v11(run, b, kw, expected):
+    answer, _ = run.answer("autoantibody", observations=[b.obs(b.ANTI_DSDNA, "2025-05-01", **kw)])
+    assert answer == expected

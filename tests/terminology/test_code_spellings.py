@@ -182,6 +182,7 @@ def test_who_drug_induced_lupus_does_not_count(term: Terminology) -> None:
         assert not term.contains("sle", spelling, "M32.0")
         assert not term.contains("sle", spelling, "M32")
         assert term.contains("sle_not_counted", spelling, "M32.0")
+        assert term.contains("lupus_unspecified", spelling, "M32")  # as ICD-10-CM M32 is
 
 
 def test_every_who_code_sits_on_a_cm_category_of_its_value_set(term: Terminology) -> None:
@@ -210,8 +211,23 @@ def test_who_codes_follow_the_build_rule(term: Terminology) -> None:
         spec.loader.exec_module(build)
     finally:
         sys.modules.pop("build_value_sets", None)
-    for vs_id in ("sle", "sle_not_counted", "lactation", "psychosis"):
-        vs = term.value_set(vs_id)
-        cm = {c for s, c in vs.written if s == ICD10CM}
-        expected = {normalize_code(ICD10, c) for c in build.who_shared_members(cm)}
-        assert {c for s, c in vs.concepts if s == ICD10} == expected, vs_id
+    cm_by_set = {
+        vs_id: {c for s, c in term.value_set(vs_id).written if s == ICD10CM} for vs_id in term.ids()
+    }
+    expected = build.who_members(cm_by_set)
+    for vs_id in term.ids():
+        want = {normalize_code(ICD10, c) for c in expected.get(vs_id, {})}
+        assert {c for s, c in term.value_set(vs_id).concepts if s == ICD10} == want, vs_id
+
+
+def test_disjoint_value_sets_stay_disjoint_in_who(term: Terminology) -> None:
+    """Value sets whose ICD-10-CM codes do not overlap hold no WHO code in common."""
+    ids = term.ids()
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            va, vb = term.value_set(a).concepts, term.value_set(b).concepts
+            cm_a = {c for s, c in va if s == ICD10CM}
+            cm_b = {c for s, c in vb if s == ICD10CM}
+            if cm_a and cm_b and not cm_a & cm_b:
+                shared = {c for s, c in va & vb if s == ICD10}
+                assert not shared, (a, b, sorted(shared)[:10])
