@@ -8,7 +8,9 @@ Inputs:
 - ADDITIONS below: codes not in the reference files, each with the public source it was read in;
 - simple-icd-10-cm (PyPI, the CMS ICD-10-CM tabular list) to expand ICD-10-CM category codes
   ("use as prefix") into their descendants, since value sets hold explicit codes only.
-  Build-time only: `pip install simple-icd-10-cm==1.5.0`.
+- simple-icd-10 (PyPI, the WHO ICD-10 2019 classification) for the WHO ICD-10 codes of the
+  categories WHO shares with ICD-10-CM (spec v1.1, WHO_RULE).
+  Build-time only: `pip install -e ".[build-value-sets]"`.
 
 - scripts/value_set_sources/*.csv: codes read from published expansions (VSAC value sets as
   shipped in cqframework eCQM content repositories, the HL7 IPS SNOMED CT free set), one row per
@@ -31,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import simple_icd_10 as who
 import simple_icd_10_cm as icd
 
 from fhir_cohort.engine.evaluators.lupus_class import names_class_in
@@ -46,12 +49,15 @@ ICD9 = "http://hl7.org/fhir/sid/icd-9-cm"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+V2_INTERP = "http://terminology.hl7.org/CodeSystem/v2-0078"
+ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
 V3_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
 
 SEVERE_LN_CLASSES = ("III", "IV", "V")
 CPT = "http://www.ama-assn.org/go/cpt"
 
 ICD_PKG = "simple-icd-10-cm 1.5.0 (CMS ICD-10-CM tabular list, PyPI)"
+WHO_PKG = "simple-icd-10 2.1.1 (WHO ICD-10 2019 classification, icd_10_v2019.xml, PyPI)"
 
 # Public sources for the additions (read with the search tools while building this file).
 SRC_SYNTHEA = (
@@ -564,6 +570,19 @@ def build_comorbidity() -> list[VS]:
 
 RNP_ONLY = ("anti-rnp", "anti-u1 rnp")
 
+SRC_V2_0078 = (
+    "github:GinoCanessa/fhir-cross-version-source@1c3e3379d6:docs/R2/ValueSets/"
+    "USLaboratoryObservationProfileInterpretationCodes.md (hl7.fhir.r2.core 1.0.2, system "
+    "http://hl7.org/fhir/v2/0078 = HL7 v2 table 0078, OID 2.16.840.1.113883.12.78; current THO "
+    "URI http://terminology.hl7.org/CodeSystem/v2-0078)"
+)
+# (code, display) of HL7 v2 table 0078 as listed in SRC_V2_0078, only the flags rule 1 names.
+V2_0078 = (
+    ("A", "Abnormal"), ("AA", "Critically abnormal"), ("DET", "Detected"), ("H", "High"),
+    ("HH", "Critically high"), ("HU", "Very high"), ("IND", "Indeterminate"), ("L", "Low"),
+    ("N", "Normal"), ("ND", "Not Detected"), ("NEG", "Negative"), ("POS", "Positive"),
+)  # fmt: skip
+
 
 def build_labs(ref: Path) -> list[VS]:
     ab = VS(
@@ -596,14 +615,17 @@ def build_labs(ref: Path) -> list[VS]:
     eqv = VS("result_equivocal", "Equivocal result values",
              "SNOMED CT Equivocal / Indeterminate / Inconclusive (WHO DDCC).")
     ipos = VS("interpretation_positive", "Interpretation: positive",
-              "HL7 v3 ObservationInterpretation POS, DET, H, HH, HU, A, AA (trial spec rule 1).")
+              "HL7 v3 ObservationInterpretation and v2 table 0078 POS, DET, H, HH, HU, A, AA "
+              "(trial spec rule 1; v1.1: both systems).")
     ineg = VS("interpretation_negative", "Interpretation: negative",
-              "HL7 v3 ObservationInterpretation NEG, ND, N, L (trial spec rule 1).")
+              "HL7 v3 ObservationInterpretation and v2 table 0078 NEG, ND, N, L (trial spec "
+              "rule 1; v1.1: both systems).")
     ieqv = VS("interpretation_equivocal", "Interpretation: equivocal",
-              "HL7 v3 ObservationInterpretation IND, E (trial spec rule 1).")
+              "HL7 v3 ObservationInterpretation IND, E and v2 table 0078 IND (trial spec rule "
+              "1; v1.1: both systems). v2 table 0078 as published with FHIR DSTU2 has no E.")
     want_interp = {
         "POS": ipos, "DET": ipos, "H": ipos, "HH": ipos, "HU": ipos, "A": ipos, "AA": ipos,
-        "NEG": ineg, "ND": ineg, "N": ineg, "IND": ieqv, "E": ieqv,
+        "NEG": ineg, "ND": ineg, "N": ineg, "L": ineg, "IND": ieqv, "E": ieqv,
     }
     for r in read(ref, "result_positive_interpretation.csv"):
         t = " ".join(tags(r["display"]))
@@ -618,6 +640,10 @@ def build_labs(ref: Path) -> list[VS]:
             neg.add(r["system"], r["code"], disp, src, r["confirmed"])
         elif t.startswith("equivocal"):
             eqv.add(r["system"], r["code"], disp, src, r["confirmed"])
+    # HL7 v2 table 0078 (OBX-8 abnormal flags) spells the same flags; v1.1 counts them alike.
+    for code, display in V2_0078:
+        if code in want_interp:
+            want_interp[code].add(V2_INTERP, code, display, SRC_V2_0078)
     ineg.add(
         V3_INTERP, "L", "Low",
         "HL7 v3-ObservationInterpretation (FHIR R4 CodeSystem, same listing as the reference "
@@ -792,6 +818,89 @@ def build_routes_forms() -> list[VS]:
     return [routes, forms]
 
 
+# --------------------------------------------------------------------------- WHO ICD-10
+
+WHO_RULE = (
+    "WHO ICD-10 (v1.1): counts for the categories it shares with ICD-10-CM. A WHO code X that "
+    "is a category or subcategory in both classifications is added when this value set holds "
+    "ICD-10-CM X itself or every ICD-10-CM code at or under X (its billable leaves), so X never "
+    "carries a meaning the value set leaves out; WHO-only subdivisions of an added X join it."
+)
+
+
+def _cm_leaves(code: str) -> frozenset[str]:
+    """ICD-10-CM billable codes at or under ``code`` (dotted, as the CMS list spells them)."""
+    return frozenset(c for c in (code, *icd.get_descendants(code)) if icd.is_leaf(c))
+
+
+def who_shared_members(cm_codes: set[str]) -> dict[str, tuple[str, str, str]]:
+    """WHO ICD-10 code -> (display, reason, how) for the codes WHO_RULE admits to one value set,
+    given its ICD-10-CM codes (dotted); ``how`` is "leaves", "code" or "subdivision of X"."""
+    out: dict[str, tuple[str, str, str]] = {}
+    who_only: list[str] = []
+    for code in who.get_all_codes(True):
+        if not who.is_category_or_subcategory(code):
+            continue
+        if not icd.is_valid_item(code):
+            who_only.append(code)
+            continue
+        leaves = _cm_leaves(code)
+        if leaves and leaves <= cm_codes:
+            why, how = f"all {len(leaves)} ICD-10-CM codes under {code} are members", "leaves"
+        elif code in cm_codes:
+            why, how = f"ICD-10-CM {code} is a member", "code"
+        else:
+            continue
+        out[code] = (who.get_description(code), f"{WHO_PKG}; shared with ICD-10-CM: {why}", how)
+    for code in who_only:
+        parent = who.get_parent(code)
+        while parent and who.is_category_or_subcategory(parent) and not icd.is_valid_item(parent):
+            parent = who.get_parent(parent)
+        if parent in out:
+            reason = f"{WHO_PKG}; WHO subdivision of {parent}"
+            out[code] = (who.get_description(code), reason, f"subdivision of {parent}")
+    return out
+
+
+def who_members(cm_by_set: dict[str, set[str]]) -> dict[str, dict[str, tuple[str, str]]]:
+    """WHO_RULE for every value set at once: code -> (display, reason) per value set id.
+
+    Where a value set names a CM header whose every billable code sits in another value set
+    (the obstetric sets sort headers and leaves apart), the WHO code follows the billable
+    codes: the more specific evidence wins, and disjoint CM sets stay disjoint in WHO.
+    """
+    raw = {vs_id: who_shared_members(cm) for vs_id, cm in cm_by_set.items() if cm}
+    by_leaves = {c for members in raw.values() for c, m in members.items() if m[2] == "leaves"}
+    out: dict[str, dict[str, tuple[str, str]]] = {}
+    for vs_id, members in raw.items():
+        kept = {c for c, m in members.items() if m[2] == "leaves" or m[2] == "code"}
+        kept -= {c for c in kept if members[c][2] == "code" and c in by_leaves}
+        out[vs_id] = {
+            code: (display, reason)
+            for code, (display, reason, how) in members.items()
+            if code in kept or (how.startswith("subdivision of ") and how[15:] in kept)
+        }
+    return out
+
+
+def add_who_icd10(value_sets: Iterable[VS]) -> None:
+    """Add WHO ICD-10 codes to every value set holding ICD-10-CM codes (WHO_RULE).
+
+    Runs after every builder, so it follows whatever ICD-10-CM codes they chose. Codes decide,
+    not titles: the WHO and CM titles of the admitted codes were compared when this rule was
+    written and differ in spelling and CM's added detail (WHO O80 'Single spontaneous delivery'
+    vs CM 'Encounter for full-term uncomplicated delivery'); none named another condition.
+    """
+    sets = list(value_sets)
+    cm_by_set = {vs.id: {c.code for c in vs.concepts.values() if c.system == ICD10} for vs in sets}
+    members = who_members(cm_by_set)
+    for vs in sets:
+        for code, (display, reason) in sorted(members.get(vs.id, {}).items()):
+            vs.add(ICD10_WHO, code, display, reason)
+        if members.get(vs.id):
+            vs.description += " " + WHO_RULE
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -878,6 +987,7 @@ def main() -> None:
         *build_lupus(ref), *build_neuro(ref), *build_pregnancy(ref), *build_comorbidity(),
         *build_labs(ref), *med_sets, *build_routes_forms(),
     ]
+    add_who_icd10(all_sets)
     for old in out.glob("*.json"):
         old.unlink()
     for vs in all_sets:

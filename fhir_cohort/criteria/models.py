@@ -42,7 +42,7 @@ class LabRules(_Model):
         default_factory=lambda: ["negative", "not detected", "non-reactive", "absent"]
     )
     equivocal_strings: list[str] = Field(
-        default_factory=lambda: ["equivocal", "borderline", "indeterminate"]
+        default_factory=lambda: ["equivocal", "borderline", "indeterminate", "trace"]
     )
     counted_statuses: list[str] = Field(
         default_factory=lambda: ["final", "amended", "corrected", "preliminary"]

@@ -38,7 +38,7 @@ _MED_TYPES = frozenset(
     {"MedicationStatement", "MedicationRequest", "MedicationDispense", "MedicationAdministration"}
 )
 _OPEN_STATUSES = frozenset({"active", "on-hold"})
-_TITER = re.compile(r"1\s*:\s*\d")
+_HAS_DIGIT = re.compile(r"\d")
 _CACHE_LIMIT = 200_000
 
 
@@ -546,10 +546,18 @@ class Flattener:
             cc = o["valueCodeableConcept"]
             value_type = "codeable"
             value_codes = self.tokens(cc)
-            # The text travels in value_string so a text-only answer can still be read.
+            # The text (else a coding's display, coded or not) travels in value_string: v1.1
+            # reads a text-only answer like a valueString.
             t = _get(cc, "text")
-            if not isinstance(t, str):
-                t = next((d for _, _, d in self._codings(cc) if d), None)
+            if not isinstance(t, str) or not t.strip():
+                t = next(
+                    (
+                        d
+                        for c in _get(cc, "coding") or ()
+                        if isinstance(d := _get(c, "display"), str) and d.strip()
+                    ),
+                    None,
+                )
             value_string = t
         elif "valueRatio" in o:
             ratio = o["valueRatio"]
@@ -567,14 +575,22 @@ class Flattener:
         ref_cmp: str | None = None
         ref_string: str | None = None
         ranges = o.get("referenceRange")
-        if isinstance(ranges, list) and ranges and isinstance(ranges[0], dict):
-            high = ranges[0].get("high")
-            ref_high = _num(_get(high, "value"))
-            c = _get(high, "comparator")
-            ref_cmp = c if isinstance(c, str) else None
-            text = ranges[0].get("text")
-            if isinstance(text, str) and _TITER.search(text):
-                ref_string = text
+        if isinstance(ranges, list):
+            # The first range with a numeric high; else the first text holding a number, which
+            # may give the high ("<30 IU/mL", "0-30", "<1:80": spec v1.1).
+            for rng in ranges:
+                high = _get(rng, "high")
+                ref_high = _num(_get(high, "value"))
+                if ref_high is not None:
+                    c = _get(high, "comparator")
+                    ref_cmp = c if isinstance(c, str) else None
+                    break
+            else:
+                for rng in ranges:
+                    text = _get(rng, "text")
+                    if isinstance(text, str) and _HAS_DIGIT.search(text):
+                        ref_string = text
+                        break
         return (
             value_type,
             value_string,

@@ -22,14 +22,20 @@ _NUMBER = re.compile(r"^\s*(<=|>=|<|>)?\s*([-+]?\d+(?:\.\d+)?)\s*$")
 
 class Reading(NamedTuple):
     result: str  # positive | negative | equivocal
-    rule: str    # which rule decided: interpretation | coded value | string | reference | none
-    value: str   # the value as read, for evidence
+    rule: str  # which rule decided: interpretation | coded value | string | reference | none
+    value: str  # the value as read, for evidence
 
 
 class Number(NamedTuple):
     value: float
     comparator: str | None  # None, "<", "<=", ">", ">="
     titer: bool
+
+
+def _clean_comparators(text: str) -> str:
+    return (
+        text.replace("\u2264", "<=").replace("\u2265", ">=").replace("=<", "<=").replace("=>", ">=")
+    )
 
 
 def parse_titer(text: str | None) -> Number | None:
@@ -44,7 +50,7 @@ def parse_titer(text: str | None) -> Number | None:
     """
     if not text:
         return None
-    m = _TITER.match(text)
+    m = _TITER.match(_clean_comparators(text))
     if not m:
         return None
     num, den = float(m.group(2)), float(m.group(3))
@@ -60,10 +66,60 @@ def parse_number(text: str | None) -> Number | None:
     t = parse_titer(text)
     if t is not None:
         return t
-    m = _NUMBER.match(text)
+    m = _NUMBER.match(_clean_comparators(text))
     if not m:
         return None
     return Number(float(m.group(2)), m.group(1), False)
+
+
+# Reference text (v1.1: a range given only as text gives the high): "<30 IU/mL", "<= 30",
+# "0-30", "0 - 30 U/mL", "0 to 30", "<1:80", "< 1:40", optionally after a label
+# ("Negative: <20", "Normal <1:40", "Ref. range 0-30").
+_NUM = r"\d+(?:\.\d+)?"
+_VAL = rf"(?:{_NUM}\s*:\s*{_NUM}|{_NUM})"
+_UNIT = r"(?:\s*[a-z%/*^0-9.\[\]{}]+(?:\s*/\s*[a-z0-9.\[\]{}]+)?)?"
+_LABEL = r"(?:(?:negative|normal|reference(?:\s+range)?|ref\.?(?:\s+range)?|range)\s*[:=]?\s*)?"
+_REF_BELOW = re.compile(rf"^\s*{_LABEL}(<=|<)\s*({_VAL}){_UNIT}\s*$", re.IGNORECASE)
+_REF_BARE = re.compile(rf"^\s*{_LABEL}({_VAL}){_UNIT}\s*$", re.IGNORECASE)
+_REF_RANGE = re.compile(
+    rf"^\s*{_LABEL}({_VAL}){_UNIT}\s*(?:-|\u2013|to)\s*({_VAL}){_UNIT}\s*$", re.IGNORECASE
+)
+
+
+def parse_reference_text(text: str | None) -> Number | None:
+    """The high a reference range written as text gives (v1.1), or None when it gives none.
+
+    ``<X`` and ``<=X`` give X; a range ``A-B`` gives B (both ends of one kind, A <= B); a lone
+    cut-off ``X`` gives X. A high compares by its number alone: rule 4 reads "at or below the
+    high" as negative, so 1:80 against "<1:80" is negative.
+
+    >>> parse_reference_text("<30 IU/mL")
+    Number(value=30.0, comparator='<', titer=False)
+    >>> parse_reference_text("0-30").value
+    30.0
+    >>> parse_reference_text("< 1:40")
+    Number(value=40.0, comparator='<', titer=True)
+    >>> parse_reference_text(">60") is None
+    True
+    """
+    if not text:
+        return None
+    t = _clean_comparators(text)
+    m = _REF_BELOW.match(t)
+    if m:
+        high = parse_number(m.group(2))
+        return None if high is None else Number(high.value, m.group(1), high.titer)
+    m = _REF_RANGE.match(t)
+    if m:
+        low, high = parse_number(m.group(1)), parse_number(m.group(2))
+        if low is None or high is None or low.titer != high.titer or low.value > high.value:
+            return None
+        return Number(high.value, None, high.titer)
+    m = _REF_BARE.match(t)
+    if m:  # a single cut-off ("1:80", "30 U/mL") is the high
+        high = parse_number(m.group(1))
+        return None if high is None else Number(high.value, None, high.titer)
+    return None
 
 
 def _is_num(v: Any) -> bool:
@@ -76,22 +132,25 @@ def _fmt(n: Number) -> str:
 
 
 def observation_value(row: Any) -> Number | None:
-    """The row's numeric reading: quantity, ratio (titer) or a numeric/titer string."""
-    if row.value_type == "ratio" and _is_num(row.ratio_numerator) and _is_num(
-        row.ratio_denominator
+    """The row's numeric reading: quantity, ratio (titer) or a numeric/titer string (a
+    valueString, or the text of a valueCodeableConcept, which v1.1 reads like one)."""
+    if (
+        row.value_type == "ratio"
+        and _is_num(row.ratio_numerator)
+        and _is_num(row.ratio_denominator)
     ):
         if row.ratio_numerator > 0:
             return Number(row.ratio_denominator / row.ratio_numerator, None, True)
         return None
     if _is_num(row.value_number):
         return Number(float(row.value_number), row.value_comparator or None, False)
-    if row.value_type == "string":
+    if row.value_type in ("string", "codeable") and isinstance(row.value_string, str):
         return parse_number(row.value_string)
     return None
 
 
 def reference_high(row: Any, titer: bool) -> Number | None:
-    """referenceRange.high as a Quantity (with comparator) or as a string like '<1:80'."""
+    """referenceRange.high as a number, else the high its text gives ('<30 IU/mL', '<1:80')."""
     if _is_num(row.ref_high):
         v = float(row.ref_high)
         # A titer's high written as the ratio's value (1/80 = 0.0125) reads as dilution 80.
@@ -99,34 +158,33 @@ def reference_high(row: Any, titer: bool) -> Number | None:
             v = 1 / v
         return Number(v, row.ref_high_comparator or None, titer)
     if row.ref_high_string:
-        return parse_number(str(row.ref_high_string))
+        return parse_reference_text(str(row.ref_high_string))
     return None
 
 
 def compare_to_high(value: Number, high: Number) -> str:
-    """Positive above the reference high, negative at or below; uncertain comparators equivocal.
+    """Rule 4 with the v1.1 comparator table; the high compares by its number alone.
 
-    A high written "<H" means normal is below H, so H itself is above normal.
+    ============  ==========================  ===========================
+    value         positive (above the high)   negative (at or below)
+    ============  ==========================  ===========================
+    ``X``         X > high                    X <= high
+    ``>X``        X >= high                   never (else equivocal)
+    ``>=X``       X > high                    never (else equivocal)
+    ``<X``        never                       X <= high (else equivocal)
+    ``<=X``       never                       X <= high (else equivocal)
+    ============  ==========================  ===========================
     """
     h = high.value
-    strict_high = high.comparator == "<"  # normal range is v < h
-
-    def above(v: float) -> bool:
-        return v >= h if strict_high else v > h
-
     v, c = value.value, value.comparator
-    if c in (None, "="):
-        return POSITIVE if above(v) else NEGATIVE
+    if c in (None, "", "="):
+        return POSITIVE if v > h else NEGATIVE
     if c == ">":
-        # true value > v: above when every value greater than v is above.
         return POSITIVE if v >= h else EQUIVOCAL
     if c == ">=":
-        return POSITIVE if above(v) else EQUIVOCAL
-    if c == "<":
-        # true value < v <= h: at or below the high (and below a strict high).
+        return POSITIVE if v > h else EQUIVOCAL
+    if c in ("<", "<="):
         return NEGATIVE if v <= h else EQUIVOCAL
-    if c == "<=":
-        return NEGATIVE if not above(v) else EQUIVOCAL
     return EQUIVOCAL
 
 
@@ -134,13 +192,34 @@ def _norm_text(s: str) -> str:
     return " ".join(s.lower().replace("_", " ").split()).strip(" .;:!")
 
 
+# Degree words before a result word ("weakly positive", "low positive", "strongly reactive"):
+# v1.1 reads them as the word itself (a weak positive is detectable, so positive).
+_DEGREE = re.compile(
+    r"^(?:(?:very|weakly|weak|low-level|low|highly|high|strongly|strong|moderately|moderate|"
+    r"mildly|mild|slightly|faintly|faint)[\s-]+)+"
+)
+
+
+def _match_table(t: str, table: list[tuple[str, str]]) -> str | None:
+    for word, result in table:
+        if t == _norm_text(word):
+            return result
+    for word, result in table:
+        if re.match(rf"{re.escape(_norm_text(word))}\b", t):
+            return result
+    return None
+
+
 def match_words(text: str, rules: LabRules) -> str | None:
     """Word rule (3): exact phrase, else the phrase opening the text; longest phrase first.
+    A degree word in front ("weakly positive", "low positive") reads as the phrase after it.
 
     >>> from fhir_cohort.criteria.models import LabRules
     >>> match_words("Not detected", LabRules())
     'negative'
     >>> match_words("POSITIVE (high)", LabRules())
+    'positive'
+    >>> match_words("Weakly positive", LabRules())
     'positive'
     """
     t = _norm_text(text)
@@ -150,12 +229,12 @@ def match_words(text: str, rules: LabRules) -> str | None:
     table += [(w, NEGATIVE) for w in rules.negative_strings]
     table += [(w, EQUIVOCAL) for w in rules.equivocal_strings]
     table.sort(key=lambda p: -len(p[0]))
-    for word, result in table:
-        if t == _norm_text(word):
-            return result
-    for word, result in table:
-        if re.match(rf"{re.escape(_norm_text(word))}\b", t):
-            return result
+    found = _match_table(t, table)
+    if found is not None:
+        return found
+    stripped = _DEGREE.sub("", t)
+    if stripped and stripped != t:
+        return _match_table(stripped, table)
     return None
 
 
@@ -187,6 +266,9 @@ def interpret(row: Any, rules: LabRules, ctx: Any) -> Reading:
         shown = _fmt(value) + (f" {row.value_unit}" if row.value_unit and not value.titer else "")
         if high is None:
             return Reading(EQUIVOCAL, "no reference range", shown)
+        if high.titer != value.titer:
+            # A titer against "<30 IU/mL" (or a number against "<1:80"): no common scale.
+            return Reading(EQUIVOCAL, "reference in other units", f"{shown} (ref {_fmt(high)})")
         result = compare_to_high(value, high)
         return Reading(result, "reference", f"{shown} (ref high {_fmt(high)})")
     shown = str(row.value_string or ",".join(codes) or "")
