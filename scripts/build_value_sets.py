@@ -806,6 +806,13 @@ def write_medication_maps(out: Path, product_map: dict, meds: dict) -> None:
         ndc_rows,
     )
     ndc_cm["group"][0]["source"] = NDC
+    merged: dict[str, dict] = {}  # one element per NDC, every RxCUI the crosswalk lists
+    for element in ndc_cm["group"][0]["element"]:
+        if element["code"] in merged:
+            merged[element["code"]]["target"].extend(element["target"])
+        else:
+            merged[element["code"]] = element
+    ndc_cm["group"][0]["element"] = list(merged.values())
     write_json(out / "ndc-rxnorm.json", ndc_cm)
 
 
