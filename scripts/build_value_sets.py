@@ -682,7 +682,17 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
                 NDC, ndc11, f"NDC {r['ndc_published']}: {product_map[rxcui]['name']}",
                 f"{r['source']} (NDC package, published as {r['ndc_published']})",
             )
-    meds = {"ing_name": ing_name, "pins": pins, "ndc_map": ndc_map}
+    # SNOMED CT substances (code + display read in public material) -> the RxNorm IN of the
+    # same name: a Medication coded only by the substance still names its agent.
+    snomed_map: list[tuple[str, str, str, str]] = []
+    for r in read_source_csv("med_snomed_substance.csv"):
+        ing = name_to_in[r["ingredient"]]
+        snomed_map.append((r["sct_code"], r["display"], ing, r["source"]))
+        sets[vs_of_ing[ing]].add(
+            SCT, r["sct_code"], r["display"],
+            f"{r['source']} (SNOMED CT substance; RxNorm IN {ing} of the same name)",
+        )
+    meds = {"ing_name": ing_name, "pins": pins, "ndc_map": ndc_map, "snomed_map": snomed_map}
     return list(sets.values()), product_map, meds
 
 
@@ -814,6 +824,16 @@ def write_medication_maps(out: Path, product_map: dict, meds: dict) -> None:
             merged[element["code"]] = element
     ndc_cm["group"][0]["element"] = list(merged.values())
     write_json(out / "ndc-rxnorm.json", ndc_cm)
+    sct_cm = concept_map(
+        "snomed-rxnorm-ingredient",
+        "SNOMED CT substance to RxNorm ingredient",
+        "SNOMED CT substance codes of the medication agents (code and display as read in public "
+        "value sets and ECL) -> the RxNorm ingredient of the same name. No published SNOMED -> "
+        "RxNorm map was found; the equivalence is by the substance's name.",
+        [(c, d, ing, ing_name[ing], "equivalent", src) for c, d, ing, src in meds["snomed_map"]],
+    )
+    sct_cm["group"][0]["source"] = SCT
+    write_json(out / "snomed-rxnorm-ingredient.json", sct_cm)
 
 
 # --------------------------------------------------------------------------- output

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from fhir_cohort.errors import TerminologyError
-from fhir_cohort.terminology.codes import NDC, RXNORM, normalize_code, normalize_system
+from fhir_cohort.terminology.codes import NDC, RXNORM, SNOMED, normalize_code, normalize_system
 from fhir_cohort.terminology.forms import is_non_systemic_text
 from fhir_cohort.terminology.ndc import normalize_ndc
 
@@ -19,9 +19,15 @@ _URL_PREFIX = "https://fhir-cohort.github.io/ValueSet/"
 PRODUCT_INGREDIENT_MAP = "rxnorm-product-ingredient.json"
 INGREDIENT_MOIETY_MAP = "rxnorm-ingredient-moiety.json"
 NDC_RXNORM_MAP = "ndc-rxnorm.json"  # optional: NDC package -> RxNorm product
+SNOMED_INGREDIENT_MAP = "snomed-rxnorm-ingredient.json"  # optional: SNOMED substance -> RxNorm IN
 # Target system of product-map rows whose ingredient has no RxCUI in the sources read.
 AGENT_SYSTEM = "https://fhir-cohort.github.io/CodeSystem/medication-agent"
-_CONCEPT_MAPS = (PRODUCT_INGREDIENT_MAP, INGREDIENT_MOIETY_MAP, NDC_RXNORM_MAP)
+_CONCEPT_MAPS = (
+    PRODUCT_INGREDIENT_MAP,
+    INGREDIENT_MOIETY_MAP,
+    NDC_RXNORM_MAP,
+    SNOMED_INGREDIENT_MAP,
+)
 MEDICATION_VALUE_SETS: tuple[str, ...] = ("glucocorticoids", "immunosuppressants", "antimalarials")
 
 # Agents with no ingredient RxCUI in any public source read (see docs/value_sets.md): their code is
@@ -181,6 +187,7 @@ class Terminology:
         ingredient_moiety: dict[str, str],
         ingredient_names: dict[str, str],
         ndc_products: dict[str, tuple[str, ...]] | None = None,
+        snomed_ingredients: dict[str, str] | None = None,
     ) -> None:
         self._value_sets = value_sets
         # A product that maps only to itself is an ingredient (a source listing the ingredient
@@ -190,6 +197,7 @@ class Terminology:
         self._ingredient_moiety = ingredient_moiety
         self._ingredient_names = ingredient_names
         self._ndc_products = ndc_products or {}
+        self._snomed_ingredients = snomed_ingredients or {}
         self._agent_sets: dict[str, set[str]] = {}
         self._build_agents()
 
@@ -233,6 +241,11 @@ class Terminology:
                 targets = ndc_products.setdefault(ndc11, [])
                 if tgt not in targets:
                     targets.append(tgt)
+        snomed: dict[str, str] = {}
+        if (folder / SNOMED_INGREDIENT_MAP).is_file():
+            for src, _sdisp, tgt, tdisp in _concept_map_pairs(folder / SNOMED_INGREDIENT_MAP):
+                snomed[src] = tgt
+                ingredient_names.setdefault(tgt, tdisp)
         return cls(
             value_sets,
             {k: tuple(v) for k, v in product_ingredients.items()},
@@ -240,6 +253,7 @@ class Terminology:
             moiety,
             ingredient_names,
             {k: tuple(v) for k, v in ndc_products.items()},
+            snomed,
         )
 
     # ------------------------------------------------------------------ value sets
@@ -312,7 +326,7 @@ class Terminology:
         for vs_id in med_sets:
             for system, code in self._value_sets[vs_id].concepts:
                 if system != RXNORM:
-                    continue  # NDC members resolve through the NDC -> RxNorm map
+                    continue  # NDC / SNOMED members resolve through their maps
                 if code in self._product_ingredients:
                     ingredients = self._product_ingredients[code]
                 else:
@@ -377,8 +391,8 @@ class Terminology:
         ]
 
     def agents_for_coding(self, system: str, code: str) -> list[AgentMatch]:
-        """Agents of an RxNorm IN, PIN, SCD, SBD, GPCK or BPCK code, or of an NDC package code
-        in any 10-digit layout or 11 digits ([] when unknown)."""
+        """Agents of an RxNorm IN, PIN, SCD, SBD, GPCK or BPCK code, of an NDC package code in
+        any 10-digit layout or 11 digits, or of a mapped SNOMED CT substance ([] when unknown)."""
         sys_ = normalize_system(system)
         if sys_ == NDC:
             ndc11 = normalize_ndc(code)
@@ -389,6 +403,21 @@ class Terminology:
                     for m in self._product_matches(product, NDC, ndc11 or code, name):
                         found.setdefault(m.agent.code, m)
             return list(found.values())
+        if sys_ == SNOMED:
+            ing = self._snomed_ingredients.get(code.strip())
+            if ing is None:
+                return []
+            display = self._ingredient_names.get(ing)
+            return [
+                AgentMatch(
+                    self._agent(self._moiety(ing)),
+                    "ingredient",
+                    SNOMED,
+                    code.strip(),
+                    display,
+                    "high",
+                )
+            ]
         if sys_ != RXNORM:
             return []
         c = normalize_code(sys_, code)

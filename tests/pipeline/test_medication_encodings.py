@@ -62,6 +62,7 @@ def test_codes_displays_and_text_of_every_kind(tmp_path: Path) -> None:
                 },
             ),
             _statement("tallman", {"text": "azaTHIOprine 50MG TABS 1 PO BID"}),
+            _statement("substance", {"coding": [{"system": SCT, "code": "387420009"}]}),
             _statement(
                 "inhaled",
                 {"text": "budesonide 180 mcg"},
@@ -86,6 +87,7 @@ def test_codes_displays_and_text_of_every_kind(tmp_path: Path) -> None:
     )
     assert notes["anifro"].startswith("anifrolumab (immunosuppressants)")
     assert notes["snomed"].startswith("prednisolone (glucocorticoids) matched by text")
+    assert notes["substance"].startswith("cyclophosphamide (immunosuppressants)")
     assert notes["tallman"].startswith("azathioprine (immunosuppressants) matched by text")
     for rid in ("inhaled", "skin", "dmd"):
         assert "not counted" in notes[rid], rid

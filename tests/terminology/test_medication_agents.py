@@ -199,6 +199,19 @@ def test_snomed_substance_or_product_coding_is_read_by_display(term: Terminology
             assert {m.confidence for m in found} == {"low"}
 
 
+def test_every_mapped_snomed_substance_code_names_its_agent(term: Terminology) -> None:
+    pairs = _map_elements("snomed-rxnorm-ingredient.json")
+    assert pairs
+    for code, display, ingredient in pairs:
+        expected = _codes(term.agents_for_coding(RXNORM, ingredient))
+        for system in (SCT, "urn:oid:2.16.840.1.113883.6.96"):
+            found = term.agents_for_coding(system, code)
+            assert _codes(found) == expected, code
+            assert {m.confidence for m in found} == {"high"}
+        assert any(term.contains(vs, SCT, code) for vs in MED_SETS), code
+        assert _codes(term.agents_for_text(display)) == expected, display
+
+
 def test_medication_names_cover_every_text_name(term: Terminology) -> None:
     names = term.medication_names()
     for code, name in _ingredients(term).items():

@@ -49,7 +49,12 @@ REQUIRED_IDS = [
     "non_systemic_routes",
     "non_systemic_forms",
 ]
-MAPS = ("rxnorm-product-ingredient.json", "rxnorm-ingredient-moiety.json", "ndc-rxnorm.json")
+MAPS = (
+    "rxnorm-product-ingredient.json",
+    "rxnorm-ingredient-moiety.json",
+    "ndc-rxnorm.json",
+    "snomed-rxnorm-ingredient.json",
+)
 VS_FILES = sorted(p for p in FOLDER.glob("*.json") if p.name not in MAPS)
 
 
