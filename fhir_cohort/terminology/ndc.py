@@ -50,7 +50,7 @@ def ndc_spellings(ndc11: str) -> list[str]:
     A 10-digit layout exists when the segment it shortens starts with a zero.
 
     >>> ndc_spellings("00310304000")
-    ['00310304000', '00310-3040-00', '0310-3040-00']
+    ['00310304000', '00310-3040-00', '0310-3040-00', '00310-3040-0']
     """
     if len(ndc11) != 11 or not ndc11.isdigit():
         raise ValueError("not an 11-digit NDC")
