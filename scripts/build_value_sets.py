@@ -681,6 +681,22 @@ PIN_TO_IN = {
 IN_TO_MOIETY = {"68149": "7145"}  # mycophenolate mofetil -> mycophenolic acid
 
 
+SOURCES_DIR = Path(__file__).resolve().parent / "value_set_sources"
+NDC = "http://hl7.org/fhir/sid/ndc"
+# Ingredients with product RxCUIs but no IN RxCUI read in any public source: the product map
+# targets them by name in this local code system (the runtime agent code is "name:<name>").
+AGENT_CS = f"{BASE}/CodeSystem/medication-agent"
+SRC_RXNORM_PC = (
+    "RxNorm Current Prescribable Content 10/06/2025 (github:davidanderson3/rxnorm-ingredients)"
+)
+
+
+def read_source_csv(name: str) -> list[dict[str, str]]:
+    """A CSV under scripts/value_set_sources/ (written by hand from the public source per row)."""
+    with (SOURCES_DIR / name).open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
     ing_name: dict[str, str] = {}
     ing_src: dict[str, tuple[str, str]] = {}
@@ -701,19 +717,23 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
             ("glucocorticoids", "Glucocorticoids (all forms)",
              "RxNorm IN/PIN and SCD/SBD/GPCK/BPCK for prednisone, prednisolone, "
              "methylprednisolone, dexamethasone, hydrocortisone, cortisone, betamethasone, "
-             "triamcinolone, budesonide, deflazacort (RxNorm Current Prescribable Content "
-             "10/06/2025 via davidanderson3/rxnorm-ingredients; VSAC Glucocorticoids (oral only) "
-             "2.16.840.1.113883.3.464.1003.196.12.1266). Holds every dose form: systemic use is "
-             "decided by route / dose form (non_systemic_routes, non_systemic_forms)."),
+             f"triamcinolone, budesonide, deflazacort ({SRC_RXNORM_PC}; VSAC Glucocorticoids "
+             "(oral only) 2.16.840.1.113883.3.464.1003.196.12.1266). Holds every dose form: "
+             "systemic use is decided by route / dose form (non_systemic_routes, "
+             "non_systemic_forms). NDC package codes (11-digit) from the published NDC to RxNorm "
+             "crosswalk in ndc-rxnorm.json."),
             ("immunosuppressants", "Other immunosuppressants",
              "RxNorm IN/PIN and products for methotrexate, azathioprine, mycophenolate mofetil, "
              "mycophenolic acid, cyclophosphamide, tacrolimus, cyclosporine, voclosporin, "
-             "leflunomide, sirolimus, belimumab, rituximab, obinutuzumab (RxNorm prescribable "
-             "content; SMART irae list for azathioprine). Anifrolumab has no confirmed RxCUI in "
-             "any public source read: it is matched by name only."),
+             f"leflunomide, sirolimus, belimumab, rituximab, obinutuzumab ({SRC_RXNORM_PC}; "
+             "SMART irae list for azathioprine); anifrolumab SCD 2565280 / SBD 2565286 "
+             "[Saphnelo] (NDC to RxNorm crosswalk, ndclist.com). Anifrolumab's ingredient RxCUI "
+             "was not found in a public source: its products map to the agent by name. NDC "
+             "package codes (11-digit) from ndc-rxnorm.json."),
             ("antimalarials", "Antimalarials",
-             "RxNorm IN/PIN and products for hydroxychloroquine and chloroquine (RxNorm "
-             "prescribable content). Quinacrine has no confirmed RxCUI: matched by name only."),
+             "RxNorm IN/PIN and products for hydroxychloroquine and chloroquine "
+             f"({SRC_RXNORM_PC}). Quinacrine is not in RxNorm prescribable content and no "
+             "RxCUI was found: matched by name only."),
         )
     }
     vs_of_ing: dict[str, str] = {}
@@ -731,11 +751,15 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
 
     product_map: dict[str, dict] = {}
     for r in read(ref, "medications_product_to_ingredient_map.csv"):
-        ing = r["ingredient_rxcui"]
+        ing, prod = r["ingredient_rxcui"], r["product_rxcui"]
         if ing not in vs_of_ing:
             continue  # thalidomide, dapsone: not in the trial's medication value sets
+        if prod == ing or prod in ing_name:
+            # The SMART irae string-match list holds the ingredient itself (1256 azaTHIOprine):
+            # as a "product" it hid the ingredient's name from text matching.
+            continue
         p = product_map.setdefault(
-            r["product_rxcui"],
+            prod,
             {"name": r["product_name"], "tty": r["product_tty"], "ingredients": [],
              "source": short_source(r["source"])},
         )
@@ -756,20 +780,66 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
                 if "VSAC" not in p["source"] and "vsac" not in p["source"].lower():
                     p["source"] += " ; " + short_source(r["source"])
                 break
+    # Products of ingredients with no IN RxCUI in the sources (anifrolumab): target by name.
+    for r in read_source_csv("med_rxnorm_products_extra.csv"):
+        agent = r["ingredient"]
+        vs_id = next(v for v, names in MED_VS.items() if agent in names)
+        p = product_map.setdefault(
+            r["product_rxcui"],
+            {"name": r["product_name"], "tty": r["product_tty"], "ingredients": [],
+             "source": r["source"]},
+        )
+        key = f"name:{agent}"
+        if key not in p["ingredients"]:
+            p["ingredients"].append(key)
+        vs_of_ing[key] = vs_id
+        ing_name[key] = agent
     for code, p in product_map.items():
         for ing in p["ingredients"]:
             tty = f"TTY={p['tty']}" if p["tty"] and "not given" not in p["tty"] else "product"
             sets[vs_of_ing[ing]].add(RXNORM, code, p["name"], f"{p['source']} ({tty})")
-    return list(sets.values()), product_map, {"ing_name": ing_name, "pins": pins}
+    # NDC -> RxNorm crosswalk: each NDC package joins the value sets of its product's agents.
+    ndc_map: dict[str, dict] = {}
+    for r in read_source_csv("med_ndc_rxnorm.csv"):
+        rxcui, ndc11 = r["rxcui"], r["ndc11"]
+        if rxcui not in product_map:
+            raise SystemExit(f"NDC {ndc11}: RxCUI {rxcui} is not a product of the value sets")
+        entry = ndc_map.setdefault(ndc11, {"published": r["ndc_published"], "targets": []})
+        entry["targets"].append((rxcui, product_map[rxcui]["name"], r["source"]))
+        for ing in product_map[rxcui]["ingredients"]:
+            sets[vs_of_ing[ing]].add(
+                NDC, ndc11, f"NDC {r['ndc_published']}: {product_map[rxcui]['name']}",
+                f"{r['source']} (NDC package, published as {r['ndc_published']})",
+            )
+    # SNOMED CT substances (code + display read in public material) -> the RxNorm IN of the
+    # same name: a Medication coded only by the substance still names its agent.
+    snomed_map: list[tuple[str, str, str, str]] = []
+    for r in read_source_csv("med_snomed_substance.csv"):
+        ing = name_to_in[r["ingredient"]]
+        snomed_map.append((r["sct_code"], r["display"], ing, r["source"]))
+        sets[vs_of_ing[ing]].add(
+            SCT, r["sct_code"], r["display"],
+            f"{r['source']} (SNOMED CT substance; RxNorm IN {ing} of the same name)",
+        )
+    meds = {"ing_name": ing_name, "pins": pins, "ndc_map": ndc_map, "snomed_map": snomed_map}
+    return list(sets.values()), product_map, meds
+
+
+def _route_form_rows(name: str) -> list[tuple[str, str, str, str]]:
+    return [(r["system"], r["code"], r["display"], r["source"]) for r in read_source_csv(name)]
 
 
 def build_routes_forms() -> list[VS]:
     routes = VS(
         "non_systemic_routes",
         "Non-systemic routes of administration",
-        "SNOMED CT route-of-administration values for topical, cutaneous, ophthalmic / ocular / "
-        "conjunctival, otic, nasal, respiratory (inhaled), rectal and oromucosal use. Transdermal "
-        "(systemic absorption) and injection routes are not included.",
+        "Routes of local use: topical / cutaneous, eye (ophthalmic, ocular, conjunctival, "
+        "intraocular, intravitreal, peri/retrobulbar), ear (otic, auricular), nose (nasal, "
+        "endosinusial), inhaled / respiratory, rectal, mouth (oromucosal, oropharyngeal, dental, "
+        "gingival). SNOMED CT route values incl. the UK dm+d ePrescribing route refset (UK Core), "
+        "HL7 v3 RouteOfAdministration 2.1.0, EDQM Standard Terms routes; per-concept sources. "
+        "Left out: transdermal and sublingual / buccal / transmucosal (systemic absorption), "
+        "injections other than into the eye, vaginal and urethral routes (not in the spec's list).",
     )
     for code, disp, src in (
         ("6064005", "Topical route", SRC_ROUTES_ONCOFAIR),
@@ -788,13 +858,17 @@ def build_routes_forms() -> list[VS]:
         ("418664002", "Oropharyngeal route", SRC_ROUTES_ENUM),
     ):
         routes.add(SCT, code, disp, src)
+    for system, code, disp, src in _route_form_rows("route_non_systemic.csv"):
+        routes.add(system, code, disp, src)
     forms = VS(
         "non_systemic_forms",
         "Non-systemic dose forms",
-        "HL7 v3 orderableDrugForm codes for topical, ophthalmic, otic, nasal, inhaled and rectal "
-        "dose forms. No SNOMED CT or RxNorm dose-form ids could be verified in public sources, "
-        "so product names are checked by dose-form words "
-        "(fhir_cohort.terminology.forms.is_non_systemic_text).",
+        "Dose forms of local use (topical / cutaneous, eye, ear, nose, inhaled, rectal, mouth): "
+        "SNOMED CT dose forms from the FHIR R4 medication-form-codes value set and the UK dm+d "
+        "dose form refset (UK Core), HL7 v3 orderableDrugForm codes (HL7 THO listings). Left "
+        "out: transdermal, vaginal, urethral, intestinal and metered gels (systemic or not in "
+        "the spec's list). Product names are also read by dose-form words "
+        "(fhir_cohort.terminology.forms).",
     )
     for code, disp, src in (
         ("TOPCRM", "Topical Cream", SRC_BONFHIR_FORMS),
@@ -815,6 +889,8 @@ def build_routes_forms() -> list[VS]:
         ("OPDROP", "Ophthalmic Drops", SRC_IDCORE_FORMS),
     ):
         forms.add(V3_FORM, code, disp, src)
+    for system, code, disp, src in _route_form_rows("form_non_systemic_snomed.csv"):
+        forms.add(system, code, disp, src)
     return [routes, forms]
 
 
@@ -899,6 +975,77 @@ def add_who_icd10(value_sets: Iterable[VS]) -> None:
             vs.add(ICD10_WHO, code, display, reason)
         if members.get(vs.id):
             vs.description += " " + WHO_RULE
+
+
+def write_medication_maps(out: Path, product_map: dict, meds: dict) -> None:
+    """rxnorm-product-ingredient, rxnorm-ingredient-moiety and ndc-rxnorm ConceptMaps."""
+    ing_name, pins = meds["ing_name"], meds["pins"]
+    rows, by_name = [], []
+    for code, p in sorted(product_map.items(), key=lambda kv: int(kv[0])):
+        for ing in p["ingredients"]:
+            src = f"{p['source']} (TTY={p['tty'] or 'not given'})"
+            if ing.startswith("name:"):
+                by_name.append((code, p["name"], ing[5:], ing_name[ing], "wider", src))
+            else:
+                rows.append((code, p["name"], ing, ing_name[ing], "wider", src))
+    cm = concept_map(
+        "rxnorm-product-ingredient", "RxNorm product to ingredient",
+        f"RxNorm SCD/SBD/GPCK/BPCK -> ingredient (IN) RxCUI, from {SRC_RXNORM_PC}, the SMART "
+        "irae azathioprine list and the VSAC oral glucocorticoid list (ingredient read from the "
+        "product name). Products whose ingredient RxCUI was not found in a public source "
+        f"(anifrolumab) target the ingredient by name in {AGENT_CS}.",
+        rows,
+    )
+    cm["group"].append(concept_map("x", "", "", by_name)["group"][0] | {"target": AGENT_CS})
+    write_json(out / "rxnorm-product-ingredient.json", cm)
+    moiety_rows = []
+    for pin, base in PIN_TO_IN.items():
+        moiety_rows.append((pin, pins[pin], base, ing_name[base], "wider",
+                            ing_src_note(pin)))
+    for ing, moiety in IN_TO_MOIETY.items():
+        moiety_rows.append((ing, ing_name[ing], moiety, ing_name[moiety], "wider",
+                            "mycophenolate mofetil is the 2-morpholinoethyl ester prodrug of "
+                            "mycophenolic acid (one agent for the trial); both share ATC L04AA06 "
+                            "(github:fabkury/atcd, reference medications_ingredient_summary.csv)"))
+    write_json(out / "rxnorm-ingredient-moiety.json", concept_map(
+        "rxnorm-ingredient-moiety", "RxNorm ingredient to active moiety",
+        "Precise ingredient (PIN) -> ingredient (IN), and ingredients that are one active moiety "
+        "for the trial (mycophenolate mofetil -> mycophenolic acid).",
+        moiety_rows,
+    ))
+    ndc_rows = [
+        (ndc11, f"NDC {e['published']}", rxcui, name, "equivalent", src)
+        for ndc11, e in sorted(meds["ndc_map"].items())
+        for rxcui, name, src in e["targets"]
+    ]
+    ndc_cm = concept_map(
+        "ndc-rxnorm", "NDC package to RxNorm product",
+        "NDC package codes (11-digit 5-4-2 form, the published 10-digit spelling in the "
+        "display) -> RxNorm SCD/SBD, from the NDC to RxNorm crosswalk as published per package "
+        "(ndclist.com, built from RxNorm and the FDA NDC directory). Data may spell an NDC in "
+        "any 10-digit layout (4-4-2, 5-3-2, 5-4-1) or 11 digits: fhir_cohort.terminology.ndc "
+        "normalises them.",
+        ndc_rows,
+    )
+    ndc_cm["group"][0]["source"] = NDC
+    merged: dict[str, dict] = {}  # one element per NDC, every RxCUI the crosswalk lists
+    for element in ndc_cm["group"][0]["element"]:
+        if element["code"] in merged:
+            merged[element["code"]]["target"].extend(element["target"])
+        else:
+            merged[element["code"]] = element
+    ndc_cm["group"][0]["element"] = list(merged.values())
+    write_json(out / "ndc-rxnorm.json", ndc_cm)
+    sct_cm = concept_map(
+        "snomed-rxnorm-ingredient",
+        "SNOMED CT substance to RxNorm ingredient",
+        "SNOMED CT substance codes of the medication agents (code and display as read in public "
+        "value sets and ECL) -> the RxNorm ingredient of the same name. No published SNOMED -> "
+        "RxNorm map was found; the equivalence is by the substance's name.",
+        [(c, d, ing, ing_name[ing], "equivalent", src) for c, d, ing, src in meds["snomed_map"]],
+    )
+    sct_cm["group"][0]["source"] = SCT
+    write_json(out / "snomed-rxnorm-ingredient.json", sct_cm)
 
 
 # --------------------------------------------------------------------------- output
@@ -993,33 +1140,7 @@ def main() -> None:
     for vs in all_sets:
         write_json(out / f"{vs.id}.json", to_resource(vs))
 
-    ing_name, pins = meds["ing_name"], meds["pins"]
-    rows = []
-    for code, p in sorted(product_map.items(), key=lambda kv: int(kv[0])):
-        for ing in p["ingredients"]:
-            rows.append((code, p["name"], ing, ing_name[ing], "wider", p["source"]))
-    write_json(out / "rxnorm-product-ingredient.json", concept_map(
-        "rxnorm-product-ingredient", "RxNorm product to ingredient",
-        "RxNorm SCD/SBD/GPCK/BPCK -> ingredient (IN) RxCUI, from RxNorm Current Prescribable "
-        "Content 10/06/2025 (github:davidanderson3/rxnorm-ingredients) and the VSAC oral "
-        "glucocorticoid list (ingredient read from the product name).",
-        rows,
-    ))
-    moiety_rows = []
-    for pin, base in PIN_TO_IN.items():
-        moiety_rows.append((pin, pins[pin], base, ing_name[base], "wider",
-                            ing_src_note(pin)))
-    for ing, moiety in IN_TO_MOIETY.items():
-        moiety_rows.append((ing, ing_name[ing], moiety, ing_name[moiety], "wider",
-                            "mycophenolate mofetil is the 2-morpholinoethyl ester prodrug of "
-                            "mycophenolic acid (one agent for the trial); both share ATC L04AA06 "
-                            "(github:fabkury/atcd, reference medications_ingredient_summary.csv)"))
-    write_json(out / "rxnorm-ingredient-moiety.json", concept_map(
-        "rxnorm-ingredient-moiety", "RxNorm ingredient to active moiety",
-        "Precise ingredient (PIN) -> ingredient (IN), and ingredients that are one active moiety "
-        "for the trial (mycophenolate mofetil -> mycophenolic acid).",
-        moiety_rows,
-    ))
+    write_medication_maps(out, product_map, meds)
 
 
 def ing_src_note(pin: str) -> str:

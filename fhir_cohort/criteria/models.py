@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fhir_cohort.terminology.forms import NON_SYSTEMIC_WORDS
+
 _VS: dict[str, Any] = {"value_set_ref": True}
 
 
@@ -155,12 +157,7 @@ class MedicationHistoryCriterion(_CriterionBase):
     # Whole words/phrases (a trailing * matches any word ending) in route/form text, RxNorm
     # product name, display or text that mark local use. Transdermal is systemic: not listed.
     non_systemic_words: list[str] = Field(
-        default_factory=lambda: [
-            "topical", "cutaneous", "dermal spray", "cream", "ointment", "lotion", "shampoo",
-            "ophthalmic", "eye drop*", "otic", "ear drop*", "nasal", "intranasal", "inhal*",
-            "nebuli*", "respiratory", "rectal", "per rectum", "enema", "suppositor*",
-            "oral paste", "oromucosal", "mouthwash", "dental", "gingival", "oropharyngeal",
-        ]
+        default_factory=lambda: list(NON_SYSTEMIC_WORDS)  # terminology/forms.py keeps the list
     )
     # Records of unknown duration are re-run as lasting to S; met then -> unknown (spec I3.5).
     unknown_duration_runs_to_as_of: bool = True

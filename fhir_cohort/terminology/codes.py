@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fhir_cohort.terminology.ndc import normalize_ndc
+
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"  # WHO international edition
@@ -149,4 +151,6 @@ def normalize_code(system: str | None, code: str | None) -> str:
     if normalize_system(system) in _ICD:
         # Drop every blank, not only the outer ones: ".\r0" must not leave a "\r0" behind.
         return "".join(code.split()).replace(".", "").upper()
+    if normalize_system(system) == NDC:  # every NDC layout -> 11 digits (terminology/ndc.py)
+        return normalize_ndc(code) or code.strip()
     return code.strip()

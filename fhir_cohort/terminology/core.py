@@ -11,22 +11,40 @@ from typing import Any
 import orjson
 
 from fhir_cohort.errors import TerminologyError
-from fhir_cohort.terminology.codes import RXNORM, normalize_code, normalize_system
+from fhir_cohort.terminology.codes import NDC, RXNORM, SNOMED, normalize_code, normalize_system
 from fhir_cohort.terminology.forms import is_non_systemic_text
+from fhir_cohort.terminology.ndc import normalize_ndc
 
 _URL_PREFIX = "https://fhir-cohort.github.io/ValueSet/"
 PRODUCT_INGREDIENT_MAP = "rxnorm-product-ingredient.json"
 INGREDIENT_MOIETY_MAP = "rxnorm-ingredient-moiety.json"
+NDC_RXNORM_MAP = "ndc-rxnorm.json"  # optional: NDC package -> RxNorm product
+SNOMED_INGREDIENT_MAP = "snomed-rxnorm-ingredient.json"  # optional: SNOMED substance -> RxNorm IN
+# Target system of product-map rows whose ingredient has no RxCUI in the sources read.
+AGENT_SYSTEM = "https://fhir-cohort.github.io/CodeSystem/medication-agent"
+_CONCEPT_MAPS = (
+    PRODUCT_INGREDIENT_MAP,
+    INGREDIENT_MOIETY_MAP,
+    NDC_RXNORM_MAP,
+    SNOMED_INGREDIENT_MAP,
+)
 MEDICATION_VALUE_SETS: tuple[str, ...] = ("glucocorticoids", "immunosuppressants", "antimalarials")
 
-# Agents with no RxCUI confirmed in any public source read (see docs/value_sets.md): they are
-# recognised by name only, keyed by a "text:" code so they never collide with an RxCUI.
-TEXT_ONLY_AGENTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+# Agents with no ingredient RxCUI in any public source read (see docs/value_sets.md): their code is
+# "name:<name>", so it never collides with an RxCUI. Anifrolumab's products do have RxCUIs (the
+# product map targets them by name); quinacrine has none. Names are matched in text as well.
+NAME_ONLY_AGENTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # name: (value set, synonyms, where the synonyms were read)
-    "anifrolumab": ("immunosuppressants", ("anifrolumab-fnia", "saphnelo"),
-                    "brand Saphnelo / INN anifrolumab-fnia: FDA approval listings in public code"),
-    "quinacrine": ("antimalarials", ("mepacrine",),
-                   "mepacrine = quinacrine: WHO ATC P01AX05 (reference medications file)"),
+    "anifrolumab": (
+        "immunosuppressants",
+        ("anifrolumab-fnia", "saphnelo"),
+        "brand Saphnelo / anifrolumab-fnia: RxNorm SBD name via the NDC crosswalk",
+    ),
+    "quinacrine": (
+        "antimalarials",
+        ("mepacrine",),
+        "mepacrine = quinacrine: WHO ATC P01AX05 (reference medications file)",
+    ),
 }
 # Name synonyms for agents that have an RxCUI (INN vs USAN spelling; salt-free short names).
 NAME_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -65,7 +83,7 @@ class ValueSet:
 
 @dataclass(frozen=True)
 class Agent:
-    """An active moiety: RxNorm IN RxCUI of the moiety (or "text:<name>" when none is known)."""
+    """An active moiety: RxNorm IN RxCUI of the moiety (or "name:<name>" when none is known)."""
 
     code: str
     name: str
@@ -95,7 +113,7 @@ def _parse_value_set(path: Path, data: dict) -> ValueSet:
     url = data.get("url")
     if not isinstance(url, str) or not url.startswith(_URL_PREFIX):
         raise TerminologyError(f"{path.name}: url must start with {_URL_PREFIX}")
-    vs_id = url[len(_URL_PREFIX):]
+    vs_id = url[len(_URL_PREFIX) :]
     if vs_id != path.stem:
         raise TerminologyError(f"{path.name}: url id {vs_id!r} does not match the file name")
     concepts: set[tuple[str, str]] = set()
@@ -125,20 +143,27 @@ def _parse_value_set(path: Path, data: dict) -> ValueSet:
 
 
 def _concept_map_pairs(path: Path) -> list[tuple[str, str, str, str]]:
-    """(source code, source display, target code, target display) of an RxNorm ConceptMap."""
+    """(source code, source display, target code, target display) of a ConceptMap.
+
+    A target in :data:`AGENT_SYSTEM` (an ingredient known by name only) becomes "name:<code>".
+    """
     data = _read_json(path)
     if data.get("resourceType") != "ConceptMap":
         raise TerminologyError(f"{path.name}: not a ConceptMap")
     pairs = []
     for group in data.get("group", []):
+        by_name = group.get("target") == AGENT_SYSTEM
         for element in group.get("element", []):
             for target in element.get("target", []):
-                pairs.append((
-                    str(element["code"]).strip(),
-                    str(element.get("display", "")),
-                    str(target["code"]).strip(),
-                    str(target.get("display", "")),
-                ))
+                code = str(target["code"]).strip()
+                pairs.append(
+                    (
+                        str(element["code"]).strip(),
+                        str(element.get("display", "")),
+                        f"name:{code}" if by_name else code,
+                        str(target.get("display", "")),
+                    )
+                )
     return pairs
 
 
@@ -161,12 +186,18 @@ class Terminology:
         product_names: dict[str, str],
         ingredient_moiety: dict[str, str],
         ingredient_names: dict[str, str],
+        ndc_products: dict[str, tuple[str, ...]] | None = None,
+        snomed_ingredients: dict[str, str] | None = None,
     ) -> None:
         self._value_sets = value_sets
-        self._product_ingredients = product_ingredients
+        # A product that maps only to itself is an ingredient (a source listing the ingredient
+        # among its products must not hide the ingredient's name from text matching).
+        self._product_ingredients = {k: v for k, v in product_ingredients.items() if v != (k,)}
         self._product_names = product_names
         self._ingredient_moiety = ingredient_moiety
         self._ingredient_names = ingredient_names
+        self._ndc_products = ndc_products or {}
+        self._snomed_ingredients = snomed_ingredients or {}
         self._agent_sets: dict[str, set[str]] = {}
         self._build_agents()
 
@@ -179,7 +210,7 @@ class Terminology:
             raise TerminologyError(f"value set folder not found: {folder}")
         value_sets: dict[str, ValueSet] = {}
         for path in sorted(folder.glob("*.json")):
-            if path.name in (PRODUCT_INGREDIENT_MAP, INGREDIENT_MOIETY_MAP):
+            if path.name in _CONCEPT_MAPS:
                 continue
             data = _read_json(path)
             if data.get("resourceType") != "ValueSet":
@@ -203,12 +234,26 @@ class Terminology:
             moiety[src] = tgt
             ingredient_names.setdefault(src, sdisp)
             ingredient_names.setdefault(tgt, tdisp)
+        ndc_products: dict[str, list[str]] = {}
+        if (folder / NDC_RXNORM_MAP).is_file():
+            for src, _sdisp, tgt, _tdisp in _concept_map_pairs(folder / NDC_RXNORM_MAP):
+                ndc11 = normalize_ndc(src) or src
+                targets = ndc_products.setdefault(ndc11, [])
+                if tgt not in targets:
+                    targets.append(tgt)
+        snomed: dict[str, str] = {}
+        if (folder / SNOMED_INGREDIENT_MAP).is_file():
+            for src, _sdisp, tgt, tdisp in _concept_map_pairs(folder / SNOMED_INGREDIENT_MAP):
+                snomed[src] = tgt
+                ingredient_names.setdefault(tgt, tdisp)
         return cls(
             value_sets,
             {k: tuple(v) for k, v in product_ingredients.items()},
             product_names,
             moiety,
             ingredient_names,
+            {k: tuple(v) for k, v in ndc_products.items()},
+            snomed,
         )
 
     # ------------------------------------------------------------------ value sets
@@ -249,13 +294,15 @@ class Terminology:
         rows: list[dict[str, object]] = []
         for vs_id in self.ids():
             vs = self._value_sets[vs_id]
-            rows.append({
-                "id": vs.id,
-                "title": vs.title,
-                "version": vs.version,
-                "concepts": dict(sorted(vs.counts().items())),
-                "total": len(vs.concepts),
-            })
+            rows.append(
+                {
+                    "id": vs.id,
+                    "title": vs.title,
+                    "version": vs.version,
+                    "concepts": dict(sorted(vs.counts().items())),
+                    "total": len(vs.concepts),
+                }
+            )
         return rows
 
     # ------------------------------------------------------------------ medications
@@ -279,7 +326,7 @@ class Terminology:
         for vs_id in med_sets:
             for system, code in self._value_sets[vs_id].concepts:
                 if system != RXNORM:
-                    continue
+                    continue  # NDC / SNOMED members resolve through their maps
                 if code in self._product_ingredients:
                     ingredients = self._product_ingredients[code]
                 else:
@@ -290,19 +337,30 @@ class Terminology:
                         self._ingredient_names.setdefault(code, disp)
                 for ing in ingredients:
                     self._agent_sets.setdefault(self._moiety(ing), set()).add(vs_id)
+        for agent_name, (vs_id, _synonyms, _src) in NAME_ONLY_AGENTS.items():
+            code = f"name:{agent_name}"
+            self._ingredient_names[code] = agent_name
+            self._agent_sets.setdefault(code, set()).add(vs_id)
         self._ingredient_codes = frozenset(ingredient_codes | set(self._ingredient_moiety))
-        # Text patterns: ingredient names, synonyms and brand names -> moiety code.
+        # Text patterns -> moiety code. Every ingredient that reaches an agent of a medication
+        # value set counts by name, wherever it came from (value set, product map, moiety map).
         names: dict[str, str] = {}
-        for code in self._ingredient_codes:
+        all_ingredients = set(self._ingredient_codes)
+        for ings in self._product_ingredients.values():
+            all_ingredients.update(ings)
+        for code in all_ingredients:
+            moiety = self._moiety(code)
             name = self._ingredient_names.get(code)
-            if name:
-                names[name.lower()] = self._moiety(code)
+            if name and moiety in self._agent_sets:
+                names[name.lower()] = moiety
+        # Brand names from the bracketed tail of SBD / BPCK names, when one agent owns the brand.
         brand_re = re.compile(r"\[([^\]]+)\]\s*$")
         brand_agents: dict[str, set[str]] = {}
         for product, name in self._product_names.items():
             m = brand_re.search(name)
-            if m:
+            if m and product in self._product_ingredients:
                 moieties = {self._moiety(i) for i in self._product_ingredients[product]}
+                moieties &= set(self._agent_sets)
                 brand_agents.setdefault(m.group(1).strip().lower(), set()).update(moieties)
         for brand, moieties in brand_agents.items():
             if len(moieties) == 1 and brand not in names:
@@ -312,12 +370,9 @@ class Terminology:
             if base in moiety_by_name:
                 for syn in synonyms:
                     names.setdefault(syn, moiety_by_name[base])
-        for agent_name, (vs_id, synonyms, _src) in TEXT_ONLY_AGENTS.items():
-            code = f"text:{agent_name}"
-            self._ingredient_names[code] = agent_name
-            self._agent_sets.setdefault(code, set()).add(vs_id)
+        for agent_name, (_vs_id, synonyms, _src) in NAME_ONLY_AGENTS.items():
             for n in (agent_name, *synonyms):
-                names.setdefault(n, code)
+                names.setdefault(n, f"name:{agent_name}")
         self._text_names = names
         alternatives = sorted(names, key=len, reverse=True)
         self._text_re = re.compile(
@@ -325,26 +380,65 @@ class Terminology:
             re.IGNORECASE,
         )
 
+    def _product_matches(
+        self, product: str, system: str, code: str, display: str | None
+    ) -> list[AgentMatch]:
+        moieties = dict.fromkeys(self._moiety(i) for i in self._product_ingredients[product])
+        return [
+            AgentMatch(self._agent(m), "product", system, code, display, "high")
+            for m in moieties
+            if m in self._agent_sets
+        ]
+
     def agents_for_coding(self, system: str, code: str) -> list[AgentMatch]:
-        """Agents of an RxNorm IN, PIN, SCD, SBD, GPCK or BPCK code ([] when unknown)."""
+        """Agents of an RxNorm IN, PIN, SCD, SBD, GPCK or BPCK code, of an NDC package code in
+        any 10-digit layout or 11 digits, or of a mapped SNOMED CT substance ([] when unknown)."""
         sys_ = normalize_system(system)
+        if sys_ == NDC:
+            ndc11 = normalize_ndc(code)
+            found: dict[str, AgentMatch] = {}
+            for product in self._ndc_products.get(ndc11 or "", ()):
+                if product in self._product_ingredients:
+                    name = self._product_names.get(product)
+                    for m in self._product_matches(product, NDC, ndc11 or code, name):
+                        found.setdefault(m.agent.code, m)
+            return list(found.values())
+        if sys_ == SNOMED:
+            ing = self._snomed_ingredients.get(code.strip())
+            if ing is None:
+                return []
+            display = self._ingredient_names.get(ing)
+            return [
+                AgentMatch(
+                    self._agent(self._moiety(ing)),
+                    "ingredient",
+                    SNOMED,
+                    code.strip(),
+                    display,
+                    "high",
+                )
+            ]
         if sys_ != RXNORM:
             return []
         c = normalize_code(sys_, code)
         if c in self._product_ingredients:
-            moieties = dict.fromkeys(self._moiety(i) for i in self._product_ingredients[c])
-            return [
-                AgentMatch(self._agent(m), "product", RXNORM, c, self._product_names.get(c),
-                           "high")
-                for m in moieties
-            ]
+            return self._product_matches(c, RXNORM, c, self._product_names.get(c))
         if c in self._ingredient_codes:
-            return [AgentMatch(self._agent(self._moiety(c)), "ingredient", RXNORM, c,
-                               self._ingredient_names.get(c), "high")]
+            return [
+                AgentMatch(
+                    self._agent(self._moiety(c)),
+                    "ingredient",
+                    RXNORM,
+                    c,
+                    self._ingredient_names.get(c),
+                    "high",
+                )
+            ]
         return []
 
     def agents_for_text(self, text: str) -> list[AgentMatch]:
-        """Agents named in free text (ingredient names, synonyms, brand names), low confidence."""
+        """Agents named in free text (ingredient, salt and brand names in any case), low
+        confidence."""
         if not text:
             return []
         found: dict[str, str] = {}
@@ -395,7 +489,14 @@ class Terminology:
         return set(self._agent_sets.get(agent.code, set()))
 
     def product_name(self, system: str, code: str) -> str | None:
+        """RxNorm name of a product code (RxNorm product, or NDC through the crosswalk), so
+        dose-form words in it can be read; None for other codes."""
         sys_ = normalize_system(system)
+        if sys_ == NDC:
+            for product in self._ndc_products.get(normalize_ndc(code) or "", ()):
+                if product in self._product_names:
+                    return self._product_names[product]
+            return None
         if sys_ != RXNORM:
             return None
         return self._product_names.get(normalize_code(sys_, code))
@@ -407,13 +508,18 @@ class Terminology:
         form_codes: Iterable[str] = (),
         form_text: str | None = None,
         product_name: str | None = None,
+        texts: Iterable[str | None] = (),
     ) -> bool:
-        """True when any route / dose form code or text says topical, eye, ear, nose, inhaled,
-        rectal or oromucosal use. Codes are "system|code" strings."""
-        for token, vs_id in [(t, "non_systemic_routes") for t in route_codes] + [
-            (t, "non_systemic_forms") for t in form_codes
-        ]:
-            system, _, code = token.rpartition("|")
-            if vs_id in self._value_sets and self._value_sets[vs_id].contains(system, code):
-                return True
-        return any(is_non_systemic_text(t) for t in (route_text, form_text, product_name))
+        """True when any route / dose form code, display or text says topical, eye, ear, nose,
+        inhaled, rectal or mouth use. Codes are "system|code" strings; a route/form code in
+        either value set counts (data mix them up), an RxNorm/NDC product code counts by the
+        dose-form words of its name. ``texts``: further displays or texts to read."""
+        tokens = [*route_codes, *form_codes]
+        names: list[str | None] = [route_text, form_text, product_name, *texts]
+        for token in tokens:
+            system, _, code = str(token).rpartition("|")
+            for vs_id in ("non_systemic_routes", "non_systemic_forms"):
+                if vs_id in self._value_sets and self._value_sets[vs_id].contains(system, code):
+                    return True
+            names.append(self.product_name(system, code))
+        return any(is_non_systemic_text(t) for t in names)

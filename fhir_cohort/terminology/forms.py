@@ -1,49 +1,114 @@
 """Is a medication used non-systemically (topical, eye, ear, nose, inhaled, rectal, mouth)?
 
 Codes are checked against the value sets `non_systemic_routes` / `non_systemic_forms`; free text
-(route text, dose form text, RxNorm product names such as "hydrocortisone 1% Topical Cream") by
-dose-form words, because public SNOMED / RxNorm dose-form ids could not be verified.
+(route and dose-form codings' displays and text, RxNorm product names such as "hydrocortisone 1%
+Topical Cream") by the words below. The words cover every display of those value sets (SNOMED CT
+incl. dm+d, HL7 v3, EDQM; a test checks it) and the RxNorm dose-form names.
 """
 
 from __future__ import annotations
 
 import re
 
-# Word patterns of RxNorm dose forms and route words that mean local (non-systemic) use.
-# Transdermal patches are systemic and deliberately absent.
-_NON_SYSTEMIC_WORDS: tuple[str, ...] = (
-    r"topical",
-    r"cutaneous",
-    r"dermal spray",
-    r"cream",
-    r"ointment",
-    r"lotion",
-    r"shampoo",
-    r"ophthalmic",
-    r"eye drops?",
-    r"otic",
-    r"ear drops?",
-    r"nasal",
-    r"intranasal",
-    r"inhal\w*",  # inhalation, inhaled, inhaler, inhalant
-    r"nebuli[sz]\w*",
-    r"dry powder inhaler",
-    r"metered dose inhaler",
-    r"respiratory",
-    r"rectal",
-    r"per rectum",
-    r"enema",
-    r"suppositor\w*",
-    r"oral paste",
-    r"oromucosal",
-    r"mouthwash",
-    r"dental",
-    r"gingival",
-    r"oropharyngeal",
+# Words in the criteria-file syntax: whole words or phrases, a trailing * matches any word
+# ending. Transdermal, sublingual, buccal and vaginal are deliberately absent (systemic, or not in
+# the spec's list); "cutaneous" never matches inside "subcutaneous" (word boundaries).
+NON_SYSTEMIC_WORDS: tuple[str, ...] = (
+    # skin
+    "topical*",
+    "cutaneous",
+    "dermal spray",
+    "skin",
+    "scalp",
+    "hair",
+    "nail",
+    "shampoo",
+    "cream",
+    "ointment",
+    "lotion",
+    "gel",
+    "foam",
+    "paste",
+    "liniment",
+    "collodion",
+    "poultice",
+    "paint",
+    "plaster",
+    "dressing",
+    "stick",
+    "bath",
+    "wash",
+    "epilesional",
+    "perianal",
+    "perineal",
+    "aerosol",
+    # eye
+    "ophthalmic",
+    "ocular",
+    "conjunctival",
+    "subconjunctival",
+    "intraocular",
+    "intravitreal",
+    "retrobulbar",
+    "peribulbar",
+    "intracameral",
+    "lacrimal",
+    "eye",
+    "eyes",
+    "eye drop*",
+    # ear
+    "otic",
+    "auricular",
+    "ear",
+    "ears",
+    "ear drop*",
+    "transtympanic",
+    # nose
+    "nasal",
+    "intranasal",
+    "nose",
+    "nostril*",
+    "endosinusial",
+    # lungs
+    "inhal*",
+    "nebuli*",
+    "respiratory",
+    "endotracheopulmonary",
+    "dry powder inhaler",
+    "metered dose inhaler",
+    # rectum
+    "rectal",
+    "per rectum",
+    "rectum",
+    "enema",
+    "suppositor*",
+    # mouth
+    "oral paste",
+    "oromucosal",
+    "oropharyngeal",
+    "mouthwash",
+    "mouth rinse",
+    "rinse",
+    "gargle",
+    "dental",
+    "gingival",
+    "periodontal",
+    "toothpaste",
 )
-_NON_SYSTEMIC_RE = re.compile(
-    r"(?<![a-z])(?:" + "|".join(_NON_SYSTEMIC_WORDS) + r")(?![a-z])", re.IGNORECASE
-)
+
+
+def words_pattern(words: tuple[str, ...] | list[str]) -> re.Pattern[str]:
+    """Compile criteria-file words (trailing * = any word ending) to one case-free pattern."""
+
+    def one(w: str) -> str:
+        w = w.strip().lower()
+        return re.escape(w[:-1]) + r"[a-z]*" if w.endswith("*") else re.escape(w)
+
+    alts = sorted((one(w) for w in words if w.strip()), key=len, reverse=True)
+    return re.compile(r"(?<![a-z])(?:" + "|".join(alts) + r")(?![a-z])", re.IGNORECASE)
+
+
+_NON_SYSTEMIC_RE = words_pattern(NON_SYSTEMIC_WORDS)
 
 
 def is_non_systemic_text(text: str | None) -> bool:
@@ -53,7 +118,11 @@ def is_non_systemic_text(text: str | None) -> bool:
     True
     >>> is_non_systemic_text("budesonide 0.25 MG/ML Inhalation Suspension")
     True
+    >>> is_non_systemic_text("Ocular use")
+    True
     >>> is_non_systemic_text("prednisone 5 MG Oral Tablet")
+    False
+    >>> is_non_systemic_text("Injection, subcutaneous")
     False
     """
     if not text:

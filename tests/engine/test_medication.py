@@ -566,7 +566,7 @@ def test_text_match_evidence_keeps_record_code(run, b):
     ev = res.evidence[(res.evidence.criterion_id == "therapy")
                       & res.evidence.note.str.contains("low confidence")]  # fmt: skip
     assert set(zip(ev.system, ev.code, ev.display, strict=True)) == {
-        (ndc, "0000-0000-00", "PredniSONE 5 MG Tab")
+        (ndc, "00000000000", "PredniSONE 5 MG Tab")
     }
 
 

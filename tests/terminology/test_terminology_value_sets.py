@@ -50,7 +50,12 @@ REQUIRED_IDS = [
     "non_systemic_routes",
     "non_systemic_forms",
 ]
-MAPS = ("rxnorm-product-ingredient.json", "rxnorm-ingredient-moiety.json")
+MAPS = (
+    "rxnorm-product-ingredient.json",
+    "rxnorm-ingredient-moiety.json",
+    "ndc-rxnorm.json",
+    "snomed-rxnorm-ingredient.json",
+)
 VS_FILES = sorted(p for p in FOLDER.glob("*.json") if p.name not in MAPS)
 
 
@@ -178,9 +183,12 @@ def test_serious_comorbidity_covers_each_listed_illness(term: Terminology) -> No
 
 
 def test_unconfirmed_agents_have_no_coded_rxcui(term: Terminology) -> None:
+    """Quinacrine has no RxCUI in the sources; anifrolumab has products but no IN RxCUI."""
     names = {
         d.lower()
         for vs in ("immunosuppressants", "antimalarials")
         for d in term.value_set(vs).displays.values()
     }
-    assert not any("anifrolumab" in n or "quinacrine" in n for n in names)
+    assert not any("quinacrine" in n for n in names)
+    anifrolumab = {d for d in names if "anifrolumab" in d}
+    assert anifrolumab and all("ml" in d for d in anifrolumab)  # products, not an ingredient
