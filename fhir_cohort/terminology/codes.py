@@ -5,6 +5,7 @@ from __future__ import annotations
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD9CM = "http://hl7.org/fhir/sid/icd-9-cm"
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"  # delivery procedures (E3)
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NDC = "http://hl7.org/fhir/sid/ndc"
@@ -26,6 +27,8 @@ _ALIASES: dict[str, str] = {
     "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
     "icd-10-cm": ICD10CM,
     "icd10cm": ICD10CM,
+    "http://www.cms.gov/medicare/coding/icd10": ICD10PCS,
+    "urn:oid:2.16.840.1.113883.6.4": ICD10PCS,
     "http://hl7.org/fhir/sid/icd-9-cm": ICD9CM,
     "http://hl7.org/fhir/sid/icd-9-cm/diagnosis": ICD9CM,
     "urn:oid:2.16.840.1.113883.6.103": ICD9CM,
