@@ -444,7 +444,8 @@ def build_pregnancy(ref: Path) -> list[VS]:
     bf_status = VS(
         "breastfeeding_status",
         "Breastfeeding status observation",
-        "LOINC 63895-7 Breastfeeding status (ISiK Stillstatus, HL7 IG profiles and examples).",
+        "LOINC 63895-7 Breastfeeding status and SNOMED CT 413712001 Breastfeeding (mother) "
+        "observable (ISiK Stillstatus profile codes both; HL7 IG profiles and examples).",
     )
     bf_yes = VS(
         "breastfeeding_status_breastfeeding",

@@ -352,3 +352,15 @@ def test_male_patient_is_never_assessed(run, b):
         "pregnancy_lactation", patients=[b.pat(gender="female")], conditions=conds, observations=obs
     )
     assert ans == "excluded"
+
+
+def test_every_breastfeeding_status_code_in_every_system_spelling(run, b):
+    codes = members("breastfeeding_status")
+    assert len(codes) >= 2
+    yes = ("http://loinc.org|LA29252-6",)
+    for system, code in codes:
+        for s in (system, OID[system]):
+            o = b.obs(code, "2025-06-20", system=s, value_type="codeable", value_codes=yes)
+            assert run.answer("pregnancy_lactation", observations=[o])[0] == "excluded", s
+            o = b.obs(code, "2025-06-20", system=s, value_type="boolean", value_string="true")
+            assert run.answer("pregnancy_lactation", observations=[o])[0] == "excluded", s
