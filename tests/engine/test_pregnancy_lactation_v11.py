@@ -364,3 +364,20 @@ def test_every_breastfeeding_status_code_in_every_system_spelling(run, b):
             assert run.answer("pregnancy_lactation", observations=[o])[0] == "excluded", s
             o = b.obs(code, "2025-06-20", system=s, value_type="boolean", value_string="true")
             assert run.answer("pregnancy_lactation", observations=[o])[0] == "excluded", s
+
+
+@pytest.mark.parametrize(
+    ("date", "kw", "expected"),
+    [
+        ("2025-06-20", {}, "excluded"),
+        ("2025-05-30", {}, "clear"),
+        ("2025-06-20", {"value_type": "boolean", "value_string": "false"}, "clear"),
+        ("2025-06-20", {"value_type": "boolean", "value_string": "true"}, "excluded"),
+    ],
+)
+def test_every_lactation_finding_recorded_as_an_observation(run, b, date, kw, expected):
+    codes = [(s, c) for s, c in members("lactation") if s == b.SNOMED]
+    got = sweep(
+        run, b, codes, lambda pid, s, c: b.obs(c, date, pid, system=s, **kw), table="observations"
+    )
+    assert {v[0] for v in got.values()} == {expected}

@@ -46,7 +46,13 @@ def _condition_rules(crit: PregnancyLactationCriterion) -> list[ConditionRule]:
 
 
 def _breastfeeding_answer(crit: PregnancyLactationCriterion, ctx: Context, row: Any) -> bool:
-    """Whether a breastfeeding-status row answers "breastfeeding" (code, boolean or text)."""
+    """Whether a breastfeeding-status row answers "breastfeeding" (code, boolean or text).
+
+    An Observation coded with a lactation finding itself (e.g. 866041003 Mother currently
+    breastfeeding) states it, unless its value says no.
+    """
+    if not ctx.first_vs(crit.breastfeeding_status_value_sets, row.system, row.code):
+        return not (row.value_type == "boolean" and row.value_string == "false")
     if ctx.token_in(crit.breastfeeding_status_breastfeeding_value_sets, row.value_codes):
         return True
     if row.value_codes and row.value_type != "boolean":
@@ -61,8 +67,9 @@ def _breastfeeding_status(
     found: list[tuple[str, str]] = []
     evidence: list[Evidence] = []
     days = crit.breastfeeding_status_within_days
+    status_or_finding = [*crit.breastfeeding_status_value_sets, *crit.lactation_value_sets]
     for row in rows:
-        if not ctx.first_vs(crit.breastfeeding_status_value_sets, row.system, row.code):
+        if not ctx.first_vs(status_or_finding, row.system, row.code):
             continue
         if row.status is not None and row.status not in crit.lab_rules.counted_statuses:
             evidence.append(observation_evidence(row, None, f"status {row.status}"))
