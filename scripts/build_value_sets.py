@@ -362,49 +362,149 @@ def build_neuro(ref: Path) -> list[VS]:
     return [cns, seizure, psychosis, obs, headache]
 
 
-DELIVERY_WORDS = ("childbirth", "puerper", "delivery", "postpartum", "labor", "labour")
+SOURCES = Path(__file__).resolve().parent / "value_set_sources"
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
 
 
-def classify_obstetric(code: str, desc: str) -> str | None:
-    """Sort an O-chapter code into pregnancy / delivery / lactation (None = left out)."""
+def read_sources(name: str) -> list[dict[str, str]]:
+    """A CSV under scripts/value_set_sources/ (written by hand from the public files cited)."""
+    with (SOURCES / name).open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def obstetric_citations() -> dict[str, str]:
+    return {r["id"]: r["citation"] for r in read_sources("obstetric_sources.csv")}
+
+
+def vsac_pregnancy_icd10cm() -> dict[str, str]:
+    """ICD-10-CM code -> display of VSAC 'Pregnancy' 2.16.840.1.113883.3.526.2.242."""
+    return {r["code"]: r["display"] for r in read_sources("obstetric_vsac_pregnancy_icd10cm.csv")}
+
+
+# ICD-10-CM chapter 15 (O00-O9A) by block, as the CMS tabular list groups it, and what a code
+# of the block says about the patient. Reviewed by hand against VSAC 'Pregnancy' (AHA,
+# 2.16.840.1.113883.3.526.2.242), which holds the antenatal codes of O09-O9A and leaves out
+# every code whose phase axis is childbirth or the puerperium. "phase" blocks are split by that
+# axis (the ICD-10-CM subdivision "complicating pregnancy / childbirth / the puerperium").
+OBSTETRIC_BLOCKS: dict[str, tuple[str, str]] = {
+    "O00-O08": ("abortive", "pregnancy with abortive outcome: O00-O02 (ectopic, molar, other "
+                "abnormal products of conception) are a current pregnancy; O03-O08 (abortion, "
+                "termination and their complications) end one and name no delivery: left out"),
+    "O09": ("pregnancy", "supervision of high risk pregnancy: antenatal care"),
+    "O10-O16": ("phase", "hypertensive disorders in pregnancy, childbirth and the puerperium"),
+    "O20-O29": ("phase", "other maternal disorders predominantly related to pregnancy"),
+    "O30-O48": ("pregnancy", "maternal care related to the fetus and amniotic cavity (incl. O47 "
+                "false labour, O48 late pregnancy): antenatal care"),
+    "O60-O77": ("delivery", "complications of labour and delivery"),
+    "O80-O82": ("delivery", "encounter for delivery"),
+    "O85-O92": ("delivery", "complications predominantly related to the puerperium (a recent "
+                "birth)"),
+    "O94-O9A": ("phase", "other obstetric conditions: O94 sequelae (left out); O98-O9A split by "
+                "phase"),
+}
+# Blocks whose codes name a phase of their own: these words in the CMS title mean the code is
+# about childbirth or the puerperium, not the pregnancy (e.g. O24.02 "... in childbirth").
+PHASE_DELIVERY = ("childbirth", "puerperium", "labor", "delivery", "postpartum")
+# VSAC 'Breastfeeding' ICD-10-CM codes are lactation, except suppressed lactation (v1.1).
+NOT_LACTATION_PREFIX = "O92.5"
+
+
+def obstetric_block(code: str) -> str:
+    for block in OBSTETRIC_BLOCKS:
+        lo, _, hi = block.partition("-")
+        if lo <= code[:3] <= (hi or lo):
+            return block
+    raise ValueError(f"{code} is not in ICD-10-CM chapter 15")
+
+
+def classify_obstetric(
+    code: str, desc: str, vsac_pregnancy: Iterable[str], lactation: Iterable[str]
+) -> tuple[str | None, str]:
+    """(class, why) of one chapter-15 ICD-10-CM code (leaf or header).
+
+    class is pregnancy / delivery / lactation / pregnancy_or_puerperium (a header or code whose
+    phase is not coded) or None (left out). Order: VSAC Breastfeeding (lactation), VSAC
+    Pregnancy, then the block rule; headers take their leaves' class when the leaves agree.
+    """
+    if code in lactation and not code.startswith(NOT_LACTATION_PREFIX):
+        return "lactation", "VSAC 'Breastfeeding' 2.16.840.1.113762.1.4.1047.73"
+    if code in vsac_pregnancy:
+        return "pregnancy", "VSAC 'Pregnancy' 2.16.840.1.113883.3.526.2.242 v20240202"
+    block = obstetric_block(code)
+    rule, why = OBSTETRIC_BLOCKS[block]
+    leaves = [c for c in icd.get_descendants(code) if icd.is_leaf(c)]
+    if leaves:
+        kinds = {classify_obstetric(c, icd_desc(c), vsac_pregnancy, lactation)[0]
+                 for c in leaves}
+        if len(kinds) == 1:
+            kind = kinds.pop()
+            return kind, f"ICD-10-CM header: every code under it is {kind}"
+        if kinds <= {"pregnancy", "delivery", "lactation", "pregnancy_or_puerperium"}:
+            return "pregnancy_or_puerperium", (
+                "ICD-10-CM header over pregnancy and childbirth/puerperium codes: phase not coded")
+        return None, "ICD-10-CM header over codes left out and others"
     d = desc.lower()
-    cat = code[:3]
-    if cat in ("O03", "O04", "O05", "O06", "O07", "O08", "O94"):
-        return None  # abortive outcomes and sequelae: not a current pregnancy or delivery
-    if "lactation" in d:
-        return "lactation"
-    if "without delivery" in d:
-        return "pregnancy"
-    has_delivery = any(w in d for w in DELIVERY_WORDS)
-    if has_delivery:
-        return "delivery"  # mixed "pregnancy, childbirth and the puerperium" -> review, not exclude
-    if "pregnan" in d or "trimester" in d or cat <= "O48":
-        return "pregnancy"
-    if "O60" <= cat <= "O92":
-        return "delivery"
-    return "pregnancy" if cat in ("O98", "O99", "O9A") else None
+    where = f"ICD-10-CM block {block}: {why}"
+    if rule == "abortive":
+        return ("pregnancy", where) if code[:3] in ("O00", "O01", "O02") else (None, where)
+    if code[:3] == "O94":
+        return None, where
+    if code.startswith(NOT_LACTATION_PREFIX):
+        return "delivery", f"{where}; suppressed lactation is not lactation (spec v1.1)"
+    if rule == "phase":
+        if "unspecified as to time period" in d:
+            return "pregnancy_or_puerperium", f"{where}; phase not coded"
+        if any(w in d for w in PHASE_DELIVERY):
+            return "delivery", f"{where}; phase axis childbirth/puerperium"
+        return "pregnancy", f"{where}; phase axis pregnancy"
+    return rule, where
+
+
+def chapter15_codes() -> list[str]:
+    """Every ICD-10-CM code (headers and leaves) of chapter 15, CMS tabular list order."""
+    return [c for c in icd.get_descendants("15") if "-" not in c]
 
 
 def build_pregnancy(ref: Path) -> list[VS]:
+    cite = obstetric_citations()
     preg = VS(
         "pregnancy",
         "Pregnancy (conditions)",
-        "Pregnancy findings from VSAC Pregnancy (SNOMED CT), ICD-10-CM Z33, Z34, Z3A and the "
-        "O00-O48 / O98-O9A codes that describe an ongoing pregnancy (CMS tabular list), "
-        "ICD-9-CM V22.0-V22.2. O03-O08 (abortive outcomes) and O94 (sequelae) are left out.",
+        "Pregnancy findings from VSAC Pregnancy (SNOMED CT 2.16.840.1.113883.3.526.2.532; "
+        "ICD-10-CM 2.16.840.1.113883.3.526.2.242 v20240202), ICD-10-CM Z33, Z34, Z3A and every "
+        "chapter-15 code whose block or phase axis is antenatal (O00-O02, O09, O30-O48 incl. "
+        "O47 false labour, and the 'complicating pregnancy' codes of O10-O29, O98-O9A; CMS "
+        "tabular list), ICD-9-CM V22.0-V22.2. Z32.01 (positive pregnancy test) is its own set.",
     )
     lact = VS(
         "lactation",
         "Lactation / breastfeeding",
-        "Breastfeeding findings from VSAC (SNOMED CT), ICD-10-CM Z39.1 and O91/O92 codes naming "
-        "lactation (CMS), ICD-9-CM V24.1.",
+        "Breastfeeding findings from VSAC Breastfeeding 2.16.840.1.113762.1.4.1047.73 (SNOMED "
+        "CT; ICD-10-CM Z39.1 and the O91/O92 codes 'associated with lactation'), ICD-9-CM "
+        "V24.1. Suppressed lactation (O92.5) is not lactation (spec v1.1).",
     )
     delivery = VS(
         "delivery",
         "Delivery (recent birth)",
-        "Delivery: ICD-10-CM Z37 (outcome of delivery) with descendants, O80, O82 and O60-O92 "
-        "codes naming labor/childbirth/puerperium (CMS); SNOMED CT delivery procedures "
-        "(Synthea export, KBV birth-mode value set).",
+        "Delivery or the puerperium: ICD-10-CM Z37 (outcome of delivery), blocks O60-O77, "
+        "O80-O82, O85-O92 and the 'childbirth'/'puerperium' codes of O10-O29, O98-O9A (CMS "
+        "tabular list), except the antenatal codes VSAC Pregnancy holds; delivery procedures "
+        "from VSAC Delivery Procedures 2.16.840.1.113762.1.4.1045.59 v20210611 (SNOMED CT and "
+        "ICD-10-PCS) and the Synthea export.",
+    )
+    mixed = VS(
+        "pregnancy_or_puerperium",
+        "Pregnancy, childbirth or puerperium (phase not coded)",
+        "ICD-10-CM chapter-15 codes that do not say whether the patient is pregnant or has "
+        "given birth: headers over both antenatal and childbirth/puerperium codes (e.g. O24, "
+        "O99) and O15.9 'Eclampsia, unspecified as to time period' (CMS tabular list).",
+    )
+    test_pos = VS(
+        "pregnancy_test_positive",
+        "Positive pregnancy test (diagnosis code)",
+        "ICD-10-CM Z32.01 Encounter for pregnancy test, result positive (CMS tabular list; "
+        "VSAC Pregnancy 2.16.840.1.113883.3.526.2.242 v20240202). Spec v1.1: within 30 days "
+        "excludes.",
     )
     status = VS(
         "pregnancy_status",
@@ -418,11 +518,26 @@ def build_pregnancy(ref: Path) -> list[VS]:
         "status value sets), SNOMED CT 77386006 Pregnancy (VSAC Pregnancy; IPS pregnancy-status "
         "value set).",
     )
+    bf_status = VS(
+        "breastfeeding_status",
+        "Breastfeeding status observation",
+        "LOINC 63895-7 Breastfeeding status and SNOMED CT 413712001 Breastfeeding (mother) "
+        "observable (ISiK Stillstatus profile codes both; HL7 IG profiles and examples).",
+    )
+    bf_yes = VS(
+        "breastfeeding_status_breastfeeding",
+        "Breastfeeding status answers meaning breastfeeding",
+        "Answers to 63895-7 that mean breastfeeding: LOINC LA29252-6 Currently breastfeeding "
+        "(LOINC answer list with LA29253-4 / LA4489-6, as in ISiK StillstatusVS) and the VSAC "
+        "Breastfeeding SNOMED CT findings that state current breastfeeding.",
+    )
     hcg = VS(
         "hcg",
         "hCG / pregnancy tests",
         "LOINC choriogonadotropin tests from VSAC 'Pregnancy Test' (serum, plasma, urine).",
     )
+    vsac_preg = vsac_pregnancy_icd10cm()
+    lactation_icd: set[str] = set()
     for r in read(ref, "pregnancy_lactation.csv"):
         system, code, t = r["system"], r["code"], " ".join(tags(r["display"]))
         src, disp, conf = short_source(r["source"]), clean(r["display"]), r["confirmed"]
@@ -447,26 +562,38 @@ def build_pregnancy(ref: Path) -> list[VS]:
         if system == ICD9:
             (lact if "lactation" in t else preg).add(system, code, disp, src, conf)
             continue
-        # ICD-10-CM
+        # ICD-10-CM. The O chapter is swept below, block by block; here the Z codes.
         if code == "Z39.1" or t.startswith("lactation"):
-            lact.add(system, code, disp, src, conf)
+            if code.startswith("O"):
+                lactation_icd.add(code)  # VSAC Breastfeeding: classified in the sweep
+            else:
+                lact.add(system, code, disp, src, conf)
         elif code in ("Z33", "Z34", "Z3A"):
             add_icd_with_descendants(preg, code, src)
         elif code.startswith("Z3"):
             preg.add(system, code, disp, src, conf)
-        elif code.startswith("O"):
-            codes = [code, *icd.get_descendants(code)]
-            for c in codes:
-                desc = icd_desc(c)
-                kind = classify_obstetric(c, desc)
-                if kind is None:
-                    continue
-                vs = {"pregnancy": preg, "delivery": delivery, "lactation": lact}[kind]
-                s = src if c == code else f"{ICD_PKG}: descendant of {code} (listed in reference)"
-                vs.add(ICD10, c, desc, s, conf)
+    # VSAC Pregnancy (ICD-10-CM): its Z codes; Z32.01 decides on its own 30-day window.
+    for code, disp in vsac_preg.items():
+        if code == "Z32.01":
+            test_pos.add(ICD10, code, icd_desc(code), f"{ICD_PKG} ; {cite['cms-z32-01']}")
+        elif not code.startswith("O"):
+            preg.add(ICD10, code, disp, cite["vsac-pregnancy-icd10cm"])
+    sets = {"pregnancy": preg, "delivery": delivery, "lactation": lact,
+            "pregnancy_or_puerperium": mixed}
+    for code in chapter15_codes():
+        kind, why = classify_obstetric(code, icd_desc(code), vsac_preg, lactation_icd)
+        if kind is None:
+            continue
+        if kind == "pregnancy" and code in vsac_preg:
+            src = cite["vsac-pregnancy-icd10cm"]
+        elif kind == "lactation":
+            src = cite["vsac-breastfeeding"]
+        else:
+            src = f"{ICD_PKG}: {why}"
+        sets[kind].add(ICD10, code, icd_desc(code), src)
     add_icd_with_descendants(delivery, "Z37", f"{ICD_PKG}: Z37 Outcome of delivery")
-    for code in ("O80", "O82"):
-        delivery.add(ICD10, code, icd_desc(code), f"{ICD_PKG}; reference pregnancy_lactation.csv")
+    for r in read_sources("obstetric_delivery_procedures.csv"):
+        delivery.add(r["system"], r["code"], r["display"], cite[r["source"]])
     for code, disp, src in (
         ("66348005", "Childbirth", SRC_SYNTHEA),
         ("236974004", "Instrumental delivery", f"{SRC_SYNTHEA} ; {SRC_KBV_BIRTH}"),
@@ -474,7 +601,12 @@ def build_pregnancy(ref: Path) -> list[VS]:
         ("177184002", "Normal delivery procedure", SRC_KBV_BIRTH),
     ):
         delivery.add(SCT, code, disp, src)
-    return [preg, lact, delivery, status, status_pregnant, hcg]
+    obs_sets = {"breastfeeding_status": bf_status, "breastfeeding_status_breastfeeding": bf_yes,
+                "pregnancy_test_positive": test_pos}
+    for r in read_sources("obstetric_observations.csv"):
+        obs_sets[r["value_set"]].add(r["system"], r["code"], r["display"], cite[r["source"]])
+    return [preg, lact, delivery, mixed, test_pos, status, status_pregnant, bf_status, bf_yes,
+            hcg]
 
 
 SERIOUS_SNOMED: tuple[tuple[str, str, str], ...] = (

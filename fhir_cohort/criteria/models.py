@@ -227,6 +227,25 @@ class PregnancyLactationCriterion(_CriterionBase):
     delivery_value_sets: list[str] = vs_list("delivery")
     delivery_within_days: int = Field(default=365, ge=0)
     delivery_reason: str = "possible lactation"
+    # v1.1: a positive pregnancy test coded as a diagnosis (ICD-10-CM Z32.01) excludes.
+    pregnancy_test_positive_value_sets: list[str] = vs_list("pregnancy_test_positive")
+    pregnancy_test_within_days: int = Field(default=30, ge=0)
+    # Obstetric codes that do not say pregnant or delivered (e.g. header O24): a human decides.
+    phase_unspecified_value_sets: list[str] = vs_list("pregnancy_or_puerperium")
+    phase_unspecified_within_days: int = Field(default=365, ge=0)
+    phase_unspecified_reason: str = "pregnancy or puerperium, phase not coded"
+    # v1.1: a lactation / breastfeeding-status Observation answering "breastfeeding" excludes.
+    breastfeeding_status_value_sets: list[str] = vs_list("breastfeeding_status")
+    breastfeeding_status_breastfeeding_value_sets: list[str] = vs_list(
+        "breastfeeding_status_breastfeeding"
+    )
+    breastfeeding_status_within_days: int = Field(default=30, ge=0)
+    # A valueBoolean true, or an uncoded answer with one of these texts (case-insensitive).
+    breastfeeding_answer_texts: list[str] = Field(
+        default_factory=lambda: ["currently breastfeeding", "breastfeeding", "yes", "true"]
+    )
+    # v1.1: an equivocal hCG (incl. a quantitative one with no reference range) gives review.
+    hcg_equivocal_answer: Literal["review", "clear"] = "review"
     status_rules: ConditionStatusRules = Field(default_factory=ConditionStatusRules)
     lab_rules: LabRules = Field(default_factory=LabRules)
 

@@ -39,7 +39,7 @@ INTENDED: dict[C.Code, set[str]] = {
     C.HEADACHE: {"headache"},
     C.MIGRAINE: {"headache"},
     C.PREGNANCY: {"pregnancy", "pregnancy_status_pregnant"},
-    C.LACTATION: {"lactation"},
+    C.LACTATION: {"lactation", "breastfeeding_status_breastfeeding"},
     C.DELIVERY_O80: {"delivery"},
     C.PREGNANCY_STATUS: {"pregnancy_status"},
     C.HCG_URINE: {"hcg"},

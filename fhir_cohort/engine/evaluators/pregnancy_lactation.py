@@ -1,6 +1,9 @@
-"""E3-style exclusion: pregnancy (condition, status answer, hCG) or lactation."""
+"""E3-style exclusion: pregnancy (condition, status answer, hCG, positive test code) or lactation
+(condition, breastfeeding-status answer); a recent delivery (Condition or Procedure) is review."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fhir_cohort.criteria.models import ConditionRule, PregnancyLactationCriterion
 from fhir_cohort.engine.evaluators.common import (
@@ -17,7 +20,7 @@ from fhir_cohort.engine.evaluators.lab_positive import (
     observation_high,
     read_tests,
 )
-from fhir_cohort.engine.labs import POSITIVE
+from fhir_cohort.engine.labs import EQUIVOCAL, POSITIVE
 
 
 def _condition_rules(crit: PregnancyLactationCriterion) -> list[ConditionRule]:
@@ -30,10 +33,75 @@ def _condition_rules(crit: PregnancyLactationCriterion) -> list[ConditionRule]:
                              f"{crit.pregnancy_onset_within_days} days"),
         ConditionRule(value_sets=crit.lactation_value_sets, answer="excluded",
                       reason="active lactation"),
+        # Delivery: a Condition or a Procedure (SNOMED CT, ICD-10-PCS); a Procedure counts
+        # unless its status is one that never counts (not-done, entered-in-error).
         ConditionRule(value_sets=crit.delivery_value_sets, answer="review",
                       within_days=crit.delivery_within_days, require_active=False,
                       reason=crit.delivery_reason),
+        # v1.1: a positive pregnancy test coded as a diagnosis (Z32.01), dated by the test.
+        ConditionRule(value_sets=crit.pregnancy_test_positive_value_sets, answer="excluded",
+                      within_days=crit.pregnancy_test_within_days, date_basis="onset",
+                      require_active=False,
+                      reason=f"positive pregnancy test (diagnosis code) within "
+                             f"{crit.pregnancy_test_within_days} days"),
+        ConditionRule(value_sets=crit.phase_unspecified_value_sets, answer="review",
+                      within_days=crit.phase_unspecified_within_days, date_basis="onset",
+                      require_active=False, reason=crit.phase_unspecified_reason),
     ]
+
+
+def _breastfeeding_answer(crit: PregnancyLactationCriterion, ctx: Context, row: Any) -> bool:
+    """Whether a breastfeeding-status row answers "breastfeeding" (code, boolean or text).
+
+    An Observation coded with a lactation finding itself (e.g. 866041003 Mother currently
+    breastfeeding) states it, unless its value says no.
+    """
+    if not ctx.first_vs(crit.breastfeeding_status_value_sets, row.system, row.code):
+        return not (row.value_type == "boolean" and row.value_string == "false")
+    if ctx.token_in(crit.breastfeeding_status_breastfeeding_value_sets, row.value_codes):
+        return True
+    if row.value_codes and row.value_type != "boolean":
+        return False  # coded with another answer (not breastfeeding, unknown)
+    text = " ".join(str(row.value_string or "").lower().split())
+    return text in {t.lower() for t in crit.breastfeeding_answer_texts}
+
+
+def _breastfeeding_status(
+    crit: PregnancyLactationCriterion, ctx: Context, rows: list[Any]
+) -> tuple[list[tuple[str, str]], list[Evidence]]:
+    found: list[tuple[str, str]] = []
+    evidence: list[Evidence] = []
+    days = crit.breastfeeding_status_within_days
+    status_or_finding = [*crit.breastfeeding_status_value_sets, *crit.lactation_value_sets]
+    for row in rows:
+        if not ctx.first_vs(status_or_finding, row.system, row.code):
+            continue
+        if row.status is not None and row.status not in crit.lab_rules.counted_statuses:
+            evidence.append(observation_evidence(row, None, f"status {row.status}"))
+            continue
+        if after_as_of(row.date, ctx.as_of, observation_high(row)) is True:
+            evidence.append(observation_evidence(row, None, "after as-of date"))
+            continue
+        value = ",".join(row.value_codes or ()) or row.value_string
+        recent = within(row.date, ctx.as_of, days, observation_high(row))
+        if not _breastfeeding_answer(crit, ctx, row):
+            evidence.append(evidence_with_value(row, value, "not breastfeeding"))
+        elif row.date is None:
+            evidence.append(evidence_with_value(row, value, "review: undated breastfeeding"))
+            found.append(("review", "undated breastfeeding status"))
+        elif recent:
+            evidence.append(evidence_with_value(row, value, "excluded: breastfeeding"))
+            found.append(("excluded", f"breastfeeding status within {days} days"))
+        elif recent is None:
+            # A partial date straddling the window cannot decide: review (v1.1).
+            evidence.append(evidence_with_value(row, value, "review: breastfeeding, partial "
+                                                "date straddles the window"))
+            found.append(("review", "breastfeeding status, date too imprecise to place "
+                                    f"within {days} days"))
+        else:
+            evidence.append(evidence_with_value(row, value,
+                                                f"breastfeeding answer older than {days} days"))
+    return found, evidence
 
 
 def evaluate_pregnancy_lactation(
@@ -92,10 +160,23 @@ def evaluate_pregnancy_lactation(
                                                "date straddles the window"))
             found.append(("review", "positive hCG, date too imprecise to place within "
                                     f"{crit.hcg_within_days} days"))
+        elif (
+            reading.result == EQUIVOCAL
+            and recent is not False
+            and crit.hcg_equivocal_answer == "review"
+        ):
+            # v1.1: equivocal, or quantitative with no reference range to read it against.
+            what = ("hCG with no reference range" if reading.rule == "no reference range"
+                    else "equivocal hCG")
+            obs_ev.append(observation_evidence(row, reading, f"review: {what}"))
+            found.append(("review", f"{what} within {crit.hcg_within_days} days"))
         else:
             note = reading.result + ("" if recent else f", older than {crit.hcg_within_days} days"
                                      if recent is False else ", partial date straddles window")
             obs_ev.append(observation_evidence(row, reading, note))
+    bf_found, bf_ev = _breastfeeding_status(crit, ctx, data.observations)
+    found.extend(bf_found)
+    obs_ev.extend(bf_ev)
     evidence.extend(obs_ev)
     worst = max((a for a, _ in found), key=RANK.__getitem__, default="clear")
     if worst == "clear":
