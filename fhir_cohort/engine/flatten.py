@@ -729,19 +729,60 @@ class MedicationLineFilter:
 
 class CodeLineFilter:
     """Filter for a file of one known type whose rows come from codes only (Condition,
-    Procedure, Observation): one C-level findall and a set lookup per line."""
+    Procedure, Observation): one C-level findall and a set lookup per line.
+
+    With :meth:`count_rejected` it also counts each rejected line by its "code" values (the
+    findall it has already made) and keeps the first line of each key, so the unmapped-codes
+    report costs one dict update per line (``fhir_cohort.engine.unmapped``).
+    """
 
     def __init__(self, base: MedicationLineFilter) -> None:
         self.spellings = base.spellings
         self.codes = base.codes
         self.base = base
+        self.rejected: dict[bytes, int] | None = None
+        self.samples: dict[bytes, bytes] = {}
+        self.on_new_key: Callable[[], None] | None = None
+
+    def count_rejected(
+        self,
+        counts: dict[bytes, int],
+        samples: dict[bytes, bytes],
+        on_new_key: Callable[[], None] | None = None,
+    ) -> None:
+        """Count rejected lines into ``counts`` (key: their "code" values), keep the first line
+        of each key in ``samples``; ``on_new_key`` runs after a key is added (to bound them)."""
+        self.rejected, self.samples, self.on_new_key = counts, samples, on_new_key
 
     def __call__(self, line: bytes) -> bool:
         if not _one_object(line):
             return True  # let the parser report it with its file:line
         if line.isascii() and b"\\" not in line:
-            return _plain_line_has_code(line, self.spellings, self.codes)
-        return self.base._has_code(line)
+            rejected = self.rejected
+            if rejected is None:
+                return _plain_line_has_code(line, self.spellings, self.codes)
+            values = _CODE_PLAIN.findall(line)
+            if not self.spellings.isdisjoint(values):
+                return True
+            key = b"\x00".join(values)
+            if b" " in key and any(_filter_key(v) in self.codes for v in values if b" " in v):
+                return True
+        else:
+            if self.base._has_code(line):
+                return True
+            rejected = self.rejected
+            if rejected is None:
+                return False
+            key = b"\x00".join(m.group(1) for m in _CODE_VALUE.finditer(line))
+        n = rejected.get(key)
+        if n is None:
+            rejected[key] = 1
+            self.samples[key] = line
+            if self.on_new_key is not None:
+                self.on_new_key()
+        else:
+            rejected[key] = n + 1
+        return False
 
 
 CODE_ONLY_TYPES = frozenset({"Condition", "Procedure", "Observation"})
