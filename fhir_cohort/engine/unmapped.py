@@ -137,7 +137,7 @@ class Unmapped:
             theirs_s = other.samples.get(rtype, {})
             for k, v in lc.items():
                 if k not in mine_l:
-                    mine_s[k] = theirs_s[k]
+                    mine_s[k] = theirs_s.get(k, b"")
                 mine_l[k] = mine_l.get(k, 0) + v
         for rtype, n in other.dropped.items():
             self.dropped[rtype] = self.dropped.get(rtype, 0) + n
