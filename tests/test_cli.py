@@ -57,8 +57,16 @@ def test_screen_demo_writes_private_outputs(tmp_path: Path) -> None:
 
 
 def test_screen_synthea_has_no_errors_and_no_candidates(tmp_path: Path, synthea13: Path) -> None:
-    res = run("screen", "--source", str(synthea13), "--as-of", "2026-11-24",
-              "--out", str(tmp_path), "--validate")
+    res = run(
+        "screen",
+        "--source",
+        str(synthea13),
+        "--as-of",
+        "2026-11-24",
+        "--out",
+        str(tmp_path),
+        "--validate",
+    )
     assert res.returncode == EXIT_OK, res.stderr
     run_rec = json.loads((tmp_path / "run.json").read_text())
     assert run_rec["skipped"] == {} and run_rec["errors"] == []
@@ -122,8 +130,9 @@ def test_unmapped_csv_lists_what_a_synthea_export_codes_outside_the_value_sets(
     from tests.conftest import SYNTHEA_13
 
     source = _shared_synthea(SYNTHEA_13)
-    res = run("screen", "--source", str(source), "--as-of", "2026-11-24", "--out", str(tmp_path),
-              "-q")
+    res = run(
+        "screen", "--source", str(source), "--as-of", "2026-11-24", "--out", str(tmp_path), "-q"
+    )
     assert res.returncode == EXIT_OK, res.stderr
     table = pd.read_csv(tmp_path / "unmapped.csv", dtype={"code": str}, keep_default_na=False)
     found = {(r.resource_type, r.code): r for r in table.itertuples()}
@@ -148,30 +157,63 @@ def test_unmapped_csv_lists_hba1c_from_a_synthea_style_observation_file(tmp_path
             "resourceType": "Observation",
             "id": f"o{i}",
             "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
-                                                "observation-category", "code": "laboratory"}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4",
-                                 "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}],
-                     "text": "Hemoglobin A1c/Hemoglobin.total in Blood"},
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "laboratory",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://loinc.org",
+                        "code": "4548-4",
+                        "display": "Hemoglobin A1c/Hemoglobin.total in Blood",
+                    }
+                ],
+                "text": "Hemoglobin A1c/Hemoglobin.total in Blood",
+            },
             "subject": {"reference": "Patient/p1"},
             "effectiveDateTime": "2026-01-01",
             "valueQuantity": {"value": 5.9, "unit": "%", "code": "%"},
         }
         for i in range(17)
     ]
-    med = {"resourceType": "MedicationStatement", "id": "m1", "status": "active",
-           "medicationCodeableConcept": {"text": "HOUSE MIXTURE 10ML PO"},
-           "subject": {"reference": "Patient/p1"}}
+    med = {
+        "resourceType": "MedicationStatement",
+        "id": "m1",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "HOUSE MIXTURE 10ML PO"},
+        "subject": {"reference": "Patient/p1"},
+    }
     (src / "Observation.000.ndjson").write_text("\n".join(json.dumps(o) for o in obs) + "\n")
     (src / "MedicationStatement.000.ndjson").write_text(json.dumps(med) + "\n")
     (src / "Patient.000.ndjson").write_text(json.dumps({"resourceType": "Patient", "id": "p1"}))
     out = tmp_path / "out"
-    res = run("screen", "--source", str(src), "--as-of", "2026-11-24", "--out", str(out), "-q",
-              "--unmapped-text")
+    res = run(
+        "screen",
+        "--source",
+        str(src),
+        "--as-of",
+        "2026-11-24",
+        "--out",
+        str(out),
+        "-q",
+        "--unmapped-text",
+    )
     assert res.returncode == EXIT_OK, res.stderr
     table = pd.read_csv(out / "unmapped.csv", dtype={"code": str}, keep_default_na=False)
     rows = {(r.resource_type, r.system, r.code, r.display, r.count) for r in table.itertuples()}
-    assert ("Observation", "http://loinc.org", "4548-4",
-            "Hemoglobin A1c/Hemoglobin.total in Blood", 17) in rows
+    assert (
+        "Observation",
+        "http://loinc.org",
+        "4548-4",
+        "Hemoglobin A1c/Hemoglobin.total in Blood",
+        17,
+    ) in rows
     assert ("MedicationStatement", "", "", "HOUSE MIXTURE 10ML PO", 1) in rows
     assert json.loads((out / "run.json").read_text())["unmapped"]["free_text_listed"] is True
