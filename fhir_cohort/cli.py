@@ -113,7 +113,8 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         description=(
             "Screen every patient in a FHIR data set against a trial's eligibility criteria. "
             "Writes patients.csv (one row per patient: status and every criterion's answer), "
-            "evidence.csv (the records behind each answer), attrition.csv, group.json (a FHIR "
+            "evidence.csv (the records behind each answer), attrition.csv, unmapped.csv (the "
+            "most frequent codes no value set matched, with counts), group.json (a FHIR "
             "Group of the candidates) and run.json (what was run on what) into --out, readable "
             "by you only."
         ),
@@ -177,6 +178,12 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         help="write the candidate Group (with each member's status, reasons and evidence "
         "references) back to the --source server; re-runs update the same Group",
     )
+    p.add_argument(
+        "--unmapped-text",
+        action="store_true",
+        help="list medications known only by free text in unmapped.csv by their text (off by "
+        "default: free text can hold anything)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     _add_server_options(p)
 
@@ -226,30 +233,65 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         "$export; auto: bulk when the server offers $export and the entry query matches more "
         "than --auto-threshold Conditions, else funnel (the choice and why go to run.json)",
     )
-    g.add_argument("--auto-threshold", type=int, default=_DEFAULTS.auto_threshold, metavar="N",
-                   help="entry-query Conditions above which auto picks bulk "
-                   f"(default {_DEFAULTS.auto_threshold})")
-    g.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, metavar="N",
-                   help="patients per follow-up query, sent as POST _search when long "
-                   f"(default {_DEFAULTS.batch_size})")
-    g.add_argument("--concurrency", type=int, default=_DEFAULTS.concurrency, metavar="N",
-                   help=f"parallel requests (default {_DEFAULTS.concurrency})")
-    g.add_argument("--cache", type=Path, metavar="DIR",
-                   help="snapshot folder; an interrupted fetch resumes from it")
-    g.add_argument("--since", type=_iso_datetime, metavar="DATETIME",
-                   help="with an existing --cache: fetch only what changed since then "
-                   "(_lastUpdated)")
+    g.add_argument(
+        "--auto-threshold",
+        type=int,
+        default=_DEFAULTS.auto_threshold,
+        metavar="N",
+        help="entry-query Conditions above which auto picks bulk "
+        f"(default {_DEFAULTS.auto_threshold})",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=_DEFAULTS.batch_size,
+        metavar="N",
+        help="patients per follow-up query, sent as POST _search when long "
+        f"(default {_DEFAULTS.batch_size})",
+    )
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=_DEFAULTS.concurrency,
+        metavar="N",
+        help=f"parallel requests (default {_DEFAULTS.concurrency})",
+    )
+    g.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="snapshot folder; an interrupted fetch resumes from it",
+    )
+    g.add_argument(
+        "--since",
+        type=_iso_datetime,
+        metavar="DATETIME",
+        help="with an existing --cache: fetch only what changed since then (_lastUpdated)",
+    )
     _add_connection_options(g)
     _add_bulk_options(g)
 
 
 def _add_connection_options(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--ca-bundle", type=Path, metavar="PEM",
-                   help="CA certificates to verify the server with (TLS is always verified)")
-    g.add_argument("--header", type=_header, action="append", default=[], metavar="'N: V'",
-                   help="extra request header (not for secrets); repeatable")
-    g.add_argument("--auth", choices=("none", "bearer", "basic", "smart"),
-                   help="authentication (default: chosen from which variables are set)")
+    g.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="PEM",
+        help="CA certificates to verify the server with (TLS is always verified)",
+    )
+    g.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'N: V'",
+        help="extra request header (not for secrets); repeatable",
+    )
+    g.add_argument(
+        "--auth",
+        choices=("none", "bearer", "basic", "smart"),
+        help="authentication (default: chosen from which variables are set)",
+    )
     g.add_argument("--client-id", help="SMART client id (or FHIR_COHORT_CLIENT_ID)")
     g.add_argument("--private-key", type=Path, metavar="PEM", help="SMART signing key file")
     g.add_argument("--jwks", type=Path, metavar="FILE", help="SMART private JWKS file")
@@ -257,21 +299,37 @@ def _add_connection_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--alg", choices=("RS384", "ES384"), help="SMART signing algorithm")
     g.add_argument("--scope", help="SMART scopes (default system/*.read)")
     g.add_argument("--token-url", help="SMART token endpoint (default: discovered)")
-    g.add_argument("--rate-limit", type=float, metavar="RPS",
-                   help="at most this many requests per second")
-    g.add_argument("--timeout", type=float, default=_DEFAULTS.timeout, metavar="S",
-                   help=f"read timeout per request in seconds (default {_DEFAULTS.timeout:g})")
+    g.add_argument(
+        "--rate-limit", type=float, metavar="RPS", help="at most this many requests per second"
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=_DEFAULTS.timeout,
+        metavar="S",
+        help=f"read timeout per request in seconds (default {_DEFAULTS.timeout:g})",
+    )
 
 
 def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--level", choices=("system", "patient", "group"), default="system",
-                   help="Bulk $export level (default system; patient/group exports leave "
-                   "out Medication resources, which are in no patient compartment)")
+    g.add_argument(
+        "--level",
+        choices=("system", "patient", "group"),
+        default="system",
+        help="Bulk $export level (default system; patient/group exports leave "
+        "out Medication resources, which are in no patient compartment)",
+    )
     g.add_argument("--group", metavar="ID", help="Group id for --level group")
-    g.add_argument("--no-type-filter", action="store_true",
-                   help="export whole resource types instead of the criteria's _typeFilter")
-    g.add_argument("--restart", action="store_true",
-                   help="start a new export instead of resuming the one in the folder")
+    g.add_argument(
+        "--no-type-filter",
+        action="store_true",
+        help="export whole resource types instead of the criteria's _typeFilter",
+    )
+    g.add_argument(
+        "--restart",
+        action="store_true",
+        help="start a new export instead of resuming the one in the folder",
+    )
 
 
 def _server_options(args: argparse.Namespace) -> ServerOptions:
@@ -328,10 +386,18 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", required=True, metavar="URL", help="FHIR server base URL")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="export folder")
-    p.add_argument("--criteria", type=Path, metavar="FILE",
-                   help="criteria the _typeFilter is built from (default NCT06038474)")
-    p.add_argument("--since", type=_iso_datetime, metavar="DATETIME",
-                   help="only resources changed since then (_since)")
+    p.add_argument(
+        "--criteria",
+        type=Path,
+        metavar="FILE",
+        help="criteria the _typeFilter is built from (default NCT06038474)",
+    )
+    p.add_argument(
+        "--since",
+        type=_iso_datetime,
+        metavar="DATETIME",
+        help="only resources changed since then (_since)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     g = p.add_argument_group("FHIR server", SERVER_HELP)
     _add_connection_options(g)
@@ -376,6 +442,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             server=_server_options(args),
             show_identifiers=args.show_identifiers,
             publish_group=args.publish_group,
+            unmapped_text=args.unmapped_text,
         )
     finally:
         bars.close()
@@ -383,8 +450,10 @@ def _cmd_screen(args: argparse.Namespace) -> int:
         print(result.summary())
         published = result.run.get("published_group")
         if published:
-            print(f"Group/{published['id']} {published['action']} on the server "
-                  f"({published['members']} members)")
+            print(
+                f"Group/{published['id']} {published['action']} on the server "
+                f"({published['members']} members)"
+            )
     return EXIT_OK
 
 
@@ -401,20 +470,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
     try:
         result = run_bulk(
-            build_client(args.source, options), request, args.out,
-            resume=options.bulk_resume, progress=bars,
+            build_client(args.source, options),
+            request,
+            args.out,
+            resume=options.bulk_resume,
+            progress=bars,
         )
     finally:
         bars.close()
     if not args.quiet:
         counts = result.resources_by_type()
-        print(f"exported {sum(counts.values())} resources in {len(result.files)} files "
-              f"(transactionTime {result.transaction_time}) to {args.out}")
+        print(
+            f"exported {sum(counts.values())} resources in {len(result.files)} files "
+            f"(transactionTime {result.transaction_time}) to {args.out}"
+        )
         for rtype, n in sorted(counts.items()):
             print(f"  {rtype:<26} {n:>10}")
         if result.errors.resources:
-            print(f"server reported {result.errors.resources} OperationOutcome issues "
-                  f"(see {args.out}/errors)")
+            print(
+                f"server reported {result.errors.resources} OperationOutcome issues "
+                f"(see {args.out}/errors)"
+            )
     return EXIT_OK
 
 

@@ -40,6 +40,7 @@ from fhir_cohort.report.outputs import (
     candidate_group,
     patients_table,
     sort_evidence,
+    unmapped_table,
     write_outputs,
 )
 from fhir_cohort.results import ScreeningResult
@@ -105,6 +106,7 @@ def screen(
     server: ServerOptions | None = None,
     show_identifiers: bool = False,
     publish_group: bool = False,
+    unmapped_text: bool = False,
 ) -> ScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
@@ -117,6 +119,8 @@ def screen(
     report.html) are written there, owner-only; ``show_identifiers`` puts patient identifiers
     in the report (default: pseudonymous row numbers and FHIR ids). ``publish_group`` writes
     the candidate Group back to the source server (created, or updated in place on re-runs).
+    The codes of records that matched no value set are counted into ``result.unmapped``
+    (``unmapped.csv``); ``unmapped_text`` also lists free-text-only medications by their text.
 
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> list(result.patients.columns[:3])
@@ -143,8 +147,13 @@ def screen(
             default_cache = Path(tempfile.mkdtemp(prefix="fhir-cohort-snapshot-"))
         client = remote.build_client(str(source), options)
         src_path, fetch_record = remote.fetch(
-            str(source), trial, terminology, options, default_cache=default_cache,
-            progress=progress, client=client,
+            str(source),
+            trial,
+            terminology,
+            options,
+            default_cache=default_cache,
+            progress=progress,
+            client=client,
         )
     else:
         src_path = Path(source) if source is not None else DEMO_DATA
@@ -159,7 +168,9 @@ def screen(
         validate=validate,
         workers=workers,
         progress=progress,
+        unmapped_text=unmapped_text,
     )
+    unmapped_rows = report.unmapped.rows()
     t_read = time.perf_counter()
     progress(Progress("evaluate", 0, total=len(tables.patients), unit="patients"))
     evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of)
@@ -190,6 +201,11 @@ def screen(
     )
     # Records of patients with no Patient resource are not screened: say how many (v1.1).
     run["records_without_patient"] = records_without_patient(tables)
+    run["unmapped"] = {
+        "file": "unmapped.csv",
+        "free_text_listed": unmapped_text,
+        "per_type": report.unmapped.summary(unmapped_rows),
+    }
     if fetch_record is not None:
         # The data cut: the export's transactionTime, or when the search fetch started.
         export = fetch_record.get("export") or {}
@@ -212,6 +228,7 @@ def screen(
         criterion_ids=ids,
         eras=eras,
         labs=labs,
+        unmapped=unmapped_table(unmapped_rows),
     )
     if out_dir is not None:
         run["timings_seconds"]["total"] = round(time.perf_counter() - t0, 3)
@@ -224,6 +241,7 @@ def screen(
             run=run,
             eras=eras,
             labs=labs,
+            unmapped=result.unmapped,
         )
         write_report(result, result.paths.out_dir / REPORT_NAME, show_identifiers=show_identifiers)
     return result

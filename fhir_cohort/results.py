@@ -19,8 +19,9 @@ class ScreeningResult:
     ``patients`` has one row per patient (``patient_id``, ``status``, one column per criterion,
     ``reasons``), ``evidence`` one row per (patient, criterion, record), ``attrition`` the
     trial's attrition table, ``run`` the run record written to run.json, ``eras`` the
-    medication eras (agent, start, end, days inside the window) and ``labs`` every counted
-    autoantibody-style test with its reading.
+    medication eras (agent, start, end, days inside the window), ``labs`` every counted
+    autoantibody-style test with its reading and ``unmapped`` the most frequent codes that
+    matched no value set (``resource_type, system, code, display, count``).
 
     >>> from datetime import date
     >>> from fhir_cohort import screen
@@ -44,6 +45,7 @@ class ScreeningResult:
     paths: OutputPaths | None = None
     eras: pd.DataFrame = field(default_factory=pd.DataFrame)
     labs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    unmapped: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def candidates(self) -> pd.DataFrame:
         """Eligible then review patients (the candidate cohort), in that order."""
@@ -70,9 +72,7 @@ class ScreeningResult:
                     for x in (e.resource_type, e.resource_id, e.code, e.display)
                     if isinstance(x, str) and x
                 )
-                extra = " ".join(
-                    str(x) for x in (e.date, e.value) if isinstance(x, str) and x
-                )
+                extra = " ".join(str(x) for x in (e.date, e.value) if isinstance(x, str) and x)
                 note = f" - {e.note}" if isinstance(e.note, str) and e.note else ""
                 lines.append(f"      {what} {extra}{note}".rstrip())
         if isinstance(rec["reasons"], str) and rec["reasons"]:
@@ -87,8 +87,7 @@ class ScreeningResult:
             "",
             _attrition_text(self.attrition),
             "",
-            "status: "
-            + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
+            "status: " + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
         ]
         fetch = (self.run.get("source") or {}).get("fetch")
         if fetch:
@@ -114,8 +113,9 @@ def _attrition_text(attrition: pd.DataFrame) -> str:
         table["title"] = table["title"].map(
             lambda t: t if not isinstance(t, str) or len(t) <= 44 else t[:43] + "…"
         )
-    answers = [c for c in ("met", "not_met", "unknown", "clear", "excluded", "review")
-               if c in table]
+    answers = [
+        c for c in ("met", "not_met", "unknown", "clear", "excluded", "review") if c in table
+    ]
     keep = [c for c in ("step", "criterion_id", "title", "remaining") if c in table]
     return table[keep + answers].to_string(index=False)
 
@@ -141,6 +141,11 @@ def load_results(out_dir: str | Path) -> ScreeningResult:
     attrition = pd.read_csv(paths.attrition)
     eras = pd.read_parquet(paths.eras) if paths.eras.exists() else pd.DataFrame()
     labs = pd.read_parquet(paths.labs) if paths.labs.exists() else pd.DataFrame()
+    unmapped = (
+        pd.read_csv(paths.unmapped, dtype={"count": "int64"}, keep_default_na=False)
+        if paths.unmapped.exists()
+        else pd.DataFrame()
+    )
     group = json.loads(paths.group.read_text(encoding="utf-8"))
     ids = tuple(run.get("criteria", {}).get("criterion_ids", ()))
     return ScreeningResult(
@@ -153,4 +158,5 @@ def load_results(out_dir: str | Path) -> ScreeningResult:
         paths=paths,
         eras=eras,
         labs=labs,
+        unmapped=unmapped,
     )

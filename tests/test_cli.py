@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -56,8 +57,16 @@ def test_screen_demo_writes_private_outputs(tmp_path: Path) -> None:
 
 
 def test_screen_synthea_has_no_errors_and_no_candidates(tmp_path: Path, synthea13: Path) -> None:
-    res = run("screen", "--source", str(synthea13), "--as-of", "2026-11-24",
-              "--out", str(tmp_path), "--validate")
+    res = run(
+        "screen",
+        "--source",
+        str(synthea13),
+        "--as-of",
+        "2026-11-24",
+        "--out",
+        str(tmp_path),
+        "--validate",
+    )
     assert res.returncode == EXIT_OK, res.stderr
     run_rec = json.loads((tmp_path / "run.json").read_text())
     assert run_rec["skipped"] == {} and run_rec["errors"] == []
@@ -104,3 +113,107 @@ def test_strict_stops_on_a_malformed_line_and_names_it(tmp_path: Path) -> None:
     assert "Patient.000.ndjson:2" in strict.stderr
     # No resource content (PHI) in the message.
     assert "19" not in strict.stderr.split("Patient.000.ndjson:2", 1)[1]
+
+
+def _shared_synthea(synthea_dir: Path) -> Path:
+    """../shared/data/synthea-bulk-13: skipped visibly outside CI, a failure under CI=true."""
+    if synthea_dir.is_dir():
+        return synthea_dir
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("../shared/data/synthea-bulk-13 is required under CI")
+    pytest.skip("../shared/data/synthea-bulk-13 is not beside the checkout")
+
+
+def test_unmapped_csv_lists_what_a_synthea_export_codes_outside_the_value_sets(
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import SYNTHEA_13
+
+    source = _shared_synthea(SYNTHEA_13)
+    res = run(
+        "screen", "--source", str(source), "--as-of", "2026-11-24", "--out", str(tmp_path), "-q"
+    )
+    assert res.returncode == EXIT_OK, res.stderr
+    table = pd.read_csv(tmp_path / "unmapped.csv", dtype={"code": str}, keep_default_na=False)
+    found = {(r.resource_type, r.code): r for r in table.itertuples()}
+    # Counted by hand in the export (grep of its NDJSON files).
+    hypertension = found[("Condition", "59621000")]
+    assert hypertension.system == "http://snomed.info/sct" and hypertension.count == 2
+    assert hypertension.display == "Essential hypertension (disorder)"
+    lisinopril = found[("MedicationRequest", "314076")]
+    assert lisinopril.display == "lisinopril 10 MG Oral Tablet" and lisinopril.count == 238
+    run_rec = json.loads((tmp_path / "run.json").read_text())
+    assert run_rec["unmapped"]["per_type"]["MedicationRequest"]["records"] >= 238
+
+
+def test_unmapped_csv_lists_hba1c_from_a_synthea_style_observation_file(tmp_path: Path) -> None:
+    """synthea-bulk-13 has no Observation file: Synthea's own HbA1c coding (LOINC 4548-4, as
+    its heart/cardiac_labs module writes it) in a Bulk Observation file is listed with its
+    count; with --unmapped-text a free-text medication is listed by its text."""
+    src = tmp_path / "src"
+    src.mkdir()
+    obs = [
+        {
+            "resourceType": "Observation",
+            "id": f"o{i}",
+            "status": "final",
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "laboratory",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://loinc.org",
+                        "code": "4548-4",
+                        "display": "Hemoglobin A1c/Hemoglobin.total in Blood",
+                    }
+                ],
+                "text": "Hemoglobin A1c/Hemoglobin.total in Blood",
+            },
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": "2026-01-01",
+            "valueQuantity": {"value": 5.9, "unit": "%", "code": "%"},
+        }
+        for i in range(17)
+    ]
+    med = {
+        "resourceType": "MedicationStatement",
+        "id": "m1",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "HOUSE MIXTURE 10ML PO"},
+        "subject": {"reference": "Patient/p1"},
+    }
+    (src / "Observation.000.ndjson").write_text("\n".join(json.dumps(o) for o in obs) + "\n")
+    (src / "MedicationStatement.000.ndjson").write_text(json.dumps(med) + "\n")
+    (src / "Patient.000.ndjson").write_text(json.dumps({"resourceType": "Patient", "id": "p1"}))
+    out = tmp_path / "out"
+    res = run(
+        "screen",
+        "--source",
+        str(src),
+        "--as-of",
+        "2026-11-24",
+        "--out",
+        str(out),
+        "-q",
+        "--unmapped-text",
+    )
+    assert res.returncode == EXIT_OK, res.stderr
+    table = pd.read_csv(out / "unmapped.csv", dtype={"code": str}, keep_default_na=False)
+    rows = {(r.resource_type, r.system, r.code, r.display, r.count) for r in table.itertuples()}
+    assert (
+        "Observation",
+        "http://loinc.org",
+        "4548-4",
+        "Hemoglobin A1c/Hemoglobin.total in Blood",
+        17,
+    ) in rows
+    assert ("MedicationStatement", "", "", "HOUSE MIXTURE 10ML PO", 1) in rows
+    assert json.loads((out / "run.json").read_text())["unmapped"]["free_text_listed"] is True

@@ -134,9 +134,6 @@ class Flattener:
         self._sys_cache: dict[str, str] = {}
         self._code_cache: dict[tuple[str, str], tuple[str, str]] = {}
         self._word_cache: dict[str, bool] = {}
-        # Medication records that gave no row, by (type, system, code, display): see
-        # _count_unmapped.
-        self.unmapped_medications: dict[tuple[str, str | None, str | None, str | None], int] = {}
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -223,18 +220,24 @@ class Flattener:
             return self._observation(resource, rid, location)
         return self._medication(resource, rtype, rid, location, final=False)
 
-    def finish(self) -> list[tuple[str, Row]]:
+    def finish(
+        self, on_empty: Callable[[dict[str, Any]], None] | None = None
+    ) -> list[tuple[str, Row]]:
         """Rows of resources held back for a Medication that had not been seen yet.
 
         A reference that still does not resolve falls back to medicationReference.display (as a
         text row) and is reported to ``on_error`` (never raised: the resource itself is valid).
+        ``on_empty`` sees each held-back resource that still gives no row (the unmapped report).
         """
         held, self.pending = self.pending, []
         out: list[tuple[str, Row]] = []
         for resource, location in held:
-            out.extend(
-                self._medication(resource, resource["resourceType"], resource["id"], location, True)
+            rows = self._medication(
+                resource, resource["resourceType"], resource["id"], location, True
             )
+            if not rows and on_empty is not None:
+                on_empty(resource)
+            out.extend(rows)
         return out
 
     # -- Patient ---------------------------------------------------------------------------------
@@ -433,7 +436,6 @@ class Flattener:
             if text_only is None:
                 if missing:
                     self._report_soft(loc, f"{rtype} references a Medication not in the source")
-                self._count_unmapped(rtype, every[0] if every else None)
                 return []
         if missing:
             self._report_soft(loc, f"{rtype} references a Medication not in the source")
@@ -473,20 +475,6 @@ class Flattener:
                     s1, e0)  # fmt: skip
             out.extend(("medications", (*head, s, k, d, cc_text, *tail)) for s, k, d in codings)
         return out
-
-    def _count_unmapped(self, rtype: str, first: tuple[str, str, str | None] | None) -> None:
-        """Count a medication record that gives no row (no relevant code, no known name).
-
-        ``unmapped_medications`` counts such records per (resource type, system, code,
-        display) of their first coding ((rtype, None, None, None) when uncoded): the hook for
-        the unmapped report. Free text is never kept here.
-        """
-        key = (rtype, *first) if first is not None else (rtype, None, None, None)
-        um = self.unmapped_medications
-        if key in um or len(um) < _CACHE_LIMIT:
-            um[key] = um.get(key, 0) + 1
-        else:
-            um[(rtype, None, None, None)] = um.get((rtype, None, None, None), 0) + 1
 
     def _report_soft(self, location: str, reason: str) -> None:
         if self.on_error is not None:
@@ -950,19 +938,60 @@ class MedicationLineFilter:
 
 class CodeLineFilter:
     """Filter for a file of one known type whose rows come from codes only (Condition,
-    Procedure, Observation): one C-level findall and a set lookup per line."""
+    Procedure, Observation): one C-level findall and a set lookup per line.
+
+    With :meth:`count_rejected` it also counts each rejected line by its "code" values (the
+    findall it has already made) and keeps the first line of each key, so the unmapped-codes
+    report costs one dict update per line (``fhir_cohort.engine.unmapped``).
+    """
 
     def __init__(self, base: MedicationLineFilter) -> None:
         self.spellings = base.spellings
         self.codes = base.codes
         self.base = base
+        self.rejected: dict[bytes, int] | None = None
+        self.samples: dict[bytes, bytes] = {}
+        self.on_new_key: Callable[[], None] | None = None
+
+    def count_rejected(
+        self,
+        counts: dict[bytes, int],
+        samples: dict[bytes, bytes],
+        on_new_key: Callable[[], None] | None = None,
+    ) -> None:
+        """Count rejected lines into ``counts`` (key: their "code" values), keep the first line
+        of each key in ``samples``; ``on_new_key`` runs after a key is added (to bound them)."""
+        self.rejected, self.samples, self.on_new_key = counts, samples, on_new_key
 
     def __call__(self, line: bytes) -> bool:
         if not _one_object(line):
             return True  # let the parser report it with its file:line
         if line.isascii() and b"\\" not in line:
-            return _plain_line_has_code(line, self.spellings, self.codes)
-        return self.base._has_code(line)
+            rejected = self.rejected
+            if rejected is None:
+                return _plain_line_has_code(line, self.spellings, self.codes)
+            values = _CODE_PLAIN.findall(line)
+            if not self.spellings.isdisjoint(values):
+                return True
+            key = b"\x00".join(values)
+            if b" " in key and any(_filter_key(v) in self.codes for v in values if b" " in v):
+                return True
+        else:
+            if self.base._has_code(line):
+                return True
+            rejected = self.rejected
+            if rejected is None:
+                return False
+            key = b"\x00".join(m.group(1) for m in _CODE_VALUE.finditer(line))
+        n = rejected.get(key)
+        if n is None:
+            rejected[key] = 1
+            self.samples[key] = line
+            if self.on_new_key is not None:
+                self.on_new_key()
+        else:
+            rejected[key] = n + 1
+        return False
 
 
 CODE_ONLY_TYPES = frozenset({"Condition", "Procedure", "Observation"})

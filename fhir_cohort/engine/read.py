@@ -8,6 +8,7 @@ numbers in error locations stay exact because a range knows the line it starts a
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -15,11 +16,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fhir_cohort.engine.flatten import Flattener, make_line_filter
+from fhir_cohort.engine.flatten import CodeLineFilter, Flattener, make_line_filter
 from fhir_cohort.engine.tables import Tables
+from fhir_cohort.engine.unmapped import (
+    UNMAPPED_TYPES,
+    TallyingLineFilter,
+    Unmapped,
+    medication_is_mapped,
+    unmapped_codings,
+)
 from fhir_cohort.errors import MalformedResourceError
 from fhir_cohort.fhir.sources import DiskSource, iter_file, iter_ndjson_range
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
@@ -54,11 +63,13 @@ class ReadReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     workers: int = 1
+    unmapped: Unmapped = field(default_factory=Unmapped)
 
     def merge(self, other: _TaskResult) -> None:
         self.lines.update(other.lines)
         self.parsed.update(other.parsed)
         self.skipped.update(other.skipped)
+        self.unmapped.merge(other.unmapped)
         room = MAX_ERRORS_KEPT - len(self.errors)
         if room > 0:
             self.errors.extend(other.errors[:room])
@@ -93,6 +104,7 @@ class _TaskResult:
     parsed: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    unmapped: Unmapped = field(default_factory=Unmapped)
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class _Config:
     strict: bool
     validate: bool
     medications: dict[str, dict[str, Any]]
+    unmapped_text: bool = False
 
 
 def _run_tasks(
@@ -120,6 +133,8 @@ def _run_tasks(
     flattener.medications.update(cfg.medications)
     filters: dict[str | None, Callable[[bytes], bool]] = {}
     lines = out.lines
+    unmapped = out.unmapped
+    meds = flattener.medications
 
     def count_lines(n: int) -> None:
         lines[type_key] += n
@@ -128,9 +143,16 @@ def _run_tasks(
     for task in tasks:
         type_key = task.expected_type or "unknown"
         if task.expected_type not in filters:
-            filters[task.expected_type] = make_line_filter(
-                cfg.relevant, cfg.words, task.expected_type
-            )
+            line_filter = make_line_filter(cfg.relevant, cfg.words, task.expected_type)
+            # Lines the filter rejects are unmapped records: count their codes there.
+            if isinstance(line_filter, CodeLineFilter):
+                rtype_ = task.expected_type or ""
+                line_filter.count_rejected(
+                    *unmapped.line_counter(rtype_), partial(unmapped.bound_lines, rtype_)
+                )
+            elif task.expected_type is None or task.expected_type in UNMAPPED_TYPES:
+                line_filter = TallyingLineFilter(line_filter, unmapped, task.expected_type)
+            filters[task.expected_type] = line_filter
         common: dict[str, Any] = {
             "expected_type": task.expected_type,
             "line_filter": filters[task.expected_type],
@@ -149,11 +171,28 @@ def _run_tasks(
             out.parsed[rtype] += 1
             if task.expected_type is None:
                 lines[rtype] += 1  # Bundles pass no line filter: count resources instead
-            for table, row in flattener.flatten(resource, location):
+            produced = flattener.flatten(resource, location)
+            for table, row in produced:
                 rows[table].append(row)
+            if not produced:
+                if rtype == "Medication":
+                    if not medication_is_mapped(resource, cfg.relevant, cfg.words):
+                        key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
+                        if key is not None:
+                            unmapped.add(rtype, key)
+                elif not (flattener.pending and flattener.pending[-1][0] is resource):
+                    key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
+                    if key is not None:
+                        unmapped.add(rtype, key)
         if done is not None:
             done(task.size)
-    for table, row in flattener.finish():
+
+    def held_back_unmapped(resource: dict[str, Any]) -> None:
+        key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
+        if key is not None:
+            unmapped.add(resource["resourceType"], key)
+
+    for table, row in flattener.finish(held_back_unmapped):
         rows[table].append(row)
     return out
 
@@ -201,8 +240,9 @@ def _split(path: Path, expected_type: str | None, chunk_bytes: int) -> list[_Tas
 
 
 def _read_medications(
-    source: DiskSource, strict: bool, validate: bool, report: ReadReport
+    source: DiskSource, cfg: _Config, report: ReadReport
 ) -> dict[str, dict[str, Any]]:
+    strict, validate = cfg.strict, cfg.validate
     meds: dict[str, dict[str, Any]] = {}
     tmp = _TaskResult()
 
@@ -222,6 +262,10 @@ def _read_medications(
             rid = resource.get("id")
             if isinstance(rid, str):
                 meds[rid] = resource
+            if not medication_is_mapped(resource, cfg.relevant, cfg.words):
+                key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
+                if key is not None:
+                    tmp.unmapped.add("Medication", key)
     report.merge(tmp)
     return meds
 
@@ -237,17 +281,23 @@ def read_tables(
     progress: ProgressCallback = no_progress,
     chunk_bytes: int = CHUNK_BYTES,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+    unmapped_text: bool = False,
 ) -> tuple[Tables, ReadReport]:
     """Read every resource of ``source`` into :class:`Tables`, skipping what no criterion uses.
 
     Malformed resources are counted and kept (location and reason, no content) in the report,
-    or raise :class:`MalformedResourceError` with ``strict``.
+    or raise :class:`MalformedResourceError` with ``strict``. Records that matched no value set
+    are counted by code in ``report.unmapped`` (medication free text only with
+    ``unmapped_text``).
     """
     started = time.perf_counter()
     report = ReadReport()
     report.files = [str(p) for _, p in source.files()]
-    meds = _read_medications(source, strict, validate, report)
-    cfg = _Config(frozenset(relevant), frozenset(medication_words), strict, validate, meds)
+    cfg = _Config(
+        frozenset(relevant), frozenset(medication_words), strict, validate, {}, unmapped_text
+    )
+    meds = _read_medications(source, cfg, report)
+    cfg = dataclasses.replace(cfg, medications=meds)
     tasks: list[_Task] = []
     # Files of types no table holds (Encounter, Immunization, ...) are not opened at all.
     for declared, path in source.files(set(READ_TYPES)):

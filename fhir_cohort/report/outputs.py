@@ -1,9 +1,10 @@
-"""The screening's output files: patients, evidence, attrition, FHIR Group, run record."""
+"""The screening's output files: patients, evidence, attrition, unmapped codes, FHIR Group,
+run record."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from fhir_cohort.engine.unmapped import UNMAPPED_COLUMNS
 from fhir_cohort.report.files import private_dir, private_writer
 
 STATUS_ORDER: tuple[str, ...] = ("eligible", "review", "ineligible")
@@ -40,6 +42,7 @@ class OutputPaths:
     run: Path
     eras: Path
     labs: Path
+    unmapped: Path
 
     @classmethod
     def in_dir(cls, out_dir: Path) -> OutputPaths:
@@ -52,6 +55,7 @@ class OutputPaths:
             run=out_dir / "run.json",
             eras=out_dir / "medication_eras.parquet",
             labs=out_dir / "lab_results.parquet",
+            unmapped=out_dir / "unmapped.csv",
         )
 
 
@@ -106,7 +110,10 @@ def candidate_group(
     if evidence is not None and not evidence.empty:
         ev = evidence[evidence["patient_id"].isin(set(candidates["patient_id"]))]
         for pid, cid, rtype, rid in zip(
-            ev["patient_id"], ev["criterion_id"], ev["resource_type"], ev["resource_id"],
+            ev["patient_id"],
+            ev["criterion_id"],
+            ev["resource_type"],
+            ev["resource_id"],
             strict=True,
         ):
             if isinstance(rtype, str) and rtype and isinstance(rid, str) and rid:
@@ -121,8 +128,7 @@ def candidate_group(
         if isinstance(reasons, str) and reasons:
             ext.append({"url": SD + "screening-reasons", "valueString": reasons})
         ext.extend(
-            {"url": SD + "screening-evidence", "valueReference": {"reference": ref,
-                                                                  "display": cid}}
+            {"url": SD + "screening-evidence", "valueReference": {"reference": ref, "display": cid}}
             for ref, cid in cited.get(pid, [])
         )
         members.append({"entity": {"reference": f"Patient/{pid}"}, "extension": ext})
@@ -152,6 +158,12 @@ def candidate_group(
     return group
 
 
+def unmapped_table(rows: Iterable[tuple[str, str, str, str, int]]) -> pd.DataFrame:
+    """The unmapped.csv table: ``resource_type, system, code, display, count``."""
+    frame = pd.DataFrame(list(rows), columns=list(UNMAPPED_COLUMNS))
+    return frame.astype({"count": "int64"})
+
+
 def write_outputs(
     out_dir: Path,
     *,
@@ -162,16 +174,22 @@ def write_outputs(
     run: dict[str, Any],
     eras: pd.DataFrame | None = None,
     labs: pd.DataFrame | None = None,
+    unmapped: pd.DataFrame | None = None,
 ) -> OutputPaths:
     """Write every output file privately (0600 in a 0700 folder) and atomically.
 
     The tables also go to Parquet beside the CSVs (typed, fast to reopen in a notebook).
+    ``unmapped.csv`` (codes no value set matched, with counts) is always written, with its
+    header even when empty.
     """
     paths = OutputPaths.in_dir(private_dir(Path(out_dir)))
+    if unmapped is None:
+        unmapped = unmapped_table([])
     for frame, path in (
         (patients, paths.patients),
         (evidence, paths.evidence),
         (attrition, paths.attrition),
+        (unmapped, paths.unmapped),
     ):
         with private_writer(path) as fh:
             frame.to_csv(fh, index=False, lineterminator="\n")
