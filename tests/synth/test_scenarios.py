@@ -91,17 +91,25 @@ def test_after_as_of_scenarios_really_are_after_as_of() -> None:
     (sle,) = [r for r in rec.resources if r["resourceType"] == "Condition"]
     assert sle["onsetDateTime"] > as_of.isoformat() and sle["recordedDate"] > as_of.isoformat()
     rec = build_scenario(by_name()["therapy-after-as-of"], as_of)
-    late = [r for r in rec.resources if r["resourceType"] == "MedicationStatement"
-            and r["effectivePeriod"]["start"] > as_of.isoformat()]
+    late = [
+        r
+        for r in rec.resources
+        if r["resourceType"] == "MedicationStatement"
+        and r["effectivePeriod"]["start"] > as_of.isoformat()
+    ]
     assert len(late) == 1
 
 
 def test_threshold_scenarios_encode_exact_days() -> None:
     as_of = date(2026, 11, 24)
+
     def supplies(name: str) -> list[tuple[str, int]]:
         rec = build_scenario(by_name()[name], as_of)
-        return [(r["whenHandedOver"], r["daysSupply"]["value"]) for r in rec.resources
-                if r["resourceType"] == "MedicationDispense"]
+        return [
+            (r["whenHandedOver"], r["daysSupply"]["value"])
+            for r in rec.resources
+            if r["resourceType"] == "MedicationDispense"
+        ]
 
     assert [d for _, d in supplies("eligible-exactly-84-days")] == [84]
     assert [d for _, d in supplies("therapy-83-days")] == [83]
