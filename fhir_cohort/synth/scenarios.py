@@ -1034,11 +1034,14 @@ def _w_start_plus_85(s: date) -> str:
 
 
 def _start_straddle(s: date) -> dict[str, str]:
-    # Start month holding W's first day w, end w+85: read from the month's first day the era
-    # clipped to W has 86 days (met), from its last day 86-(last-w) days: below 84 when
-    # last - w > 2, so the partial start cannot decide.
+    # Start month holding W's first day w, end w+85. A month wholly inside W means its first
+    # day (met). Otherwise it straddles w: read from its first day the era clipped to W has 86
+    # days (met), from its last day 86-(last-w): below 84 when last - w > 2, so the partial
+    # start cannot decide (unknown); when both readings agree (last - w <= 2) they decide.
     w = _w_start(s)
-    _, last = _month_bounds(w)
+    first, last = _month_bounds(w)
+    if first == w:
+        return {"therapy": "met"}
     return {"therapy": "unknown" if (last - w).days > 2 else "met"}
 
 
