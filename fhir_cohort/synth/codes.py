@@ -206,6 +206,9 @@ AZATHIOPRINE_OID = Code(RXNORM_OID, "1256", "azathioprine")
 SLE_WHO_M321 = Code(
     ICD10_WHO, "M32.1", "Systemic lupus erythematosus with organ or system involvement"
 )
+SLE_WHO_M321_UNDOTTED = Code(
+    ICD10_WHO, "M321", "Systemic lupus erythematosus with organ or system involvement"
+)
 DRUG_INDUCED_WHO_M320 = Code(ICD10_WHO, "M32.0", "Drug-induced systemic lupus erythematosus")
 I2_POS = Code(V2_0078, "POS", "Positive")
 I2_OLD_HIGH = Code(V2_0078_OLD, "H", "High")
@@ -264,6 +267,8 @@ MERKEL_C4A9 = Code(ICD10, "C4A.9", "Merkel cell carcinoma, unspecified")
 CARCINOID_C7A00 = Code(ICD10, "C7A.00", "Malignant carcinoid tumor of unspecified site")
 # VSAC "Heart Failure" 2.16.840.1.113883.3.526.3.376 v20210218 (same repository); Synthea's code.
 CHF_CHRONIC = Code(SNOMED, "88805009", "Chronic congestive heart failure (disorder)")
+# simple-icd-10-cm 1.5.0 (CMS ICD-10-CM): Z99.2 "Dependence on renal dialysis".
+DIALYSIS_DEPENDENCE_Z992 = Code(ICD10, "Z99.2", "Dependence on renal dialysis")
 # VSAC "Dialysis Services" 2.16.840.1.113883.3.464.1003.109.12.1013 (same repository).
 HEMODIALYSIS = Code(SNOMED, "302497006", "Hemodialysis (procedure)")
 

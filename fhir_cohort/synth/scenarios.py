@@ -1302,6 +1302,12 @@ V11_SCENARIOS: tuple[Scenario, ...] = (
         sle=(cond(C.SLE_WHO_M321, -900),),
     ),
     scenario(
+        "code-sle-who-icd10-undotted",
+        "only SLE record: WHO ICD-10 'M321' written without the dot",
+        "sle",
+        sle=(cond(C.SLE_WHO_M321_UNDOTTED, -900),),
+    ),
+    scenario(
         "code-who-icd10-m320-only",
         "only lupus record: WHO ICD-10 M32.0 (drug-induced)",
         "sle",
@@ -1524,6 +1530,12 @@ V11_SCENARIOS: tuple[Scenario, ...] = (
         expect={"pregnancy_lactation": "review"},
     ),
     scenario(
+        "preg-hcg-equivocal-60d",
+        "urine hCG interpretation E (equivocal) 60 d before S (outside 30 d)",
+        "pregnancy_lactation",
+        extra=(obs(C.HCG_URINE, at=-60, interpretation=C.I_EQUIVOCAL),),
+    ),
+    scenario(
         "preg-hcg-quantitative-no-range",
         "serum hCG 12 mIU/mL, no reference range, 10 d before S",
         "pregnancy_lactation",
@@ -1547,6 +1559,15 @@ V11_SCENARIOS: tuple[Scenario, ...] = (
             obs(C.BREASTFEEDING_STATUS, at=-10, value_code=C.LACTATION, category="social-history"),
         ),
         expect={"pregnancy_lactation": "excluded"},
+    ),
+    scenario(
+        "preg-breastfeeding-status-obs-60d",
+        "Breastfeeding status 63895-7 = Mother currently breastfeeding, 60 d before S "
+        "(outside 30 d)",
+        "pregnancy_lactation",
+        extra=(
+            obs(C.BREASTFEEDING_STATUS, at=-60, value_code=C.LACTATION, category="social-history"),
+        ),
     ),
     scenario(
         "preg-suppressed-lactation",
@@ -1643,6 +1664,13 @@ V11_SCENARIOS: tuple[Scenario, ...] = (
         "hemodialysis Procedure 200 d before S (not within 90 d)",
         "chronic_illness",
         extra=(proc(C.HEMODIALYSIS, -200),),
+    ),
+    scenario(
+        "chronic-dialysis-dependence-z992",
+        "active Z99.2 dependence on renal dialysis",
+        "chronic_illness",
+        extra=(cond(C.DIALYSIS_DEPENDENCE_Z992, -400),),
+        expect={"chronic_illness": "review"},
     ),
     # ---------------- v1.1 patients ----------------
     scenario(

@@ -113,6 +113,7 @@ V11: dict[C.Code, tuple[set[str], set[str]]] = {
     C.CARCINOID_C7A00: ({"serious_comorbidity"}, set()),
     C.BCC_SKIN_C4491: (set(), {"serious_comorbidity"}),
     C.HEMODIALYSIS: ({ANY}, set()),
+    C.DIALYSIS_DEPENDENCE_Z992: ({"serious_comorbidity"}, set()),
     # E3: antenatal codes are pregnancy, not delivery; suppressed lactation is not lactation.
     C.SUPERVISION_Z3400: ({ANY}, {"delivery", "lactation"}),
     C.HIGH_RISK_O0993: ({ANY}, {"delivery", "lactation"}),
