@@ -51,7 +51,7 @@ def test_screen_demo_writes_private_outputs(tmp_path: Path) -> None:
     patients = pd.read_csv(out_dir / "patients.csv", dtype=str)
     run_rec = json.loads((out_dir / "run.json").read_text())
     assert run_rec["as_of"] == "2026-11-24"
-    assert run_rec["counts"]["patients"] == len(patients) == 412
+    assert run_rec["counts"]["patients"] == len(patients) == 496
     assert len(run_rec["criteria"]["sha256"]) == 64
     assert "sle" in run_rec["value_sets"]
 

@@ -22,7 +22,7 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     namespace: dict[str, object] = {}
     exec(compile(code, str(README), "exec"), namespace)  # our own README
     assert (tmp_path / "results" / "patients.csv").exists()
-    assert len(namespace["again"].patients) == 412  # type: ignore[attr-defined]
+    assert len(namespace["again"].patients) == 496  # type: ignore[attr-defined]
 
 
 def test_readme_quick_start_is_exactly_two_make_targets() -> None:

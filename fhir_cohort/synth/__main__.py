@@ -23,14 +23,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a deterministic synthetic hospital (Bulk NDJSON + expected.csv).",
     )
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--patients", type=int, default=300,
-                   help="number of background patients (scenario patients come on top)")
+    p.add_argument(
+        "--patients",
+        type=int,
+        default=300,
+        help="number of background patients (scenario patients come on top)",
+    )
     p.add_argument("--seed", type=int, default=20261124, help="random seed")
-    p.add_argument("--as-of", type=_date, default=date.today(),
-                   help="screening date S the expectations assume (default: today)")
+    p.add_argument(
+        "--as-of",
+        type=_date,
+        default=date.today(),
+        help="screening date S the expectations assume (default: today)",
+    )
     p.add_argument("--no-scenarios", action="store_true", help="background patients only")
-    p.add_argument("--files-per-type", type=int, default=1,
-                   help="split each resource type over this many files")
+    p.add_argument(
+        "--files-per-type",
+        type=int,
+        default=1,
+        help="split each resource type over this many files",
+    )
     p.add_argument("--gzip", action="store_true", help="write .ndjson.gz")
     return p
 

@@ -56,11 +56,13 @@ DISCOID_L930 = Code(ICD10, "L93.0", "Discoid lupus erythematosus")
 # --- lupus nephritis (lupus_nephritis.csv, yes) ---------------------------------------------
 LN = Code(SNOMED, "68815009", "Systemic lupus erythematosus glomerulonephritis syndrome")
 LN_CLASS_II = Code(
-    SNOMED, "4676006",
+    SNOMED,
+    "4676006",
     "Systemic lupus erythematosus glomerulonephritis syndrome, World Health Organization class II",
 )
 LN_CLASS_IV = Code(
-    SNOMED, "36402006",
+    SNOMED,
+    "36402006",
     "Systemic lupus erythematosus glomerulonephritis syndrome, World Health Organization class IV",
 )
 SEVERE = Code(SNOMED, "24484000", "Severe")  # the spec names it (E1)
@@ -94,7 +96,8 @@ ESKD = Code(SNOMED, "46177005", "End-stage renal disease")
 DSDNA_IU = Code(LOINC, "5130-0", "DNA double strand Ab [Units/volume] in Serum")
 DSDNA_TITER = Code(LOINC, "11013-0", "DNA double strand Ab [Titer] in Serum")
 DSDNA_IF = Code(
-    LOINC, "6457-6",
+    LOINC,
+    "6457-6",
     "DNA double strand Ab [Presence] in Serum by Immunofluorescence (IF) Crithidia luciliae",
 )
 # No anti-histone code: the only confirmed one (109974-6) is an order term, not in the
@@ -171,6 +174,103 @@ CHECKUP = Code(SNOMED, "185349003", "Encounter for check up")
 AMBULATORY = Code(ACT_CODE, "AMB", "ambulatory")
 # SNOMED 73761001 "Colonoscopy": HL7 FHIR example instances and several code lists (code search).
 COLONOSCOPY = Code(SNOMED, "73761001", "Colonoscopy")
+
+# --- v1.1 spellings of code systems (spec "Clarifications (v1.1)", Code systems) -----------
+SNOMED_OID = "urn:oid:2.16.840.1.113883.6.96"
+ICD10CM_OID = "urn:oid:2.16.840.1.113883.6.90"
+LOINC_OID = "urn:oid:2.16.840.1.113883.6.1"
+RXNORM_OID = "urn:oid:2.16.840.1.113883.6.88"
+ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
+# HL7 v2 table 0078 (abnormal flags): current and pre-THO URIs, both seen in public FHIR mappers
+# (e.g. HAPI HL7v2-to-FHIR converters use the current URI, DSTU2-era code the older one).
+V2_0078 = "http://terminology.hl7.org/CodeSystem/v2-0078"
+V2_0078_OLD = "http://hl7.org/fhir/v2/0078"
+V3_ROUTE = "http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration"
+EDQM = "http://standardterms.edqm.eu"
+NDC = "http://hl7.org/fhir/sid/ndc"
+# ICD-10-PCS, spelled as in VSAC "Delivery Live Births" 2.16.840.1.113883.3.464.1003.111.12.1015
+# (cqframework/ecqm-content-r4@04f5c4919e:input/vocabulary/valueset/external/...1015.json).
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+MR_CATEGORY = "http://terminology.hl7.org/CodeSystem/medicationrequest-category"
+MR_COURSE = "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy"
+
+# Same concepts as above, other spellings.
+SLE_SNOMED_OID = Code(SNOMED_OID, "55464009", "Systemic lupus erythematosus")
+SLE_M329_OID = Code(ICD10CM_OID, "M32.9", "Systemic lupus erythematosus, unspecified")
+# A blank where the dot goes: ICD codes count with or without dot or blanks (v1.1).
+SLE_M329_BLANK = Code(ICD10, "M32 9", "Systemic lupus erythematosus, unspecified")
+DSDNA_IF_OID = Code(LOINC_OID, "6457-6", DSDNA_IF.display)
+AZATHIOPRINE_OID = Code(RXNORM_OID, "1256", "azathioprine")
+# WHO ICD-10 M32.1 / M32.0: same categories and titles as ICD-10-CM (simple-icd-10-cm 1.5.0:
+# M32.1 "Systemic lupus erythematosus with organ or system involvement").
+SLE_WHO_M321 = Code(
+    ICD10_WHO, "M32.1", "Systemic lupus erythematosus with organ or system involvement"
+)
+SLE_WHO_M321_UNDOTTED = Code(
+    ICD10_WHO, "M321", "Systemic lupus erythematosus with organ or system involvement"
+)
+DRUG_INDUCED_WHO_M320 = Code(ICD10_WHO, "M32.0", "Drug-induced systemic lupus erythematosus")
+I2_POS = Code(V2_0078, "POS", "Positive")
+I2_OLD_HIGH = Code(V2_0078_OLD, "H", "High")
+I2_OLD_NEG = Code(V2_0078_OLD, "N", "Normal")
+I_EQUIVOCAL = Code(V3_INTERP, "E", "Equivocal")  # value_sets/interpretation_equivocal.json
+
+# --- v1.1 medications -------------------------------------------------------------------------
+# NDC package codes (11-digit 5-4-2, as RxNorm stores them), read on public label pages:
+# azathioprine 50 mg tablet, Glenmark, package 68462-502-01, RxCUI 197388
+# (pharmacy-near-me.com/drug/Azathioprine-68462-502); prednisone 5 mg tablet, package
+# 67296-1419-3 (pillsync.com/drug/prednisone-5-mg/ROUND_WHITE_058/67296-1419-3).
+AZATHIOPRINE_NDC = Code(NDC, "68462050201", "Azathioprine 50 MG Oral Tablet")
+PREDNISONE_NDC = Code(NDC, "67296141903", "Prednisone 5 MG Oral Tablet")
+# SNOMED CT substance: 372574004 "Azathioprine (substance)" (CH/EU IPS and SNOMED-ATC maps
+# found by code search; same code, display and designations in several value sets).
+AZATHIOPRINE_SUBSTANCE = Code(SNOMED, "372574004", "Azathioprine (substance)")
+BUDESONIDE = Code(RXNORM, "19831", "budesonide")  # medications_ingredients_atc.csv, yes
+# HL7 v3 RouteOfAdministration IPINHL "Inhalation, respiratory" (HAPI V3RouteOfAdministration,
+# THO v3-Inhalation value set; code search).
+ROUTE_V3_INHALATION = Code(V3_ROUTE, "IPINHL", "Inhalation, respiratory")
+# EDQM Standard Terms 20003000 "Cutaneous use" (CH EMED IG dosage examples, EDQM route maps).
+ROUTE_EDQM_CUTANEOUS = Code(EDQM, "20003000", "Cutaneous use")
+# SNOMED dose form 385101003 "Ointment" (HL7 FHIR Medication example form; code search).
+FORM_OINTMENT = Code(SNOMED, "385101003", "Ointment")
+MR_INPATIENT = Code(MR_CATEGORY, "inpatient", "Inpatient")
+MR_COMMUNITY = Code(MR_CATEGORY, "community", "Community")
+MR_ACUTE = Code(MR_COURSE, "acute", "Short course (acute) therapy")
+
+# --- v1.1 pregnancy / lactation ---------------------------------------------------------------
+# ICD-10-CM titles from simple-icd-10-cm 1.5.0 (CMS ICD-10-CM); all leaf codes.
+PREG_TEST_POSITIVE_Z3201 = Code(ICD10, "Z32.01", "Encounter for pregnancy test, result positive")
+SUPERVISION_Z3400 = Code(
+    ICD10, "Z34.00", "Encounter for supervision of normal first pregnancy, unspecified trimester"
+)
+HIGH_RISK_O0993 = Code(
+    ICD10, "O09.93", "Supervision of high risk pregnancy, unspecified, third trimester"
+)
+MATERNAL_CARE_O34211 = Code(
+    ICD10, "O34.211", "Maternal care for low transverse scar from previous cesarean delivery"
+)
+FALSE_LABOUR_O479 = Code(ICD10, "O47.9", "False labor, unspecified")
+SUPPRESSED_LACTATION_O925 = Code(ICD10, "O92.5", "Suppressed lactation")
+# LOINC 63895-7 "Breastfeeding status" (TH Core IG postnatal example; code search).
+BREASTFEEDING_STATUS = Code(LOINC, "63895-7", "Breastfeeding status")
+HCG_QUANT = Code(LOINC, "21198-7", "Choriogonadotropin.beta subunit in Serum or Plasma")  # hcg.json
+# Delivery procedures: SNOMED from value_sets/delivery.json; ICD-10-PCS 10E0XZZ from VSAC
+# "Delivery Live Births" 2.16.840.1.113883.3.464.1003.111.12.1015 (see ICD10PCS above).
+CESAREAN = Code(SNOMED, "11466000", "Cesarean section")
+DELIVERY_PCS = Code(ICD10PCS, "10E0XZZ", "Delivery of Products of Conception, External Approach")
+
+# --- v1.1 chronic illness ---------------------------------------------------------------------
+# VSAC "Malignant Neoplasms" 2.16.840.1.113883.3.464.1003.1193 v20220927
+# (cqframework/ecqm-content-qicore-2025@db5a7e1433:input/vocabulary/valueset/external/).
+BCC_SKIN_C4491 = Code(ICD10, "C44.91", "Basal cell carcinoma of skin, unspecified")
+MERKEL_C4A9 = Code(ICD10, "C4A.9", "Merkel cell carcinoma, unspecified")
+CARCINOID_C7A00 = Code(ICD10, "C7A.00", "Malignant carcinoid tumor of unspecified site")
+# VSAC "Heart Failure" 2.16.840.1.113883.3.526.3.376 v20210218 (same repository); Synthea's code.
+CHF_CHRONIC = Code(SNOMED, "88805009", "Chronic congestive heart failure (disorder)")
+# simple-icd-10-cm 1.5.0 (CMS ICD-10-CM): Z99.2 "Dependence on renal dialysis".
+DIALYSIS_DEPENDENCE_Z992 = Code(ICD10, "Z99.2", "Dependence on renal dialysis")
+# VSAC "Dialysis Services" 2.16.840.1.113883.3.464.1003.109.12.1013 (same repository).
+HEMODIALYSIS = Code(SNOMED, "302497006", "Hemodialysis (procedure)")
 
 CRITERIA: tuple[str, ...] = (
     "age",

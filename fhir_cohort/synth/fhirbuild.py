@@ -8,7 +8,7 @@ to misread).
 from __future__ import annotations
 
 import calendar
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -17,6 +17,8 @@ from fhir_cohort.synth import codes as C
 from fhir_cohort.synth.codes import Code
 
 Resource = dict[str, Any]
+# A date: a day offset from S, or a function of S giving a FHIR date string (partial dates).
+When = int | Callable[[date], str]
 
 
 @dataclass
@@ -33,6 +35,9 @@ class Ctx:
 
     def day(self, offset: int) -> str:
         return (self.as_of + timedelta(days=offset)).isoformat()
+
+    def when(self, w: When) -> str:
+        return self.day(w) if isinstance(w, int) else w(self.as_of)
 
     @property
     def subject(self) -> dict[str, str]:
@@ -52,6 +57,7 @@ def patient(
     gender: str,
     birth_date: str | None,
     deceased: str | None = None,
+    deceased_boolean: bool | None = None,
     family: str = "Synthetic",
     given: str = "Pat",
 ) -> Resource:
@@ -67,6 +73,8 @@ def patient(
         r["birthDate"] = birth_date
     if deceased is not None:
         r["deceasedDateTime"] = deceased
+    elif deceased_boolean is not None:
+        r["deceasedBoolean"] = deceased_boolean
     return r
 
 
@@ -74,24 +82,32 @@ def condition(
     ctx: Ctx,
     code: Code | Sequence[Code],
     *,
-    onset: int | None,
+    onset: When | None,
     clinical: str | None = "active",
     verification: str | None = "confirmed",
-    abatement: int | None = None,
-    recorded: int | str | None = "onset",
+    abatement: When | None = None,
+    recorded: When | str | None = "onset",
     severity: Code | None = None,
     category: str = "problem-list-item",
+    text: str | None = None,
+    abatement_age_years: int | None = None,
+    abatement_string: str | None = None,
+    abatement_boolean: bool | None = None,
+    subject: str | None = None,
 ) -> Resource:
-    """A Condition; ``recorded`` defaults to the onset day so date readings agree."""
+    """A Condition; ``recorded`` defaults to the onset day so date readings agree.
+
+    ``subject`` names another patient id (a record whose patient may not exist).
+    """
     codings = [code] if isinstance(code, Code) else list(code)
     r: Resource = {
         "resourceType": "Condition",
         "id": ctx.rid("c"),
-        "subject": ctx.subject,
+        "subject": {"reference": f"Patient/{subject}"} if subject else ctx.subject,
         "category": [
             {"coding": [{"system": C.COND_CATEGORY, "code": category}]},
         ],
-        "code": {"coding": [c.coding() for c in codings], "text": codings[0].display},
+        "code": {"coding": [c.coding() for c in codings], "text": text or codings[0].display},
     }
     if clinical is not None:
         r["clinicalStatus"] = {"coding": [{"system": C.COND_CLINICAL, "code": clinical}]}
@@ -102,12 +118,24 @@ def condition(
     if severity is not None:
         r["severity"] = severity.concept()
     if onset is not None:
-        r["onsetDateTime"] = ctx.day(onset)
+        r["onsetDateTime"] = ctx.when(onset)
     if abatement is not None:
-        r["abatementDateTime"] = ctx.day(abatement)
+        r["abatementDateTime"] = ctx.when(abatement)
+    elif abatement_age_years is not None:
+        r["abatementAge"] = {
+            "value": abatement_age_years,
+            "unit": "years",
+            "system": C.UCUM,
+            "code": "a",
+        }
+    elif abatement_string is not None:
+        r["abatementString"] = abatement_string
+    elif abatement_boolean is not None:
+        # abatementBoolean is an R4 choice the R4B models dropped; kept here as hospitals send it.
+        r["abatementBoolean"] = abatement_boolean
     rec = onset if recorded == "onset" else recorded
-    if isinstance(rec, int):
-        r["recordedDate"] = ctx.day(rec)
+    if rec is not None and not isinstance(rec, str):
+        r["recordedDate"] = ctx.when(rec)
     return r
 
 
@@ -121,16 +149,31 @@ def _days(n: int) -> dict[str, Any]:
     return {"value": n, "unit": "days", "system": C.UCUM, "code": "d"}
 
 
-def medication(ctx: Ctx, code: Code, *, rid: str | None = None) -> Resource:
-    return {
+def medication(
+    ctx: Ctx, code: Code, *, rid: str | None = None, form: Code | None = None
+) -> Resource:
+    r: Resource = {
         "resourceType": "Medication",
         "id": rid or ctx.rid("m"),
         "code": code.concept(),
     }
+    if form is not None:
+        r["form"] = form.concept()
+    return r
+
+
+def concept_of(c: Code | dict[str, Any]) -> dict[str, Any]:
+    """A CodeableConcept from a Code (coding + display as text) or as given."""
+    return c.concept(c.display) if isinstance(c, Code) else c
 
 
 def _set_medication(
-    r: Resource, ctx: Ctx, code: Code | None, text: str | None, ref: str | None
+    r: Resource,
+    ctx: Ctx,
+    code: Code | None,
+    text: str | None,
+    ref: str | None,
+    form: Code | None = None,
 ) -> list[Resource]:
     """Encode the medication inline, as a contained Medication or as a separate resource."""
     extra: list[Resource] = []
@@ -141,7 +184,7 @@ def _set_medication(
         r["medicationReference"] = {"reference": "#med1"}
     elif ref == "resource":
         assert code is not None
-        med = medication(ctx, code)
+        med = medication(ctx, code, form=form)
         extra.append(med)
         r["medicationReference"] = {"reference": f"Medication/{med['id']}"}
     else:
@@ -153,14 +196,15 @@ def med_statement(
     ctx: Ctx,
     code: Code | None,
     *,
-    start: int | None = None,
-    end: int | None = None,
+    start: When | None = None,
+    end: When | None = None,
     at: int | None = None,
     status: str = "completed",
     text: str | None = None,
     ref: str | None = None,
     bounds_days: int | None = None,
-    route: Code | None = None,
+    route: Code | dict[str, Any] | None = None,
+    form: Code | None = None,
 ) -> list[Resource]:
     r: Resource = {
         "resourceType": "MedicationStatement",
@@ -168,19 +212,19 @@ def med_statement(
         "status": status,
         "subject": ctx.subject,
     }
-    extra = _set_medication(r, ctx, code, text, ref)
+    extra = _set_medication(r, ctx, code, text, ref, form)
     if at is not None:
         r["effectiveDateTime"] = ctx.day(at)
     elif start is not None:
-        period = {"start": ctx.day(start)}
+        period = {"start": ctx.when(start)}
         if end is not None:
-            period["end"] = ctx.day(end)
+            period["end"] = ctx.when(end)
         r["effectivePeriod"] = period
     dosage: dict[str, Any] = {}
     if bounds_days is not None:
         dosage["timing"] = {"repeat": {"boundsDuration": _days(bounds_days)}}
     if route is not None:
-        dosage["route"] = route.concept(route.display)
+        dosage["route"] = concept_of(route)
     if dosage:
         r["dosage"] = [dosage]
     return [*extra, r]
@@ -200,7 +244,11 @@ def med_request(
     do_not_perform: bool | None = None,
     text: str | None = None,
     ref: str | None = None,
+    steps: Sequence[tuple[int, int]] = (),
+    category: Code | None = None,
+    course: Code | None = None,
 ) -> list[Resource]:
+    """``bounds`` gives one dosageInstruction; ``steps`` one per (start, end) (a taper)."""
     r: Resource = {
         "resourceType": "MedicationRequest",
         "id": ctx.rid("mr"),
@@ -212,19 +260,28 @@ def med_request(
     extra = _set_medication(r, ctx, code, text, ref)
     if do_not_perform is not None:
         r["doNotPerform"] = do_not_perform
-    if bounds is not None:
+    if category is not None:
+        r["category"] = [category.concept()]
+    if course is not None:
+        r["courseOfTherapyType"] = course.concept()
+    periods = [bounds] if bounds is not None else list(steps)
+    if periods:
         r["dosageInstruction"] = [
             {
+                "sequence": k + 1,
                 "timing": {
                     "repeat": {
-                        "boundsPeriod": {"start": ctx.day(bounds[0]), "end": ctx.day(bounds[1])},
+                        "boundsPeriod": {"start": ctx.day(lo), "end": ctx.day(hi)},
                         "frequency": 1,
                         "period": 1,
                         "periodUnit": "d",
                     }
-                }
+                },
             }
+            for k, (lo, hi) in enumerate(periods)
         ]
+        if bounds is not None:
+            del r["dosageInstruction"][0]["sequence"]
     disp: dict[str, Any] = {}
     if validity_start is not None:
         disp["validityPeriod"] = {"start": ctx.day(validity_start)}
@@ -266,6 +323,7 @@ def administration(
     at: int,
     status: str = "completed",
     ref: str | None = None,
+    text: str | None = None,
 ) -> list[Resource]:
     r: Resource = {
         "resourceType": "MedicationAdministration",
@@ -274,13 +332,13 @@ def administration(
         "subject": ctx.subject,
         "effectiveDateTime": ctx.day(at),
     }
-    extra = _set_medication(r, ctx, code, None, ref)
+    extra = _set_medication(r, ctx, code, text, ref)
     return [*extra, r]
 
 
 def observation(
     ctx: Ctx,
-    code: Code,
+    code: Code | dict[str, Any],
     *,
     at: int,
     status: str = "final",
@@ -294,13 +352,16 @@ def observation(
     ref_unit: str | None = None,
     ref_text: str | None = None,
     category: str = "laboratory",
+    value_text: str | None = None,
+    components: Sequence[dict[str, Any]] = (),
 ) -> Resource:
+    """An Observation; ``code`` may be a whole CodeableConcept (e.g. a panel named by text)."""
     r: Resource = {
         "resourceType": "Observation",
         "id": ctx.rid("o"),
         "status": status,
         "category": [{"coding": [{"system": C.OBS_CATEGORY, "code": category}]}],
-        "code": code.concept(),
+        "code": code.concept() if isinstance(code, Code) else code,
         "subject": ctx.subject,
         "effectiveDateTime": ctx.day(at),
     }
@@ -320,6 +381,8 @@ def observation(
         r["valueString"] = value_string
     elif ratio is not None:
         r["valueRatio"] = {"numerator": {"value": ratio[0]}, "denominator": {"value": ratio[1]}}
+    elif value_text is not None:
+        r["valueCodeableConcept"] = {"text": value_text}
     if interpretation is not None:
         r["interpretation"] = [interpretation.concept()]
     if ref_high is not None or ref_text is not None:
@@ -332,6 +395,8 @@ def observation(
         if ref_text is not None:
             rr["text"] = ref_text
         r["referenceRange"] = [rr]
+    if components:
+        r["component"] = list(components)
     return r
 
 
@@ -348,6 +413,7 @@ def encounter(ctx: Ctx, *, at: int) -> Resource:
 
 
 def procedure(ctx: Ctx, code: Code, *, at: int) -> Resource:
+    """A completed Procedure on day ``at``."""
     return {
         "resourceType": "Procedure",
         "id": ctx.rid("p"),

@@ -77,8 +77,15 @@ def build_scenario(sc: Scenario, as_of: date) -> PatientRecord:
     ctx = Ctx(sc.patient_id, as_of)
     deceased = None if sc.deceased is None else ctx.day(sc.deceased)
     resources: list[Resource] = [
-        fb.patient(ctx, gender=sc.gender, birth_date=sc.birth(as_of), deceased=deceased,
-                   family="Scenario", given=sc.name)
+        fb.patient(
+            ctx,
+            gender=sc.gender,
+            birth_date=sc.birth(as_of),
+            deceased=deceased,
+            deceased_boolean=sc.deceased_boolean,
+            family="Scenario",
+            given=sc.name,
+        )
     ]
     for spec in sc.resources:
         resources.extend(spec(ctx))
@@ -143,10 +150,8 @@ def build_background(index: int, seed: int, as_of: date) -> PatientRecord:
     # Everyday chronic conditions and their drugs.
     if age_years >= 18 and rng.random() < 0.4:
         onset = back(200, 3000)
-        res.append(fb.condition(ctx, rng.choice((C.HYPERTENSION, C.HYPERTENSION_I10)),
-                                onset=onset))
-        res += fb.med_request(ctx, C.LISINOPRIL, authored=onset + 1, supply_days=90,
-                              repeats=3)
+        res.append(fb.condition(ctx, rng.choice((C.HYPERTENSION, C.HYPERTENSION_I10)), onset=onset))
+        res += fb.med_request(ctx, C.LISINOPRIL, authored=onset + 1, supply_days=90, repeats=3)
         res += fb.med_statement(ctx, C.LISINOPRIL, at=back(10, 100))
     if age_years >= 18 and rng.random() < 0.25:
         onset = back(200, 3000)
@@ -180,54 +185,99 @@ def build_background(index: int, seed: int, as_of: date) -> PatientRecord:
             answers["pregnancy_lactation"] = "excluded"
         elif r < 0.10:
             onset = back(600, 1500)
-            res.append(fb.condition(ctx, C.PREGNANCY, onset=onset, clinical="resolved",
-                                    abatement=onset + 270))
+            res.append(
+                fb.condition(
+                    ctx, C.PREGNANCY, onset=onset, clinical="resolved", abatement=onset + 270
+                )
+            )
         elif r < 0.13:
             day = back(30, 330)
-            res.append(fb.condition(ctx, C.DELIVERY_O80, onset=day, clinical=None,
-                                    category="encounter-diagnosis"))
+            res.append(
+                fb.condition(
+                    ctx, C.DELIVERY_O80, onset=day, clinical=None, category="encounter-diagnosis"
+                )
+            )
             answers["pregnancy_lactation"] = "review"
 
     # E4 noise: heart failure and cancers, active or resolved.
     r = rng.random()
     if age_years >= 18:
         if r < 0.05:
-            res.append(fb.condition(ctx, rng.choice((C.HEART_FAILURE, C.HEART_FAILURE_I509)),
-                                    onset=back(100, 3000)))
+            res.append(
+                fb.condition(
+                    ctx, rng.choice((C.HEART_FAILURE, C.HEART_FAILURE_I509)), onset=back(100, 3000)
+                )
+            )
             answers["chronic_illness"] = "review"
         elif r < 0.08:
-            res.append(fb.condition(ctx, rng.choice((C.MALIGNANCY, C.BREAST_CANCER)),
-                                    onset=back(30, 1000)))
+            res.append(
+                fb.condition(ctx, rng.choice((C.MALIGNANCY, C.BREAST_CANCER)), onset=back(30, 1000))
+            )
             answers["chronic_illness"] = "review"
         elif r < 0.11:
             onset = back(1500, 3000)
-            res.append(fb.condition(ctx, C.BREAST_CANCER, onset=onset, clinical="resolved",
-                                    abatement=onset + 400))
+            res.append(
+                fb.condition(
+                    ctx, C.BREAST_CANCER, onset=onset, clinical="resolved", abatement=onset + 400
+                )
+            )
 
     # I4 noise: some negative anti-dsDNA tests (in or before the 365-day lookback).
     r = rng.random()
     if r < 0.08:
-        res.append(fb.observation(ctx, C.DSDNA_IU, at=back(5, 360),
-                                  quantity=(rng.randint(1, 25), "[IU]/mL"), ref_high=30,
-                                  ref_unit="[IU]/mL", interpretation=C.I_NORMAL))
+        res.append(
+            fb.observation(
+                ctx,
+                C.DSDNA_IU,
+                at=back(5, 360),
+                quantity=(rng.randint(1, 25), "[IU]/mL"),
+                ref_high=30,
+                ref_unit="[IU]/mL",
+                interpretation=C.I_NORMAL,
+            )
+        )
         answers["autoantibody"] = "not_met"
     elif r < 0.11:
-        res.append(fb.observation(ctx, C.DSDNA_IU, at=back(400, 1500),
-                                  quantity=(rng.randint(1, 25), "[IU]/mL"), ref_high=30,
-                                  ref_unit="[IU]/mL", interpretation=C.I_NORMAL))
+        res.append(
+            fb.observation(
+                ctx,
+                C.DSDNA_IU,
+                at=back(400, 1500),
+                quantity=(rng.randint(1, 25), "[IU]/mL"),
+                ref_high=30,
+                ref_unit="[IU]/mL",
+                interpretation=C.I_NORMAL,
+            )
+        )
 
     # Visits with routine labs and vitals (the bulk of the volume).
     for _ in range(rng.randint(7, 16)):
         day = back(1, 1500)
         res.append(fb.encounter(ctx, at=day))
-        res.append(fb.observation(ctx, C.GLUCOSE, at=day,
-                                  quantity=(rng.randint(70, 180), "mg/dL")))
-        res.append(fb.observation(ctx, C.CREATININE, at=day,
-                                  quantity=(round(rng.uniform(0.5, 1.6), 2), "mg/dL")))
-        res.append(fb.observation(ctx, C.BODY_WEIGHT, at=day, category="vital-signs",
-                                  quantity=(round(rng.uniform(45, 120), 1), "kg")))
-        res.append(fb.observation(ctx, C.HEART_RATE, at=day, category="vital-signs",
-                                  quantity=(rng.randint(55, 100), "/min")))
+        res.append(fb.observation(ctx, C.GLUCOSE, at=day, quantity=(rng.randint(70, 180), "mg/dL")))
+        res.append(
+            fb.observation(
+                ctx, C.CREATININE, at=day, quantity=(round(rng.uniform(0.5, 1.6), 2), "mg/dL")
+            )
+        )
+        res.append(
+            fb.observation(
+                ctx,
+                C.BODY_WEIGHT,
+                at=day,
+                category="vital-signs",
+                quantity=(round(rng.uniform(45, 120), 1), "kg"),
+            )
+        )
+        res.append(
+            fb.observation(
+                ctx,
+                C.HEART_RATE,
+                at=day,
+                category="vital-signs",
+                quantity=(rng.randint(55, 100), "/min"),
+            )
+        )
     if age_years >= 45 and rng.random() < 0.2:
         res.append(fb.procedure(ctx, C.COLONOSCOPY, at=back(30, 2000)))
 
@@ -304,15 +354,20 @@ def generate(
         with open(expected_path, "w", newline="", encoding="utf-8") as ef:
             ew = csv.writer(ef, lineterminator="\n")
             ew.writerow(EXPECTED_COLUMNS)
-            for i, rec in enumerate(iter_patients(n_background, seed, as_of,
-                                                  scenarios=scenarios)):
+            for i, rec in enumerate(iter_patients(n_background, seed, as_of, scenarios=scenarios)):
                 shard = i % files_per_type
                 for resource in rec.resources:
                     rtype = resource["resourceType"]
                     writers.write(rtype, shard, resource)
                     summary.resources[rtype] += 1
-                ew.writerow([rec.patient_id, rec.status,
-                             *(rec.answers[c] for c in C.CRITERIA), rec.scenario])
+                ew.writerow(
+                    [
+                        rec.patient_id,
+                        rec.status,
+                        *(rec.answers[c] for c in C.CRITERIA),
+                        rec.scenario,
+                    ]
+                )
                 summary.n_patients += 1
                 if rec.scenario == BACKGROUND:
                     summary.n_background += 1

@@ -31,6 +31,6 @@ def test_demo_readme_states_command_and_as_of() -> None:
 
 def test_demo_expected_has_candidates() -> None:
     exp = load_expected(DEMO)
-    assert len(exp) == 412
+    assert len(exp) == 496
     assert (exp.status == "eligible").sum() >= 20
     assert (exp.status == "review").sum() >= 20

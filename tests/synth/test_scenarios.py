@@ -91,17 +91,25 @@ def test_after_as_of_scenarios_really_are_after_as_of() -> None:
     (sle,) = [r for r in rec.resources if r["resourceType"] == "Condition"]
     assert sle["onsetDateTime"] > as_of.isoformat() and sle["recordedDate"] > as_of.isoformat()
     rec = build_scenario(by_name()["therapy-after-as-of"], as_of)
-    late = [r for r in rec.resources if r["resourceType"] == "MedicationStatement"
-            and r["effectivePeriod"]["start"] > as_of.isoformat()]
+    late = [
+        r
+        for r in rec.resources
+        if r["resourceType"] == "MedicationStatement"
+        and r["effectivePeriod"]["start"] > as_of.isoformat()
+    ]
     assert len(late) == 1
 
 
 def test_threshold_scenarios_encode_exact_days() -> None:
     as_of = date(2026, 11, 24)
+
     def supplies(name: str) -> list[tuple[str, int]]:
         rec = build_scenario(by_name()[name], as_of)
-        return [(r["whenHandedOver"], r["daysSupply"]["value"]) for r in rec.resources
-                if r["resourceType"] == "MedicationDispense"]
+        return [
+            (r["whenHandedOver"], r["daysSupply"]["value"])
+            for r in rec.resources
+            if r["resourceType"] == "MedicationDispense"
+        ]
 
     assert [d for _, d in supplies("eligible-exactly-84-days")] == [84]
     assert [d for _, d in supplies("therapy-83-days")] == [83]
@@ -109,3 +117,117 @@ def test_threshold_scenarios_encode_exact_days() -> None:
         (h1, s1), (h2, _) = supplies(name)
         uncovered = (date.fromisoformat(h2) - date.fromisoformat(h1)).days - s1
         assert uncovered == gap
+
+
+# --- spec v1.1 scenarios: the records really encode the case their answers assume ----------
+v11_dates = st.dates(min_value=date(2000, 1, 1), max_value=date(2060, 12, 31))
+
+
+def _resources(name: str, as_of: date, rtype: str) -> list[dict]:
+    rec = build_scenario(by_name()[name], as_of)
+    return [r for r in rec.resources if r["resourceType"] == rtype]
+
+
+def _range(raw: str, *, end: bool) -> date:
+    lo, hi = birth_bounds(raw)  # same FHIR partial-date arithmetic
+    return hi if end else lo
+
+
+@given(as_of=v11_dates)
+def test_month_end_scenario_reaches_84_days_only_through_the_last_day(as_of: date) -> None:
+    ms = _resources("date-med-end-month-precision", as_of, "MedicationStatement")
+    (aza,) = [r for r in ms if r["medicationCodeableConcept"]["coding"][0]["code"] == "1256"]
+    start = date.fromisoformat(aza["effectivePeriod"]["start"])
+    raw_end = aza["effectivePeriod"]["end"]
+    assert len(raw_end) == 7  # YYYY-MM
+    assert (_range(raw_end, end=False) - start).days + 1 < 84
+    assert (_range(raw_end, end=True) - start).days + 1 >= 84
+    assert _range(raw_end, end=True) < as_of
+
+
+@given(as_of=v11_dates)
+def test_partial_start_scenario_answer_follows_both_readings(as_of: date) -> None:
+    from fhir_cohort.engine.medication import window_start
+
+    ms = _resources("date-med-start-straddles-window", as_of, "MedicationStatement")
+    (aza,) = [r for r in ms if r["medicationCodeableConcept"]["coding"][0]["code"] == "1256"]
+    raw, end = aza["effectivePeriod"]["start"], date.fromisoformat(aza["effectivePeriod"]["end"])
+    w = window_start(as_of, 24)
+    lo, hi = _range(raw, end=False), _range(raw, end=True)
+    assert lo <= w <= hi  # the month holds W's first day
+    days = {(end - max(start, w)).days + 1 >= 84 for start in (lo, hi)}
+    straddles = lo < w
+    want = "unknown" if straddles and len(days) == 2 else "met"
+    assert by_name()["date-med-start-straddles-window"].answers(as_of)["therapy"] == want
+
+
+@given(as_of=v11_dates)
+def test_partial_condition_dates_hold_their_window_boundary(as_of: date) -> None:
+    for name, days in (
+        ("date-headache-month-straddle-90d", 90),
+        ("date-seizure-year-straddle-365d", 365),
+        ("date-pregnancy-month-straddle-300d", 300),
+    ):
+        conds = _resources(name, as_of, "Condition")
+        (c,) = [c for c in conds if len(c["onsetDateTime"]) < 10]
+        lo, hi = _range(c["onsetDateTime"], end=False), _range(c["onsetDateTime"], end=True)
+        boundary = as_of - timedelta(days=days)
+        assert lo <= boundary <= hi <= as_of, name  # never after S
+        assert c["recordedDate"] == c["onsetDateTime"]
+    preg = by_name()["date-pregnancy-month-straddle-300d"].answers(as_of)
+    lo = _range(
+        _resources("date-pregnancy-month-straddle-300d", as_of, "Condition")[-1]["onsetDateTime"],
+        end=False,
+    )
+    inside = lo >= as_of - timedelta(days=300)
+    assert preg["pregnancy_lactation"] == ("excluded" if inside else "review")
+
+
+def test_taper_union_passes_84_days_but_its_first_step_does_not() -> None:
+    (req,) = _resources("date-taper-three-steps", date(2026, 11, 24), "MedicationRequest")
+    spans = [
+        (
+            date.fromisoformat(d["timing"]["repeat"]["boundsPeriod"]["start"]),
+            date.fromisoformat(d["timing"]["repeat"]["boundsPeriod"]["end"]),
+        )
+        for d in req["dosageInstruction"]
+    ]
+    assert len(spans) == 3
+    assert (spans[0][1] - spans[0][0]).days + 1 < 84
+    covered = set()
+    for lo, hi in spans:
+        covered |= {lo + timedelta(days=k) for k in range((hi - lo).days + 1)}
+    assert len(covered) >= 84 and max(covered) - min(covered) == timedelta(len(covered) - 1)
+
+
+def test_open_orders_carry_their_category_and_no_end() -> None:
+    as_of = date(2026, 11, 24)
+    for name, field, code in (
+        ("date-inpatient-open-order", "category", "inpatient"),
+        ("date-acute-open-order", "courseOfTherapyType", "acute"),
+        ("date-outpatient-open-order", "category", "community"),
+    ):
+        (req,) = _resources(name, as_of, "MedicationRequest")
+        concept = req[field][0] if field == "category" else req[field]
+        assert concept["coding"][0]["code"] == code
+        assert req["status"] == "active" and "dosageInstruction" not in req
+        assert "dispenseRequest" not in req
+
+
+def test_abatement_age_scenarios_fall_either_side_of_as_of() -> None:
+    as_of = date(2026, 11, 24)
+    for name, after in (("act-abatement-age-past", False), ("act-abatement-age-future", True)):
+        sc = by_name()[name]
+        birth = date.fromisoformat(sc.birth(as_of) or "")
+        (ln,) = [c for c in _resources(name, as_of, "Condition") if "abatementAge" in c]
+        low_end = birth.replace(year=birth.year + ln["abatementAge"]["value"])
+        assert (low_end > as_of) == after, name
+
+
+def test_record_without_patient_and_deceased_boolean() -> None:
+    as_of = date(2026, 11, 24)
+    rec = build_scenario(by_name()["misc-record-without-patient"], as_of)
+    subjects = {r["subject"]["reference"] for r in rec.resources if "subject" in r}
+    assert subjects == {f"Patient/{rec.patient_id}", f"Patient/{rec.patient_id}-nopatient"}
+    pat = build_scenario(by_name()["age-deceased-boolean"], as_of).resources[0]
+    assert pat["deceasedBoolean"] is True and "deceasedDateTime" not in pat
