@@ -203,13 +203,24 @@ def exposure_interval(
     return start, max(start, end)
 
 
-def certain_interval(row: Any, as_of: dt.date, coverage: int) -> Interval | None:
-    """The days a record covers under every reading of its partial dates (latest start,
-    earliest end), or None when no day is certain or the duration is unknown.
+def _straddles(lo: dt.date, hi: dt.date, window_start: dt.date, as_of: dt.date) -> bool:
+    """Whether a partial date's readings lo..hi fall on both sides of a window boundary: the
+    window's first day, or S (a reading after S is not on record at S)."""
+    return lo < window_start <= hi or lo <= as_of < hi
 
-    Every reading covers at least these days, so eras (merging and clipping are monotone in
-    the days covered) computed from them are the pessimistic answer. For full dates this is
-    exactly :func:`exposure_interval`.
+
+def certain_interval(
+    row: Any, as_of: dt.date, coverage: int, window_start: dt.date | None = None
+) -> Interval | None:
+    """The days a record covers under every reading that can change the answer, or None when
+    no day is certain or the duration is unknown.
+
+    With ``window_start``, spec v1.1: a partial start means its first day and a partial end its
+    last day (the widest reading), except where the partial date straddles a window boundary
+    (the window's first day or S); there its other end is taken (latest start, earliest end).
+    Without it, every partial date takes its narrowest reading. Every such reading covers at
+    least these days, so eras (merging and clipping are monotone in the days covered) computed
+    from them are the pessimistic answer. For full dates this is :func:`exposure_interval`.
     """
     start, end, rule = row.start, row.end, row.end_rule
     if start is None:
@@ -218,6 +229,19 @@ def certain_interval(row: Any, as_of: dt.date, coverage: int) -> Interval | None
     early = getattr(row, "end_early", None)
     if early is None:
         early = end
+    if window_start is not None:
+        if late != start and not _straddles(start, late, window_start, as_of):
+            late = start
+        # A supply's end follows its start: it is read with the start, not on its own.
+        if (
+            early is not None
+            and end is not None
+            and early != end
+            and late == start
+            and getattr(row, "start_late", None) in (None, start)
+            and not _straddles(early, end, window_start, as_of)
+        ):
+            early = end
     precise = late == start and early == end
     if rule == "to_asof":
         if late > as_of:
@@ -318,6 +342,7 @@ def collect(
 ) -> tuple[list[MedRecord], list[Evidence]]:
     """Counted records per requirement/group, and evidence rows for records that do not count."""
     as_of = ctx.as_of
+    w_start = window_start(as_of, crit.window_months)
     active_vs = [crit.active_value_sets(r) for r in crit.requirements]
     optional_off = [
         [] if r.enabled_by is None or getattr(crit, r.enabled_by) else list(r.optional_value_sets)
@@ -364,7 +389,7 @@ def collect(
                 cov = coverage_days(m.agent.name, crit)
                 start, end = exposure_interval(row, as_of, cov)
                 assert start is not None
-                certain = certain_interval(row, as_of, cov)
+                certain = certain_interval(row, as_of, cov, w_start)
                 # Several codings of one record give the same exposure once; several dosage
                 # instructions give several exposures (a union).
                 key = (row.resource_type + "/" + row.resource_id, group, i, start, end, certain)

@@ -319,22 +319,24 @@ def test_era_table(b, trial, terminology):
 
 # ----------------------------------------------------------------------------- spec v1.1
 # Partial dates are ranges: a row carries its widest reading (start, end) and its narrowest
-# (start_late, end_early). `met` needs the narrowest; the widest alone gives `unknown`.
+# (start_late, end_early). The spec reads a partial start as its first day and a partial end as
+# its last; only a partial date that straddles a window boundary (W's first day, or S) cannot
+# decide: there `met` needs the narrowest reading and the widest alone gives `unknown`.
 
 
 @pytest.mark.parametrize(
     ("end", "end_early", "expected"),
     [
-        ("2024-03-31", "2024-03-01", "unknown"),  # ends "2024-03": 61 or 91 days
-        ("2024-04-30", "2024-04-01", "met"),  # ends "2024-04": at least 92 days
-        ("2024-02-29", "2024-02-01", "not_met"),  # ends "2024-02": at most 60 days
+        ("2024-03-31", "2024-03-01", "met"),  # ends "2024-03": through Mar 31, 91 days
+        ("2024-04-30", "2024-04-01", "met"),  # ends "2024-04": 121 days
+        ("2024-02-29", "2024-02-01", "not_met"),  # ends "2024-02": through Feb 29, 60 days
     ],
 )
-def test_month_precision_end_straddling_84_days(run, b, end, end_early, expected):
-    ans, reason = therapy(run, b, [_gc(b, "2024-01-01", end, end_early=end_early), *_two_others(b)])
+def test_month_precision_end_runs_through_its_last_day(run, b, end, end_early, expected):
+    # v1.1: "a period ending 2026-04 runs through 2026-04-30"; the 84 days are no window
+    # boundary, so a month-precision end inside W decides by its last day.
+    ans, _ = therapy(run, b, [_gc(b, "2024-01-01", end, end_early=end_early), *_two_others(b)])
     assert ans == expected
-    if expected == "unknown":
-        assert "partial dates could meet it" in reason
 
 
 def test_month_precision_end_straddling_window_start(run, b):
@@ -348,9 +350,13 @@ def test_month_precision_end_straddling_window_start(run, b):
 
 
 def test_month_precision_start_straddling_as_of(run, b):
-    # An open order started "2025-04": Apr 1 .. Jun 30 = 91 days, Apr 30 .. Jun 30 = 62.
+    # An open order started "2025-04" starts Apr 1 (v1.1): Apr 1 .. Jun 30 = 91 days, met.
     meds = [_gc(b, "2025-04-01", None, rule="to_asof", start_late="2025-04-30"), *_two_others(b)]
-    assert therapy(run, b, meds)[0] == "unknown"
+    assert therapy(run, b, meds)[0] == "met"
+    # Started "2023-06" while W starts Jun 30: every reading is clipped to Jun 30, so the
+    # straddle cannot change the answer (Jun 30 .. Sep 21 = 84 days).
+    clipped = _gc(b, "2023-06-01", "2023-09-21", start_late="2023-06-30")
+    assert therapy(run, b, [clipped, *_two_others(b)])[0] == "met"
     # Started "2025-06" .. a day after S is possible: the late reading is not on record at S.
     late = _gc(b, "2025-06-01", "2025-09-30", start_late="2025-07-31", end_early="2025-09-01")
     res = run(medications=[late, *_two_others(b)])
@@ -361,9 +367,10 @@ def test_partial_dispense_without_certain_day(run, b):
     # Handed over "2024" with 30 days of supply: no day is covered under every reading.
     row = _gc(b, "2024-01-01", "2025-01-29", resource_type="MedicationDispense",
               status="completed", start_late="2024-12-31", end_early="2024-01-30")  # fmt: skip
+    # Read from its first day the supply covers Jan 1-30 only; the widest reading (supply from
+    # the year's last day) is kept as a doubt, so the answer is unknown rather than not_met.
     res = run(medications=[row, *_two_others(b)])
     assert res.answers.answer[2] == "unknown"
-    assert any("partial dates, no day certain" in n for n in b.notes(res, "therapy"))
 
 
 # Readings of one record: the days it covers under each choice of its partial dates.
