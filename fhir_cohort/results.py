@@ -27,7 +27,7 @@ class ScreeningResult:
     >>> from fhir_cohort import screen
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> result.status_counts().to_dict()
-    {'eligible': 85, 'review': 47, 'ineligible': 364}
+    {'eligible': 84, 'review': 48, 'ineligible': 364}
     >>> result.candidates()["status"].iloc[0]
     'eligible'
     >>> print(result.explain("s-eligible-statements").splitlines()[0])

@@ -61,6 +61,12 @@ def _get(d: Any, key: str) -> Any:
     return d.get(key) if isinstance(d, dict) else None
 
 
+def _text(cc: Any) -> str | None:
+    """CodeableConcept.text (E1 reads a lupus nephritis class named there)."""
+    t = _get(cc, "text")
+    return t if isinstance(t, str) and t else None
+
+
 def _bounds(*values: Any) -> tuple[date | None, date | None]:
     """(earliest day, latest day or None) of the first readable FHIR date among ``values``.
 
@@ -316,6 +322,7 @@ class Flattener:
             recorded,
             recorded_high,
             self.tokens(r.get("severity")),
+            _text(r.get("code")),
         )
         return [("conditions", (*head, s, k, d, *tail)) for s, k, d in codings]
 
@@ -330,6 +337,12 @@ class Flattener:
         performed, performed_high = _bounds(
             r.get("performedDateTime"), _get(r.get("performedPeriod"), "start")
         )
+        # A performedPeriod spans start..end: any of its days may fall in a window (a dialysis
+        # course that ends within 90 days of S), so its end widens the range like a partial date.
+        end_lo, end_hi = _bounds(_get(r.get("performedPeriod"), "end"))
+        last = end_hi or end_lo
+        if performed is not None and last is not None and last > (performed_high or performed):
+            performed_high = last
         head = (pid, "Procedure", rid)
         tail = (
             f"procedure:{status}" if isinstance(status, str) else None,
@@ -343,6 +356,7 @@ class Flattener:
             None,
             None,
             (),
+            _text(r.get("code")),
         )
         return [("conditions", (*head, s, k, d, *tail)) for s, k, d in codings]
 

@@ -36,6 +36,7 @@ CONDITION_COLUMNS: tuple[str, ...] = (
     "recorded_date",
     "recorded_high",
     "severity_codes",
+    "code_text",
 )
 
 MEDICATION_COLUMNS: tuple[str, ...] = (

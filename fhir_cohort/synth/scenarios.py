@@ -1571,9 +1571,11 @@ V11_SCENARIOS: tuple[Scenario, ...] = (
     ),
     scenario(
         "preg-suppressed-lactation",
-        "active O92.5 suppressed lactation 60 d before S (not lactation)",
+        "active O92.5 suppressed lactation 60 d before S: not lactation (v1.1), but a puerperium "
+        "code dates a birth within 365 d: review (possible lactation), never excluded",
         "pregnancy_lactation",
         extra=(cond(C.SUPPRESSED_LACTATION_O925, -60),),
+        expect={"pregnancy_lactation": "review"},
     ),
     *(
         scenario(

@@ -78,11 +78,12 @@ def cond(code: str, pid: str = "p1", *, system: str = SNOMED, rid: str | None = 
          onset: str | None = None, abatement: str | None = None, has_abatement: bool = False,
          recorded: str | None = None, severity: tuple[str, ...] = (),
          abatement_age: tuple[float, str] | None = None,
-         resource_type: str = "Condition", display: str | None = None) -> tuple:
+         resource_type: str = "Condition", display: str | None = None,
+         text: str | None = None) -> tuple:
     return (pid, resource_type, rid or f"c{next(_ids)}", system, code, display or code,
             clinical, verification, *dr(onset), *dr(abatement), abatement_age,
             has_abatement or abatement is not None or abatement_age is not None,
-            *dr(recorded), severity)
+            *dr(recorded), severity, text)
 
 
 def med(code: str | None, start: str | None, end: str | None = None, pid: str = "p1", *,

@@ -36,6 +36,33 @@ def test_class_named_in_the_display_counts_like_a_class_code(run, b, display, ex
             assert "class III, IV or V" in reason
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Lupus nephritis ISN/RPS class IV-G (A/C)", "excluded"),
+        ("SLE nephritis, biopsy: class V", "excluded"),
+        ("Lupus nephritis class II", "review"),
+        (None, "review"),
+    ],
+)
+def test_class_named_only_in_the_code_text_counts(run, b, text, expected):
+    # v1.1: "a class named in the code's display or text"; the coding's display says nothing.
+    row = b.cond(b.LN, display="Lupus nephritis", text=text)
+    assert run.answer("lupus_nephritis", conditions=[row])[0] == expected
+
+
+def test_code_text_reaches_the_table_from_condition_and_procedure() -> None:
+    from fhir_cohort.engine.flatten import Flattener
+    from fhir_cohort.engine.tables import CONDITION_COLUMNS
+
+    code = {"coding": [{"system": "http://snomed.info/sct", "code": "1"}], "text": "class IV"}
+    f = Flattener({("http://snomed.info/sct", "1")}, ())
+    for rtype in ("Condition", "Procedure"):
+        r = {"resourceType": rtype, "id": "x", "subject": {"reference": "Patient/p"}, "code": code}
+        [(_, row)] = f.flatten(r, "f:1")
+        assert dict(zip(CONDITION_COLUMNS, row, strict=True))["code_text"] == "class IV"
+
+
 def test_named_class_needs_an_active_record(run, b):
     row = b.cond(
         b.LN, display="Lupus nephritis class IV", clinical="resolved", abatement="2020-01-01"
@@ -90,6 +117,33 @@ def test_dialysis_procedure_counts_regardless_of_active_status(run, b, status):
 def test_dialysis_procedure_never_performed_does_not_count(run, b, status):
     row = _proc(b, status=status, performed="2025-06-01")
     assert run.answer("chronic_illness", conditions=[row])[0] == "clear"
+
+
+def test_dialysis_course_ending_within_90_days_counts() -> None:
+    # A performedPeriod that started long ago and ended 10 days before S: in the window.
+    from fhir_cohort.engine.flatten import Flattener
+    from fhir_cohort.engine.tables import CONDITION_COLUMNS
+
+    f = Flattener({("http://snomed.info/sct", RENAL_DIALYSIS)}, ())
+    r = {
+        "resourceType": "Procedure", "id": "d", "status": "completed",
+        "subject": {"reference": "Patient/p"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": RENAL_DIALYSIS}]},
+        "performedPeriod": {"start": "2024-01-01", "end": "2025-06-20"},
+    }  # fmt: skip
+    [(_, row)] = f.flatten(r, "f:1")
+    got = dict(zip(CONDITION_COLUMNS, row, strict=True))
+    assert (got["onset_date"], got["onset_high"]) == (dt.date(2024, 1, 1), dt.date(2025, 6, 20))
+
+
+def test_dialysis_course_spanning_the_window_is_review(run, b):
+    row = b.cond(
+        RENAL_DIALYSIS, resource_type="Procedure", clinical="procedure:completed",
+        verification=None, onset="2024-01-01",
+    )  # fmt: skip
+    # The table's range for a period 2024-01-01..2025-06-20 (what flatten writes, above).
+    row = (*row[:9], dt.date(2025, 6, 20), *row[10:])
+    assert run.answer("chronic_illness", conditions=[row])[0] == "review"
 
 
 def test_undated_dialysis_procedure_is_review(run, b):

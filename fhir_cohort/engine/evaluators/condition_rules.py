@@ -46,8 +46,9 @@ def match_rule(
         sev = set(row.severity_codes or ())
         if not sev & set(rule.severity_codes):
             return None, "severity not " + ", ".join(rule.severity_codes)
-    if rule.named_classes is not None and not names_class_in(row.display, rule.named_classes):
-        # Only the coding's display is in the table: Condition.code.text is not flattened.
+    if rule.named_classes is not None and not any(
+        names_class_in(t, rule.named_classes) for t in (row.display, row.code_text) if t
+    ):
         return None, "no class " + "/".join(rule.named_classes) + " named"
     unsure: list[str] = []
     if (note := condition_uncertain_at(row, ctx.as_of)) is not None:
