@@ -89,6 +89,8 @@ class FollowUp:
     codes: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     params: tuple[tuple[str, str], ...] = ()
+    # Optional: skipped (not refused) when the server does not advertise ``code_param``.
+    optional: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", tuple(dict.fromkeys(self.codes)))
@@ -146,6 +148,10 @@ class FetchPlan:
         obs = tuple(observation_codes)
         if obs:
             follow.append(FollowUp("Observation", codes=obs))
+            # A panel whose component carries the test counts as that test (spec v1.1).
+            follow.append(
+                FollowUp("Observation", code_param="component-code", codes=obs, optional=True)
+            )
         if procedure_codes is not None:
             follow.append(FollowUp("Procedure", codes=tuple(procedure_codes)))
         return cls(
@@ -159,6 +165,8 @@ class FetchPlan:
         for e in self.entry:
             out.setdefault(e.resource_type, set()).add(e.param)
         for f in self.follow_ups:
+            if f.optional:
+                continue
             ps = out.setdefault(f.resource_type, set())
             ps.add(f.patient_param)
             if f.codes:
@@ -500,10 +508,16 @@ class _Fetcher:
         return out
 
     def follow_up_queries(
-        self, patients: Sequence[str], delta: bool, includes_ok: Callable[[str], bool]
+        self,
+        patients: Sequence[str],
+        delta: bool,
+        includes_ok: Callable[[str], bool],
+        param_ok: Callable[[str, str], bool] = lambda _t, _p: True,
     ) -> list[_Query]:
         out = []
         for f in self.plan.follow_ups:
+            if f.optional and not param_ok(f.resource_type, f.code_param):
+                continue
             code_chunks: list[tuple[str, ...] | None] = (
                 list(_chunks(f.codes, self.plan.code_chunk)) if f.codes else [None]
             )
@@ -538,9 +552,9 @@ class _Fetcher:
         old = sorted(previous)
         self.patients = found | previous
 
-        follow = self.follow_up_queries(new, False, cap.supports_include)
+        follow = self.follow_up_queries(new, False, cap.supports_include, cap.supports_param)
         if delta:
-            follow += self.follow_up_queries(old, True, cap.supports_include)
+            follow += self.follow_up_queries(old, True, cap.supports_include, cap.supports_param)
         self.run_stage("follow-up", follow)
 
         meds: list[_Query] = []

@@ -8,6 +8,7 @@ ignore case, surrounding blanks, a trailing slash and ``http`` vs ``https``; an 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -105,6 +106,15 @@ _ALIASES: dict[str, str] = _aliases()
 # A SNOMED CT edition URI ("http://snomed.info/sct/999000011000000103", UK with dm+d) sent as the
 # system: FHIR puts the edition in Coding.version, but the codes are SNOMED CT codes.
 _SNOMED_EDITION = re.compile(r"http://snomed\.info/sct/\d+(?:/version/\d+)?")
+
+
+@functools.cache
+def search_spellings(uri: str) -> tuple[str, ...]:
+    """How servers may have stored a system: its canonical URI and ``urn:oid`` per HL7 OID."""
+    for s in SYSTEMS:
+        if s.uri == uri:
+            return (s.uri, *(f"urn:oid:{oid}" for oid in s.oids))
+    return (uri,)
 
 
 def spellings(system: CodeSystem) -> list[str]:

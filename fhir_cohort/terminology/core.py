@@ -11,7 +11,14 @@ from typing import Any
 import orjson
 
 from fhir_cohort.errors import TerminologyError
-from fhir_cohort.terminology.codes import NDC, RXNORM, SNOMED, normalize_code, normalize_system
+from fhir_cohort.terminology.codes import (
+    NDC,
+    RXNORM,
+    SNOMED,
+    normalize_code,
+    normalize_system,
+    search_spellings,
+)
 from fhir_cohort.terminology.forms import is_non_systemic_text
 from fhir_cohort.terminology.ndc import normalize_ndc
 
@@ -276,17 +283,23 @@ class Terminology:
             out |= self.value_set(vs_id).concepts
         return out
 
-    def search_tokens(self, vs_ids: Iterable[str]) -> list[str]:
-        """``system|code`` tokens for a server search of ``vs_ids``, sorted.
+    def search_tokens(self, vs_ids: Iterable[str], system: str | None = None) -> list[str]:
+        """``system|code`` tokens for a server search of ``vs_ids`` (only ``system``'s when
+        given), sorted.
 
-        Each code as the value set writes it and, where that differs (ICD without its dot), as
-        the engine normalises it: servers match tokens exactly and EHRs spell ICD both ways.
+        Servers match tokens exactly, and EHRs spell the same code several ways (spec v1.1): each
+        code as the value set writes it and as the engine normalises it (ICD with and without its
+        dot), each under the canonical URI and the system's ``urn:oid``. A code spelled with inner
+        blanks cannot be searched for; the on-disk and bulk strategies still read it.
         """
+        want = normalize_system(system) if system else None
         out: set[str] = set()
         for vs_id in vs_ids:
             vs = self.value_set(vs_id)
-            out.update(f"{s}|{c}" for s, c in vs.written)
-            out.update(f"{s}|{c}" for s, c in vs.concepts)
+            for s, c in vs.written | vs.concepts:
+                if want is not None and s != want:
+                    continue
+                out.update(f"{spelling}|{c}" for spelling in search_spellings(s))
         return sorted(out)
 
     def summary(self) -> list[dict[str, object]]:

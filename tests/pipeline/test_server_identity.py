@@ -75,6 +75,12 @@ def test_funnel_screens_the_cohort_identically(
     # sle = not_met and is ineligible without a fetch.
     fetched = set(server["patient_id"])
     assert fetched and fetched < set(disk["patient_id"])
+    # A server matches code tokens exactly: an SLE code spelled with an inner blank ("M32 .14")
+    # cannot be searched for (the funnel sends canonical, urn:oid, dotted and undotted spellings),
+    # so that one scenario patient is out of the funnel's reach; disk and bulk screens find it.
+    unsearchable = {"s-code-sle-icd10cm-blank"}
+    assert not unsearchable & fetched
+    disk = disk[~disk["patient_id"].isin(unsearchable)]
     outside = disk[~disk["patient_id"].isin(fetched)]
     assert (outside["sle"] == "not_met").all() and (outside["status"] == "ineligible").all()
     inside = disk[disk["patient_id"].isin(fetched)].reset_index(drop=True)
@@ -83,7 +89,10 @@ def test_funnel_screens_the_cohort_identically(
     assert set(disk.loc[disk["status"] != "ineligible", "patient_id"]) <= fetched
     run = json.loads((tmp_path / "server" / "run.json").read_text())
     fetch = run["source"]["fetch"]
-    assert fetch["strategy"] == "funnel" and fetch["patients"] == len(fetched)
+    # One entry patient has no Patient resource (s-misc-record-without-patient): fetched as a
+    # patient id, screened as no one, and counted in run.json.
+    assert fetch["strategy"] == "funnel" and fetch["patients"] == len(fetched) + 1
+    assert run["records_without_patient"]["Condition"] == 1
     from fhir_cohort import load_results
 
     assert f"fetched by funnel (chosen by the user): {fetch['requests']} requests" in (
@@ -122,10 +131,17 @@ def test_bulk_export_folder_screens_identically(
     assert (export_dir / "export_log.ndjson").exists()
     assert list(export_dir.glob("Patient.*.ndjson.gz"))
     screen(str(export_dir), tmp_path / "from-export")
-    assert (tmp_path / "from-export" / "patients.csv").read_bytes() == disk.read_bytes()
+    got = tmp_path / "from-export" / "patients.csv"
+    by_id = [pd.read_csv(f).set_index("patient_id").sort_index() for f in (got, disk)]
+    # Known limit (docs/bulk.md): the Observation _typeFilter selects by Observation.code, so a
+    # panel whose component alone carries the test is not exported; only that patient differs.
+    panel = "s-lab-panel-component"
+    assert by_id[0].loc[panel, "autoantibody"] == "unknown"
+    assert by_id[1].loc[panel, "autoantibody"] == "met"
+    pd.testing.assert_frame_equal(*(f.drop(index=panel) for f in by_id))
     # The same in one step, recording the export's transactionTime as the data cut.
     screen(loaded_server.base_url, tmp_path / "bulk", "--strategy", "bulk")
-    assert (tmp_path / "bulk" / "patients.csv").read_bytes() == disk.read_bytes()
+    assert (tmp_path / "bulk" / "patients.csv").read_bytes() == got.read_bytes()
     run = json.loads((tmp_path / "bulk" / "run.json").read_text())
     assert run["source"]["fetch"]["strategy"] == "bulk"
     assert run["data_cut"] == run["source"]["fetch"]["export"]["transactionTime"]
