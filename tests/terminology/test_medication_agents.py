@@ -6,8 +6,10 @@ maps hold, so a new member is tested the day it is added.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,7 @@ NDC = "http://hl7.org/fhir/sid/ndc"
 SCT = "http://snomed.info/sct"
 MED_SETS = ("glucocorticoids", "immunosuppressants", "antimalarials")
 FOLDER = default_directory()
+SOURCES = Path(__file__).resolve().parents[2] / "scripts" / "value_set_sources"
 BRAND = re.compile(r"\[([^\]]+)\]\s*$")
 
 
@@ -99,6 +102,57 @@ def test_every_ndc_in_every_spelling_maps_like_its_rxnorm_product(term: Terminol
             )
             assert any(term.contains(vs, NDC, spelling) for vs in MED_SETS), spelling
             assert term.product_name(NDC, spelling) in {PRODUCTS[r] for r in rxcuis}
+
+
+# Spec v1.1 agents (mycophenolate mofetil is mycophenolic acid). No published NDC crosswalk row
+# was found for voclosporin; quinacrine has no RxCUI.
+SPEC_AGENTS_WITH_NDC = {
+    "prednisone",
+    "prednisolone",
+    "methylprednisolone",
+    "dexamethasone",
+    "hydrocortisone",
+    "cortisone",
+    "betamethasone",
+    "triamcinolone",
+    "budesonide",
+    "deflazacort",
+    "methotrexate",
+    "azathioprine",
+    "mycophenolic acid",
+    "cyclophosphamide",
+    "tacrolimus",
+    "cyclosporine",
+    "leflunomide",
+    "sirolimus",
+    "belimumab",
+    "anifrolumab",
+    "rituximab",
+    "obinutuzumab",
+    "hydroxychloroquine",
+    "chloroquine",
+}
+
+
+def test_every_spec_agent_but_voclosporin_and_quinacrine_has_an_ndc(term: Terminology) -> None:
+    named = {m.agent.name for ndc11 in NDCS for m in term.agents_for_coding(NDC, ndc11)}
+    assert named >= SPEC_AGENTS_WITH_NDC, SPEC_AGENTS_WITH_NDC - named
+
+
+def test_every_crosswalk_source_row_maps_as_published(term: Terminology) -> None:
+    """Each row of the build's NDC CSVs, in the layout it was published in, gives its RxCUI's
+    agents (the build keeps only RxCUIs the value sets know)."""
+    rows = [
+        r
+        for path in sorted(SOURCES.glob("med_ndc_rxnorm*.csv"))
+        for r in csv.DictReader(path.open(encoding="utf-8", newline=""))
+    ]
+    assert len(rows) >= len(NDCS)
+    for r in rows:
+        assert r["rxcui"] in NDCS[r["ndc11"]], r["ndc_published"]
+        expected = _codes(term.agents_for_coding(RXNORM, r["rxcui"]))
+        assert expected, r["rxcui"]
+        assert expected <= _codes(term.agents_for_coding(NDC, r["ndc_published"])), r
 
 
 def test_anifrolumab_products_and_ndc_are_one_agent_with_its_name(term: Terminology) -> None:
