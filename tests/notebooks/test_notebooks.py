@@ -185,6 +185,11 @@ def test_server_notebook_screens_with_auth_from_env_and_never_shows_the_token(
     assert images(cell(nb, "funnel")) == 1
     # The same candidates as screening the hospital's files directly.
     disk = screen(hospital, as_of=date.fromisoformat(AS_OF))
-    assert set(result.candidates()["patient_id"]) == set(disk.candidates()["patient_id"])
+    # Less the one scenario patient whose SLE code is spelled with an inner blank: no server
+    # token search can find it (tests/pipeline/test_server_identity.py, docs/bulk.md).
+    unsearchable = {"s-code-sle-icd10cm-blank"}
+    assert set(result.candidates()["patient_id"]) == set(disk.candidates()["patient_id"]) - (
+        unsearchable
+    )
     listed = text_of(cell(nb, "candidates"))
     assert all(pid in listed for pid in result.candidates()["patient_id"])
