@@ -3,7 +3,7 @@
 Usage: python scripts/build_value_sets.py [--ref DIR] [--out DIR]
 
 Inputs:
-- the reference CSVs (default ../shared/reference/codes next to the repo, or /work/shared/...),
+- the reference CSVs (default ../shared/reference/codes next to the repo),
   each row with system, code, display, source, confirmed;
 - ADDITIONS below: codes not in the reference files, each with the public source it was read in;
 - simple-icd-10-cm (PyPI, the CMS ICD-10-CM tabular list) to expand ICD-10-CM category codes
@@ -1283,11 +1283,10 @@ def write_json(path: Path, data: dict) -> None:
 
 def default_ref() -> Path:
     here = Path(__file__).resolve().parent.parent
-    for cand in (here.parent / "shared" / "reference" / "codes",
-                 Path("/work/shared/reference/codes")):
-        if cand.is_dir():
-            return cand
-    raise SystemExit("reference codes folder not found; pass --ref")
+    cand = here.parent / "shared" / "reference" / "codes"
+    if cand.is_dir():
+        return cand
+    raise SystemExit("../shared/reference/codes not found beside the repository; pass --ref")
 
 
 def main() -> None:

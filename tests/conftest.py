@@ -24,8 +24,15 @@ SYNTHEA_13 = SHARED / "data" / "synthea-bulk-13"
 DEMO_AS_OF = date(2026, 11, 24)
 
 
+def require_shared(path: Path) -> Path:
+    """A path under ../shared: skipped visibly outside CI, a failure under CI=true."""
+    if path.exists():
+        return path
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"../shared/{path.relative_to(SHARED)} is required under CI")
+    pytest.skip(f"../shared/{path.relative_to(SHARED)} is not beside the checkout")
+
+
 @pytest.fixture(scope="session")
 def synthea13() -> Path:
-    if not SYNTHEA_13.is_dir():
-        pytest.skip("../shared/data/synthea-bulk-13 is not beside the checkout")
-    return SYNTHEA_13
+    return require_shared(SYNTHEA_13)

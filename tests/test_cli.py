@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -115,21 +114,10 @@ def test_strict_stops_on_a_malformed_line_and_names_it(tmp_path: Path) -> None:
     assert "19" not in strict.stderr.split("Patient.000.ndjson:2", 1)[1]
 
 
-def _shared_synthea(synthea_dir: Path) -> Path:
-    """../shared/data/synthea-bulk-13: skipped visibly outside CI, a failure under CI=true."""
-    if synthea_dir.is_dir():
-        return synthea_dir
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("../shared/data/synthea-bulk-13 is required under CI")
-    pytest.skip("../shared/data/synthea-bulk-13 is not beside the checkout")
-
-
 def test_unmapped_csv_lists_what_a_synthea_export_codes_outside_the_value_sets(
-    tmp_path: Path,
+    tmp_path: Path, synthea13: Path
 ) -> None:
-    from tests.conftest import SYNTHEA_13
-
-    source = _shared_synthea(SYNTHEA_13)
+    source = synthea13
     res = run(
         "screen", "--source", str(source), "--as-of", "2026-11-24", "--out", str(tmp_path), "-q"
     )

@@ -1,7 +1,7 @@
 """Codes the synthetic hospital emits.
 
-Criterion codes come only from rows with ``confirmed=yes`` in
-``/work/shared/reference/codes/*.csv`` (file named per block). Noise codes (hypertension,
+Criterion codes come only from rows with ``confirmed=yes`` in ``../shared/reference/codes/*.csv``
+beside the repository (file named per block). Noise codes (hypertension,
 metformin, glucose, ...) are well-known codes checked against public sources; the source is
 noted next to each. Never add a code here without a source.
 """

@@ -803,11 +803,7 @@ def test_line_filter_never_rejects_a_line_that_gives_rows(
 
 # -- the real Synthea export -------------------------------------------------------------------
 
-SYNTHEA = Path("/work/shared/data/synthea-bulk-13")
-
-
-@pytest.mark.skipif(not SYNTHEA.exists(), reason="shared Synthea export not available")
-def test_synthea_export_flattens_without_errors() -> None:
+def test_synthea_export_flattens_without_errors(synthea13: Path) -> None:
     errors: list[MalformedResourceError] = []
     # Synthea codes lupus patients as SNOMED 200936003; none of these 13 has it.
     relevant = RELEVANT | {(SCT, "200936003"), (RXN, "314076")}
@@ -815,7 +811,7 @@ def test_synthea_export_flattens_without_errors() -> None:
     filt = make_line_filter(relevant, WORDS)
     counts: dict[str, int] = {}
     filtered_counts: dict[str, int] = {}
-    src = open_source(SYNTHEA)
+    src = open_source(synthea13)
     for res, loc in src.iter_resources(on_error=errors.append):
         for table, _ in f.flatten(res, loc):
             counts[table] = counts.get(table, 0) + 1

@@ -13,9 +13,6 @@ from fhir_cohort.errors import MalformedResourceError, SourceError
 from fhir_cohort.fhir.sources import iter_file, iter_ndjson_range, open_source, validate_resource
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sources"
-SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-bulk-13"
-if not SYNTHEA.exists():
-    SYNTHEA = Path("/work/shared/data/synthea-bulk-13")
 
 
 def test_bulk_folder_types_order_and_gz() -> None:
@@ -167,12 +164,11 @@ def test_validate_option_skips_invalid(tmp_path: Path) -> None:
     assert [r["id"] for r, _ in iter_file(path)] == ["a", "b"]
 
 
-@pytest.mark.skipif(not SYNTHEA.exists(), reason="shared Synthea export not available")
 @pytest.mark.parametrize("validate", [False, True])
-def test_synthea_bulk_13_reads_fully(validate: bool) -> None:
-    src = open_source(SYNTHEA)
+def test_synthea_bulk_13_reads_fully(validate: bool, synthea13: Path) -> None:
+    src = open_source(synthea13)
     expected = {}
-    for path in SYNTHEA.glob("*.ndjson"):
+    for path in synthea13.glob("*.ndjson"):
         if path.name == "log.ndjson":
             continue
         # Same count as `wc -l`: one resource per newline-terminated line.
