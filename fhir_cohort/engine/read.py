@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cohort.engine.flatten import CodeLineFilter, Flattener, make_line_filter
-from fhir_cohort.engine.tables import Tables
+from fhir_cohort.engine.tables import ROW_RESOURCE_TYPES, Tables
 from fhir_cohort.engine.unmapped import (
     UNMAPPED_TYPES,
     TallyingLineFilter,
@@ -40,16 +40,7 @@ CHUNK_BYTES = 64 * 1024 * 1024
 MAX_ERRORS_KEPT = 1000
 _TABLES = ("patients", "conditions", "medications", "observations")
 # The resource types the tables are built from (Medication is read first, separately).
-READ_TYPES = (
-    "Patient",
-    "Condition",
-    "Procedure",
-    "Observation",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationDispense",
-    "MedicationAdministration",
-)
+READ_TYPES = ("Patient", *ROW_RESOURCE_TYPES)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any, Union
 
 import orjson
 
+from fhir_cohort.engine.tables import ROW_RESOURCE_TYPES
 from fhir_cohort.fhir.wire import normalizers, reference_id
 
 __all__ = [
@@ -34,16 +35,7 @@ __all__ = [
 
 # Per resource type the criteria read; Medication resources are counted once each, and a
 # Medication* record that references one is counted with the referenced Medication's codes.
-UNMAPPED_TYPES: tuple[str, ...] = (
-    "Condition",
-    "Procedure",
-    "Observation",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationDispense",
-    "MedicationAdministration",
-    "Medication",
-)
+UNMAPPED_TYPES: tuple[str, ...] = (*ROW_RESOURCE_TYPES, "Medication")
 UNMAPPED_COLUMNS: tuple[str, ...] = ("resource_type", "system", "code", "display", "count")
 # Rows listed per resource type (the spec asks for at least the top 500).
 UNMAPPED_TOP = 1000

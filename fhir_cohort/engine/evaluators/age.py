@@ -75,46 +75,15 @@ def evaluate_age(crit: AgeCriterion, ctx: Context, data: PatientData) -> Outcome
         after = after_as_of(dd, as_of, getattr(p, "deceased_high", None))
         # deceasedBoolean true without a date is deceased (v1.1): not_met.
         if dd is None or after is False:
-            ev.append(
-                Evidence(
-                    "Patient",
-                    pid,
-                    None,
-                    None,
-                    None,
-                    iso(dd),
-                    "deceased",
-                    "deceased on or before as-of date",
-                )
-            )
-            return Outcome("not_met", "deceased on or before the screening date", ev)
-        if after is None:
+            note = "deceased on or before as-of date"
+        elif after is None:
             death_unsure = True
-            ev.append(
-                Evidence(
-                    "Patient",
-                    pid,
-                    None,
-                    None,
-                    None,
-                    iso(dd),
-                    "deceased",
-                    "partial death date may be on or before as-of date",
-                )
-            )
+            note = "partial death date may be on or before as-of date"
         else:
-            ev.append(
-                Evidence(
-                    "Patient",
-                    pid,
-                    None,
-                    None,
-                    None,
-                    iso(dd),
-                    "deceased",
-                    "death after as-of date ignored",
-                )
-            )
+            note = "death after as-of date ignored"
+        ev.append(Evidence("Patient", pid, None, None, None, iso(dd), "deceased", note))
+        if dd is None or after is False:
+            return Outcome("not_met", "deceased on or before the screening date", ev)
     rng = birth_range(p.birth_date_raw)
     if rng is None:
         ev.append(Evidence("Patient", pid, None, None, None, None, None, "birthDate missing"))
