@@ -50,6 +50,16 @@ def _condition_rules(crit: PregnancyLactationCriterion) -> list[ConditionRule]:
     ]
 
 
+def _not_counted(crit: PregnancyLactationCriterion, ctx: Context, row: Any) -> Evidence | None:
+    """Evidence for a status/answer Observation that does not count: its status, or dated
+    after S (under every reading of a partial date)."""
+    if row.status is not None and row.status not in crit.lab_rules.counted_statuses:
+        return observation_evidence(row, None, f"status {row.status}")
+    if after_as_of(row.date, ctx.as_of, observation_high(row)) is True:
+        return observation_evidence(row, None, "after as-of date")
+    return None
+
+
 def _breastfeeding_answer(crit: PregnancyLactationCriterion, ctx: Context, row: Any) -> bool:
     """Whether a breastfeeding-status row answers "breastfeeding" (code, boolean or text).
 
@@ -76,11 +86,8 @@ def _breastfeeding_status(
     for row in rows:
         if not ctx.first_vs(status_or_finding, row.system, row.code):
             continue
-        if row.status is not None and row.status not in crit.lab_rules.counted_statuses:
-            evidence.append(observation_evidence(row, None, f"status {row.status}"))
-            continue
-        if after_as_of(row.date, ctx.as_of, observation_high(row)) is True:
-            evidence.append(observation_evidence(row, None, "after as-of date"))
+        if (skipped := _not_counted(crit, ctx, row)) is not None:
+            evidence.append(skipped)
             continue
         value = ",".join(row.value_codes or ()) or row.value_string
         recent = within(row.date, ctx.as_of, days, observation_high(row))
@@ -124,11 +131,8 @@ def evaluate_pregnancy_lactation(
     for row in data.observations:
         if not ctx.first_vs(crit.pregnancy_status_value_sets, row.system, row.code):
             continue
-        if row.status is not None and row.status not in crit.lab_rules.counted_statuses:
-            obs_ev.append(observation_evidence(row, None, f"status {row.status}"))
-            continue
-        if after_as_of(row.date, ctx.as_of, observation_high(row)) is True:
-            obs_ev.append(observation_evidence(row, None, "after as-of date"))
+        if (skipped := _not_counted(crit, ctx, row)) is not None:
+            obs_ev.append(skipped)
             continue
         pregnant = ctx.token_in(crit.pregnancy_status_pregnant_value_sets, row.value_codes)
         recent = within(row.date, ctx.as_of, crit.pregnancy_status_within_days,
