@@ -232,13 +232,13 @@ def certain_interval(
     if window_start is not None:
         if late != start and not _straddles(start, late, window_start, as_of):
             late = start
-        # A supply's end follows its start: it is read with the start, not on its own.
+        # Only a record with a full start date reads a partial end on its own: a supply's end
+        # follows its (partial) start and keeps that start's doubt.
+        start_is_full = getattr(row, "start_late", None) in (None, start)
         if (
-            early is not None
+            start_is_full
+            and early is not None
             and end is not None
-            and early != end
-            and late == start
-            and getattr(row, "start_late", None) in (None, start)
             and not _straddles(early, end, window_start, as_of)
         ):
             early = end
