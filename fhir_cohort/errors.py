@@ -55,10 +55,19 @@ class FhirHttpError(FhirCohortError):
         if outcome:
             parts.append(f"OperationOutcome: {outcome}")
         super().__init__(" ".join(parts))
+        self.message = message
         self.method = method
         self.url = url
         self.status = status
         self.outcome = outcome
+
+
+class TransientResponseError(FhirHttpError):
+    """A 2xx response whose body was cut or garbled in transit (invalid JSON, a partial line).
+
+    Raised by the code that reads a body inside :meth:`FhirClient.exchange`, which retries it
+    like a 503; it escapes only when the retry budget is spent.
+    """
 
 
 class AuthError(FhirHttpError):

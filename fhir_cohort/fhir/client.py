@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 
-from fhir_cohort.errors import AuthError, FhirHttpError
+from fhir_cohort.errors import AuthError, FhirHttpError, TransientResponseError
 
 if TYPE_CHECKING:
     from fhir_cohort.fhir.auth import Auth
@@ -40,6 +40,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("fhir_cohort.fhir")
+
+T = TypeVar("T")
+
+
+def _response(resp: requests.Response) -> requests.Response:
+    return resp
+
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_USER_AGENT = "fhir-cohort/0.1 (+https://github.com/fhir-cohort)"
@@ -278,6 +285,43 @@ class FhirClient:
 
         ``stream=True`` (large downloads) returns the successful response with its body unread:
         the caller iterates it, closes it and counts its bytes; error bodies are read as usual.
+        Prefer :meth:`exchange` when the body is consumed: a body cut in transit is then retried.
+        """
+        return self.exchange(
+            method,
+            path,
+            _response,
+            params=params,
+            data=data,
+            json_body=json_body,
+            headers=headers,
+            search=search,
+            authenticate=authenticate,
+            ok_statuses=ok_statuses,
+            stream=stream,
+        )
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        consume: Callable[[requests.Response], T],
+        *,
+        params: Sequence[tuple[str, str]] | None = None,
+        data: Any = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        search: bool = False,
+        authenticate: bool = True,
+        ok_statuses: Sequence[int] = (),
+        stream: bool = False,
+    ) -> T:
+        """:meth:`request`, then ``consume(response)`` inside the same retry loop.
+
+        The one retry loop: a body that breaks while ``consume`` reads it (connection reset,
+        chunked-encoding error) or that ``consume`` rejects with
+        :class:`~fhir_cohort.errors.TransientResponseError` (invalid JSON in a 200, a file cut
+        inside its last line) is retried with the same budget and deadline as a 503.
         """
         url = self.url(path)
         safe_url = strip_query(url)
@@ -325,7 +369,19 @@ class FhirClient:
             status = resp.status_code
             log.debug("%s %s -> %s (%d bytes)", method, safe_url, status, nbytes)
             if 200 <= status < 300 or status in ok_statuses:
-                return resp
+                try:
+                    return consume(resp)
+                except (*_RETRY_EXCEPTIONS, TransientResponseError) as exc:
+                    resp.close()
+                    reason = (
+                        exc.message
+                        if isinstance(exc, TransientResponseError)
+                        else f"body cut: {type(exc).__name__}"
+                    )
+                    wait = self._backoff(attempt)
+                    self._give_up_or_wait(attempt, start, wait, method, safe_url, status, reason)
+                    attempt += 1
+                    continue
             if status == 401 and authenticate and self.auth is not None and not reauthenticated:
                 # expired or revoked token: get a fresh one, once
                 log.debug("401 from %s: re-authenticating once", safe_url)
@@ -411,8 +467,9 @@ class FhirClient:
         authenticate: bool = True,
     ) -> dict[str, Any]:
         headers = {"Accept": accept} if accept else None
-        resp = self.request("GET", path, params=params, headers=headers, authenticate=authenticate)
-        return self.decode(resp)
+        return self.exchange(
+            "GET", path, self.decode, params=params, headers=headers, authenticate=authenticate
+        )
 
     def decode(
         self, resp: requests.Response, *, resource_type: str | None = None
@@ -423,7 +480,9 @@ class FhirClient:
         try:
             body = resp.json()
         except ValueError:
-            raise FhirHttpError(
+            # a 2xx whose JSON does not parse was garbled or cut in transit: worth a retry
+            kind = TransientResponseError if 200 <= resp.status_code < 300 else FhirHttpError
+            raise kind(
                 "response is not valid JSON", method=method, url=safe_url, status=resp.status_code
             ) from None
         if not isinstance(body, dict):
@@ -445,14 +504,18 @@ class FhirClient:
         return body
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
-        resp = self.request("GET", f"{resource_type}/{resource_id}")
-        return self.decode(resp, resource_type=resource_type)
+        return self.exchange(
+            "GET",
+            f"{resource_type}/{resource_id}",
+            lambda resp: self.decode(resp, resource_type=resource_type),
+        )
 
     def capabilities(self, *, refresh: bool = False) -> dict[str, Any]:
         """The server's CapabilityStatement (``GET metadata``), cached per client."""
         if self._capability is None or refresh:
-            resp = self.request("GET", "metadata")
-            self._capability = self.decode(resp, resource_type="CapabilityStatement")
+            self._capability = self.exchange(
+                "GET", "metadata", lambda r: self.decode(r, resource_type="CapabilityStatement")
+            )
         return self._capability
 
     def transaction(self, bundle: Mapping[str, Any]) -> dict[str, Any]:

@@ -194,3 +194,38 @@ def test_rate_limiter_spaces_requests() -> None:
 
 def test_strip_query_removes_credentials_and_query() -> None:
     assert strip_query("http://a:b@h:8080/fhir/Patient?_id=1") == "http://h:8080/fhir/Patient"
+
+
+@responses.activate
+def test_200_with_invalid_json_is_retried_like_a_503() -> None:
+    # a body garbled in transit is transient: same budget as 5xx, not a hard failure
+    responses.get(f"{BASE}/Patient/1", body='{"resourceType": "Pat', status=200)
+    responses.get(f"{BASE}/Patient/1", json={"resourceType": "Patient", "id": "1"})
+    fake = FakeTime()
+    client = make_client(fake, backoff=1.0)
+    assert client.read("Patient", "1")["id"] == "1"
+    assert client.stats.snapshot()["retries"] == 1
+
+
+@responses.activate
+def test_200_with_invalid_json_every_time_gives_up_with_the_reason() -> None:
+    responses.get(f"{BASE}/metadata", body="<html>proxy error</html>", status=200)
+    fake = FakeTime()
+    with pytest.raises(FhirHttpError, match=r"giving up after 3 attempts.*not valid JSON"):
+        make_client(fake, max_retries=2).capabilities()
+
+
+@responses.activate
+def test_exchange_retries_a_body_cut_while_it_is_consumed() -> None:
+    responses.get(f"{BASE}/file.ndjson", body=b'{"a": 1}\n')
+    calls: list[int] = []
+
+    def consume(resp: requests.Response) -> bytes:
+        calls.append(1)
+        if len(calls) == 1:
+            raise requests.exceptions.ChunkedEncodingError("connection reset mid-body")
+        return resp.content
+
+    fake = FakeTime()
+    assert make_client(fake).exchange("GET", "file.ndjson", consume, stream=True) == b'{"a": 1}\n'
+    assert len(calls) == 2 and len(fake.sleeps) == 1
