@@ -77,8 +77,13 @@ def ensure_hospital(root: Path, patients: int, lupus_fraction: float) -> dict[st
     n_scenarios = 112
     background = max(0, patients - copies * n_scenarios)
     meta_path = root / "benchmark.json"
-    want = {"patients": patients, "copies": copies, "background": background, "seed": SEED,
-            "as_of": AS_OF.isoformat()}
+    want = {
+        "patients": patients,
+        "copies": copies,
+        "background": background,
+        "seed": SEED,
+        "as_of": AS_OF.isoformat(),
+    }
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if {k: meta.get(k) for k in want} == want:
@@ -244,15 +249,24 @@ def run_pyrate(url: str) -> dict[str, Any]:
             )
             rows[rtype] = 0 if df is None else len(df)
     except Exception as exc:  # report whatever stops it, with what it did so far
-        return {"error": f"{type(exc).__name__}: {exc}", **counter, "rows": rows,
-                "version": fhir_pyrate.__version__ if hasattr(fhir_pyrate, "__version__") else "?"}
+        return {
+            "error": f"{type(exc).__name__}: {exc}",
+            **counter,
+            "rows": rows,
+            "version": fhir_pyrate.__version__ if hasattr(fhir_pyrate, "__version__") else "?",
+        }
     finally:
         session.close()
     wall = time.perf_counter() - t0
     from importlib.metadata import version
 
-    return {**counter, "wall": wall, "fetch_seconds": wall, "resources": rows,
-            "version": version("fhir-pyrate")}
+    return {
+        **counter,
+        "wall": wall,
+        "fetch_seconds": wall,
+        "resources": rows,
+        "version": version("fhir-pyrate"),
+    }
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -284,8 +298,10 @@ def compare_tables(funnel: Any, naive: Any) -> str:
     same = common.astype(str).equals(f.loc[common.index].astype(str)) and len(common) == len(f)
     rest = n.drop(index=f.index, errors="ignore")
     rest_ok = bool((rest["status"] == "ineligible").all())
-    return (f"funnel rows identical to the full pull's for its {len(f)} patients: {same}; "
-            f"the other {len(rest)} patients all ineligible: {rest_ok}")
+    return (
+        f"funnel rows identical to the full pull's for its {len(f)} patients: {same}; "
+        f"the other {len(rest)} patients all ineligible: {rest_ok}"
+    )
 
 
 def mb(n: float) -> str:
@@ -296,15 +312,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--patients", type=int, default=10_000)
     ap.add_argument("--lupus-fraction", type=float, default=0.02)
-    ap.add_argument("--workdir", type=Path,
-                    default=Path(tempfile.gettempdir()) / "fhir-cohort-rest-bench")
-    ap.add_argument("--keep-server", action="store_true",
-                    help="leave sekmet-fhir up after the figures, until Ctrl-C")
+    ap.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fhir-cohort-rest-bench"
+    )
+    ap.add_argument(
+        "--keep-server",
+        action="store_true",
+        help="leave sekmet-fhir up after the figures, until Ctrl-C",
+    )
     ap.add_argument("--batch-size", type=int, default=ServerOptions().batch_size)
     ap.add_argument("--concurrency", type=int, default=ServerOptions().concurrency)
-    ap.add_argument("--skip", action="append", default=[],
-                    choices=["naive", "pyrate", "bulk", "bulk-filtered"],
-                    help="leave out a slow comparison (repeatable)")
+    ap.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["naive", "pyrate", "bulk", "bulk-filtered"],
+        help="leave out a slow comparison (repeatable)",
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -312,12 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}"
+    )
     t0 = time.perf_counter()
     meta = ensure_hospital(work / f"hospital-{args.patients}", args.patients, args.lupus_fraction)
-    print(f"hospital: {meta['patients']} patients = {meta['background']} background + "
-          f"{meta['copies']} x 112 scenario ({time.perf_counter() - t0:.1f} s, cached in {work})")
+    print(
+        f"hospital: {meta['patients']} patients = {meta['background']} background + "
+        f"{meta['copies']} x 112 scenario ({time.perf_counter() - t0:.1f} s, cached in {work})"
+    )
 
     server_dir = work / f"server-{os.getpid()}"
     server = SekmetServer(server_dir)
@@ -327,11 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         url = server.base_url
         counts: dict[str, int] = {}
         t0 = time.perf_counter()
-        loaded = server.load_resources(iter_hospital(work / f"hospital-{args.patients}",
-                                                     meta["copies"], counts))
+        loaded = server.load_resources(
+            iter_hospital(work / f"hospital-{args.patients}", meta["copies"], counts)
+        )
         load_s = time.perf_counter() - t0
-        print(f"load: {loaded} resources by transaction Bundles of 500 in {load_s:.1f} s "
-              f"({loaded / load_s:.0f}/s); Encounter skipped; {json.dumps(counts)}")
+        print(
+            f"load: {loaded} resources by transaction Bundles of 500 in {load_s:.1f} s "
+            f"({loaded / load_s:.0f}/s); Encounter skipped; {json.dumps(counts)}"
+        )
         figures["load"] = {"resources": loaded, "seconds": round(load_s, 1), "counts": counts}
 
         runs: dict[str, dict[str, Any]] = {}
@@ -339,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         runs["funnel"] = run_funnel(url, work / "funnel", args.batch_size, args.concurrency)
         cohort = runs["funnel"]["patients"]
         print(f"funnel (one batch of {cohort} ids)...", flush=True)
-        runs["funnel_one_batch"] = run_funnel(url, work / "funnel1", max(1, cohort),
-                                              args.concurrency)
+        runs["funnel_one_batch"] = run_funnel(
+            url, work / "funnel1", max(1, cohort), args.concurrency
+        )
         if "bulk" not in args.skip:
             print("bulk $export (no _typeFilter) + screen of the exported folder...", flush=True)
             runs["bulk_whole_types"] = run_bulk(url, work / "bulk", type_filter=False)
@@ -356,18 +388,24 @@ def main(argv: list[str] | None = None) -> int:
 
         f = runs["funnel"]
         lb_strict, lb = lower_bounds(f["resources"], f["entry_resources"])
-        print(f"\nlupus cohort found by the entry query: {cohort} patients "
-              f"({cohort / meta['patients']:.1%})")
+        print(
+            f"\nlupus cohort found by the entry query: {cohort} patients "
+            f"({cohort / meta['patients']:.1%})"
+        )
         print(f"\n{'way':<22}{'requests':>9}{'bytes':>12}{'fetch s':>9}{'wall s':>8}")
         for name, r in runs.items():
             if "error" in r:
                 print(f"{name:<22} failed: {r['error']}")
                 continue
-            print(f"{name:<22}{r['requests']:>9}{mb(r['bytes']):>12}"
-                  f"{r['fetch_seconds']:>9.1f}{r['wall']:>8.1f}")
+            print(
+                f"{name:<22}{r['requests']:>9}{mb(r['bytes']):>12}"
+                f"{r['fetch_seconds']:>9.1f}{r['wall']:>8.1f}"
+            )
         print(f"funnel queries by stage: {f['by_stage']}; resources: {f['resources']}")
-        print(f"lower bound on requests: {lb_strict} (entry pages + all follow-up resources / "
-              f"{PAGE}); {lb} with one search per type (>= 1 page each) + metadata")
+        print(
+            f"lower bound on requests: {lb_strict} (entry pages + all follow-up resources / "
+            f"{PAGE}); {lb} with one search per type (>= 1 page each) + metadata"
+        )
         print("\nratios (target):")
         for base in ("naive", "pyrate"):
             b = runs.get(base)
@@ -377,18 +415,24 @@ def main(argv: list[str] | None = None) -> int:
                 r = runs[name]
                 bytes_x = b["bytes"] / r["bytes"]
                 wall_x = b["wall"] / r["wall"]
-                print(f"  {base}/{name}: bytes {bytes_x:.1f}x (>= {TARGET_BYTES:g}x "
-                      f"{'met' if bytes_x >= TARGET_BYTES else 'MISSED'}), wall {wall_x:.1f}x "
-                      f"(>= {TARGET_WALL:g}x {'met' if wall_x >= TARGET_WALL else 'MISSED'}), "
-                      f"fetch only {b['fetch_seconds'] / r['fetch_seconds']:.1f}x")
+                print(
+                    f"  {base}/{name}: bytes {bytes_x:.1f}x (>= {TARGET_BYTES:g}x "
+                    f"{'met' if bytes_x >= TARGET_BYTES else 'MISSED'}), wall {wall_x:.1f}x "
+                    f"(>= {TARGET_WALL:g}x {'met' if wall_x >= TARGET_WALL else 'MISSED'}), "
+                    f"fetch only {b['fetch_seconds'] / r['fetch_seconds']:.1f}x"
+                )
         for name in ("funnel", "funnel_one_batch"):
             for label, bound in (("strict", lb_strict), ("per-type", lb)):
                 x = runs[name]["requests"] / bound
-                print(f"  {name}/{label} lower bound: {x:.2f}x (<= {TARGET_LOWER_BOUND:g}x "
-                      f"{'met' if x <= TARGET_LOWER_BOUND else 'MISSED'})")
+                print(
+                    f"  {name}/{label} lower bound: {x:.2f}x (<= {TARGET_LOWER_BOUND:g}x "
+                    f"{'met' if x <= TARGET_LOWER_BOUND else 'MISSED'})"
+                )
         if "naive" in runs:
-            print("\ncheck: " + compare_tables(runs["funnel"]["patients_table"],
-                                               runs["naive"]["patients_table"]))
+            print(
+                "\ncheck: "
+                + compare_tables(runs["funnel"]["patients_table"], runs["naive"]["patients_table"])
+            )
         figures["cohort"] = cohort
         figures["lower_bound"] = {"strict": lb_strict, "per_type": lb}
         figures["runs"] = {

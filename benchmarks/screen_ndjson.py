@@ -102,8 +102,17 @@ def _tree_rss_kib(root: int) -> int:
 
 def run_screen(folder: Path, out: Path, workers: int | None) -> tuple[float, int, dict]:
     exe = Path(sys.executable).parent / "fhir-cohort"
-    cmd = [str(exe), "screen", "--source", str(folder), "--as-of", AS_OF.isoformat(),
-           "--out", str(out), "--quiet"]
+    cmd = [
+        str(exe),
+        "screen",
+        "--source",
+        str(folder),
+        "--as-of",
+        AS_OF.isoformat(),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     if workers:
         cmd += ["--workers", str(workers)]
     peak = 0
@@ -142,27 +151,37 @@ def main() -> None:
     files = sorted(p for p in folder.glob("*.ndjson") if p.name.split(".")[0] in READ_TYPES)
     size = sum(p.stat().st_size for p in folder.glob("*.ndjson"))
     read_size = sum(p.stat().st_size for p in files)
-    print(f"hospital: {args.patients} background patients, {size / 1e9:.2f} GB NDJSON "
-          f"({read_size / 1e9:.2f} GB in the types the screen reads), generated in "
-          f"{meta['generate_seconds']} s; cores: {cores}")
+    print(
+        f"hospital: {args.patients} background patients, {size / 1e9:.2f} GB NDJSON "
+        f"({read_size / 1e9:.2f} GB in the types the screen reads), generated in "
+        f"{meta['generate_seconds']} s; cores: {cores}"
+    )
 
     n_ceiling, t_ceiling = orjson_ceiling(files, args.workers or cores)
     ceiling = n_ceiling / t_ceiling
-    print(f"ceiling: orjson.loads of {n_ceiling:,} resources on {args.workers or cores} "
-          f"processes: {t_ceiling:.1f} s = {ceiling:,.0f} resources/s")
+    print(
+        f"ceiling: orjson.loads of {n_ceiling:,} resources on {args.workers or cores} "
+        f"processes: {t_ceiling:.1f} s = {ceiling:,.0f} resources/s"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         wall, peak_kib, run = run_screen(folder, Path(tmp) / "out", args.workers)
     lines = sum(run["lines"].values())
     patients = run["counts"]["patients"]
     rate = lines / wall
-    print(f"screen: {patients:,} patients, {lines:,} resources in {wall:.1f} s wall "
-          f"(read {run['timings_seconds']['read']} s, evaluate "
-          f"{run['timings_seconds']['evaluate']} s, workers {run['workers']})")
-    print(f"        {patients / wall:,.0f} patients/s, {rate:,.0f} resources/s, "
-          f"peak memory {peak_kib / 1024:,.0f} MiB (PSS of the process tree)")
-    print(f"        screen rate / orjson ceiling = {rate / ceiling:.2f}; "
-          f"status {run['counts']['status']}")
+    print(
+        f"screen: {patients:,} patients, {lines:,} resources in {wall:.1f} s wall "
+        f"(read {run['timings_seconds']['read']} s, evaluate "
+        f"{run['timings_seconds']['evaluate']} s, workers {run['workers']})"
+    )
+    print(
+        f"        {patients / wall:,.0f} patients/s, {rate:,.0f} resources/s, "
+        f"peak memory {peak_kib / 1024:,.0f} MiB (PSS of the process tree)"
+    )
+    print(
+        f"        screen rate / orjson ceiling = {rate / ceiling:.2f}; "
+        f"status {run['counts']['status']}"
+    )
 
 
 if __name__ == "__main__":

@@ -173,9 +173,7 @@ def choose_strategy(
         return "funnel", "the server does not advertise $export"
     entry = entry_criterion(trial)
     tokens = terminology.search_tokens([*entry.value_sets, *entry.unknown_value_sets])
-    bundle = client.get_json(
-        "Condition", [("code", ",".join(tokens)), ("_summary", "count")]
-    )
+    bundle = client.get_json("Condition", [("code", ",".join(tokens)), ("_summary", "count")])
     total = bundle.get("total")
     if not isinstance(total, int):
         return "funnel", "the server did not count the entry query"
@@ -293,4 +291,3 @@ def publish_group(client: FhirClient, group: Mapping[str, Any]) -> dict[str, Any
         gid = (resp.headers.get("Location") or "").rstrip("/").split("/_history")[0]
         gid = gid.rsplit("/", 1)[-1] or None
     return {"id": gid, "action": action, "members": len(group.get("member") or [])}
-

@@ -120,8 +120,12 @@ def read_published(name: str) -> list[tuple[str, str, str, str]]:
     labels = _source_labels()
     with (SOURCES_DIR / name).open(newline="", encoding="utf-8") as fh:
         return [
-            (r["system"], r["code"], r["display"],
-             " ; ".join(labels[k.strip()] for k in r["source"].split(";")))
+            (
+                r["system"],
+                r["code"],
+                r["display"],
+                " ; ".join(labels[k.strip()] for k in r["source"].split(";")),
+            )
             for r in csv.DictReader(fh)
         ]
 
@@ -237,7 +241,11 @@ def build_lupus(ref: Path) -> list[VS]:
         code, system = r["code"], r["system"]
         if system == ICD10 and code == "M32":
             unspecified.add(
-                system, code, clean(r["display"]), short_source(r["source"]), r["confirmed"],
+                system,
+                code,
+                clean(r["display"]),
+                short_source(r["source"]),
+                r["confirmed"],
                 "category header: parent of M32.0 drug-induced as well as SLE",
             )
             continue
@@ -251,8 +259,9 @@ def build_lupus(ref: Path) -> list[VS]:
     for r in read(ref, "sle_exclusions_druginduced_cutaneous_ambiguous.csv"):
         t = " ".join(tags(r["display"]))
         target = unspecified if "ambiguous" in t else not_counted
-        target.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]),
-                   r["confirmed"])
+        target.add(
+            r["system"], r["code"], clean(r["display"]), short_source(r["source"]), r["confirmed"]
+        )
     add_icd_with_descendants(not_counted, "L93", f"{ICD_PKG}: L93 Lupus erythematosus (cutaneous)")
 
     ln = VS(
@@ -276,8 +285,14 @@ def build_lupus(ref: Path) -> list[VS]:
         note = None
         if r["confirmed"] == "partial":
             note = "legacy or EDTA/UK concept id; kept so old data still matches"
-        ln.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]),
-               r["confirmed"], note)
+        ln.add(
+            r["system"],
+            r["code"],
+            clean(r["display"]),
+            short_source(r["source"]),
+            r["confirmed"],
+            note,
+        )
         # The same reading of "class ..." the E1 evaluator applies to displays at run time.
         if names_class_in(clean(r["display"]), SEVERE_LN_CLASSES):
             severe.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]))
@@ -345,8 +360,9 @@ def build_neuro(ref: Path) -> list[VS]:
             else:
                 headache.add(r["system"], r["code"], disp, src, r["confirmed"])
     add_published(seizure, "ips_seizure.csv")
-    add_icd_with_descendants(seizure, "R56", f"{ICD_PKG}: R56 Convulsions, not elsewhere "
-                             "classified")
+    add_icd_with_descendants(
+        seizure, "R56", f"{ICD_PKG}: R56 Convulsions, not elsewhere classified"
+    )
     add_published(psychosis, "vsac_psychosis.csv")
     add_published(psychosis, "ips_psychosis.csv")
     # The F20-F29 block ("Schizophrenia, schizotypal, delusional, and other non-mood psychotic
@@ -357,8 +373,9 @@ def build_neuro(ref: Path) -> list[VS]:
             add_icd_with_descendants(psychosis, cat, f"{ICD_PKG}: F20-F29 block category {cat}")
     add_published(obs, "vsac_delirium_organic.csv")
     add_published(obs, "ips_delirium.csv")
-    add_icd_with_descendants(obs, "F05", f"{ICD_PKG}: F05 Delirium due to known physiological "
-                             "condition")
+    add_icd_with_descendants(
+        obs, "F05", f"{ICD_PKG}: F05 Delirium due to known physiological condition"
+    )
     add_published(headache, "ips_headache.csv")
     return [cns, seizure, psychosis, obs, headache]
 
@@ -388,20 +405,30 @@ def vsac_pregnancy_icd10cm() -> dict[str, str]:
 # every code whose phase axis is childbirth or the puerperium. "phase" blocks are split by that
 # axis (the ICD-10-CM subdivision "complicating pregnancy / childbirth / the puerperium").
 OBSTETRIC_BLOCKS: dict[str, tuple[str, str]] = {
-    "O00-O08": ("abortive", "pregnancy with abortive outcome: O00-O02 (ectopic, molar, other "
-                "abnormal products of conception) are a current pregnancy; O03-O08 (abortion, "
-                "termination and their complications) end one and name no delivery: left out"),
+    "O00-O08": (
+        "abortive",
+        "pregnancy with abortive outcome: O00-O02 (ectopic, molar, other "
+        "abnormal products of conception) are a current pregnancy; O03-O08 (abortion, "
+        "termination and their complications) end one and name no delivery: left out",
+    ),
     "O09": ("pregnancy", "supervision of high risk pregnancy: antenatal care"),
     "O10-O16": ("phase", "hypertensive disorders in pregnancy, childbirth and the puerperium"),
     "O20-O29": ("phase", "other maternal disorders predominantly related to pregnancy"),
-    "O30-O48": ("pregnancy", "maternal care related to the fetus and amniotic cavity (incl. O47 "
-                "false labour, O48 late pregnancy): antenatal care"),
+    "O30-O48": (
+        "pregnancy",
+        "maternal care related to the fetus and amniotic cavity (incl. O47 "
+        "false labour, O48 late pregnancy): antenatal care",
+    ),
     "O60-O77": ("delivery", "complications of labour and delivery"),
     "O80-O82": ("delivery", "encounter for delivery"),
-    "O85-O92": ("delivery", "complications predominantly related to the puerperium (a recent "
-                "birth)"),
-    "O94-O9A": ("phase", "other obstetric conditions: O94 sequelae (left out); O98-O9A split by "
-                "phase"),
+    "O85-O92": (
+        "delivery",
+        "complications predominantly related to the puerperium (a recent birth)",
+    ),
+    "O94-O9A": (
+        "phase",
+        "other obstetric conditions: O94 sequelae (left out); O98-O9A split by phase",
+    ),
 }
 # Blocks whose codes name a phase of their own: these words in the CMS title mean the code is
 # about childbirth or the puerperium, not the pregnancy (e.g. O24.02 "... in childbirth").
@@ -435,14 +462,14 @@ def classify_obstetric(
     rule, why = OBSTETRIC_BLOCKS[block]
     leaves = [c for c in icd.get_descendants(code) if icd.is_leaf(c)]
     if leaves:
-        kinds = {classify_obstetric(c, icd_desc(c), vsac_pregnancy, lactation)[0]
-                 for c in leaves}
+        kinds = {classify_obstetric(c, icd_desc(c), vsac_pregnancy, lactation)[0] for c in leaves}
         if len(kinds) == 1:
             kind = kinds.pop()
             return kind, f"ICD-10-CM header: every code under it is {kind}"
         if kinds <= {"pregnancy", "delivery", "lactation", "pregnancy_or_puerperium"}:
             return "pregnancy_or_puerperium", (
-                "ICD-10-CM header over pregnancy and childbirth/puerperium codes: phase not coded")
+                "ICD-10-CM header over pregnancy and childbirth/puerperium codes: phase not coded"
+            )
         return None, "ICD-10-CM header over codes left out and others"
     d = desc.lower()
     where = f"ICD-10-CM block {block}: {why}"
@@ -579,8 +606,12 @@ def build_pregnancy(ref: Path) -> list[VS]:
             test_pos.add(ICD10, code, icd_desc(code), f"{ICD_PKG} ; {cite['cms-z32-01']}")
         elif not code.startswith("O"):
             preg.add(ICD10, code, disp, cite["vsac-pregnancy-icd10cm"])
-    sets = {"pregnancy": preg, "delivery": delivery, "lactation": lact,
-            "pregnancy_or_puerperium": mixed}
+    sets = {
+        "pregnancy": preg,
+        "delivery": delivery,
+        "lactation": lact,
+        "pregnancy_or_puerperium": mixed,
+    }
     for code in chapter15_codes():
         kind, why = classify_obstetric(code, icd_desc(code), vsac_preg, lactation_icd)
         if kind is None:
@@ -602,43 +633,92 @@ def build_pregnancy(ref: Path) -> list[VS]:
         ("177184002", "Normal delivery procedure", SRC_KBV_BIRTH),
     ):
         delivery.add(SCT, code, disp, src)
-    obs_sets = {"breastfeeding_status": bf_status, "breastfeeding_status_breastfeeding": bf_yes,
-                "pregnancy_test_positive": test_pos}
+    obs_sets = {
+        "breastfeeding_status": bf_status,
+        "breastfeeding_status_breastfeeding": bf_yes,
+        "pregnancy_test_positive": test_pos,
+    }
     for r in read_sources("obstetric_observations.csv"):
         obs_sets[r["value_set"]].add(r["system"], r["code"], r["display"], cite[r["source"]])
-    return [preg, lact, delivery, mixed, test_pos, status, status_pregnant, bf_status, bf_yes,
-            hcg]
+    return [preg, lact, delivery, mixed, test_pos, status, status_pregnant, bf_status, bf_yes, hcg]
 
 
 SERIOUS_SNOMED: tuple[tuple[str, str, str], ...] = (
-    ("363346000", "Malignant neoplastic disease", _fs(
-        "363346000", "ids 19880346745, 51973204376, 391364650",
-        "UMLS SNOMEDCT_US 'Malignant neoplastic disease'; ECL '< 363346000 |Malignant "
-        "neoplastic disease (disorder)|'")),
+    (
+        "363346000",
+        "Malignant neoplastic disease",
+        _fs(
+            "363346000",
+            "ids 19880346745, 51973204376, 391364650",
+            "UMLS SNOMEDCT_US 'Malignant neoplastic disease'; ECL '< 363346000 |Malignant "
+            "neoplastic disease (disorder)|'",
+        ),
+    ),
     ("254637007", "Non-small cell lung cancer", SRC_SYNTHEA),
     ("424132000", "Non-small cell carcinoma of lung, TNM stage 1", SRC_SYNTHEA),
     ("254837009", "Malignant neoplasm of breast", SRC_SYNTHEA),
-    ("84114007", "Heart failure", _fs(
-        "84114007", "ids 683332629, 70417934304",
-        "terminology lookup result 'Heart failure (disorder)'; SNOMED term list 'Heart "
-        "failure'")),
-    ("46177005", "End-stage renal disease", f"{SRC_SYNTHEA} ; " + _fs(
-        "46177005", "ids 54118141179, 67652324169", "'46177005 |End-stage renal disease "
-        "(disorder)|'")),
-    ("19943007", "Cirrhosis of liver", _fs(
-        "19943007", "ids 31609447506, 52532969612", "OMOP concept 4064161 SNOMED 19943007 "
-        "'Cirrhosis of liver' (Charlson)")),
-    ("86406008", "Human immunodeficiency virus infection", _fs(
-        "86406008", "ids 68938634970, 8882548695", "'SNOMED 86406008 - Human immunodeficiency "
-        "virus infection'")),
-    ("56717001", "Tuberculosis", _fs(
-        "56717001", "ids 7965793830, 35171077349", "OMOP concept 434557 SNOMED 56717001 "
-        "'Tuberculosis'; FHIR coding 'Tuberculosis (disorder)'")),
-    ("61977001", "Chronic type B viral hepatitis", _fs(
-        "61977001", "ids 61645474858, 71390863597", "'Chronic type B viral hepatitis'")),
-    ("128302006", "Chronic hepatitis C", _fs(
-        "128302006", "ids 42479713269, 70875003863", "'SCT#128302006 \"Chronic hepatitis C "
-        "(disorder)\"'")),
+    (
+        "84114007",
+        "Heart failure",
+        _fs(
+            "84114007",
+            "ids 683332629, 70417934304",
+            "terminology lookup result 'Heart failure (disorder)'; SNOMED term list 'Heart "
+            "failure'",
+        ),
+    ),
+    (
+        "46177005",
+        "End-stage renal disease",
+        f"{SRC_SYNTHEA} ; "
+        + _fs(
+            "46177005",
+            "ids 54118141179, 67652324169",
+            "'46177005 |End-stage renal disease (disorder)|'",
+        ),
+    ),
+    (
+        "19943007",
+        "Cirrhosis of liver",
+        _fs(
+            "19943007",
+            "ids 31609447506, 52532969612",
+            "OMOP concept 4064161 SNOMED 19943007 'Cirrhosis of liver' (Charlson)",
+        ),
+    ),
+    (
+        "86406008",
+        "Human immunodeficiency virus infection",
+        _fs(
+            "86406008",
+            "ids 68938634970, 8882548695",
+            "'SNOMED 86406008 - Human immunodeficiency virus infection'",
+        ),
+    ),
+    (
+        "56717001",
+        "Tuberculosis",
+        _fs(
+            "56717001",
+            "ids 7965793830, 35171077349",
+            "OMOP concept 434557 SNOMED 56717001 "
+            "'Tuberculosis'; FHIR coding 'Tuberculosis (disorder)'",
+        ),
+    ),
+    (
+        "61977001",
+        "Chronic type B viral hepatitis",
+        _fs("61977001", "ids 61645474858, 71390863597", "'Chronic type B viral hepatitis'"),
+    ),
+    (
+        "128302006",
+        "Chronic hepatitis C",
+        _fs(
+            "128302006",
+            "ids 42479713269, 70875003863",
+            "'SCT#128302006 \"Chronic hepatitis C (disorder)\"'",
+        ),
+    ),
 )
 
 
@@ -666,8 +746,12 @@ def build_comorbidity() -> list[VS]:
         "are the separate value set dialysis_procedures.",
     )
     for name in (
-        "vsac_heart_failure.csv", "vsac_malignancy.csv", "vsac_tuberculosis.csv",
-        "vsac_hiv.csv", "vsac_cirrhosis_chronic_hepatitis.csv", "vsac_esrd.csv",
+        "vsac_heart_failure.csv",
+        "vsac_malignancy.csv",
+        "vsac_tuberculosis.csv",
+        "vsac_hiv.csv",
+        "vsac_cirrhosis_chronic_hepatitis.csv",
+        "vsac_esrd.csv",
         "ips_serious_comorbidity.csv",
     ):
         add_published(vs, name)
@@ -676,8 +760,26 @@ def build_comorbidity() -> list[VS]:
         if cat == "C44" or not icd.is_valid_item(cat):
             continue
         add_icd_with_descendants(vs, cat, f"{ICD_PKG}: malignant neoplasm category {cat}")
-    for code in ("I50", "I11.0", "I13.0", "I13.2", "K70.3", "K71.7", "K74.3", "K74.4", "K74.5",
-                 "K74.6", "A15", "A16", "A17", "A18", "A19", "B18.0", "B18.1", "B18.2"):
+    for code in (
+        "I50",
+        "I11.0",
+        "I13.0",
+        "I13.2",
+        "K70.3",
+        "K71.7",
+        "K74.3",
+        "K74.4",
+        "K74.5",
+        "K74.6",
+        "A15",
+        "A16",
+        "A17",
+        "A18",
+        "A19",
+        "B18.0",
+        "B18.1",
+        "B18.2",
+    ):
         if icd.is_valid_item(code):  # A16 (WHO ICD-10) does not exist in ICD-10-CM
             add_icd_with_descendants(vs, code, ICD_PKG)
     for code in ("N18.6", "Z99.2", "B20", "Z21"):
@@ -736,29 +838,64 @@ def build_labs(ref: Path) -> list[VS]:
         note = None
         if r["confirmed"] == "partial":
             note = "LOINC long name not read from the LOINC table; code seen in lab catalogues"
-        ab.add(r["system"], r["code"], clean(r["display"]), short_source(r["source"]),
-               r["confirmed"], note)
+        ab.add(
+            r["system"],
+            r["code"],
+            clean(r["display"]),
+            short_source(r["source"]),
+            r["confirmed"],
+            note,
+        )
 
-    pos = VS("result_positive", "Positive result values",
-             "SNOMED CT Positive / Detected / Reactive / Present / + to ++++ (WHO DDCC, IPS "
-             "results value sets) and LOINC LA6576-8 Positive.")
-    neg = VS("result_negative", "Negative result values",
-             "SNOMED CT Negative / Not detected / Non-reactive / Absent (WHO DDCC, IPS) and "
-             "LOINC LA6577-6 Negative.")
-    eqv = VS("result_equivocal", "Equivocal result values",
-             "SNOMED CT Equivocal / Indeterminate / Inconclusive (WHO DDCC).")
-    ipos = VS("interpretation_positive", "Interpretation: positive",
-              "HL7 v3 ObservationInterpretation and v2 table 0078 POS, DET, H, HH, HU, A, AA "
-              "(trial spec rule 1; v1.1: both systems).")
-    ineg = VS("interpretation_negative", "Interpretation: negative",
-              "HL7 v3 ObservationInterpretation and v2 table 0078 NEG, ND, N, L (trial spec "
-              "rule 1; v1.1: both systems).")
-    ieqv = VS("interpretation_equivocal", "Interpretation: equivocal",
-              "HL7 v3 ObservationInterpretation IND, E and v2 table 0078 IND (trial spec rule "
-              "1; v1.1: both systems). v2 table 0078 as published with FHIR DSTU2 has no E.")
+    pos = VS(
+        "result_positive",
+        "Positive result values",
+        "SNOMED CT Positive / Detected / Reactive / Present / + to ++++ (WHO DDCC, IPS "
+        "results value sets) and LOINC LA6576-8 Positive.",
+    )
+    neg = VS(
+        "result_negative",
+        "Negative result values",
+        "SNOMED CT Negative / Not detected / Non-reactive / Absent (WHO DDCC, IPS) and "
+        "LOINC LA6577-6 Negative.",
+    )
+    eqv = VS(
+        "result_equivocal",
+        "Equivocal result values",
+        "SNOMED CT Equivocal / Indeterminate / Inconclusive (WHO DDCC).",
+    )
+    ipos = VS(
+        "interpretation_positive",
+        "Interpretation: positive",
+        "HL7 v3 ObservationInterpretation and v2 table 0078 POS, DET, H, HH, HU, A, AA "
+        "(trial spec rule 1; v1.1: both systems).",
+    )
+    ineg = VS(
+        "interpretation_negative",
+        "Interpretation: negative",
+        "HL7 v3 ObservationInterpretation and v2 table 0078 NEG, ND, N, L (trial spec "
+        "rule 1; v1.1: both systems).",
+    )
+    ieqv = VS(
+        "interpretation_equivocal",
+        "Interpretation: equivocal",
+        "HL7 v3 ObservationInterpretation IND, E and v2 table 0078 IND (trial spec rule "
+        "1; v1.1: both systems). v2 table 0078 as published with FHIR DSTU2 has no E.",
+    )
     want_interp = {
-        "POS": ipos, "DET": ipos, "H": ipos, "HH": ipos, "HU": ipos, "A": ipos, "AA": ipos,
-        "NEG": ineg, "ND": ineg, "N": ineg, "L": ineg, "IND": ieqv, "E": ieqv,
+        "POS": ipos,
+        "DET": ipos,
+        "H": ipos,
+        "HH": ipos,
+        "HU": ipos,
+        "A": ipos,
+        "AA": ipos,
+        "NEG": ineg,
+        "ND": ineg,
+        "N": ineg,
+        "L": ineg,
+        "IND": ieqv,
+        "E": ieqv,
     }
     for r in read(ref, "result_positive_interpretation.csv"):
         t = " ".join(tags(r["display"]))
@@ -778,22 +915,46 @@ def build_labs(ref: Path) -> list[VS]:
         if code in want_interp:
             want_interp[code].add(V2_INTERP, code, display, SRC_V2_0078)
     ineg.add(
-        V3_INTERP, "L", "Low",
+        V3_INTERP,
+        "L",
+        "Low",
         "HL7 v3-ObservationInterpretation (FHIR R4 CodeSystem, same listing as the reference "
         "rows: github:GinoCanessa/fhir-cross-version-source docs); not a row of the reference "
         "CSV",
-        "partial", "display not re-read from the code system listing during this build",
+        "partial",
+        "display not re-read from the code system listing during this build",
     )
     return [ab, pos, neg, eqv, ipos, ineg, ieqv]
 
 
-GLUCOCORTICOIDS = ("prednisone", "prednisolone", "methylprednisolone", "dexamethasone",
-                   "hydrocortisone", "cortisone", "betamethasone", "triamcinolone", "budesonide",
-                   "deflazacort")
-IMMUNOSUPPRESSANTS = ("methotrexate", "azathioprine", "mycophenolate mofetil",
-                      "mycophenolic acid", "cyclophosphamide", "tacrolimus", "cyclosporine",
-                      "voclosporin", "leflunomide", "sirolimus", "belimumab", "anifrolumab",
-                      "rituximab", "obinutuzumab")
+GLUCOCORTICOIDS = (
+    "prednisone",
+    "prednisolone",
+    "methylprednisolone",
+    "dexamethasone",
+    "hydrocortisone",
+    "cortisone",
+    "betamethasone",
+    "triamcinolone",
+    "budesonide",
+    "deflazacort",
+)
+IMMUNOSUPPRESSANTS = (
+    "methotrexate",
+    "azathioprine",
+    "mycophenolate mofetil",
+    "mycophenolic acid",
+    "cyclophosphamide",
+    "tacrolimus",
+    "cyclosporine",
+    "voclosporin",
+    "leflunomide",
+    "sirolimus",
+    "belimumab",
+    "anifrolumab",
+    "rituximab",
+    "obinutuzumab",
+)
 ANTIMALARIALS = ("hydroxychloroquine", "chloroquine", "quinacrine")
 MED_VS = {
     "glucocorticoids": GLUCOCORTICOIDS,
@@ -848,28 +1009,37 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
     sets = {
         vs_id: VS(vs_id, title, desc)
         for vs_id, title, desc in (
-            ("glucocorticoids", "Glucocorticoids (all forms)",
-             "RxNorm IN/PIN and SCD/SBD/GPCK/BPCK for prednisone, prednisolone, "
-             "methylprednisolone, dexamethasone, hydrocortisone, cortisone, betamethasone, "
-             f"triamcinolone, budesonide, deflazacort ({SRC_RXNORM_PC}; VSAC Glucocorticoids "
-             "(oral only) 2.16.840.1.113883.3.464.1003.196.12.1266). Holds every dose form: "
-             "systemic use is decided by route / dose form (non_systemic_routes, "
-             "non_systemic_forms). NDC package codes (11-digit) from the published NDC to RxNorm "
-             "crosswalks in ndc-rxnorm.json (FDA NDC Directory 2020-06-17 via RxNav, "
-             "github:fabkury/ndc_map)."),
-            ("immunosuppressants", "Other immunosuppressants",
-             "RxNorm IN/PIN and products for methotrexate, azathioprine, mycophenolate mofetil, "
-             "mycophenolic acid, cyclophosphamide, tacrolimus, cyclosporine, voclosporin, "
-             f"leflunomide, sirolimus, belimumab, rituximab, obinutuzumab ({SRC_RXNORM_PC}; "
-             "SMART irae list for azathioprine); anifrolumab SCD 2565280 / SBD 2565286 "
-             "[Saphnelo] (NDC to RxNorm crosswalk, ndclist.com). Anifrolumab's ingredient RxCUI "
-             "was not found in a public source: its products map to the agent by name. NDC "
-             "package codes (11-digit) from ndc-rxnorm.json (none for voclosporin)."),
-            ("antimalarials", "Antimalarials",
-             "RxNorm IN/PIN and products for hydroxychloroquine and chloroquine "
-             f"({SRC_RXNORM_PC}). Quinacrine is not in RxNorm prescribable content and no "
-             "RxCUI was found: matched by name only. NDC package codes (11-digit) from "
-             "ndc-rxnorm.json."),
+            (
+                "glucocorticoids",
+                "Glucocorticoids (all forms)",
+                "RxNorm IN/PIN and SCD/SBD/GPCK/BPCK for prednisone, prednisolone, "
+                "methylprednisolone, dexamethasone, hydrocortisone, cortisone, betamethasone, "
+                f"triamcinolone, budesonide, deflazacort ({SRC_RXNORM_PC}; VSAC Glucocorticoids "
+                "(oral only) 2.16.840.1.113883.3.464.1003.196.12.1266). Holds every dose form: "
+                "systemic use is decided by route / dose form (non_systemic_routes, "
+                "non_systemic_forms). NDC package codes (11-digit) from the published NDC to "
+                "RxNorm crosswalks in ndc-rxnorm.json (FDA NDC Directory 2020-06-17 via RxNav, "
+                "github:fabkury/ndc_map).",
+            ),
+            (
+                "immunosuppressants",
+                "Other immunosuppressants",
+                "RxNorm IN/PIN and products for methotrexate, azathioprine, mycophenolate mofetil, "
+                "mycophenolic acid, cyclophosphamide, tacrolimus, cyclosporine, voclosporin, "
+                f"leflunomide, sirolimus, belimumab, rituximab, obinutuzumab ({SRC_RXNORM_PC}; "
+                "SMART irae list for azathioprine); anifrolumab SCD 2565280 / SBD 2565286 "
+                "[Saphnelo] (NDC to RxNorm crosswalk, ndclist.com). Anifrolumab's ingredient RxCUI "
+                "was not found in a public source: its products map to the agent by name. NDC "
+                "package codes (11-digit) from ndc-rxnorm.json (none for voclosporin).",
+            ),
+            (
+                "antimalarials",
+                "Antimalarials",
+                "RxNorm IN/PIN and products for hydroxychloroquine and chloroquine "
+                f"({SRC_RXNORM_PC}). Quinacrine is not in RxNorm prescribable content and no "
+                "RxCUI was found: matched by name only. NDC package codes (11-digit) from "
+                "ndc-rxnorm.json.",
+            ),
         )
     }
     vs_of_ing: dict[str, str] = {}
@@ -896,8 +1066,12 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
             continue
         p = product_map.setdefault(
             prod,
-            {"name": r["product_name"], "tty": r["product_tty"], "ingredients": [],
-             "source": short_source(r["source"])},
+            {
+                "name": r["product_name"],
+                "tty": r["product_tty"],
+                "ingredients": [],
+                "source": short_source(r["source"]),
+            },
         )
         if ing not in p["ingredients"]:
             p["ingredients"].append(ing)
@@ -908,8 +1082,13 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
         for n in gc_names:
             if re.search(rf"(?<![a-z]){re.escape(n)}(?![a-z])", name.lower()):
                 p = product_map.setdefault(
-                    r["code"], {"name": name, "tty": "", "ingredients": [],
-                                "source": short_source(r["source"])},
+                    r["code"],
+                    {
+                        "name": name,
+                        "tty": "",
+                        "ingredients": [],
+                        "source": short_source(r["source"]),
+                    },
                 )
                 if name_to_in[n] not in p["ingredients"]:
                     p["ingredients"].append(name_to_in[n])
@@ -922,8 +1101,12 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
         vs_id = next(v for v, names in MED_VS.items() if agent in names)
         p = product_map.setdefault(
             r["product_rxcui"],
-            {"name": r["product_name"], "tty": r["product_tty"], "ingredients": [],
-             "source": r["source"]},
+            {
+                "name": r["product_name"],
+                "tty": r["product_tty"],
+                "ingredients": [],
+                "source": r["source"],
+            },
         )
         key = f"name:{agent}"
         if key not in p["ingredients"]:
@@ -950,7 +1133,9 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
         entry["targets"].append((rxcui, product_map[rxcui]["name"], r["source"]))
         for ing in product_map[rxcui]["ingredients"]:
             sets[vs_of_ing[ing]].add(
-                NDC, ndc11, f"NDC {r['ndc_published']}: {product_map[rxcui]['name']}",
+                NDC,
+                ndc11,
+                f"NDC {r['ndc_published']}: {product_map[rxcui]['name']}",
                 f"{r['source']} (NDC package, published as {r['ndc_published']})",
             )
     # SNOMED CT substances (code + display read in public material) -> the RxNorm IN of the
@@ -960,7 +1145,9 @@ def build_medications(ref: Path) -> tuple[list[VS], dict, dict]:
         ing = name_to_in[r["ingredient"]]
         snomed_map.append((r["sct_code"], r["display"], ing, r["source"]))
         sets[vs_of_ing[ing]].add(
-            SCT, r["sct_code"], r["display"],
+            SCT,
+            r["sct_code"],
+            r["display"],
             f"{r['source']} (SNOMED CT substance; RxNorm IN {ing} of the same name)",
         )
     meds = {"ing_name": ing_name, "pins": pins, "ndc_map": ndc_map, "snomed_map": snomed_map}
@@ -1158,7 +1345,8 @@ def write_medication_maps(out: Path, product_map: dict, meds: dict) -> None:
             else:
                 rows.append((code, p["name"], ing, ing_name[ing], "wider", src))
     cm = concept_map(
-        "rxnorm-product-ingredient", "RxNorm product to ingredient",
+        "rxnorm-product-ingredient",
+        "RxNorm product to ingredient",
         f"RxNorm SCD/SBD/GPCK/BPCK -> ingredient (IN) RxCUI, from {SRC_RXNORM_PC}, the SMART "
         "irae azathioprine list and the VSAC oral glucocorticoid list (ingredient read from the "
         "product name). Products whose ingredient RxCUI was not found in a public source "
@@ -1169,26 +1357,38 @@ def write_medication_maps(out: Path, product_map: dict, meds: dict) -> None:
     write_json(out / "rxnorm-product-ingredient.json", cm)
     moiety_rows = []
     for pin, base in PIN_TO_IN.items():
-        moiety_rows.append((pin, pins[pin], base, ing_name[base], "wider",
-                            ing_src_note(pin)))
+        moiety_rows.append((pin, pins[pin], base, ing_name[base], "wider", ing_src_note(pin)))
     for ing, moiety in IN_TO_MOIETY.items():
-        moiety_rows.append((ing, ing_name[ing], moiety, ing_name[moiety], "wider",
-                            "mycophenolate mofetil is the 2-morpholinoethyl ester prodrug of "
-                            "mycophenolic acid (one agent for the trial); both share ATC L04AA06 "
-                            "(github:fabkury/atcd, reference medications_ingredient_summary.csv)"))
-    write_json(out / "rxnorm-ingredient-moiety.json", concept_map(
-        "rxnorm-ingredient-moiety", "RxNorm ingredient to active moiety",
-        "Precise ingredient (PIN) -> ingredient (IN), and ingredients that are one active moiety "
-        "for the trial (mycophenolate mofetil -> mycophenolic acid).",
-        moiety_rows,
-    ))
+        moiety_rows.append(
+            (
+                ing,
+                ing_name[ing],
+                moiety,
+                ing_name[moiety],
+                "wider",
+                "mycophenolate mofetil is the 2-morpholinoethyl ester prodrug of "
+                "mycophenolic acid (one agent for the trial); both share ATC L04AA06 "
+                "(github:fabkury/atcd, reference medications_ingredient_summary.csv)",
+            )
+        )
+    write_json(
+        out / "rxnorm-ingredient-moiety.json",
+        concept_map(
+            "rxnorm-ingredient-moiety",
+            "RxNorm ingredient to active moiety",
+            "Precise ingredient (PIN) -> ingredient (IN), and ingredients that are one active "
+            "moiety for the trial (mycophenolate mofetil -> mycophenolic acid).",
+            moiety_rows,
+        ),
+    )
     ndc_rows = [
         (ndc11, f"NDC {e['published']}", rxcui, name, "equivalent", src)
         for ndc11, e in sorted(meds["ndc_map"].items())
         for rxcui, name, src in e["targets"]
     ]
     ndc_cm = concept_map(
-        "ndc-rxnorm", "NDC package to RxNorm product",
+        "ndc-rxnorm",
+        "NDC package to RxNorm product",
         "NDC package codes (11-digit 5-4-2 form, the published 10-digit spelling in the "
         "display) -> RxNorm SCD/SBD/GPCK/BPCK, from the NDC to RxNorm crosswalk as published per "
         "package (ndclist.com, built from RxNorm and the FDA NDC directory) and from the FDA NDC "
@@ -1251,17 +1451,20 @@ def to_resource(vs: VS) -> dict:
     }
 
 
-def concept_map(cm_id: str, title: str, desc: str, groups: Iterable[tuple[str, str, str, str,
-                                                                           str, str]]) -> dict:
+def concept_map(
+    cm_id: str, title: str, desc: str, groups: Iterable[tuple[str, str, str, str, str, str]]
+) -> dict:
     """groups: (source_code, source_display, target_code, target_display, relationship, src)."""
     elements = []
     for scode, sdisp, tcode, tdisp, equivalence, src in groups:
-        elements.append({
-            "extension": [{"url": EXT_SOURCE, "valueString": src}],
-            "code": scode,
-            "display": sdisp,
-            "target": [{"code": tcode, "display": tdisp, "equivalence": equivalence}],
-        })
+        elements.append(
+            {
+                "extension": [{"url": EXT_SOURCE, "valueString": src}],
+                "code": scode,
+                "display": sdisp,
+                "target": [{"code": tcode, "display": tdisp, "equivalence": equivalence}],
+            }
+        )
     return {
         "resourceType": "ConceptMap",
         "id": cm_id,
@@ -1292,8 +1495,9 @@ def default_ref() -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ref", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent
-                    / "value_sets")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "value_sets"
+    )
     args = ap.parse_args()
     ref = args.ref or default_ref()
     out: Path = args.out
@@ -1301,8 +1505,13 @@ def main() -> None:
 
     med_sets, product_map, meds = build_medications(ref)
     all_sets = [
-        *build_lupus(ref), *build_neuro(ref), *build_pregnancy(ref), *build_comorbidity(),
-        *build_labs(ref), *med_sets, *build_routes_forms(),
+        *build_lupus(ref),
+        *build_neuro(ref),
+        *build_pregnancy(ref),
+        *build_comorbidity(),
+        *build_labs(ref),
+        *med_sets,
+        *build_routes_forms(),
     ]
     add_synthea_module_codes(all_sets)
     add_who_icd10(all_sets)
@@ -1315,8 +1524,10 @@ def main() -> None:
 
 
 def ing_src_note(pin: str) -> str:
-    return ("RxNorm PIN of the base ingredient (reference medications_ingredients_atc.csv, "
-            f"TTY=PIN, from github:davidanderson3/rxnorm-ingredients); PIN {pin}")
+    return (
+        "RxNorm PIN of the base ingredient (reference medications_ingredients_atc.csv, "
+        f"TTY=PIN, from github:davidanderson3/rxnorm-ingredients); PIN {pin}"
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def test_readme_quick_start_is_exactly_two_make_targets() -> None:
 def test_readme_cli_options_exist() -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "fhir_cohort", "screen", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for option in set(re.findall(r"`(--[a-z][a-z-]+)", README.read_text())):
         assert option in help_text, option

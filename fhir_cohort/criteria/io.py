@@ -125,7 +125,10 @@ def value_set_ids(trial: Trial) -> set[str]:
 def check_value_sets(trial: Trial, terminology: _HasIds) -> None:
     """Raise CriteriaError naming each key that references a value set the terminology lacks."""
     known = set(terminology.ids())
-    missing = [f"{key}: unknown value set {vs!r}" for key, vs in _value_set_refs(trial, "")
-               if vs not in known]
+    missing = [
+        f"{key}: unknown value set {vs!r}"
+        for key, vs in _value_set_refs(trial, "")
+        if vs not in known
+    ]
     if missing:
         raise CriteriaError(f"criteria {trial.id}: " + "; ".join(missing))

@@ -28,8 +28,18 @@ from fhir_cohort.engine.tables import (
 )
 
 ANSWER_COLUMNS = ("patient_id", "criterion_id", "answer", "reason")
-EVIDENCE_COLUMNS = ("patient_id", "criterion_id", "resource_type", "resource_id", "system",
-                    "code", "display", "date", "value", "note")
+EVIDENCE_COLUMNS = (
+    "patient_id",
+    "criterion_id",
+    "resource_type",
+    "resource_id",
+    "system",
+    "code",
+    "display",
+    "date",
+    "value",
+    "note",
+)
 STATUS_COLUMNS = ("patient_id", "status", "reasons")
 INCLUSION_ANSWERS = ("met", "not_met", "unknown")
 EXCLUSION_ANSWERS = ("clear", "excluded", "review")
@@ -38,8 +48,14 @@ PASSING = frozenset({"met", "clear"})
 
 _DATE_COLUMNS = {
     "patients": ("deceased_date", "deceased_high"),
-    "conditions": ("onset_date", "onset_high", "abatement_date", "abatement_high",
-                   "recorded_date", "recorded_high"),
+    "conditions": (
+        "onset_date",
+        "onset_high",
+        "abatement_date",
+        "abatement_high",
+        "recorded_date",
+        "recorded_high",
+    ),
     "medications": ("start", "end", "start_late", "end_early"),
     "observations": ("date", "date_high"),
 }
@@ -166,9 +182,7 @@ def evaluate(
     patients = frame_rows(tables.patients, PATIENT_COLUMNS, "patients")
     conditions = _by_patient(frame_rows(tables.conditions, CONDITION_COLUMNS, "conditions"))
     medications = _by_patient(frame_rows(tables.medications, MEDICATION_COLUMNS, "medications"))
-    observations = _by_patient(
-        frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
-    )
+    observations = _by_patient(frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations"))
     evaluators = [(c, REGISTRY[c.type]) for c in trial.criteria]
     answers: list[tuple[Any, ...]] = []
     evidence: list[tuple[Any, ...]] = []
@@ -180,8 +194,9 @@ def evaluate(
         if pid is None or pid in seen:
             continue
         seen.add(pid)
-        data = PatientData(p, conditions.get(pid, []), medications.get(pid, []),
-                           observations.get(pid, []))
+        data = PatientData(
+            p, conditions.get(pid, []), medications.get(pid, []), observations.get(pid, [])
+        )
         outcomes: list[Outcome] = []
         for i, (crit, fn) in enumerate(evaluators):
             rowless = _ROWLESS.get(crit.type)
@@ -213,22 +228,38 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     ids = [c.id for c in trial.criteria]
     ans = result.answers
     patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
-    wide = (ans.drop_duplicates(["patient_id", "criterion_id"])
-            .pivot(index="patient_id", columns="criterion_id", values="answer")
-            .reindex(index=patients, columns=ids))
+    wide = (
+        ans.drop_duplicates(["patient_id", "criterion_id"])
+        .pivot(index="patient_id", columns="criterion_id", values="answer")
+        .reindex(index=patients, columns=ids)
+    )
     # still in after criterion k <=> no not_met / excluded among criteria 1..k
     still_in = wide.isin(list(FAILING)).cumsum(axis=1).eq(0)
-    rows: list[dict[str, Any]] = [{
-        "step": 0, "criterion_id": "all", "kind": "", "title": "all patients",
-        "remaining": len(patients), **dict.fromkeys(answer_cols, 0),
-    }]
+    rows: list[dict[str, Any]] = [
+        {
+            "step": 0,
+            "criterion_id": "all",
+            "kind": "",
+            "title": "all patients",
+            "remaining": len(patients),
+            **dict.fromkeys(answer_cols, 0),
+        }
+    ]
     for i, crit in enumerate(trial.criteria, start=1):
         counts = wide[crit.id].value_counts()
-        rows.append({"step": i, "criterion_id": crit.id, "kind": crit.kind, "title": crit.title,
-                     "remaining": int(still_in[crit.id].sum()),
-                     **{a: int(counts.get(a, 0)) for a in answer_cols}})
-    return pd.DataFrame(rows, columns=["step", "criterion_id", "kind", "title", "remaining",
-                                       *answer_cols])
+        rows.append(
+            {
+                "step": i,
+                "criterion_id": crit.id,
+                "kind": crit.kind,
+                "title": crit.title,
+                "remaining": int(still_in[crit.id].sum()),
+                **{a: int(counts.get(a, 0)) for a in answer_cols},
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["step", "criterion_id", "kind", "title", "remaining", *answer_cols]
+    )
 
 
 def medication_eras(
@@ -244,8 +275,16 @@ def medication_eras(
 
 
 LAB_COLUMNS: tuple[str, ...] = (
-    "patient_id", "resource_id", "system", "code", "display", "date", "status", "result",
-    "rule", "value",
+    "patient_id",
+    "resource_id",
+    "system",
+    "code",
+    "display",
+    "date",
+    "status",
+    "result",
+    "rule",
+    "value",
 )
 
 
@@ -263,6 +302,18 @@ def lab_results(
     for pid, rows in obs.items():
         tests, _ = read_tests(criterion.value_sets, criterion.lab_rules, ctx, rows)
         for row, reading in tests:
-            out.append((pid, row.resource_id, row.system, row.code, row.display,
-                        row.date, row.status, reading.result, reading.rule, reading.value))
+            out.append(
+                (
+                    pid,
+                    row.resource_id,
+                    row.system,
+                    row.code,
+                    row.display,
+                    row.date,
+                    row.status,
+                    reading.result,
+                    reading.rule,
+                    reading.value,
+                )
+            )
     return pd.DataFrame.from_records(out, columns=list(LAB_COLUMNS))

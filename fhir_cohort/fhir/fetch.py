@@ -723,8 +723,11 @@ def fetch_all(
             patients.update(found)
         queries.append({"stage": "full", "query": query.describe(), "resources": len(found)})
         if progress is not None:
-            progress(FetchProgress("full", done, len(resource_types), sum(counts.values()),
-                                   len(patients), 0))
+            progress(
+                FetchProgress(
+                    "full", done, len(resource_types), sum(counts.values()), len(patients), 0
+                )
+            )
     return FetchReport(
         base_url=strip_query(client.base_url),
         queries=queries,

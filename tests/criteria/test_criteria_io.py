@@ -39,20 +39,38 @@ def raw() -> dict:
 
 def test_shipped_file_states_the_spec(shipped):
     assert [c.id for c in shipped.criteria] == [
-        "age", "sle", "therapy", "autoantibody", "lupus_nephritis", "cns_lupus",
-        "pregnancy_lactation", "chronic_illness"]
+        "age",
+        "sle",
+        "therapy",
+        "autoantibody",
+        "lupus_nephritis",
+        "cns_lupus",
+        "pregnancy_lactation",
+        "chronic_illness",
+    ]
     assert [c.kind for c in shipped.criteria] == ["inclusion"] * 4 + ["exclusion"] * 4
     therapy = shipped.criterion("therapy")
     assert isinstance(therapy, MedicationHistoryCriterion)
     assert (therapy.window_months, therapy.persistence_gap_days, therapy.min_era_days) == (
-        24, 30, 84)
+        24,
+        30,
+        84,
+    )
     assert therapy.count_antimalarials is False
-    assert therapy.coverage_per_dose_days == {"rituximab": 182, "cyclophosphamide": 30,
-                                              "belimumab": 28, "anifrolumab": 28}
+    assert therapy.coverage_per_dose_days == {
+        "rituximab": 182,
+        "cyclophosphamide": 30,
+        "belimumab": 28,
+        "anifrolumab": 28,
+    }
     assert shipped.criterion("autoantibody").lookback_days == 365
     e3 = shipped.criterion("pregnancy_lactation")
-    assert (e3.pregnancy_onset_within_days, e3.pregnancy_status_within_days,
-            e3.hcg_within_days, e3.delivery_within_days) == (300, 30, 30, 365)
+    assert (
+        e3.pregnancy_onset_within_days,
+        e3.pregnancy_status_within_days,
+        e3.hcg_within_days,
+        e3.delivery_within_days,
+    ) == (300, 30, 30, 365)
 
 
 def test_shipped_defaults_equal_model_defaults(shipped, raw):
@@ -60,8 +78,13 @@ def test_shipped_defaults_equal_model_defaults(shipped, raw):
     for i, c in enumerate(shipped.criteria):
         cls = type(c)
         minimal = {k: raw["criteria"][i][k] for k in ("id", "kind", "type", "title")}
-        for k in ("value_sets", "unknown_value_sets", "not_counted_value_sets", "requirements",
-                  "rules"):
+        for k in (
+            "value_sets",
+            "unknown_value_sets",
+            "not_counted_value_sets",
+            "requirements",
+            "rules",
+        ):
             if k in raw["criteria"][i]:
                 minimal[k] = raw["criteria"][i][k]
         assert cls.model_validate(minimal) == c, c.id
@@ -70,7 +93,8 @@ def test_shipped_defaults_equal_model_defaults(shipped, raw):
 def test_value_sets_exist(shipped):
     check_value_sets(shipped, Terminology.load())
     assert {"sle", "antimalarials", "interpretation_positive", "non_systemic_forms"} <= (
-        value_set_ids(shipped))
+        value_set_ids(shipped)
+    )
 
 
 def test_unknown_value_set_names_key(raw):
@@ -81,16 +105,25 @@ def test_unknown_value_set_names_key(raw):
         check_value_sets(trial, Terminology.load())
 
 
-@pytest.mark.parametrize(("path", "value", "message"), [
-    (("criteria", 2, "window_months"), "two years",
-     r"criteria\[2\]\.window_months: Input should be a valid integer"),
-    (("criteria", 0, "min_yearz"), 18, r"criteria\[0\]\.min_yearz: Extra inputs"),
-    (("criteria", 4, "rules", 0, "answer"), "maybe", r"criteria\[4\]\.rules\[0\]\.answer"),
-    (("criteria", 1, "type"), "nope", r"criteria\[1\]"),
-    (("criteria", 2, "requirements", 1, "agent_grouping"), "brand",
-     r"criteria\[2\]\.requirements\[1\]\.agent_grouping"),
-    (("version",), None, r"version: Input should be a valid string"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            ("criteria", 2, "window_months"),
+            "two years",
+            r"criteria\[2\]\.window_months: Input should be a valid integer",
+        ),
+        (("criteria", 0, "min_yearz"), 18, r"criteria\[0\]\.min_yearz: Extra inputs"),
+        (("criteria", 4, "rules", 0, "answer"), "maybe", r"criteria\[4\]\.rules\[0\]\.answer"),
+        (("criteria", 1, "type"), "nope", r"criteria\[1\]"),
+        (
+            ("criteria", 2, "requirements", 1, "agent_grouping"),
+            "brand",
+            r"criteria\[2\]\.requirements\[1\]\.agent_grouping",
+        ),
+        (("version",), None, r"version: Input should be a valid string"),
+    ],
+)
 def test_errors_name_the_key(raw, tmp_path, path, value, message):
     data = json.loads(json.dumps(raw))
     target = data
@@ -143,20 +176,33 @@ def test_models_are_frozen(shipped):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    window=st.integers(0, 120), gap=st.integers(0, 90), era=st.integers(1, 400),
-    switch=st.booleans(), coverage=st.dictionaries(
-        st.sampled_from(["rituximab", "belimumab", "x y"]), st.integers(1, 400)),
-    lookback=st.integers(0, 2000), min_years=st.one_of(st.none(), st.integers(0, 99)),
-    title=st.text(max_size=20), within=st.one_of(st.none(), st.integers(0, 999)),
+    window=st.integers(0, 120),
+    gap=st.integers(0, 90),
+    era=st.integers(1, 400),
+    switch=st.booleans(),
+    coverage=st.dictionaries(
+        st.sampled_from(["rituximab", "belimumab", "x y"]), st.integers(1, 400)
+    ),
+    lookback=st.integers(0, 2000),
+    min_years=st.one_of(st.none(), st.integers(0, 99)),
+    title=st.text(max_size=20),
+    within=st.one_of(st.none(), st.integers(0, 999)),
 )
-def test_round_trip_variants(window, gap, era, switch, coverage, lookback, min_years, title,
-                             within):
+def test_round_trip_variants(
+    window, gap, era, switch, coverage, lookback, min_years, title, within
+):
     base = load_criteria(default_criteria_path())
     crits = list(base.criteria)
     crits[0] = crits[0].model_copy(update={"min_years": min_years, "title": title})
-    crits[2] = crits[2].model_copy(update={
-        "window_months": window, "persistence_gap_days": gap, "min_era_days": era,
-        "count_antimalarials": switch, "coverage_per_dose_days": coverage})
+    crits[2] = crits[2].model_copy(
+        update={
+            "window_months": window,
+            "persistence_gap_days": gap,
+            "min_era_days": era,
+            "count_antimalarials": switch,
+            "coverage_per_dose_days": coverage,
+        }
+    )
     crits[3] = crits[3].model_copy(update={"lookback_days": lookback})
     rules = list(crits[5].rules)
     rules[2] = rules[2].model_copy(update={"within_days": within})
@@ -169,7 +215,7 @@ def test_round_trip_variants(window, gap, era, switch, coverage, lookback, min_y
 def test_second_trial_example_in_docs_loads(tmp_path):
     text = DOCS.read_text()
     start = text.index("```yaml\n# second-trial example")
-    block = text[start + len("```yaml\n"):text.index("```", start + 7)]
+    block = text[start + len("```yaml\n") : text.index("```", start + 7)]
     f = tmp_path / "example.yaml"
     f.write_text(block)
     trial = load_criteria(f)

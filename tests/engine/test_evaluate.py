@@ -33,8 +33,13 @@ def test_patient_without_data_gets_every_criterion(run, b, trial):
     assert list(res.evidence.columns) == list(EVIDENCE_COLUMNS)
     assert list(res.status.columns) == list(STATUS_COLUMNS)
     assert got == {
-        "age": "met", "sle": "not_met", "therapy": "not_met", "autoantibody": "unknown",
-        "lupus_nephritis": "clear", "cns_lupus": "clear", "pregnancy_lactation": "clear",
+        "age": "met",
+        "sle": "not_met",
+        "therapy": "not_met",
+        "autoantibody": "unknown",
+        "lupus_nephritis": "clear",
+        "cns_lupus": "clear",
+        "pregnancy_lactation": "clear",
         "chronic_illness": "clear",
     }
     assert [c.id for c in trial.criteria] == list(res.answers.criterion_id)
@@ -80,11 +85,18 @@ def test_partitionable_by_patient(run, b):
     a, c = _eligible_rows(b, "pa"), _eligible_rows(b, "pc")
     c["conditions"].append(b.cond(b.LN_CLASS_IV, "pc"))
     patients = [b.pat("pa"), b.pat("pb", birth="2015-01-01"), b.pat("pc")]
-    whole = run(patients=patients, conditions=a["conditions"] + c["conditions"],
-                medications=a["medications"] + c["medications"],
-                observations=a["observations"] + c["observations"])
-    part = run(patients=[patients[2]], conditions=c["conditions"], medications=c["medications"],
-               observations=c["observations"])
+    whole = run(
+        patients=patients,
+        conditions=a["conditions"] + c["conditions"],
+        medications=a["medications"] + c["medications"],
+        observations=a["observations"] + c["observations"],
+    )
+    part = run(
+        patients=[patients[2]],
+        conditions=c["conditions"],
+        medications=c["medications"],
+        observations=c["observations"],
+    )
     for name in ("answers", "evidence", "status"):
         w = getattr(whole, name)
         pd.testing.assert_frame_equal(
@@ -92,24 +104,41 @@ def test_partitionable_by_patient(run, b):
             getattr(part, name).reset_index(drop=True),
         )
     assert whole.status.set_index("patient_id").status.to_dict() == {
-        "pa": "eligible", "pb": "ineligible", "pc": "ineligible"}
+        "pa": "eligible",
+        "pb": "ineligible",
+        "pc": "ineligible",
+    }
 
 
 def test_attrition(run, b, trial):
     a, c = _eligible_rows(b, "pa"), _eligible_rows(b, "pc")
     c["conditions"].append(b.cond(b.LN_CLASS_IV, "pc"))
-    res = run(patients=[b.pat("pa"), b.pat("pb", birth="2015-01-01"), b.pat("pc"),
-                        b.pat("pd", birth=None)],
-              conditions=a["conditions"] + c["conditions"],
-              medications=a["medications"] + c["medications"],
-              observations=a["observations"] + c["observations"])
+    res = run(
+        patients=[
+            b.pat("pa"),
+            b.pat("pb", birth="2015-01-01"),
+            b.pat("pc"),
+            b.pat("pd", birth=None),
+        ],
+        conditions=a["conditions"] + c["conditions"],
+        medications=a["medications"] + c["medications"],
+        observations=a["observations"] + c["observations"],
+    )
     att = attrition(res, trial)
     assert att.criterion_id.tolist() == ["all"] + [c.id for c in trial.criteria]
     remaining = dict(zip(att.criterion_id, att.remaining, strict=True))
     # pb fails age; pd (no birthDate, age unknown) then fails sle; pc is excluded by E1.
-    assert remaining == {"all": 4, "age": 3, "sle": 2, "therapy": 2, "autoantibody": 2,
-                         "lupus_nephritis": 1, "cns_lupus": 1, "pregnancy_lactation": 1,
-                         "chronic_illness": 1}
+    assert remaining == {
+        "all": 4,
+        "age": 3,
+        "sle": 2,
+        "therapy": 2,
+        "autoantibody": 2,
+        "lupus_nephritis": 1,
+        "cns_lupus": 1,
+        "pregnancy_lactation": 1,
+        "chronic_illness": 1,
+    }
     age = att[att.criterion_id == "age"].iloc[0]
     assert (age.met, age.not_met, age.unknown) == (2, 1, 1)
     ln = att[att.criterion_id == "lupus_nephritis"].iloc[0]
@@ -139,9 +168,13 @@ def test_no_patients(run, trial):
 
 
 def test_patients_without_rows_share_answers_but_not_age(run, b):
-    res = run(patients=[b.pat("a", birth="1990-01-01", gender="male"),
-                        b.pat("b", birth="2015-01-01", gender="female")],
-              conditions=[b.cond(b.PREGNANCY, "c", onset="2025-05-01")])
+    res = run(
+        patients=[
+            b.pat("a", birth="1990-01-01", gender="male"),
+            b.pat("b", birth="2015-01-01", gender="female"),
+        ],
+        conditions=[b.cond(b.PREGNANCY, "c", onset="2025-05-01")],
+    )
     ans = res.answers.set_index(["patient_id", "criterion_id"]).answer
     assert ans[("a", "age")] == "met" and ans[("b", "age")] == "not_met"
     assert ans[("a", "pregnancy_lactation")] == ans[("b", "pregnancy_lactation")] == "clear"

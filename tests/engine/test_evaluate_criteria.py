@@ -11,12 +11,12 @@ import pytest
 @pytest.mark.parametrize(
     ("birth", "as_of", "expected"),
     [
-        ("2007-06-30", "2025-06-30", "met"),          # 18th birthday on S
-        ("2007-07-01", "2025-06-30", "not_met"),      # one day short
-        ("2007-05", "2025-06-30", "met"),             # every day of May 2007 gives 18
-        ("2007", "2025-06-30", "unknown"),            # Jan 1 -> 18, Dec 31 -> 17
+        ("2007-06-30", "2025-06-30", "met"),  # 18th birthday on S
+        ("2007-07-01", "2025-06-30", "not_met"),  # one day short
+        ("2007-05", "2025-06-30", "met"),  # every day of May 2007 gives 18
+        ("2007", "2025-06-30", "unknown"),  # Jan 1 -> 18, Dec 31 -> 17
         ("2007-06", "2025-06-15", "unknown"),
-        ("2004-02-29", "2022-02-28", "not_met"),      # leap-day birthday completes on Mar 1
+        ("2004-02-29", "2022-02-28", "not_met"),  # leap-day birthday completes on Mar 1
         ("2004-02-29", "2022-03-01", "met"),
         ("1950-01-01T00:00:00Z", "2025-06-30", "met"),
         (None, "2025-06-30", "unknown"),
@@ -34,14 +34,18 @@ def test_age_deceased(run, b):
     after = b.pat("p2", deceased=True, deceased_date=b.d("2025-07-01"))
     no_date = b.pat("p3", deceased=True)
     res = run(patients=[before, after, no_date])
-    got = dict(zip(res.answers[res.answers.criterion_id == "age"].patient_id,
-                   res.answers[res.answers.criterion_id == "age"].answer, strict=True))
+    got = dict(
+        zip(
+            res.answers[res.answers.criterion_id == "age"].patient_id,
+            res.answers[res.answers.criterion_id == "age"].answer,
+            strict=True,
+        )
+    )
     assert got == {"p1": "not_met", "p2": "met", "p3": "not_met"}
 
 
 def test_age_max_years(run, b, trial):
-    crits = [c.model_copy(update={"max_years": 65}) if c.id == "age" else c
-             for c in trial.criteria]
+    crits = [c.model_copy(update={"max_years": 65}) if c.id == "age" else c for c in trial.criteria]
     t2 = trial.model_copy(update={"criteria": crits})
     assert run.answer("age", patients=[b.pat(birth="1950-01-01")], trial=t2)[0] == "not_met"
     assert run.answer("age", patients=[b.pat(birth="1970-01-01")], trial=t2)[0] == "met"
@@ -64,8 +68,7 @@ def test_age_max_years(run, b, trial):
         (lambda b: [b.cond("M32.0", system=b.ICD10)], "not_met"),  # drug-induced
         (lambda b: [b.cond(b.SLE, onset="2025-07-01")], "not_met"),  # after S
         (lambda b: [b.cond(b.SLE, recorded="2025-07-01")], "not_met"),
-        (lambda b: [b.cond(b.SLE, verification="refuted"), b.cond(b.LUPUS_UNSPECIFIED)],
-         "unknown"),
+        (lambda b: [b.cond(b.SLE, verification="refuted"), b.cond(b.LUPUS_UNSPECIFIED)], "unknown"),
         (lambda b: [b.cond(b.LUPUS_UNSPECIFIED), b.cond(b.SLE)], "met"),
     ],
 )
@@ -74,8 +77,13 @@ def test_sle(run, b, rows, expected):
 
 
 def test_sle_evidence_notes(run, b):
-    res = run(conditions=[b.cond(b.SLE, verification="refuted"), b.cond(b.DISCOID),
-                          b.cond(b.SLE, onset="2026-01-01")])
+    res = run(
+        conditions=[
+            b.cond(b.SLE, verification="refuted"),
+            b.cond(b.DISCOID),
+            b.cond(b.SLE, onset="2026-01-01"),
+        ]
+    )
     notes = b.notes(res, "sle")
     assert "refuted" in notes
     assert "after as-of date" in notes
@@ -95,25 +103,45 @@ def _neg(b, date: str, **kw):
     ("rows", "expected"),
     [
         (lambda b: [_pos(b, "2025-01-01")], "met"),
-        (lambda b: [_pos(b, "2024-06-30")], "met"),            # exactly S - 365 days
-        (lambda b: [_pos(b, "2024-06-29")], "unknown"),        # positive only before L
+        (lambda b: [_pos(b, "2024-06-30")], "met"),  # exactly S - 365 days
+        (lambda b: [_pos(b, "2024-06-29")], "unknown"),  # positive only before L
         (lambda b: [_pos(b, "2020-01-01"), _neg(b, "2025-01-01")], "unknown"),
         (lambda b: [_neg(b, "2025-01-01")], "not_met"),
         (lambda b: [_neg(b, "2025-01-01"), _neg(b, "2025-02-01")], "not_met"),
-        (lambda b: [_neg(b, "2025-01-01"),
-                    b.obs(b.ANTI_DSDNA, "2025-02-01", value_type="quantity", value_number=40.0)],
-         "unknown"),                                            # equivocal: no reference range
+        (
+            lambda b: [
+                _neg(b, "2025-01-01"),
+                b.obs(b.ANTI_DSDNA, "2025-02-01", value_type="quantity", value_number=40.0),
+            ],
+            "unknown",
+        ),  # equivocal: no reference range
         (lambda b: [], "unknown"),
-        (lambda b: [_neg(b, "2020-01-01")], "unknown"),        # tested only before L
-        (lambda b: [_pos(b, "2025-07-02")], "unknown"),        # after S: ignored
+        (lambda b: [_neg(b, "2020-01-01")], "unknown"),  # tested only before L
+        (lambda b: [_pos(b, "2025-07-02")], "unknown"),  # after S: ignored
         (lambda b: [_pos(b, "2025-01-01", status="cancelled")], "unknown"),
         (lambda b: [_pos(b, "2025-01-01", status="preliminary")], "met"),
-        (lambda b: [_pos(b, "2025-01-01", status="entered-in-error"), _neg(b, "2025-02-01")],
-         "not_met"),
-        (lambda b: [b.obs(b.ANTI_DSDNA, "2025-01-01", value_type="ratio", ratio=(1, 320),
-                          ref_high_string="<1:80")], "met"),
-        (lambda b: [b.obs(b.ANTI_DSDNA, "2025-01-01", value_type="string",
-                          value_string="Not detected")], "not_met"),
+        (
+            lambda b: [_pos(b, "2025-01-01", status="entered-in-error"), _neg(b, "2025-02-01")],
+            "not_met",
+        ),
+        (
+            lambda b: [
+                b.obs(
+                    b.ANTI_DSDNA,
+                    "2025-01-01",
+                    value_type="ratio",
+                    ratio=(1, 320),
+                    ref_high_string="<1:80",
+                )
+            ],
+            "met",
+        ),
+        (
+            lambda b: [
+                b.obs(b.ANTI_DSDNA, "2025-01-01", value_type="string", value_string="Not detected")
+            ],
+            "not_met",
+        ),
     ],
 )
 def test_autoantibody(run, b, rows, expected):
@@ -127,8 +155,11 @@ def test_autoantibody(run, b, rows, expected):
         (lambda b: [b.cond(b.LN_CLASS_IV)], "excluded", "class III, IV or V"),
         (lambda b: [b.cond(b.LN, severity=(b.SEVERE,))], "excluded", "severe"),
         (lambda b: [b.cond(b.LN)], "review", "severity not recorded"),
-        (lambda b: [b.cond(b.LN, severity=("http://snomed.info/sct|6736007",))], "review",
-         "severity not recorded"),                               # moderate
+        (
+            lambda b: [b.cond(b.LN, severity=("http://snomed.info/sct|6736007",))],
+            "review",
+            "severity not recorded",
+        ),  # moderate
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical="resolved")], "clear", ""),
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical="inactive")], "clear", ""),
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical="remission")], "clear", ""),
@@ -136,11 +167,17 @@ def test_autoantibody(run, b, rows, expected):
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical=None)], "excluded", ""),
         (lambda b: [b.cond(b.LN_CLASS_IV, clinical=None, abatement="2024-01-01")], "clear", ""),
         # v1.1: no clinicalStatus and an undated abatement: activity unknown -> review
-        (lambda b: [b.cond(b.LN_CLASS_IV, clinical=None, has_abatement=True)], "review",
-         "activity at as-of date unknown"),
+        (
+            lambda b: [b.cond(b.LN_CLASS_IV, clinical=None, has_abatement=True)],
+            "review",
+            "activity at as-of date unknown",
+        ),
         # abated after S: still active at S (past screening reproduced)
-        (lambda b: [b.cond(b.LN_CLASS_IV, clinical="resolved", abatement="2025-08-01")],
-         "excluded", ""),
+        (
+            lambda b: [b.cond(b.LN_CLASS_IV, clinical="resolved", abatement="2025-08-01")],
+            "excluded",
+            "",
+        ),
         (lambda b: [b.cond(b.LN_CLASS_IV, verification="provisional")], "review", "provisional"),
         (lambda b: [b.cond(b.LN_CLASS_IV, verification="refuted")], "clear", ""),
         (lambda b: [b.cond(b.LN_CLASS_IV, onset="2025-08-01")], "clear", ""),
@@ -170,13 +207,21 @@ def test_inactive_nephritis_is_shown_in_evidence(run, b):
         (lambda b: [b.cond(b.SEIZURE)], "review", "attribution"),  # undated: cannot rule out
         (lambda b: [b.cond(b.HEADACHE, recorded="2025-04-01")], "review", "re-screen"),
         (lambda b: [b.cond(b.HEADACHE, recorded="2025-04-01")], "review", "re-screen"),
-        (lambda b: [b.cond(b.HEADACHE, recorded="2025-04-01", clinical="resolved")], "clear",
-         ""),
+        (lambda b: [b.cond(b.HEADACHE, recorded="2025-04-01", clinical="resolved")], "clear", ""),
         (lambda b: [b.cond(b.HEADACHE, recorded="2025-03-01")], "clear", ""),  # 121 days
-        (lambda b: [b.cond(b.HEADACHE, recorded="2025-05-01"), b.cond(b.CNS_LUPUS)],
-         "excluded", "CNS lupus"),
-        (lambda b: [b.cond(b.HEADACHE, recorded="2025-05-01"),
-                    b.cond(b.SEIZURE, recorded="2025-05-01")], "review", "re-screen"),
+        (
+            lambda b: [b.cond(b.HEADACHE, recorded="2025-05-01"), b.cond(b.CNS_LUPUS)],
+            "excluded",
+            "CNS lupus",
+        ),
+        (
+            lambda b: [
+                b.cond(b.HEADACHE, recorded="2025-05-01"),
+                b.cond(b.SEIZURE, recorded="2025-05-01"),
+            ],
+            "review",
+            "re-screen",
+        ),
     ],
 )
 def test_cns(run, b, rows, expected, reason_part):
@@ -197,41 +242,111 @@ HCG_POS = {"value_type": "quantity", "value_number": 120.0, "ref_high": 5.0}
 @pytest.mark.parametrize(
     ("gender", "conds", "obs", "expected"),
     [
-        ("female", lambda b: [b.cond(b.PREGNANCY, onset="2025-01-01")], lambda b: [],
-         "excluded"),
-        ("female", lambda b: [b.cond(b.PREGNANCY, onset="2024-08-01")], lambda b: [],
-         "clear"),                                                   # 333 days > 300
-        ("female", lambda b: [b.cond(b.PREGNANCY, onset="2025-01-01", clinical="resolved")],
-         lambda b: [], "clear"),
+        ("female", lambda b: [b.cond(b.PREGNANCY, onset="2025-01-01")], lambda b: [], "excluded"),
+        (
+            "female",
+            lambda b: [b.cond(b.PREGNANCY, onset="2024-08-01")],
+            lambda b: [],
+            "clear",
+        ),  # 333 days > 300
+        (
+            "female",
+            lambda b: [b.cond(b.PREGNANCY, onset="2025-01-01", clinical="resolved")],
+            lambda b: [],
+            "clear",
+        ),
         ("female", lambda b: [b.cond(b.PREGNANCY)], lambda b: [], "review"),  # undated
         ("male", lambda b: [b.cond(b.PREGNANCY, onset="2025-01-01")], lambda b: [], "clear"),
         (None, lambda b: [b.cond(b.PREGNANCY, onset="2025-01-01")], lambda b: [], "excluded"),
         ("female", lambda b: [b.cond(b.LACTATION)], lambda b: [], "excluded"),
         ("female", lambda b: [b.cond(b.LACTATION, clinical="resolved")], lambda b: [], "clear"),
-        ("female", lambda b: [b.cond(b.DELIVERY, resource_type="Procedure", clinical=None,
-                                     verification=None, onset="2024-12-01")], lambda b: [],
-         "review"),
-        ("female", lambda b: [b.cond(b.DELIVERY, resource_type="Procedure",
-                                     clinical="procedure:completed", verification=None,
-                                     onset="2024-01-01")], lambda b: [], "clear"),
-        ("female", lambda b: [], lambda b: [b.obs(
-            b.PREG_STATUS, "2025-06-15", value_type="codeable",
-            value_codes=(f"{b.LOINC}|{b.PREGNANT_ANSWER}",))], "excluded"),
-        ("female", lambda b: [], lambda b: [b.obs(
-            b.PREG_STATUS, "2025-05-01", value_type="codeable",
-            value_codes=(f"{b.LOINC}|{b.PREGNANT_ANSWER}",))], "clear"),   # 60 days
+        (
+            "female",
+            lambda b: [
+                b.cond(
+                    b.DELIVERY,
+                    resource_type="Procedure",
+                    clinical=None,
+                    verification=None,
+                    onset="2024-12-01",
+                )
+            ],
+            lambda b: [],
+            "review",
+        ),
+        (
+            "female",
+            lambda b: [
+                b.cond(
+                    b.DELIVERY,
+                    resource_type="Procedure",
+                    clinical="procedure:completed",
+                    verification=None,
+                    onset="2024-01-01",
+                )
+            ],
+            lambda b: [],
+            "clear",
+        ),
+        (
+            "female",
+            lambda b: [],
+            lambda b: [
+                b.obs(
+                    b.PREG_STATUS,
+                    "2025-06-15",
+                    value_type="codeable",
+                    value_codes=(f"{b.LOINC}|{b.PREGNANT_ANSWER}",),
+                )
+            ],
+            "excluded",
+        ),
+        (
+            "female",
+            lambda b: [],
+            lambda b: [
+                b.obs(
+                    b.PREG_STATUS,
+                    "2025-05-01",
+                    value_type="codeable",
+                    value_codes=(f"{b.LOINC}|{b.PREGNANT_ANSWER}",),
+                )
+            ],
+            "clear",
+        ),  # 60 days
         ("female", lambda b: [], lambda b: [b.obs(b.HCG, "2025-06-20", **HCG_POS)], "excluded"),
         ("female", lambda b: [], lambda b: [b.obs(b.HCG, "2025-05-20", **HCG_POS)], "clear"),
-        ("female", lambda b: [], lambda b: [b.obs(b.HCG, "2025-06-20", value_type="quantity",
-                                                  value_number=2.0, ref_high=5.0)], "clear"),
-        ("female", lambda b: [b.cond(b.DELIVERY, resource_type="Procedure", clinical=None,
-                                     verification=None, onset="2024-12-01")],
-         lambda b: [b.obs(b.HCG, "2025-06-20", **HCG_POS)], "excluded"),
+        (
+            "female",
+            lambda b: [],
+            lambda b: [
+                b.obs(b.HCG, "2025-06-20", value_type="quantity", value_number=2.0, ref_high=5.0)
+            ],
+            "clear",
+        ),
+        (
+            "female",
+            lambda b: [
+                b.cond(
+                    b.DELIVERY,
+                    resource_type="Procedure",
+                    clinical=None,
+                    verification=None,
+                    onset="2024-12-01",
+                )
+            ],
+            lambda b: [b.obs(b.HCG, "2025-06-20", **HCG_POS)],
+            "excluded",
+        ),
     ],
 )
 def test_pregnancy_lactation(run, b, gender, conds, obs, expected):
-    ans, reason = run.answer("pregnancy_lactation", patients=[b.pat(gender=gender)],
-                             conditions=conds(b), observations=obs(b))
+    ans, reason = run.answer(
+        "pregnancy_lactation",
+        patients=[b.pat(gender=gender)],
+        conditions=conds(b),
+        observations=obs(b),
+    )
     assert ans == expected
     if expected == "review":
         assert reason
@@ -247,18 +362,31 @@ def test_pregnancy_is_dated_by_its_onset_not_a_late_recorded_date(run, b):
 
 
 def test_delivery_reason_is_possible_lactation(run, b):
-    ans, reason = run.answer("pregnancy_lactation", conditions=[
-        b.cond(b.DELIVERY, resource_type="Procedure", clinical=None, verification=None,
-               onset="2025-01-01")])
+    ans, reason = run.answer(
+        "pregnancy_lactation",
+        conditions=[
+            b.cond(
+                b.DELIVERY,
+                resource_type="Procedure",
+                clinical=None,
+                verification=None,
+                onset="2025-01-01",
+            )
+        ],
+    )
     assert (ans, reason) == ("review", "possible lactation")
 
 
 # ----------------------------------------------------------------------------------- E4
 def test_chronic_illness(run, b):
     assert run.answer("chronic_illness", conditions=[b.cond(b.HEART_FAILURE)]) == (
-        "review", "major chronic illness: confirm it is well managed")
-    ans, _ = run.answer("chronic_illness", conditions=[
-        b.cond(b.HEART_FAILURE, clinical="resolved", abatement="2020-01-01")])
+        "review",
+        "major chronic illness: confirm it is well managed",
+    )
+    ans, _ = run.answer(
+        "chronic_illness",
+        conditions=[b.cond(b.HEART_FAILURE, clinical="resolved", abatement="2020-01-01")],
+    )
     assert ans == "clear"
 
 

@@ -803,6 +803,7 @@ def test_line_filter_never_rejects_a_line_that_gives_rows(
 
 # -- the real Synthea export -------------------------------------------------------------------
 
+
 def test_synthea_export_flattens_without_errors(synthea13: Path) -> None:
     errors: list[MalformedResourceError] = []
     # Synthea codes lupus patients as SNOMED 200936003; none of these 13 has it.

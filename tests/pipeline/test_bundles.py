@@ -41,9 +41,13 @@ def _to_bundles(src: Path, dst: Path) -> None:
             if res["resourceType"] == "Medication":
                 shared.append(res)
                 continue
-            pid = res["id"] if res["resourceType"] == "Patient" else (
-                res.get("subject") or res.get("patient") or {}
-            ).get("reference", "").split("/")[-1]
+            pid = (
+                res["id"]
+                if res["resourceType"] == "Patient"
+                else (res.get("subject") or res.get("patient") or {})
+                .get("reference", "")
+                .split("/")[-1]
+            )
             by_patient[pid].append(res)
     dst.mkdir()
     for n, (_pid, resources) in enumerate(sorted(by_patient.items())):
@@ -57,8 +61,13 @@ def _to_bundles(src: Path, dst: Path) -> None:
             body = _rewrite(r, urls)
             if r["resourceType"] == "Patient":
                 body = {k: v for k, v in body.items() if k != "id"}  # id from the uuid
-            entries.append({"fullUrl": full, "resource": body,
-                            "request": {"method": "POST", "url": r["resourceType"]}})
+            entries.append(
+                {
+                    "fullUrl": full,
+                    "resource": body,
+                    "request": {"method": "POST", "url": r["resourceType"]},
+                }
+            )
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         name = dst / f"patient-{n:04d}.json"
         if n % 3 == 0:  # some gzipped, as exporters do
@@ -66,10 +75,15 @@ def _to_bundles(src: Path, dst: Path) -> None:
                 json.dump(bundle, fh)
         else:
             name.write_text(json.dumps(bundle))
-    (dst / "medications.json").write_text(json.dumps({
-        "resourceType": "Bundle", "type": "collection",
-        "entry": [{"fullUrl": f"Medication/{m['id']}", "resource": m} for m in shared],
-    }))
+    (dst / "medications.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"fullUrl": f"Medication/{m['id']}", "resource": m} for m in shared],
+            }
+        )
+    )
 
 
 def test_bundle_folder_screens_like_ndjson(tmp_path: Path) -> None:

@@ -43,8 +43,9 @@ def test_scenarios_hold_for_other_as_of_dates(tmp_path: Path, as_of: date) -> No
 
 
 def test_parallel_gzip_split_files_give_the_same_answers(tmp_path: Path) -> None:
-    generate(tmp_path, n_background=40, seed=11, as_of=date(2026, 11, 24), files_per_type=3,
-             gzip=True)
+    generate(
+        tmp_path, n_background=40, seed=11, as_of=date(2026, 11, 24), files_per_type=3, gzip=True
+    )
     one = screen(tmp_path, as_of=date(2026, 11, 24), workers=1)
     expected = load_expected(tmp_path)
     assert _mismatches(one.patients, expected) == []

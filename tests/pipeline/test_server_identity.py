@@ -24,9 +24,17 @@ pytestmark = pytest.mark.integration
 AS_OF = "2026-11-24"
 EXE = shutil.which("fhir-cohort") or str(Path(sys.executable).parent / "fhir-cohort")
 # Encounters are noise the screen never reads; leave them out to keep loading quick.
-LOADED = ("Patient", "Condition", "Procedure", "Observation", "Medication",
-          "MedicationStatement", "MedicationRequest", "MedicationDispense",
-          "MedicationAdministration")
+LOADED = (
+    "Patient",
+    "Condition",
+    "Procedure",
+    "Observation",
+    "Medication",
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationDispense",
+    "MedicationAdministration",
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +56,9 @@ def loaded_server(sekmet_factory: Callable, hospital: Path):
 def screen(source: str, out: Path, *extra: str) -> pd.DataFrame:
     res = subprocess.run(
         [EXE, "screen", "--source", source, "--as-of", AS_OF, "--out", str(out), "-q", *extra],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr
     return pd.read_csv(out / "patients.csv", dtype=str, keep_default_na=False)
@@ -110,8 +120,7 @@ def test_rerun_with_since_asks_only_for_changes(
     first = screen(loaded_server.base_url, tmp_path / "a", "--cache", str(cache))
     run1 = json.loads((tmp_path / "a" / "run.json").read_text())["source"]["fetch"]
     since = run1["started_at"]
-    second = screen(loaded_server.base_url, tmp_path / "b", "--cache", str(cache),
-                    "--since", since)
+    second = screen(loaded_server.base_url, tmp_path / "b", "--cache", str(cache), "--since", since)
     run2 = json.loads((tmp_path / "b" / "run.json").read_text())["source"]["fetch"]
     pd.testing.assert_frame_equal(first, second)
     assert run2["since"] is not None
@@ -125,7 +134,9 @@ def test_bulk_export_folder_screens_identically(
     export_dir = tmp_path / "export"
     res = subprocess.run(
         [EXE, "export", "--source", loaded_server.base_url, "--out", str(export_dir), "-q"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr
     assert (export_dir / "export_log.ndjson").exists()
@@ -153,8 +164,14 @@ def test_bulk_export_folder_screens_identically(
 def test_auto_strategy_says_what_it_chose_and_why(
     loaded_server, tmp_path: Path, threshold: str, chosen: str
 ) -> None:
-    screen(loaded_server.base_url, tmp_path / "auto", "--strategy", "auto",
-           "--auto-threshold", threshold)
+    screen(
+        loaded_server.base_url,
+        tmp_path / "auto",
+        "--strategy",
+        "auto",
+        "--auto-threshold",
+        threshold,
+    )
     fetch = json.loads((tmp_path / "auto" / "run.json").read_text())["source"]["fetch"]
     assert fetch["strategy"] == chosen
     assert "Conditions" in fetch["why"]
@@ -172,7 +189,8 @@ def test_publish_group_creates_then_updates_one_group(loaded_server, tmp_path: P
     found = requests.get(
         f"{loaded_server.base_url}/Group",
         params={"identifier": "https://fhir-cohort.github.io/screening|NCT06038474"},
-        headers={"Accept": "application/fhir+json"}, timeout=30,
+        headers={"Accept": "application/fhir+json"},
+        timeout=30,
     ).json()
     groups = [e["resource"] for e in found.get("entry", [])]
     assert len(groups) == 1
@@ -187,6 +205,8 @@ def test_publish_group_creates_then_updates_one_group(loaded_server, tmp_path: P
 def test_publish_group_needs_a_server_source(hospital: Path, tmp_path: Path) -> None:
     res = subprocess.run(
         [EXE, "screen", "--source", str(hospital), "--out", str(tmp_path), "--publish-group"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 4 and "needs a FHIR server" in res.stderr

@@ -158,7 +158,7 @@ def test_screenshot_for_the_readme(page: Any, demo_report: Path) -> None:
 def test_hostile_data_runs_no_script(
     page: Any, demo_result: ScreeningResult, tmp_path: Path
 ) -> None:
-    evil = '<img src=x onerror=alert(1)><script>alert(2)</script>'
+    evil = "<img src=x onerror=alert(1)><script>alert(2)</script>"
     evidence = demo_result.evidence.copy()
     evidence["display"] = evil
     patients = demo_result.patients.copy()

@@ -240,9 +240,9 @@ def test_demo_report_content_matches_the_result(demo_result: ScreeningResult) ->
     assert statuses == sorted(statuses, key=["eligible", "review"].index)
     assert [int(a["data-row"]) for a in rows] == list(range(1, len(rows) + 1))
     steps = [a for t, a in parsed.tags if t == "g" and a.get("class") == "funnel-step"]
-    assert [int(a["data-remaining"]) for a in steps] == demo_result.attrition[
-        "remaining"
-    ].astype(int).tolist()
+    assert [int(a["data-remaining"]) for a in steps] == demo_result.attrition["remaining"].astype(
+        int
+    ).tolist()
     cards = {a["data-count"]: a for t, a in parsed.tags if t == "div" and "data-count" in a}
     assert set(cards) == {"patients", "eligible", "review", "ineligible", "skipped"}
     # Every review patient is in the review queue; every candidate's evidence is in the page.

@@ -53,8 +53,10 @@ def test_icd_membership_with_and_without_dots(term: Terminology) -> None:
         ("urn:oid:2.16.840.1.113883.6.1", "http://loinc.org"),
         ("urn:oid:2.16.840.1.113883.6.88", RXNORM),
         ("http://www.nlm.nih.gov/research/umls/rxnorm/", RXNORM),
-        ("http://hl7.org/fhir/v3/ObservationInterpretation",
-         "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"),
+        (
+            "http://hl7.org/fhir/v3/ObservationInterpretation",
+            "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+        ),
     ],
 )
 def test_normalize_system_aliases(alias: str, canonical: str) -> None:
@@ -65,8 +67,10 @@ def test_membership_through_system_alias(term: Terminology) -> None:
     assert term.contains("sle", "urn:oid:2.16.840.1.113883.6.96", "55464009")
 
 
-@given(st.sampled_from([ICD10, ICD9, SCT, RXNORM, "urn:oid:2.16.840.1.113883.6.90", "x"]),
-       st.text(max_size=12))
+@given(
+    st.sampled_from([ICD10, ICD9, SCT, RXNORM, "urn:oid:2.16.840.1.113883.6.90", "x"]),
+    st.text(max_size=12),
+)
 def test_normalize_code_is_idempotent(system: str, code: str) -> None:
     once = normalize_code(system, code)
     assert normalize_code(system, once) == once
@@ -84,7 +88,8 @@ def test_codes_union_is_normalised(term: Terminology) -> None:
 
 def test_cellcept_product_maps_to_mycophenolic_acid(term: Terminology) -> None:
     cellcept = [
-        code for (system, code), name in term.value_set("immunosuppressants").displays.items()
+        code
+        for (system, code), name in term.value_set("immunosuppressants").displays.items()
         if system == RXNORM and "[cellcept]" in name.lower()  # NDC packages name it too
     ]
     assert cellcept
@@ -115,8 +120,12 @@ def test_non_rxnorm_or_unknown_codes_give_no_agent(term: Terminology) -> None:
 
 
 def test_text_matching_finds_names_and_brands(term: Terminology) -> None:
-    found = {m.agent.name for m in term.agents_for_text(
-        "Started CELLCEPT 1 g bid; Plaquenil 200 mg; anifrolumab (Saphnelo) monthly")}
+    found = {
+        m.agent.name
+        for m in term.agents_for_text(
+            "Started CELLCEPT 1 g bid; Plaquenil 200 mg; anifrolumab (Saphnelo) monthly"
+        )
+    }
     assert found == {"mycophenolic acid", "hydroxychloroquine", "anifrolumab"}
     [m] = term.agents_for_text("mycophenolate 500 mg")
     assert m.agent.code == "7145" and m.via == "text" and m.confidence == "low"
@@ -135,8 +144,9 @@ def test_non_systemic_detection(term: Terminology) -> None:
     assert term.is_non_systemic(product_name=cream)
     assert term.is_non_systemic(product_name=term.product_name(RXNORM, "351109"))  # inhaled
     assert term.is_non_systemic(route_codes=[f"{SCT}|447694001"])
-    assert term.is_non_systemic(form_codes=[
-        "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|RECSUPP"])
+    assert term.is_non_systemic(
+        form_codes=["http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|RECSUPP"]
+    )
     assert not term.is_non_systemic(product_name=term.product_name(RXNORM, "198144"))
     assert not term.is_non_systemic(route_codes=[f"{SCT}|26643006"], route_text="Oral")
 

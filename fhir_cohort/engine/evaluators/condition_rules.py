@@ -127,7 +127,11 @@ def evaluate_condition_rules(
     crit: ConditionRulesCriterion, ctx: Context, data: PatientData
 ) -> Outcome:
     worst, reasons, evidence = evaluate_rules_on_rows(
-        crit.rules, crit.status_rules, crit.undated_counts_as_within, ctx, data.conditions,
+        crit.rules,
+        crit.status_rules,
+        crit.undated_counts_as_within,
+        ctx,
+        data.conditions,
         data.patient.birth_date_raw,
     )
     if worst == "clear":

@@ -19,8 +19,16 @@ from fhir_cohort.engine.labs import NEGATIVE, POSITIVE, Reading, interpret
 
 
 def observation_evidence(row: Any, reading: Reading | None, note: str) -> Evidence:
-    return Evidence("Observation", row.resource_id, row.system, row.code, row.display,
-                    iso(row.date), reading.value if reading else None, note)
+    return Evidence(
+        "Observation",
+        row.resource_id,
+        row.system,
+        row.code,
+        row.display,
+        iso(row.date),
+        reading.value if reading else None,
+        note,
+    )
 
 
 def observation_high(row: Any) -> dt.date | None:
@@ -60,27 +68,39 @@ def evaluate_lab_positive(crit: LabPositiveCriterion, ctx: Context, data: Patien
     for row, reading in in_l:
         ev.append(observation_evidence(row, reading, f"{reading.result} ({reading.rule})"))
     for row, reading in unsure:
-        ev.append(observation_evidence(row, reading, f"{reading.result} ({reading.rule}), "
-                                       "partial date straddles the lookback or as-of date"))
+        ev.append(
+            observation_evidence(
+                row,
+                reading,
+                f"{reading.result} ({reading.rule}), "
+                "partial date straddles the lookback or as-of date",
+            )
+        )
     for row, reading in before:
         where = "undated" if row.date is None else f"before lookback of {crit.lookback_days} days"
         ev.append(observation_evidence(row, reading, f"{reading.result} ({reading.rule}), {where}"))
     pos_l = [r for r, x in in_l if x.result == POSITIVE]
     if pos_l:
-        return Outcome("met", f"positive {pos_l[0].display or pos_l[0].code} on "
-                       f"{iso(pos_l[0].date)}", ev)
+        return Outcome(
+            "met", f"positive {pos_l[0].display or pos_l[0].code} on {iso(pos_l[0].date)}", ev
+        )
     if any(x.result == POSITIVE for _, x in unsure):
-        return Outcome("unknown", "positive with a partial date that may lie outside the "
-                       f"{crit.lookback_days}-day lookback", ev)
+        return Outcome(
+            "unknown",
+            "positive with a partial date that may lie outside the "
+            f"{crit.lookback_days}-day lookback",
+            ev,
+        )
     if any(x.result == POSITIVE for _, x in before):
-        return Outcome("unknown", f"positive only before the {crit.lookback_days}-day lookback",
-                       ev)
+        return Outcome("unknown", f"positive only before the {crit.lookback_days}-day lookback", ev)
     if in_l and all(x.result == NEGATIVE for _, x in in_l + unsure):
         return Outcome("not_met", f"tested within {crit.lookback_days} days, all negative", ev)
     if in_l:
-        return Outcome("unknown", f"no positive within {crit.lookback_days} days, "
-                       "equivocal results only", ev)
+        return Outcome(
+            "unknown", f"no positive within {crit.lookback_days} days, equivocal results only", ev
+        )
     if unsure:
-        return Outcome("unknown", f"no test surely within {crit.lookback_days} days "
-                       "(partial dates)", ev)
+        return Outcome(
+            "unknown", f"no test surely within {crit.lookback_days} days (partial dates)", ev
+        )
     return Outcome("unknown", f"no test within {crit.lookback_days} days", ev)

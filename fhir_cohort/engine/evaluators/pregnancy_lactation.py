@@ -27,26 +27,43 @@ def _condition_rules(crit: PregnancyLactationCriterion) -> list[ConditionRule]:
     """The condition half of E3 expressed as condition rules (same active/verification logic)."""
     return [
         # The spec dates a pregnancy by its onset: an old pregnancy recorded late is not new.
-        ConditionRule(value_sets=crit.pregnancy_value_sets, answer="excluded",
-                      within_days=crit.pregnancy_onset_within_days, date_basis="onset",
-                      reason=f"active pregnancy with onset within "
-                             f"{crit.pregnancy_onset_within_days} days"),
-        ConditionRule(value_sets=crit.lactation_value_sets, answer="excluded",
-                      reason="active lactation"),
+        ConditionRule(
+            value_sets=crit.pregnancy_value_sets,
+            answer="excluded",
+            within_days=crit.pregnancy_onset_within_days,
+            date_basis="onset",
+            reason=f"active pregnancy with onset within {crit.pregnancy_onset_within_days} days",
+        ),
+        ConditionRule(
+            value_sets=crit.lactation_value_sets, answer="excluded", reason="active lactation"
+        ),
         # Delivery: a Condition or a Procedure (SNOMED CT, ICD-10-PCS); a Procedure counts
         # unless its status is one that never counts (not-done, entered-in-error).
-        ConditionRule(value_sets=crit.delivery_value_sets, answer="review",
-                      within_days=crit.delivery_within_days, require_active=False,
-                      reason=crit.delivery_reason),
+        ConditionRule(
+            value_sets=crit.delivery_value_sets,
+            answer="review",
+            within_days=crit.delivery_within_days,
+            require_active=False,
+            reason=crit.delivery_reason,
+        ),
         # v1.1: a positive pregnancy test coded as a diagnosis (Z32.01), dated by the test.
-        ConditionRule(value_sets=crit.pregnancy_test_positive_value_sets, answer="excluded",
-                      within_days=crit.pregnancy_test_within_days, date_basis="onset",
-                      require_active=False,
-                      reason=f"positive pregnancy test (diagnosis code) within "
-                             f"{crit.pregnancy_test_within_days} days"),
-        ConditionRule(value_sets=crit.phase_unspecified_value_sets, answer="review",
-                      within_days=crit.phase_unspecified_within_days, date_basis="onset",
-                      require_active=False, reason=crit.phase_unspecified_reason),
+        ConditionRule(
+            value_sets=crit.pregnancy_test_positive_value_sets,
+            answer="excluded",
+            within_days=crit.pregnancy_test_within_days,
+            date_basis="onset",
+            require_active=False,
+            reason=f"positive pregnancy test (diagnosis code) within "
+            f"{crit.pregnancy_test_within_days} days",
+        ),
+        ConditionRule(
+            value_sets=crit.phase_unspecified_value_sets,
+            answer="review",
+            within_days=crit.phase_unspecified_within_days,
+            date_basis="onset",
+            require_active=False,
+            reason=crit.phase_unspecified_reason,
+        ),
     ]
 
 
@@ -101,13 +118,18 @@ def _breastfeeding_status(
             found.append(("excluded", f"breastfeeding status within {days} days"))
         elif recent is None:
             # A partial date straddling the window cannot decide: review (v1.1).
-            evidence.append(evidence_with_value(row, value, "review: breastfeeding, partial "
-                                                "date straddles the window"))
-            found.append(("review", "breastfeeding status, date too imprecise to place "
-                                    f"within {days} days"))
+            evidence.append(
+                evidence_with_value(
+                    row, value, "review: breastfeeding, partial date straddles the window"
+                )
+            )
+            found.append(
+                ("review", f"breastfeeding status, date too imprecise to place within {days} days")
+            )
         else:
-            evidence.append(evidence_with_value(row, value,
-                                                f"breastfeeding answer older than {days} days"))
+            evidence.append(
+                evidence_with_value(row, value, f"breastfeeding answer older than {days} days")
+            )
     return found, evidence
 
 
@@ -120,7 +142,11 @@ def evaluate_pregnancy_lactation(
     # Pregnancy onset: a record without a date cannot be placed, so it goes to review
     # through undated_counts_as_within=False + the explicit check below.
     worst, reasons, evidence = evaluate_rules_on_rows(
-        _condition_rules(crit), crit.status_rules, False, ctx, data.conditions,
+        _condition_rules(crit),
+        crit.status_rules,
+        False,
+        ctx,
+        data.conditions,
         data.patient.birth_date_raw,
     )
     found: list[tuple[str, str]] = [(worst, r) for r in reasons]
@@ -135,22 +161,38 @@ def evaluate_pregnancy_lactation(
             obs_ev.append(skipped)
             continue
         pregnant = ctx.token_in(crit.pregnancy_status_pregnant_value_sets, row.value_codes)
-        recent = within(row.date, ctx.as_of, crit.pregnancy_status_within_days,
-                        observation_high(row))
+        recent = within(
+            row.date, ctx.as_of, crit.pregnancy_status_within_days, observation_high(row)
+        )
         value = ",".join(row.value_codes or ()) or row.value_string
         if pregnant and recent:
             obs_ev.append(evidence_with_value(row, value, "excluded: pregnancy status pregnant"))
-            found.append(("excluded", f"pregnancy status pregnant within "
-                                      f"{crit.pregnancy_status_within_days} days"))
+            found.append(
+                (
+                    "excluded",
+                    f"pregnancy status pregnant within {crit.pregnancy_status_within_days} days",
+                )
+            )
         elif pregnant and recent is None:
             # A partial date straddling the window (or S) cannot decide: review (v1.1).
-            obs_ev.append(evidence_with_value(row, value, "review: pregnant answer, partial "
-                                              "date straddles the window"))
-            found.append(("review", "pregnancy status pregnant, date too imprecise to place "
-                                    f"within {crit.pregnancy_status_within_days} days"))
+            obs_ev.append(
+                evidence_with_value(
+                    row, value, "review: pregnant answer, partial date straddles the window"
+                )
+            )
+            found.append(
+                (
+                    "review",
+                    "pregnancy status pregnant, date too imprecise to place "
+                    f"within {crit.pregnancy_status_within_days} days",
+                )
+            )
         else:
-            note = ("pregnant answer older than "
-                    f"{crit.pregnancy_status_within_days} days") if pregnant else "not pregnant"
+            note = (
+                (f"pregnant answer older than {crit.pregnancy_status_within_days} days")
+                if pregnant
+                else "not pregnant"
+            )
             obs_ev.append(evidence_with_value(row, value, note))
     tests, skipped = read_tests(crit.hcg_value_sets, crit.lab_rules, ctx, data.observations)
     obs_ev.extend(skipped)
@@ -160,23 +202,38 @@ def evaluate_pregnancy_lactation(
             obs_ev.append(observation_evidence(row, reading, "excluded: positive hCG"))
             found.append(("excluded", f"positive hCG within {crit.hcg_within_days} days"))
         elif reading.result == POSITIVE and recent is None:
-            obs_ev.append(observation_evidence(row, reading, "review: positive hCG, partial "
-                                               "date straddles the window"))
-            found.append(("review", "positive hCG, date too imprecise to place within "
-                                    f"{crit.hcg_within_days} days"))
+            obs_ev.append(
+                observation_evidence(
+                    row, reading, "review: positive hCG, partial date straddles the window"
+                )
+            )
+            found.append(
+                (
+                    "review",
+                    f"positive hCG, date too imprecise to place within {crit.hcg_within_days} days",
+                )
+            )
         elif (
             reading.result == EQUIVOCAL
             and recent is not False
             and crit.hcg_equivocal_answer == "review"
         ):
             # v1.1: equivocal, or quantitative with no reference range to read it against.
-            what = ("hCG with no reference range" if reading.rule == "no reference range"
-                    else "equivocal hCG")
+            what = (
+                "hCG with no reference range"
+                if reading.rule == "no reference range"
+                else "equivocal hCG"
+            )
             obs_ev.append(observation_evidence(row, reading, f"review: {what}"))
             found.append(("review", f"{what} within {crit.hcg_within_days} days"))
         else:
-            note = reading.result + ("" if recent else f", older than {crit.hcg_within_days} days"
-                                     if recent is False else ", partial date straddles window")
+            note = reading.result + (
+                ""
+                if recent
+                else f", older than {crit.hcg_within_days} days"
+                if recent is False
+                else ", partial date straddles window"
+            )
             obs_ev.append(observation_evidence(row, reading, note))
     bf_found, bf_ev = _breastfeeding_status(crit, ctx, data.observations)
     found.extend(bf_found)
