@@ -14,6 +14,7 @@ from fhir_cohort.errors import (
     FhirCohortError,
     FhirHttpError,
     MalformedResourceError,
+    OptionError,
     SourceError,
     TerminologyError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "FhirCohortError",
     "FhirHttpError",
     "MalformedResourceError",
+    "OptionError",
     "ScreeningResult",
     "ServerOptions",
     "SourceError",

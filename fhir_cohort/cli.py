@@ -16,6 +16,7 @@ from fhir_cohort.errors import (
     CriteriaError,
     FhirCohortError,
     FhirHttpError,
+    OptionError,
     SourceError,
     TerminologyError,
 )
@@ -54,6 +55,7 @@ _ERROR_EXIT: tuple[tuple[type[BaseException], int], ...] = (
     (CriteriaError, EXIT_CRITERIA),
     (TerminologyError, EXIT_CRITERIA),
     (SourceError, EXIT_DATA),
+    (OptionError, EXIT_USAGE),
     (FhirCohortError, EXIT_ERROR),
 )
 

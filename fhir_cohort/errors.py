@@ -7,6 +7,14 @@ class FhirCohortError(Exception):
     """Root of every error fhir-cohort raises on purpose."""
 
 
+class OptionError(FhirCohortError, ValueError):
+    """An option or argument is invalid (``--batch-size 0``, ``level='group'`` without a group).
+
+    Raised before any work starts; the CLI maps it to the usage exit code. A ValueError too, so
+    callers that caught the plain ValueError raised before keep working.
+    """
+
+
 class CriteriaError(FhirCohortError):
     """A criteria file is invalid; the message names the offending key."""
 
