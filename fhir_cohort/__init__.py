@@ -9,6 +9,9 @@ __version__ = "0.1.0"
 from fhir_cohort.criteria import Trial, load_criteria
 from fhir_cohort.errors import (
     AuthError,
+    BulkExportError,
+    BulkExportTimeout,
+    BulkJobExpiredError,
     CapabilityError,
     CriteriaError,
     FhirCohortError,
@@ -25,6 +28,9 @@ from fhir_cohort.terminology import Terminology
 
 __all__ = [
     "AuthError",
+    "BulkExportError",
+    "BulkExportTimeout",
+    "BulkJobExpiredError",
     "CapabilityError",
     "CriteriaError",
     "FhirCohortError",

@@ -78,6 +78,20 @@ class TransientResponseError(FhirHttpError):
     """
 
 
+class BulkExportError(FhirHttpError):
+    """A bulk export failed: kick-off refused, bad manifest, a file that stayed corrupt,
+    incomplete or miscounted after the retries (the message names the file, never its content).
+    """
+
+
+class BulkJobExpiredError(BulkExportError):
+    """The server no longer knows the export job (404/410 on its status or file URLs)."""
+
+
+class BulkExportTimeout(BulkExportError):
+    """The job did not complete within the overall deadline; it is kept for a later resume."""
+
+
 class AuthError(FhirHttpError):
     """Authentication or authorisation with the FHIR server failed."""
 

@@ -10,16 +10,20 @@ One export lives in one folder, which :func:`fhir_cohort.fhir.sources.open_sourc
       export_state.json           the job: request, status URL, manifest, completed files
       export_log.ndjson           append-only log (SMART bulk export log convention)
 
-Every HTTP exchange goes through :meth:`FhirClient.request`, so 429/5xx and connection errors
-are retried by the client's one retry loop. A file is written under a hidden temporary name and
-renamed only once complete (and its line count checked), so an interrupted run never leaves a
-partial file that looks complete; the next ``run_export(..., resume=True)`` polls the saved
-status URL or downloads only the missing files.
+Every HTTP exchange goes through the client's one retry loop, so 429/5xx and connection errors
+are retried. Files are read inside :meth:`FhirClient.exchange`: every line must be a JSON
+object of the manifest entry's type, the last line whole and the count the manifest's, else the
+body was damaged in transit and the file is downloaded again within the same retry budget. A
+file is written under a hidden temporary name and renamed only once complete and checked, so an
+interrupted run never leaves a partial file that looks complete; the next
+``run_export(..., resume=True)`` polls the saved status URL or downloads only the missing files.
+A completed export in the folder is used again only with ``reuse=True``.
 """
 
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 import logging
 import os
@@ -33,11 +37,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import orjson
 import requests
 
-from fhir_cohort.errors import FhirHttpError
+# The bulk errors live in the one exception tree; re-exported here for existing imports.
+from fhir_cohort.errors import (
+    BulkExportError,
+    BulkExportTimeout,
+    BulkJobExpiredError,
+    FhirHttpError,
+    OptionError,
+    TransientResponseError,
+)
 from fhir_cohort.fhir.client import FhirClient, _parse_retry_after, strip_query
 
 __all__ = [
@@ -71,18 +84,6 @@ _CHUNK = 1 << 16
 Level = Literal["system", "patient", "group"]
 
 
-class BulkExportError(FhirHttpError):
-    """A bulk export failed: kick-off refused, bad manifest, file incomplete or miscounted."""
-
-
-class BulkJobExpiredError(BulkExportError):
-    """The server no longer knows the export job (404/410 on its status or file URLs)."""
-
-
-class BulkExportTimeout(BulkExportError):
-    """The job did not complete within the overall deadline; it is kept for a later resume."""
-
-
 # -- the request ------------------------------------------------------------------------------
 
 
@@ -103,13 +104,13 @@ class BulkExportRequest:
         for name in ("types", "type_filters", "elements"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.level not in ("system", "patient", "group"):
-            raise ValueError(f"level must be system, patient or group, got {self.level!r}")
+            raise OptionError(f"level must be system, patient or group, got {self.level!r}")
         if (self.level == "group") != bool(self.group_id):
-            raise ValueError("group_id is required for level='group' and only for it")
+            raise OptionError("group_id is required for level='group' and only for it")
         for tf in self.type_filters:
             rtype, sep, query = tf.partition("?")
             if not sep or not rtype or not query or "/" in rtype:
-                raise ValueError(f"a _typeFilter must look like 'Type?param=value', got {tf!r}")
+                raise OptionError(f"a _typeFilter must look like 'Type?param=value', got {tf!r}")
 
     @property
     def path(self) -> str:
@@ -206,7 +207,8 @@ class ExportResult:
     requests: int  # HTTP requests sent by this run (retries included)
     bytes: int  # body bytes received by this run
     seconds: float
-    resumed: bool = False
+    resumed: bool = False  # an unfinished export in the folder was continued
+    reused: bool = False  # a completed export in the folder was returned, without any request
 
     def resources_by_type(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
@@ -229,6 +231,7 @@ class ExportResult:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "resumed": self.resumed,
+            "reused": self.reused,
         }
 
 
@@ -333,6 +336,7 @@ def run_export(
     out_dir: str | Path,
     *,
     resume: bool = True,
+    reuse: bool = False,
     poll_cap_seconds: float = 60.0,
     deadline_seconds: float = 6 * 3600.0,
     download_workers: int = 4,
@@ -344,27 +348,35 @@ def run_export(
 ) -> ExportResult:
     """Run (or resume) a Bulk Data export of ``request`` into ``out_dir``; see the module doc.
 
+    What the folder may already hold decides what happens:
+
+    - an unfinished export of the same request and server (a run that crashed, timed out or
+      lost files): ``resume=True`` continues it (polls its status URL, downloads the missing
+      files) and the result says ``resumed``; ``resume=False`` discards it and starts anew;
+    - a completed export: returned as is, without any request, only with ``reuse=True``
+      (the result says ``reused``); otherwise it is discarded and a new export started, so a
+      re-run never screens an old data cut by accident.
+
     ``poll_cap_seconds`` caps one wait between status polls (``Retry-After`` is honoured up to
     it); ``deadline_seconds`` bounds the whole wait for the job. ``capability_statement`` only
     feeds the kick-off log entry (software name/version). ``sleep``/``clock`` are injectable.
 
-    Raises :class:`BulkJobExpiredError` when the saved job is gone (start again with
-    ``resume=False``), :class:`BulkExportTimeout` at the deadline (the job is kept: resume later),
-    :class:`BulkExportError` when files failed or are miscounted (complete files are kept).
+    Raises :class:`OptionError` for ``download_workers < 1`` or ``reuse`` without ``resume``,
+    :class:`BulkJobExpiredError` when the saved job is gone (start again with ``resume=False``),
+    :class:`BulkExportTimeout` at the deadline (the job is kept: resume later),
+    :class:`BulkExportError` when files failed, stayed corrupt or are miscounted after the
+    client's retries (complete files are kept).
     """
     if download_workers < 1:
-        raise ValueError("download_workers must be at least 1")
+        raise OptionError(f"download_workers must be at least 1, got {download_workers}")
+    if reuse and not resume:
+        raise OptionError("reuse=True (reuse a completed export) contradicts resume=False")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = clock()
     stats0 = client.stats.snapshot()
 
     state = _State.load(out / STATE_FILE) if resume else None
-    if not resume:
-        _clear_previous(out)
-    elif state is None:
-        _refuse_foreign_data(out)
-    resumed = state is not None
     if state is not None:
         saved = BulkExportRequest.from_json(state.data.get("request") or {})
         if saved != request or state.data.get("base_url") != strip_query(client.base_url):
@@ -372,7 +384,19 @@ def run_export(
                 f"{out} holds an export of another request or server; use another folder, or "
                 "resume=False to discard it"
             )
-    else:
+        if state.data.get("completed") and not reuse:
+            log.info("the folder holds a completed export: starting a new one (reuse=True uses it)")
+            state = None
+            _clear_previous(out)
+    if not resume:
+        _clear_previous(out)
+    elif state is None:
+        _refuse_foreign_data(out)
+    reused = state is not None and bool(state.data.get("completed"))
+    resumed = state is not None and not reused
+    if reused:
+        _check_intact(out, state)  # type: ignore[arg-type]
+    if state is None:
         state = _State(
             out / STATE_FILE,
             {
@@ -424,7 +448,7 @@ def run_export(
         state.save()
         if not (out / MANIFEST_FILE).exists():
             _write_manifest(out / MANIFEST_FILE, manifest)
-        result = _result(out, state, request, client, stats0, clock() - start, resumed)
+        result = _result(out, state, request, client, stats0, clock() - start, resumed, reused)
         elog(
             "export_complete",
             {
@@ -437,7 +461,7 @@ def run_export(
         )
         if delete_on_complete and state.data.get("status_url"):
             _delete_job(client, state.data["status_url"])
-    result = _result(out, state, request, client, stats0, clock() - start, resumed)
+    result = _result(out, state, request, client, stats0, clock() - start, resumed, reused)
     report(
         "complete",
         files_done=len(result.files),
@@ -445,6 +469,17 @@ def run_export(
         bytes=sum(f.bytes for f in result.files),
     )
     return result
+
+
+def _check_intact(out: Path, state: _State) -> None:
+    """A completed export about to be reused must still be whole on disk."""
+    jobs = _plan(state.data.get("manifest") or {})
+    missing = [job.rel_path for job in jobs if not _is_done(out, state, job)]
+    if missing:
+        raise BulkExportError(
+            f"the completed export in {out} lacks {len(missing)} of its files "
+            f"({', '.join(missing[:3])}...) or they changed: export again without reusing it"
+        )
 
 
 def _clear_previous(out: Path) -> None:
@@ -672,7 +707,15 @@ def _download_all(
     workers: int,
 ) -> None:
     jobs = _plan(manifest)
-    authenticate = bool(manifest.get("requiresAccessToken"))
+    # Bulk Data spec: the token goes to file URLs only when the manifest requires it.
+    requires_token = manifest.get("requiresAccessToken") is True
+    if requires_token:
+        cleartext = sorted({strip_query(j.url) for j in jobs if not _may_carry_token(j.url)})
+        if cleartext:
+            raise BulkExportError(
+                f"the manifest requires the access token for plain-http file URLs "
+                f"({', '.join(cleartext[:3])}): refusing to send it in cleartext"
+            )
     todo = [j for j in jobs if not _is_done(out, state, j)]
     done = len(jobs) - len(todo)
     if done:
@@ -686,7 +729,7 @@ def _download_all(
 
     def one(job: _Job) -> None:
         try:
-            lines, nbytes = _download(client, job, out, elog, authenticate)
+            lines, nbytes = _download(client, job, out, elog, requires_token)
         except Exception as exc:
             elog("download_error", {"fileUrl": strip_query(job.url), **_error_detail(exc)})
             with lock:
@@ -725,8 +768,9 @@ def _download_all(
         kept = len(jobs) - len(failures)
         why = "; ".join(sorted(f"{name}: {_short(exc)}" for name, exc in failures))
         msg = (
-            f"{len(failures)} of {len(jobs)} export files failed ({why}); the {kept} complete "
-            "files are kept: run again with resume=True to fetch the rest"
+            f"{len(failures)} of {len(jobs)} export files failed ({why}); the export is "
+            f"incomplete and was not used; the {kept} complete files are kept: run again "
+            "with resume=True to fetch the rest"
         )
         if len(gone) == len(failures):
             raise BulkJobExpiredError(
@@ -736,58 +780,49 @@ def _download_all(
         raise BulkExportError(msg)
 
 
+def _may_carry_token(url: str) -> bool:
+    """Never send a token in cleartext: https, or http to a loopback host only."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _download(
-    client: FhirClient, job: _Job, out: Path, elog: _ExportLog, authenticate: bool
+    client: FhirClient, job: _Job, out: Path, elog: _ExportLog, requires_token: bool
 ) -> tuple[int, int]:
-    """Stream one file to ``<name>.part`` gzip-compressed, check its lines, rename it."""
+    """Stream one file to ``<name>.part`` gzip-compressed, check every line, rename it.
+
+    The body is read inside :meth:`FhirClient.exchange`, so a body cut by a reset, a line that
+    is not a resource of the entry's type, a cut last line or a count that differs from the
+    manifest's is retried (re-downloaded whole) within the client's one retry budget.
+    """
     final = out / job.rel_path
     tmp = final.with_name(f".{final.name}.part")
     elog(
         "download_request",
         {"fileUrl": strip_query(job.url), "itemType": job.item, "resourceType": job.type},
     )
-    resp = client.request(
-        "GET",
-        job.url,
-        headers={"Accept": _accept(job)},
-        authenticate=authenticate,
-        stream=True,
-    )
-    lines = 0
-    nbytes = 0
-    nonblank = False  # does the line in progress hold anything?
-    last = b"\n"
     try:
-        with resp, gzip.open(tmp, "wb", compresslevel=6) as gz:
-            for chunk in resp.iter_content(chunk_size=_CHUNK):
-                if not chunk:
-                    continue
-                gz.write(chunk)
-                nbytes += len(chunk)
-                last = chunk[-1:]
-                parts = chunk.split(b"\n")
-                for i, part in enumerate(parts):
-                    if not nonblank and part.strip():
-                        nonblank = True
-                    if i < len(parts) - 1:
-                        lines += nonblank
-                        nonblank = False
-            if last != b"\n":
-                gz.write(b"\n")  # so files concatenate and the reader sees a whole last line
-                lines += nonblank
+        lines, nbytes = client.exchange(
+            "GET",
+            job.url,
+            lambda resp: _receive(client, resp, job, tmp),
+            headers={"Accept": _accept(job)},
+            authenticate=requires_token and _may_carry_token(job.url),
+            stream=True,
+        )
     except BaseException:
         tmp.unlink(missing_ok=True)
-        client.stats.add(nbytes=nbytes)
         raise
-    client.stats.add(nbytes=nbytes)
-    if job.count is not None and lines != job.count:
-        tmp.unlink(missing_ok=True)
-        raise BulkExportError(
-            f"{job.rel_path} has {lines} lines but the manifest's count is {job.count}: "
-            "the file is incomplete or the server miscounted; it was not kept",
-            method="GET",
-            url=strip_query(job.url),
-        )
     os.replace(tmp, final)
     elog(
         "download_complete",
@@ -796,8 +831,99 @@ def _download(
     return lines, nbytes
 
 
+def _receive(client: FhirClient, resp: requests.Response, job: _Job, tmp: Path) -> tuple[int, int]:
+    """One attempt: the body to ``tmp`` (truncated first), every line checked as it passes."""
+    check = _LineCheck(job.type)
+    nbytes = 0
+    try:
+        with resp, gzip.open(tmp, "wb", compresslevel=6) as gz:
+            for chunk in resp.iter_content(chunk_size=_CHUNK):
+                if not chunk:
+                    continue
+                gz.write(chunk)
+                nbytes += len(chunk)
+                check.feed(chunk)
+            if check.pending:
+                gz.write(b"\n")  # so files concatenate and the reader sees a whole last line
+            lines = check.close()
+    finally:
+        client.stats.add(nbytes=nbytes)
+    if job.count is not None and lines != job.count:
+        raise _transient(resp, f"{lines} lines but the manifest's count is {job.count}")
+    return lines, nbytes
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class _LineCheck:
+    """Checks an NDJSON body chunk by chunk: each non-blank line must be a JSON object whose
+    resourceType is the file's type. A server's file is not user input: a line that fails is a
+    transfer error (:class:`TransientResponseError`), never a resource to skip. Messages carry
+    line numbers only, never content."""
+
+    def __init__(self, rtype: str) -> None:
+        self.type = rtype
+        self.pending = bytearray()  # the line in progress (after the last newline)
+        self.lineno = 0
+        self.lines = 0  # non-blank lines
+
+    def feed(self, chunk: bytes) -> None:
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            self.pending += chunk
+            return
+        if self.pending:
+            self.pending += parts[0]
+            self._line(bytes(self.pending), cut=False)
+            self.pending.clear()
+        else:
+            self._line(parts[0], cut=False)
+        for part in parts[1:-1]:
+            self._line(part, cut=False)
+        self.pending += parts[-1]
+
+    def close(self) -> int:
+        """The last line (when the body does not end with a newline); the non-blank count."""
+        if self.pending:
+            self._line(bytes(self.pending), cut=True)
+            self.pending.clear()
+        return self.lines
+
+    def _line(self, line: bytes, *, cut: bool) -> None:
+        self.lineno += 1
+        if not line or line.isspace():
+            return
+        if self.lineno == 1 and line.startswith(_BOM):
+            line = line[len(_BOM) :]
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:  # invalid UTF-8 inside a string: the reader decodes it with replacement
+                resource = orjson.loads(line.decode("utf-8", "replace"))
+            except orjson.JSONDecodeError:
+                where = f"the body ends inside line {self.lineno}" if cut else None
+                raise TransientResponseError(
+                    f"{where or f'line {self.lineno}'}: not valid JSON (cut or garbled)"
+                ) from None
+        if not isinstance(resource, dict):
+            raise TransientResponseError(f"line {self.lineno}: not a JSON object")
+        if resource.get("resourceType") != self.type:
+            raise TransientResponseError(f"line {self.lineno}: resourceType is not {self.type}")
+        self.lines += 1
+
+
+def _transient(resp: requests.Response, reason: str) -> TransientResponseError:
+    return TransientResponseError(
+        reason, method="GET", url=strip_query(resp.url or ""), status=resp.status_code
+    )
+
+
 def _short(exc: BaseException) -> str:
     # FhirHttpError text is safe (no query strings); others may quote URLs: name them only.
+    if isinstance(exc, FhirHttpError) and exc.status is not None and 200 <= exc.status < 300:
+        # retries spent on a body that kept arriving corrupt or cut: say what was wrong
+        return f"{exc.outcome or 'bad body'} ({exc.message}) [{exc.method} {exc.url}]"
     return str(exc) if isinstance(exc, FhirHttpError) else f"{type(exc).__name__} while reading"
 
 
@@ -855,6 +981,7 @@ def _result(
     stats0: Mapping[str, float | int],
     seconds: float,
     resumed: bool,
+    reused: bool,
 ) -> ExportResult:
     manifest = state.data.get("manifest") or {}
     files: list[ExportedFile] = []
@@ -881,4 +1008,5 @@ def _result(
         bytes=int(stats["bytes_received"] - stats0["bytes_received"]),
         seconds=seconds,
         resumed=resumed,
+        reused=reused,
     )
