@@ -330,7 +330,13 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--restart",
         action="store_true",
-        help="start a new export instead of resuming the one in the folder",
+        help="discard an unfinished export in the folder instead of resuming it",
+    )
+    g.add_argument(
+        "--reuse-export",
+        action="store_true",
+        help="use a completed export found in the folder again (no request; its data cut is "
+        "stated) instead of starting a new export, which is the default",
     )
 
 
@@ -360,6 +366,7 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         bulk_group=args.group,
         bulk_type_filter=not args.no_type_filter,
         bulk_resume=not args.restart,
+        bulk_reuse=args.reuse_export,
         auto_threshold=getattr(args, "auto_threshold", _DEFAULTS.auto_threshold),
     )
 
@@ -450,6 +457,8 @@ def _cmd_screen(args: argparse.Namespace) -> int:
         bars.close()
     if not args.quiet:
         print(result.summary())
+        if result.run.get("data_cut"):
+            print(f"data cut: {_data_cut_note(result.run)}")
         published = result.run.get("published_group")
         if published:
             print(
@@ -459,15 +468,30 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _data_cut_note(run: dict) -> str:
+    """The data cut and where it comes from: a re-used export is old data, say so."""
+    fetch = (run.get("source") or {}).get("fetch") or {}
+    if fetch.get("strategy") != "bulk":
+        return f"{run['data_cut']} (fetch started)"
+    how = (
+        "a completed export reused (--reuse-export), no request sent"
+        if fetch.get("reused")
+        else "an unfinished export resumed"
+        if fetch.get("resumed")
+        else "a new export"
+    )
+    return f"{run['data_cut']} (export transactionTime; {how})"
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from fhir_cohort.criteria import check_value_sets, default_criteria_path, load_criteria
     from fhir_cohort.remote import build_client, bulk_request, run_bulk
     from fhir_cohort.terminology import Terminology
 
+    options = _server_options(args)  # bad options fail before any work
     trial = load_criteria(args.criteria or default_criteria_path())
     terminology = Terminology.load()
     check_value_sets(trial, terminology)
-    options = _server_options(args)
     request = bulk_request(trial, terminology, options)
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
     try:
@@ -476,15 +500,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
             request,
             args.out,
             resume=options.bulk_resume,
+            reuse=options.bulk_reuse,
             progress=bars,
         )
     finally:
         bars.close()
     if not args.quiet:
         counts = result.resources_by_type()
+        how = "reused, no request sent" if result.reused else "resumed" if result.resumed else "new"
         print(
             f"exported {sum(counts.values())} resources in {len(result.files)} files "
-            f"(transactionTime {result.transaction_time}) to {args.out}"
+            f"(data cut: transactionTime {result.transaction_time}; {how} export) to {args.out}"
         )
         for rtype, n in sorted(counts.items()):
             print(f"  {rtype:<26} {n:>10}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cohort.criteria import ConditionPresentCriterion, Trial, value_set_ids
-from fhir_cohort.errors import CriteriaError, SourceError
+from fhir_cohort.errors import CriteriaError, OptionError, SourceError
 from fhir_cohort.fhir.auth import AuthOptions, auth_from_env
 from fhir_cohort.fhir.bulk import (
     BulkExportRequest,
@@ -72,7 +72,25 @@ class ServerOptions:
     bulk_group: str | None = None
     bulk_type_filter: bool = True
     bulk_resume: bool = True
+    # Reuse a completed export found in the cache folder (0 requests, its old data cut);
+    # without it a new export is started. An unfinished export is resumed either way.
+    bulk_reuse: bool = False
     auto_threshold: int = AUTO_BULK_THRESHOLD
+
+    def __post_init__(self) -> None:
+        # Checked here, before any work or request: these failed only deep inside a run.
+        if self.concurrency < 1:
+            raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.bulk_level not in ("system", "patient", "group"):
+            raise OptionError(f"--level must be system, patient or group, not {self.bulk_level!r}")
+        if self.bulk_level == "group" and not self.bulk_group:
+            raise OptionError("--level group needs --group ID (the Group to export)")
+        if self.bulk_group and self.bulk_level != "group":
+            raise OptionError("--group is used only with --level group")
+        if self.bulk_reuse and not self.bulk_resume:
+            raise OptionError("--reuse-export and --restart contradict each other")
+        if self.bulk_reuse and self.strategy in ("funnel", "full"):
+            raise OptionError("--reuse-export applies to --strategy bulk or auto only")
 
 
 def entry_criterion(trial: Trial) -> ConditionPresentCriterion:
@@ -155,12 +173,36 @@ def run_bulk(
     out_dir: Path,
     *,
     resume: bool = True,
+    reuse: bool = False,
+    download_workers: int = 4,
     progress: ProgressCallback = no_progress,
 ) -> ExportResult:
-    """Run or resume an export into a private folder the disk source reads unchanged."""
+    """Run or resume an export into a private folder the disk source reads unchanged.
+
+    A completed export already in ``out_dir`` is used again only with ``reuse`` (see
+    :func:`fhir_cohort.fhir.bulk.run_export`); the result says which happened.
+    """
     return run_export(
-        client, request, private_dir(out_dir), resume=resume, progress=_bulk_progress(progress)
+        client,
+        request,
+        private_dir(out_dir),
+        resume=resume,
+        reuse=reuse,
+        download_workers=download_workers,
+        progress=_bulk_progress(progress),
     )
+
+
+def bulk_record(result: ExportResult, why: str) -> dict[str, Any]:
+    """The fetch record of a bulk run for run.json: the data cut and how it was obtained."""
+    return {
+        "strategy": "bulk",
+        "why": why,
+        "data_cut": result.transaction_time,
+        "reused": result.reused,
+        "resumed": result.resumed,
+        "export": result.to_json(),
+    }
 
 
 def choose_strategy(
@@ -240,8 +282,16 @@ def fetch(
     progress(Progress("strategy", 0, unit="note", message=f"{strategy} ({why})"))
     if strategy == "bulk":
         request = bulk_request(trial, terminology, options)
-        result = run_bulk(client, request, cache, resume=options.bulk_resume, progress=progress)
-        return cache, {"strategy": "bulk", "why": why, "export": result.to_json()}
+        result = run_bulk(
+            client,
+            request,
+            cache,
+            resume=options.bulk_resume,
+            reuse=options.bulk_reuse,
+            download_workers=options.concurrency,
+            progress=progress,
+        )
+        return cache, bulk_record(result, why)
     if strategy == "full":
         report: FetchReport = fetch_all(
             client, FULL_TYPES, cache, progress=_fetch_progress(progress)
