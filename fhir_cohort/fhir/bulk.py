@@ -833,7 +833,7 @@ def _download(
 
 def _receive(client: FhirClient, resp: requests.Response, job: _Job, tmp: Path) -> tuple[int, int]:
     """One attempt: the body to ``tmp`` (truncated first), every line checked as it passes."""
-    check = _LineCheck(job.type)
+    check = _LineCheck(job.type, need_id=job.item == "output")
     nbytes = 0
     try:
         with resp, gzip.open(tmp, "wb", compresslevel=6) as gz:
@@ -858,12 +858,14 @@ _BOM = b"\xef\xbb\xbf"
 
 class _LineCheck:
     """Checks an NDJSON body chunk by chunk: each non-blank line must be a JSON object whose
-    resourceType is the file's type. A server's file is not user input: a line that fails is a
-    transfer error (:class:`TransientResponseError`), never a resource to skip. Messages carry
+    resourceType is the file's type (and, with ``need_id``, with an id: what the reader needs to
+    read it). A server's file is not user input: a line that fails is a transfer error
+    (:class:`TransientResponseError`), never a resource for the reader to skip. Messages carry
     line numbers only, never content."""
 
-    def __init__(self, rtype: str) -> None:
+    def __init__(self, rtype: str, *, need_id: bool = False) -> None:
         self.type = rtype
+        self.need_id = need_id
         self.pending = bytearray()  # the line in progress (after the last newline)
         self.lineno = 0
         self.lines = 0  # non-blank lines
@@ -910,6 +912,8 @@ class _LineCheck:
             raise TransientResponseError(f"line {self.lineno}: not a JSON object")
         if resource.get("resourceType") != self.type:
             raise TransientResponseError(f"line {self.lineno}: resourceType is not {self.type}")
+        if self.need_id and not (isinstance(resource.get("id"), str) and resource["id"]):
+            raise TransientResponseError(f"line {self.lineno}: {self.type} without id")
         self.lines += 1
 
 
