@@ -15,6 +15,7 @@ from fhir_cohort.errors import (
     FhirHttpError,
     MalformedResourceError,
     OptionError,
+    OriginError,
     SourceError,
     TerminologyError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "FhirHttpError",
     "MalformedResourceError",
     "OptionError",
+    "OriginError",
     "ScreeningResult",
     "ServerOptions",
     "SourceError",

@@ -220,9 +220,12 @@ def test_429_and_500_while_polling_go_through_the_client_retries(
 def test_token_is_sent_to_file_urls_only_when_the_manifest_requires_it(
     client: FhirClient, fake_time: FakeTime, mock: responses.RequestsMock, tmp_path: Path
 ) -> None:
+    # on the server's own origin: the token goes with the file request (issue 9 item 7: never
+    # to another origin, see tests/fhir/test_client_origins.py)
+    same_origin = f"{BASE}/files/P.ndjson"
     _kickoff(mock)
-    mock.get(STATUS, json=_manifest([{"type": "Patient", "url": f"{FILES}/P.ndjson"}], token=True))
-    files = mock.get(f"{FILES}/P.ndjson", body=_patients(1))
+    mock.get(STATUS, json=_manifest([{"type": "Patient", "url": same_origin}], token=True))
+    files = mock.get(same_origin, body=_patients(1))
     mock.delete(STATUS, status=202)
     _export(client, fake_time, tmp_path)
     assert files.calls[0].request.headers["Authorization"] == "Bearer secret-token"
