@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 import requests
 
-from fhir_cohort.errors import FhirHttpError
+from fhir_cohort.errors import AuthError, FhirHttpError
 from fhir_cohort.fhir.client import FhirClient, _parse_retry_after, strip_query
 
 __all__ = [
@@ -733,7 +733,9 @@ def _download_all(
                 msg + " (the files are gone on the server: if so, start a fresh export "
                 "with resume=False)"
             )
-        raise BulkExportError(msg)
+        # an auth failure stays one (exit 6): chained so the CLI sees it
+        denied = next((e for _, e in failures if isinstance(e, AuthError)), None)
+        raise BulkExportError(msg) from denied
 
 
 def _download(
