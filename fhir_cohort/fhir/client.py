@@ -755,7 +755,11 @@ class FhirClient:
         return self._capability
 
     def transaction(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a transaction/batch Bundle to the base; returns the response Bundle."""
+        """POST a transaction/batch Bundle to the base; returns the response Bundle.
+
+        Decoded outside the retry loop on purpose: a 200 means the server committed the
+        transaction, and posting it again for a garbled answer could create resources twice.
+        """
         resp = self.request(
             "POST", self.base_url, json_body=bundle, headers={"Content-Type": FHIR_JSON}
         )
