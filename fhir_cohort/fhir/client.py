@@ -461,7 +461,12 @@ class FhirClient:
         for _ in range(MAX_REDIRECTS + 1):
             same_origin = self._scope(url, authenticate)
             send_headers: dict[str, str] = {}
-            with_auth = same_origin and authenticate and self.auth is not None
+            with_auth = (
+                same_origin
+                and authenticate
+                and self.auth is not None
+                and getattr(self.auth, "sends_credentials", True)
+            )
             if same_origin:
                 send_headers.update(self.headers)
             send_headers.update(headers)
