@@ -18,6 +18,7 @@ from fhir_cohort.errors import (
     FhirHttpError,
     MalformedResourceError,
     OptionError,
+    OriginError,
     SourceError,
     TerminologyError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "FhirHttpError",
     "MalformedResourceError",
     "OptionError",
+    "OriginError",
     "ScreeningResult",
     "ServerOptions",
     "SourceError",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -21,6 +20,7 @@ from fhir_cohort.errors import (
     TerminologyError,
 )
 from fhir_cohort.fhir.auth import AuthOptions
+from fhir_cohort.logs import configure as configure_logging
 from fhir_cohort.progress import Progress
 from fhir_cohort.remote import ServerOptions
 
@@ -61,6 +61,12 @@ _ERROR_EXIT: tuple[tuple[type[BaseException], int], ...] = (
 
 
 def exit_code_for(exc: BaseException) -> int:
+    # an auth failure wrapped by a caller (a refused $export kick-off) is still an auth failure
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, AuthError):
+            return EXIT_AUTH
+        cause = cause.__cause__
     for kind, code in _ERROR_EXIT:
         if isinstance(exc, kind):
             return code
@@ -305,6 +311,19 @@ def _add_connection_options(g: argparse._ArgumentGroup) -> None:
         "--rate-limit", type=float, metavar="RPS", help="at most this many requests per second"
     )
     g.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="follow links and redirects to this other origin (scheme://host:port), without "
+        "credentials; credentials only ever go to --source's origin; repeatable",
+    )
+    g.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow credentials over plain http to a host that is not loopback",
+    )
+    g.add_argument(
         "--timeout",
         type=float,
         default=_DEFAULTS.timeout,
@@ -362,6 +381,8 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         batch_size=getattr(args, "batch_size", _DEFAULTS.batch_size),
         concurrency=getattr(args, "concurrency", _DEFAULTS.concurrency),
         requests_per_second=args.rate_limit,
+        allow_origins=tuple(args.allow_origin),
+        allow_insecure_http=args.allow_insecure_http,
         bulk_level=args.level,
         bulk_group=args.group,
         bulk_type_filter=not args.no_type_filter,
@@ -425,7 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fhir-cohort {__version__}")
     parser.add_argument(
-        "--verbose", "-v", action="count", default=0, help="more log output (-vv for debug)"
+        "--verbose",
+        "-v",
+        action="count",
+        default=0,
+        help="more log output (-vv for debug, -vvv with HTTP library logs; query strings are "
+        "never logged)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_screen(sub)
@@ -549,10 +575,7 @@ _COMMANDS = {"screen": _cmd_screen, "export": _cmd_export, "valuesets": _cmd_val
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level={0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)  # no query strings (patient ids) from any logger
     try:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -96,5 +96,14 @@ class AuthError(FhirHttpError):
     """Authentication or authorisation with the FHIR server failed."""
 
 
+class OriginError(FhirHttpError):
+    """A link or redirect points where the client will not go: another origin than the base URL
+    (unless the user allowed it), or from https down to plain http.
+
+    Credentials (auth headers, user headers) go only to the base URL's origin; the message names
+    both origins, never a query string.
+    """
+
+
 class CapabilityError(FhirCohortError):
     """The server lacks a resource type, search parameter or operation the plan needs."""

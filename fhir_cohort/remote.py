@@ -66,6 +66,11 @@ class ServerOptions:
     batch_size: int = 500
     concurrency: int = 4
     requests_per_second: float | None = None
+    # Credentials go to the base URL's origin only. Links (next pages, bulk status or files)
+    # and redirects to these other origins are followed without credentials; to any other
+    # origin they are refused. Plain http with credentials only to loopback, unless allowed.
+    allow_origins: tuple[str, ...] = ()
+    allow_insecure_http: bool = False
     env: Mapping[str, str] | None = None
     # Bulk Data ($export) settings, used by strategy bulk (and auto when it picks bulk).
     bulk_level: str = "system"
@@ -225,6 +230,8 @@ def choose_strategy(
 
 
 def build_client(url: str, options: ServerOptions) -> FhirClient:
+    """The client for ``url``; OptionError (exit 2) for a bad URL, CA file or plain-http
+    credentials, AuthError (exit 6) for auth settings that cannot work."""
     env = options.env if options.env is not None else os.environ
     try:
         return FhirClient(
@@ -234,9 +241,11 @@ def build_client(url: str, options: ServerOptions) -> FhirClient:
             verify=str(options.ca_bundle) if options.ca_bundle else True,
             headers=dict(options.headers),
             requests_per_second=options.requests_per_second,
+            allow_origins=options.allow_origins,
+            allow_insecure_http=options.allow_insecure_http,
         )
-    except ValueError as exc:  # bad URL, missing CA file: the user's input, not a bug
-        raise SourceError(f"cannot use server {strip_query(url)}: {exc}") from None
+    except OptionError as exc:  # the user's input, not a bug
+        raise OptionError(f"cannot use server {strip_query(url)}: {exc}") from None
 
 
 def _fetch_progress(progress: ProgressCallback) -> Callable[[FetchProgress], None]:

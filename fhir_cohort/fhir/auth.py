@@ -25,9 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from fhir_cohort.errors import AuthError, FhirHttpError
-from fhir_cohort.fhir.client import outcome_text, strip_query
+from fhir_cohort.fhir.client import is_loopback, origin_of, outcome_text, strip_query
 
 if TYPE_CHECKING:
+    import requests
+
     from fhir_cohort.fhir.client import FhirClient
 
 __all__ = [
@@ -53,7 +55,13 @@ ASSERTION_LIFETIME = 240  # seconds; SMART requires exp <= 5 minutes ahead, keep
 
 
 class Auth:
-    """Base class: supplies request headers; ``invalidate`` drops cached credentials (on 401)."""
+    """Base class: supplies request headers; ``invalidate`` drops cached credentials (on 401).
+
+    ``sends_credentials``: whether the headers carry a secret (the client then refuses a plain
+    http base URL unless it is loopback or insecure http was allowed).
+    """
+
+    sends_credentials = True
 
     def headers(self, client: FhirClient) -> dict[str, str]:
         return {}
@@ -66,7 +74,7 @@ class Auth:
 
 
 class NoAuth(Auth):
-    pass
+    sends_credentials = False
 
 
 class BearerTokenAuth(Auth):
@@ -296,20 +304,42 @@ class SmartBackendAuth(Auth):
             headers={"kid": self.signing_key.kid, "typ": "JWT"},
         )
 
-    def _fetch_token(self, client: FhirClient) -> None:
-        if self.token_url is None:
-            self.token_url = discover_token_endpoint(client)
-        form = {
+    def _form(self, token_url: str) -> dict[str, str]:
+        return {
             "grant_type": "client_credentials",
             "scope": self.scope,
             "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": self.assertion(self.token_url),
+            "client_assertion": self.assertion(token_url),
         }
+
+    def _fetch_token(self, client: FhirClient) -> None:
+        if self.token_url is None:
+            self.token_url = discover_token_endpoint(client)
+        token_url = self.token_url
+        scheme, host, _ = origin_of(token_url)
+        if scheme not in ("http", "https") or (
+            scheme == "http" and not is_loopback(host) and not client.allow_insecure_http
+        ):
+            # the assertion goes there, and the access token comes back: never in clear text
+            raise AuthError(
+                f"refusing to send the client assertion to {strip_query(token_url)}: the token "
+                "endpoint must be https (or loopback, or --allow-insecure-http)"
+            )
+
+        def consume(resp: requests.Response) -> tuple[int, dict[str, Any], str]:
+            # decoded inside the retry loop: a 200 with a cut body is asked for again
+            if resp.status_code == 400:
+                return 400, _json_or_empty(resp), strip_query(resp.url or "")
+            return resp.status_code, client.decode(resp), strip_query(resp.url or "")
+
         try:
-            resp = client.request(
+            # the form is a callable: each attempt signs a new assertion (a jti is single-use,
+            # so re-sending one after a lost response would be refused as a replay)
+            status, body, safe_url = client.exchange(
                 "POST",
-                self.token_url,
-                data=form,
+                token_url,
+                consume,
+                data=lambda: self._form(token_url),
                 headers={"Accept": "application/json"},
                 authenticate=False,
                 ok_statuses=(400,),
@@ -323,13 +353,12 @@ class SmartBackendAuth(Auth):
                 status=exc.status,
                 outcome=exc.outcome,
             ) from None
-        body = client.decode(resp)
-        if resp.status_code == 400 or "access_token" not in body:
+        if status == 400 or not isinstance(body.get("access_token"), str):
             raise AuthError(
                 f"the token endpoint did not issue a token for client {self.client_id!r}",
                 method="POST",
-                url=strip_query(resp.url or ""),
-                status=resp.status_code,
+                url=safe_url,
+                status=status,
                 outcome=outcome_text(body),
             )
         self.token_requests += 1
@@ -340,6 +369,14 @@ class SmartBackendAuth(Auth):
             lifetime = 300.0
         self._expires_at = self._clock() + lifetime
         log.debug("obtained a SMART access token valid for %.0fs", lifetime)
+
+
+def _json_or_empty(resp: requests.Response) -> dict[str, Any]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 # -- configuration from the environment -------------------------------------------------------

@@ -44,6 +44,7 @@ import requests
 
 # The bulk errors live in the one exception tree; re-exported here for existing imports.
 from fhir_cohort.errors import (
+    AuthError,
     BulkExportError,
     BulkExportTimeout,
     BulkJobExpiredError,
@@ -777,7 +778,9 @@ def _download_all(
                 msg + " (the files are gone on the server: if so, start a fresh export "
                 "with resume=False)"
             )
-        raise BulkExportError(msg)
+        # an auth failure stays one (exit 6): chained so the CLI sees it
+        denied = next((e for _, e in failures if isinstance(e, AuthError)), None)
+        raise BulkExportError(msg) from denied
 
 
 def _may_carry_token(url: str) -> bool:

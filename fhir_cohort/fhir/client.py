@@ -1,28 +1,46 @@
 """A FHIR R4 REST client on one ``requests.Session``: one retry loop, auth, paging, counters.
 
-Everything that goes over the wire passes through :meth:`FhirClient.request`, so retries,
-re-authentication, rate limiting and the counters apply uniformly. URLs in log and error
-messages never carry the query string (query values can be patient ids).
+Everything that goes over the wire passes through :meth:`FhirClient.exchange`, so retries,
+re-authentication, rate limiting, redirects, the credential policy and the counters apply
+uniformly. URLs in log and error messages never carry the query string (query values can be
+patient ids).
+
+Credential policy (one place, :meth:`FhirClient._scope`): auth headers and the user's extra
+headers go only to the base URL's origin (scheme, host, port); never over plain http unless the
+host is loopback or ``allow_insecure_http``; never from https down to http. A link or redirect
+to another origin is followed, without credentials, only when its origin is in
+``allow_origins`` or the caller asked for no credentials (``authenticate=False``: Bulk files
+with ``requiresAccessToken: false``, the SMART token endpoint); otherwise :class:`OriginError`.
 """
 
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
 import random
+import re
+import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from socket import gaierror as socket_gaierror
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 
-from fhir_cohort.errors import AuthError, FhirHttpError, TransientResponseError
+from fhir_cohort.errors import (
+    AuthError,
+    FhirHttpError,
+    OptionError,
+    OriginError,
+    TransientResponseError,
+)
 
 if TYPE_CHECKING:
     from fhir_cohort.fhir.auth import Auth
@@ -35,6 +53,9 @@ __all__ = [
     "FhirClient",
     "InsecureTLSWarning",
     "RateLimiter",
+    "connection_problem",
+    "is_loopback",
+    "origin_of",
     "outcome_text",
     "strip_query",
 ]
@@ -57,6 +78,13 @@ _RETRY_EXCEPTIONS = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
 )
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# user headers whose name suggests a secret: they count as credentials for the plain-http check
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|session|cookie|passw|signature", re.IGNORECASE)
+
+Origin = tuple[str, str, int]
 
 
 class InsecureTLSWarning(UserWarning):
@@ -74,6 +102,102 @@ def strip_query(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def origin_of(url: str) -> Origin:
+    """(scheme, host, port) of ``url``, lower-cased, with the scheme's default port filled in.
+
+    >>> origin_of("HTTPS://EHR.example.org/fhir?x=1")
+    ('https', 'ehr.example.org', 443)
+    >>> origin_of("http://127.0.0.1:8080/fhir")
+    ('http', '127.0.0.1', 8080)
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme, 0)
+
+
+def _origin_text(origin: Origin) -> str:
+    scheme, host, port = origin
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + ("" if _DEFAULT_PORTS.get(scheme) == port else f":{port}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1).
+
+    >>> [is_loopback(h) for h in ("localhost", "127.0.0.2", "::1", "ehr.example.org")]
+    [True, True, True, False]
+    """
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, urllib3 ``reason`` and exception args."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        for nxt in (e.__cause__, e.__context__, getattr(e, "reason", None), *e.args):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+
+
+def connection_problem(exc: BaseException) -> str:
+    """What went wrong on the wire, in words: refused, DNS, TLS, timeout, reset.
+
+    Never quotes the exception text (requests puts the full URL, query included, in it).
+
+    >>> connection_problem(requests.ConnectionError(ConnectionRefusedError(111, "refused")))
+    'connection refused'
+    >>> connection_problem(requests.ReadTimeout())
+    'no answer in time (read timeout)'
+    """
+    chain = list(_chain(exc))
+    names = {type(e).__name__ for e in chain}
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
+        return "TLS certificate verification failed (a private CA? see --ca-bundle)"
+    if any(isinstance(e, ssl.SSLError | requests.exceptions.SSLError) for e in chain):
+        return "TLS handshake failed"
+    if "NameResolutionError" in names or any(isinstance(e, socket_gaierror) for e in chain):
+        return "DNS lookup failed (unknown host name)"
+    if any(isinstance(e, requests.ConnectTimeout) for e in chain) or "ConnectTimeoutError" in names:
+        return "connection timed out"
+    if any(isinstance(e, requests.ReadTimeout) for e in chain) or "ReadTimeoutError" in names:
+        return "no answer in time (read timeout)"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if any(isinstance(e, ConnectionResetError) for e in chain):
+        return "connection reset"
+    if any(isinstance(e, requests.exceptions.ChunkedEncodingError) for e in chain):
+        return "response body cut (connection broken)"
+    if any(isinstance(e, requests.exceptions.ContentDecodingError) for e in chain):
+        return "response body could not be decompressed"
+    return f"connection failed ({type(exc).__name__})"
+
+
+def _is_http_url(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://")) and bool(urlsplit(url).hostname)
+
+
+def _host_port(url: str) -> str:
+    _, host, port = origin_of(url)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def outcome_text(body: Any) -> str | None:
@@ -147,7 +271,7 @@ class RateLimiter:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if rate <= 0:
-            raise ValueError("rate must be positive")
+            raise OptionError("rate must be positive")
         self.rate = rate
         self.capacity = burst if burst is not None else max(1.0, rate)
         self._tokens = self.capacity
@@ -193,14 +317,37 @@ class FhirClient:
         strict_search: bool = True,
         user_agent: str = DEFAULT_USER_AGENT,
         requests_per_second: float | None = None,
+        allow_origins: Iterable[str] = (),
+        allow_insecure_http: bool = False,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL, got {strip_query(base_url)!r}")
+        if (
+            not base_url.lower().startswith(("http://", "https://"))
+            or not urlsplit(base_url).hostname
+        ):
+            raise OptionError(f"base_url must be an http(s) URL, got {strip_query(base_url)!r}")
         self.base_url = base_url.rstrip("/")
+        self.origin = origin_of(self.base_url)
+        self.allow_insecure_http = allow_insecure_http
+        allowed = set()
+        for u in allow_origins:
+            if not _is_http_url(u):
+                raise OptionError(f"--allow-origin needs an http(s) URL, got {strip_query(u)!r}")
+            allowed.add(origin_of(u))
+        self.allow_origins = frozenset(allowed)
+        # the user's extra headers may carry an API key: sent to the base origin only (_scope)
+        self.headers: dict[str, str] = dict(headers or {})
+        has_secret = (auth is not None and getattr(auth, "sends_credentials", True)) or any(
+            _SECRET_HEADER.search(name) for name in self.headers
+        )
+        if has_secret and not self._transport_ok(self.origin):
+            raise OptionError(
+                f"refusing to send credentials over plain http to {_origin_text(self.origin)}: "
+                "use https, or --allow-insecure-http if this network is trusted"
+            )
         self.auth = auth
         self.timeout = timeout
         self.max_retries = max_retries
@@ -233,13 +380,11 @@ class FhirClient:
         else:
             path = Path(verify)
             if not path.exists():
-                raise ValueError(f"CA bundle not found: {path}")
+                raise OptionError(f"CA bundle not found: {path}")
             self.session.verify = str(path)
         self.session.headers.update(
             {"Accept": FHIR_JSON, "Accept-Encoding": "gzip, deflate", "User-Agent": user_agent}
         )
-        if headers:
-            self.session.headers.update(headers)
 
     def __repr__(self) -> str:
         return f"FhirClient({strip_query(self.base_url)!r}, auth={self.auth!r})"
@@ -257,9 +402,101 @@ class FhirClient:
 
     def url(self, path: str) -> str:
         """Absolute URL of ``path`` relative to the base (absolute URLs are kept as given)."""
-        if path.startswith(("http://", "https://")):
+        if path.lower().startswith(("http://", "https://")):
             return path
         return urljoin(self.base_url + "/", path.lstrip("/"))
+
+    # -- the credential policy -------------------------------------------------------------
+
+    def _transport_ok(self, origin: Origin) -> bool:
+        """May secrets travel to ``origin`` on this scheme? https, loopback, or user consent."""
+        return origin[0] == "https" or is_loopback(origin[1]) or self.allow_insecure_http
+
+    def _scope(self, url: str, authenticate: bool) -> bool:
+        """Whether a request to ``url`` carries credentials; OriginError if it must not be sent.
+
+        True only for the base URL's origin. Another origin is reached without credentials when
+        the caller wants none or the user allowed it; never from https down to plain http.
+        """
+        target = origin_of(url)
+        if target[0] not in ("http", "https"):
+            raise OriginError(f"not an http(s) URL: {target[0]!r}", url=strip_query(url))
+        if self.origin[0] == "https" and target[0] == "http" and not self.allow_insecure_http:
+            raise OriginError(
+                f"refusing to go from https down to plain http ({_origin_text(target)}; the "
+                f"server is {_origin_text(self.origin)})",
+                method=None,
+                url=strip_query(url),
+            )
+        if target == self.origin:
+            return True
+        if not authenticate or target in self.allow_origins:
+            log.debug("%s is another origin: sent without credentials", _origin_text(target))
+            return False
+        raise OriginError(
+            f"refusing to follow a link to {_origin_text(target)}: credentials go only to "
+            f"{_origin_text(self.origin)} (to fetch it without credentials, allow its origin: "
+            f"--allow-origin {_origin_text(target)})",
+            url=strip_query(url),
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Sequence[tuple[str, str]] | None,
+        data: Any,
+        json_body: Any,
+        headers: Mapping[str, str],
+        authenticate: bool,
+        stream: bool,
+    ) -> tuple[requests.Response, bool]:
+        """One attempt: the request and its redirects, each hop under :meth:`_scope`.
+
+        Redirects are followed here, not by requests, so a redirect to another origin or to
+        plain http gets the same policy as a link. Returns the response and whether the auth
+        header went with it.
+        """
+        for _ in range(MAX_REDIRECTS + 1):
+            same_origin = self._scope(url, authenticate)
+            send_headers: dict[str, str] = {}
+            with_auth = (
+                same_origin
+                and authenticate
+                and self.auth is not None
+                and getattr(self.auth, "sends_credentials", True)
+            )
+            if same_origin:
+                send_headers.update(self.headers)
+            send_headers.update(headers)
+            if with_auth:
+                assert self.auth is not None
+                send_headers.update(self.auth.headers(self))
+            body = data() if callable(data) else data
+            resp = self.session.request(
+                method,
+                url,
+                params=list(params) if params else None,
+                data=body,
+                json=json_body,
+                headers=send_headers,
+                timeout=self.timeout,
+                stream=stream,
+                allow_redirects=False,
+            )
+            location = resp.headers.get("Location")
+            if resp.status_code not in _REDIRECTS or not location:
+                return resp, with_auth
+            resp.close()
+            log.debug("%s %s -> %s redirect", method, strip_query(url), resp.status_code)
+            url = urljoin(resp.url or url, location)
+            params = None  # the Location carries its own query
+            if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+                method, data, json_body = "GET", None, None  # what browsers and requests do
+        raise FhirHttpError(
+            f"more than {MAX_REDIRECTS} redirects", method=method, url=strip_query(url)
+        )
 
     # -- the one retry loop ----------------------------------------------------------------
 
@@ -322,6 +559,9 @@ class FhirClient:
         chunked-encoding error) or that ``consume`` rejects with
         :class:`~fhir_cohort.errors.TransientResponseError` (invalid JSON in a 200, a file cut
         inside its last line) is retried with the same budget and deadline as a 503.
+
+        ``data`` may be a zero-argument callable: it is called on every attempt, so a body that
+        must be new each time (a SMART client assertion: its ``jti`` is single-use) is.
         """
         url = self.url(path)
         safe_url = strip_query(url)
@@ -333,29 +573,34 @@ class FhirClient:
         attempt = 0
         reauthenticated = False
         while True:
-            send_headers = dict(hdrs)
-            if authenticate and self.auth is not None:
-                send_headers.update(self.auth.headers(self))
             if self._limiter is not None:
                 self._limiter.acquire()
             t0 = time.perf_counter()
             try:
-                resp = self.session.request(
+                resp, with_auth = self._send(
                     method,
                     url,
-                    params=list(params) if params else None,
+                    params=params,
                     data=data,
-                    json=json_body,
-                    headers=send_headers,
-                    timeout=self.timeout,
+                    json_body=json_body,
+                    headers=hdrs,
+                    authenticate=authenticate,
                     stream=stream,
                 )
                 ok = 200 <= resp.status_code < 300 or resp.status_code in ok_statuses
                 # reading .content inside the try: a reset mid-body is a connection error too
                 nbytes = 0 if stream and ok else len(resp.content)
+            except requests.exceptions.SSLError as exc:
+                # a certificate problem does not heal by retrying
+                self.stats.add(requests=1, seconds=time.perf_counter() - t0)
+                raise FhirHttpError(
+                    f"cannot connect to {_host_port(url)}: {connection_problem(exc)}",
+                    method=method,
+                    url=safe_url,
+                ) from None
             except _RETRY_EXCEPTIONS as exc:
                 self.stats.add(requests=1, seconds=time.perf_counter() - t0)
-                reason = f"{type(exc).__name__}"
+                reason = f"cannot connect to {_host_port(url)}: {connection_problem(exc)}"
                 wait = self._backoff(attempt)
                 self._give_up_or_wait(attempt, start, wait, method, safe_url, None, reason)
                 attempt += 1
@@ -376,15 +621,16 @@ class FhirClient:
                     reason = (
                         exc.message
                         if isinstance(exc, TransientResponseError)
-                        else f"body cut: {type(exc).__name__}"
+                        else f"body cut: {connection_problem(exc)}"
                     )
                     wait = self._backoff(attempt)
                     self._give_up_or_wait(attempt, start, wait, method, safe_url, status, reason)
                     attempt += 1
                     continue
-            if status == 401 and authenticate and self.auth is not None and not reauthenticated:
+            if status == 401 and with_auth and not reauthenticated:
                 # expired or revoked token: get a fresh one, once
                 log.debug("401 from %s: re-authenticating once", safe_url)
+                assert self.auth is not None
                 self.auth.invalidate()
                 reauthenticated = True
                 continue
@@ -428,23 +674,18 @@ class FhirClient:
         status: int | None,
         detail: str | None,
     ) -> None:
+        why = None
         if attempt >= self.max_retries:
-            raise FhirHttpError(
-                f"giving up after {attempt + 1} attempts",
-                method=method,
-                url=safe_url,
-                status=status,
-                outcome=detail,
-            )
-        if self._clock() + wait - start > self.deadline:
-            raise FhirHttpError(
+            why = f"giving up after {attempt + 1} attempts"
+        elif self._clock() + wait - start > self.deadline:
+            why = (
                 f"giving up: retrying would pass the {self.deadline:g}s deadline "
-                f"(after {attempt + 1} attempts)",
-                method=method,
-                url=safe_url,
-                status=status,
-                outcome=detail,
+                f"(after {attempt + 1} attempts)"
             )
+        if why is not None:
+            if status is None and detail:  # no answer at all: say what happened on the wire
+                raise FhirHttpError(f"{detail}; {why}", method=method, url=safe_url)
+            raise FhirHttpError(why, method=method, url=safe_url, status=status, outcome=detail)
         log.debug(
             "retry %d for %s %s (%s) in %.2fs",
             attempt + 1,
@@ -519,7 +760,11 @@ class FhirClient:
         return self._capability
 
     def transaction(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a transaction/batch Bundle to the base; returns the response Bundle."""
+        """POST a transaction/batch Bundle to the base; returns the response Bundle.
+
+        Decoded outside the retry loop on purpose: a 200 means the server committed the
+        transaction, and posting it again for a garbled answer could create resources twice.
+        """
         resp = self.request(
             "POST", self.base_url, json_body=bundle, headers={"Content-Type": FHIR_JSON}
         )

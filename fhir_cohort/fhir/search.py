@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from fhir_cohort.errors import FhirHttpError
+from fhir_cohort.errors import FhirHttpError, OptionError
 from fhir_cohort.fhir.client import FHIR_JSON, outcome_text, strip_query
 
 if TYPE_CHECKING:
+    import requests
+
     from fhir_cohort.fhir.client import FhirClient
 
 __all__ = [
@@ -53,11 +55,11 @@ class SearchQuery:
 
     def __post_init__(self) -> None:
         if not _TYPE_RE.match(self.resource_type):
-            raise ValueError(f"not a FHIR resource type: {self.resource_type!r}")
+            raise OptionError(f"not a FHIR resource type: {self.resource_type!r}")
         pairs = tuple((str(k), str(v)) for k, v in self.params)
         for name, _ in pairs:
             if not name:
-                raise ValueError("empty search parameter name")
+                raise OptionError("empty search parameter name")
         object.__setattr__(self, "params", pairs)
 
     def with_param(self, name: str, value: str) -> SearchQuery:
@@ -97,20 +99,30 @@ class SearchEntry:
     mode: str
 
 
-def _first_request(client: FhirClient, query: SearchQuery, count: int | None) -> Any:
+_Page = tuple[dict[str, Any], "requests.Response"]
+
+
+def _page(client: FhirClient) -> Callable[[requests.Response], _Page]:
+    """The consume step of a page: decoded inside the retry loop, so a 200 page with a cut or
+    garbled body is fetched again like a 503."""
+    return lambda resp: (client.decode(resp, resource_type="Bundle"), resp)
+
+
+def _first_page(client: FhirClient, query: SearchQuery, count: int | None) -> _Page:
     params = query.to_params()
     if count is not None and not query.get("_count"):
         params.append(("_count", str(count)))
     if len(urlencode(params)) > MAX_GET_QUERY_CHARS:
         # long queries (many ids or codes) go in a form body
-        return client.request(
+        return client.exchange(
             "POST",
             f"{query.resource_type}/_search",
+            _page(client),
             data=params,
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": FHIR_JSON},
             search=True,
         )
-    return client.request("GET", query.resource_type, params=params, search=True)
+    return client.exchange("GET", query.resource_type, _page(client), params=params, search=True)
 
 
 def _next_link(bundle: dict[str, Any]) -> str | None:
@@ -127,11 +139,10 @@ def iter_pages(
 
     Raises FhirHttpError on a response that is not a Bundle, or when a next link repeats.
     """
-    resp = _first_request(client, query, count)
+    bundle, resp = _first_page(client, query, count)
     seen: set[str] = set()
     page = 0
     while True:
-        bundle = client.decode(resp, resource_type="Bundle")
         _check_outcomes(client, bundle, resp)
         page += 1
         yield bundle
@@ -146,7 +157,7 @@ def iter_pages(
                 url=strip_query(nxt),
             )
         seen.add(nxt)
-        resp = client.request("GET", nxt, search=True)
+        bundle, resp = client.exchange("GET", nxt, _page(client), search=True)
 
 
 def _check_outcomes(client: FhirClient, bundle: dict[str, Any], resp: Any) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+import requests
 import responses
 from jwt.algorithms import ECAlgorithm
 
@@ -147,3 +148,54 @@ def test_token_endpoint_falls_back_to_capability_statement(ec_key_path: Path) ->
     with pytest.raises(AuthError, match="invalid_scope: no such scope"):
         auth.headers(FhirClient(BASE))
     assert auth.token_url == TOKEN_URL
+
+
+def _jti(request: object) -> str:
+    assertion = _token_form(request)["client_assertion"]
+    return str(jwt.decode(assertion, options={"verify_signature": False})["jti"])
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"status": 503},
+        {"body": requests.ConnectionError("Connection reset by peer")},
+        {"body": '{"access_token": "tok-', "status": 200},  # the answer cut in transit
+    ],
+    ids=["503", "reset", "cut-200"],
+)
+def test_a_retried_token_request_signs_a_new_assertion(ec_key_path: Path, first: dict) -> None:
+    # a jti is single-use: re-sending the assertion of a lost answer would be refused as a replay
+    with responses.RequestsMock() as mock:
+        mock.post(TOKEN_URL, **first)
+        mock.post(TOKEN_URL, json={"access_token": "tok-1", "expires_in": 300})
+        auth = SmartBackendAuth("c1", load_signing_key(pem_path=ec_key_path), token_url=TOKEN_URL)
+        client = FhirClient(BASE, auth=auth, sleep=lambda s: None)
+        assert auth.headers(client) == {"Authorization": "Bearer tok-1"}
+        first_jti, second_jti = (_jti(c.request) for c in mock.calls)
+    assert first_jti != second_jti
+    assert auth.token_requests == 1 and client.stats.retries == 1
+
+
+@responses.activate
+def test_a_token_endpoint_on_plain_http_is_refused(ec_key_path: Path) -> None:
+    auth = SmartBackendAuth(
+        "c1", load_signing_key(pem_path=ec_key_path), token_url="http://auth.ehr.test/token"
+    )
+    with pytest.raises(AuthError, match="token endpoint must be https"):
+        auth.headers(FhirClient(BASE))
+    assert not responses.calls
+    loopback = SmartBackendAuth(
+        "c1", load_signing_key(pem_path=ec_key_path), token_url="http://127.0.0.1:9/token"
+    )
+    responses.post("http://127.0.0.1:9/token", json={"access_token": "t", "expires_in": 60})
+    local = FhirClient("http://127.0.0.1:9/fhir")
+    assert loopback.headers(local) == {"Authorization": "Bearer t"}
+
+
+@responses.activate
+def test_a_token_answer_without_a_token_is_an_auth_error(ec_key_path: Path) -> None:
+    responses.post(TOKEN_URL, json={"token_type": "bearer"})
+    auth = SmartBackendAuth("c1", load_signing_key(pem_path=ec_key_path), token_url=TOKEN_URL)
+    with pytest.raises(AuthError, match="did not issue a token"):
+        auth.headers(FhirClient(BASE))

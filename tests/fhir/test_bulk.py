@@ -224,13 +224,9 @@ def test_429_and_500_while_polling_go_through_the_client_retries(
     [
         (False, f"{FILES}/P.ndjson", False),  # another origin, token not required
         (False, f"{BASE}/files/P.ndjson", False),  # the base's origin, token not required
-        (True, f"{FILES}/P.ndjson", True),  # the spec: required -> sent, over https
+        (True, f"{BASE}/files/P.ndjson", True),  # the spec: required -> sent, same origin
         ("true", f"{FILES}/P.ndjson", False),  # only a JSON true requires it
         (None, f"{FILES}/P.ndjson", False),
-        (False, "http://files.example.org/P.ndjson", False),
-        (True, "http://127.0.0.1:8080/P.ndjson", True),  # cleartext to loopback only
-        (True, "http://localhost:8080/P.ndjson", True),
-        (True, "http://[::1]:8080/P.ndjson", True),
     ],
 )
 def test_token_is_sent_to_file_urls_only_when_the_manifest_requires_it(
@@ -252,6 +248,18 @@ def test_token_is_sent_to_file_urls_only_when_the_manifest_requires_it(
     assert status.calls[0].request.headers["Authorization"] == "Bearer secret-token"
     got = files.calls[0].request.headers.get("Authorization")
     assert got == ("Bearer secret-token" if sent else None)
+
+
+def test_a_file_url_on_plain_http_is_never_fetched_even_without_a_token(
+    client: FhirClient, fake_time: FakeTime, mock: responses.RequestsMock, tmp_path: Path
+) -> None:
+    # export files hold PHI: a downgrade from the https server to http is refused outright
+    _kickoff(mock)
+    mock.get(STATUS, json=_manifest([{"type": "Patient", "url": "http://files.example.org/P"}]))
+    files = mock.get("http://files.example.org/P", body=_patients(1))
+    with pytest.raises(BulkExportError, match="plain http"):
+        _export(client, fake_time, tmp_path)
+    assert files.call_count == 0
 
 
 def test_a_token_required_over_plain_http_is_refused_before_any_download(

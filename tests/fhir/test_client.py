@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 import requests
 import responses
+import urllib3
 from fakes import FakeTime
 from responses import matchers
 
-from fhir_cohort.errors import AuthError, FhirHttpError
+from fhir_cohort.errors import AuthError, FhirHttpError, OptionError
 from fhir_cohort.fhir.auth import Auth, BearerTokenAuth
 from fhir_cohort.fhir.client import FhirClient, InsecureTLSWarning, RateLimiter, strip_query
 
@@ -229,3 +232,86 @@ def test_exchange_retries_a_body_cut_while_it_is_consumed() -> None:
     fake = FakeTime()
     assert make_client(fake).exchange("GET", "file.ndjson", consume, stream=True) == b'{"a": 1}\n'
     assert len(calls) == 2 and len(fake.sleeps) == 1
+
+
+# -- connection errors say what happened and where (issue 9 item 15) --------------------------
+
+
+def test_a_refused_connection_names_the_host_and_the_reason() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake = FakeTime()
+    client = FhirClient(
+        f"http://127.0.0.1:{port}/fhir", sleep=fake.sleep, clock=fake.clock, max_retries=1
+    )
+    with pytest.raises(FhirHttpError) as err:
+        client.get_json("Condition", [("patient", "secret-id-42")])
+    msg = str(err.value)
+    assert f"cannot connect to 127.0.0.1:{port}: connection refused" in msg
+    assert "giving up after 2 attempts" in msg and "secret-id-42" not in msg
+
+
+def _wrapped(inner: BaseException, outer: type[requests.RequestException]) -> Exception:
+    """The chain requests builds: requests error -> urllib3 MaxRetryError -> reason."""
+    pool_error = urllib3.exceptions.MaxRetryError(None, "/Condition?patient=secret-id-42", inner)  # type: ignore[arg-type]
+    return outer(pool_error)
+
+
+CONNECTION_FAILURES = [
+    (
+        _wrapped(
+            urllib3.exceptions.NameResolutionError("ehr.test", None, socket.gaierror(-2, "x")),  # type: ignore[arg-type]
+            requests.ConnectionError,
+        ),
+        "DNS lookup failed",
+    ),
+    (
+        _wrapped(
+            urllib3.exceptions.NewConnectionError(None, "refused"),  # type: ignore[arg-type]
+            requests.ConnectionError,
+        ),
+        "connection failed",
+    ),
+    (_wrapped(urllib3.exceptions.ConnectTimeoutError(), requests.ConnectTimeout), "timed out"),
+    (requests.ReadTimeout("read timed out /Condition?patient=secret-id-42"), "read timeout"),
+    (requests.ConnectionError(ConnectionResetError(104, "reset")), "connection reset"),
+]
+
+
+@pytest.mark.parametrize(("exc", "words"), CONNECTION_FAILURES)
+def test_connection_failures_are_described_in_words(exc: Exception, words: str) -> None:
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/Condition", body=exc)
+        with pytest.raises(FhirHttpError) as err:
+            make_client(FakeTime(), max_retries=0).get_json(
+                "Condition", [("patient", "secret-id-42")]
+            )
+    msg = str(err.value)
+    assert msg.startswith("cannot connect to ehr.test:443: ") and words in msg
+    assert "secret-id-42" not in msg and "MaxRetryError" not in msg
+
+
+@pytest.mark.parametrize(
+    ("inner", "words"),
+    [
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), "verification failed"),
+        (ssl.SSLError(1, "wrong version number"), "TLS handshake failed"),
+    ],
+)
+def test_tls_failures_are_named_and_not_retried(inner: Exception, words: str) -> None:
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/metadata", body=_wrapped(inner, requests.exceptions.SSLError))
+        fake = FakeTime()
+        with pytest.raises(FhirHttpError, match=words):
+            make_client(fake).capabilities()
+        assert len(mock.calls) == 1 and fake.sleeps == []  # a certificate does not heal
+
+
+def test_option_errors_are_option_errors(tmp_path: object) -> None:
+    with pytest.raises(OptionError, match="CA bundle not found"):
+        FhirClient(BASE, verify="/nonexistent/ca.pem")
+    with pytest.raises(OptionError):
+        RateLimiter(0)
+    with pytest.raises(OptionError):
+        FhirClient("ehr.test/fhir")

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from responses import matchers
 
-from fhir_cohort.errors import FhirHttpError
+from fhir_cohort.errors import FhirHttpError, OptionError, OriginError
 from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.fhir.search import SearchQuery
 
@@ -68,8 +68,8 @@ def _qs(query: str) -> list:
     return [matchers.query_string_matcher(query)]
 
 
-def _client() -> FhirClient:
-    return FhirClient(BASE, sleep=lambda s: None, rng=lambda: 0.0)
+def _client(**kw: object) -> FhirClient:
+    return FhirClient(BASE, sleep=lambda s: None, rng=lambda: 0.0, **kw)  # type: ignore[arg-type]
 
 
 @responses.activate
@@ -83,9 +83,34 @@ def test_next_links_are_followed_verbatim_and_count_is_sent() -> None:
         nxt, json=_page(["3"]), match=_qs("_getpages=abc&_getpagesoffset=2&_bundletype=searchset")
     )
     q = SearchQuery("Condition", (("code", "x|y"),))
-    ids = [e.resource["id"] for e in _client().iter_resources(q, count=2)]
+    client = _client(allow_origins=["https://other-host.test"])  # another origin: allowed here
+    ids = [e.resource["id"] for e in client.iter_resources(q, count=2)]
     assert ids == ["1", "2", "3"]
     assert responses.calls[1].request.url == nxt
+
+
+@responses.activate
+def test_a_next_link_to_another_origin_is_refused_unless_allowed() -> None:
+    nxt = "https://other-host.test/page?patient=secret-77"
+    responses.get(f"{BASE}/Condition", json=_page(["1"], nxt))
+    with pytest.raises(OriginError) as err:
+        list(_client().search(SearchQuery("Condition")))
+    msg = str(err.value)
+    assert "https://other-host.test" in msg and "https://ehr.test" in msg
+    assert "--allow-origin https://other-host.test" in msg and "secret-77" not in msg
+    assert len(responses.calls) == 1  # nothing was sent to the other origin
+
+
+@responses.activate
+def test_a_page_with_a_cut_body_is_fetched_again() -> None:
+    nxt = f"{BASE}/Condition?page=2"
+    good = json.dumps(_page(["2"]))
+    responses.get(f"{BASE}/Condition", json=_page(["1"], nxt), match=_qs("_count=1000"))
+    responses.get(nxt, body=good[: len(good) // 2], match=_qs("page=2"))  # a 200, cut
+    responses.get(nxt, body=good, match=_qs("page=2"))
+    client = _client()
+    ids = [e.resource["id"] for e in client.iter_resources(SearchQuery("Condition"))]
+    assert ids == ["1", "2"] and client.stats.retries == 1
 
 
 @responses.activate
@@ -131,8 +156,25 @@ def test_a_page_that_is_not_a_bundle_is_a_clear_error() -> None:
 @responses.activate
 def test_a_page_that_is_not_json_is_a_clear_error() -> None:
     responses.get(f"{BASE}/Condition", body="{truncated", match=_qs("_count=1000"))
-    with pytest.raises(FhirHttpError, match="not valid JSON"):
+    with pytest.raises(FhirHttpError, match=r"giving up after 6 attempts.*not valid JSON"):
         list(_client().search(SearchQuery("Condition")))
+
+
+@responses.activate
+def test_a_long_query_page_with_invalid_json_is_posted_again() -> None:
+    ids = ",".join(f"patient-{i:04d}" for i in range(200))
+    responses.post(f"{BASE}/Condition/_search", body="<html>gateway</html>")
+    responses.post(f"{BASE}/Condition/_search", json=_page(["1"]))
+    client = _client()
+    entries = list(client.iter_resources(SearchQuery("Condition", (("patient", ids),))))
+    assert [e.resource["id"] for e in entries] == ["1"] and client.stats.retries == 1
+
+
+def test_bad_queries_are_option_errors() -> None:
+    with pytest.raises(OptionError):
+        SearchQuery("condition")
+    with pytest.raises(OptionError):
+        SearchQuery("Condition", (("", "x"),))
 
 
 @responses.activate
