@@ -55,6 +55,7 @@ from tests.faults.proxy import FaultProxy  # noqa: E402
 from tests.server.sekmet import SekmetServer  # noqa: E402
 
 PAGE = 100  # the proxy lowers _count to this, so the small hospital pages
+KINDS_SEEN: Counter[str] = Counter()
 
 
 @dataclass
@@ -155,6 +156,7 @@ def run_all(
         proxy.clear()
         first = judge(run_cli(argv, env=cli_env()), out, base)
         injected = sum(proxy.faults.values())
+        KINDS_SEEN.update(proxy.faults)
         leaks = len(proxy.credential_leaks())
         then = None
         if first.kind == "clear_error":
@@ -207,9 +209,7 @@ def run_all(
             argv = screen_args(proxy.base_url, out, strategy)
             proxy.configure(rate=0.0, links_to_other=False)
             proxy.clear()
-            killed = run_killed(
-                argv, env=cli_env(), kill_when=_after(proxy, point)
-            )
+            killed = run_killed(argv, env=cli_env(), kill_when=_after(proxy, point))
             then = judge(run_cli(argv, env=cli_env()), out, baselines[strategy])
             leaks = len(proxy.credential_leaks())
             # A kill is not an error the tool reports: count it as a clear stop, then resume.
@@ -259,8 +259,9 @@ def print_table(rows: list[Row], seconds: float) -> None:
     for r in rows:
         for ex in r.examples:
             print(f"  {r.label}: {ex}")
-    kinds = Counter[str]()
-    print(f"wall time {seconds:.0f} s; exit0-diff and cred-leak must be 0" + ("" if kinds else ""))
+    if KINDS_SEEN:
+        print("faults by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(KINDS_SEEN.items())))
+    print(f"wall time {seconds:.0f} s; exit0-diff, unclear, no-resume and cred-leak must be 0")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class Clean:
     bundle_outputs: dict[str, list[str]]  # the Bundle's own answers (cases that damage it)
     target_id: str  # the Condition that alone makes its patient's sle answer
     target_line: int  # its 0-based line in Condition.000.ndjson
+    irrelevant_line: int  # the line of a Condition no criterion reads
 
 
 def in_process(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -88,6 +89,17 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Clean:
                 lines.append(line)
                 resources.append(res)
         (folder / path.name).write_text("".join(lines))
+    # A Condition no criterion reads (local code, no patient): the line filter may pass over
+    # it unread, so damage to it shows only under --strict.
+    unused = {
+        "resourceType": "Condition",
+        "id": "corpus-unused",
+        "subject": {"reference": "Patient/corpus-nobody"},
+        "code": {"coding": [{"system": "http://example.org/local", "code": "x1"}]},
+    }
+    with (folder / "Condition.000.ndjson").open("a") as fh:
+        fh.write(json.dumps(unused) + "\n")
+    resources.append(unused)
     bundle = tmp / "clean-bundle.json"
     bundle.write_text(
         json.dumps(
@@ -119,7 +131,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Clean:
     )
     lines = (folder / "Condition.000.ndjson").read_text().splitlines()
     index = next(i for i, line in enumerate(lines) if json.loads(line)["id"] == target)
-    return Clean(folder, bundle, base, bundle_base, target, index)
+    return Clean(folder, bundle, base, bundle_base, target, index, len(lines) - 1)
 
 
 # -- the damage ---------------------------------------------------------------------------------
@@ -133,10 +145,16 @@ def _write(src: Path, lines: list[str], newline: str = "\n") -> None:
     (src / "Condition.000.ndjson").write_text(newline.join(lines) + newline)
 
 
-def _edit_target(edit: Callable[[str], str]) -> Callable[[Path, Clean], Path]:
+def _edit_target(
+    edit: Callable[[str], str], *, irrelevant: bool = False
+) -> Callable[[Path, Clean], Path]:
+    """Edit the target line, or (``irrelevant``) a Condition no answer cites: the line filter
+    may skip such a line unread, which is why only --strict can show it was not accounted for."""
+
     def mutate(src: Path, clean: Clean) -> Path:
         lines = _lines(src)
-        lines[clean.target_line] = edit(lines[clean.target_line])
+        index = clean.irrelevant_line if irrelevant else clean.target_line
+        lines[index] = edit(lines[index])
         _write(src, lines)
         return src
 
@@ -185,11 +203,16 @@ def line_50mb(src: Path, clean: Clean) -> Path:
     return src
 
 
-def _nested(depth: int) -> dict:
-    node: dict = {"url": "http://example.org/leaf", "valueString": "leaf"}
-    for _ in range(depth):
-        node = {"url": "http://example.org/nest", "extension": [node]}
-    return node
+DEPTH = 1000
+
+
+def _deep_condition() -> str:
+    """An extra Condition whose extension nests DEPTH levels (built as text: json.dumps itself
+    would hit the recursion limit)."""
+    head = json.dumps(_extra_condition())[:-1]
+    nest = '{"url": "http://example.org/nest", "extension": ['
+    leaf = '{"url": "http://example.org/leaf", "valueString": "leaf"}'
+    return f'{head}, "extension": [{nest * DEPTH}{leaf}{"]}" * DEPTH}]}}'
 
 
 def _extra_condition(**more: object) -> dict:
@@ -204,15 +227,15 @@ def _extra_condition(**more: object) -> dict:
 
 def deep_nesting_ndjson(src: Path, clean: Clean) -> Path:
     with (src / "Condition.000.ndjson").open("a") as fh:
-        fh.write(json.dumps(_extra_condition(extension=[_nested(1000)])) + "\n")
+        fh.write(_deep_condition() + "\n")
     return src
 
 
 def deep_nesting_bundle(src: Path, clean: Clean) -> Path:
-    bundle = json.loads(clean.bundle.read_text())
-    bundle["entry"].append({"resource": _extra_condition(extension=[_nested(1000)])})
+    text = clean.bundle.read_text()
+    assert text.endswith("]}")
     path = src / "bundle.json"
-    path.write_text(json.dumps(bundle))
+    path.write_text(f'{text[:-2]}, {{"resource": {_deep_condition()}}}]}}')
     return path
 
 
@@ -305,7 +328,9 @@ def invalid_utf8_display(src: Path, clean: Clean) -> Path:
     lines = path.read_bytes().split(b"\n")
     line = lines[clean.target_line]
     # the first display string of the line gets two bytes that are not UTF-8
-    lines[clean.target_line] = re.sub(rb'("display": ?")', rb"\1\xff\xfe", line, count=1)
+    lines[clean.target_line] = re.sub(
+        rb'"display": ?"', lambda m: m.group(0) + b"\xff\xfe", line, count=1
+    )
     assert lines[clean.target_line] != line, "the target has no display to damage"
     path.write_bytes(b"\n".join(lines))
     return src
@@ -375,8 +400,27 @@ CASES = [
         strict=True,
         items="3",
     ),
+    Case(
+        "missing_resource_type_unused_strict",
+        _edit_target(_retype(None), irrelevant=True),
+        strict=True,
+        items="3",
+    ),
+    Case(
+        "misspelt_resource_type_unused_strict",
+        _edit_target(_retype("Conditon"), irrelevant=True),
+        expect="error",
+        strict=True,
+        items="3",
+    ),
+    Case(
+        "non_string_resource_type_unused_strict",
+        _edit_target(_retype(7), irrelevant=True),
+        expect="error",
+        strict=True,
+        items="3",
+    ),
     Case("bundle_on_one_line", _edit_target(bundle_on_one_line), items="3"),
-    Case("bundle_on_one_line_strict", _edit_target(bundle_on_one_line), strict=True, items="3"),
     Case("escaped_key", _edit_target(escaped_key), expect="same", evidence=True, items="3"),
 ]
 
@@ -424,6 +468,7 @@ def test_malformed_source_reads_the_same_or_counts_or_stops_clearly(
             if p.exists():
                 p.chmod(0o700)  # so tmp_path can be cleaned
     verdict = corpus_verdict(res, out, clean, case, source)
+    print(f"{case.name}: {verdict.kind} {verdict.message}")  # shown with pytest -rP
     assert "Traceback" not in res.stderr, f"{case.name}: {res.stderr.strip()[-300:]}"
     assert verdict.kind != "unclear_error", f"{case.name}: not a clear error: {verdict}"
     assert verdict.kind != "different", f"{case.name}: silent data loss: {verdict.message}"
