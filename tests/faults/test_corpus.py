@@ -471,11 +471,11 @@ def test_malformed_source_reads_the_same_or_counts_or_stops_clearly(
     print(f"{case.name}: {verdict.kind} {verdict.message}")  # shown with pytest -rP
     assert "Traceback" not in res.stderr, f"{case.name}: {res.stderr.strip()[-300:]}"
     assert verdict.kind != "unclear_error", f"{case.name}: not a clear error: {verdict}"
-    assert verdict.kind != "different", f"{case.name}: silent data loss: {verdict.message}"
+    assert verdict.kind != "different", f"{case.name}: silent wrong result: {verdict.message}"
     if case.expect == "same":
         assert verdict.kind == "identical", f"{case.name}: {verdict}"
     elif case.expect == "error":
-        assert verdict.kind == "clear_error", f"{case.name}: exit 0 on no data: {verdict}"
+        assert verdict.kind == "clear_error", f"{case.name}: expected a clear error: {verdict}"
     if case.strict:
         assert verdict.kind != "skipped_reported", f"{case.name}: --strict went on: {verdict}"
     if verdict.kind == "clear_error":
