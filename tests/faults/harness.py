@@ -63,15 +63,35 @@ def cli_env(token: str | None = TOKEN, **more: str) -> dict[str, str]:
 
 
 def run_cli(
-    args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 300
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    umask: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    # umask through the shell: preexec_fn is unsafe in a process with threads (the proxy's)
+    cmd = [EXE, *args]
+    if umask is not None:
+        cmd = ["/bin/sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *cmd]
     return subprocess.run(
-        [EXE, *args],
+        cmd,
         capture_output=True,
         text=True,
         timeout=timeout,
         env=dict(env) if env is not None else cli_env(),
     )
+
+
+def loose_modes(out: Path) -> list[str]:
+    """Paths under ``out`` (itself included) that are not owner-only: files 0600, folders
+    0700. Relative paths and modes only: the suite prints no machine paths."""
+    found = []
+    for path in [out, *sorted(out.rglob("*"))]:
+        want = 0o700 if path.is_dir() else 0o600
+        mode = path.stat().st_mode & 0o777
+        if mode & ~want:
+            found.append(f"{path.relative_to(out.parent)} {mode:o}")
+    return found
 
 
 def outputs(out: Path) -> dict[str, list[str]]:

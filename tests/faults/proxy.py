@@ -36,6 +36,7 @@ import hashlib
 import ipaddress
 import json
 import random
+import re
 import socket
 import ssl
 import struct
@@ -72,6 +73,7 @@ _DROP_RESPONSE = {
     "server",
 }
 _LINKED = ("location", "content-location")
+_JOB_ID = re.compile(r"/[0-9A-Fa-f-]{12,}(?=[/?]|$)")
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,8 @@ class FaultProxy:
     # -- the decision -----------------------------------------------------------------------
 
     def _draw(self, method: str, target: str, body: bytes) -> tuple[random.Random, bool]:
+        # Job ids in Bulk status/file URLs differ per export: left out, so a seed replays.
+        target = _JOB_ID.sub("/*", target)
         key = f"{method} {target} {hashlib.sha256(body).hexdigest()}"
         with self._lock:
             n = self._cfg.attempts[key]

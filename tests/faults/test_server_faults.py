@@ -22,6 +22,8 @@ from tests.faults.harness import (
     cli_env,
     error_line,
     judge,
+    loose_modes,
+    outputs,
     run_cli,
     screen_args,
 )
@@ -174,7 +176,7 @@ def test_https_base_never_sends_the_token_over_a_downgraded_link(
         tls=(cert, key),
         links_to_other=True,
         other_token=TOKEN,
-        requires_access_token=False,
+        requires_access_token=True,  # even when the manifest asks: never in cleartext
         max_count=100,
     ) as tls_proxy:
         assert tls_proxy.base_url.startswith("https://")
@@ -204,3 +206,88 @@ def test_ca_bundle_option_wins_over_requests_ca_bundle_in_the_environment(
         res = run_cli(args, env=env)
         assert not tls_proxy.credential_leaks()
     assert res.returncode == 0, error_line(res.stderr)
+
+
+# -- what a faulted run leaves behind ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["funnel", "bulk"])
+def test_a_faulted_run_leaves_only_private_files_whatever_the_umask(
+    proxy: FaultProxy, baselines: Callable[[str], Baseline], tmp_path: Path, strategy: str
+) -> None:
+    """Item 11, on the paths faults take: under umask 000, whether the run ends identical or
+    with an error, every file it leaves (snapshot, bulk files, manifest, logs, errors/) is
+    0600 and every folder 0700."""
+    out = tmp_path / "out"
+    proxy.configure(rate=0.3, seed=2, max_count=100)
+    res = run_cli(screen_args(proxy.base_url, out, strategy), env=cli_env(), umask=0)
+    assert sum(proxy.faults.values()) > 0
+    assert_safe(judge(res, out, baselines(strategy).outputs), None)
+    assert loose_modes(out) == []
+
+
+def test_debug_logs_of_a_faulted_run_carry_no_query_string_and_no_token(
+    proxy: FaultProxy, baselines: Callable[[str], Baseline], tmp_path: Path
+) -> None:
+    """Item 10: ``-vv`` (retries included: they log the most) never prints a query string,
+    which holds patient ids, nor the token."""
+    out = tmp_path / "out"
+    proxy.configure(rate=0.3, seed=4, max_count=100)
+    args = ["-vv", *screen_args(proxy.base_url, out, "funnel")]
+    res = run_cli(args, env=cli_env())
+    assert sum(proxy.faults.values()) > 0
+    queries = {s.target.split("?", 1)[1] for s in proxy.requests() if "?" in s.target}
+    assert queries, "no query was sent"
+    printed = [q for q in queries if q in res.stderr]
+    assert not printed, f"{len(printed)} query strings in the -vv log"
+    assert TOKEN not in res.stderr and TOKEN not in res.stdout
+
+
+def test_rerun_of_a_completed_bulk_screen_does_not_screen_stale_data(
+    proxy: FaultProxy,
+    baselines: Callable[[str], Baseline],
+    fault_server: SekmetServer,
+    fault_hospital: Path,
+    tmp_path: Path,
+) -> None:
+    """Item 2: the same ``screen --strategy bulk`` command run again after the server's data
+    changed must not silently screen the earlier export (reuse only with --reuse-export)."""
+    import json
+
+    base = baselines("bulk")
+    out = tmp_path / "out"
+    args = screen_args(proxy.base_url, out, "bulk")
+    first = run_cli(args, env=cli_env())
+    assert judge(first, out, base.outputs).kind == "identical"
+    # A new patient on the server: a copy of an eligible one, every record re-keyed.
+    eligible = next(r.split(",")[0] for r in base.outputs["patients.csv"] if ",eligible," in r)
+    clone: list[dict] = []
+    for path in sorted(fault_hospital.glob("*.ndjson")):
+        for line in path.open():
+            text = line.replace(f'"{eligible}', f'"stale-{eligible}').replace(
+                f"Patient/{eligible}", f"Patient/stale-{eligible}"
+            )
+            if text != line:
+                clone.append(json.loads(text))
+    assert any(r["resourceType"] == "Patient" for r in clone)
+    fault_server.load_resources(clone)
+    try:
+        again = run_cli(args, env=cli_env())
+        if again.returncode == 0:
+            ids = {row.split(",")[0] for row in outputs(out)["patients.csv"]}
+            assert f"stale-{eligible}" in ids, "exit 0 on the earlier export's data"
+            run = json.loads((out / "run.json").read_text())
+            assert run.get("data_cut"), "the data cut is not stated"
+        else:
+            assert judge(again, out, base.outputs).kind == "clear_error"
+    finally:
+        fault_server.transaction(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {"request": {"method": "DELETE", "url": f"{r['resourceType']}/{r['id']}"}}
+                    for r in clone
+                ],
+            }
+        )
