@@ -49,7 +49,8 @@ def proxy(_session_proxy: FaultProxy) -> Iterator[FaultProxy]:
     _session_proxy.clear()
     yield _session_proxy
     # Whatever a test did, no credentials may have left the configured origin.
-    assert not _session_proxy.credential_leaks(), "credentials sent off-origin or in cleartext"
+    leaks = len(_session_proxy.credential_leaks())
+    assert leaks == 0, f"{leaks} requests sent credentials off-origin or in cleartext"
     _session_proxy.configure(rate=0.0, links_to_other=False)
 
 

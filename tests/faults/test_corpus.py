@@ -446,7 +446,8 @@ def corpus_verdict(
         if re.search(r":\d+$|#entry", str(e.get("location", "")))
     ]
     if run.get("skipped") and located:
-        return Verdict("skipped_reported", 0, f"skipped {run['skipped']} at {located[:2]}")
+        where = [Path(loc).name for loc in located[:2]]
+        return Verdict("skipped_reported", 0, f"skipped {run['skipped']} at {where}")
     return Verdict("different", 0, "exit 0 with other answers and nothing counted")
 
 

@@ -138,7 +138,7 @@ def test_next_links_to_another_origin_never_carry_the_token(
     assert proxy.requests("main"), "nothing went through the proxy"
     leaks = proxy.credential_leaks()
     proxy.clear()  # reported here, not again by the fixture
-    assert not leaks, f"{len(leaks)} requests carried the token to {proxy.roots['other']}"
+    assert len(leaks) == 0, f"{len(leaks)} requests carried the token to another origin"
     assert_safe(judge(res, out, base.outputs), None)
 
 
@@ -154,7 +154,7 @@ def test_bulk_files_on_another_origin_get_no_token_unless_the_manifest_asks(
     fetched_there = proxy.requests("other")
     leaks = proxy.credential_leaks()
     proxy.clear()  # reported here, not again by the fixture
-    assert not leaks, f"{len(leaks)} file requests carried the token to another origin"
+    assert len(leaks) == 0, f"{len(leaks)} file requests carried the token to another origin"
     assert fetched_there, "the files were not fetched from the other origin"
     assert judge(res, out, base.outputs).kind == "identical"
 
@@ -186,7 +186,7 @@ def test_https_base_never_sends_the_token_over_a_downgraded_link(
         res = run_cli(args, env=env)
         assert tls_proxy.requests("main"), res.stderr
         leaks = tls_proxy.credential_leaks()
-    assert not leaks, f"{len(leaks)} requests sent the token in cleartext"
+    assert len(leaks) == 0, f"{len(leaks)} requests sent the token in cleartext"
     assert_safe(judge(res, out, base.outputs), None)
 
 
@@ -204,7 +204,7 @@ def test_ca_bundle_option_wins_over_requests_ca_bundle_in_the_environment(
         args = screen_args(tls_proxy.base_url, out, "funnel", "--ca-bundle", str(cert))
         env = cli_env(REQUESTS_CA_BUNDLE=certifi.where(), CURL_CA_BUNDLE=certifi.where())
         res = run_cli(args, env=env)
-        assert not tls_proxy.credential_leaks()
+        assert len(tls_proxy.credential_leaks()) == 0
     assert res.returncode == 0, error_line(res.stderr)
 
 
@@ -239,8 +239,9 @@ def test_debug_logs_of_a_faulted_run_carry_no_query_string_and_no_token(
     queries = {s.target.split("?", 1)[1] for s in proxy.requests() if "?" in s.target}
     assert queries, "no query was sent"
     printed = [q for q in queries if q in res.stderr]
-    assert not printed, f"{len(printed)} query strings in the -vv log"
-    assert TOKEN not in res.stderr and TOKEN not in res.stdout
+    # counts only: the query strings hold (synthetic) patient ids
+    assert len(printed) == 0, f"{len(printed)} of {len(queries)} query strings in the -vv log"
+    assert TOKEN not in res.stderr + res.stdout, "the token is in the output"
 
 
 def test_rerun_of_a_completed_bulk_screen_does_not_screen_stale_data(
