@@ -484,6 +484,8 @@ class FhirClient:
                 timeout=self.timeout,
                 stream=stream,
                 allow_redirects=False,
+                # explicit, or requests lets REQUESTS_CA_BUNDLE override --ca-bundle / verify=False
+                verify=self.session.verify,
             )
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location:
