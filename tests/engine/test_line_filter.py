@@ -150,3 +150,31 @@ def test_mixed_files_drop_only_real_types_no_table_holds() -> None:
     assert not f(b'{"resourceType":"Encounter","id":"e"}\n')
     for kept in ("Bundle", "Encountr", "Patient", "Medication", "Resource"):
         assert f(f'{{"resourceType":"{kept}","id":"e"}}\n'.encode()), kept
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["resourceType", "id", "x", "{", "["]), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["resourceType", "id", "code", "x", "y"]), json_values),
+    st.sampled_from(["Condition", "Patient", 5, None]),
+    st.booleans(),
+)
+def test_verified_type_is_sound(obj: dict, rtype: object, spaced: bool) -> None:
+    """Whenever the bytes verify a type, parsing agrees: it is the top-level resourceType."""
+    import json
+
+    if rtype is not None:
+        obj["resourceType"] = rtype
+    sep = (", ", " : ") if spaced else (",", ":")
+    line = json.dumps(obj, separators=sep, ensure_ascii=False).encode()
+    got = _verified_type(line)
+    if got is not None and b"\\" not in line:
+        assert json.loads(line).get("resourceType") == got.decode()
