@@ -163,6 +163,11 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         help="stop at the first malformed resource instead of skipping and counting it",
     )
     p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept a file or folder in which no Patient is found (default: an error)",
+    )
+    p.add_argument(
         "--validate",
         action="store_true",
         help="validate every resource against the FHIR R4 models (slower; default: "
@@ -478,6 +483,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             show_identifiers=args.show_identifiers,
             publish_group=args.publish_group,
             unmapped_text=args.unmapped_text,
+            allow_empty=args.allow_empty,
         )
     finally:
         bars.close()
@@ -485,6 +491,10 @@ def _cmd_screen(args: argparse.Namespace) -> int:
         print(result.summary())
         if result.run.get("data_cut"):
             print(f"data cut: {_data_cut_note(result.run)}")
+        utf8 = result.run.get("invalid_utf8") or {}
+        if utf8.get("records"):
+            where = ", ".join(utf8["locations"][:5]) + (", ..." if utf8["records"] > 5 else "")
+            print(f"read {utf8['records']} records with invalid UTF-8 replaced (U+FFFD): {where}")
         published = result.run.get("published_group")
         if published:
             print(

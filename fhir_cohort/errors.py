@@ -38,6 +38,10 @@ class MalformedResourceError(SourceError):
         self.location = location
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Raised in reader worker processes under --strict: must survive pickling back.
+        return (type(self), (self.location, self.reason))
+
 
 class FhirHttpError(FhirCohortError):
     """An HTTP exchange with a FHIR server failed after retries.

@@ -107,6 +107,7 @@ def screen(
     show_identifiers: bool = False,
     publish_group: bool = False,
     unmapped_text: bool = False,
+    allow_empty: bool = False,
 ) -> ScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
@@ -121,6 +122,8 @@ def screen(
     the candidate Group back to the source server (created, or updated in place on re-runs).
     The codes of records that matched no value set are counted into ``result.unmapped``
     (``unmapped.csv``); ``unmapped_text`` also lists free-text-only medications by their text.
+    A disk source in which no Patient is found (an empty file or Bundle, a folder of non-FHIR
+    JSON) raises :class:`SourceError` unless ``allow_empty``.
 
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> list(result.patients.columns[:3])
@@ -170,6 +173,8 @@ def screen(
         progress=progress,
         unmapped_text=unmapped_text,
     )
+    if fetch_record is None and not allow_empty:
+        report.require_resources(str(src_path))
     unmapped_rows = report.unmapped.rows()
     t_read = time.perf_counter()
     progress(Progress("evaluate", 0, total=len(tables.patients), unit="patients"))
@@ -285,6 +290,7 @@ def _run_record(
         "skipped": read["skipped"],
         "errors": read["errors"],
         "errors_truncated": read["errors_truncated"],
+        "invalid_utf8": read["invalid_utf8"],
         "workers": read["workers"],
         "files": read["files"],
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},

@@ -18,6 +18,7 @@ from datetime import date
 from typing import Any
 
 from fhir_cohort.errors import MalformedResourceError
+from fhir_cohort.fhir.resource_types import RESOURCE_TYPES
 from fhir_cohort.fhir.wire import (
     add_days,
     date_bounds,
@@ -832,15 +833,27 @@ _EXPOSURES: dict[
 
 
 # -- line filter ---------------------------------------------------------------------------------
+#
+# A line may be dropped unparsed only when it is provably irrelevant: its top-level resourceType
+# is verified from the bytes as exactly the file's type (or, in a mixed file, a resource type
+# no table holds), it has no backslash (an escape can spell any key or value: "\u0063ode"), and
+# no code token matches. Every other line is parsed, and the reader reads it or reports it with
+# its file:line. Lines of verified type that are irrelevant cannot give a row whatever else
+# they hold, so dropping them loses nothing.
 
-_CODE_VALUE = re.compile(rb'"code"\s*:\s*"((?:[^"\\]|\\.)*)"')
-_RTYPE_ANY = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]*)"')
-_RTYPE_KEEP = re.compile(rb'"resourceType"\s*:\s*"(?:Patient|Medication)"')
+_CODE_VALUE = re.compile(rb'"code"\s*:\s*"([^"]*)"')
+# resourceType as the first key: what every bulk exporter seen writes, decided by one match.
+_COMPACT_START = b'{"resourceType":"'
+_RTYPE_FIRST = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"\s*[,}]')
+_RTYPE_KEY = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"\s*[,}]')
+# A JSON string in a line without backslashes: no escaped quote can hide inside one.
+_STRING = re.compile(rb'"[^"]*"')
 _ROW_TYPES_B = frozenset(t.encode() for t in _HANDLED)
 _MED_TYPES_B = frozenset(t.encode() for t in _MED_TYPES)
-
-
-_CODE_PLAIN = re.compile(rb'"code"\s*:\s*"([^"]*)"')
+_ALWAYS_READ_B = frozenset({b"Patient", b"Medication"})
+# Real types no table holds, dropped from mixed files (a Bundle or a misspelt type is parsed,
+# so the reader reports it).
+_OTHER_TYPES_B = frozenset(t.encode() for t in RESOURCE_TYPES - _HANDLED - {"Bundle", "Medication"})
 
 
 def _plain_line_has_code(line: bytes, spellings: frozenset[bytes], codes: frozenset[bytes]) -> bool:
@@ -850,7 +863,7 @@ def _plain_line_has_code(line: bytes, spellings: frozenset[bytes], codes: frozen
     line; values with blanks (" M32.14", "M32 .14") take the loose comparison that
     normalize_code makes, so no line that could give a row is dropped.
     """
-    values = _CODE_PLAIN.findall(line)
+    values = _CODE_VALUE.findall(line)
     if not spellings.isdisjoint(values):
         return True
     return b" " in b"\x00".join(values) and any(
@@ -871,12 +884,43 @@ def _spellings(codes: Iterable[bytes]) -> Iterable[bytes]:
 
 
 def _one_object(line: bytes) -> bool:
-    """Whether a raw line looks like one JSON object. Lines that do not (truncated, garbage)
-    pass every filter, so the reader parses and reports them instead of dropping them."""
+    """Whether a raw line looks like one JSON object. Lines that do not (truncated, garbage,
+    arrays) pass every filter, so the reader parses and reports them instead of dropping them."""
     if line.startswith(b"{") and line.endswith((b"}\n", b"}", b"}\r\n")):
         return True
     body = line.strip()
     return not body or (body.startswith(b"{") and body.endswith(b"}"))
+
+
+def _verified_type(line: bytes) -> bytes | None:
+    """The line's top-level resourceType when the bytes prove it, else None.
+
+    For lines without a backslash only. Proof: exactly one "resourceType" token, a string of
+    letters, as the first key or at depth 1 (strings removed, the braces before it leave one
+    open). A second token (contained resources, a Bundle, a repeated key) means parse.
+    """
+    if line.startswith(_COMPACT_START):
+        # Compact JSON, the common case: a few C calls instead of a regex and a count.
+        end = line.find(b'"', 17)
+        rtype = line[17:end]
+        if (
+            rtype.isalpha()
+            and line[end + 1 : end + 2] in (b",", b"}")
+            and line.find(b'"resourceType"', end) == -1
+        ):
+            return rtype
+    if line.count(b'"resourceType"') != 1:
+        return None
+    m = _RTYPE_FIRST.match(line)
+    if m is not None:
+        return m.group(1)
+    m = _RTYPE_KEY.search(line)
+    if m is None:
+        return None
+    before = _STRING.sub(b"", line[: m.start()])
+    if before.count(b"{") - before.count(b"}") == 1 and before.count(b"[") == before.count(b"]"):
+        return m.group(1)
+    return None
 
 
 def _filter_key(code: bytes) -> bytes:
@@ -887,16 +931,22 @@ def _filter_key(code: bytes) -> bytes:
 class MedicationLineFilter:
     """Cheap, picklable pre-parse test of a raw NDJSON line (see :func:`make_line_filter`).
 
-    Tests, cheapest and most selective first: the top-level resourceType (Patient and Medication
-    always pass; types no table holds never do); then the JSON string tokens of the line against
-    the relevant codes in filter spelling (dots and spaces removed, upper-cased; done on the
-    whole line in C, so an ASCII line without escapes costs a few microseconds); lines that are
-    not ASCII or contain escapes take an exact regex path instead. Medication* lines without a
-    relevant code pass when medication text could matter (flatten decides by word): scanning
-    their text for words in Python costs more than parsing them with orjson.
+    Tests, cheapest and most selective first: any backslash (parse); the verified top-level
+    resourceType (Patient and Medication always pass; in a file of one type, any other type
+    passes so the reader reports it; in a mixed file, real types no table holds are dropped);
+    then the "code" string values of the line against the relevant codes in filter spelling
+    (dots and spaces removed, upper-cased; done on the whole line in C, so an ASCII line costs
+    a few microseconds); non-ASCII values are kept. Medication* lines without a relevant code
+    pass when medication text could matter (flatten decides by word): scanning their text for
+    words in Python costs more than parsing them with orjson.
     """
 
-    def __init__(self, relevant_codes: Iterable[str], words: Iterable[str] | None) -> None:
+    def __init__(
+        self,
+        relevant_codes: Iterable[str],
+        words: Iterable[str] | None,
+        resource_type: str | None = None,
+    ) -> None:
         self.codes: frozenset[bytes] = frozenset(
             _filter_key(c.encode("utf-8", "surrogatepass")) for c in relevant_codes
         )
@@ -904,45 +954,39 @@ class MedicationLineFilter:
         # the common line is decided by exact set lookups on the code values alone.
         self.spellings: frozenset[bytes] = frozenset(_spellings(self.codes))
         self.text_matters = words is None or any(w.strip() for w in words)
-
-    @staticmethod
-    def _top_type(line: bytes) -> bytes | None:
-        """The line's own resourceType, or None when a contained one could come first."""
-        m = _RTYPE_ANY.search(line, 0, 200)
-        if m is None:
-            m = _RTYPE_ANY.search(line)
-            if m is None:
-                return None
-        contained = line.find(b'"contained"', 0, m.start())
-        if contained != -1:
-            return None
-        return m.group(1)
+        self.expected = resource_type.encode("ascii") if resource_type else None
 
     def _has_code(self, line: bytes) -> bool:
+        """For lines without a backslash (the caller has checked)."""
+        if line.isascii():
+            return _plain_line_has_code(line, self.spellings, self.codes)
         codes = self.codes
-        if line.isascii() and b"\\" not in line:
-            return _plain_line_has_code(line, self.spellings, codes)
-        for m in _CODE_VALUE.finditer(line):
-            value = m.group(1)
-            # Escaped or non-ASCII values may normalise in ways bytes cannot follow: keep them.
-            if b"\\" in value or not value.isascii() or _filter_key(value) in codes:
+        for value in _CODE_VALUE.findall(line):
+            # Non-ASCII values may normalise in ways bytes cannot follow: keep them.
+            if not value.isascii() or _filter_key(value) in codes:
                 return True
         return False
 
+    def _droppable(self, line: bytes) -> bytes | None:
+        """The verified type when the line may be dropped at all, else None (parse it)."""
+        if b"\\" in line or not _one_object(line):
+            return None
+        rtype = _verified_type(line)
+        if rtype is None or rtype in _ALWAYS_READ_B:
+            return None
+        if self.expected is not None and rtype != self.expected:
+            return None  # another type in a typed file: the reader reports it
+        return rtype
+
     def __call__(self, line: bytes) -> bool:
-        if not _one_object(line):
-            return True  # let the parser report it with its file:line
-        rtype = self._top_type(line)
-        if rtype is not None:
-            if rtype == b"Patient" or rtype == b"Medication":
-                return True
-            if rtype not in _ROW_TYPES_B:
-                return False
-        elif _RTYPE_KEEP.search(line) is not None:
+        rtype = self._droppable(line)
+        if rtype is None:
             return True
+        if rtype not in _ROW_TYPES_B:
+            return rtype not in _OTHER_TYPES_B
         if self._has_code(line):
             return True
-        if rtype is not None and rtype not in _MED_TYPES_B:
+        if rtype not in _MED_TYPES_B:
             return False
         # medicationReference (R4) and medication (R5 CodeableReference) need resolution.
         if b'"medicationReference"' in line or b'"medication"' in line:
@@ -952,7 +996,8 @@ class MedicationLineFilter:
 
 class CodeLineFilter:
     """Filter for a file of one known type whose rows come from codes only (Condition,
-    Procedure, Observation): one C-level findall and a set lookup per line.
+    Procedure, Observation): after the checks of :class:`MedicationLineFilter` (no backslash,
+    the verified type is the file's), one C-level findall and a set lookup per line.
 
     With :meth:`count_rejected` it also counts each rejected line by its "code" values (the
     findall it has already made) and keeps the first line of each key, so the unmapped-codes
@@ -963,6 +1008,7 @@ class CodeLineFilter:
         self.spellings = base.spellings
         self.codes = base.codes
         self.base = base
+        self.expected = base.expected
         self.rejected: dict[bytes, int] | None = None
         self.samples: dict[bytes, bytes] = {}
         self.on_new_key: Callable[[], None] | None = None
@@ -978,13 +1024,14 @@ class CodeLineFilter:
         self.rejected, self.samples, self.on_new_key = counts, samples, on_new_key
 
     def __call__(self, line: bytes) -> bool:
-        if not _one_object(line):
-            return True  # let the parser report it with its file:line
-        if line.isascii() and b"\\" not in line:
+        # MedicationLineFilter._droppable inlined: the file's type is never Patient/Medication.
+        if b"\\" in line or not _one_object(line) or _verified_type(line) != self.expected:
+            return True
+        if line.isascii():
             rejected = self.rejected
             if rejected is None:
                 return _plain_line_has_code(line, self.spellings, self.codes)
-            values = _CODE_PLAIN.findall(line)
+            values = _CODE_VALUE.findall(line)
             if not self.spellings.isdisjoint(values):
                 return True
             key = b"\x00".join(values)
@@ -996,7 +1043,7 @@ class CodeLineFilter:
             rejected = self.rejected
             if rejected is None:
                 return False
-            key = b"\x00".join(m.group(1) for m in _CODE_VALUE.finditer(line))
+            key = b"\x00".join(_CODE_VALUE.findall(line))
         n = rejected.get(key)
         if n is None:
             rejected[key] = 1
@@ -1017,9 +1064,12 @@ def make_line_filter(
     resource_type: str | None = None,
 ) -> MedicationLineFilter | CodeLineFilter:
     """A filter that rejects only lines that cannot produce a row for a Flattener built with the
-    same relevant codes and words. It accepts Patient and Medication lines, lines holding a
-    relevant code as a JSON string, and Medication* lines that reference a Medication or (when
-    ``words`` is None or non-empty) name a medication at all; it rejects types no table holds.
+    same relevant codes and words, and only lines it can prove so from the bytes (see the
+    comment above): no backslash, top-level resourceType verified as ``resource_type`` (the
+    file's declared type; None for a mixed file), no relevant code. It accepts Patient and
+    Medication lines, lines holding a relevant code as a JSON string, and Medication* lines
+    that reference a Medication or (when ``words`` is None or non-empty) name a medication at
+    all; in a mixed file it rejects the real types no table holds.
 
     ``relevant_codes`` are codes or (system, code) pairs. It may accept lines that give no row.
     With ``resource_type`` of a file whose rows come from codes only (Condition, Procedure,
@@ -1027,7 +1077,7 @@ def make_line_filter(
     third of the cost of ``orjson.loads`` (docs/benchmarks.md).
     """
     codes = [c[1] if isinstance(c, tuple) else c for c in relevant_codes]
-    base = MedicationLineFilter(codes, words)
+    base = MedicationLineFilter(codes, words, resource_type)
     if resource_type in CODE_ONLY_TYPES:
         return CodeLineFilter(base)
     return base

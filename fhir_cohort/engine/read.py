@@ -4,6 +4,10 @@ Separate Medication resources are read first in this process and handed to every
 medicationReference resolves whichever worker reads the resource that holds it. Large NDJSON
 files are cut into byte ranges on line boundaries so two cores share even one big file; line
 numbers in error locations stay exact because a range knows the line it starts at.
+
+Under ``strict`` no line filter runs: every line is parsed and checked, so the run stops on any
+line that is not a resource. Records read with invalid UTF-8 replaced are counted with their
+locations (``ReadReport.replaced``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from fhir_cohort.engine.unmapped import (
     medication_is_mapped,
     unmapped_codings,
 )
-from fhir_cohort.errors import MalformedResourceError
+from fhir_cohort.errors import MalformedResourceError, SourceError
 from fhir_cohort.fhir.sources import DiskSource, iter_file, iter_ndjson_range
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 
@@ -55,6 +59,9 @@ class ReadReport:
     seconds: float = 0.0
     workers: int = 1
     unmapped: Unmapped = field(default_factory=Unmapped)
+    # Records read with invalid UTF-8 decoded as U+FFFD: how many, and where (no content).
+    replaced: int = 0
+    replaced_at: list[str] = field(default_factory=list)
 
     def merge(self, other: _TaskResult) -> None:
         self.lines.update(other.lines)
@@ -64,6 +71,10 @@ class ReadReport:
         room = MAX_ERRORS_KEPT - len(self.errors)
         if room > 0:
             self.errors.extend(other.errors[:room])
+        self.replaced += other.replaced
+        room = MAX_ERRORS_KEPT - len(self.replaced_at)
+        if room > 0:
+            self.replaced_at.extend(other.replaced_at[:room])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,9 +84,31 @@ class ReadReport:
             "skipped": dict(sorted(self.skipped.items())),
             "errors": [{"location": loc, "reason": why} for loc, why in self.errors],
             "errors_truncated": sum(self.skipped.values()) > len(self.errors),
+            "invalid_utf8": {
+                "records": self.replaced,
+                "locations": self.replaced_at,
+                "truncated": self.replaced > len(self.replaced_at),
+            },
             "seconds": round(self.seconds, 3),
             "workers": self.workers,
         }
+
+    def require_resources(self, source: str) -> None:
+        """Raise :class:`SourceError` when no Patient was read: an empty file, an empty
+        Bundle or a folder of non-FHIR JSON must not pass as a cohort of 0."""
+        if self.parsed.get("Patient", 0):
+            return
+        skipped = sum(self.skipped.values())
+        detail = f"{sum(self.lines.values())} lines in {len(self.files)} files, no Patient"
+        if skipped:
+            detail += f", {skipped} skipped as malformed"
+            if self.errors:
+                loc, why = self.errors[0]
+                detail += f" (first: {loc}: {why})"
+        raise SourceError(
+            f"no FHIR resources found in {source} ({detail}); "
+            "allow an empty source with --allow-empty (allow_empty=True)"
+        )
 
 
 @dataclass(frozen=True)
@@ -96,6 +129,13 @@ class _TaskResult:
     skipped: Counter[str] = field(default_factory=Counter)
     errors: list[tuple[str, str]] = field(default_factory=list)
     unmapped: Unmapped = field(default_factory=Unmapped)
+    replaced: int = 0
+    replaced_at: list[str] = field(default_factory=list)
+
+    def on_replaced(self, location: str) -> None:
+        self.replaced += 1
+        if len(self.replaced_at) < MAX_ERRORS_KEPT:
+            self.replaced_at.append(location)
 
 
 @dataclass(frozen=True)
@@ -122,7 +162,7 @@ def _run_tasks(
 
     flattener = Flattener(cfg.relevant, cfg.words, on_error=on_error, strict=cfg.strict)
     flattener.medications.update(cfg.medications)
-    filters: dict[str | None, Callable[[bytes], bool]] = {}
+    filters: dict[str | None, Callable[[bytes], bool] | None] = {}
     lines = out.lines
     unmapped = out.unmapped
     meds = flattener.medications
@@ -133,7 +173,9 @@ def _run_tasks(
     rows = out.rows
     for task in tasks:
         type_key = task.expected_type or "unknown"
-        if task.expected_type not in filters:
+        if cfg.strict:
+            filters[task.expected_type] = None  # parse every line: stop on any non-resource
+        elif task.expected_type not in filters:
             line_filter = make_line_filter(cfg.relevant, cfg.words, task.expected_type)
             # Lines the filter rejects are unmapped records: count their codes there.
             if isinstance(line_filter, CodeLineFilter):
@@ -151,6 +193,7 @@ def _run_tasks(
             "strict": cfg.strict,
             "validate": cfg.validate,
             "on_lines": count_lines,
+            "on_replaced": out.on_replaced,
         }
         resources: Iterable[tuple[dict[str, Any], str]] = (
             iter_ndjson_range(task.path, task.start, task.end, task.first_line, **common)
@@ -208,6 +251,13 @@ def _is_plain_ndjson(path: Path) -> bool:
 
 def _split(path: Path, expected_type: str | None, chunk_bytes: int) -> list[_Task]:
     """Byte ranges of ``path`` ending on newlines, each knowing its first line number."""
+    try:
+        return _split_ranges(path, expected_type, chunk_bytes)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({type(exc).__name__})") from exc
+
+
+def _split_ranges(path: Path, expected_type: str | None, chunk_bytes: int) -> list[_Task]:
     size = path.stat().st_size
     if not _is_plain_ndjson(path) or size <= chunk_bytes:
         return [_Task(str(path), expected_type, size=size)]
@@ -246,7 +296,12 @@ def _read_medications(
         if declared != "Medication":
             continue  # Bundles: the Flattener resolves their Medications in-stream
         for resource, _loc in iter_file(
-            path, expected_type="Medication", on_error=on_error, strict=strict, validate=validate
+            path,
+            expected_type="Medication",
+            on_error=on_error,
+            strict=strict,
+            validate=validate,
+            on_replaced=tmp.on_replaced,
         ):
             tmp.lines["Medication"] += 1
             tmp.parsed["Medication"] += 1

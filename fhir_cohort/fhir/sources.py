@@ -9,7 +9,12 @@ Supported inputs (see :func:`open_source`):
   ``urn:uuid:`` references between entries are rewritten to ``<Type>/<id>``.
 
 Errors in single resources are reported as :class:`MalformedResourceError` with a location
-(``file:line`` or ``file#entry[N]``) and a reason that never quotes resource content.
+(``file:line`` or ``file#entry[N]``) and a reason that never quotes resource content. Every
+line is read, reported, or (only with a line filter) provably irrelevant: see
+:func:`fhir_cohort.engine.flatten.make_line_filter`. A UTF-8 byte order mark is accepted;
+invalid UTF-8 inside strings is decoded with U+FFFD and the location reported to
+``on_replaced`` instead of losing the record. Files that cannot be listed, opened or
+decompressed raise :class:`SourceError` naming the path.
 
 Files are ordered Medication first, then Patient, then the rest, so that a
 :class:`fhir_cohort.engine.flatten.Flattener` has every separate Medication before the
@@ -22,19 +27,21 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from fhir_cohort.errors import MalformedResourceError, SourceError
+from fhir_cohort.fhir.resource_types import RESOURCE_TYPES
 
 __all__ = [
     "DiskSource",
     "ErrorHandler",
     "LineFilter",
+    "ReplacedHandler",
     "iter_file",
     "iter_ndjson_range",
     "open_source",
@@ -43,6 +50,8 @@ __all__ = [
 
 LineFilter = Callable[[bytes], bool]
 ErrorHandler = Callable[[MalformedResourceError], None]
+# Told the location of each record read with invalid UTF-8 replaced.
+ReplacedHandler = Callable[[str], None]
 
 _NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 _JSON_SUFFIXES = (".json", ".json.gz")
@@ -61,18 +70,36 @@ _SKIP_NAMES = frozenset(
 )
 # Read first: Medications so references resolve, then Patients.
 _TYPE_ORDER = {"Medication": 0, "Patient": 1}
+_BOM = b"\xef\xbb\xbf"
+# What reading a damaged file raises: truncated gzip is EOFError, corrupt deflate zlib.error.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+_TOO_DEEP = "nested too deeply"
 
 
-@lru_cache(maxsize=512)
 def is_resource_type(name: str) -> bool:
-    """True when ``name`` is an R4 (R4B) resource type."""
-    from fhir.resources.R4B import get_fhir_model_class
-    from fhir.resources.R4B.resource import Resource
+    """True when ``name`` is a concrete R4 or R4B resource type."""
+    return name in RESOURCE_TYPES
 
+
+def _json_reason(exc: orjson.JSONDecodeError) -> str:
+    # orjson refuses more than 1024 levels; its message holds positions only, never content.
+    return f"invalid JSON ({_TOO_DEEP})" if "depth" in str(exc) else "invalid JSON"
+
+
+def _loads(data: bytes) -> tuple[Any, bool]:
+    """Parse JSON; invalid UTF-8 (legal JSON otherwise) is decoded with U+FFFD.
+
+    Returns (value, whether bytes were replaced); raises orjson.JSONDecodeError.
+    """
     try:
-        return issubclass(get_fhir_model_class(name), Resource)
-    except ValueError:
-        return False
+        return orjson.loads(data), False
+    except orjson.JSONDecodeError:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            # Bytes outside strings stay invalid JSON after replacement, so only text changes.
+            return orjson.loads(data.decode("utf-8", "replace")), True
+        raise
 
 
 def _type_from_name(path: Path) -> str | None:
@@ -107,6 +134,8 @@ def validate_resource(resource: dict[str, Any]) -> str | None:
         return "unknown resourceType"
     try:
         get_fhir_model_class(rtype).model_validate(resource)
+    except RecursionError:
+        return f"invalid {rtype}: {_TOO_DEEP}"
     except ValidationError as exc:
         errs = exc.errors(include_url=False, include_input=False, include_context=False)
         parts = [f"{'.'.join(str(x) for x in e['loc'])} ({e['type']})" for e in errs[:3]]
@@ -128,6 +157,12 @@ def _check(resource: Any, expected_type: str | None) -> str | None:
     if expected_type is not None and rtype != expected_type:
         shown = rtype if _SAFE_NAME.fullmatch(rtype) else "?"
         return f"resourceType {shown} does not match file type {expected_type}"
+    if rtype == "Bundle":
+        # Bundles are read from .json files only; one here would be dropped unread.
+        return "a Bundle where one resource was expected"
+    if not is_resource_type(rtype):
+        shown = rtype if _SAFE_NAME.fullmatch(rtype) else "?"
+        return f"unknown resourceType {shown}"
     rid = resource.get("id")
     if not isinstance(rid, str) or not rid:
         return f"{rtype} without id"
@@ -157,23 +192,32 @@ def iter_file(
     strict: bool = False,
     validate: bool = False,
     on_lines: Callable[[int], None] | None = None,
+    on_replaced: ReplacedHandler | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Resources of one file (NDJSON or Bundle JSON) as (resource, location).
 
     Module-level and driven by picklable arguments so a ``multiprocessing`` worker can call it.
     ``expected_type`` is the type the file name declares (NDJSON lines of another type are
     malformed). ``line_filter`` sees each raw NDJSON line and may reject it before parsing.
-    ``on_lines`` is told, once the file is read, how many NDJSON lines it had.
+    ``on_lines`` is told, once the file is read, how many NDJSON lines it had; ``on_replaced``
+    the location of each record read with invalid UTF-8 replaced by U+FFFD.
     """
     path = Path(path)
     report = _Reporter(on_error, strict)
     kind = _suffix_kind(path)
     if kind == "ndjson":
         yield from _iter_ndjson(
-            path, expected_type, types, line_filter, report, validate, on_lines=on_lines
+            path,
+            expected_type,
+            types,
+            line_filter,
+            report,
+            validate,
+            on_lines=on_lines,
+            on_replaced=on_replaced,
         )
     elif kind == "json":
-        yield from _iter_bundle(path, types, report, validate)
+        yield from _iter_bundle(path, types, report, validate, on_replaced)
     else:
         raise SourceError(f"{path}: not an .ndjson, .jsonl or .json file")
 
@@ -187,6 +231,7 @@ def _iter_ndjson(
     validate: bool,
     byte_range: tuple[int, int, int] | None = None,
     on_lines: Callable[[int], None] | None = None,
+    on_replaced: ReplacedHandler | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
     loads = orjson.loads
@@ -201,15 +246,22 @@ def _iter_ndjson(
                 lines = io.BytesIO(fh.read(end - start))
             lineno = first - 1
             for lineno, line in enumerate(lines, first):
+                if lineno == 1 and line.startswith(_BOM):
+                    line = line[3:]
                 if line_filter is not None and not line_filter(line):
                     continue
                 if not line.strip():
                     continue
                 try:
                     resource = loads(line)
-                except orjson.JSONDecodeError:
-                    report(f"{name}:{lineno}", "invalid JSON")
-                    continue
+                except orjson.JSONDecodeError as exc:
+                    try:
+                        resource, _ = _loads(line)
+                    except orjson.JSONDecodeError:
+                        report(f"{name}:{lineno}", _json_reason(exc))
+                        continue
+                    if on_replaced is not None:
+                        on_replaced(f"{name}:{lineno}")
                 reason = _check(resource, expected_type)
                 if reason is None and types is not None and resource["resourceType"] not in types:
                     continue
@@ -221,8 +273,15 @@ def _iter_ndjson(
                 yield resource, f"{name}:{lineno}"
             if on_lines is not None:
                 on_lines(lineno - first + 1)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise SourceError(f"{name}: cannot read ({type(exc).__name__})") from exc
+    except _READ_ERRORS as exc:
+        raise SourceError(f"{name}: cannot read ({_why(exc)})") from exc
+
+
+def _why(exc: BaseException) -> str:
+    """A read failure's kind, without the OS message (which repeats the path)."""
+    if isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile):
+        return f"damaged or truncated gzip: {type(exc).__name__}"
+    return type(exc).__name__
 
 
 def iter_ndjson_range(
@@ -238,6 +297,7 @@ def iter_ndjson_range(
     strict: bool = False,
     validate: bool = False,
     on_lines: Callable[[int], None] | None = None,
+    on_replaced: ReplacedHandler | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Like :func:`iter_file` for the bytes [start, end) of an uncompressed NDJSON file.
 
@@ -253,6 +313,7 @@ def iter_ndjson_range(
         validate,
         (start, end, first_line),
         on_lines,
+        on_replaced,
     )
 
 
@@ -277,19 +338,24 @@ def _iter_bundle(
     types: set[str] | None,
     report: _Reporter,
     validate: bool,
+    on_replaced: ReplacedHandler | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
     try:
         with _open_bytes(path) as fh:
             data = fh.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise SourceError(f"{name}: cannot read ({type(exc).__name__})") from exc
+    except _READ_ERRORS as exc:
+        raise SourceError(f"{name}: cannot read ({_why(exc)})") from exc
+    if data.startswith(_BOM):
+        data = data[3:]
     try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        report(name, "invalid JSON")
+        doc, replaced = _loads(data)
+    except orjson.JSONDecodeError as exc:
+        report(name, _json_reason(exc))
         return
     del data
+    if replaced and on_replaced is not None:
+        on_replaced(name)
     if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
         report(name, "not a FHIR resource or Bundle")
         return
@@ -343,8 +409,11 @@ def _iter_bundle(
         reason = _check(res, None)
         if reason is None and types is not None and res["resourceType"] not in types:
             continue
-        if reason is None and urls:
-            _rewrite_refs(res, urls)
+        try:
+            if reason is None and urls:
+                _rewrite_refs(res, urls)
+        except RecursionError:
+            reason = _TOO_DEEP  # a walk deeper than Python's stack: count it, no traceback
         if reason is None and validate:
             reason = validate_resource(res)
         if reason is not None:
@@ -410,10 +479,12 @@ class DiskSource:
         strict: bool = False,
         *,
         validate: bool = False,
+        on_replaced: ReplacedHandler | None = None,
     ) -> Iterator[tuple[dict[str, Any], str]]:
         """Every resource (of ``types``, if given) as (resource, location), streaming.
 
-        Malformed resources go to ``on_error`` and are skipped, or raise with ``strict``.
+        Malformed resources go to ``on_error`` and are skipped, or raise with ``strict``;
+        ``on_replaced`` gets the location of records read with invalid UTF-8 replaced.
         """
         for t, p in self.files(types):
             yield from iter_file(
@@ -424,6 +495,7 @@ class DiskSource:
                 on_error=on_error,
                 strict=strict,
                 validate=validate,
+                on_replaced=on_replaced,
             )
 
 
@@ -435,9 +507,17 @@ def _file_rank(entry: tuple[str | None, Path]) -> tuple[int, str]:
 def open_source(path: str | Path) -> DiskSource:
     """Open a Bulk export folder, an NDJSON file, a Bundle file or a folder of Bundles."""
     root = Path(path)
+    try:
+        return _open_source(root)
+    except OSError as exc:  # PermissionError, a path too long, ...: name the path, no traceback
+        where = exc.filename if isinstance(exc.filename, str) else root
+        raise SourceError(f"{where}: cannot list or read ({type(exc).__name__})") from exc
+
+
+def _open_source(root: Path) -> DiskSource:
     if not root.exists():
         raise SourceError(f"{root}: no such file or folder")
-    if root.is_file():
+    if not root.is_dir():
         kind = _suffix_kind(root)
         if kind is None:
             raise SourceError(f"{root}: expected .ndjson, .jsonl or .json (optionally .gz)")
@@ -445,11 +525,14 @@ def open_source(path: str | Path) -> DiskSource:
         return DiskSource(root, [(declared, root)])
     entries: list[tuple[str | None, Path]] = []
     for p in sorted(root.iterdir()):
-        if not p.is_file() or p.name.lower() in _SKIP_NAMES or p.name.startswith("."):
+        if p.name.lower() in _SKIP_NAMES or p.name.startswith("."):
             continue
         kind = _suffix_kind(p)
         if kind is None:
             continue
+        if p.is_dir():
+            # Never skip data silently: Condition.ndjson/ as a folder is a mistake to report.
+            raise SourceError(f"{p}: a folder named like a data file (expected a file)")
         entries.append((_type_from_name(p) if kind == "ndjson" else None, p))
     if not entries:
         raise SourceError(f"{root}: no .ndjson, .jsonl or .json files")
