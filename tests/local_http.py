@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-# (method, path with query, request body) -> (status, headers, body)
-Handler = Callable[[str, str, bytes], tuple[int, dict[str, str], bytes]]
+# (method, path with query, request body, request headers) -> (status, headers, body)
+Handler = Callable[[str, str, bytes, Mapping[str, str]], tuple[int, dict[str, str], bytes]]
 
 
 class LocalServer:
@@ -31,7 +31,7 @@ class LocalServer:
                 body = self.rfile.read(length) if length else b""
                 with owner._lock:
                     owner.requests.append((self.command, self.path))
-                status, headers, data = owner.handle(self.command, self.path, body)
+                status, headers, data = owner.handle(self.command, self.path, body, self.headers)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -44,7 +44,11 @@ class LocalServer:
             def log_message(self, *args: object) -> None:  # quiet
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _H)
+        class _Quiet(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client that hung up (an interrupted run) is expected here
+
+        self.httpd = _Quiet(("127.0.0.1", 0), _H)
         self.httpd.daemon_threads = True
         self.root_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.base_url = f"{self.root_url}/fhir"
@@ -66,7 +70,9 @@ def serve(handle: Handler) -> Iterator[LocalServer]:
 def always(status: int, body: bytes = b"", **headers: str) -> Handler:
     """A handler that answers every request the same way."""
 
-    def handle(method: str, path: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        method: str, path: str, data: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         return status, {"Content-Type": "application/fhir+json", **headers}, body
 
     return handle
@@ -77,17 +83,14 @@ def proxy(upstream_base: str, local: Callable[[], str]) -> Handler:
     (``local()``: our base URL, known once the server is bound), so next links come back here."""
     session = requests.Session()
 
-    def handle(method: str, path: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        method: str, path: str, data: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         root = upstream_base.rsplit("/fhir", 1)[0]
-        resp = session.request(
-            method,
-            root + path,
-            data=data or None,
-            headers={"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
-            if data
-            else {"Accept": "application/fhir+json"},
-            timeout=120,
-        )
+        send = {"Accept": headers.get("Accept") or "application/fhir+json"}
+        if headers.get("Content-Type"):
+            send["Content-Type"] = headers["Content-Type"]
+        resp = session.request(method, root + path, data=data or None, headers=send, timeout=120)
         body = resp.content.replace(upstream_base.encode(), local().encode())
         headers = {"Content-Type": resp.headers.get("Content-Type", "application/fhir+json")}
         for name in ("Content-Location", "Location", "Retry-After", "X-Progress"):
