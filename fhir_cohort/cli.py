@@ -470,15 +470,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_options(args: argparse.Namespace) -> None:
     """What argparse cannot check alone, before any work (OptionError: exit 2)."""
-    from fhir_cohort.files import prepare_out_dir
+    from fhir_cohort.files import prepare_out_dir, warn_if_exposed
 
     if args.level == "group" and not args.group:
         raise OptionError("--level group needs --group ID")
     if args.group and args.level != "group":
         raise OptionError("--group is used only with --level group")
     cache = getattr(args, "cache", None)
-    if cache is not None and cache.exists() and not cache.is_dir():
-        raise OptionError(f"--cache {cache}: exists and is not a folder")
+    if cache is not None and cache.exists():
+        if not cache.is_dir():
+            raise OptionError(f"--cache {cache}: exists and is not a folder")
+        warn_if_exposed(cache, "--cache folder")
     prepare_out_dir(args.out, "--out")
 
 
