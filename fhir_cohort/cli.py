@@ -73,6 +73,44 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        why = "is a folder" if path.is_dir() else "no such file"
+        raise argparse.ArgumentTypeError(f"{text}: {why}")
+    return path
+
+
 def _iso_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -141,7 +179,7 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--criteria",
         metavar="FILE",
-        type=Path,
+        type=_existing_file,
         help="trial criteria file, YAML or JSON (default: the bundled NCT06038474 criteria)",
     )
     p.add_argument(
@@ -175,7 +213,7 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="processes for reading large inputs (default: number of CPUs)",
     )
@@ -248,7 +286,7 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--auto-threshold",
-        type=int,
+        type=_non_negative_int,
         default=_DEFAULTS.auto_threshold,
         metavar="N",
         help="entry-query Conditions above which auto picks bulk "
@@ -256,7 +294,7 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=_DEFAULTS.batch_size,
         metavar="N",
         help="patients per follow-up query, sent as POST _search when long "
@@ -264,7 +302,7 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--concurrency",
-        type=int,
+        type=_positive_int,
         default=_DEFAULTS.concurrency,
         metavar="N",
         help=f"parallel requests (default {_DEFAULTS.concurrency})",
@@ -313,7 +351,10 @@ def _add_connection_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--scope", help="SMART scopes (default system/*.read)")
     g.add_argument("--token-url", help="SMART token endpoint (default: discovered)")
     g.add_argument(
-        "--rate-limit", type=float, metavar="RPS", help="at most this many requests per second"
+        "--rate-limit",
+        type=_positive_float,
+        metavar="RPS",
+        help="at most this many requests per second",
     )
     g.add_argument(
         "--allow-origin",
@@ -330,7 +371,7 @@ def _add_connection_options(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument(
         "--timeout",
-        type=float,
+        type=_positive_float,
         default=_DEFAULTS.timeout,
         metavar="S",
         help=f"read timeout per request in seconds (default {_DEFAULTS.timeout:g})",
@@ -423,7 +464,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="export folder")
     p.add_argument(
         "--criteria",
-        type=Path,
+        type=_existing_file,
         metavar="FILE",
         help="criteria the _typeFilter is built from (default NCT06038474)",
     )
@@ -465,7 +506,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """What argparse cannot check alone, before any work (OptionError: exit 2)."""
+    from fhir_cohort.files import prepare_out_dir, warn_if_exposed
+
+    if args.level == "group" and not args.group:
+        raise OptionError("--level group needs --group ID")
+    if args.group and args.level != "group":
+        raise OptionError("--group is used only with --level group")
+    cache = getattr(args, "cache", None)
+    if cache is not None and cache.exists():
+        if not cache.is_dir():
+            raise OptionError(f"--cache {cache}: exists and is not a folder")
+        warn_if_exposed(cache, "--cache folder")
+    prepare_out_dir(args.out, "--out")
+
+
 def _cmd_screen(args: argparse.Namespace) -> int:
+    server = _server_options(args)  # bad options fail before any work
+    _check_options(args)
     from fhir_cohort.pipeline import screen
 
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
@@ -479,7 +538,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             validate=args.validate,
             workers=args.workers,
             progress=bars,
-            server=_server_options(args),
+            server=server,
             show_identifiers=args.show_identifiers,
             publish_group=args.publish_group,
             unmapped_text=args.unmapped_text,
@@ -525,6 +584,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from fhir_cohort.terminology import Terminology
 
     options = _server_options(args)  # bad options fail before any work
+    _check_options(args)
     trial = load_criteria(args.criteria or default_criteria_path())
     terminology = Terminology.load()
     check_value_sets(trial, terminology)

@@ -33,6 +33,7 @@ from fhir_cohort.engine.tables import Tables, records_without_patient
 from fhir_cohort.errors import SourceError
 from fhir_cohort.fhir.client import strip_query
 from fhir_cohort.fhir.sources import open_source
+from fhir_cohort.files import prepare_out_dir
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 from fhir_cohort.remote import ServerOptions, is_url
 from fhir_cohort.report.html import REPORT_NAME, write_report
@@ -133,6 +134,8 @@ def screen(
     """
     started = datetime.now(UTC)
     t0 = time.perf_counter()
+    if out_dir is not None:  # before any work: an unusable folder must not fail at the end
+        prepare_out_dir(out_dir, "out_dir")
     as_of = as_of or date.today()
     trial, criteria_info = _resolve_trial(criteria)
     terminology = terminology or Terminology.load()

@@ -34,8 +34,8 @@ from fhir_cohort.fhir.fetch import (
     fetch_all,
     fetch_snapshot,
 )
+from fhir_cohort.files import private_dir
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
-from fhir_cohort.report.files import private_dir
 from fhir_cohort.terminology import Terminology
 
 LOINC = "http://loinc.org"

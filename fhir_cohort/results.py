@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from fhir_cohort.report.outputs import CANDIDATE_STATUSES, OutputPaths
+from fhir_cohort.report.outputs import CANDIDATE_STATUSES, OutputPaths, restore_frame
 
 
 @dataclass
@@ -123,6 +123,9 @@ def _attrition_text(attrition: pd.DataFrame) -> str:
 def load_results(out_dir: str | Path) -> ScreeningResult:
     """Reopen a past run's outputs from its folder.
 
+    Text the CSVs quote against formula injection (a leading ``'``, see
+    :func:`~fhir_cohort.report.outputs.neutralise_cell`) is read back as it was.
+
     >>> import tempfile
     >>> from datetime import date
     >>> from fhir_cohort import screen
@@ -136,13 +139,14 @@ def load_results(out_dir: str | Path) -> ScreeningResult:
     """
     paths = OutputPaths.in_dir(Path(out_dir))
     run = json.loads(paths.run.read_text(encoding="utf-8"))
-    patients = pd.read_csv(paths.patients, dtype=str, keep_default_na=False)
-    evidence = pd.read_csv(paths.evidence, dtype=str, keep_default_na=False)
-    attrition = pd.read_csv(paths.attrition)
+    # The CSVs quote cells a spreadsheet would run as formulas: take the quotes off again.
+    patients = restore_frame(pd.read_csv(paths.patients, dtype=str, keep_default_na=False))
+    evidence = restore_frame(pd.read_csv(paths.evidence, dtype=str, keep_default_na=False))
+    attrition = restore_frame(pd.read_csv(paths.attrition))
     eras = pd.read_parquet(paths.eras) if paths.eras.exists() else pd.DataFrame()
     labs = pd.read_parquet(paths.labs) if paths.labs.exists() else pd.DataFrame()
     unmapped = (
-        pd.read_csv(paths.unmapped, dtype={"count": "int64"}, keep_default_na=False)
+        restore_frame(pd.read_csv(paths.unmapped, dtype={"count": "int64"}, keep_default_na=False))
         if paths.unmapped.exists()
         else pd.DataFrame()
     )

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from fhir_cohort.cli import EXIT_CRITERIA, EXIT_DATA, EXIT_OK
+from fhir_cohort.cli import (
+    EXIT_AUTH,
+    EXIT_CAPABILITY,
+    EXIT_CRITERIA,
+    EXIT_DATA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVER,
+    EXIT_USAGE,
+    main,
+)
+from tests.conftest_server import SMALL_HOSPITAL
+from tests.local_http import always, proxy, serve
 
 EXE = shutil.which("fhir-cohort") or str(Path(sys.executable).parent / "fhir-cohort")
 
@@ -205,3 +222,181 @@ def test_unmapped_csv_lists_hba1c_from_a_synthea_style_observation_file(tmp_path
     ) in rows
     assert ("MedicationStatement", "", "", "HOUSE MIXTURE 10ML PO", 1) in rows
     assert json.loads((out / "run.json").read_text())["unmapped"]["free_text_listed"] is True
+
+
+# -- options checked before any work, and exit codes end to end (issue 9 items 15, 18) ------
+
+AS_OF = "2026-11-24"
+
+
+def run_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_COHORT_")}
+    return subprocess.run(
+        [EXE, *args], capture_output=True, text=True, timeout=300, env={**clean, **env}
+    )
+
+
+def assert_clean_error(res: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert res.returncode == code, res.stderr
+    assert "Traceback" not in res.stderr
+    for word in words:
+        assert word in res.stderr
+
+
+BAD_OPTIONS = [
+    (("screen", "--batch-size", "0"), "--batch-size"),
+    (("screen", "--batch-size", "-5"), "--batch-size"),
+    (("screen", "--concurrency", "0"), "--concurrency"),
+    (("screen", "--workers", "0"), "--workers"),
+    (("screen", "--workers", "-1"), "--workers"),
+    (("screen", "--workers", "two"), "--workers"),
+    (("screen", "--auto-threshold", "-1"), "--auto-threshold"),
+    (("screen", "--timeout", "0"), "--timeout"),
+    (("screen", "--timeout", "nan"), "--timeout"),
+    (("screen", "--rate-limit", "-1"), "--rate-limit"),
+    (("screen", "--criteria", "{tmp}/missing.yaml"), "no such file"),
+    (("screen", "--criteria", "{tmp}"), "is a folder"),
+    (("screen", "--strategy", "bulk", "--level", "group"), "--level group needs --group"),
+    (("screen", "--group", "g1"), "--group is used only with --level group"),
+    (("screen", "--out", "{tmp}/a-file"), "not a folder"),
+    (("screen", "--out", "{tmp}/a-file/below"), "cannot create or write"),
+    (("screen", "--cache", "{tmp}/a-file"), "--cache"),
+    (("export", "--level", "group"), "--level group needs --group"),
+    (("export", "--out", "{tmp}/a-file"), "not a folder"),
+    (("export", "--criteria", "{tmp}/missing.yaml"), "no such file"),
+    (("export", "--timeout", "-3"), "--timeout"),
+]
+
+
+def main_exit(argv: list[str]) -> int:
+    """The CLI in process (argparse exits with SystemExit): fast enough to sweep every option."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize(("args", "hint"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_options_exit_2_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], hint: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    with serve(always(200, b"{}")) as server:
+        code = main_exit([*argv, "--source", server.base_url, "-q"])
+        assert server.requests == []  # refused before any work
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE, err
+    assert hint in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args", [("--batch-size", "0"), ("--out", "{tmp}/a-file")], ids=["batch-size", "out"]
+)
+def test_bad_options_exit_2_through_the_entry_point(tmp_path: Path, args: tuple[str, ...]) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    res = run_env("screen", *argv, "-q")
+    assert_clean_error(res, EXIT_USAGE, args[0])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_out_folder_exits_2(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    res = run_env("screen", "--out", str(locked), "-q")
+    assert_clean_error(res, EXIT_USAGE, "cannot create or write")
+
+
+@pytest.mark.parametrize("command", ["screen", "export"])
+def test_a_server_failing_after_retries_exits_5(tmp_path: Path, command: str) -> None:
+    # Retry-After 0: the client's retries happen without waiting.
+    with serve(always(500, b'{"resourceType": "OperationOutcome"}', **{"Retry-After": "0"})) as s:
+        res = run_env(command, "--source", s.base_url, "--out", str(tmp_path / "o"), "-q")
+        assert_clean_error(res, EXIT_SERVER, "HTTP 500")
+        assert len(s.requests) > 1  # retried before giving up
+
+
+@pytest.mark.integration
+def test_a_rejected_bearer_token_exits_6(sekmet_factory, tmp_path: Path) -> None:
+    server = sekmet_factory(auth_types=("bearer",), tokens=("the-right-token",))
+    server.load_bundle(json.loads(SMALL_HOSPITAL.read_text()))
+    args = ("screen", "--source", server.base_url, "--as-of", AS_OF, "-q")
+    bad = run_env(*args, "--out", str(tmp_path / "bad"), FHIR_COHORT_TOKEN="a-wrong-token")
+    assert_clean_error(bad, EXIT_AUTH, "HTTP 401")
+    assert "a-wrong-token" not in bad.stderr + bad.stdout
+    good = run_env(*args, "--out", str(tmp_path / "good"), FHIR_COHORT_TOKEN="the-right-token")
+    assert good.returncode == EXIT_OK, good.stderr  # the server does check the token
+
+
+def test_a_server_without_the_needed_capabilities_exits_7(tmp_path: Path) -> None:
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{"mode": "server", "resource": [{"type": "Patient"}]}],
+    }
+
+    def handle(
+        method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if path.startswith("/fhir/metadata"):
+            return 200, {"Content-Type": "application/fhir+json"}, json.dumps(statement).encode()
+        return 404, {"Content-Type": "application/fhir+json"}, b"{}"
+
+    with serve(handle) as server:
+        res = run_env("screen", "--source", server.base_url, "--out", str(tmp_path / "o"), "-q")
+    assert_clean_error(res, EXIT_CAPABILITY, "Condition")
+
+
+OUTPUTS = ("patients.csv", "evidence.csv", "attrition.csv", "unmapped.csv", "group.json")
+
+
+@pytest.mark.integration
+def test_sigint_mid_screen_exits_130_and_the_same_command_completes_identically(
+    small_hospital_server, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference"
+    args = ("screen", "--as-of", AS_OF, "-q", "--concurrency", "1", "--batch-size", "1")
+    ref = run_env(*args, "--source", small_hospital_server.base_url, "--out", str(reference))
+    assert ref.returncode == EXIT_OK, ref.stderr
+
+    held, release = threading.Event(), threading.Event()
+    seen = itertools.count(1)
+    box: dict[str, str] = {}
+    forward = proxy(small_hospital_server.base_url, lambda: box["base"])
+
+    def handle(
+        method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if next(seen) == 4:  # metadata, entry query, then a follow-up: hold it there
+            held.set()
+            release.wait(60)
+        return forward(method, path, body, headers)
+
+    out = tmp_path / "out"
+    with serve(handle) as server:
+        box["base"] = server.base_url
+        cmd = [*args, "--source", server.base_url, "--out", str(out)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_COHORT_")}
+        proc = subprocess.Popen(
+            [EXE, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            assert held.wait(120), "the screen never reached its follow-up queries"
+            proc.send_signal(signal.SIGINT)
+        finally:
+            release.set()
+            _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == EXIT_INTERRUPTED, stderr
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        assert not (out / "patients.csv").exists()
+        again = run_env(*cmd)
+    assert again.returncode == EXIT_OK, again.stderr
+    for name in OUTPUTS:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name

@@ -26,6 +26,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from fhir_cohort.errors import AuthError, FhirHttpError
 from fhir_cohort.fhir.client import is_loopback, origin_of, outcome_text, strip_query
+from fhir_cohort.files import warn_if_exposed
 
 if TYPE_CHECKING:
     import requests
@@ -178,6 +179,7 @@ def load_signing_key(
             raise AuthError(
                 f"{path} is not an unencrypted PEM private key (RSA or EC P-384)"
             ) from None
+        warn_if_exposed(path, "SMART private key file")
         chosen = _alg_for(key, alg)
         return SigningKey(key, chosen, kid or _thumbprint(_public_jwk(key)))
     path = Path(jwks_path)  # type: ignore[arg-type]
@@ -187,6 +189,7 @@ def load_signing_key(
         raise AuthError(f"cannot read JWKS file {path}: {exc.strerror}") from None
     except ValueError:
         raise AuthError(f"{path} is not JSON") from None
+    warn_if_exposed(path, "SMART private JWKS file")
     keys = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(keys, list):
         raise AuthError(f"{path} is not a JWK set (no 'keys' array)")

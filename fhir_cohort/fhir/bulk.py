@@ -53,6 +53,7 @@ from fhir_cohort.errors import (
     TransientResponseError,
 )
 from fhir_cohort.fhir.client import FhirClient, _parse_retry_after, strip_query
+from fhir_cohort.files import open_private, private_dir, private_file
 
 __all__ = [
     "ERRORS_DIR",
@@ -274,7 +275,7 @@ class _ExportLog:
             "eventDetail": dict(detail),
         }
         line = json.dumps(row, separators=(",", ":"), default=str) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as fh:
+        with self._lock, open_private(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
 
 
@@ -317,8 +318,7 @@ class _State:
     def save(self) -> None:
         with self._lock:
             tmp = self.path.with_name(f".{self.path.name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with open_private(tmp, "w", encoding="utf-8") as fh:
                 json.dump(self.data, fh, indent=1)
             os.replace(tmp, self.path)
 
@@ -372,8 +372,7 @@ def run_export(
         raise OptionError(f"download_workers must be at least 1, got {download_workers}")
     if reuse and not resume:
         raise OptionError("reuse=True (reuse a completed export) contradicts resume=False")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(out_dir)
     start = clock()
     stats0 = client.stats.snapshot()
 
@@ -651,7 +650,8 @@ def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
     if isinstance(safe.get("request"), str):
         safe["request"] = strip_query(safe["request"])
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(safe, indent=1), encoding="utf-8")
+    with open_private(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(safe, indent=1))
     os.replace(tmp, path)
 
 
@@ -723,7 +723,7 @@ def _download_all(
         log.info(
             "%d of %d export files already complete: not downloading them again", done, len(jobs)
         )
-    (out / ERRORS_DIR).mkdir(exist_ok=True)
+    private_dir(out / ERRORS_DIR)
     lock = threading.Lock()
     progress = {"done": done, "bytes": 0}
     failures: list[tuple[str, BaseException]] = []
@@ -839,6 +839,7 @@ def _receive(client: FhirClient, resp: requests.Response, job: _Job, tmp: Path) 
     check = _LineCheck(job.type, need_id=job.item == "output")
     nbytes = 0
     try:
+        private_file(tmp)  # gzip.open keeps the mode of the file it truncates
         with resp, gzip.open(tmp, "wb", compresslevel=6) as gz:
             for chunk in resp.iter_content(chunk_size=_CHUNK):
                 if not chunk:

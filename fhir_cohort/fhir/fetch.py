@@ -30,6 +30,7 @@ from fhir_cohort.fhir.capability import check_plan, fetch_capability
 from fhir_cohort.fhir.client import FhirClient, strip_query
 from fhir_cohort.fhir.search import SearchQuery
 from fhir_cohort.fhir.wire import reference_id
+from fhir_cohort.files import PRIVATE_FILE_MODE, private_dir
 
 __all__ = [
     "MEDICATION_TYPES",
@@ -256,9 +257,10 @@ def _now_iso() -> str:
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     """Write via a temp file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # snapshots hold patient data, whatever the umask
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             write(fh)
             fh.flush()
@@ -374,7 +376,7 @@ class _Fetcher:
 
     def _open_journal(self) -> tuple[set[str], bool]:
         """Load or start the journal; returns (previous cohort, whether the fetch is a delta)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         old = read_state(self.dir)
         base = strip_query(self.client.base_url)
         fp = self.plan.fingerprint()
@@ -701,8 +703,7 @@ def fetch_all(
     For small servers, for checking the funnel, and as the baseline it is measured against.
     Each type's file is written atomically once its search has paged to the end.
     """
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = private_dir(cache_dir)
     started = _now_iso()
     t0 = time.perf_counter()
     requests0, bytes0 = client.stats.requests, client.stats.bytes_received

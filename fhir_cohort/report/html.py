@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from fhir_cohort.report.files import private_writer
+from fhir_cohort.files import private_writer
 from fhir_cohort.results import ScreeningResult
 
 REPORT_NAME = "report.html"

@@ -3,7 +3,9 @@ run record."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -13,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from fhir_cohort.engine.unmapped import UNMAPPED_COLUMNS
-from fhir_cohort.report.files import private_dir, private_writer
+from fhir_cohort.files import private_dir, private_writer
 
 STATUS_ORDER: tuple[str, ...] = ("eligible", "review", "ineligible")
 CANDIDATE_STATUSES: frozenset[str] = frozenset({"eligible", "review"})
@@ -83,6 +85,54 @@ def sort_evidence(evidence: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.Da
     keys = ["patient_id", "_c", "date", "resource_type", "resource_id", "code", "note"]
     ev = ev.sort_values(keys, kind="stable", na_position="first")
     return ev.drop(columns="_c").reset_index(drop=True)
+
+
+# CSV formula injection (OWASP): a spreadsheet runs a cell that starts with one of these as a
+# formula (=HYPERLINK(...) in a display). "'" is escaped too, so a value that began with a
+# quote reads back unchanged: restore_cell strips exactly one leading quote, always.
+FORMULA_STARTS = frozenset("=+-@\t\r")
+_QUOTE = "'"
+# A plain decimal number ("-1.5", "+3", "-2e-3") is data, not a formula: left as it is.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def neutralise_cell(value: object) -> object:
+    """``value`` as written to a CSV: text a spreadsheet would take for a formula gets a
+    leading ``'`` (and so does text that already starts with one); anything else unchanged.
+
+    >>> [neutralise_cell(v) for v in ("=1+2", "-1.5", "-1.5 mg/dL", "@x", "'a", "a=b", 3)]
+    ["'=1+2", '-1.5', "'-1.5 mg/dL", "'@x", "''a", 'a=b', 3]
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    first = value[0]
+    if first == _QUOTE or (first in FORMULA_STARTS and not _NUMBER.fullmatch(value)):
+        return _QUOTE + value
+    return value
+
+
+def restore_cell(value: object) -> object:
+    """The inverse of :func:`neutralise_cell`, for reading the CSVs back."""
+    if isinstance(value, str) and value.startswith(_QUOTE):
+        return value[1:]
+    return value
+
+
+def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` with every text cell passed through :func:`neutralise_cell`."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
+            out[col] = out[col].map(neutralise_cell, na_action="ignore")
+    return out
+
+
+def restore_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as read from one of our CSVs, with the added quotes taken off again."""
+    for col in frame.columns:
+        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col].dtype):
+            frame[col] = frame[col].map(restore_cell, na_action="ignore")
+    return frame
 
 
 SD = "https://fhir-cohort.github.io/StructureDefinition/"
@@ -176,7 +226,11 @@ def write_outputs(
     labs: pd.DataFrame | None = None,
     unmapped: pd.DataFrame | None = None,
 ) -> OutputPaths:
-    """Write every output file privately (0600 in a 0700 folder) and atomically.
+    """Write every output file privately (0600; folders it creates 0700) and atomically.
+
+    Text cells of the CSVs that a spreadsheet would run as a formula get a leading ``'``
+    (:func:`neutralise_cell`); the Parquet files and :func:`~fhir_cohort.load_results` keep
+    the true values.
 
     The tables also go to Parquet beside the CSVs (typed, fast to reopen in a notebook).
     ``unmapped.csv`` (codes no value set matched, with counts) is always written, with its
@@ -192,7 +246,12 @@ def write_outputs(
         (unmapped, paths.unmapped),
     ):
         with private_writer(path) as fh:
-            frame.to_csv(fh, index=False, lineterminator="\n")
+            # Every text cell in double quotes (as R's write.csv does): with "\n" line ends,
+            # the csv module would leave a lone "\r" in a cell unquoted, and readers split
+            # the row there.
+            neutralise_frame(frame).to_csv(
+                fh, index=False, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC
+            )
     parquet = {
         "patients.parquet": patients,
         "evidence.parquet": evidence,
