@@ -332,6 +332,14 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="start a new export instead of resuming the one in the folder",
     )
+    g.add_argument(
+        "--reuse-export",
+        action="store_true",
+        help="screen a complete export or REST snapshot already in the folder (--out for "
+        "export, --cache for screen) instead of downloading again; the data may be stale "
+        "(run.json states its data cut). Without it an interrupted run's snapshot is still "
+        "reused, a finished run's is fetched again",
+    )
 
 
 def _server_options(args: argparse.Namespace) -> ServerOptions:
@@ -360,6 +368,7 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         bulk_group=args.group,
         bulk_type_filter=not args.no_type_filter,
         bulk_resume=not args.restart,
+        reuse_export=args.reuse_export,
         auto_threshold=getattr(args, "auto_threshold", _DEFAULTS.auto_threshold),
     )
 
