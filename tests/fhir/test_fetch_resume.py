@@ -356,3 +356,28 @@ def test_bad_options_are_option_errors_before_any_request(
             call(_client(), tmp_path)
         assert not rsps.calls
     assert not (tmp_path / "fetch_state.json").exists()
+
+
+def test_ctrl_c_keeps_every_finished_page(strategy: Fetch, tmp_path: Path) -> None:
+    """KeyboardInterrupt (from the progress callback, as from a terminal): the journal keeps
+    what was done and the re-run asks only for the rest."""
+    want, total = _reference(strategy, tmp_path)
+    cache = tmp_path / "cache"
+    pager = Pager(_hospital())
+
+    def interrupt(event: Any) -> None:
+        if event.queries_done == 1 and event.stage in ("full", "follow-up"):
+            raise KeyboardInterrupt
+
+    with responses.RequestsMock() as rsps:
+        pager.install(rsps)
+        with pytest.raises(KeyboardInterrupt):
+            strategy(_client(), cache, progress=interrupt)
+        state = read_state(cache)
+        assert state is not None and state["status"] == "in_progress"
+        held = sum(e["pages"] for e in [*state["completed"].values(), *state["partial"].values()])
+        assert held > 0
+        first = len(pager.calls)
+        strategy(_client(), cache)
+    assert _snapshot(cache) == want
+    assert len(pager.calls) - first <= total - held
