@@ -31,6 +31,7 @@ from fhir_cohort.fhir.fetch import (
     FetchPlan,
     FetchProgress,
     FetchReport,
+    Reuse,
     fetch_all,
     fetch_snapshot,
     mark_used,
@@ -251,7 +252,7 @@ def fetch(
         request = bulk_request(trial, terminology, options)
         result = run_bulk(client, request, cache, resume=options.bulk_resume, progress=progress)
         return cache, {"strategy": "bulk", "why": why, "export": result.to_json()}
-    reuse = "always" if options.reuse_export else "unused"
+    reuse: Reuse = "always" if options.reuse_export else "unused"
     if strategy == "full":
         report: FetchReport = fetch_all(
             client,
