@@ -400,8 +400,10 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--reuse-export",
         action="store_true",
-        help="use a completed export found in the folder again (no request; its data cut is "
-        "stated) instead of starting a new export, which is the default",
+        help="screen a complete export or REST snapshot already in the folder (--out for "
+        "export, --cache for screen) instead of downloading again; the data may be stale "
+        "(the summary and run.json state its data cut). Without it an unfinished export or "
+        "an interrupted run's snapshot is resumed, a completed one is fetched again",
     )
 
 
@@ -433,7 +435,7 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         bulk_group=args.group,
         bulk_type_filter=not args.no_type_filter,
         bulk_resume=not args.restart,
-        bulk_reuse=args.reuse_export,
+        reuse_export=args.reuse_export,
         auto_threshold=getattr(args, "auto_threshold", _DEFAULTS.auto_threshold),
     )
 
@@ -596,7 +598,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             request,
             args.out,
             resume=options.bulk_resume,
-            reuse=options.bulk_reuse,
+            reuse=options.reuse_export,
             progress=bars,
         )
     finally:

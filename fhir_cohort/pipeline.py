@@ -160,6 +160,7 @@ def screen(
             default_cache=default_cache,
             progress=progress,
             client=client,
+            run_key={"as_of": as_of.isoformat()},
         )
     else:
         src_path = Path(source) if source is not None else DEMO_DATA
@@ -252,6 +253,9 @@ def screen(
             unmapped=result.unmapped,
         )
         write_report(result, result.paths.out_dir / REPORT_NAME, show_identifiers=show_identifiers)
+    if fetch_record is not None:
+        # done: a re-run fetches fresh data unless told to reuse this snapshot
+        remote.snapshot_used(src_path, fetch_record)
     return result
 
 

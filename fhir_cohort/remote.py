@@ -31,8 +31,10 @@ from fhir_cohort.fhir.fetch import (
     FetchPlan,
     FetchProgress,
     FetchReport,
+    Reuse,
     fetch_all,
     fetch_snapshot,
+    mark_used,
 )
 from fhir_cohort.files import private_dir
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
@@ -77,9 +79,10 @@ class ServerOptions:
     bulk_group: str | None = None
     bulk_type_filter: bool = True
     bulk_resume: bool = True
-    # Reuse a completed export found in the cache folder (0 requests, its old data cut);
-    # without it a new export is started. An unfinished export is resumed either way.
-    bulk_reuse: bool = False
+    # Reuse a complete download already in the cache (bulk export or REST snapshot) instead of
+    # downloading again: the data may be stale. Without it a REST snapshot is reused only when
+    # the run that fetched it never finished (no outputs written).
+    reuse_export: bool = False
     auto_threshold: int = AUTO_BULK_THRESHOLD
 
     def __post_init__(self) -> None:
@@ -92,10 +95,8 @@ class ServerOptions:
             raise OptionError("--level group needs --group ID (the Group to export)")
         if self.bulk_group and self.bulk_level != "group":
             raise OptionError("--group is used only with --level group")
-        if self.bulk_reuse and not self.bulk_resume:
+        if self.reuse_export and not self.bulk_resume:
             raise OptionError("--reuse-export and --restart contradict each other")
-        if self.bulk_reuse and self.strategy in ("funnel", "full"):
-            raise OptionError("--reuse-export applies to --strategy bulk or auto only")
 
 
 def entry_criterion(trial: Trial) -> ConditionPresentCriterion:
@@ -276,10 +277,14 @@ def fetch(
     default_cache: Path,
     progress: ProgressCallback = no_progress,
     client: FhirClient | None = None,
+    run_key: Mapping[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Fetch what ``trial`` needs from the server at ``url`` into a private NDJSON snapshot.
 
     Returns the snapshot folder (readable by the disk source) and the fetch record for run.json.
+    REST strategies resume an interrupted fetch in the cache when the server, plan, strategy
+    and ``run_key`` (the caller's as-of date) match; a complete snapshot is reused only when
+    no finished run has used it yet (see :func:`snapshot_used`) or ``options.reuse_export``.
     """
     if options.strategy not in STRATEGIES:
         raise CriteriaError(f"unknown strategy {options.strategy!r}; use one of {STRATEGIES}")
@@ -296,14 +301,21 @@ def fetch(
             request,
             cache,
             resume=options.bulk_resume,
-            reuse=options.bulk_reuse,
+            reuse=options.reuse_export,
             download_workers=options.concurrency,
             progress=progress,
         )
         return cache, bulk_record(result, why)
+    reuse: Reuse = "always" if options.reuse_export else "unused"
     if strategy == "full":
         report: FetchReport = fetch_all(
-            client, FULL_TYPES, cache, progress=_fetch_progress(progress)
+            client,
+            FULL_TYPES,
+            cache,
+            workers=options.concurrency,
+            progress=_fetch_progress(progress),
+            reuse=reuse,
+            run_key=run_key,
         )
     else:
         report = fetch_snapshot(
@@ -314,9 +326,17 @@ def fetch(
             workers=options.concurrency,
             since=options.since,
             progress=_fetch_progress(progress),
+            reuse=reuse,
+            run_key=run_key,
         )
     record = {"strategy": strategy, "why": why, **report.to_dict()}
     return cache, record
+
+
+def snapshot_used(snapshot: Path, record: Mapping[str, Any]) -> None:
+    """After a run's outputs are written: its REST snapshot is no longer reused by default."""
+    if record.get("strategy") in ("funnel", "full"):
+        mark_used(snapshot)
 
 
 def publish_group(client: FhirClient, group: Mapping[str, Any]) -> dict[str, Any]:

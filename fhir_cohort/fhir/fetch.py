@@ -3,10 +3,16 @@
 Step 1 searches the entry codes (in chunks, so URLs stay short) and collects patient ids.
 Step 2 fetches, for those patients only, each follow-up resource type with batched
 ``patient=a,b,c`` queries on a bounded thread pool. Step 3 reads referenced Medications the
-server did not ``_include``. Every finished query is journaled in ``fetch_state.json`` with its
-resources in a staging file, so an interrupted fetch resumes without refetching; the snapshot
-files are written atomically at the end. This module knows nothing about criteria: the plan is
-plain data.
+server did not ``_include``. The full pull (:func:`fetch_all`) runs one paged search per type
+through the same machinery.
+
+Resume: every page is appended (fsync) to the query's staging file, then the journal
+``fetch_state.json`` (atomic rename) records the page count, the byte length of the staging
+file and the page's ``next`` link; a re-run truncates the staging file to the journaled length
+and continues at that link (or restarts the search when the server rejects it). The snapshot
+files are written atomically at the end and the journal marked complete; a complete snapshot is
+reused without any request only when the caller allows it (``reuse``), since it may be stale.
+This module knows nothing about criteria: the plan is plain data.
 """
 
 from __future__ import annotations
@@ -16,21 +22,21 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
-from fhir_cohort.errors import FhirCohortError, SourceError
+from fhir_cohort.errors import AuthError, FhirCohortError, FhirHttpError, OptionError, SourceError
 from fhir_cohort.fhir.capability import check_plan, fetch_capability
 from fhir_cohort.fhir.client import FhirClient, strip_query
-from fhir_cohort.fhir.search import SearchQuery
+from fhir_cohort.fhir.search import SearchQuery, _next_link, iter_entries, iter_pages
 from fhir_cohort.fhir.wire import reference_id
-from fhir_cohort.files import PRIVATE_FILE_MODE, private_dir
+from fhir_cohort.files import PRIVATE_FILE_MODE, private_dir, private_writer
 
 __all__ = [
     "MEDICATION_TYPES",
@@ -40,8 +46,10 @@ __all__ = [
     "FetchProgress",
     "FetchReport",
     "FollowUp",
+    "Reuse",
     "fetch_all",
     "fetch_snapshot",
+    "mark_used",
     "read_state",
 ]
 
@@ -49,7 +57,13 @@ log = logging.getLogger("fhir_cohort.fhir")
 
 STATE_FILE = "fetch_state.json"
 STAGING_DIR = ".fetch_partial"
-STATE_VERSION = 1
+STATE_VERSION = 2
+# Resources per search page (_count). Read at call time, so tests can make pages small.
+PAGE_SIZE = 1000
+# When a complete snapshot in the cache may be returned instead of fetching again:
+# never; "unused" = only if no consumer has marked it used (mark_used) since it was fetched,
+# i.e. the run that fetched it was interrupted; "always" = the user accepts possibly stale data.
+Reuse = Literal["never", "unused", "always"]
 MEDICATION_TYPES = (
     "MedicationStatement",
     "MedicationRequest",
@@ -73,7 +87,7 @@ class EntrySearch:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(dict.fromkeys(self.tokens)))
         if not self.tokens:
-            raise ValueError(f"entry search on {self.resource_type}.{self.param} has no codes")
+            raise OptionError(f"entry search on {self.resource_type}.{self.param} has no codes")
 
 
 @dataclass(frozen=True)
@@ -114,11 +128,11 @@ class FetchPlan:
             for e in self.entry
         )
         if not entries:
-            raise ValueError("a fetch plan needs at least one entry search")
+            raise OptionError("a fetch plan needs at least one entry search")
         object.__setattr__(self, "entry", entries)
         object.__setattr__(self, "follow_ups", tuple(self.follow_ups))
         if self.code_chunk < 1:
-            raise ValueError("code_chunk must be >= 1")
+            raise OptionError(f"code_chunk must be >= 1, not {self.code_chunk}")
 
     @classmethod
     def standard(
@@ -221,6 +235,13 @@ class FetchReport:
     snapshot_dir: str
     started_at: str
     files: list[str] = field(default_factory=list)
+    strategy: str = "funnel"
+    # pages read from the journal of an interrupted run instead of the server
+    resumed_pages: int = 0
+    # searches started over because the server rejected a stored next link
+    restarted_queries: int = 0
+    # True: a complete snapshot was returned as it was (no request); started_at is its data cut
+    reused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,29 +276,11 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via a temp file in the same directory, then rename over ``path``."""
-    private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)  # snapshots hold patient data, whatever the umask
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_ndjson(path: Path, resources: Iterable[Mapping[str, Any]]) -> None:
-    def write(fh: Any) -> None:
+    with private_writer(path, "w") as fh:
         for res in resources:
             fh.write(json.dumps(res, ensure_ascii=False, separators=(",", ":")))
             fh.write("\n")
-
-    _atomic_write(path, write)
 
 
 def _read_ndjson(path: Path) -> Iterator[dict[str, Any]]:
@@ -302,9 +305,87 @@ def read_state(cache_dir: str | Path) -> dict[str, Any] | None:
         state = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         raise SourceError(f"{path}: fetch journal is not JSON") from None
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+    if not isinstance(state, dict) or state.get("version") not in (1, STATE_VERSION):
         raise SourceError(f"{path}: unknown fetch journal version")
     return state
+
+
+def _write_state(cache_dir: Path, state: Mapping[str, Any]) -> None:
+    text = json.dumps(state, indent=1, sort_keys=True)
+    with private_writer(cache_dir / STATE_FILE) as fh:
+        fh.write(text)
+    # the rename must survive a crash too, not only the bytes of the file
+    fd = os.open(cache_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def mark_used(cache_dir: str | Path) -> bool:
+    """Record that the complete snapshot in ``cache_dir`` has been consumed (screened and its
+    outputs written), so a later fetch with ``reuse="unused"`` fetches fresh data instead of
+    returning it. Returns False when there is no complete snapshot to mark."""
+    cache = Path(cache_dir)
+    state = read_state(cache)
+    if state is None or state.get("status") != "complete":
+        return False
+    state["used_at"] = _now_iso()
+    _write_state(cache, state)
+    return True
+
+
+class _Stopped(Exception):
+    """Raised in a worker between pages when the stage is being abandoned (error, Ctrl-C)."""
+
+
+class _Staging:
+    """The staging file of one query: pages are appended and fsynced before the journal names
+    them; opening truncates it to the journaled length (what a crash appended after is lost)."""
+
+    def __init__(self, path: Path, keep: int) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        self.fh: BinaryIO = os.fdopen(fd, "r+b")
+        self.truncate(keep)
+
+    def truncate(self, size: int) -> None:
+        self.fh.truncate(size)
+        self.fh.seek(size)
+
+    def append(self, resources: Iterable[Mapping[str, Any]]) -> int:
+        data = b"".join(
+            json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            for r in resources
+        )
+        self.fh.write(data)
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        return self.fh.tell()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _has_bytes(path: Path, size: object, *, exact: bool = False) -> bool:
+    """Whether ``path`` holds the ``size`` bytes the journal recorded (more: a crash appended
+    a page the journal never named, cut off on resume)."""
+    if not isinstance(size, int) or not path.is_file():
+        return False
+    actual = path.stat().st_size
+    return actual == size if exact else actual >= size
+
+
+def _link_rejected(exc: FhirHttpError) -> bool:
+    """A stored next link the server refuses (expired paging state): 4xx other than auth and
+    throttling, which have their own handling."""
+    return (
+        not isinstance(exc, AuthError)
+        and exc.status is not None
+        and 400 <= exc.status < 500
+        and exc.status != 429
+    )
 
 
 def _patient_of(resource: Mapping[str, Any], element: str) -> str | None:
@@ -341,63 +422,133 @@ class _Fetcher:
     def __init__(
         self,
         client: FhirClient,
-        plan: FetchPlan,
+        plan: FetchPlan | None,
         cache_dir: Path,
         *,
         batch_size: int,
         workers: int,
         since: datetime | None,
         progress: ProgressCallback | None,
+        page_size: int | None = None,
+        reuse: Reuse = "never",
+        run_key: Mapping[str, Any] | None = None,
+        full_types: Sequence[str] = (),
     ) -> None:
-        if batch_size < 1 or workers < 1:
-            raise ValueError("batch_size and workers must be >= 1")
+        page_size = PAGE_SIZE if page_size is None else page_size
+        for name, value in (("batch_size", batch_size), ("workers", workers), ("count", page_size)):
+            if not isinstance(value, int) or value < 1:
+                raise OptionError(f"{name} must be an integer >= 1, not {value!r}")
+        if reuse not in ("never", "unused", "always"):
+            raise OptionError(f"reuse must be 'never', 'unused' or 'always', not {reuse!r}")
         self.client = client
         self.plan = plan
+        self.full_types = tuple(full_types)
+        self.strategy = "full" if plan is None else "funnel"
         self.dir = cache_dir
         self.staging = cache_dir / STAGING_DIR
         self.batch_size = batch_size
         self.workers = workers
+        self.page_size = page_size
+        self.reuse: Reuse = reuse
+        self.run_key = dict(run_key or {})
         self.since = _format_since(since) if since is not None else None
         self.progress = progress
         self.state: dict[str, Any] = {}
         self.done: dict[str, dict[str, Any]] = {}
+        self.partial: dict[str, dict[str, Any]] = {}
         self.report_queries: list[dict[str, Any]] = []
         self.fetched: dict[str, int] = {}
         self.received = 0
         self.resumed = 0
+        self.resumed_pages = 0
+        self.restarted = 0
         self.patients: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fresh = False
 
     # -- journal ---------------------------------------------------------------------------
 
-    def _save_state(self) -> None:
-        self.state["completed"] = self.done
-        text = json.dumps(self.state, indent=1, sort_keys=True)
-        _atomic_write(self.dir / STATE_FILE, lambda fh: fh.write(text))
+    def fingerprint(self) -> str:
+        if self.plan is not None:
+            return self.plan.fingerprint()
+        raw = json.dumps(["full", list(self.full_types)], separators=(",", ":"))
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
-    def _open_journal(self) -> tuple[set[str], bool]:
-        """Load or start the journal; returns (previous cohort, whether the fetch is a delta)."""
+    def key(self) -> dict[str, Any]:
+        """What a journal must match to be resumed or reused."""
+        return {
+            "base_url": strip_query(self.client.base_url),
+            "strategy": self.strategy,
+            "plan": self.fingerprint(),
+            "page_size": self.page_size,
+            "since": self.since,
+            "run": self.run_key,
+        }
+
+    def _save_state(self) -> None:
+        """Write the journal; callers hold ``self._lock`` once workers run."""
+        self.state["completed"] = self.done
+        self.state["partial"] = self.partial
+        _write_state(self.dir, self.state)
+
+    def _intact(self, old: Mapping[str, Any]) -> bool:
+        files = old.get("files")
+        if not isinstance(files, dict) or not files:
+            return False
+        for name, size in files.items():
+            path = self.dir / name
+            if not path.is_file() or path.stat().st_size != size:
+                return False
+        return True
+
+    def _open_journal(self) -> tuple[set[str], bool, dict[str, Any] | None]:
+        """Load or start the journal: (previous cohort, whether the fetch is a delta, the
+        complete state to reuse as it is or None)."""
         private_dir(self.dir)
         old = read_state(self.dir)
-        base = strip_query(self.client.base_url)
-        fp = self.plan.fingerprint()
-        same_run = (
-            old is not None
-            and old.get("status") == "in_progress"
-            and old.get("plan") == fp
-            and old.get("base_url") == base
-            and old.get("since") == self.since
-        )
-        if same_run:
-            assert old is not None
-            self.state = old
-            self.done = {
-                k: v
-                for k, v in (old.get("completed") or {}).items()
-                if (self.staging / f"{k}.ndjson").exists()
-            }
-            previous = set(old.get("previous_patients") or [])
-            log.debug("resuming fetch: %d queries already done", len(self.done))
-            return previous, self.since is not None
+        key = self.key()
+        base, fp = key["base_url"], key["plan"]
+        if old is not None and old.get("key") == key:
+            if old.get("status") == "in_progress":
+                self.state = old
+                self.done = {
+                    k: v
+                    for k, v in (old.get("completed") or {}).items()
+                    if _has_bytes(self.staging / f"{k}.ndjson", v.get("bytes"), exact=True)
+                }
+                self.partial = dict(old.get("partial") or {})
+                log.info(
+                    "resuming the fetch in %s: %d searches and %d pages of %d more already done",
+                    self.dir,
+                    len(self.done),
+                    sum(int(p.get("pages", 0)) for p in self.partial.values()),
+                    len(self.partial),
+                )
+                return set(old.get("previous_patients") or []), self.since is not None, None
+            if old.get("status") == "complete":
+                allowed = self.reuse == "always" or (
+                    self.reuse == "unused" and not old.get("used_at")
+                )
+                if allowed and self._intact(old):
+                    log.info("reusing the complete snapshot in %s (no request)", self.dir)
+                    return set(), False, old
+                if allowed:
+                    log.info("the snapshot files in %s changed: fetching again", self.dir)
+                elif self.reuse == "unused":
+                    log.info(
+                        "the snapshot in %s was fetched for an earlier finished run: fetching "
+                        "again (reuse it with --reuse-export)",
+                        self.dir,
+                    )
+        elif old is not None and not (self.since is not None and old.get("status") == "complete"):
+            theirs = old.get("key") or {}
+            differs = sorted(k for k in key if theirs.get(k) != key[k]) or ["version"]
+            log.info(
+                "the fetch journal in %s is for another %s: starting over",
+                self.dir,
+                ", ".join(differs),
+            )
         previous: set[str] = set()
         if self.since is not None:
             if old is None or old.get("status") != "complete" or old.get("base_url") != base:
@@ -411,11 +562,10 @@ class _Fetcher:
                     "fetch it again without 'since'"
                 )
             previous = set(old.get("patients") or [])
-        if self.staging.exists():
-            shutil.rmtree(self.staging)
         self.state = {
             "version": STATE_VERSION,
             "status": "in_progress",
+            "key": key,
             "plan": fp,
             "base_url": base,
             "since": self.since,
@@ -424,21 +574,94 @@ class _Fetcher:
             "previous_fetched_at": (old or {}).get("fetched_at"),
         }
         self.done = {}
-        self._save_state()
-        return previous, self.since is not None
+        self.partial = {}
+        self._fresh = True
+        return previous, self.since is not None, None
+
+    def _start(self) -> None:
+        """Write the journal of a fresh fetch (after the capability check passed)."""
+        if self._fresh:
+            if self.staging.exists():
+                shutil.rmtree(self.staging)
+            self._save_state()
+            self._fresh = False
 
     # -- running queries -------------------------------------------------------------------
 
-    def _execute(self, q: _Query) -> tuple[str, dict[str, int]]:
-        """Run one query to the last page, stage its resources; returns (key, counts)."""
-        counts: dict[str, int] = {}
-        resources: list[dict[str, Any]] = []
-        for entry in self.client.iter_resources(q.query):
-            resources.append(entry.resource)
-            rtype = entry.resource["resourceType"]
-            counts[rtype] = counts.get(rtype, 0) + 1
-        _write_ndjson(self.staging / f"{q.key}.ndjson", resources)
-        return q.key, counts
+    def _execute(self, q: _Query) -> tuple[str, dict[str, Any], dict[str, int]]:
+        """Run one query to its last page, appending each page to its staging file and
+        journaling it; returns (key, its journal entry, resources received in this run)."""
+        path = self.staging / f"{q.key}.ndjson"
+        with self._lock:
+            part = self.partial.get(q.key)
+        if part is not None and not (part.get("next") and _has_bytes(path, part.get("bytes"))):
+            part = None
+        fresh: dict[str, int] = {}
+        entry: dict[str, Any] = (
+            dict(part, counts=dict(part.get("counts") or {}))
+            if part is not None
+            else {"stage": q.stage, "counts": {}, "pages": 0, "bytes": 0}
+        )
+        staging = _Staging(path, int(entry["bytes"]))
+        try:
+            continuing = part is not None
+            if continuing:
+                with self._lock:
+                    self.resumed_pages += int(entry["pages"])
+            pages = iter_pages(
+                self.client,
+                q.query,
+                count=self.page_size,
+                start_url=str(entry["next"]) if continuing else None,
+            )
+            while True:
+                if self._stop.is_set():
+                    raise _Stopped
+                try:
+                    bundle: dict[str, Any] | None = next(pages)
+                except StopIteration:
+                    break
+                except FhirHttpError as exc:
+                    if not (continuing and _link_rejected(exc)):
+                        raise
+                    bundle, why = None, f"the server rejected its stored next link ({exc.status})"
+                if continuing:
+                    continuing = False
+                    total = entry.get("total")
+                    if bundle is not None and total is not None and bundle.get("total") != total:
+                        bundle, why = None, "its result set changed (Bundle.total)"
+                    if bundle is None:
+                        # never splice pages of two result sets: drop the partial rows
+                        log.info(
+                            "%s: %s; restarting it from its first page", q.query.describe(), why
+                        )
+                        staging.truncate(0)
+                        entry = {"stage": q.stage, "counts": {}, "pages": 0, "bytes": 0}
+                        with self._lock:
+                            self.restarted += 1
+                        pages = iter_pages(self.client, q.query, count=self.page_size)
+                        continue
+                assert bundle is not None
+                resources = [e.resource for e in iter_entries([bundle])]
+                entry["bytes"] = staging.append(resources)
+                for res in resources:
+                    rtype = str(res["resourceType"])
+                    entry["counts"][rtype] = entry["counts"].get(rtype, 0) + 1
+                    fresh[rtype] = fresh.get(rtype, 0) + 1
+                if entry["pages"] == 0 and isinstance(bundle.get("total"), int):
+                    entry["total"] = bundle["total"]
+                entry["pages"] += 1
+                nxt = _next_link(bundle)
+                entry["next"] = self.client.url(nxt) if nxt else None
+                if nxt:
+                    with self._lock:
+                        self.partial[q.key] = dict(entry, counts=dict(entry["counts"]))
+                        self._save_state()
+        finally:
+            staging.close()
+        entry.pop("next", None)
+        entry.pop("total", None)
+        return q.key, entry, fresh
 
     def _notify(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -446,11 +669,13 @@ class _Fetcher:
                 FetchProgress(stage, done, total, self.received, len(self.patients), self.resumed)
             )
 
-    def _record(self, q: _Query, counts: Mapping[str, int], resumed: bool) -> None:
+    def _record(
+        self, q: _Query, counts: Mapping[str, int], fresh: Mapping[str, int], resumed: bool
+    ) -> None:
         n = sum(counts.values())
         self.received += n
-        for rtype, c in counts.items():
-            self.fetched[rtype] = self.fetched.get(rtype, 0) + (0 if resumed else c)
+        for rtype, c in fresh.items():
+            self.fetched[rtype] = self.fetched.get(rtype, 0) + c
         self.report_queries.append(
             {"stage": q.stage, "query": q.query.describe(), "resources": n, "resumed": resumed}
         )
@@ -463,28 +688,35 @@ class _Fetcher:
             if q.key in self.done:
                 self.resumed += 1
                 done_count += 1
-                self._record(q, self.done[q.key]["counts"], resumed=True)
+                self._record(q, self.done[q.key]["counts"], {}, resumed=True)
             else:
                 todo.append(q)
         self._notify(stage, done_count, total)
         if not todo:
             return
+        private_dir(self.staging)
         by_key = {q.key: q for q in todo}
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fhir-fetch")
         try:
-            pending: set[Future[tuple[str, dict[str, int]]]] = {
+            pending: set[Future[tuple[str, dict[str, Any], dict[str, int]]]] = {
                 pool.submit(self._execute, q) for q in todo
             }
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    key, counts = fut.result()  # a failed query fails the fetch (journal kept)
+                    key, entry, fresh = fut.result()  # a failed query fails the fetch
                     q = by_key[key]
-                    self.done[key] = {"stage": stage, "counts": counts}
-                    self._save_state()
-                    self._record(q, counts, resumed=False)
+                    with self._lock:
+                        self.partial.pop(key, None)
+                        self.done[key] = entry
+                        self._save_state()
+                    self._record(q, entry["counts"], fresh, resumed=False)
                     done_count += 1
                     self._notify(stage, done_count, total)
+        except BaseException:
+            # other searches stop at their next page boundary, their pages journaled
+            self._stop.set()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -502,6 +734,7 @@ class _Fetcher:
         return params
 
     def entry_queries(self) -> list[_Query]:
+        assert self.plan is not None
         out = []
         for e in self.plan.entry:
             for chunk in _chunks(e.tokens, self.plan.code_chunk):
@@ -516,6 +749,7 @@ class _Fetcher:
         includes_ok: Callable[[str], bool],
         param_ok: Callable[[str, str], bool] = lambda _t, _p: True,
     ) -> list[_Query]:
+        assert self.plan is not None
         out = []
         for f in self.plan.follow_ups:
             if f.optional and not param_ok(f.resource_type, f.code_param):
@@ -534,14 +768,11 @@ class _Fetcher:
                     out.append(_Query("follow-up", SearchQuery(f.resource_type, tuple(params))))
         return out
 
-    def run(self) -> FetchReport:
-        started = time.perf_counter()
-        stats0 = self.client.stats.snapshot()
+    def _funnel(self, previous: set[str], delta: bool) -> tuple[list[_Query], int]:
+        assert self.plan is not None
         cap = fetch_capability(self.client)
         check_plan(cap, self.plan.needs(since=self.since is not None))
-        previous, delta = self._open_journal()
-        started_at = str(self.state.get("started_at"))
-
+        self._start()
         entry = self.entry_queries()
         self.run_stage("entry", entry)
         found: set[str] = set()
@@ -575,17 +806,47 @@ class _Fetcher:
                 for b in _chunks(missing, self.batch_size)
             ]
             self.run_stage("medications", meds)
+        return [*entry, *follow, *meds], len(new)
 
+    def _full(self) -> tuple[list[_Query], int]:
+        queries = [_Query("full", SearchQuery(rtype)) for rtype in self.full_types]
+        self._start()
+        self.run_stage("full", queries)
+        return queries, 0
+
+    def run(self) -> FetchReport:
+        started = time.perf_counter()
+        stats0 = self.client.stats.snapshot()
+        # the journal first: a reused snapshot costs no request, not even the capabilities
+        previous, delta, complete = self._open_journal()
+        if complete is not None:
+            return self._reused(complete, started)
+        started_at = str(self.state.get("started_at"))
+
+        if self.plan is not None:
+            queries, new_patients = self._funnel(previous, delta)
+        else:
+            queries, _ = self._full()
         self._notify("write", 0, 1)
-        counts, files = self._write_snapshot([*entry, *follow, *meds], delta)
+        counts, files = self._write_snapshot(queries, delta)
+        if self.plan is None:
+            self.patients = self._snapshot_ids("Patient")
+            new_patients = len(self.patients)
         self.state.update(
             status="complete",
             patients=sorted(self.patients),
             fetched_at=started_at,
             completed_at=_now_iso(),
             resources=counts,
+            files={name: (self.dir / name).stat().st_size for name in files},
+            queries=[
+                {"stage": q["stage"], "query": q["query"], "resources": q["resources"]}
+                for q in self.report_queries
+            ],
+            used_at=None,
         )
         self.done = {}
+        self.partial = {}
         self._save_state()
         shutil.rmtree(self.staging, ignore_errors=True)
         self._notify("write", 1, 1)
@@ -601,12 +862,38 @@ class _Fetcher:
             resources=counts,
             fetched=dict(sorted(self.fetched.items())),
             patients=len(self.patients),
-            new_patients=len(new),
+            new_patients=new_patients,
             resumed_queries=self.resumed,
             since=self.since,
             snapshot_dir=str(self.dir),
             started_at=started_at,
             files=files,
+            strategy=self.strategy,
+            resumed_pages=self.resumed_pages,
+            restarted_queries=self.restarted,
+        )
+
+    def _reused(self, state: Mapping[str, Any], started: float) -> FetchReport:
+        queries = [dict(q, resumed=True) for q in state.get("queries") or []]
+        self._notify("write", 1, 1)
+        return FetchReport(
+            base_url=strip_query(self.client.base_url),
+            queries=queries,
+            requests=0,
+            bytes_received=0,
+            retries=0,
+            seconds=round(time.perf_counter() - started, 3),
+            resources=dict(state.get("resources") or {}),
+            fetched={},
+            patients=len(state.get("patients") or []),
+            new_patients=0,
+            resumed_queries=len(queries),
+            since=self.since,
+            snapshot_dir=str(self.dir),
+            started_at=str(state.get("fetched_at")),
+            files=sorted(state.get("files") or {}),
+            strategy=self.strategy,
+            reused=True,
         )
 
     # -- snapshot --------------------------------------------------------------------------
@@ -663,15 +950,22 @@ def fetch_snapshot(
     workers: int = 4,
     since: datetime | None = None,
     progress: ProgressCallback | None = None,
+    page_size: int | None = None,
+    reuse: Reuse = "never",
+    run_key: Mapping[str, Any] | None = None,
 ) -> FetchReport:
     """Run the funnel and write ``<Type>.ndjson`` files plus ``fetch_state.json`` in ``cache_dir``.
 
     Checks the server's CapabilityStatement first (CapabilityError listing everything missing).
-    An interrupted run (error, Ctrl-C, a progress callback that raises) resumes on the next call
-    with the same plan, server and ``since``, skipping journaled queries. With ``since`` the
-    cohort's resources changed after that instant are merged into the existing snapshot
-    (replaced by id) and patients new to the cohort are fetched in full; deletions on the server
-    are not seen by a ``since`` fetch.
+    An interrupted run (error, Ctrl-C, kill) resumes on the next call with the same journal key
+    (server, plan, page size, ``since``, ``run_key``: anything else the caller needs to match,
+    such as its as-of date), skipping journaled queries and continuing partial ones at their
+    next page; a different key starts over (logged). A complete snapshot with the same key is
+    returned without any request when ``reuse`` allows it (``"unused"``: not yet
+    :func:`mark_used`; ``"always"``), and fetched again otherwise. With ``since`` the cohort's
+    resources changed after that instant are merged into the existing snapshot (replaced by
+    id) and patients new to the cohort are fetched in full; deletions on the server are not
+    seen by a ``since`` fetch. Invalid numbers raise OptionError before any request.
     """
     fetcher = _Fetcher(
         client,
@@ -681,7 +975,14 @@ def fetch_snapshot(
         workers=workers,
         since=since,
         progress=progress,
+        page_size=page_size,
+        reuse=reuse,
+        run_key=run_key,
     )
+    return _run(fetcher, cache_dir)
+
+
+def _run(fetcher: _Fetcher, cache_dir: str | Path) -> FetchReport:
     try:
         return fetcher.run()
     except FhirCohortError:
@@ -695,54 +996,29 @@ def fetch_all(
     resource_types: Sequence[str],
     cache_dir: str | Path,
     *,
-    count: int = 1000,
+    count: int | None = None,
+    workers: int = 1,
     progress: ProgressCallback | None = None,
+    reuse: Reuse = "never",
+    run_key: Mapping[str, Any] | None = None,
 ) -> FetchReport:
     """The naive pull: every resource of ``resource_types``, one paged search per type.
 
     For small servers, for checking the funnel, and as the baseline it is measured against.
-    Each type's file is written atomically once its search has paged to the end.
+    Journaled, resumed and reused like :func:`fetch_snapshot` (``count`` is the page size,
+    default :data:`PAGE_SIZE`); the snapshot is written when every search has paged to the end.
     """
-    cache = private_dir(cache_dir)
-    started = _now_iso()
-    t0 = time.perf_counter()
-    requests0, bytes0 = client.stats.requests, client.stats.bytes_received
-    retries0 = client.stats.retries
-    counts: dict[str, int] = {}
-    queries: list[dict[str, Any]] = []
-    patients: set[str] = set()
-    for done, rtype in enumerate(resource_types, 1):
-        query = SearchQuery(rtype)
-        found: dict[str, dict[str, Any]] = {}
-        for entry in client.iter_resources(query, count=count):
-            res = entry.resource
-            if res.get("resourceType") == rtype and isinstance(res.get("id"), str):
-                found[res["id"]] = res
-        _write_ndjson(cache / f"{rtype}.ndjson", (found[k] for k in sorted(found)))
-        counts[rtype] = len(found)
-        if rtype == "Patient":
-            patients.update(found)
-        queries.append({"stage": "full", "query": query.describe(), "resources": len(found)})
-        if progress is not None:
-            progress(
-                FetchProgress(
-                    "full", done, len(resource_types), sum(counts.values()), len(patients), 0
-                )
-            )
-    return FetchReport(
-        base_url=strip_query(client.base_url),
-        queries=queries,
-        requests=client.stats.requests - requests0,
-        bytes_received=client.stats.bytes_received - bytes0,
-        retries=client.stats.retries - retries0,
-        seconds=round(time.perf_counter() - t0, 3),
-        resources=dict(counts),
-        fetched=dict(counts),
-        patients=len(patients),
-        new_patients=len(patients),
-        resumed_queries=0,
+    fetcher = _Fetcher(
+        client,
+        None,
+        Path(cache_dir),
+        batch_size=1,
+        workers=workers,
         since=None,
-        snapshot_dir=str(cache),
-        started_at=started,
-        files=sorted(f"{t}.ndjson" for t in counts),
+        progress=progress,
+        page_size=count,
+        reuse=reuse,
+        run_key=run_key,
+        full_types=tuple(resource_types),
     )
+    return _run(fetcher, cache_dir)

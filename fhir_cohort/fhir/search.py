@@ -133,13 +133,21 @@ def _next_link(bundle: dict[str, Any]) -> str | None:
 
 
 def iter_pages(
-    client: FhirClient, query: SearchQuery, *, count: int | None = 1000
+    client: FhirClient,
+    query: SearchQuery,
+    *,
+    count: int | None = 1000,
+    start_url: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield each searchset Bundle page of ``query``.
+    """Yield each searchset Bundle page of ``query``; from ``start_url`` (a next link of an
+    earlier page, used as given) when resuming.
 
     Raises FhirHttpError on a response that is not a Bundle, or when a next link repeats.
     """
-    bundle, resp = _first_page(client, query, count)
+    if start_url is not None:
+        bundle, resp = client.exchange("GET", client.url(start_url), _page(client), search=True)
+    else:
+        bundle, resp = _first_page(client, query, count)
     seen: set[str] = set()
     page = 0
     while True:

@@ -37,7 +37,6 @@ def no_network() -> Iterator[responses.RequestsMock]:
         (["screen", "--strategy", "bulk", "--group", "g1"], "--group is used only"),
         (["screen", "--strategy", "auto", "--concurrency", "0"], "--concurrency"),
         (["screen", "--strategy", "bulk", "--concurrency", "-2"], "--concurrency"),
-        (["screen", "--reuse-export"], "--strategy bulk or auto"),
         (["export", "--reuse-export", "--restart"], "contradict"),
     ],
 )
