@@ -569,7 +569,8 @@ def _data_cut_note(run: dict) -> str:
     """The data cut and where it comes from: a re-used export is old data, say so."""
     fetch = (run.get("source") or {}).get("fetch") or {}
     if fetch.get("strategy") != "bulk":
-        return f"{run['data_cut']} (fetch started)"
+        reused = "; a completed snapshot reused (--reuse-export)" if fetch.get("reused") else ""
+        return f"{run['data_cut']} (fetch started{reused})"
     how = (
         "a completed export reused (--reuse-export), no request sent"
         if fetch.get("reused")
