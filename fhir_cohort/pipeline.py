@@ -30,8 +30,9 @@ from fhir_cohort.engine.evaluate import (
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables, records_without_patient
-from fhir_cohort.errors import SourceError
+from fhir_cohort.errors import OptionError, SourceError
 from fhir_cohort.fhir.client import strip_query
+from fhir_cohort.fhir.references import recorded_base
 from fhir_cohort.fhir.sources import open_source
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 from fhir_cohort.remote import ServerOptions, is_url
@@ -107,6 +108,7 @@ def screen(
     show_identifiers: bool = False,
     publish_group: bool = False,
     unmapped_text: bool = False,
+    base_url: str | None = None,
 ) -> ScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
@@ -121,6 +123,8 @@ def screen(
     the candidate Group back to the source server (created, or updated in place on re-runs).
     The codes of records that matched no value set are counted into ``result.unmapped``
     (``unmapped.csv``); ``unmapped_text`` also lists free-text-only medications by their text.
+    Absolute references resolve only against the source's own base: the server URL, the base
+    a Bulk export or snapshot folder recorded, and ``base_url`` (docs/architecture.md).
 
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> list(result.patients.columns[:3])
@@ -134,6 +138,8 @@ def screen(
     trial, criteria_info = _resolve_trial(criteria)
     terminology = terminology or Terminology.load()
     check_value_sets(trial, terminology)
+    if base_url is not None and not is_url(base_url):
+        raise OptionError("--base-url must be an http(s) URL")
 
     fetch_record: dict[str, Any] | None = None
     client = None
@@ -159,6 +165,7 @@ def screen(
         src_path = Path(source) if source is not None else DEMO_DATA
     t_fetch = time.perf_counter()
     disk = open_source(src_path)
+    bases = [base_url, recorded_base(src_path), str(source) if is_url(source) else None]
     relevant = relevant_codes(trial, terminology)
     tables, report = read_tables(
         disk,
@@ -169,6 +176,7 @@ def screen(
         workers=workers,
         progress=progress,
         unmapped_text=unmapped_text,
+        base_urls=bases,
     )
     unmapped_rows = report.unmapped.rows()
     t_read = time.perf_counter()
@@ -286,6 +294,9 @@ def _run_record(
         "errors": read["errors"],
         "errors_truncated": read["errors_truncated"],
         "workers": read["workers"],
+        # One copy per resource (engine/dedup.py) and references that did not resolve.
+        "duplicates": read["duplicates"],
+        "unresolved_references": read["unresolved_references"],
         "files": read["files"],
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
