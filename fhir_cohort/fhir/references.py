@@ -67,9 +67,7 @@ def normalize_base(url: str) -> str:
     'https://ehr.example.org/fhir/R4'
     """
     parts = urlsplit(url.strip())
-    host = (parts.hostname or "").lower()
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2].lower()  # no user info; the port kept as written
     return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), "", ""))
 
 
