@@ -214,6 +214,11 @@ class Flattener:
             )
         return self._subject[1]
 
+    def subject_unresolved(self, resource: dict[str, Any]) -> bool:
+        """Whether the last flattened resource's subject is a reference that did not resolve."""
+        subject = self._subject
+        return subject[0] is resource and subject[1][0] not in (LOCAL, MISSING, OTHER_TYPE)
+
     def _patient(self, resource: dict[str, Any], location: str) -> str | None:
         """The subject's Patient id; a missing or non-Patient subject is reported as
         malformed, a reference that does not resolve is counted as unresolved."""

@@ -192,7 +192,10 @@ def _run_tasks(
                         key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
                         if key is not None:
                             unmapped.add(rtype, key)
-                elif not (flattener.pending and flattener.pending[-1][0] is resource):
+                elif not (
+                    (flattener.pending and flattener.pending[-1][0] is resource)
+                    or flattener.subject_unresolved(resource)  # nobody's record: not unmapped
+                ):
                     key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
                     if key is not None:
                         unmapped.add(rtype, key)

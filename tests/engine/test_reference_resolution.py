@@ -197,3 +197,14 @@ def test_ndjson_forms_and_bases_from_the_export(tmp_path: Path) -> None:
     assert f"{tmp_path / 'Condition.ndjson'}:6" in locs  # absolute other base, line 6
     text = json.dumps(with_base.unresolved)
     assert "elsewhere" not in text and '"x"' not in text  # no references, no ids
+
+
+def test_unresolved_subject_is_not_an_unmapped_code(tmp_path: Path) -> None:
+    """A record nobody's (its subject did not resolve) is counted once, as unresolved, and its
+    relevant code is not reported as matching no value set."""
+    (tmp_path / "Patient.ndjson").write_text('{"resourceType":"Patient","id":"x"}\n')
+    lines = [resource("Condition", {"reference": f"{OTHER}/Patient/x"}, id="c1")]
+    (tmp_path / "Condition.ndjson").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    tables, report = _read(tmp_path)
+    assert tables.conditions.empty and report.unresolved["total"] == 1
+    assert report.unmapped.rows() == []
