@@ -103,10 +103,12 @@ class ScreeningResult:
             lines.append(f"skipped {skipped} malformed resources (see run.json)")
         unresolved = (self.run.get("unresolved_references") or {}).get("total") or 0
         if unresolved:
-            lines.append(f"{unresolved} references did not resolve (see run.json)")
+            word = "reference" if unresolved == 1 else "references"
+            lines.append(f"{unresolved} {word} did not resolve (see run.json)")
         dropped = sum(((self.run.get("duplicates") or {}).get("copies_dropped") or {}).values())
         if dropped:
-            lines.append(f"dropped {dropped} duplicate or superseded copies (see run.json)")
+            word = "copy" if dropped == 1 else "copies"
+            lines.append(f"dropped {dropped} duplicate or superseded {word} (see run.json)")
         if self.paths is not None:
             lines.append(f"outputs: {self.paths.out_dir} (open report.html in a browser)")
         return "\n".join(lines)

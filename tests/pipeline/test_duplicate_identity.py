@@ -118,3 +118,23 @@ def test_reference_to_another_server_is_not_a_local_patient(
 def _status_with_base(folder: Path, base: str) -> tuple[pd.Series, dict[str, Any]]:
     result = screen(folder, as_of=AS_OF, base_url=base)
     return result.patients.set_index("patient_id")["status"].sort_index(), result.run
+
+
+def test_summary_names_duplicates_and_unresolved_references(tmp_path: Path) -> None:
+    sle = {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]}
+    cond = {"resourceType": "Condition", "id": "c1", "code": sle,
+            "subject": {"reference": "Patient/p1"}}  # fmt: skip
+    _save(tmp_path, "Patient.ndjson", [{"resourceType": "Patient", "id": "p1"}])
+    _save(tmp_path, "Condition.000.ndjson", [cond])
+    _save(tmp_path, "Condition.001.ndjson", [cond, {**cond, "id": "c2", "subject": {
+        "reference": "https://elsewhere.example/fhir/Patient/p1"}}])  # fmt: skip
+    summary = screen(tmp_path, as_of=AS_OF).summary()
+    assert "1 reference did not resolve (see run.json)" in summary
+    assert "dropped 1 duplicate or superseded copy (see run.json)" in summary
+
+
+def test_base_url_must_be_a_url(tmp_path: Path) -> None:
+    from fhir_cohort.errors import OptionError
+
+    with pytest.raises(OptionError, match="--base-url"):
+        screen(DEMO_DATA, as_of=AS_OF, base_url="ehr.example.org/fhir")
