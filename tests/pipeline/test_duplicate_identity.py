@@ -138,3 +138,20 @@ def test_base_url_must_be_a_url(tmp_path: Path) -> None:
 
     with pytest.raises(OptionError, match="--base-url"):
         screen(DEMO_DATA, as_of=AS_OF, base_url="ehr.example.org/fhir")
+
+
+def test_a_bulk_export_folder_resolves_against_its_recorded_base(tmp_path: Path) -> None:
+    base = "https://ehr.example.org/fhir"
+    sle = {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]}
+    _save(tmp_path, "Patient.ndjson", [{"resourceType": "Patient", "id": "p1"}])
+    _save(tmp_path, "Condition.ndjson", [
+        {"resourceType": "Condition", "id": "c1", "code": sle,
+         "subject": {"reference": f"{base}/Patient/p1"}},
+    ])  # fmt: skip
+    assert screen(tmp_path, as_of=AS_OF).run["unresolved_references"]["total"] == 1
+    manifest = {"transactionTime": "2026-01-01T00:00:00Z", "request": f"{base}/Patient/$export",
+                "requiresAccessToken": True, "output": [], "error": []}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    run = screen(tmp_path, as_of=AS_OF).run
+    assert run["unresolved_references"]["total"] == 0
+    assert run["unresolved_references"]["bases"] == [base]
