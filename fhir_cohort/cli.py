@@ -235,6 +235,12 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         help="list medications known only by free text in unmapped.csv by their text (off by "
         "default: free text can hold anything)",
     )
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the FHIR base URL the files on disk came from: absolute references with this base "
+        "resolve (default: the base a Bulk export or snapshot recorded, else none)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     _add_server_options(p)
 
@@ -545,6 +551,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             publish_group=args.publish_group,
             unmapped_text=args.unmapped_text,
             allow_empty=args.allow_empty,
+            base_url=args.base_url,
         )
     finally:
         bars.close()

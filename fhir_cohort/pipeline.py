@@ -30,8 +30,9 @@ from fhir_cohort.engine.evaluate import (
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables, records_without_patient
-from fhir_cohort.errors import SourceError
+from fhir_cohort.errors import OptionError, SourceError
 from fhir_cohort.fhir.client import strip_query
+from fhir_cohort.fhir.references import recorded_base
 from fhir_cohort.fhir.sources import open_source
 from fhir_cohort.files import prepare_out_dir
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
@@ -109,6 +110,7 @@ def screen(
     publish_group: bool = False,
     unmapped_text: bool = False,
     allow_empty: bool = False,
+    base_url: str | None = None,
 ) -> ScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
@@ -125,6 +127,8 @@ def screen(
     (``unmapped.csv``); ``unmapped_text`` also lists free-text-only medications by their text.
     A disk source in which no Patient is found (an empty file or Bundle, a folder of non-FHIR
     JSON) raises :class:`SourceError` unless ``allow_empty``.
+    Absolute references resolve only against the source's own base: the server URL, the base
+    a Bulk export or snapshot folder recorded, and ``base_url`` (docs/architecture.md).
 
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> list(result.patients.columns[:3])
@@ -140,6 +144,8 @@ def screen(
     trial, criteria_info = _resolve_trial(criteria)
     terminology = terminology or Terminology.load()
     check_value_sets(trial, terminology)
+    if base_url is not None and not is_url(base_url):
+        raise OptionError("--base-url must be an http(s) URL")
 
     fetch_record: dict[str, Any] | None = None
     client = None
@@ -166,6 +172,7 @@ def screen(
         src_path = Path(source) if source is not None else DEMO_DATA
     t_fetch = time.perf_counter()
     disk = open_source(src_path)
+    bases = [base_url, recorded_base(src_path), str(source) if is_url(source) else None]
     relevant = relevant_codes(trial, terminology)
     tables, report = read_tables(
         disk,
@@ -176,6 +183,7 @@ def screen(
         workers=workers,
         progress=progress,
         unmapped_text=unmapped_text,
+        base_urls=bases,
     )
     if fetch_record is None and not allow_empty:
         report.require_resources(str(src_path))
@@ -299,6 +307,9 @@ def _run_record(
         "errors_truncated": read["errors_truncated"],
         "invalid_utf8": read["invalid_utf8"],
         "workers": read["workers"],
+        # One copy per resource (engine/dedup.py) and references that did not resolve.
+        "duplicates": read["duplicates"],
+        "unresolved_references": read["unresolved_references"],
         "files": read["files"],
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
         "platform": {"python": platform.python_version(), "machine": platform.machine()},

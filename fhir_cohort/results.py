@@ -101,6 +101,14 @@ class ScreeningResult:
         skipped = sum(self.run.get("skipped", {}).values()) if self.run.get("skipped") else 0
         if skipped:
             lines.append(f"skipped {skipped} malformed resources (see run.json)")
+        unresolved = (self.run.get("unresolved_references") or {}).get("total") or 0
+        if unresolved:
+            word = "reference" if unresolved == 1 else "references"
+            lines.append(f"{unresolved} {word} did not resolve (see run.json)")
+        dropped = sum(((self.run.get("duplicates") or {}).get("copies_dropped") or {}).values())
+        if dropped:
+            word = "copy" if dropped == 1 else "copies"
+            lines.append(f"dropped {dropped} duplicate or superseded {word} (see run.json)")
         if self.paths is not None:
             lines.append(f"outputs: {self.paths.out_dir} (open report.html in a browser)")
         return "\n".join(lines)

@@ -3,6 +3,13 @@
 Pure, no I/O, allocation-light: rows are plain tuples. Only codings in ``relevant`` (normalised
 (system, code) pairs some criterion can use) produce condition/observation/medication rows.
 
+References resolve only as FHIR says (:mod:`fhir_cohort.fhir.references`): the subject must be
+a Patient of the source (relative, or absolute with the source's own base), never one found by
+the tail of another server's URL, a ``urn:uuid`` outside its Bundle or a contained Patient;
+the rest are counted in the ledger as unresolved references. Every parsed copy of a resource and
+the copy behind each row go to the :class:`~fhir_cohort.engine.dedup.Ledger`, which keeps one
+version per resource.
+
 Medication resolution: a ``medicationReference`` to a separate Medication resource needs that
 Medication. Feed Medications first (``DiskSource`` orders Medication files first; call
 :meth:`Flattener.add_medication` or just :meth:`Flattener.flatten` on them). A resource whose
@@ -17,7 +24,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any
 
+from fhir_cohort.engine.dedup import Ledger, version_key, winner
 from fhir_cohort.errors import MalformedResourceError
+from fhir_cohort.fhir.references import CONTAINED, LOCAL, MISSING, OTHER_TYPE, ReferenceResolver
 from fhir_cohort.fhir.resource_types import RESOURCE_TYPES
 from fhir_cohort.fhir.wire import (
     add_days,
@@ -26,7 +35,6 @@ from fhir_cohort.fhir.wire import (
     format_token,
     normalizers,
     parse_date,
-    reference_id,
     supply_end,
 )
 
@@ -115,8 +123,10 @@ class Flattener:
     ``medication_words``: lower-case ingredient names / brand synonyms; a medication without a
     relevant coding gives a text row only when its text or a coding display contains one of them
     (ASCII case-insensitive). ``None`` means any medication text gives a text row.
-    Structural problems (no id, no usable Patient subject) go to ``on_error`` (or raise with
+    Structural problems (no id, no Patient subject) go to ``on_error`` (or raise with
     ``strict``) only for resources that would otherwise give rows.
+    ``refs`` resolves references against the source's own bases (default: none, so absolute
+    URLs do not resolve); ``ledger`` records copies, rows and unresolved references.
     """
 
     def __init__(
@@ -126,6 +136,8 @@ class Flattener:
         *,
         on_error: ErrorHandler | None = None,
         strict: bool = False,
+        refs: ReferenceResolver | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.relevant: frozenset[tuple[str, str]] = frozenset(relevant)
         self.medication_words: tuple[bytes, ...] | None = (
@@ -135,8 +147,13 @@ class Flattener:
         )
         self.on_error = on_error
         self.strict = strict
+        self.refs = refs if refs is not None else ReferenceResolver()
+        self.ledger = ledger if ledger is not None else Ledger()
         self.medications: dict[str, dict[str, Any]] = {}
-        self.pending: list[tuple[dict[str, Any], str]] = []
+        # (version, lastUpdated, location key) of each medication, to keep the latest copy.
+        self.medication_keys: dict[str, tuple[int, int, int]] = {}
+        self.pending: list[tuple[dict[str, Any], str, int]] = []
+        self._subject: tuple[Any, tuple[str, Any]] = (None, (MISSING, None))
         self._norm_system, self._norm_code = normalizers()
         self._sys_cache: dict[str, str] = {}
         self._code_cache: dict[tuple[str, str], tuple[str, str]] = {}
@@ -189,27 +206,64 @@ class Flattener:
             return tuple(format_token(s, k) for x in cc for s, k, _ in self._codings(x))
         return tuple(format_token(s, k) for s, k, _ in self._codings(cc))
 
+    def _subject_of(self, resource: dict[str, Any]) -> tuple[str, Any]:
+        """(form, target) of the resource's subject, resolved once per resource."""
+        if self._subject[0] is not resource:
+            self._subject = (
+                resource,
+                self.refs.resolve(resource.get("subject"), "Patient", resource),
+            )
+        return self._subject[1]
+
+    def subject_unresolved(self, resource: dict[str, Any]) -> bool:
+        """Whether the last flattened resource's subject is a reference that did not resolve."""
+        subject = self._subject
+        return subject[0] is resource and subject[1][0] not in (LOCAL, MISSING, OTHER_TYPE)
+
     def _patient(self, resource: dict[str, Any], location: str) -> str | None:
-        pid = reference_id(_get(resource.get("subject"), "reference"), "Patient")
-        if pid is None:
-            self._report(location, f"{resource.get('resourceType')} without a Patient subject")
-        return pid
+        """The subject's Patient id; a missing or non-Patient subject is reported as
+        malformed, a reference that does not resolve is counted as unresolved."""
+        form, target = self._subject_of(resource)
+        if form == LOCAL:
+            return target  # type: ignore[no-any-return]
+        rtype = str(resource.get("resourceType"))
+        if form in (MISSING, OTHER_TYPE):
+            self._report(location, f"{rtype} without a Patient subject")
+        else:
+            # A contained Patient (form "contained") is nobody the source screens.
+            form = "contained_patient" if form == CONTAINED else form
+            self.ledger.unresolved_reference(location, rtype, "subject", form)
+        return None
 
     # -- entry points --------------------------------------------------------------------------
 
-    def add_medication(self, resource: dict[str, Any], location: str = "") -> None:
-        """Remember a separate Medication resource for later medicationReference resolution."""
-        mid = resource.get("id")
-        if isinstance(mid, str) and mid:
-            self.medications[mid] = resource
-        else:
-            self._report(location, "Medication without id")
+    def add_medication(self, resource: dict[str, Any], location: str = "", src: int = 0) -> None:
+        """Remember a separate Medication resource for later medicationReference resolution.
 
-    def flatten(self, resource: dict[str, Any], location: str) -> list[tuple[str, Row]]:
-        """(table name, row) pairs for one resource; [] for types no table holds."""
+        Of two copies with the same id the later one (dedup rule) is kept.
+        """
+        mid = resource.get("id")
+        if not isinstance(mid, str) or not mid:
+            self._report(location, "Medication without id")
+            return
+        self.ledger.copy_of("Medication", mid, None, resource, src)
+        key = (*version_key(resource), src)
+        old = self.medication_keys.get(mid)
+        if old is None or winner([old, key])[0] == 1:
+            self.medications[mid] = resource
+            self.medication_keys[mid] = key
+
+    def flatten(
+        self, resource: dict[str, Any], location: str, src: int = 0
+    ) -> list[tuple[str, Row]]:
+        """(table name, row) pairs for one resource; [] for types no table holds.
+
+        ``src`` is the location key of the resource (:func:`fhir_cohort.engine.dedup.location_key`)
+        that the ledger records with the copy and its rows.
+        """
         rtype = resource.get("resourceType")
         if rtype == "Medication":
-            self.add_medication(resource, location)
+            self.add_medication(resource, location, src)
             return []
         if rtype not in _HANDLED:
             return []
@@ -217,15 +271,25 @@ class Flattener:
         if not isinstance(rid, str) or not rid:
             self._report(location, f"{rtype} without id")
             return []
+        ledger = self.ledger
         if rtype == "Patient":
+            ledger.copy_of(rtype, rid, rid, resource, src)
+            ledger.row("patients", src)
             return [("patients", self._patient_row(resource))]
+        self._subject = (resource, self.refs.resolve(resource.get("subject"), "Patient", resource))
+        form, target = self._subject[1]
+        ledger.copy_of(rtype, rid, target if form == LOCAL else None, resource, src)
         if rtype == "Condition":
-            return self._condition(resource, rid, location)
-        if rtype == "Procedure":
-            return self._procedure(resource, rid, location)
-        if rtype == "Observation":
-            return self._observation(resource, rid, location)
-        return self._medication(resource, rtype, rid, location, final=False)
+            out = self._condition(resource, rid, location)
+        elif rtype == "Procedure":
+            out = self._procedure(resource, rid, location)
+        elif rtype == "Observation":
+            out = self._observation(resource, rid, location)
+        else:
+            out = self._medication(resource, rtype, rid, location, final=False, src=src)
+        for table, _ in out:
+            ledger.row(table, src)
+        return out
 
     def finish(
         self, on_empty: Callable[[dict[str, Any]], None] | None = None
@@ -238,12 +302,14 @@ class Flattener:
         """
         held, self.pending = self.pending, []
         out: list[tuple[str, Row]] = []
-        for resource, location in held:
+        for resource, location, src in held:
             rows = self._medication(
                 resource, resource["resourceType"], resource["id"], location, True
             )
             if not rows and on_empty is not None:
                 on_empty(resource)
+            for table, _ in rows:
+                self.ledger.row(table, src)
             out.extend(rows)
         return out
 
@@ -364,11 +430,13 @@ class Flattener:
     # -- Medications -----------------------------------------------------------------------------
 
     def _resolve_medication(
-        self, r: dict[str, Any]
+        self, r: dict[str, Any], loc: str = ""
     ) -> tuple[Any, dict[str, Any] | None, str | None, bool]:
         """(CodeableConcept, Medication resource or None, reference display, missing).
 
-        ``missing`` is True when a separate Medication is referenced but unknown so far.
+        ``missing`` is True when a Medication of the source is referenced but unknown so far.
+        A reference that cannot resolve (another server, urn:uuid outside its Bundle, an absent
+        contained resource) is counted as unresolved; its display may still give a text row.
         """
         cc = r.get("medicationCodeableConcept")
         if cc is not None:
@@ -383,23 +451,19 @@ class Flattener:
         if not isinstance(ref, dict):
             return None, None, None, False
         display = ref.get("display") if isinstance(ref.get("display"), str) else None
-        target = ref.get("reference")
-        if not isinstance(target, str):
-            return None, None, display, False
-        if target.startswith("#"):
-            for c in r.get("contained") or ():
-                if (
-                    isinstance(c, dict)
-                    and c.get("id") == target[1:]
-                    and c.get("resourceType") == "Medication"
-                ):
-                    return c.get("code"), c, display, False
-            return None, None, display, False
-        mid = reference_id(target, "Medication")
-        med_res = self.medications.get(mid) if mid is not None else None
-        if med_res is None:
-            return None, None, display, mid is not None
-        return med_res.get("code"), med_res, display, False
+        form, target = self.refs.resolve(ref, "Medication", r)
+        if form == CONTAINED:
+            return target.get("code"), target, display, False
+        if form == LOCAL:
+            med_res = self.medications.get(target)
+            if med_res is None:
+                return None, None, display, True
+            return med_res.get("code"), med_res, display, False
+        if form not in (MISSING, OTHER_TYPE):
+            self.ledger.unresolved_reference(
+                loc, str(r.get("resourceType")), "medicationReference", form
+            )
+        return None, None, display, False
 
     def _word_text(self, cc: Any, extra: str | None) -> str | None:
         """The medication text that names a medication word (or any text if words is None)."""
@@ -432,11 +496,11 @@ class Flattener:
         return None
 
     def _medication(
-        self, r: dict[str, Any], rtype: str, rid: str, loc: str, final: bool
+        self, r: dict[str, Any], rtype: str, rid: str, loc: str, final: bool, src: int = 0
     ) -> list[tuple[str, Row]]:
-        cc, med, ref_display, missing = self._resolve_medication(r)
+        cc, med, ref_display, missing = self._resolve_medication(r, loc)
         if missing and not final:
-            self.pending.append((r, loc))
+            self.pending.append((r, loc, src))
             return []
         every = list(self._codings(cc))
         rel = self.relevant

@@ -24,6 +24,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fhir_cohort.engine import dedup
+from fhir_cohort.engine.dedup import Ledger, location_key, version_key, winner
 from fhir_cohort.engine.flatten import CodeLineFilter, Flattener, make_line_filter
 from fhir_cohort.engine.tables import ROW_RESOURCE_TYPES, Tables
 from fhir_cohort.engine.unmapped import (
@@ -34,6 +36,7 @@ from fhir_cohort.engine.unmapped import (
     unmapped_codings,
 )
 from fhir_cohort.errors import MalformedResourceError, SourceError
+from fhir_cohort.fhir.references import ReferenceResolver
 from fhir_cohort.fhir.sources import DiskSource, iter_file, iter_ndjson_range
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 
@@ -62,6 +65,9 @@ class ReadReport:
     # Records read with invalid UTF-8 decoded as U+FFFD: how many, and where (no content).
     replaced: int = 0
     replaced_at: list[str] = field(default_factory=list)
+    # run.json "duplicates" and "unresolved_references" (fhir_cohort.engine.dedup).
+    duplicates: dict[str, Any] = field(default_factory=dict)
+    unresolved: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, other: _TaskResult) -> None:
         self.lines.update(other.lines)
@@ -91,6 +97,8 @@ class ReadReport:
             },
             "seconds": round(self.seconds, 3),
             "workers": self.workers,
+            "duplicates": self.duplicates,
+            "unresolved_references": self.unresolved,
         }
 
     def require_resources(self, source: str) -> None:
@@ -119,6 +127,7 @@ class _Task:
     end: int = -1
     first_line: int = 1
     size: int = 0
+    file_index: int = 0  # in the reader's file list: orders copies (dedup) and names them
 
 
 @dataclass
@@ -137,6 +146,8 @@ class _TaskResult:
         if len(self.replaced_at) < MAX_ERRORS_KEPT:
             self.replaced_at.append(location)
 
+    ledger: Ledger = field(default_factory=Ledger)
+
 
 @dataclass(frozen=True)
 class _Config:
@@ -146,6 +157,8 @@ class _Config:
     validate: bool
     medications: dict[str, dict[str, Any]]
     unmapped_text: bool = False
+    refs: ReferenceResolver = field(default_factory=ReferenceResolver)
+    medication_keys: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def _run_tasks(
@@ -160,8 +173,16 @@ def _run_tasks(
         if len(out.errors) < MAX_ERRORS_KEPT:
             out.errors.append((err.location, err.reason))
 
-    flattener = Flattener(cfg.relevant, cfg.words, on_error=on_error, strict=cfg.strict)
+    flattener = Flattener(
+        cfg.relevant,
+        cfg.words,
+        on_error=on_error,
+        strict=cfg.strict,
+        refs=cfg.refs,
+        ledger=out.ledger,
+    )
     flattener.medications.update(cfg.medications)
+    flattener.medication_keys.update(cfg.medication_keys)
     filters: dict[str | None, Callable[[bytes], bool] | None] = {}
     lines = out.lines
     unmapped = out.unmapped
@@ -205,7 +226,8 @@ def _run_tasks(
             out.parsed[rtype] += 1
             if task.expected_type is None:
                 lines[rtype] += 1  # Bundles pass no line filter: count resources instead
-            produced = flattener.flatten(resource, location)
+            src = location_key(task.file_index, task.path, location)
+            produced = flattener.flatten(resource, location, src)
             for table, row in produced:
                 rows[table].append(row)
             if not produced:
@@ -214,7 +236,10 @@ def _run_tasks(
                         key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
                         if key is not None:
                             unmapped.add(rtype, key)
-                elif not (flattener.pending and flattener.pending[-1][0] is resource):
+                elif not (
+                    (flattener.pending and flattener.pending[-1][0] is resource)
+                    or flattener.subject_unresolved(resource)  # nobody's record: not unmapped
+                ):
                     key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
                     if key is not None:
                         unmapped.add(rtype, key)
@@ -249,18 +274,22 @@ def _is_plain_ndjson(path: Path) -> bool:
     return path.name.lower().endswith((".ndjson", ".jsonl"))
 
 
-def _split(path: Path, expected_type: str | None, chunk_bytes: int) -> list[_Task]:
+def _split(
+    path: Path, expected_type: str | None, chunk_bytes: int, file_index: int = 0
+) -> list[_Task]:
     """Byte ranges of ``path`` ending on newlines, each knowing its first line number."""
     try:
-        return _split_ranges(path, expected_type, chunk_bytes)
+        return _split_ranges(path, expected_type, chunk_bytes, file_index)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read ({type(exc).__name__})") from exc
 
 
-def _split_ranges(path: Path, expected_type: str | None, chunk_bytes: int) -> list[_Task]:
+def _split_ranges(
+    path: Path, expected_type: str | None, chunk_bytes: int, file_index: int
+) -> list[_Task]:
     size = path.stat().st_size
     if not _is_plain_ndjson(path) or size <= chunk_bytes:
-        return [_Task(str(path), expected_type, size=size)]
+        return [_Task(str(path), expected_type, size=size, file_index=file_index)]
     tasks: list[_Task] = []
     start, first_line = 0, 1
     with path.open("rb") as fh:
@@ -268,7 +297,9 @@ def _split_ranges(path: Path, expected_type: str | None, chunk_bytes: int) -> li
             fh.seek(min(start + chunk_bytes, size))
             fh.readline()  # finish the line the cut fell in
             end = min(fh.tell(), size)
-            tasks.append(_Task(str(path), expected_type, start, end, first_line, end - start))
+            tasks.append(
+                _Task(str(path), expected_type, start, end, first_line, end - start, file_index)
+            )
             # Counting newlines is memchr-fast and only done once per range.
             fh.seek(start)
             remaining, newlines = end - start, 0
@@ -281,11 +312,14 @@ def _split_ranges(path: Path, expected_type: str | None, chunk_bytes: int) -> li
 
 
 def _read_medications(
-    source: DiskSource, cfg: _Config, report: ReadReport
-) -> dict[str, dict[str, Any]]:
+    source: DiskSource, cfg: _Config, report: ReadReport, ledger: Ledger
+) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[int, int, int]]]:
+    """Separate Medications by id, the latest copy of each (dedup rule), and their keys."""
     strict, validate = cfg.strict, cfg.validate
     meds: dict[str, dict[str, Any]] = {}
+    keys: dict[str, tuple[int, int, int]] = {}
     tmp = _TaskResult()
+    index = {name: i for i, name in enumerate(report.files)}
 
     def on_error(err: MalformedResourceError) -> None:
         tmp.skipped["Medication"] += 1
@@ -295,7 +329,8 @@ def _read_medications(
     for declared, path in source.files({"Medication"}):
         if declared != "Medication":
             continue  # Bundles: the Flattener resolves their Medications in-stream
-        for resource, _loc in iter_file(
+        name = str(path)
+        for resource, loc in iter_file(
             path,
             expected_type="Medication",
             on_error=on_error,
@@ -307,13 +342,19 @@ def _read_medications(
             tmp.parsed["Medication"] += 1
             rid = resource.get("id")
             if isinstance(rid, str):
-                meds[rid] = resource
+                src = location_key(index.get(name, 0), name, loc)
+                ledger.copy_of("Medication", rid, None, resource, src)
+                key = (*version_key(resource), src)
+                old = keys.get(rid)
+                if old is None or winner([old, key])[0] == 1:
+                    meds[rid] = resource
+                    keys[rid] = key
             if not medication_is_mapped(resource, cfg.relevant, cfg.words):
                 key = unmapped_codings(resource, meds, text=cfg.unmapped_text)
                 if key is not None:
                     tmp.unmapped.add("Medication", key)
     report.merge(tmp)
-    return meds
+    return meds, keys
 
 
 def read_tables(
@@ -328,6 +369,7 @@ def read_tables(
     chunk_bytes: int = CHUNK_BYTES,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
     unmapped_text: bool = False,
+    base_urls: Iterable[str | None] = (),
 ) -> tuple[Tables, ReadReport]:
     """Read every resource of ``source`` into :class:`Tables`, skipping what no criterion uses.
 
@@ -335,21 +377,29 @@ def read_tables(
     or raise :class:`MalformedResourceError` with ``strict``. Records that matched no value set
     are counted by code in ``report.unmapped`` (medication free text only with
     ``unmapped_text``).
+
+    ``base_urls`` are the source's own bases: absolute references resolve only against them
+    (``fhir_cohort.fhir.references``). One copy of each resource is kept, the latest
+    (``fhir_cohort.engine.dedup``); ``report.duplicates`` and ``report.unresolved`` say what
+    was dropped or did not resolve.
     """
     started = time.perf_counter()
     report = ReadReport()
     report.files = [str(p) for _, p in source.files()]
+    refs = ReferenceResolver(base_urls)
     cfg = _Config(
-        frozenset(relevant), frozenset(medication_words), strict, validate, {}, unmapped_text
+        frozenset(relevant), frozenset(medication_words), strict, validate, {}, unmapped_text, refs
     )
-    meds = _read_medications(source, cfg, report)
-    cfg = dataclasses.replace(cfg, medications=meds)
+    ledger = Ledger()
+    meds, med_keys = _read_medications(source, cfg, report, ledger)
+    cfg = dataclasses.replace(cfg, medications=meds, medication_keys=med_keys)
     tasks: list[_Task] = []
+    file_index = {name: i for i, name in enumerate(report.files)}
     # Files of types no table holds (Encounter, Immunization, ...) are not opened at all.
     for declared, path in source.files(set(READ_TYPES)):
         if declared == "Medication":
             continue
-        tasks.extend(_split(path, declared, chunk_bytes))
+        tasks.extend(_split(path, declared, chunk_bytes, file_index[str(path)]))
     total = sum(t.size for t in tasks)
     n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     bundles = any(t.expected_type is None for t in tasks)
@@ -365,6 +415,7 @@ def read_tables(
 
     def absorb(res: _TaskResult) -> None:
         report.merge(res)
+        ledger.merge(res.ledger)  # same order as the rows: apply() relies on it
         for table in _TABLES:
             rows[table].extend(res.rows[table])
 
@@ -386,6 +437,9 @@ def read_tables(
     tables = Tables.from_rows(
         rows["patients"], rows["conditions"], rows["medications"], rows["observations"]
     )
+    rows.clear()  # the frames hold the data now; free the tuples before dedup
+    report.duplicates = dedup.apply(tables, ledger, report.files)
+    report.unresolved = ledger.unresolved_report(refs.bases)
     if not tables.patients.empty:
         tables.patients = tables.patients.drop_duplicates("patient_id", keep="first")
     report.seconds = time.perf_counter() - started

@@ -6,7 +6,9 @@ Supported inputs (see :func:`open_source`):
   comes from the file name when it starts with a resource type, else from each resource;
 - a single ``.ndjson``/``.jsonl`` file (optionally gzipped);
 - a single Bundle ``.json``/``.json.gz`` or a folder of them (Synthea's output, transactions).
-  ``urn:uuid:`` references between entries are rewritten to ``<Type>/<id>``.
+  A reference equal to the ``fullUrl`` of an entry of the same Bundle (``urn:uuid:``, or an
+  absolute URL) is rewritten to that entry's ``<Type>/<id>``; a ``urn:uuid:`` naming no entry
+  stays as it is and does not resolve (:mod:`fhir_cohort.fhir.references`).
 
 Errors in single resources are reported as :class:`MalformedResourceError` with a location
 (``file:line`` or ``file#entry[N]``) and a reason that never quotes resource content. Every
@@ -318,7 +320,8 @@ def iter_ndjson_range(
 
 
 def _rewrite_refs(node: Any, urls: dict[str, str]) -> None:
-    """Replace ``reference`` values that are fullUrls of bundle entries by ``Type/id``."""
+    """Replace ``reference`` values that are fullUrls of entries of the same Bundle by
+    ``Type/id`` (FHIR bundle.html#references); every other reference is left as written."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
@@ -376,18 +379,20 @@ def _iter_bundle(
     if not isinstance(entries, list):
         report(name, "Bundle.entry is not a list")
         return
-    # Pass 1: give id-less entries their urn:uuid as id and map fullUrls to Type/id.
+    # Pass 1: give id-less entries their urn:uuid as id and map every entry's fullUrl (urn:uuid
+    # or absolute) to Type/id: within a Bundle, a reference resolves to the entry it names.
     urls: dict[str, str] = {}
     for entry in entries:
         res = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
             continue
         full = entry.get("fullUrl")
-        if isinstance(full, str) and full.startswith("urn:uuid:"):
-            if not res.get("id"):
-                res["id"] = full[9:]
-            if isinstance(res.get("id"), str):
-                urls[full] = f"{res['resourceType']}/{res['id']}"
+        if not isinstance(full, str) or not full:
+            continue
+        if full.startswith("urn:uuid:") and not res.get("id"):
+            res["id"] = full[9:]
+        if isinstance(res.get("id"), str) and res["id"]:
+            urls[full] = f"{res['resourceType']}/{res['id']}"
     # Pass 2: Medications first (they must reach the flattener before their users).
     order = sorted(
         range(len(entries)),
