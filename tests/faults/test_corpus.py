@@ -20,6 +20,7 @@ eligible patient, so losing it silently turns that patient ineligible.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import io
 import json
@@ -120,10 +121,10 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Clean:
     assert res.returncode == 0, res.stderr
     bundle_base = outputs(tmp / "clean-bundle-out")
     # The target: an eligible patient's only sle Condition.
-    status = {row.split(",")[0]: row.split(",")[1] for row in base["patients.csv"] if "," in row}
+    # text cells are quoted (CSV formula-injection guard): read them as CSV, not by commas
+    status = {r[0]: r[1] for r in csv.reader(base["patients.csv"]) if len(r) > 1}
     sle: dict[str, list[str]] = {}
-    for row in base["evidence.csv"]:
-        cells = row.split(",")
+    for cells in csv.reader(base["evidence.csv"]):
         if len(cells) > 3 and cells[1] == "sle" and cells[2] == "Condition":
             sle.setdefault(cells[0], []).append(cells[3])
     target = next(

@@ -8,6 +8,7 @@ Seeds: ``FAULT_SEEDS`` (comma-separated) widens the matrix; benchmarks/faults.py
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -261,7 +262,8 @@ def test_rerun_of_a_completed_bulk_screen_does_not_screen_stale_data(
     first = run_cli(args, env=cli_env())
     assert judge(first, out, base.outputs).kind == "identical"
     # A new patient on the server: a copy of an eligible one, every record re-keyed.
-    eligible = next(r.split(",")[0] for r in base.outputs["patients.csv"] if ",eligible," in r)
+    rows = csv.reader(base.outputs["patients.csv"])
+    eligible = next(r[0] for r in rows if len(r) > 1 and r[1] == "eligible")
     clone: list[dict] = []
     for path in sorted(fault_hospital.glob("*.ndjson")):
         for line in path.open():
@@ -275,7 +277,7 @@ def test_rerun_of_a_completed_bulk_screen_does_not_screen_stale_data(
     try:
         again = run_cli(args, env=cli_env())
         if again.returncode == 0:
-            ids = {row.split(",")[0] for row in outputs(out)["patients.csv"]}
+            ids = {r[0] for r in csv.reader(outputs(out)["patients.csv"]) if r}
             assert f"stale-{eligible}" in ids, "exit 0 on the earlier export's data"
             run = json.loads((out / "run.json").read_text())
             assert run.get("data_cut"), "the data cut is not stated"
