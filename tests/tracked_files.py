@@ -1,10 +1,10 @@
 """Pytest plugin: the run fails if a test changed a tracked file of the repository.
 
 Tests write to tmp_path or tmp/ (gitignored) only; docs/img/report.png, for one, is refreshed by
-`make screenshot`, never by a test run. The check compares ``git status`` (tracked files only)
-and the content of every already-modified tracked file before and after the session, so local
-edits made before the run are no false alarm. Skipped when git or the repository is absent
-(an unpacked sdist), and in pytest-xdist workers (the controller checks once).
+`make screenshot`, never by a test run. The check lists tracked files that differ from HEAD
+(``git status``) before and after the session and compares their content, so local edits made
+before the run, or committed during it, are no false alarm. Skipped when git or the repository
+is absent (an unpacked sdist), and in pytest-xdist workers (the controller checks once).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def tracked_state(root: Path) -> dict[str, str] | None:
-    """``{path: status + content hash}`` of every tracked file that differs from HEAD."""
+    """``{path: content hash}`` of every tracked file that differs from HEAD."""
     if shutil.which("git") is None:
         return None
     status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=no")
@@ -41,11 +41,13 @@ def tracked_state(root: Path) -> dict[str, str] | None:
         return None
     state: dict[str, str] = {}
     for entry in filter(None, status.split("\0")):
-        code, path = entry[:2], entry[3:]
-        file = root / path
-        digest = _git(root, "hash-object", "--", path) if file.is_file() else None
-        state[path] = f"{code} {(digest or 'absent').strip()}"
+        state[entry[3:]] = _digest(root, entry[3:])
     return state
+
+
+def _digest(root: Path, path: str) -> str:
+    digest = _git(root, "hash-object", "--", path) if (root / path).is_file() else None
+    return (digest or "absent").strip()
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -64,7 +66,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if before is None:
         return
     after = tracked_state(config.rootpath) or {}
-    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    # A file dirty before the run counts as changed only if its content changed (not if it was
+    # committed meanwhile); one clean before and dirty after was changed by the run.
+    changed = sorted(
+        p
+        for p in before.keys() | after.keys()
+        if before.get(p) != after.get(p, _digest(config.rootpath, p))
+    )
     if os.environ.get(SCREENSHOT_ENV) == "1":
         changed = [p for p in changed if p != SCREENSHOT]
     if not changed:
