@@ -12,6 +12,7 @@ PYTEST_WORKERS ?= 2
 .PHONY: demo test lint screenshot bench clean
 
 $(BIN)/python:
+	@echo "creating $(VENV) with $(PYTHON): needs Python >= 3.11 and network access to PyPI"
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
 		echo "fhir-cohort needs Python >= 3.11 (found: $$($(PYTHON) --version 2>&1));" \
 			"run e.g. 'make PYTHON=python3.11 $(MAKECMDGOALS)'" >&2; exit 1; }
