@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.prerequisites import skip_unless_ci
+
 # No per-example deadline: CI machines are shared and slow examples are not failures here.
 # Derandomised in CI so a red run can be reproduced exactly.
 settings.register_profile("fhir-cohort", deadline=None, print_blob=True)
 settings.register_profile("ci", parent=settings.get_profile("fhir-cohort"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "fhir-cohort")
 
-# The real FHIR server fixtures (sekmet-fhir), usable from every test package.
-pytest_plugins = ["tests.conftest_server"]
+# The real FHIR server fixtures (sekmet-fhir), usable from every test package; and the check
+# that the run changed no tracked file.
+pytest_plugins = ["tests.conftest_server", "tests.tracked_files"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -28,9 +31,7 @@ def require_shared(path: Path) -> Path:
     """A path under ../shared: skipped visibly outside CI, a failure under CI=true."""
     if path.exists():
         return path
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"../shared/{path.relative_to(SHARED)} is required under CI")
-    pytest.skip(f"../shared/{path.relative_to(SHARED)} is not beside the checkout")
+    skip_unless_ci(f"../shared/{path.relative_to(SHARED)} is not beside the checkout")
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,12 @@ def test_date_bounds_of_partials_contain_the_date(d: date) -> None:
         lo, hi = bounds
         assert lo <= d <= hi
         assert parse_date(partial) == lo
-        assert hi + timedelta(days=1) > hi and (hi.year, hi.month) >= (lo.year, lo.month)
+        # Tight: lo and hi spell the partial, the days just outside them do not.
+        assert lo.isoformat().startswith(partial) and hi.isoformat().startswith(partial)
+        if lo > date.min:
+            assert not (lo - timedelta(days=1)).isoformat().startswith(partial)
+        if hi < date.max:
+            assert not (hi + timedelta(days=1)).isoformat().startswith(partial)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -10,9 +11,11 @@ from typing import Any
 import pytest
 
 from fhir_cohort.results import ScreeningResult
+from tests.prerequisites import skip_unless_ci
 
 DEMO_AS_OF = date(2026, 11, 24)
-CHROMIUM = Path("/usr/bin/chromium")
+# scripts/install_browser.sh installs it there; FHIR_COHORT_CHROMIUM names another binary.
+CHROMIUM = Path(os.environ.get("FHIR_COHORT_CHROMIUM") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -37,10 +40,11 @@ def demo_result() -> ScreeningResult:
 def browser() -> Iterator[Any]:
     """Debian's Chromium driven by Playwright (never `playwright install`: no downloads)."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: run scripts/install_browser.sh (as root)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (test extra)"
-    )
+        skip_unless_ci(f"{CHROMIUM} is missing: run scripts/install_browser.sh (as root)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        skip_unless_ci("playwright is not installed (test extra)")
     with sync_api.sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -2,8 +2,8 @@
 
 Opens the demo report from file:// with every non-file request blocked, checks the funnel and
 the candidate table against the result, opens a drill-down, and saves the screenshot the README
-shows plus test artefacts (tests/artifacts/, gitignored). The README's docs/img/report.png is
-rewritten only when FHIR_COHORT_UPDATE_SCREENSHOT=1 is set: tests never modify tracked files.
+shows plus test artefacts in tmp/artifacts/ (gitignored). The README's docs/img/report.png is a
+tracked file: only `make screenshot` (FHIR_COHORT_UPDATE_SCREENSHOT=1) rewrites it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fhir_cohort.results import ScreeningResult
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS_SCREENSHOT = REPO / "docs" / "img" / "report.png"
-ARTIFACTS = REPO / "tests" / "artifacts"
+ARTIFACTS = REPO / "tmp" / "artifacts"
 SCREENSHOT_HEIGHT = 1400
 MAX_SCREENSHOT_BYTES = 400_000
 

@@ -78,6 +78,10 @@ def _sekmet_executable() -> str:
     return found
 
 
+class PortTakenError(RuntimeError):
+    """The chosen port was taken by another process before the server bound it."""
+
+
 class SekmetServer:
     """One sekmet-fhir process with its own data directory, on a free port of 127.0.0.1."""
 
@@ -92,10 +96,13 @@ class SekmetServer:
         token_lifetime: int = 3600,
         port: int | None = None,
     ) -> None:
-        self.workdir = Path(workdir)
-        self.port = port or free_port()
-        self.root_url = f"http://127.0.0.1:{self.port}"
-        self.base_url = f"{self.root_url}/fhir"
+        # Absolute: the server runs with cwd=workdir and is given paths inside it.
+        self.workdir = Path(workdir).resolve()
+        self._fixed_port = port is not None
+        # Names this process in its CapabilityStatement: start() checks it answers, not another
+        # server that took the port first (pytest-xdist workers each start their own).
+        self.instance = f"fhir-cohort test server {os.getpid()}-{id(self):x}"
+        self._set_port(port or free_port())
         self.auth_types = list(auth_types)
         self._enforced = "none" not in self.auth_types
         types = list(self.auth_types)
@@ -107,7 +114,10 @@ class SekmetServer:
             "port": self.port,
             "data_dir": str(self.workdir / "data"),
             "own_private_key_path": str(self.workdir / "keys" / "sekmet.pem"),
-            "simulator": {"enabled": False},
+            "facility_name": self.instance,
+            # delay_seconds also holds every $export job open for min(1 s, it) before it
+            # completes ("let clients observe in progress"): no artificial wait in tests.
+            "simulator": {"enabled": False, "delay_seconds": 0.0},
             "validation": {"inbound": "off"},
             "log_inbound": False,
             "server_auth": {
@@ -127,7 +137,38 @@ class SekmetServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> SekmetServer:
+    def _set_port(self, port: int) -> None:
+        self.port = port
+        self.root_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.root_url}/fhir"
+        if hasattr(self, "settings"):
+            self.settings.update(base_url=self.base_url, port=self.port)
+
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> SekmetServer:
+        """Start the server; on a free port lost to another process, retry on a new one."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except PortTakenError:
+                if self._fixed_port or attempt == attempts - 1:
+                    raise
+                self._set_port(free_port())
+        raise AssertionError("unreachable")
+
+    def _answers(self) -> bool:
+        """Whether this process (not another on the port) serves /metadata."""
+        try:
+            resp = requests.get(f"{self.base_url}/metadata", timeout=2)
+        except requests.ConnectionError:
+            return False
+        if resp.status_code != 200:
+            return False
+        description = (resp.json().get("implementation") or {}).get("description") or ""
+        if not description.startswith(self.instance):
+            raise PortTakenError(f"another server answers on port {self.port}")
+        return True
+
+    def _start_once(self, timeout: float) -> SekmetServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "settings.yaml"
         config.write_text(yaml.safe_dump(self.settings, sort_keys=False))
@@ -146,14 +187,16 @@ class SekmetServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"sekmet exited with {self._proc.returncode}:\n{self.log_tail()}"
-                )
+                tail = self.log_tail()
+                if "address already in use" in tail.lower():
+                    raise PortTakenError(f"port {self.port} was taken:\n{tail}")
+                raise RuntimeError(f"sekmet exited with {self._proc.returncode}:\n{tail}")
             try:
-                if requests.get(f"{self.base_url}/metadata", timeout=2).status_code == 200:
+                if self._answers():
                     return self
-            except requests.ConnectionError:
-                pass
+            except PortTakenError:
+                self.stop()
+                raise
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"sekmet did not answer /metadata within {timeout}s:\n{self.log_tail()}")

@@ -1,0 +1,62 @@
+"""Package imports are lazy (issue 9 item 19): one module does not drag in the whole tool.
+
+Every CLI call and every ``import fhir_cohort.fhir.wire`` used to load pandas, pyarrow, the
+engine and the report through ``fhir_cohort/__init__.py``. Checked in fresh interpreters.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+PACKAGES = [
+    "fhir_cohort",
+    "fhir_cohort.criteria",
+    "fhir_cohort.synth",
+    "fhir_cohort.terminology",
+]
+HEAVY = ["pandas", "numpy", "pyarrow", "fhir_cohort.pipeline", "fhir_cohort.engine.evaluate"]
+
+
+def _loaded_after(statement: str, modules: list[str]) -> list[str]:
+    code = (
+        f"import json, sys\n{statement}\n"
+        f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["import fhir_cohort", "import fhir_cohort.fhir.wire", "import fhir_cohort.cli"],
+)
+def test_light_imports_load_no_engine_and_no_pandas(statement: str) -> None:
+    assert _loaded_after(statement, HEAVY) == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_importing_a_package_imports_none_of_what_it_exports(package: str) -> None:
+    exports = importlib.import_module(package)._EXPORTS
+    eager = {"fhir_cohort.errors"}  # the exception tree has no imports
+    modules = sorted(set(exports.values()) - eager - {package})
+    assert _loaded_after(f"import {package}", modules) == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_exported_name_resolves_and_is_listed(package: str) -> None:
+    mod = importlib.import_module(package)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None, name
+        assert name in dir(mod), name
+    with pytest.raises(AttributeError, match="no attribute 'not_exported'"):
+        _ = mod.not_exported
+    namespace: dict[str, object] = {}
+    exec(f"from {package} import *", namespace)  # star-import follows __all__
+    assert set(mod.__all__) <= set(namespace)
