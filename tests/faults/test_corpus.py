@@ -433,7 +433,7 @@ def corpus_verdict(
     if res.returncode != 0:
         return judge(res, out, base)
     got = outputs(out)
-    drop = re.compile(rf"^{EXTRA},")
+    drop = re.compile(rf"^\"?{EXTRA}\"?,")  # text cells are quoted
     patients = [r for r in got["patients.csv"] if not drop.match(r)]
     same = patients == base["patients.csv"]
     if case.evidence:
