@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fhir_cohort.engine.tables import ROW_RESOURCE_TYPES
+
 __all__ = [
     "NO_TIME",
     "NO_VERSION",
@@ -50,17 +52,7 @@ __all__ = [
 ]
 
 # Types the ledger records: the ones tables hold, and Medication (resolved, not a table).
-TYPES: tuple[str, ...] = (
-    "Patient",
-    "Condition",
-    "Procedure",
-    "Observation",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationDispense",
-    "MedicationAdministration",
-    "Medication",
-)
+TYPES: tuple[str, ...] = ("Patient", *ROW_RESOURCE_TYPES, "Medication")
 _TYPE_CODE = {t: i for i, t in enumerate(TYPES)}
 NO_VERSION = -1
 NO_TIME = -(2**62)
