@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import re
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fhir_cohort.engine import dedup
 from fhir_cohort.engine.dedup import Ledger, location_key, version_key, winner
@@ -68,6 +72,8 @@ class ReadReport:
     # run.json "duplicates" and "unresolved_references" (fhir_cohort.engine.dedup).
     duplicates: dict[str, Any] = field(default_factory=dict)
     unresolved: dict[str, Any] = field(default_factory=dict)
+    # Read again without the line filter: a line it dropped shares its id with a resource read.
+    reread_unfiltered: bool = False
 
     def merge(self, other: _TaskResult) -> None:
         self.lines.update(other.lines)
@@ -99,6 +105,7 @@ class ReadReport:
             "workers": self.workers,
             "duplicates": self.duplicates,
             "unresolved_references": self.unresolved,
+            "reread_unfiltered": self.reread_unfiltered,
         }
 
     def require_resources(self, source: str) -> None:
@@ -147,6 +154,9 @@ class _TaskResult:
             self.replaced_at.append(location)
 
     ledger: Ledger = field(default_factory=Ledger)
+    # (type, id) hashes of the lines the line filter dropped unparsed (see _IdRecorder).
+    dropped: array = field(default_factory=lambda: array("q"))
+    probe: int = field(default_factory=lambda: hash(_PROBE))
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,68 @@ class _Config:
     unmapped_text: bool = False
     refs: ReferenceResolver = field(default_factory=ReferenceResolver)
     medication_keys: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    filter_lines: bool = True
+
+
+# The leading resourceType and id of a line without backslashes (the filter drops no other):
+# the id is top-level when it is the key right after a top-level resourceType.
+_LEADING_ID = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"\s*,\s*"id"\s*:\s*"([^"]*)"')
+_COMPACT = b'{"resourceType":"'
+_ID_SEP = b'","id":"'
+# Worker processes are forked (read_tables), so they share the parent's str/bytes hash salt;
+# each result carries this probe, and a mismatch forces the safe path (a re-read).
+_PROBE = b"fhir-cohort id hash probe"
+
+
+def id_hash(rtype: bytes, rid: bytes) -> int:
+    """Hash of (type, id) as the line filter records it; valid in this process tree only."""
+    return hash(rtype + _ID_SEP + rid)
+
+
+class _IdRecorder:
+    """A line filter that records the (type, id) of each line it drops.
+
+    Dedup keeps the latest version of a resource, so a dropped line (no relevant code) may be
+    the later version of a resource that was read, e.g. a diagnosis corrected to an unrelated
+    code. A line whose id the bytes do not prove is parsed instead of dropped; read_tables
+    re-reads without the filter when a dropped id matches one read.
+    """
+
+    def __init__(self, inner: Callable[[bytes], bool], sink: array) -> None:
+        self.inner = inner
+        self.sink = sink
+
+    def __call__(self, line: bytes) -> bool:
+        if line.startswith(_COMPACT):  # what bulk exporters write: a few C calls
+            end = line.find(b'"', 17)
+            if line.startswith(_ID_SEP, end):
+                if self.inner(line):
+                    return True
+                self.sink.append(hash(line[17 : line.find(b'"', end + 8)]))
+                return False
+        # id first: the inner filter tallies the lines it rejects as unmapped, once
+        m = _LEADING_ID.match(line)
+        if m is None or self.inner(line):
+            return True
+        self.sink.append(id_hash(m.group(1), m.group(2)))
+        return False
+
+
+def _dropped_copy_of_a_read_one(ledger: Ledger, dropped: array) -> bool:
+    """Whether a line dropped unparsed has the type and id of a resource that was read."""
+    if not dropped:
+        return False
+    names = [t.encode() for t in dedup.TYPES]
+    kept = np.fromiter(
+        (
+            id_hash(names[code], rid.encode("utf-8", "surrogatepass"))
+            for code, rid in zip(ledger.rtype, ledger.rid, strict=True)
+        ),
+        dtype=np.int64,
+        count=len(ledger.rid),
+    )
+    # millions of dropped lines against the few resources read: vectorised, no big set
+    return bool(np.isin(np.frombuffer(dropped, dtype=np.int64), kept).any())
 
 
 def _run_tasks(
@@ -194,8 +266,8 @@ def _run_tasks(
     rows = out.rows
     for task in tasks:
         type_key = task.expected_type or "unknown"
-        if cfg.strict:
-            filters[task.expected_type] = None  # parse every line: stop on any non-resource
+        if cfg.strict or not cfg.filter_lines:
+            filters[task.expected_type] = None  # parse every line (strict: stop on any bad one)
         elif task.expected_type not in filters:
             line_filter = make_line_filter(cfg.relevant, cfg.words, task.expected_type)
             # Lines the filter rejects are unmapped records: count their codes there.
@@ -206,7 +278,7 @@ def _run_tasks(
                 )
             elif task.expected_type is None or task.expected_type in UNMAPPED_TYPES:
                 line_filter = TallyingLineFilter(line_filter, unmapped, task.expected_type)
-            filters[task.expected_type] = line_filter
+            filters[task.expected_type] = _IdRecorder(line_filter, out.dropped)
         common: dict[str, Any] = {
             "expected_type": task.expected_type,
             "line_filter": filters[task.expected_type],
@@ -370,6 +442,7 @@ def read_tables(
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
     unmapped_text: bool = False,
     base_urls: Iterable[str | None] = (),
+    filter_lines: bool = True,
 ) -> tuple[Tables, ReadReport]:
     """Read every resource of ``source`` into :class:`Tables`, skipping what no criterion uses.
 
@@ -384,11 +457,21 @@ def read_tables(
     was dropped or did not resolve.
     """
     started = time.perf_counter()
+    # kept as values: a re-read without the line filter needs them again
+    relevant, medication_words = frozenset(relevant), frozenset(medication_words)
+    base_urls = tuple(base_urls)
     report = ReadReport()
     report.files = [str(p) for _, p in source.files()]
     refs = ReferenceResolver(base_urls)
     cfg = _Config(
-        frozenset(relevant), frozenset(medication_words), strict, validate, {}, unmapped_text, refs
+        relevant,
+        medication_words,
+        strict,
+        validate,
+        {},
+        unmapped_text,
+        refs,
+        filter_lines=filter_lines,
     )
     ledger = Ledger()
     meds, med_keys = _read_medications(source, cfg, report, ledger)
@@ -409,6 +492,8 @@ def read_tables(
     report.workers = n_workers
     progress(Progress("read", 0, total=total, unit="B"))
     rows: dict[str, list[tuple]] = {t: [] for t in _TABLES}
+    dropped = array("q")
+    salted: list[bool] = []
 
     def advance(size: int) -> None:
         progress(Progress("read", size, total=total, unit="B"))
@@ -416,6 +501,9 @@ def read_tables(
     def absorb(res: _TaskResult) -> None:
         report.merge(res)
         ledger.merge(res.ledger)  # same order as the rows: apply() relies on it
+        dropped.extend(res.dropped)
+        if res.probe != hash(_PROBE):  # another hash salt: the ids cannot be compared
+            salted.append(True)
         for table in _TABLES:
             rows[table].extend(res.rows[table])
 
@@ -434,6 +522,27 @@ def read_tables(
             for fut in as_completed(futures):
                 absorb(fut.result())
                 advance(futures[fut].size)
+    if salted or _dropped_copy_of_a_read_one(ledger, dropped):
+        # Rare (one export holds one version of each resource): read everything, so the
+        # version rule sees every copy. Costs one more pass, never a wrong answer.
+        rows.clear()
+        tables, again = read_tables(
+            source,
+            relevant=relevant,
+            medication_words=medication_words,
+            strict=strict,
+            validate=validate,
+            workers=workers,
+            progress=progress,
+            chunk_bytes=chunk_bytes,
+            parallel_min_bytes=parallel_min_bytes,
+            unmapped_text=unmapped_text,
+            base_urls=base_urls,
+            filter_lines=False,
+        )
+        again.reread_unfiltered = True
+        again.seconds = time.perf_counter() - started
+        return tables, again
     tables = Tables.from_rows(
         rows["patients"], rows["conditions"], rows["medications"], rows["observations"]
     )

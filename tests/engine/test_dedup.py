@@ -234,3 +234,57 @@ def test_location_keys_order_files_then_lines() -> None:
         location_key(2, "c.json", "c.json"),
     ]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def recoded(c: dict[str, Any], code: str = "38341003") -> dict[str, Any]:
+    """The same Condition corrected to a code no criterion uses (the line filter drops it)."""
+    return {**c, "code": {"coding": [{"system": SCT, "code": code}]}}
+
+
+@pytest.mark.parametrize(("old", "new"), PAIRS)
+@pytest.mark.parametrize("newer_first", [False, True])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_later_version_the_line_filter_drops_still_replaces_the_earlier_one(
+    tmp_path: Path, old: dict[str, str], new: dict[str, str], newer_first: bool, workers: int
+) -> None:
+    # v1 has the relevant code and is read; v2 (later) was corrected to an unrelated code, so
+    # the filter drops it unparsed: the version rule must still see it and remove the fact.
+    filler = [cond(f"f{i}") for i in range(200)]
+    copies = [cond("c1", **old), recoded(cond("c1", **new))]
+    if newer_first:
+        copies.reverse()
+    write(tmp_path, "Condition.ndjson", [copies[0], *filler, copies[1]])
+    tables, report = read(tmp_path, workers=workers, chunk_bytes=4_000, parallel_min_bytes=0)
+    assert "c1" not in {f[0] for f in facts(tables)}
+    assert report.reread_unfiltered
+    assert report.duplicates["copies_dropped"] == {"Condition": 1}
+
+
+def test_an_earlier_version_the_filter_drops_leaves_the_later_fact(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "Condition.ndjson",
+        [recoded(cond("c1", version="1")), cond("c1", version="2")],
+    )
+    tables, report = read(tmp_path)
+    assert facts(tables) == [("c1", "a", "confirmed")]
+    assert report.reread_unfiltered
+
+
+def test_no_shared_id_no_second_pass(tmp_path: Path) -> None:
+    write(tmp_path, "Condition.ndjson", [cond("c1"), recoded(cond("c2")), recoded(cond("c3"))])
+    tables, report = read(tmp_path)
+    assert facts(tables) == [("c1", "a", "confirmed")]
+    assert not report.reread_unfiltered
+    assert report.as_dict()["reread_unfiltered"] is False
+
+
+def test_a_dropped_line_whose_id_is_not_leading_is_parsed_not_dropped(tmp_path: Path) -> None:
+    # id after another key: the bytes do not prove it top-level, so the line is parsed and the
+    # version rule sees it directly (no second pass needed).
+    late = recoded(cond("c1", version="2"))
+    late = {"resourceType": "Condition", "meta": late.pop("meta"), **late}
+    write(tmp_path, "Condition.ndjson", [cond("c1", version="1"), late])
+    tables, report = read(tmp_path)
+    assert facts(tables) == []
+    assert not report.reread_unfiltered
