@@ -23,7 +23,6 @@ A completed export in the folder is used again only with ``reuse=True``.
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import json
 import logging
 import os
@@ -52,7 +51,7 @@ from fhir_cohort.errors import (
     OptionError,
     TransientResponseError,
 )
-from fhir_cohort.fhir.client import FhirClient, _parse_retry_after, strip_query
+from fhir_cohort.fhir.client import FhirClient, _parse_retry_after, is_loopback, strip_query
 from fhir_cohort.files import open_private, private_dir, private_file
 
 __all__ = [
@@ -786,17 +785,7 @@ def _download_all(
 def _may_carry_token(url: str) -> bool:
     """Never send a token in cleartext: https, or http to a loopback host only."""
     parts = urlsplit(url)
-    if parts.scheme == "https":
-        return True
-    if parts.scheme != "http":
-        return False
-    host = parts.hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
 
 
 def _download(
