@@ -30,7 +30,12 @@ import numpy as np
 
 from fhir_cohort.engine import dedup
 from fhir_cohort.engine.dedup import Ledger, location_key, version_key, winner
-from fhir_cohort.engine.flatten import CodeLineFilter, Flattener, make_line_filter
+from fhir_cohort.engine.flatten import (
+    _COMPACT_START,
+    CodeLineFilter,
+    Flattener,
+    make_line_filter,
+)
 from fhir_cohort.engine.tables import ROW_RESOURCE_TYPES, Tables
 from fhir_cohort.engine.unmapped import (
     UNMAPPED_TYPES,
@@ -175,7 +180,6 @@ class _Config:
 # The leading resourceType and id of a line without backslashes (the filter drops no other):
 # the id is top-level when it is the key right after a top-level resourceType.
 _LEADING_ID = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"\s*,\s*"id"\s*:\s*"([^"]*)"')
-_COMPACT = b'{"resourceType":"'
 _ID_SEP = b'","id":"'
 # Worker processes are forked (read_tables), so they share the parent's str/bytes hash salt;
 # each result carries this probe, and a mismatch forces the safe path (a re-read).
@@ -201,7 +205,7 @@ class _IdRecorder:
         self.sink = sink
 
     def __call__(self, line: bytes) -> bool:
-        if line.startswith(_COMPACT):  # what bulk exporters write: a few C calls
+        if line.startswith(_COMPACT_START):  # what bulk exporters write: a few C calls
             end = line.find(b'"', 17)
             if line.startswith(_ID_SEP, end):
                 if self.inner(line):
