@@ -20,6 +20,7 @@ from fhir_cohort.criteria import (
     load_criteria,
     value_set_ids,
 )
+from fhir_cohort.criteria.language import legacy_criteria
 from fhir_cohort.criteria.models import LabPositiveCriterion, MedicationHistoryCriterion
 from fhir_cohort.engine.evaluate import (
     EvaluationResult,
@@ -79,14 +80,12 @@ def detail_tables(
     """Medication eras and lab readings of the trial's medication_history and lab_positive
     criteria (all of them, with a ``criterion_id`` column), for analysts."""
     eras = [
-        medication_eras(c, tables, terminology, as_of).assign(criterion_id=c.id)
-        for c in trial.criteria
-        if isinstance(c, MedicationHistoryCriterion)
+        medication_eras(c, tables, terminology, as_of).assign(criterion_id=cid)
+        for cid, c in legacy_criteria(trial, MedicationHistoryCriterion)
     ]
     labs = [
-        lab_results(c, tables, terminology, as_of).assign(criterion_id=c.id)
-        for c in trial.criteria
-        if isinstance(c, LabPositiveCriterion)
+        lab_results(c, tables, terminology, as_of).assign(criterion_id=cid)
+        for cid, c in legacy_criteria(trial, LabPositiveCriterion)
     ]
     return (
         pd.concat(eras, ignore_index=True) if eras else pd.DataFrame(columns=["criterion_id"]),

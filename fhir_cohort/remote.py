@@ -100,8 +100,11 @@ class ServerOptions:
 
 
 def entry_criterion(trial: Trial) -> ConditionPresentCriterion:
-    for crit in trial.criteria:
-        if crit.kind == "inclusion" and isinstance(crit, ConditionPresentCriterion):
+    from fhir_cohort.criteria.language import legacy_criteria
+
+    kinds = {c.id: c.kind for c in trial.criteria}
+    for cid, crit in legacy_criteria(trial, ConditionPresentCriterion):
+        if kinds[cid] == "inclusion":
             return crit
     raise CriteriaError(
         f"{trial.id}: screening from a server needs a condition_present inclusion to plan the "

@@ -10,9 +10,14 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from fhir_cohort.criteria.language import EXPR_TYPES
 from fhir_cohort.criteria.models import CRITERION_TYPES, Trial
 from fhir_cohort.errors import CriteriaError
 
+# Discriminator tags pydantic inserts in error locations (after a list index or a field
+# holding one tagged expression): not keys a user wrote.
+_TAGS = frozenset(CRITERION_TYPES) | frozenset(EXPR_TYPES)
+_TAGGED_FIELDS = frozenset({"rule", "of", "criterion"})
 _JSON_SUFFIXES = {".json"}
 _YAML_SUFFIXES = {".yaml", ".yml"}
 
@@ -38,14 +43,17 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     """
     out = ""
     prev: int | str | None = None
+    prev2: int | str | None = None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(prev, int) and part in CRITERION_TYPES:
+        elif part in _TAGS and (
+            isinstance(prev, int) or prev in _TAGGED_FIELDS or prev2 == "define"
+        ):
             pass
         else:
             out += f".{part}" if out else str(part)
-        prev = part
+        prev2, prev = prev, part
     return out or "<root>"
 
 
@@ -86,7 +94,16 @@ def load_criteria(path: str | Path) -> Trial:
 
 
 def dumps(trial: Trial, fmt: str = "yaml") -> str:
-    data = trial.model_dump(mode="json")
+    data = trial.model_dump(mode="json", exclude={"criteria"})
+    # A criterion written as a shorthand is written back as that shorthand.
+    data["criteria"] = [
+        (c.written_as or c).model_dump(mode="json", exclude={"written_as"})
+        if c.written_as is not None
+        else c.model_dump(mode="json", exclude={"written_as"})
+        for c in trial.criteria
+    ]
+    if not data.get("define"):
+        data.pop("define", None)
     if fmt == "json":
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     # allow_unicode=False: PyYAML writes some code points (NEL, U+0085) unquoted and reads
@@ -101,7 +118,12 @@ def dump_criteria(trial: Trial, path: str | Path) -> None:
 
 
 def _value_set_refs(model: BaseModel, path: str) -> Iterator[tuple[str, str]]:
-    """(key path, value set id) for every field marked value_set_ref, recursively."""
+    """(key path, value set id) for every field marked value_set_ref, recursively. A
+    criterion written as a shorthand is read as written (key paths as in the file)."""
+    written = getattr(model, "written_as", None)
+    if isinstance(written, BaseModel):
+        yield from _value_set_refs(written, path)
+        return
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         key = f"{path}.{name}" if path else name
@@ -111,6 +133,10 @@ def _value_set_refs(model: BaseModel, path: str) -> Iterator[tuple[str, str]]:
                 yield f"{key}[{i}]", vs
         elif isinstance(value, BaseModel):
             yield from _value_set_refs(value, key)
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                if isinstance(item, BaseModel):
+                    yield from _value_set_refs(item, f"{key}.{k}")
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 if isinstance(item, BaseModel):

@@ -9,92 +9,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from fhir_cohort.criteria.language import (
+    ConditionStatusRules,
+    Expr,
+    LabRules,
+    MedicationStatusRules,
+    _Model,
+    vs_list,
+)
 from fhir_cohort.terminology.forms import NON_SYSTEMIC_WORDS
 
 _VS: dict[str, Any] = {"value_set_ref": True}
 
-
-def vs_list(*default: str) -> Any:
-    """A list-of-value-set-ids field with a default."""
-    return Field(default_factory=lambda: list(default), json_schema_extra=_VS)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --------------------------------------------------------------------------- shared parts
-
-
-class LabRules(_Model):
-    """How a lab result reads as positive / negative / equivocal (spec I4 precedence)."""
-
-    interpretation_positive: list[str] = vs_list("interpretation_positive")
-    interpretation_negative: list[str] = vs_list("interpretation_negative")
-    interpretation_equivocal: list[str] = vs_list("interpretation_equivocal")
-    result_positive: list[str] = vs_list("result_positive")
-    result_negative: list[str] = vs_list("result_negative")
-    result_equivocal: list[str] = vs_list("result_equivocal")
-    positive_strings: list[str] = Field(
-        default_factory=lambda: ["positive", "detected", "reactive", "present"]
-    )
-    negative_strings: list[str] = Field(
-        default_factory=lambda: ["negative", "not detected", "non-reactive", "absent"]
-    )
-    equivocal_strings: list[str] = Field(
-        default_factory=lambda: ["equivocal", "borderline", "indeterminate", "trace"]
-    )
-    counted_statuses: list[str] = Field(
-        default_factory=lambda: ["final", "amended", "corrected", "preliminary"]
-    )
-
-
-class ConditionStatusRules(_Model):
-    """Which Condition records count and when one is active at S (spec "Which records count")."""
-
-    ignored_verification_statuses: list[str] = Field(
-        default_factory=lambda: ["refuted", "entered-in-error"]
-    )
-    unconfirmed_statuses: list[str] = Field(
-        default_factory=lambda: ["provisional", "differential", "unconfirmed"]
-    )
-    active_clinical_statuses: list[str] = Field(
-        default_factory=lambda: ["active", "recurrence", "relapse"]
-    )
-    # Not active at S even without an abatement date (v1.1). A clinicalStatus in neither list
-    # is read like an absent one: the abatement decides.
-    inactive_clinical_statuses: list[str] = Field(
-        default_factory=lambda: ["inactive", "remission", "resolved"]
-    )
-    # A record whose abatement lies after S was still active at S (reproducible past screening).
-    abatement_after_as_of_is_active: bool = True
-    # Procedure rows (status kept as "procedure:<status>") that never count.
-    ignored_procedure_statuses: list[str] = Field(
-        default_factory=lambda: ["entered-in-error", "not-done"]
-    )
-    # Procedure rows with these statuses count as "active" for rules that require activity.
-    active_procedure_statuses: list[str] = Field(default_factory=lambda: ["in-progress"])
-
-
-class MedicationStatusRules(_Model):
-    """Which medication records count, per resource type (spec "Which records count")."""
-
-    statement_ignored_statuses: list[str] = Field(
-        default_factory=lambda: ["entered-in-error", "not-taken", "intended"]
-    )
-    request_ignored_statuses: list[str] = Field(
-        default_factory=lambda: ["cancelled", "entered-in-error", "draft"]
-    )
-    request_ignored_intents: list[str] = Field(default_factory=lambda: ["proposal"])
-    request_ignore_do_not_perform: bool = True
-    dispense_counted_statuses: list[str] = Field(default_factory=lambda: ["completed"])
-    dispense_count_missing_status: bool = True
-    administration_counted_statuses: list[str] = Field(
-        default_factory=lambda: ["completed", "in-progress"]
-    )
-    administration_count_missing_status: bool = True
+__all__ = [
+    "ConditionStatusRules",
+    "LabRules",
+    "MedicationStatusRules",
+]
 
 
 # --------------------------------------------------------------------------- criteria
@@ -130,7 +63,8 @@ class MedicationRequirement(_Model):
     value_sets: list[str] = Field(min_length=1, json_schema_extra=_VS)
     # Joined to value_sets only when the criterion's boolean field named by enabled_by is true.
     optional_value_sets: list[str] = vs_list()
-    enabled_by: Literal["count_antimalarials"] | None = None
+    # The name of a boolean switch of the criterion (e.g. count_antimalarials).
+    enabled_by: str | None = None
     agent_grouping: Literal["class", "moiety"] = "moiety"
     min_agents: int = Field(default=1, ge=1)
 
@@ -141,15 +75,11 @@ class MedicationHistoryCriterion(_CriterionBase):
     persistence_gap_days: int = Field(default=30, ge=0)
     min_era_days: int = Field(default=84, ge=1)
     requirements: list[MedicationRequirement] = Field(min_length=1)
-    count_antimalarials: bool = False
-    coverage_per_dose_days: dict[str, int] = Field(
-        default_factory=lambda: {
-            "rituximab": 182,
-            "cyclophosphamide": 30,
-            "belimumab": 28,
-            "anifrolumab": 28,
-        }
-    )
+    # Named boolean switches that requirements' enabled_by refer to (a switch not given is
+    # off). In a file they may also be written as top-level keys (``count_antimalarials: false``).
+    switches: dict[str, bool] = Field(default_factory=dict)
+    # MedicationAdministration: days one dose of an agent (by name) covers.
+    coverage_per_dose_days: dict[str, int] = Field(default_factory=dict)
     default_coverage_days: int = Field(default=1, ge=1)
     systemic_only: bool = True
     non_systemic_routes: list[str] = vs_list("non_systemic_routes")
@@ -166,6 +96,24 @@ class MedicationHistoryCriterion(_CriterionBase):
         "Active symptoms despite therapy cannot be read from structured data: confirm in chart"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_switches(cls, data: Any) -> Any:
+        """Top-level boolean keys named by a requirement's enabled_by are switches."""
+        if not isinstance(data, dict):
+            return data
+        names = {
+            r.get("enabled_by") if isinstance(r, dict) else getattr(r, "enabled_by", None)
+            for r in data.get("requirements") or []
+        }
+        names.discard(None)
+        lifted = {k: data[k] for k in names if k in data and k not in cls.model_fields}
+        if not lifted:
+            return data
+        rest = {k: v for k, v in data.items() if k not in lifted}
+        rest["switches"] = {**dict(data.get("switches") or {}), **lifted}
+        return rest
+
     @model_validator(mode="after")
     def _switches_exist(self) -> MedicationHistoryCriterion:
         for i, req in enumerate(self.requirements):
@@ -175,9 +123,12 @@ class MedicationHistoryCriterion(_CriterionBase):
                 )
         return self
 
+    def switch(self, name: str) -> bool:
+        return bool(self.switches.get(name, False))
+
     def active_value_sets(self, req: MedicationRequirement) -> list[str]:
         """The requirement's value sets with its optional ones joined when its switch is on."""
-        if req.enabled_by is not None and bool(getattr(self, req.enabled_by)):
+        if req.enabled_by is not None and self.switch(req.enabled_by):
             return [*req.value_sets, *req.optional_value_sets]
         return list(req.value_sets)
 
@@ -250,7 +201,7 @@ class PregnancyLactationCriterion(_CriterionBase):
     lab_rules: LabRules = Field(default_factory=LabRules)
 
 
-Criterion = Annotated[
+Shorthand = Annotated[
     AgeCriterion
     | ConditionPresentCriterion
     | MedicationHistoryCriterion
@@ -260,7 +211,22 @@ Criterion = Annotated[
     Field(discriminator="type"),
 ]
 
-CRITERION_TYPES: tuple[str, ...] = (
+
+class RuleCriterion(_CriterionBase):
+    """A criterion of the general language: one expression (docs/criteria.md)."""
+
+    type: Literal["rule"] = "rule"
+    rule: Expr
+    # The shorthand criterion this one was expanded from, as written (files are dumped in
+    # that form, and value set errors name its keys).
+    written_as: Shorthand | None = None
+
+    @property
+    def shorthand(self) -> str | None:
+        return self.written_as.type if self.written_as is not None else None
+
+
+SHORTHAND_TYPES: tuple[str, ...] = (
     "age",
     "condition_present",
     "medication_history",
@@ -268,23 +234,92 @@ CRITERION_TYPES: tuple[str, ...] = (
     "condition_rules",
     "pregnancy_lactation",
 )
+CRITERION_TYPES: tuple[str, ...] = (*SHORTHAND_TYPES, "rule")
+
+
+def _criterion_tag(v: Any) -> str:
+    if isinstance(v, dict):
+        return str(v.get("type", "rule"))
+    return str(getattr(v, "type", "rule"))
+
+
+Criterion = Annotated[
+    Annotated[AgeCriterion, Tag("age")]
+    | Annotated[ConditionPresentCriterion, Tag("condition_present")]
+    | Annotated[MedicationHistoryCriterion, Tag("medication_history")]
+    | Annotated[LabPositiveCriterion, Tag("lab_positive")]
+    | Annotated[ConditionRulesCriterion, Tag("condition_rules")]
+    | Annotated[PregnancyLactationCriterion, Tag("pregnancy_lactation")]
+    | Annotated[RuleCriterion, Tag("rule")],
+    Discriminator(_criterion_tag),
+]
+
+
+def _references(expr: Any) -> set[str]:
+    """Definition names an expression uses: refs and window anchors."""
+    from fhir_cohort.criteria.language import walk
+
+    out: set[str] = set()
+    for node in walk(expr):
+        if node.type == "ref":
+            out.add(node.name)
+        anchor = getattr(getattr(node, "within", None), "anchor", "as_of")
+        if anchor != "as_of":
+            out.add(anchor)
+    return out
 
 
 class Trial(_Model):
+    """A trial's criteria. Shorthand criteria are expanded into rule criteria on load, so
+    ``criteria`` holds only :class:`RuleCriterion` (criteria/shorthands.py)."""
+
     id: str = Field(min_length=1)
     title: str
     version: str
     source: str
     description: str = ""
+    # Named expressions: used by {type: ref, name: X} and as window anchors.
+    define: dict[str, Expr] = Field(default_factory=dict)
     criteria: list[Criterion] = Field(min_length=1)
 
+    @field_validator("criteria", mode="after")
+    @classmethod
+    def _expand(cls, value: list[Any]) -> list[Any]:
+        from fhir_cohort.criteria.shorthands import expand
+
+        return [expand(c) for c in value]
+
     @model_validator(mode="after")
-    def _unique_ids(self) -> Trial:
+    def _check(self) -> Trial:
         seen: set[str] = set()
         for c in self.criteria:
             if c.id in seen:
                 raise ValueError(f"duplicate criterion id {c.id!r}")
             seen.add(c.id)
+        uses = {name: _references(expr) for name, expr in self.define.items()}
+        for c in self.criteria:
+            for ref in _references(c.rule):
+                if ref not in self.define:
+                    raise ValueError(f"criterion {c.id!r}: no definition {ref!r} in define")
+        for name, refs in uses.items():
+            for ref in refs:
+                if ref not in self.define:
+                    raise ValueError(f"define.{name}: no definition {ref!r} in define")
+        # A definition may use others, but never itself through any chain.
+        state: dict[str, int] = {}
+
+        def visit(name: str) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise ValueError(f"define.{name}: refers to itself (cycle)")
+            state[name] = 1
+            for ref in uses[name]:
+                visit(ref)
+            state[name] = 2
+
+        for name in uses:
+            visit(name)
         return self
 
     def criterion(self, criterion_id: str) -> Any:

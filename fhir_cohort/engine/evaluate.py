@@ -16,9 +16,10 @@ import pandas as pd
 
 from fhir_cohort.criteria.models import LabPositiveCriterion, MedicationHistoryCriterion, Trial
 from fhir_cohort.engine import medication
-from fhir_cohort.engine.evaluators import REGISTRY, Context, Outcome, PatientData
+from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import TerminologyLike
 from fhir_cohort.engine.evaluators.lab_positive import read_tests
+from fhir_cohort.engine.rules import Scope, evaluate_criterion, reads
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
     MEDICATION_COLUMNS,
@@ -60,16 +61,6 @@ _DATE_COLUMNS = {
     "observations": ("date", "date_high"),
 }
 _BOOL_COLUMNS = {"deceased", "has_abatement", "do_not_perform"}
-
-# A criterion of these types reads only the listed tables (and the patient fields the key
-# function returns): for a patient with none of those rows its outcome is computed once per key.
-_ROWLESS: dict[str, tuple[tuple[str, ...], Any]] = {
-    "condition_present": (("conditions",), lambda p: None),
-    "medication_history": (("medications",), lambda p: None),
-    "lab_positive": (("observations",), lambda p: None),
-    "condition_rules": (("conditions",), lambda p: None),
-    "pregnancy_lactation": (("conditions", "observations"), lambda p: p.gender),
-}
 
 
 @dataclass
@@ -183,7 +174,10 @@ def evaluate(
     conditions = _by_patient(frame_rows(tables.conditions, CONDITION_COLUMNS, "conditions"))
     medications = _by_patient(frame_rows(tables.medications, MEDICATION_COLUMNS, "medications"))
     observations = _by_patient(frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations"))
-    evaluators = [(c, REGISTRY[c.type]) for c in trial.criteria]
+    define = dict(trial.define)
+    # A criterion that reads only some tables (and the listed patient fields) has, for a
+    # patient with none of those rows, an outcome computed once per key of those fields.
+    shortcuts = [reads(c.rule, define) for c in trial.criteria]
     answers: list[tuple[Any, ...]] = []
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
@@ -197,16 +191,17 @@ def evaluate(
         data = PatientData(
             p, conditions.get(pid, []), medications.get(pid, []), observations.get(pid, [])
         )
+        scope = Scope(ctx, data, define)
         outcomes: list[Outcome] = []
-        for i, (crit, fn) in enumerate(evaluators):
-            rowless = _ROWLESS.get(crit.type)
-            if rowless is not None and not any(getattr(data, t) for t in rowless[0]):
-                key = (i, rowless[1](p))
+        for i, crit in enumerate(trial.criteria):
+            rd = shortcuts[i]
+            if rd is not None and not any(getattr(data, t) for t in rd[0]):
+                key = (i, tuple(getattr(p, f) for f in sorted(rd[1])))
                 o = empty_cache.get(key)  # type: ignore[assignment]
                 if o is None:
-                    o = empty_cache[key] = fn(crit, ctx, data)
+                    o = empty_cache[key] = evaluate_criterion(crit, scope)
             else:
-                o = fn(crit, ctx, data)
+                o = evaluate_criterion(crit, scope)
             outcomes.append(o)
             answers.append((pid, crit.id, o.answer, o.reason))
             evidence.extend((pid, crit.id, *e) for e in o.evidence)

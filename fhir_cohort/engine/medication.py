@@ -345,7 +345,7 @@ def collect(
     w_start = window_start(as_of, crit.window_months)
     active_vs = [crit.active_value_sets(r) for r in crit.requirements]
     optional_off = [
-        [] if r.enabled_by is None or getattr(crit, r.enabled_by) else list(r.optional_value_sets)
+        [] if r.enabled_by is None or crit.switch(r.enabled_by) else list(r.optional_value_sets)
         for r in crit.requirements
     ]
     candidates = sorted({vs for lst in active_vs + optional_off for vs in lst})

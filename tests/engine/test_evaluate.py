@@ -11,6 +11,7 @@ from fhir_cohort.engine.evaluate import (
     attrition,
 )
 from fhir_cohort.engine.tables import Tables
+from tests.criteria_variants import shorthand
 
 
 def _eligible_rows(b, pid: str = "p1") -> dict:
@@ -51,7 +52,7 @@ def test_eligible_patient_carries_the_review_note(run, b, trial):
     assert set(res.answers.answer) == {"met", "clear"}
     st = res.status.iloc[0]
     assert st.status == "eligible"
-    note = trial.criterion("therapy").review_note
+    note = shorthand("therapy").review_note
     assert note in st.reasons
     assert note in set(res.evidence.note)
 

@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 
+from tests.criteria_variants import variant
+
 
 # ----------------------------------------------------------------------------------- I1 age
 @pytest.mark.parametrize(
@@ -45,8 +47,7 @@ def test_age_deceased(run, b):
 
 
 def test_age_max_years(run, b, trial):
-    crits = [c.model_copy(update={"max_years": 65}) if c.id == "age" else c for c in trial.criteria]
-    t2 = trial.model_copy(update={"criteria": crits})
+    t2 = variant("age", max_years=65)
     assert run.answer("age", patients=[b.pat(birth="1950-01-01")], trial=t2)[0] == "not_met"
     assert run.answer("age", patients=[b.pat(birth="1970-01-01")], trial=t2)[0] == "met"
 

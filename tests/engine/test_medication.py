@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from fhir_cohort.engine.evaluate import medication_eras
 from fhir_cohort.engine.medication import clipped_days, merge_intervals
 from fhir_cohort.engine.tables import Tables
+from tests.criteria_variants import shorthand, variant
 
 D = dt.date
 
@@ -251,13 +252,7 @@ def test_per_dose_coverage(run, b):
 
 
 def test_per_dose_coverage_is_data(run, b, trial):
-    crits = [
-        c.model_copy(update={"coverage_per_dose_days": {"rituximab": 30}})
-        if c.id == "therapy"
-        else c
-        for c in trial.criteria
-    ]
-    t2 = trial.model_copy(update={"criteria": crits})
+    t2 = variant("therapy", coverage_per_dose_days={"rituximab": 30})
     admin = b.med(
         b.RITUXIMAB,
         "2024-06-01",
@@ -279,11 +274,7 @@ def test_antimalarial_switch(run, b, trial):
     res = run(medications=meds)
     assert res.answers.answer[2] == "not_met"
     assert any("count_antimalarials is false" in n for n in b.notes(res, "therapy"))
-    crits = [
-        c.model_copy(update={"count_antimalarials": True}) if c.id == "therapy" else c
-        for c in trial.criteria
-    ]
-    t2 = trial.model_copy(update={"criteria": crits})
+    t2 = variant("therapy", count_antimalarials=True)
     assert therapy(run, b, meds, trial=t2)[0] == "met"
 
 
@@ -298,7 +289,7 @@ def test_era_table(b, trial, terminology):
     tables = Tables.from_rows(
         [b.pat()], [], [_gc(b), *_two_others(b), b.med(b.MMF, "2020-01-01", "2020-02-01")], []
     )
-    eras = medication_eras(trial.criterion("therapy"), tables, terminology, b.AS_OF)
+    eras = medication_eras(shorthand("therapy"), tables, terminology, b.AS_OF)
     assert list(eras.columns) == [
         "patient_id",
         "requirement",
@@ -587,11 +578,7 @@ def test_text_match_evidence_keeps_record_code(run, b):
 )
 def test_terminology_decides_non_systemic_too(run, b, trial, kw):
     # With the criterion's own word list emptied, Terminology.is_non_systemic still decides.
-    crits = [
-        c.model_copy(update={"non_systemic_words": []}) if c.id == "therapy" else c
-        for c in trial.criteria
-    ]
-    t2 = trial.model_copy(update={"criteria": crits})
+    t2 = variant("therapy", non_systemic_words=[])
     res = run(medications=[_gc(b, **kw), *_two_others(b)], trial=t2)
     assert res.answers.answer[2] == "not_met"
     assert any("non-systemic route/form not counted" in n for n in b.notes(res, "therapy"))

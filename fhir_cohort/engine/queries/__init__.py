@@ -1,0 +1,40 @@
+"""One registration per query type: its evaluator, what it reads, and what it requires.
+
+Adding a query type means: a model in criteria/language.py (in the ``Expr`` union) and one
+module here that calls :func:`register` with a :class:`QueryType`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_cohort.engine.rules import Result, Scope
+
+
+@dataclass(frozen=True)
+class QueryType:
+    name: str
+    # (node, scope) -> Result
+    evaluate: Callable[[Any, Scope], Result]
+    # node -> (tables, patient fields) it reads, for the no-rows shortcut; None: always run.
+    reads: Callable[[Any], tuple[frozenset[str], frozenset[str]] | None]
+    # node -> what it needs from the data (fhir_cohort.requirements); None: nothing.
+    requires: Callable[[Any, Any], None] | None = None
+
+
+REGISTRY: dict[str, QueryType] = {}
+
+
+def register(qt: QueryType) -> QueryType:
+    if qt.name in REGISTRY:
+        raise ValueError(f"query type {qt.name!r} registered twice")
+    REGISTRY[qt.name] = qt
+    return qt
+
+
+# Each module registers itself on import.
+from fhir_cohort.engine.queries import legacy  # noqa: E402,F401
+
+__all__ = ["REGISTRY", "QueryType", "register"]

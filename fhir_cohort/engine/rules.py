@@ -1,0 +1,167 @@
+"""Rule trees -> three-valued results; a criterion's kind alone maps them to words.
+
+Groups use Kleene logic: ``all`` is false if any part is false, else unknown if any is
+unknown, else true; ``any`` is the dual; ``not`` keeps unknown; ``at_least n`` is true with n
+true parts and unknown while the unknown parts could still make n. A criterion's kind then
+names the value: inclusion true/false/unknown -> met/not_met/unknown, exclusion ->
+excluded/clear/review. No evaluator returns words, so a mislabelled kind cannot invert a
+query's meaning (an exclusion is excluded exactly when its rule is true).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData
+
+WORDS: dict[str, dict[bool | None, str]] = {
+    "inclusion": {True: "met", False: "not_met", None: "unknown"},
+    "exclusion": {True: "excluded", False: "clear", None: "review"},
+}
+
+Span = tuple[dt.date, dt.date]
+
+
+@dataclass
+class Result:
+    """One expression's answer for one patient."""
+
+    value: bool | None
+    reason: str
+    evidence: list[Evidence] = field(default_factory=list)
+    # Review notes that do not change the answer.
+    notes: list[str] = field(default_factory=list)
+    # Date ranges of the qualifying records (a window anchored on this expression reads them).
+    events: list[Span] = field(default_factory=list)
+
+
+class Scope:
+    """What an evaluator may read for one patient: terminology look-ups and S (``ctx``), the
+    patient's rows (``data``) and the trial's definitions, each evaluated at most once."""
+
+    def __init__(self, ctx: Context, data: PatientData, define: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.data = data
+        self.define = define
+        self._memo: dict[str, Result] = {}
+
+    @property
+    def as_of(self) -> dt.date:
+        return self.ctx.as_of
+
+    def definition(self, name: str) -> Result:
+        hit = self._memo.get(name)
+        if hit is None:
+            hit = self._memo[name] = evaluate_expr(self.define[name], self)
+        return hit
+
+
+def _join(parts: list[str]) -> str:
+    return "; ".join(dict.fromkeys(p for p in parts if p))
+
+
+def _group(node: Any, scope: Scope) -> Result:
+    parts = [evaluate_expr(c, scope) for c in node.of]
+    values = [p.value for p in parts]
+    n_true = sum(v is True for v in values)
+    n_unknown = sum(v is None for v in values)
+    if node.type == "all":
+        value = False if False in values else (None if n_unknown else True)
+    elif node.type == "any":
+        value = True if n_true else (None if n_unknown else False)
+    else:  # at_least
+        value = True if n_true >= node.n else (None if n_true + n_unknown >= node.n else False)
+    if value is False and node.type == "all":
+        reason = _join([p.reason for p in parts if p.value is False])
+    elif value is None:
+        reason = _join([p.reason for p in parts if p.value is None])
+        if node.type == "at_least":
+            reason = f"{n_true} of {node.n} met, {n_unknown} unknown: {reason}"
+    elif value is True:
+        reason = _join([p.reason for p in parts if p.value is True])
+        if node.type == "at_least":
+            reason = f"{n_true} of {len(parts)} (at least {node.n}): {reason}"
+    else:
+        reason = _join([p.reason for p in parts])
+        if node.type == "at_least":
+            reason = f"{n_true} of {node.n} met: {reason}"
+    return Result(
+        value,
+        reason,
+        [e for p in parts for e in p.evidence],
+        [n for p in parts if p.value is True for n in p.notes],
+        [e for p in parts if p.value is True for e in p.events],
+    )
+
+
+def evaluate_expr(node: Any, scope: Scope) -> Result:
+    """The three-valued result of one expression for the patient in ``scope``."""
+    kind = node.type
+    if kind in ("all", "any", "at_least"):
+        res = _group(node, scope)
+    elif kind == "not":
+        inner = evaluate_expr(node.of, scope)
+        value = None if inner.value is None else not inner.value
+        res = Result(value, f"not ({inner.reason})", inner.evidence, [], [])
+    elif kind == "chart_review":
+        note = node.note or node.reason or "confirm in chart"
+        return Result(None, note, [Evidence("", "", None, None, None, None, None, note)])
+    elif kind == "ref":
+        res = scope.definition(node.name)
+        res = Result(res.value, res.reason, list(res.evidence), list(res.notes), res.events)
+    else:
+        from fhir_cohort.engine.queries import REGISTRY
+
+        res = REGISTRY[kind].evaluate(node, scope)
+    if node.reason and res.value is not False and kind not in QUERY_OWN_REASON:
+        res.reason = node.reason
+    if node.note and res.value is True:
+        res.notes.append(node.note)
+    return res
+
+
+# Domain queries word their own reason from node.reason (they know partial-date details).
+QUERY_OWN_REASON = frozenset({"patient", "condition", "procedure", "observation", "medication"})
+
+
+def evaluate_criterion(crit: Any, scope: Scope) -> Outcome:
+    """A rule criterion's outcome in words of its kind."""
+    res = evaluate_expr(crit.rule, scope)
+    answer = WORDS[crit.kind][res.value]
+    return Outcome(answer, res.reason, res.evidence, res.notes)
+
+
+def reads(node: Any, define: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(tables, patient fields) an expression reads, through definitions; None when it reads
+    something the no-rows shortcut cannot key (then it is evaluated for every patient)."""
+    from fhir_cohort.engine.queries import REGISTRY
+
+    tables: set[str] = set()
+    fields: set[str] = set()
+    todo, seen = [node], set()
+    while todo:
+        n = todo.pop()
+        if n.type == "ref":
+            if n.name not in seen:
+                seen.add(n.name)
+                todo.append(define[n.name])
+            continue
+        anchor = getattr(getattr(n, "within", None), "anchor", "as_of")
+        if anchor != "as_of" and anchor not in seen:
+            seen.add(anchor)
+            todo.append(define[anchor])
+        of = getattr(n, "of", None)
+        if of is not None:
+            todo.extend(of if isinstance(of, list) else [of])
+            continue
+        if n.type == "chart_review":
+            continue
+        qt = REGISTRY[n.type]
+        got = qt.reads(n)
+        if got is None:
+            return None
+        tables |= got[0]
+        fields |= got[1]
+    return frozenset(tables), frozenset(fields)
