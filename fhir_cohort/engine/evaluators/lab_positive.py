@@ -15,45 +15,14 @@ from fhir_cohort.engine.evaluators.common import (
     iso,
     within,
 )
-from fhir_cohort.engine.labs import NEGATIVE, POSITIVE, Reading, interpret
-
-
-def observation_evidence(row: Any, reading: Reading | None, note: str) -> Evidence:
-    return Evidence(
-        "Observation",
-        row.resource_id,
-        row.system,
-        row.code,
-        row.display,
-        iso(row.date),
-        reading.value if reading else None,
-        note,
-    )
-
-
-def observation_high(row: Any) -> dt.date | None:
-    """Latest day a partial effective date can denote (None: same as ``row.date``)."""
-    return getattr(row, "date_high", None)
-
-
-def read_tests(
-    vs_ids: list[str], rules: LabRules, ctx: Context, rows: list[Any]
-) -> tuple[list[tuple[Any, Reading]], list[Evidence]]:
-    """Counted, dated-on-or-before-S test rows with their reading; evidence for the rest."""
-    out: list[tuple[Any, Reading]] = []
-    skipped: list[Evidence] = []
-    for row in rows:
-        vs = ctx.first_vs(vs_ids, row.system, row.code)
-        if vs is None:
-            continue
-        if row.status is not None and row.status not in rules.counted_statuses:
-            skipped.append(observation_evidence(row, None, f"status {row.status}"))
-            continue
-        if after_as_of(row.date, ctx.as_of, observation_high(row)) is True:
-            skipped.append(observation_evidence(row, None, "after as-of date"))
-            continue
-        out.append((row, interpret(row, rules, ctx)))
-    return out, skipped
+from fhir_cohort.engine.labs import (
+    NEGATIVE,
+    POSITIVE,
+    Reading,
+    observation_evidence,
+    observation_high,
+    read_tests,
+)
 
 
 def evaluate_lab_positive(crit: LabPositiveCriterion, ctx: Context, data: PatientData) -> Outcome:

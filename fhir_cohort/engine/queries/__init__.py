@@ -36,5 +36,6 @@ def register(qt: QueryType) -> QueryType:
 
 # Each module registers itself on import.
 from fhir_cohort.engine.queries import legacy  # noqa: E402,F401
+from fhir_cohort.engine.queries import observation  # noqa: E402,F401
 
 __all__ = ["REGISTRY", "QueryType", "register"]
