@@ -17,15 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_cohort.criteria.language import ObservationQuery
-from fhir_cohort.engine.evaluators.common import (
-    Evidence,
-    add_months,
-    after_as_of,
-    in_window,
-    iso,
-    span,
-    subtract_months,
-)
+from fhir_cohort.engine.evaluators.common import Evidence, after_as_of, iso, span
 from fhir_cohort.engine.labs import (
     EQUIVOCAL,
     NEGATIVE,
@@ -38,6 +30,7 @@ from fhir_cohort.engine.labs import (
     counted_rows,
 )
 from fhir_cohort.engine.queries import QueryType, register
+from fhir_cohort.engine.queries.window import place, window_range
 from fhir_cohort.engine.rules import Result, Scope
 from fhir_cohort.engine.units import compare_quantity
 
@@ -127,7 +120,8 @@ def _records(
             before = False
         else:
             p = place(when, node.within, rng)
-            before = p is False and (when is None or when[1] < rng[0])
+            dated_rng = rng is not None and not isinstance(rng, str)
+            before = p is False and dated_rng and (when is None or when[1] < rng.start)
         v, why, reading = _verdict(node, scope, row)
         out.append(_Rec(row, p, v, why, reading, before))
     return out, skipped
@@ -162,17 +156,11 @@ def _by_resource(recs: list[_Rec]) -> dict[str, bool | None]:
 
 
 def _evaluate(node: ObservationQuery, scope: Scope) -> Result:
-    rng = window_range(node.within, scope) if node.within is not None else (None, scope.as_of)
+    # None: anchored on a definition with no event (nothing is in the window).
+    rng = window_range(node.within, scope) if node.within is not None else None
     label = node.label or "test"
     w = describe(node.within) if node.within is not None else "on record"
-    if rng == "unknown":
-        return Result(None, f"{label}: the window's anchor date is unknown")
-    if rng is None:
-        # The anchor has no event: no result can be in the window.
-        recs: list[_Rec] = []
-        evidence: list[Evidence] = []
-    else:
-        recs, evidence = _records(node, scope, rng)
+    recs, evidence = _records(node, scope, rng)
     for r in recs:
         evidence.append(_evidence(r, w))
     counted = _latest(recs) if node.pick == "latest" else recs
@@ -181,6 +169,8 @@ def _evaluate(node: ObservationQuery, scope: Scope) -> Result:
     n_maybe = sum(v is None for v in hits.values())
     need = node.min_count
     value: bool | None = True if n_true >= need else None if n_true + n_maybe >= need else False
+    if node.pick == "latest" and len(set(hits.values())) > 1:
+        value = None  # results that may each be the latest disagree
     places = [r.place for r in counted]
     exists: bool | None = True if True in places else None if None in places else False
     missing: bool | None = False if node.missing == "false" else None
@@ -277,39 +267,7 @@ def _reads(node: ObservationQuery) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset({"observations"}), frozenset()
 
 
-# ----------------------------------------------------------------- window (private until
-# engine/queries/window.py, the shared helper, lands)
-
-
-def _shift(d: dt.date, window: Any, sign: int) -> dt.date:
-    if window.days is not None:
-        return d + dt.timedelta(days=sign * window.days)
-    months = window.months if window.months is not None else 12 * window.years
-    return add_months(d, months) if sign > 0 else subtract_months(d, months)
-
-
-def window_range(window: Any, scope: Scope) -> tuple[dt.date, dt.date] | str | None:
-    """[start, end] of the window; None when its anchor has no event, "unknown" when the
-    anchor's answer is unknown. Never past S."""
-    if window.anchor == "as_of":
-        return _shift(scope.as_of, window, -1), scope.as_of
-    res = scope.definition(window.anchor)
-    if res.value is None:
-        return "unknown"
-    if not res.value or not res.events:
-        return None
-    spans = sorted(res.events)
-    a = spans[-1][1] if window.anchor_event == "latest" else spans[0][0]
-    if window.after:
-        return a, min(_shift(a, window, 1), scope.as_of)
-    return _shift(a, window, -1), min(a, scope.as_of)
-
-
-def place(when: tuple[dt.date, dt.date] | None, window: Any, rng: Any) -> bool | None:
-    """Whether a (possibly partial) date lies in the window, three-valued."""
-    if when is None:
-        return {"outside": False, "inside": True, "unknown": None}[window.undated]
-    return in_window(when, rng[0], rng[1])
+# ----------------------------------------------------------------- reasons
 
 
 def describe(window: Any) -> str:

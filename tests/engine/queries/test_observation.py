@@ -70,8 +70,8 @@ POSITIVE = {"value_sets": ["hcg"], "result": "positive", "within": {"days": 30}}
         ([("2025-05", POS)], {}, None),
         ([("2025-05", NEG)], {}, False),
         ([("2025-05", NEG)], {"missing": "unknown"}, None),
-        # a partial date holding S and later days: unknown; wholly after S: never read
-        ([("2025-06", POS)], {}, None),
+        # a year holding S and later days: unknown; wholly after S: never read
+        ([("2025", POS)], {}, None),
         ([("2025-07-01", POS)], {}, False),
         ([("2025-07-01", POS)], {"missing": "unknown"}, None),
         # nothing on record
