@@ -80,9 +80,9 @@ def positive_tests(trial: Trial) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for c in trial.criteria:
         for node in walk(c.rule):
-            if node.type == "observation" and node.result == "positive":
-                if (c.id, node) not in out:
-                    out.append((c.id, node))
+            positive = node.type == "observation" and node.result == "positive"
+            if positive and (c.id, node) not in out:
+                out.append((c.id, node))
     return out
 
 

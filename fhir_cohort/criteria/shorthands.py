@@ -126,9 +126,7 @@ def _pregnancy_conditions(crit: Any) -> list[Any]:
     an undated record that cannot be placed in its window read as unknown."""
     rules = crit.status_rules
 
-    def cond(
-        vs: list[str], reason: str, days: int | None = None, **kw: Any
-    ) -> ConditionQuery:
+    def cond(vs: list[str], reason: str, days: int | None = None, **kw: Any) -> ConditionQuery:
         return ConditionQuery(
             type="condition",
             value_sets=list(vs),

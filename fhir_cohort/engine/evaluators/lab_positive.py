@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from fhir_cohort.criteria.models import LabPositiveCriterion, LabRules
+from fhir_cohort.criteria.models import LabPositiveCriterion
 from fhir_cohort.engine.evaluators.common import (
     Context,
-    Evidence,
     Outcome,
     PatientData,
-    after_as_of,
     iso,
     within,
 )

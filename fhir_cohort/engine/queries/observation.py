@@ -23,11 +23,11 @@ from fhir_cohort.engine.labs import (
     NEGATIVE,
     POSITIVE,
     Reading,
+    counted_rows,
     interpret,
     observation_evidence,
     observation_high,
     observation_value,
-    counted_rows,
 )
 from fhir_cohort.engine.queries import QueryType, register
 from fhir_cohort.engine.queries.window import place, window_range
@@ -106,10 +106,9 @@ def _verdict(node: ObservationQuery, scope: Scope, row: Any) -> tuple[bool | Non
     return ok, shown, None
 
 
-def _records(
-    node: ObservationQuery, scope: Scope, rng: Any
-) -> tuple[list[_Rec], list[Evidence]]:
-    rows, skipped = counted_rows(node.value_sets, node.lab_rules, scope.ctx, scope.data.observations)
+def _records(node: ObservationQuery, scope: Scope, rng: Any) -> tuple[list[_Rec], list[Evidence]]:
+    obs = scope.data.observations
+    rows, skipped = counted_rows(node.value_sets, node.lab_rules, scope.ctx, obs)
     out: list[_Rec] = []
     for row in rows:
         when = span(row.date, observation_high(row))
@@ -176,9 +175,9 @@ def _evaluate(node: ObservationQuery, scope: Scope) -> Result:
     missing: bool | None = False if node.missing == "false" else None
     value = _or(value, _and(None if exists is None else not exists, missing))
     old_positive = node.result == "positive" and any(r.before and r.verdict for r in recs)
-    if old_positive and node.positive_before_window == "unknown" and exists is not True:
-        value = _or(value, None)
-    elif old_positive and node.positive_before_window == "unknown" and node.pick == "any":
+    # An older positive keeps the answer open, unless the latest result in the window decides.
+    still_open = node.pick == "any" or exists is not True
+    if old_positive and node.positive_before_window == "unknown" and still_open:
         value = _or(value, None)
     if value is True and node.match == "possible":
         value = None
@@ -236,7 +235,8 @@ def _reason(
                 return f"undated {what}"
             return f"{what}, date too imprecise to place {w}"
         if positive and any(r.before and r.verdict for r in recs):
-            return f"positive {label} only before the window ({w})"
+            what = f"positive {node.label}" if node.label else "positive"
+            return f"{what} only before the {_noun(node.within)}"
         unread = [r for r in counted if r.verdict is None and r.place is not False]
         if unread:
             r = unread[0]
@@ -251,7 +251,7 @@ def _reason(
     if exists is not True:
         return f"no {label} {w}"
     if positive:
-        return f"{label} {w}, all negative"
+        return f"{node.label or 'tested'} {w}, all negative"
     if node.value is not None:
         last = [r for r in counted if r.place is True]
         shown = "; ".join(r.why for r in last[:3])
@@ -270,14 +270,26 @@ def _reads(node: ObservationQuery) -> tuple[frozenset[str], frozenset[str]]:
 # ----------------------------------------------------------------- reasons
 
 
+def _noun(window: Any) -> str:
+    """ "365-day window", "6-month window before surgery"."""
+    n, unit = _length(window)
+    text = f"{n}-{unit} window"
+    if window.anchor != "as_of":
+        text += f" {'after' if window.after else 'before'} {window.anchor}"
+    return text
+
+
+def _length(window: Any) -> tuple[int, str]:
+    if window.days is not None:
+        return window.days, "day"
+    if window.months is not None:
+        return window.months, "month"
+    return window.years, "year"
+
+
 def describe(window: Any) -> str:
     """ "within 30 days", "within 6 months after surgery" (for reasons)."""
-    if window.days is not None:
-        n, unit = window.days, "day"
-    elif window.months is not None:
-        n, unit = window.months, "month"
-    else:
-        n, unit = window.years, "year"
+    n, unit = _length(window)
     text = f"within {n} {unit}{'s' if n != 1 else ''}"
     if window.anchor != "as_of":
         text += f" {'after' if window.after else 'before'} {window.anchor}"

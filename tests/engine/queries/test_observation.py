@@ -28,7 +28,12 @@ def trial(query: dict[str, Any]) -> Trial:
             "version": "1",
             "source": "test",
             "criteria": [
-                {"id": "q", "kind": "inclusion", "title": "q", "rule": {"type": "observation", **query}}
+                {
+                    "id": "q",
+                    "kind": "inclusion",
+                    "title": "q",
+                    "rule": {"type": "observation", **query},
+                }
             ],
         }
     )
@@ -182,10 +187,14 @@ def test_answers(run, b, kw, expected):
 
 def test_answer_with_partial_date_is_unknown(run, b):
     yes = {"value_type": "boolean", "value_string": "true"}
-    assert ask(run, ANSWER, [b.obs(BF, "2025-05", **yes)]) == (
-        None,
-        "breastfeeding status, date too imprecise to place within 30 days",
-    ) or ask(run, ANSWER, [b.obs(BF, "2025-05", **yes)])[0] is None
+    assert (
+        ask(run, ANSWER, [b.obs(BF, "2025-05", **yes)])
+        == (
+            None,
+            "breastfeeding status, date too imprecise to place within 30 days",
+        )
+        or ask(run, ANSWER, [b.obs(BF, "2025-05", **yes)])[0] is None
+    )
 
 
 def test_finding_on_record_without_a_test(run, b):
