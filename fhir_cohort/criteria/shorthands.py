@@ -19,7 +19,7 @@ from fhir_cohort.criteria.language import (
     PatientQuery,
     Window,
 )
-from fhir_cohort.criteria.models import RuleCriterion
+from fhir_cohort.criteria.models import ConditionRule, RuleCriterion
 
 
 def expand(crit: Any) -> RuleCriterion:
@@ -39,6 +39,55 @@ def expand(crit: Any) -> RuleCriterion:
 
 def _legacy(crit: Any) -> Any:
     return Legacy(type="legacy", criterion=crit)
+
+
+def _age(crit: Any) -> Any:
+    """Age bounds at S; deceased on or before S is false (spec I1)."""
+    return PatientQuery(
+        type="patient",
+        min_age=crit.min_years,
+        max_age=crit.max_years,
+        deceased_is_false=crit.deceased_is_not_met,
+    )
+
+
+def _condition_present(crit: Any) -> Any:
+    """One condition query with the same value sets and status rules."""
+    return ConditionQuery(
+        type="condition",
+        value_sets=crit.value_sets,
+        unknown_value_sets=crit.unknown_value_sets,
+        not_counted_value_sets=crit.not_counted_value_sets,
+        require_active=crit.require_active,
+        status_rules=crit.status_rules,
+    )
+
+
+def _condition_rules(crit: Any) -> Any:
+    """Any of one condition query per rule: an ``excluded`` rule is a definite match, a
+    ``review`` rule a possible one; ``within_days`` is a day window before S in which an undated
+    record counts as inside when ``undated_counts_as_within``."""
+    undated = "inside" if crit.undated_counts_as_within else "outside"
+    return AnyOf(
+        type="any", of=[_rule_query(rule, crit.status_rules, undated) for rule in crit.rules]
+    )
+
+
+def _rule_query(rule: ConditionRule, status_rules: Any, undated: str) -> ConditionQuery:
+    return ConditionQuery(
+        type="condition",
+        value_sets=rule.value_sets,
+        match="definite" if rule.answer == "excluded" else "possible",
+        reason=rule.reason,
+        require_active=rule.require_active,
+        severity_codes=rule.severity_codes,
+        named_classes=rule.named_classes,
+        date_basis=rule.date_basis,
+        within=(
+            None if rule.within_days is None else Window(days=rule.within_days, undated=undated)
+        ),
+        status_rules=status_rules,
+    )
 
 
 def _lab_positive(crit: Any) -> Any:
@@ -115,6 +164,7 @@ def _pregnancy_lactation(crit: Any) -> Any:
                 type="patient",
                 sexes_not=list(crit.applies_to_sexes_not),
                 deceased_is_false=False,
+                reason="",  # a gate: the reason is the part that decides
             ),
             AnyOf(type="any", of=parts),
         ],
@@ -122,54 +172,56 @@ def _pregnancy_lactation(crit: Any) -> Any:
 
 
 def _pregnancy_conditions(crit: Any) -> list[Any]:
-    """The condition half of E3 (Condition and Procedure records), like condition_rules with
-    an undated record that cannot be placed in its window read as unknown."""
-    rules = crit.status_rules
-
-    def cond(vs: list[str], reason: str, days: int | None = None, **kw: Any) -> ConditionQuery:
-        return ConditionQuery(
-            type="condition",
-            value_sets=list(vs),
-            status_rules=rules,
-            within=None if days is None else Window(days=days, undated="unknown"),
-            reason=reason,
-            **kw,
-        )
-
-    return [
+    """The condition half of E3 (Condition and Procedure records) as condition rules, where a
+    record without the date its window reads cannot be placed: unknown."""
+    d = crit.pregnancy_onset_within_days
+    t = crit.pregnancy_test_within_days
+    rules = [
         # The spec dates a pregnancy by its onset: an old pregnancy recorded late is not new.
-        cond(
-            crit.pregnancy_value_sets,
-            f"active pregnancy with onset within {crit.pregnancy_onset_within_days} days",
-            crit.pregnancy_onset_within_days,
-            require_active=True,
+        ConditionRule(
+            value_sets=crit.pregnancy_value_sets,
+            answer="excluded",
+            within_days=d,
             date_basis="onset",
+            reason=f"active pregnancy with onset within {d} days",
         ),
-        cond(crit.lactation_value_sets, "active lactation", require_active=True),
-        # A delivery (Condition or Procedure) counts unless its status never counts.
-        cond(
-            crit.delivery_value_sets,
-            crit.delivery_reason,
-            crit.delivery_within_days,
-            match="possible",
+        ConditionRule(
+            value_sets=crit.lactation_value_sets, answer="excluded", reason="active lactation"
+        ),
+        # Delivery: a Condition or a Procedure; a Procedure counts unless its status never does.
+        ConditionRule(
+            value_sets=crit.delivery_value_sets,
+            answer="review",
+            within_days=crit.delivery_within_days,
+            require_active=False,
+            reason=crit.delivery_reason,
         ),
         # v1.1: a positive pregnancy test coded as a diagnosis (Z32.01), dated by the test.
-        cond(
-            crit.pregnancy_test_positive_value_sets,
-            "positive pregnancy test (diagnosis code) within "
-            f"{crit.pregnancy_test_within_days} days",
-            crit.pregnancy_test_within_days,
+        ConditionRule(
+            value_sets=crit.pregnancy_test_positive_value_sets,
+            answer="excluded",
+            within_days=t,
             date_basis="onset",
+            require_active=False,
+            reason=f"positive pregnancy test (diagnosis code) within {t} days",
         ),
-        cond(
-            crit.phase_unspecified_value_sets,
-            crit.phase_unspecified_reason,
-            crit.phase_unspecified_within_days,
+        ConditionRule(
+            value_sets=crit.phase_unspecified_value_sets,
+            answer="review",
+            within_days=crit.phase_unspecified_within_days,
             date_basis="onset",
-            match="possible",
+            require_active=False,
+            reason=crit.phase_unspecified_reason,
         ),
     ]
+    return [_rule_query(r, crit.status_rules, "unknown") for r in rules]
 
 
 # shorthand type -> function(criterion) -> expression
-EXPANSIONS: dict[str, Any] = {"lab_positive": _lab_positive}
+EXPANSIONS: dict[str, Any] = {
+    "age": _age,
+    "condition_present": _condition_present,
+    "condition_rules": _condition_rules,
+    "lab_positive": _lab_positive,
+    "pregnancy_lactation": _pregnancy_lactation,
+}

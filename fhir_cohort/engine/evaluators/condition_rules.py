@@ -24,7 +24,7 @@ from fhir_cohort.engine.evaluators.common import (
     condition_unconfirmed,
     within,
 )
-from fhir_cohort.engine.evaluators.lupus_class import names_class_in
+from fhir_cohort.engine.roman_classes import names_class_in
 
 RANK = {"clear": 0, "review": 1, "excluded": 2}
 

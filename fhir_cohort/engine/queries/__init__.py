@@ -35,7 +35,11 @@ def register(qt: QueryType) -> QueryType:
 
 
 # Each module registers itself on import.
-from fhir_cohort.engine.queries import legacy  # noqa: E402,F401,I001
-from fhir_cohort.engine.queries import observation  # noqa: E402,F401
+from fhir_cohort.engine.queries import (  # noqa: E402
+    condition,  # noqa: F401
+    legacy,  # noqa: F401
+    observation,  # noqa: F401
+    patient,  # noqa: F401
+)
 
 __all__ = ["REGISTRY", "QueryType", "register"]
