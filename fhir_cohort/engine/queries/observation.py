@@ -78,15 +78,18 @@ def _answer(node: ObservationQuery, scope: Scope, row: Any) -> tuple[bool, str]:
     """A coded answer in answer_value_sets, else (no other coded answer) a text or boolean
     answer in answer_texts; with neither given, the result itself is the finding unless its
     valueBoolean is false."""
-    shown = ",".join(row.value_codes or ()) or str(row.value_string or "")
+    yes = node.label or "matching answer"
     if not node.answer_value_sets and not node.answer_texts:
-        no = row.value_type == "boolean" and row.value_string == "false"
-        return (not no), shown or "on record"
+        if row.value_type == "boolean" and row.value_string == "false":
+            return False, "answered no"
+        return True, node.label or "on record"
     if scope.ctx.token_in(node.answer_value_sets, row.value_codes):
-        return True, shown
+        return True, yes
     if row.value_codes and row.value_type != "boolean":
-        return False, shown  # coded with another answer
-    return _norm(row.value_string) in {_norm(t) for t in node.answer_texts}, shown
+        return False, "other answer"  # coded with another answer
+    if _norm(row.value_string) in {_norm(t) for t in node.answer_texts}:
+        return True, yes
+    return False, "other answer"
 
 
 def _verdict(node: ObservationQuery, scope: Scope, row: Any) -> tuple[bool | None, str, Any]:

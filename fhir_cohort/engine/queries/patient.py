@@ -122,7 +122,8 @@ def _sex(p: Any, node: Any, ev: list[Evidence]) -> list[tuple[bool | None, str]]
             out.append((False, f"not applicable (sex {gender})"))
         else:
             out.append((True, f"sex {gender or 'not recorded'}"))
-    if out and gender is not None:
+    # A sexes_not gate that stays open is no finding: evidence only when a sex test decides.
+    if gender is not None and (node.sexes is not None or any(v is False for v, _ in out)):
         ev.append(Evidence("Patient", str(p.patient_id), None, None, None, None, gender, "sex"))
     return out
 
