@@ -20,8 +20,8 @@ from fhir_cohort.criteria import (
     load_criteria,
     value_set_ids,
 )
-from fhir_cohort.criteria.language import legacy_criteria
-from fhir_cohort.criteria.models import LabPositiveCriterion, MedicationHistoryCriterion
+from fhir_cohort.criteria.language import legacy_criteria, walk
+from fhir_cohort.criteria.models import MedicationHistoryCriterion
 from fhir_cohort.engine.evaluate import (
     EvaluationResult,
     attrition,
@@ -74,18 +74,31 @@ def screen_tables(
     return result, attrition(result, trial)
 
 
+def positive_tests(trial: Trial) -> list[tuple[str, Any]]:
+    """(criterion id, query) of every observation query reading positivity, in order (a
+    query used twice in one criterion is listed once)."""
+    out: list[tuple[str, Any]] = []
+    for c in trial.criteria:
+        for node in walk(c.rule):
+            positive = node.type == "observation" and node.result == "positive"
+            if positive and (c.id, node) not in out:
+                out.append((c.id, node))
+    return out
+
+
 def detail_tables(
     trial: Trial, tables: Tables, terminology: Terminology, as_of: date
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Medication eras and lab readings of the trial's medication_history and lab_positive
-    criteria (all of them, with a ``criterion_id`` column), for analysts."""
+    """Medication eras of the trial's medication_history criteria and lab readings of its
+    observation queries with ``result: positive`` (all of them, with a ``criterion_id``
+    column), for analysts."""
     eras = [
         medication_eras(c, tables, terminology, as_of).assign(criterion_id=cid)
         for cid, c in legacy_criteria(trial, MedicationHistoryCriterion)
     ]
     labs = [
         lab_results(c, tables, terminology, as_of).assign(criterion_id=cid)
-        for cid, c in legacy_criteria(trial, LabPositiveCriterion)
+        for cid, c in positive_tests(trial)
     ]
     return (
         pd.concat(eras, ignore_index=True) if eras else pd.DataFrame(columns=["criterion_id"]),

@@ -201,6 +201,8 @@ class Threshold(_Model):
 class ObservationQuery(_Query):
     type: Literal["observation"]
     value_sets: list[str] = Field(min_length=1, json_schema_extra=_VS)
+    # What the test is called in reasons ("hCG", "eGFR"); default: the result's display.
+    label: str | None = None
     lab_rules: LabRules = Field(default_factory=LabRules)
     # latest: only the most recent qualifying result (in the window) decides; any: any result.
     pick: Literal["latest", "any"] = "any"
@@ -218,6 +220,8 @@ class ObservationQuery(_Query):
         tests.append(self.value is not None)
         if sum(tests) > 1:
             raise ValueError("an observation query has one test: result, answer_*, or value")
+        if self.pick == "latest" and self.min_count != 1:
+            raise ValueError("pick: latest reads one result; min_count must be 1")
         return self
 
 

@@ -14,11 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from fhir_cohort.criteria.models import LabPositiveCriterion, MedicationHistoryCriterion, Trial
+from fhir_cohort.criteria.language import ObservationQuery
+from fhir_cohort.criteria.models import MedicationHistoryCriterion, Trial
 from fhir_cohort.engine import medication
 from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import TerminologyLike
-from fhir_cohort.engine.evaluators.lab_positive import read_tests
+from fhir_cohort.engine.labs import read_tests
 from fhir_cohort.engine.rules import Scope, evaluate_criterion, reads
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
@@ -284,12 +285,13 @@ LAB_COLUMNS: tuple[str, ...] = (
 
 
 def lab_results(
-    criterion: LabPositiveCriterion,
+    criterion: ObservationQuery,
     tables: Tables,
     terminology: TerminologyLike,
     as_of: dt.date,
 ) -> pd.DataFrame:
-    """Every counted test of ``criterion`` dated on or before S, with its reading (positive /
+    """Every counted test of ``criterion`` (an observation query reading positivity) dated on
+    or before S, with its reading (positive /
     negative / equivocal) and the rule that decided it, for notebooks."""
     ctx = Context(terminology, as_of)
     obs = _by_patient(frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations"))

@@ -596,6 +596,7 @@ class Flattener:
         value_number: float | None = None
         comparator: str | None = None
         unit: str | None = None
+        unit_code: str | None = None
         value_codes: tuple[str, ...] = ()
         num: float | None = None
         den: float | None = None
@@ -605,6 +606,8 @@ class Flattener:
             value_number = _num(_get(q, "value"))
             comparator = _get(q, "comparator")
             unit = _get(q, "unit") or _get(q, "code")
+            if _get(q, "system") == _UCUM:
+                unit_code = _get(q, "code")
         elif "valueString" in o:
             value_type = "string"
             v = o["valueString"]
@@ -671,9 +674,11 @@ class Flattener:
             ref_cmp,
             ref_string,
             self.tokens(o.get("interpretation")),
+            unit_code if isinstance(unit_code, str) and unit_code else None,
         )
 
 
+_UCUM = "http://unitsofmeasure.org"
 _HANDLED = frozenset({"Patient", "Condition", "Procedure", "Observation"}) | _MED_TYPES
 
 

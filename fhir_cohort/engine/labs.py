@@ -6,11 +6,13 @@ referenceRange.high; 5. anything else is equivocal.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from typing import Any, NamedTuple
 
 from fhir_cohort.criteria.models import LabRules
+from fhir_cohort.engine.evaluators.common import Evidence, after_as_of, iso
 
 POSITIVE = "positive"
 NEGATIVE = "negative"
@@ -18,6 +20,8 @@ EQUIVOCAL = "equivocal"
 
 _TITER = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 _NUMBER = re.compile(r"^\s*(<=|>=|<|>)?\s*([-+]?\d+(?:\.\d+)?)\s*$")
+# Thousands grouped by commas ("1,500", "12,000.5"); "1,5" (a decimal comma?) is not read.
+_GROUPED = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d{1,3}(?:,\d{3})+(?:\.\d+)?)\s*$")
 
 
 class Reading(NamedTuple):
@@ -59,17 +63,24 @@ def parse_titer(text: str | None) -> Number | None:
     return Number(den / num, m.group(1), True)
 
 
-def parse_number(text: str | None) -> Number | None:
-    """A plain number with an optional comparator ('>200', '45.1'); titers via parse_titer."""
+def parse_number(text: str | None, grouping: bool = False) -> Number | None:
+    """A plain number with an optional comparator ('>200', '45.1'); titers via parse_titer.
+    With ``grouping``, thousands separated by commas too ('1,500').
+
+    >>> parse_number("1,500") is None, parse_number("1,500", grouping=True).value
+    (True, 1500.0)
+    """
     if not text:
         return None
     t = parse_titer(text)
     if t is not None:
         return t
     m = _NUMBER.match(_clean_comparators(text))
+    if not m and grouping:
+        m = _GROUPED.match(_clean_comparators(text))
     if not m:
         return None
-    return Number(float(m.group(2)), m.group(1), False)
+    return Number(float(m.group(2).replace(",", "")), m.group(1), False)
 
 
 # Reference text (v1.1: a range given only as text gives the high): "<30 IU/mL", "<= 30",
@@ -131,7 +142,7 @@ def _fmt(n: Number) -> str:
     return f"{n.comparator or ''}{core}"
 
 
-def observation_value(row: Any) -> Number | None:
+def observation_value(row: Any, grouping: bool = False) -> Number | None:
     """The row's numeric reading: quantity, ratio (titer) or a numeric/titer string (a
     valueString, or the text of a valueCodeableConcept, which v1.1 reads like one)."""
     if (
@@ -145,7 +156,7 @@ def observation_value(row: Any) -> Number | None:
     if _is_num(row.value_number):
         return Number(float(row.value_number), row.value_comparator or None, False)
     if row.value_type in ("string", "codeable") and isinstance(row.value_string, str):
-        return parse_number(row.value_string)
+        return parse_number(row.value_string, grouping)
     return None
 
 
@@ -212,15 +223,16 @@ def _match_table(t: str, table: list[tuple[str, str]]) -> str | None:
 
 def match_words(text: str, rules: LabRules) -> str | None:
     """Word rule (3): exact phrase, else the phrase opening the text; longest phrase first.
-    A degree word in front ("weakly positive", "low positive") reads as the phrase after it.
+        A degree word in front ("weakly positive", "low positive") reads as the phrase after it.
 
-    >>> from fhir_cohort.criteria.models import LabRules
-    >>> match_words("Not detected", LabRules())
-    'negative'
-    >>> match_words("POSITIVE (high)", LabRules())
-    'positive'
-    >>> match_words("Weakly positive", LabRules())
-    'positive'
+        >>> from fhir_cohort.criteria.models import LabRules
+    from fhir_cohort.engine.evaluators.common import Evidence, after_as_of, iso
+        >>> match_words("Not detected", LabRules())
+        'negative'
+        >>> match_words("POSITIVE (high)", LabRules())
+        'positive'
+        >>> match_words("Weakly positive", LabRules())
+        'positive'
     """
     t = _norm_text(text)
     if not t:
@@ -273,3 +285,52 @@ def interpret(row: Any, rules: LabRules, ctx: Any) -> Reading:
         return Reading(result, "reference", f"{shown} (ref high {_fmt(high)})")
     shown = str(row.value_string or ",".join(codes) or "")
     return Reading(EQUIVOCAL, "none", shown)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def observation_evidence(row: Any, reading: Reading | None, note: str) -> Evidence:
+    return Evidence(
+        "Observation",
+        row.resource_id,
+        row.system,
+        row.code,
+        row.display,
+        iso(row.date),
+        reading.value if reading else None,
+        note,
+    )
+
+
+def observation_high(row: Any) -> dt.date | None:
+    """Latest day a partial effective date can denote (None: same as ``row.date``)."""
+    return getattr(row, "date_high", None)
+
+
+def counted_rows(
+    vs_ids: list[str], rules: LabRules, ctx: Any, rows: list[Any]
+) -> tuple[list[Any], list[Evidence]]:
+    """Rows of a test in ``vs_ids`` whose status counts and that are not dated after S under
+    every reading of a partial date; evidence for the rest."""
+    out: list[Any] = []
+    skipped: list[Evidence] = []
+    for row in rows:
+        if ctx.first_vs(vs_ids, row.system, row.code) is None:
+            continue
+        if row.status is not None and row.status not in rules.counted_statuses:
+            skipped.append(observation_evidence(row, None, f"status {row.status}"))
+            continue
+        if after_as_of(row.date, ctx.as_of, observation_high(row)) is True:
+            skipped.append(observation_evidence(row, None, "after as-of date"))
+            continue
+        out.append(row)
+    return out, skipped
+
+
+def read_tests(
+    vs_ids: list[str], rules: LabRules, ctx: Any, rows: list[Any]
+) -> tuple[list[tuple[Any, Reading]], list[Evidence]]:
+    """Counted test rows (:func:`counted_rows`) with their reading; evidence for the rest."""
+    out, skipped = counted_rows(vs_ids, rules, ctx, rows)
+    return [(row, interpret(row, rules, ctx)) for row in out], skipped

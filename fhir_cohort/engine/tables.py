@@ -85,6 +85,8 @@ OBSERVATION_COLUMNS: tuple[str, ...] = (
     "ref_high_comparator",
     "ref_high_string",
     "interpretation_codes",
+    # valueQuantity.code when its system is UCUM (value_unit keeps the unit text, else code).
+    "value_unit_code",
 )
 
 END_RULES: tuple[str, ...] = ("explicit", "to_asof", "unknown", "per_dose")

@@ -179,6 +179,7 @@ def obs(
     ref_high_string: str | None = None,
     interpretation: tuple[str, ...] = (),
     rid: str | None = None,
+    value_unit_code: str | None = None,
 ) -> tuple:
     return (
         pid,
@@ -200,6 +201,7 @@ def obs(
         ref_high_comparator,
         ref_high_string,
         interpretation,
+        value_unit_code,
     )
 
 

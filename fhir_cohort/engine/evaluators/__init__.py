@@ -12,16 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData
-from fhir_cohort.engine.evaluators.lab_positive import evaluate_lab_positive
 from fhir_cohort.engine.evaluators.medication_history import evaluate_medication_history
-from fhir_cohort.engine.evaluators.pregnancy_lactation import evaluate_pregnancy_lactation
 
 Evaluator = Callable[[Any, Context, PatientData], Outcome]
 
 REGISTRY: dict[str, Evaluator] = {
     "medication_history": evaluate_medication_history,
-    "lab_positive": evaluate_lab_positive,
-    "pregnancy_lactation": evaluate_pregnancy_lactation,
 }
 
 __all__ = ["REGISTRY", "Context", "Evaluator", "Evidence", "Outcome", "PatientData"]

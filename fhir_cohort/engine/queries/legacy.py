@@ -20,8 +20,6 @@ _VALUES = {
 
 _READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]] | None] = {
     "medication_history": (("medications",), ()),
-    "lab_positive": (("observations",), ()),
-    "pregnancy_lactation": (("conditions", "observations"), ("gender",)),
 }
 
 

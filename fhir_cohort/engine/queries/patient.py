@@ -119,10 +119,11 @@ def _sex(p: Any, node: Any, ev: list[Evidence]) -> list[tuple[bool | None, str]]
             out.append((False, f"sex {gender}, not " + "/".join(node.sexes)))
     if node.sexes_not is not None:
         if gender is not None and gender in node.sexes_not:
-            out.append((False, f"sex {gender}"))
+            out.append((False, f"not applicable (sex {gender})"))
         else:
             out.append((True, f"sex {gender or 'not recorded'}"))
-    if out and gender is not None:
+    # A sexes_not gate that stays open is no finding: evidence only when a sex test decides.
+    if gender is not None and (node.sexes is not None or any(v is False for v, _ in out)):
         ev.append(Evidence("Patient", str(p.patient_id), None, None, None, None, gender, "sex"))
     return out
 
@@ -150,9 +151,9 @@ def evaluate(node: Any, scope: Scope) -> Result:
             rest = [r for v, r in tests[1:] if r]
             unsure = [f"{'; '.join(rest)}, but {tests[0][1]}"] if rest else unsure
         return Result(None, "; ".join(unsure), ev)
-    if node.match == "possible":
-        return Result(None, node.reason or "; ".join(r for _, r in tests if r), ev)
-    return Result(True, node.reason or "; ".join(r for _, r in tests if r), ev)
+    # reason: "" says nothing (a gate such as "not male" in front of the real test).
+    said = "; ".join(r for _, r in tests if r) if node.reason is None else node.reason
+    return Result(None if node.match == "possible" else True, said, ev)
 
 
 def reads(node: Any) -> None:
