@@ -21,13 +21,14 @@ from fhir_cohort.criteria import (
     value_set_ids,
 )
 from fhir_cohort.criteria.language import legacy_criteria
-from fhir_cohort.criteria.models import LabPositiveCriterion, MedicationHistoryCriterion
+from fhir_cohort.criteria.models import LabPositiveCriterion
 from fhir_cohort.engine.evaluate import (
     EvaluationResult,
     attrition,
     evaluate,
     lab_results,
     medication_eras,
+    rule_queries,
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables, records_without_patient
@@ -77,11 +78,13 @@ def screen_tables(
 def detail_tables(
     trial: Trial, tables: Tables, terminology: Terminology, as_of: date
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Medication eras and lab readings of the trial's medication_history and lab_positive
-    criteria (all of them, with a ``criterion_id`` column), for analysts."""
+    """Medication eras of the trial's medication queries (one table per query, with its
+    ``criterion_id``; ``requirement`` is the query's label) and lab readings of its
+    lab_positive criteria, for analysts."""
+    define = dict(trial.define)
     eras = [
-        medication_eras(c, tables, terminology, as_of).assign(criterion_id=cid)
-        for cid, c in legacy_criteria(trial, MedicationHistoryCriterion)
+        medication_eras(q, tables, terminology, as_of, define).assign(criterion_id=cid)
+        for cid, q in rule_queries(trial, "medication")
     ]
     labs = [
         lab_results(c, tables, terminology, as_of).assign(criterion_id=cid)

@@ -13,7 +13,6 @@ from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, Pat
 from fhir_cohort.engine.evaluators.condition_present import evaluate_condition_present
 from fhir_cohort.engine.evaluators.condition_rules import evaluate_condition_rules
 from fhir_cohort.engine.evaluators.lab_positive import evaluate_lab_positive
-from fhir_cohort.engine.evaluators.medication_history import evaluate_medication_history
 from fhir_cohort.engine.evaluators.pregnancy_lactation import evaluate_pregnancy_lactation
 
 Evaluator = Callable[[Any, Context, PatientData], Outcome]
@@ -21,7 +20,6 @@ Evaluator = Callable[[Any, Context, PatientData], Outcome]
 REGISTRY: dict[str, Evaluator] = {
     "age": evaluate_age,
     "condition_present": evaluate_condition_present,
-    "medication_history": evaluate_medication_history,
     "lab_positive": evaluate_lab_positive,
     "condition_rules": evaluate_condition_rules,
     "pregnancy_lactation": evaluate_pregnancy_lactation,

@@ -35,6 +35,9 @@ def register(qt: QueryType) -> QueryType:
 
 
 # Each module registers itself on import.
-from fhir_cohort.engine.queries import legacy  # noqa: E402,F401
+from fhir_cohort.engine.queries import (  # noqa: E402
+    legacy,  # noqa: F401
+    medication,  # noqa: F401
+)
 
 __all__ = ["REGISTRY", "QueryType", "register"]
