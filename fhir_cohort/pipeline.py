@@ -20,14 +20,14 @@ from fhir_cohort.criteria import (
     load_criteria,
     value_set_ids,
 )
-from fhir_cohort.criteria.language import legacy_criteria, walk
-from fhir_cohort.criteria.models import MedicationHistoryCriterion
+from fhir_cohort.criteria.language import walk
 from fhir_cohort.engine.evaluate import (
     EvaluationResult,
     attrition,
     evaluate,
     lab_results,
     medication_eras,
+    rule_queries,
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables, records_without_patient
@@ -89,12 +89,13 @@ def positive_tests(trial: Trial) -> list[tuple[str, Any]]:
 def detail_tables(
     trial: Trial, tables: Tables, terminology: Terminology, as_of: date
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Medication eras of the trial's medication_history criteria and lab readings of its
-    observation queries with ``result: positive`` (all of them, with a ``criterion_id``
-    column), for analysts."""
+    """Medication eras of the trial's medication queries (one table per query, with its
+    ``criterion_id``; ``requirement`` is the query's label) and lab readings of its observation
+    queries with ``result: positive``, for analysts."""
+    define = dict(trial.define)
     eras = [
-        medication_eras(c, tables, terminology, as_of).assign(criterion_id=cid)
-        for cid, c in legacy_criteria(trial, MedicationHistoryCriterion)
+        medication_eras(q, tables, terminology, as_of, define).assign(criterion_id=cid)
+        for cid, q in rule_queries(trial, "medication")
     ]
     labs = [
         lab_results(c, tables, terminology, as_of).assign(criterion_id=cid)

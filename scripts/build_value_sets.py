@@ -961,6 +961,44 @@ MED_VS = {
     "immunosuppressants": IMMUNOSUPPRESSANTS,
     "antimalarials": ANTIMALARIALS,
 }
+# Agents with no ingredient RxCUI in any public source read: the runtime agent code is
+# "name:<name>" (never an RxCUI); the names are matched in text, the product map may target them.
+NAME_ONLY_AGENTS = (
+    {
+        "name": "anifrolumab",
+        "value_sets": ["immunosuppressants"],
+        "synonyms": ["anifrolumab-fnia", "saphnelo"],
+        "source": "brand Saphnelo / anifrolumab-fnia: RxNorm SBD 2565286 '2 ML anifrolumab-fnia "
+        "150 MG/ML Injection [Saphnelo]' via the NDC to RxNorm crosswalk "
+        "(https://ndclist.com/ndc/0310-3040/package/0310-3040-00, read 2026-12-02); no ingredient "
+        "RxCUI found (reference unconfirmed.csv)",
+    },
+    {
+        "name": "quinacrine",
+        "value_sets": ["antimalarials"],
+        "synonyms": ["mepacrine"],
+        "source": "mepacrine = quinacrine: WHO ATC P01AX05 (reference "
+        "medications_ingredients_atc.csv, github:fabkury/atcd@1e92aec7c5); not in RxNorm "
+        "Current Prescribable Content, no RxCUI found (reference unconfirmed.csv)",
+    },
+)
+# Further names of agents that have an RxCUI (INN vs USAN spelling; salt-free short names),
+# keyed by the ingredient's RxNorm name.
+NAME_SYNONYMS = (
+    {
+        "name": "cyclosporine",
+        "synonyms": ["ciclosporin"],
+        "source": "ATC name ciclosporin L04AD01 (reference medications_ingredients_atc.csv: "
+        "'cyclosporine [TTY=IN; calcineurin inhibitor (ATC name: ciclosporin)]')",
+    },
+    {
+        "name": "mycophenolic acid",
+        "synonyms": ["mycophenolate", "mycophenolate sodium"],
+        "source": "RxNorm 265323 'mycophenolate' and 408142 'mycophenolate sodium' in the SMART "
+        "irae mycophenolate list (github:smart-on-fhir/cumulus-library-kidney-transplant@"
+        "1f0e8aa21b:cumulus_library_kidney_transplant/athena/irae__rx_mycophenolate.sql)",
+    },
+)
 # PIN -> IN (precise ingredient to its base ingredient), names from the reference file.
 PIN_TO_IN = {
     "153972": "5521",  # hydroxychloroquine sulfate -> hydroxychloroquine
@@ -1419,6 +1457,28 @@ def write_medication_maps(out: Path, product_map: dict, meds: dict) -> None:
     write_json(out / "snomed-rxnorm-ingredient.json", sct_cm)
 
 
+def write_agent_names(out: Path) -> None:
+    """medication-agents.json: agents known by name only, and name synonyms (read by
+    fhir_cohort.terminology at load; every name with its source)."""
+    for agent in NAME_ONLY_AGENTS:
+        if not set(agent["value_sets"]) <= set(MED_VS):
+            raise SystemExit(f"{agent['name']}: not a medication value set {agent['value_sets']}")
+    write_json(
+        out / "medication-agents.json",
+        {
+            "id": "medication-agents",
+            "version": VERSION,
+            "title": "Medication agents by name",
+            "description": "Agents with no ingredient RxCUI in the public sources read (code "
+            "name:<name>, with the medication value sets that hold them) and further names of "
+            "RxNorm ingredients, each with the public source of its names. Names are matched "
+            "in text case-insensitively on word boundaries (docs/value_sets.md).",
+            "name_only_agents": list(NAME_ONLY_AGENTS),
+            "synonyms": list(NAME_SYNONYMS),
+        },
+    )
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -1521,6 +1581,7 @@ def main() -> None:
         write_json(out / f"{vs.id}.json", to_resource(vs))
 
     write_medication_maps(out, product_map, meds)
+    write_agent_names(out)
 
 
 def ing_src_note(pin: str) -> str:

@@ -226,15 +226,27 @@ class ObservationQuery(_Query):
 
 
 class MedicationQuery(_Query):
+    """Medication records (statements, requests, dispenses, administrations) of agents in the
+    value sets: ``min_agents`` agents each tried for ``min_era_days`` of era inside the window,
+    or (``min_era_days`` null) each with any exposure in it (engine/medication.py)."""
+
     type: Literal["medication"]
+    # Names the query in reasons and the era table (and the one agent of class grouping).
     label: str = ""
     value_sets: list[str] = Field(min_length=1, json_schema_extra=_VS)
+    # Shown in the evidence as "<value set> not counted (<not_counted_reason>)", never counted.
+    not_counted_value_sets: list[str] = vs_list()
+    not_counted_reason: str = ""
+    # class: every agent of the value sets is one agent; moiety: one agent per active moiety
+    # (salts, esters and products of one moiety are one agent).
     agent_grouping: Literal["class", "moiety"] = "moiety"
     min_agents: int = Field(default=1, ge=1)
     # Each agent tried for at least this many days of era inside the window; null: any
     # exposure in the window counts (washouts: "no anti-CD20 within 6 months").
     min_era_days: int | None = Field(default=None, ge=1)
+    # Intervals with at most this many uncovered days between them merge into one era.
     persistence_gap_days: int = Field(default=30, ge=0)
+    # MedicationAdministration: days one dose of an agent (by name) covers.
     coverage_per_dose_days: dict[str, int] = Field(default_factory=dict)
     default_coverage_days: int = Field(default=1, ge=1)
     systemic_only: bool = True

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from fhir_cohort.criteria.language import ObservationQuery
-from fhir_cohort.criteria.models import MedicationHistoryCriterion, Trial
+from fhir_cohort.criteria.language import ObservationQuery, walk
+from fhir_cohort.criteria.models import Trial
 from fhir_cohort.engine import medication
 from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import TerminologyLike
@@ -258,16 +258,58 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     )
 
 
+def rule_queries(trial: Trial, query_type: str) -> list[tuple[str, Any]]:
+    """(criterion id, query) of every ``query_type`` query in the criteria's rule trees, in
+    order; a query of a definition is listed under each criterion that uses it."""
+    out: list[tuple[str, Any]] = []
+    for crit in trial.criteria:
+        todo, seen = [crit.rule], set()
+        while todo:
+            for node in walk(todo.pop(0)):
+                anchor = getattr(getattr(node, "within", None), "anchor", "as_of")
+                for name in (getattr(node, "name", None) if node.type == "ref" else None, anchor):
+                    if name and name != "as_of" and name not in seen:
+                        seen.add(name)
+                        todo.append(trial.define[name])
+                if node.type == query_type:
+                    out.append((crit.id, node))
+    return out
+
+
 def medication_eras(
-    criterion: MedicationHistoryCriterion,
+    query: Any,
     tables: Tables,
     terminology: TerminologyLike,
     as_of: dt.date,
+    define: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Era table (patient_id, requirement, agent, value_set, start, end, days in W)."""
+    """Era table of one medication query (patient_id, requirement = the query's label, agent,
+    value_set, start, end, days in its window); ``define``: the trial's definitions, for a
+    window anchored on one."""
+    from fhir_cohort.engine.queries.medication import bounds
+
     ctx = Context(terminology, as_of)
     meds = _by_patient(frame_rows(tables.medications, MEDICATION_COLUMNS, "medications"))
-    return medication.era_table(criterion, meds, ctx)
+    anchored = query.within is not None and query.within.anchor != "as_of"
+    patients: dict[str, Any] = {}
+    conditions: dict[str, list[Any]] = {}
+    observations: dict[str, list[Any]] = {}
+    if anchored:
+        prows = frame_rows(tables.patients, PATIENT_COLUMNS, "patients")
+        patients = {p.patient_id: p for p in prows}
+        conditions = _by_patient(frame_rows(tables.conditions, CONDITION_COLUMNS, "conditions"))
+        observations = _by_patient(
+            frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
+        )
+    rows: list[tuple[Any, ...]] = []
+    for pid, mrows in meds.items():
+        data = PatientData(
+            patients.get(pid), conditions.get(pid, []), mrows, observations.get(pid, [])
+        )
+        w = bounds(query, Scope(ctx, data, define or {}))
+        if w is not None:
+            rows.extend(medication.era_rows(query, pid, mrows, ctx, w))
+    return medication.era_frame(rows)
 
 
 LAB_COLUMNS: tuple[str, ...] = (

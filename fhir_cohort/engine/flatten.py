@@ -71,7 +71,7 @@ def _get(d: Any, key: str) -> Any:
 
 
 def _text(cc: Any) -> str | None:
-    """CodeableConcept.text (E1 reads a lupus nephritis class named there)."""
+    """CodeableConcept.text (a condition query may read a class named there)."""
     t = _get(cc, "text")
     return t if isinstance(t, str) and t else None
 

@@ -136,6 +136,7 @@ def evaluate_expr(node: Any, scope: Scope) -> Result:
         res.reason = node.reason
     if node.note and res.value is True:
         res.notes.append(node.note)
+        res.evidence.append(Evidence("", "", None, None, None, None, None, node.note))
     return res
 
 

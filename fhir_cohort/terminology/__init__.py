@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from fhir_cohort._lazy import lazy_exports
 
 _EXPORTS = {
-    "MEDICATION_VALUE_SETS": "fhir_cohort.terminology.core",
     "Agent": "fhir_cohort.terminology.core",
     "AgentMatch": "fhir_cohort.terminology.core",
     "Terminology": "fhir_cohort.terminology.core",
@@ -24,7 +23,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from fhir_cohort.terminology.codes import normalize_code, normalize_system
     from fhir_cohort.terminology.core import (
-        MEDICATION_VALUE_SETS,
         Agent,
         AgentMatch,
         Terminology,
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
     from fhir_cohort.terminology.forms import is_non_systemic_text
 
 __all__ = [
-    "MEDICATION_VALUE_SETS",
     "Agent",
     "AgentMatch",
     "Terminology",

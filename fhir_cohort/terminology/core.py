@@ -35,29 +35,29 @@ _CONCEPT_MAPS = (
     NDC_RXNORM_MAP,
     SNOMED_INGREDIENT_MAP,
 )
-MEDICATION_VALUE_SETS: tuple[str, ...] = ("glucocorticoids", "immunosuppressants", "antimalarials")
+# Agents known by name (no ingredient RxCUI in the sources read) and name synonyms: data, with
+# the source of each name (docs/value_sets.md, "Medication agents by name").
+MEDICATION_AGENTS = "medication-agents.json"
 
-# Agents with no ingredient RxCUI in any public source read (see docs/value_sets.md): their code is
-# "name:<name>", so it never collides with an RxCUI. Anifrolumab's products do have RxCUIs (the
-# product map targets them by name); quinacrine has none. Names are matched in text as well.
-NAME_ONLY_AGENTS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    # name: (value set, synonyms, where the synonyms were read)
-    "anifrolumab": (
-        "immunosuppressants",
-        ("anifrolumab-fnia", "saphnelo"),
-        "brand Saphnelo / anifrolumab-fnia: RxNorm SBD name via the NDC crosswalk",
-    ),
-    "quinacrine": (
-        "antimalarials",
-        ("mepacrine",),
-        "mepacrine = quinacrine: WHO ATC P01AX05 (reference medications file)",
-    ),
-}
-# Name synonyms for agents that have an RxCUI (INN vs USAN spelling; salt-free short names).
-NAME_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "cyclosporine": ("ciclosporin",),  # ATC name, reference medications_ingredients_atc.csv
-    "mycophenolic acid": ("mycophenolate", "mycophenolate sodium"),
-}
+
+@dataclass(frozen=True)
+class NameOnlyAgent:
+    """An agent with no ingredient RxCUI: its code is "name:<name>" (never an RxCUI); it and its
+    synonyms are matched in text, and the product map may target it by name."""
+
+    name: str
+    value_sets: tuple[str, ...]
+    synonyms: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class AgentNames:
+    """``medication-agents.json``: name-only agents, and further names of RxNorm ingredients
+    (INN vs USAN spelling, salt-free short names) keyed by the ingredient's RxNorm name."""
+
+    name_only: tuple[NameOnlyAgent, ...] = ()
+    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,47 @@ def _concept_map_pairs(path: Path) -> list[tuple[str, str, str, str]]:
     return pairs
 
 
+def _names(path: Path, entry: Any, key: str) -> tuple[str, ...]:
+    got = entry.get(key, [])
+    if not isinstance(got, list) or not all(isinstance(n, str) and n.strip() for n in got):
+        raise TerminologyError(f"{path.name}: {key} of {entry.get('name')!r} must list names")
+    return tuple(n.strip().lower() for n in got)
+
+
+def _agent_names(path: Path, value_sets: Mapping[str, ValueSet]) -> AgentNames:
+    """Read ``medication-agents.json``; every entry needs a name and a source, and a name-only
+    agent's value sets must exist."""
+    data = _read_json(path)
+    name_only: list[NameOnlyAgent] = []
+    synonyms: dict[str, tuple[str, ...]] = {}
+    for key in ("name_only_agents", "synonyms"):
+        entries = data.get(key, [])
+        if not isinstance(entries, list):
+            raise TerminologyError(f"{path.name}: {key} must be a list")
+        for entry in entries:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                raise TerminologyError(f"{path.name}: an entry of {key} has no name")
+            if not str(entry.get("source", "")).strip():
+                raise TerminologyError(f"{path.name}: {name!r} has no source")
+            if key == "synonyms":
+                synonyms[name.strip().lower()] = _names(path, entry, "synonyms")
+                continue
+            vs_ids = _names(path, entry, "value_sets")
+            missing = [v for v in vs_ids if v not in value_sets]
+            if not vs_ids or missing:
+                raise TerminologyError(f"{path.name}: {name!r}: unknown value sets {missing}")
+            name_only.append(
+                NameOnlyAgent(
+                    name.strip().lower(),
+                    vs_ids,
+                    _names(path, entry, "synonyms"),
+                    str(entry["source"]),
+                )
+            )
+    return AgentNames(tuple(name_only), synonyms)
+
+
 def default_directory() -> Path:
     """Bundled value sets: fhir_cohort/_value_sets in a wheel, else the repo's value_sets/."""
     package = Path(__file__).resolve().parent.parent
@@ -195,6 +236,7 @@ class Terminology:
         ingredient_names: dict[str, str],
         ndc_products: dict[str, tuple[str, ...]] | None = None,
         snomed_ingredients: dict[str, str] | None = None,
+        agent_names: AgentNames | None = None,
     ) -> None:
         self._value_sets = value_sets
         # A product that maps only to itself is an ingredient (a source listing the ingredient
@@ -205,6 +247,7 @@ class Terminology:
         self._ingredient_names = ingredient_names
         self._ndc_products = ndc_products or {}
         self._snomed_ingredients = snomed_ingredients or {}
+        self._agent_names = agent_names or AgentNames()
         self._agent_sets: dict[str, set[str]] = {}
         self._build_agents()
 
@@ -217,7 +260,7 @@ class Terminology:
             raise TerminologyError(f"value set folder not found: {folder}")
         value_sets: dict[str, ValueSet] = {}
         for path in sorted(folder.glob("*.json")):
-            if path.name in _CONCEPT_MAPS:
+            if path.name in _CONCEPT_MAPS or path.name == MEDICATION_AGENTS:
                 continue
             data = _read_json(path)
             if data.get("resourceType") != "ValueSet":
@@ -253,6 +296,9 @@ class Terminology:
             for src, _sdisp, tgt, tdisp in _concept_map_pairs(folder / SNOMED_INGREDIENT_MAP):
                 snomed[src] = tgt
                 ingredient_names.setdefault(tgt, tdisp)
+        agent_names = AgentNames()
+        if (folder / MEDICATION_AGENTS).is_file():
+            agent_names = _agent_names(folder / MEDICATION_AGENTS, value_sets)
         return cls(
             value_sets,
             {k: tuple(v) for k, v in product_ingredients.items()},
@@ -261,6 +307,7 @@ class Terminology:
             ingredient_names,
             {k: tuple(v) for k, v in ndc_products.items()},
             snomed,
+            agent_names,
         )
 
     # ------------------------------------------------------------------ value sets
@@ -333,8 +380,18 @@ class Terminology:
     def _agent(self, moiety_code: str) -> Agent:
         return Agent(moiety_code, self._ingredient_names.get(moiety_code, moiety_code))
 
+    def medication_value_sets(self) -> list[str]:
+        """Value sets of medication agents: those holding RxNorm codes, or named by a name-only
+        agent (a new trial's drug value sets need no code change)."""
+        named = {v for a in self._agent_names.name_only for v in a.value_sets}
+        return sorted(
+            vs_id
+            for vs_id, vs in self._value_sets.items()
+            if vs_id in named or any(system == RXNORM for system, _ in vs.concepts)
+        )
+
     def _build_agents(self) -> None:
-        med_sets = [v for v in MEDICATION_VALUE_SETS if v in self._value_sets]
+        med_sets = self.medication_value_sets()
         ingredient_codes: set[str] = set()
         for vs_id in med_sets:
             for system, code in self._value_sets[vs_id].concepts:
@@ -350,10 +407,10 @@ class Terminology:
                         self._ingredient_names.setdefault(code, disp)
                 for ing in ingredients:
                     self._agent_sets.setdefault(self._moiety(ing), set()).add(vs_id)
-        for agent_name, (vs_id, _synonyms, _src) in NAME_ONLY_AGENTS.items():
-            code = f"name:{agent_name}"
-            self._ingredient_names[code] = agent_name
-            self._agent_sets.setdefault(code, set()).add(vs_id)
+        for agent in self._agent_names.name_only:
+            code = f"name:{agent.name}"
+            self._ingredient_names[code] = agent.name
+            self._agent_sets.setdefault(code, set()).update(agent.value_sets)
         self._ingredient_codes = frozenset(ingredient_codes | set(self._ingredient_moiety))
         # Text patterns -> moiety code. Every ingredient that reaches an agent of a medication
         # value set counts by name, wherever it came from (value set, product map, moiety map).
@@ -379,15 +436,15 @@ class Terminology:
             if len(moieties) == 1 and brand not in names:
                 names[brand] = next(iter(moieties))
         moiety_by_name = {self._ingredient_names.get(m, "").lower(): m for m in names.values()}
-        for base, synonyms in NAME_SYNONYMS.items():
+        for base, synonyms in self._agent_names.synonyms.items():
             if base in moiety_by_name:
                 for syn in synonyms:
                     names.setdefault(syn, moiety_by_name[base])
-        for agent_name, (_vs_id, synonyms, _src) in NAME_ONLY_AGENTS.items():
-            for n in (agent_name, *synonyms):
-                names.setdefault(n, f"name:{agent_name}")
+        for agent in self._agent_names.name_only:
+            for n in (agent.name, *agent.synonyms):
+                names.setdefault(n, f"name:{agent.name}")
         self._text_names = names
-        alternatives = sorted(names, key=len, reverse=True)
+        alternatives = sorted(names, key=len, reverse=True) or ["(?!)"]  # no names: no match
         self._text_re = re.compile(
             r"(?<![a-z0-9])(" + "|".join(re.escape(n) for n in alternatives) + r")(?![a-z0-9])",
             re.IGNORECASE,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+import pandas as pd
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from fhir_cohort.engine.evaluate import medication_eras
+from fhir_cohort.engine.evaluate import medication_eras, rule_queries
 from fhir_cohort.engine.medication import clipped_days, merge_intervals
 from fhir_cohort.engine.tables import Tables
-from tests.criteria_variants import shorthand, variant
+from tests.criteria_variants import variant
 
 D = dt.date
 
@@ -289,7 +290,13 @@ def test_era_table(b, trial, terminology):
     tables = Tables.from_rows(
         [b.pat()], [], [_gc(b), *_two_others(b), b.med(b.MMF, "2020-01-01", "2020-02-01")], []
     )
-    eras = medication_eras(shorthand("therapy"), tables, terminology, b.AS_OF)
+    # One table per medication query of the expanded criterion (one query per requirement).
+    queries = rule_queries(trial, "medication")
+    assert [(cid, q.label) for cid, q in queries] == [
+        ("therapy", "glucocorticoids"),
+        ("therapy", "other immunosuppressants"),
+    ]
+    eras = pd.concat([medication_eras(q, tables, terminology, b.AS_OF) for _, q in queries])
     assert list(eras.columns) == [
         "patient_id",
         "requirement",

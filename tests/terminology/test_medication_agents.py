@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fhir_cohort.terminology import Terminology, default_directory
-from fhir_cohort.terminology.core import NAME_ONLY_AGENTS, NAME_SYNONYMS
+from fhir_cohort.terminology.core import MEDICATION_AGENTS
 from fhir_cohort.terminology.ndc import ndc_spellings
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -210,19 +210,90 @@ def test_every_single_agent_brand_is_recognised(term: Terminology) -> None:
             assert _codes(term.agents_for_text(text)) == agents, (brand, text)
 
 
+def _agent_names() -> dict:
+    return json.loads((FOLDER / MEDICATION_AGENTS).read_text(encoding="utf-8"))
+
+
 def test_name_only_agents_and_synonyms(term: Terminology) -> None:
-    for agent, (vs_id, synonyms, _src) in NAME_ONLY_AGENTS.items():
-        for text in (agent, *synonyms):
+    data = _agent_names()
+    assert data["name_only_agents"] and data["synonyms"]
+    for entry in data["name_only_agents"]:
+        agent = entry["name"]
+        for text in (agent, *entry["synonyms"]):
             [m] = term.agents_for_text(f"{text.upper()} infusion")
             assert m.agent.code == f"name:{agent}"
-            assert term.agent_value_sets(m.agent) == {vs_id}
+            assert term.agent_value_sets(m.agent) == set(entry["value_sets"])
     moiety_names = {
         m.agent.name for c in _ingredients(term) for m in term.agents_for_coding(RXNORM, c)
     }
-    for _base, synonyms in NAME_SYNONYMS.items():
-        for syn in synonyms:
+    for entry in data["synonyms"]:
+        assert entry["name"] in moiety_names
+        for syn in entry["synonyms"]:
             [m] = term.agents_for_text(syn.upper())
-            assert m.agent.name in moiety_names
+            assert m.agent.name == entry["name"]
+
+
+def test_every_agent_name_has_a_source() -> None:
+    data = _agent_names()
+    for entry in data["name_only_agents"] + data["synonyms"]:
+        assert entry["source"].strip() and entry["synonyms"], entry["name"]
+
+
+def test_medication_value_sets_come_from_the_data(term: Terminology) -> None:
+    # The value sets that hold RxNorm codes (or a name-only agent): no list in code.
+    assert term.medication_value_sets() == sorted(MED_SETS)
+    for vs_id in term.ids():
+        has_rxnorm = any(s == RXNORM for s, _ in term.value_set(vs_id).concepts)
+        assert (vs_id in term.medication_value_sets()) is has_rxnorm, vs_id
+
+
+def test_a_new_drug_value_set_works_without_code_change(tmp_path: Path) -> None:
+    """A copy of the shipped folder plus a value set of one RxNorm ingredient (methotrexate
+    6851, under a new id) and a name-only agent of it: both are agents of the new set."""
+    import shutil
+
+    folder = tmp_path / "vs"
+    shutil.copytree(FOLDER, folder)
+    vs = json.loads((folder / "immunosuppressants.json").read_text(encoding="utf-8"))
+    vs["url"] = vs["url"].replace("immunosuppressants", "new_trial_drugs")
+    for include in vs["compose"]["include"]:
+        include["concept"] = [c for c in include["concept"] if c["code"] == "6851"]
+    vs["compose"]["include"] = [i for i in vs["compose"]["include"] if i["concept"]]
+    (folder / "new_trial_drugs.json").write_text(json.dumps(vs), encoding="utf-8")
+    names = json.loads((folder / MEDICATION_AGENTS).read_text(encoding="utf-8"))
+    names["name_only_agents"].append(
+        {"name": "examplimab", "value_sets": ["new_trial_drugs"], "synonyms": [], "source": "t"}
+    )
+    (folder / MEDICATION_AGENTS).write_text(json.dumps(names), encoding="utf-8")
+    term = Terminology.load(folder)
+    assert "new_trial_drugs" in term.medication_value_sets()
+    [mtx] = term.agents_for_coding(RXNORM, "6851")
+    assert "new_trial_drugs" in term.agent_value_sets(mtx.agent)
+    [ex] = term.agents_for_text("EXAMPLIMAB 10 mg/kg")
+    assert term.agent_value_sets(ex.agent) == {"new_trial_drugs"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"value_sets": ["no_such_set"]}, "unknown value sets"),
+        ({"source": ""}, "has no source"),
+        ({"name": ""}, "has no name"),
+        ({"synonyms": "mepacrine"}, "must list names"),
+    ],
+)
+def test_agent_names_file_is_validated(tmp_path: Path, change: dict, message: str) -> None:
+    import shutil
+
+    from fhir_cohort.errors import TerminologyError
+
+    folder = tmp_path / "vs"
+    shutil.copytree(FOLDER, folder)
+    names = _agent_names()
+    names["name_only_agents"][0].update(change)
+    (folder / MEDICATION_AGENTS).write_text(json.dumps(names), encoding="utf-8")
+    with pytest.raises(TerminologyError, match=message):
+        Terminology.load(folder)
 
 
 @pytest.mark.parametrize(

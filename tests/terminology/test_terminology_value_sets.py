@@ -60,7 +60,10 @@ MAPS = (
     "ndc-rxnorm.json",
     "snomed-rxnorm-ingredient.json",
 )
-VS_FILES = sorted(p for p in FOLDER.glob("*.json") if p.name not in MAPS)
+# Agents known by name and name synonyms (not a FHIR resource; tests/terminology/
+# test_medication_agents.py checks it).
+AGENT_NAMES = "medication-agents.json"
+VS_FILES = sorted(p for p in FOLDER.glob("*.json") if p.name not in (*MAPS, AGENT_NAMES))
 
 
 def _load(path: Path) -> dict:

@@ -12,12 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData
-from fhir_cohort.engine.evaluators.medication_history import evaluate_medication_history
 
 Evaluator = Callable[[Any, Context, PatientData], Outcome]
 
 REGISTRY: dict[str, Evaluator] = {
-    "medication_history": evaluate_medication_history,
 }
 
 __all__ = ["REGISTRY", "Context", "Evaluator", "Evidence", "Outcome", "PatientData"]

@@ -38,6 +38,7 @@ def register(qt: QueryType) -> QueryType:
 from fhir_cohort.engine.queries import (  # noqa: E402
     condition,  # noqa: F401
     legacy,  # noqa: F401
+    medication,  # noqa: F401
     observation,  # noqa: F401
     patient,  # noqa: F401
 )
