@@ -137,13 +137,15 @@ class Requirements:
             if codes
             else len(self.medication_names),
             "observation_value_sets": sorted(self.observation_value_sets),
-            "observation_tokens": list(self.observation_tokens),
+            "observation_tokens": list(self.observation_tokens)
+            if codes
+            else len(self.observation_tokens),
             "entry": None
             if self.entry_value_sets is None
             else {
                 "resource_type": "Condition",
                 "value_sets": list(self.entry_value_sets),
-                "tokens": len(self.entry_tokens or ()),
+                "tokens": list(self.entry_tokens or ()) if codes else len(self.entry_tokens or ()),
             },
             "lookback_days": self.lookback_days,
             "patient_fields": sorted(self.patient_fields),

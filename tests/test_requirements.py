@@ -372,3 +372,24 @@ def test_union_of_several_trials(term: Terminology, shipped: Any) -> None:
 def test_public_name() -> None:
     assert fhir_cohort.Requirements is Requirements
     assert "Requirements" in fhir_cohort.__all__
+
+
+def test_cli_prints_the_requirements(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    import json
+
+    from fhir_cohort.cli import main
+
+    assert main(["requirements"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["trials"] == ["NCT06038474"]
+    assert got["entry"]["value_sets"] == ["sle", "lupus_unspecified"]
+    other = tmp_path / "t.yaml"
+    other.write_text(
+        "id: T-2\ntitle: t\nversion: '1'\nsource: test\ncriteria:\n"
+        "  - {id: c, kind: inclusion, title: c, rule: {type: condition, value_sets: [seizure]}}\n"
+    )
+    assert main(["requirements", "--criteria", str(other), "--codes"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["resource_types"] == ["Condition", "Patient", "Procedure"]
+    assert got["medication_names"] == [] and got["observation_tokens"] == []
+    assert isinstance(got["entry"]["tokens"], list)

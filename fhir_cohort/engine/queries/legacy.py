@@ -57,7 +57,15 @@ def _requires(node: Any, needs: Any) -> None:
         needs.observations(every)
     elif crit.type == "pregnancy_lactation":
         needs.resources("Condition", "Procedure")
-        needs.observations(every)
+        needs.observations(
+            [
+                *crit.pregnancy_status_value_sets,
+                *crit.pregnancy_status_pregnant_value_sets,
+                *crit.hcg_value_sets,
+                *crit.breastfeeding_status_value_sets,
+                *crit.breastfeeding_status_breastfeeding_value_sets,
+            ]
+        )
         needs.fields("gender")
 
 
