@@ -393,3 +393,40 @@ def test_cli_prints_the_requirements(capsys: pytest.CaptureFixture[str], tmp_pat
     assert got["resource_types"] == ["Condition", "Patient", "Procedure"]
     assert got["medication_names"] == [] and got["observation_tokens"] == []
     assert isinstance(got["entry"]["tokens"], list)
+
+
+# Tables of the engine (QueryType.reads) and the resource types whose rows fill them.
+_TABLE_TYPES = {
+    "conditions": {"Condition", "Procedure"},
+    "observations": {"Observation"},
+    "medications": set(MEDICATION_RESOURCE_TYPES),
+}
+SAMPLES: list[dict[str, Any]] = [
+    AGE,
+    {"type": "patient", "sexes_not": ["male"]},
+    SLE,
+    {"type": "procedure", "value_sets": ["dialysis_procedures"]},
+    {"type": "observation", "value_sets": ["hcg"], "result": "positive"},
+    {"type": "medication", "value_sets": ["glucocorticoids"]},
+]
+
+
+def test_what_the_engine_reads_is_required(term: Terminology, shipped: Any) -> None:
+    """A table a query reads (the no-rows shortcut's QueryType.reads) is filled by resource
+    types its requirements ask for, and a patient field it keys on is a required field."""
+    from fhir_cohort.engine.rules import reads
+
+    trials = [shipped] + [_trial([_rule(s)]) for s in SAMPLES if s["type"] in REGISTRY]
+    checked = 0
+    for trial in trials:
+        for crit in trial.criteria:
+            got = reads(crit.rule, dict(trial.define))
+            if got is None:
+                continue
+            one = _trial([{"id": "c", "kind": crit.kind, "title": "c", "rule": crit.rule}])
+            req = requirements(one, term)
+            for table in got[0]:
+                assert _TABLE_TYPES[table] & req.resource_types, (crit.id, table)
+            assert got[1] <= req.patient_fields, crit.id
+            checked += 1
+    assert checked >= 5
