@@ -34,6 +34,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Trial": "fhir_cohort.criteria",
     "load_criteria": "fhir_cohort.criteria",
+    "Requirements": "fhir_cohort.requirements",
     "screen": "fhir_cohort.pipeline",
     "ServerOptions": "fhir_cohort.remote",
     "ScreeningResult": "fhir_cohort.results",
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from fhir_cohort.criteria import Trial, load_criteria
     from fhir_cohort.pipeline import screen
     from fhir_cohort.remote import ServerOptions
+    from fhir_cohort.requirements import Requirements
     from fhir_cohort.results import ScreeningResult, load_results
     from fhir_cohort.terminology import Terminology
 
@@ -61,6 +63,7 @@ __all__ = [
     "MalformedResourceError",
     "OptionError",
     "OriginError",
+    "Requirements",
     "ScreeningResult",
     "ServerOptions",
     "SourceError",

@@ -488,6 +488,29 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     _add_bulk_options(g)
 
 
+def _add_requirements(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "requirements",
+        help="print what the criteria read from the data (JSON)",
+        description=(
+            "Print, as JSON, what screening reads: resource types, value sets, codes per "
+            "system, medication names, the Observation LOINC tokens, the funnel's entry query, "
+            "how far back records can matter, and the patient fields (docs/architecture.md, "
+            "'What a trial needs'). Several --criteria: their union (one pass)."
+        ),
+    )
+    p.add_argument(
+        "--criteria",
+        type=_existing_file,
+        action="append",
+        metavar="FILE",
+        help="criteria file (default NCT06038474); repeat for the union of several",
+    )
+    p.add_argument(
+        "--codes", action="store_true", help="list the codes and names, not only their counts"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fhir-cohort",
@@ -511,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_screen(sub)
     _add_export(sub)
     _add_valuesets(sub)
+    _add_requirements(sub)
     return parser
 
 
@@ -649,7 +673,28 @@ def _cmd_valuesets(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"screen": _cmd_screen, "export": _cmd_export, "valuesets": _cmd_valuesets}
+def _cmd_requirements(args: argparse.Namespace) -> int:
+    import json
+
+    from fhir_cohort.criteria import check_value_sets, default_criteria_path, load_criteria
+    from fhir_cohort.requirements import Requirements
+    from fhir_cohort.terminology import Terminology
+
+    terminology = Terminology.load()
+    trials = [load_criteria(p) for p in args.criteria or [default_criteria_path()]]
+    for trial in trials:
+        check_value_sets(trial, terminology)
+    needs = Requirements.of(trials, terminology)
+    print(json.dumps(needs.to_json(codes=args.codes), indent=2))
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "screen": _cmd_screen,
+    "export": _cmd_export,
+    "valuesets": _cmd_valuesets,
+    "requirements": _cmd_requirements,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

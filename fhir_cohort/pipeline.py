@@ -46,6 +46,7 @@ from fhir_cohort.report.outputs import (
     unmapped_table,
     write_outputs,
 )
+from fhir_cohort.requirements import requirements
 from fhir_cohort.results import ScreeningResult
 from fhir_cohort.terminology import Terminology
 
@@ -63,7 +64,7 @@ def _resolve_trial(criteria: str | Path | Trial | None) -> tuple[Trial, dict[str
 
 def relevant_codes(trial: Trial, terminology: Terminology) -> set[tuple[str, str]]:
     """Every (system, code) a criterion of ``trial`` can use: the reader keeps only these."""
-    return terminology.codes(sorted(value_set_ids(trial)))
+    return set(requirements(trial, terminology).codes)
 
 
 def screen_tables(
@@ -186,11 +187,12 @@ def screen(
     t_fetch = time.perf_counter()
     disk = open_source(src_path)
     bases = [base_url, recorded_base(src_path), str(source) if is_url(source) else None]
-    relevant = relevant_codes(trial, terminology)
+    # What the criteria read (fhir_cohort/requirements.py): the reader keeps only these.
+    needs = requirements(trial, terminology)
     tables, report = read_tables(
         disk,
-        relevant=relevant,
-        medication_words=terminology.medication_names(),
+        relevant=needs.codes,
+        medication_words=needs.medication_names,
         strict=strict,
         validate=validate,
         workers=workers,

@@ -1,9 +1,10 @@
 """Screening from a FHIR server: criteria -> fetch plan, client from options, snapshot on disk.
 
-The fhir package knows nothing about criteria; this module is the bridge. The funnel's entry
-query is the trial's first ``condition_present`` inclusion: a patient with no code of its value
-sets (counted or unknown ones) can only answer ``not_met`` there, so is ineligible whatever the
-rest of the record says, and is not fetched.
+The fhir package knows nothing about criteria; this module is the bridge. What to fetch comes
+from :func:`fhir_cohort.requirements.requirements`. The funnel's entry query is the trial's
+first inclusion whose rule needs a Condition of some value sets (a condition query, or an
+``all`` holding one): a patient with no code of them can only answer ``not_met`` there, so is
+ineligible whatever the rest of the record says, and is not fetched.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fhir_cohort.criteria import ConditionPresentCriterion, Trial, value_set_ids
+from fhir_cohort.criteria import Trial
 from fhir_cohort.errors import CriteriaError, OptionError, SourceError
 from fhir_cohort.fhir.auth import AuthOptions, auth_from_env
 from fhir_cohort.fhir.bulk import (
@@ -38,9 +39,9 @@ from fhir_cohort.fhir.fetch import (
 )
 from fhir_cohort.files import private_dir
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
+from fhir_cohort.requirements import Requirements, requirements
 from fhir_cohort.terminology import Terminology
 
-LOINC = "http://loinc.org"
 STRATEGIES = ("funnel", "full", "bulk", "auto")
 # --strategy auto uses Bulk Data when the entry query matches more Conditions than this.
 AUTO_BULK_THRESHOLD = 5000
@@ -99,37 +100,47 @@ class ServerOptions:
             raise OptionError("--reuse-export and --restart contradict each other")
 
 
-def entry_criterion(trial: Trial) -> ConditionPresentCriterion:
-    from fhir_cohort.criteria.language import legacy_criteria
+def _needs(trial: Trial | Requirements, terminology: Terminology) -> Requirements:
+    return trial if isinstance(trial, Requirements) else requirements(trial, terminology)
 
-    kinds = {c.id: c.kind for c in trial.criteria}
-    for cid, crit in legacy_criteria(trial, ConditionPresentCriterion):
-        if kinds[cid] == "inclusion":
-            return crit
-    raise CriteriaError(
-        f"{trial.id}: screening from a server needs a condition_present inclusion to plan the "
-        "funnel's entry query (or use --strategy full)"
+
+def entry_tokens(trial: Trial | Requirements, terminology: Terminology) -> tuple[str, ...]:
+    """The funnel's entry query: Condition ``code`` tokens a patient must have one of."""
+    needs = _needs(trial, terminology)
+    if needs.entry_tokens is None:
+        raise CriteriaError(
+            f"{', '.join(needs.trials)}: screening from a server needs an inclusion that a "
+            "patient must have a Condition for (a condition query, or an `all` holding one) to "
+            "plan the funnel's entry query (or use --strategy full)"
+        )
+    return needs.entry_tokens
+
+
+def _types(needs: Requirements) -> tuple[str, ...]:
+    return tuple(t for t in FULL_TYPES if t in needs.resource_types)
+
+
+def funnel_plan(trial: Trial | Requirements, terminology: Terminology) -> FetchPlan:
+    """The fetch plan of ``trial``: entry Conditions, then the cohort's records.
+
+    Observations are asked for by the LOINC codes of the observation queries' value sets
+    (servers index Observation.code; the labs these criteria read are LOINC-coded);
+    Conditions, Procedures and medications, as far as the criteria read them, are fetched
+    whole for the cohort, since their value sets are large and the cohort is small.
+    """
+    needs = _needs(trial, terminology)
+    tokens = entry_tokens(needs, terminology)
+    types = needs.resource_types
+    return FetchPlan.standard(
+        tokens,
+        observation_codes=needs.observation_tokens if "Observation" in types else (),
+        procedure_codes=() if "Procedure" in types else None,
+        medications=any(t in types for t in MEDICATION_TYPES),
     )
 
 
-def funnel_plan(trial: Trial, terminology: Terminology) -> FetchPlan:
-    """The fetch plan of ``trial``: entry Conditions, then the cohort's records.
-
-    Observations are asked for by the LOINC codes of every value set the criteria use (servers
-    index Observation.code; the labs these criteria read are LOINC-coded); Conditions,
-    Procedures and medications are fetched whole for the cohort, since their value sets are
-    large and the cohort is small.
-    """
-    entry = entry_criterion(trial)
-    entry_sets = [*entry.value_sets, *entry.unknown_value_sets]
-    tokens = terminology.search_tokens(entry_sets)
-    used = sorted(value_set_ids(trial))
-    observation_codes = terminology.search_tokens(used, system=LOINC)
-    return FetchPlan.standard(tokens, observation_codes=observation_codes, procedure_codes=())
-
-
 def bulk_request(
-    trial: Trial, terminology: Terminology, options: ServerOptions | None = None
+    trial: Trial | Requirements, terminology: Terminology, options: ServerOptions | None = None
 ) -> BulkExportRequest:
     """The $export request of ``trial``: the types the screen reads, and (``type_filter``) the
     funnel as far as one export can state it: Observations restricted to the criteria's LOINC
@@ -140,10 +151,10 @@ def bulk_request(
     only by text would fall through a code filter.
     """
     options = options or ServerOptions()
+    needs = _needs(trial, terminology)
     filters: list[str] = []
     if options.bulk_type_filter:
-        used = sorted(value_set_ids(trial))
-        loinc = terminology.search_tokens(used, system=LOINC)
+        loinc = needs.observation_tokens
         if loinc:
             # Observation.code only: a panel whose component alone carries the test is not
             # exported under this filter (docs/bulk.md; --no-type-filter exports it).
@@ -151,7 +162,7 @@ def bulk_request(
     return BulkExportRequest(
         level=options.bulk_level,  # type: ignore[arg-type]
         group_id=options.bulk_group,
-        types=FULL_TYPES,
+        types=_types(needs),
         since=options.since.isoformat() if options.since else None,
         type_filters=tuple(filters),
     )
@@ -215,15 +226,14 @@ def bulk_record(result: ExportResult, why: str) -> dict[str, Any]:
 
 
 def choose_strategy(
-    client: FhirClient, trial: Trial, terminology: Terminology, threshold: int
+    client: FhirClient, trial: Trial | Requirements, terminology: Terminology, threshold: int
 ) -> tuple[str, str]:
     """``auto``: bulk when the server advertises $export and the entry query matches more than
     ``threshold`` Conditions; the REST funnel otherwise. Returns (strategy, why)."""
     cap = Capability.from_statement(client.capabilities())
     if not cap.supports_export:
         return "funnel", "the server does not advertise $export"
-    entry = entry_criterion(trial)
-    tokens = terminology.search_tokens([*entry.value_sets, *entry.unknown_value_sets])
+    tokens = entry_tokens(trial, terminology)
     bundle = client.get_json("Condition", [("code", ",".join(tokens)), ("_summary", "count")])
     total = bundle.get("total")
     if not isinstance(total, int):
@@ -293,12 +303,13 @@ def fetch(
         raise CriteriaError(f"unknown strategy {options.strategy!r}; use one of {STRATEGIES}")
     cache = private_dir(Path(options.cache_dir) if options.cache_dir else default_cache)
     client = client or build_client(url, options)
+    needs = requirements(trial, terminology)
     strategy, why = options.strategy, "chosen by the user"
     if strategy == "auto":
-        strategy, why = choose_strategy(client, trial, terminology, options.auto_threshold)
+        strategy, why = choose_strategy(client, needs, terminology, options.auto_threshold)
     progress(Progress("strategy", 0, unit="note", message=f"{strategy} ({why})"))
     if strategy == "bulk":
-        request = bulk_request(trial, terminology, options)
+        request = bulk_request(needs, terminology, options)
         result = run_bulk(
             client,
             request,
@@ -313,7 +324,7 @@ def fetch(
     if strategy == "full":
         report: FetchReport = fetch_all(
             client,
-            FULL_TYPES,
+            _types(needs),
             cache,
             workers=options.concurrency,
             progress=_fetch_progress(progress),
@@ -323,7 +334,7 @@ def fetch(
     else:
         report = fetch_snapshot(
             client,
-            funnel_plan(trial, terminology),
+            funnel_plan(needs, terminology),
             cache,
             batch_size=options.batch_size,
             workers=options.concurrency,

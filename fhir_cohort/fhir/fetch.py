@@ -144,9 +144,11 @@ class FetchPlan:
         entry_type: str = "Condition",
         entry_param: str = "code",
         medication_include: bool = True,
+        medications: bool = True,
     ) -> FetchPlan:
-        """Patient, Condition, the four medication types (with their Medications), the
-        Observations of ``observation_codes`` and, if given, the Procedures of ``procedure_codes``.
+        """Patient, Condition, the four medication types (with their Medications; none when
+        not ``medications``), the Observations of ``observation_codes`` and, if given, the
+        Procedures of ``procedure_codes``.
 
         >>> plan = FetchPlan.standard(["http://snomed.info/sct|55464009"],
         ...                           observation_codes=["http://loinc.org|82810-3"])
@@ -157,7 +159,7 @@ class FetchPlan:
             FollowUp("Patient", patient_param="_id"),
             FollowUp("Condition"),
         ]
-        for mtype in MEDICATION_TYPES:
+        for mtype in MEDICATION_TYPES if medications else ():
             inc = (f"{mtype}:medication",) if medication_include else ()
             follow.append(FollowUp(mtype, include=inc))
         obs = tuple(observation_codes)
@@ -172,6 +174,7 @@ class FetchPlan:
         return cls(
             entry=(EntrySearch(entry_type, entry_param, tuple(entry_tokens)),),
             follow_ups=tuple(follow),
+            resolve_medications=medications,
         )
 
     def needs(self, *, since: bool = False) -> dict[str, set[str]]:
