@@ -35,6 +35,8 @@ _EXPORTS = {
     "Trial": "fhir_cohort.criteria",
     "load_criteria": "fhir_cohort.criteria",
     "screen": "fhir_cohort.pipeline",
+    "screen_many": "fhir_cohort.pipeline",
+    "MultiScreeningResult": "fhir_cohort.results",
     "ServerOptions": "fhir_cohort.remote",
     "ScreeningResult": "fhir_cohort.results",
     "load_results": "fhir_cohort.results",
@@ -44,9 +46,9 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from fhir_cohort.criteria import Trial, load_criteria
-    from fhir_cohort.pipeline import screen
+    from fhir_cohort.pipeline import screen, screen_many
     from fhir_cohort.remote import ServerOptions
-    from fhir_cohort.results import ScreeningResult, load_results
+    from fhir_cohort.results import MultiScreeningResult, ScreeningResult, load_results
     from fhir_cohort.terminology import Terminology
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "FhirCohortError",
     "FhirHttpError",
     "MalformedResourceError",
+    "MultiScreeningResult",
     "OptionError",
     "OriginError",
     "ScreeningResult",
@@ -71,4 +74,5 @@ __all__ = [
     "load_criteria",
     "load_results",
     "screen",
+    "screen_many",
 ]

@@ -9,7 +9,7 @@ rest of the record says, and is not fetched.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,10 +128,17 @@ def funnel_plan(trial: Trial, terminology: Terminology) -> FetchPlan:
     return FetchPlan.standard(tokens, observation_codes=observation_codes, procedure_codes=())
 
 
+def _trials(trial: Trial | Sequence[Trial]) -> list[Trial]:
+    return [trial] if isinstance(trial, Trial) else list(trial)
+
+
 def bulk_request(
-    trial: Trial, terminology: Terminology, options: ServerOptions | None = None
+    trial: Trial | Sequence[Trial],
+    terminology: Terminology,
+    options: ServerOptions | None = None,
 ) -> BulkExportRequest:
-    """The $export request of ``trial``: the types the screen reads, and (``type_filter``) the
+    """The $export request of ``trial`` (or of several trials screened in one pass: the union
+    of their codes): the types the screen reads, and (``type_filter``) the
     funnel as far as one export can state it: Observations restricted to the criteria's LOINC
     codes (they are most of a hospital's data and most are vital signs no criterion reads).
 
@@ -142,7 +149,7 @@ def bulk_request(
     options = options or ServerOptions()
     filters: list[str] = []
     if options.bulk_type_filter:
-        used = sorted(value_set_ids(trial))
+        used = sorted(set().union(*(value_set_ids(t) for t in _trials(trial))))
         loinc = terminology.search_tokens(used, system=LOINC)
         if loinc:
             # Observation.code only: a panel whose component alone carries the test is not
@@ -273,7 +280,7 @@ def _fetch_progress(progress: ProgressCallback) -> Callable[[FetchProgress], Non
 
 def fetch(
     url: str,
-    trial: Trial,
+    trial: Trial | Sequence[Trial],
     terminology: Terminology,
     options: ServerOptions,
     *,
@@ -284,6 +291,9 @@ def fetch(
 ) -> tuple[Path, dict[str, Any]]:
     """Fetch what ``trial`` needs from the server at ``url`` into a private NDJSON snapshot.
 
+    Several trials (screened in one pass) are fetched by ``full`` or ``bulk`` only: the funnel
+    plans from one trial's entry criterion (OptionError before any request).
+
     Returns the snapshot folder (readable by the disk source) and the fetch record for run.json.
     REST strategies resume an interrupted fetch in the cache when the server, plan, strategy
     and ``run_key`` (the caller's as-of date) match; a complete snapshot is reused only when
@@ -291,14 +301,20 @@ def fetch(
     """
     if options.strategy not in STRATEGIES:
         raise CriteriaError(f"unknown strategy {options.strategy!r}; use one of {STRATEGIES}")
+    trials = _trials(trial)
+    if len(trials) > 1 and options.strategy in ("funnel", "auto"):
+        raise OptionError(
+            f"--strategy {options.strategy} plans its fetch from one trial's criteria; to "
+            f"screen {len(trials)} trials from a server in one pass use --strategy full or bulk"
+        )
     cache = private_dir(Path(options.cache_dir) if options.cache_dir else default_cache)
     client = client or build_client(url, options)
     strategy, why = options.strategy, "chosen by the user"
     if strategy == "auto":
-        strategy, why = choose_strategy(client, trial, terminology, options.auto_threshold)
+        strategy, why = choose_strategy(client, trials[0], terminology, options.auto_threshold)
     progress(Progress("strategy", 0, unit="note", message=f"{strategy} ({why})"))
     if strategy == "bulk":
-        request = bulk_request(trial, terminology, options)
+        request = bulk_request(trials, terminology, options)
         result = run_bulk(
             client,
             request,
@@ -323,7 +339,7 @@ def fetch(
     else:
         report = fetch_snapshot(
             client,
-            funnel_plan(trial, terminology),
+            funnel_plan(trials[0], terminology),
             cache,
             batch_size=options.batch_size,
             workers=options.concurrency,
