@@ -8,6 +8,10 @@ Generates the hospital once (kept in --dir for re-runs), then in the same run me
    its whole process tree (PSS summed over the processes, sampled from /proc every 50 ms);
 and prints patients/s, resources/s and the screen's rate as a fraction of the ceiling, the
 machine-independent figure recorded in docs/benchmarks.md. Not a test: nothing here asserts.
+
+With ``--trials N`` (N >= 2) it then screens N criteria files in one pass (`--criteria` N
+times: the shipped NCT06038474 and N-1 copies with other ids and age limits) and prints the
+one-pass time as a ratio of the single-trial screen of the same run.
 """
 
 from __future__ import annotations
@@ -100,7 +104,29 @@ def _tree_rss_kib(root: int) -> int:
     return total
 
 
-def run_screen(folder: Path, out: Path, workers: int | None) -> tuple[float, int, dict]:
+def trial_files(folder: Path, n: int) -> list[Path]:
+    """The shipped criteria and n-1 variants (other id, another minimum age) in ``folder``."""
+    import yaml
+
+    from fhir_cohort.criteria import default_criteria_path
+
+    shipped = default_criteria_path()
+    base = yaml.safe_load(shipped.read_text())
+    files = [shipped]
+    for i in range(1, n):
+        data = dict(base, id=f"{base['id']}-V{i}")
+        data["criteria"] = [
+            dict(c, min_years=18 + 5 * i) if c.get("type") == "age" else c for c in base["criteria"]
+        ]
+        path = folder / f"variant-{i}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        files.append(path)
+    return files
+
+
+def run_screen(
+    folder: Path, out: Path, workers: int | None, criteria: list[Path] | None = None
+) -> tuple[float, int, dict]:
     exe = Path(sys.executable).parent / "fhir-cohort"
     cmd = [
         str(exe),
@@ -113,6 +139,8 @@ def run_screen(folder: Path, out: Path, workers: int | None) -> tuple[float, int
         str(out),
         "--quiet",
     ]
+    for path in criteria or []:
+        cmd += ["--criteria", str(path)]
     if workers:
         cmd += ["--workers", str(workers)]
     peak = 0
@@ -134,7 +162,9 @@ def run_screen(folder: Path, out: Path, workers: int | None) -> tuple[float, int
     sampler.join()
     if rc != 0:
         raise SystemExit(f"screen failed with exit code {rc}")
-    run = json.loads((out / "run.json").read_text())
+    # several trials: OUT/<trial id>/run.json, the first trial's (the read is shared)
+    first = out / "run.json" if len(criteria or []) < 2 else next(out.glob("*/run.json"))
+    run = json.loads(first.read_text())
     return wall, peak, run
 
 
@@ -144,6 +174,12 @@ def main() -> None:
     ap.add_argument("--files-per-type", type=int, default=4)
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "fhir-cohort-bench")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        help="also screen this many criteria files in one pass and compare (default 1: no)",
+    )
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     folder = args.dir / f"hospital-{args.patients}"
@@ -182,6 +218,22 @@ def main() -> None:
         f"        screen rate / orjson ceiling = {rate / ceiling:.2f}; "
         f"status {run['counts']['status']}"
     )
+    if args.trials > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            files = trial_files(Path(tmp), args.trials)
+            multi_wall, multi_peak, multi_run = run_screen(
+                folder, Path(tmp) / "out", args.workers, files
+            )
+        print(
+            f"{args.trials} trials in one pass: {multi_wall:.1f} s wall (read "
+            f"{multi_run['timings_seconds']['read']} s, evaluate per trial about "
+            f"{multi_run['timings_seconds']['evaluate']} s), peak memory "
+            f"{multi_peak / 1024:,.0f} MiB"
+        )
+        print(
+            f"        one pass / one trial = {multi_wall / wall:.2f} (wall), "
+            f"{multi_peak / max(peak_kib, 1):.2f} (peak memory)"
+        )
 
 
 if __name__ == "__main__":
