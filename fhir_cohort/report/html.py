@@ -176,7 +176,9 @@ class Candidate:
     answers: dict[str, str]
     reasons: dict[str, list[str]]  # criterion id -> reason texts
     identifier: str
-    evidence: pd.DataFrame
+    # Evidence rows as dicts, in evidence.csv order: plain Python, since a pandas filter per
+    # candidate and criterion cost seconds per report (1,000 small frames on a 20k hospital).
+    evidence: tuple[dict[str, Any], ...]
 
 
 def _text(value: Any) -> str:
@@ -242,11 +244,11 @@ def _candidates(result: ScreeningResult, ids: Sequence[str]) -> list[Candidate]:
     cand = cand.assign(_rank=cand["status"].map(order)).sort_values("_rank", kind="stable")
     # Only candidates' evidence is shown: group that, not the whole population's.
     ev = result.evidence
-    ev = ev[ev["patient_id"].isin(set(cand["patient_id"]))] if len(ev) else ev
-    by_patient = (
-        {pid: frame for pid, frame in ev.groupby("patient_id", sort=False)} if len(ev) else {}
-    )
-    empty = ev.iloc[0:0]
+    by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if len(ev):
+        ev = ev[ev["patient_id"].isin(set(cand["patient_id"]))]
+        for record in ev.to_dict("records"):
+            by_patient[_text(record.get("patient_id"))].append(record)
     out: list[Candidate] = []
     for row, rec in enumerate(cand.to_dict("records"), start=1):
         pid = _text(rec.get("patient_id"))
@@ -258,7 +260,7 @@ def _candidates(result: ScreeningResult, ids: Sequence[str]) -> list[Candidate]:
                 answers={cid: _text(rec.get(cid)) for cid in ids},
                 reasons=split_reasons(_text(rec.get("reasons")), ids),
                 identifier=_text(rec.get(IDENTIFIER_COLUMN)),
-                evidence=by_patient.get(pid, empty),
+                evidence=tuple(by_patient.get(pid, ())),
             )
         )
     return out
@@ -680,13 +682,15 @@ def _record(row: dict[str, Any]) -> str:
 
 
 def _evidence_block(c: Candidate, criteria: dict[str, Criterion]) -> str:
-    ev = c.evidence
-    if ev.empty:
+    if not c.evidence:
         return '<div class="ev"><p class="hint">No evidence rows for this patient.</p></div>'
+    by_criterion: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in c.evidence:
+        by_criterion[_text(r.get("criterion_id"))].append(r)
     groups: list[str] = []
     for cid, crit in criteria.items():
-        part = ev[ev["criterion_id"] == cid]
-        if part.empty:
+        part = by_criterion.get(cid)
+        if not part:
             continue
         rows = "".join(
             "<tr>"
@@ -697,7 +701,7 @@ def _evidence_block(c: Candidate, criteria: dict[str, Criterion]) -> str:
             f"<td>{_e(_readable_value(_text(r.get('value'))))}</td>"
             f"<td>{_e(r.get('note'))}</td>"
             "</tr>"
-            for r in part.to_dict("records")
+            for r in part
         )
         groups.append(
             f'<div class="ev-group" data-criterion="{_e(cid)}"><h4>'
@@ -710,12 +714,9 @@ def _evidence_block(c: Candidate, criteria: dict[str, Criterion]) -> str:
             "<th>Note</th></tr></thead>"
             f"<tbody>{rows}</tbody></table></div>"
         )
-    known = set(criteria)
-    other = ev[~ev["criterion_id"].isin(known)]
-    if not other.empty:
-        groups.append(
-            f'<p class="hint">{len(other)} evidence rows for criteria not in this report.</p>'
-        )
+    other = sum(len(rows) for cid, rows in by_criterion.items() if cid not in criteria)
+    if other:
+        groups.append(f'<p class="hint">{other} evidence rows for criteria not in this report.</p>')
     return f'<div class="ev">{"".join(groups)}</div>'
 
 
