@@ -226,8 +226,7 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=_positive_int,
         metavar="N",
-        help="processes for reading large inputs, and for evaluating several trials at once "
-        "(default: number of CPUs)",
+        help="processes for reading large inputs (default: number of CPUs)",
     )
     p.add_argument(
         "--show-identifiers",

@@ -4,16 +4,12 @@ The functions the CLI calls."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import multiprocessing
-import os
 import platform
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -455,9 +451,11 @@ def screen_many(
         t0=t0,
     )
     ids = [trial.id for trial in trials]
-    jobs = [
-        functools.partial(
-            _screen_trial,
+    # One trial after another in this process: evaluating them in forked workers was measured
+    # (docs/benchmarks.md) to double peak memory for a third off the wall time.
+    results: dict[str, ScreeningResult] = {}
+    for trial, info in resolved:
+        results[trial.id] = _screen_trial(
             trial,
             info,
             shared,
@@ -467,18 +465,12 @@ def screen_many(
             started=started,
             t0=t0,
             out_dir=Path(out_dir) / trial.id if out_dir is not None else None,
+            progress=progress,
             show_identifiers=show_identifiers,
             publish_group=publish_group,
             unmapped_text=unmapped_text,
             one_pass=ids,
         )
-        for trial, info in resolved
-    ]
-    # Forked workers share the tables copy-on-write; publishing talks to the server over the
-    # parent's connection, so it stays in one process.
-    n_workers = 1 if publish_group else min(len(jobs), workers or os.cpu_count() or 1)
-    done = _run_jobs(jobs, n_workers, progress)
-    results = {trial.id: result for trial, result in zip(trials, done, strict=True)}
     table = trials_table({tid: r.patients for tid, r in results.items()})
     multi = MultiScreeningResult(results=results, trials=table)
     if out_dir is not None:
@@ -488,35 +480,6 @@ def screen_many(
     if shared.fetch_record is not None:
         remote.snapshot_used(shared.source_path, shared.fetch_record)
     return multi
-
-
-# The jobs of a multi-trial pass, set just before the worker processes are forked: a child
-# finds its job here (inherited memory) instead of receiving the tables pickled.
-_FORKED_JOBS: list[Callable[..., ScreeningResult]] = []
-
-
-def _run_forked(index: int) -> ScreeningResult:
-    return _FORKED_JOBS[index](progress=no_progress)
-
-
-def _run_jobs(
-    jobs: list[Callable[..., ScreeningResult]], n_workers: int, progress: ProgressCallback
-) -> list[ScreeningResult]:
-    """Each trial's evaluation and outputs, in order; in ``n_workers`` forked processes when
-    more than one (evaluation is pure Python, one core per trial)."""
-    if n_workers <= 1:
-        return [job(progress=progress) for job in jobs]
-    _FORKED_JOBS[:] = jobs
-    try:
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_forked, i) for i in range(len(jobs))]
-            for fut in as_completed(futures):
-                n = len(fut.result().patients)
-                progress(Progress("evaluate", n, total=n * len(jobs), unit="patients"))
-            return [fut.result() for fut in futures]
-    finally:
-        _FORKED_JOBS.clear()
 
 
 def _screen_trial(

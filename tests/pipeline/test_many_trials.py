@@ -56,8 +56,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("many")
     variant = write_variant(tmp)
     multi = tmp / "multi"
-    # two workers: the trials are evaluated in forked processes (the folder test runs serially)
-    argv = ["screen", "-q", "--as-of", AS_OF, "--out", str(multi), "--workers", "2"]
+    argv = ["screen", "-q", "--as-of", AS_OF, "--out", str(multi)]
     rc = main([*argv, "--criteria", str(SHIPPED), "--criteria", str(variant)])
     assert rc == EXIT_OK
     singles = {}
@@ -141,7 +140,7 @@ def test_a_folder_of_criteria_is_every_file_in_it_sorted(
     (folder / "notes.txt").write_text("not criteria")
     (folder / ".hidden.yaml").write_text("not: read")
     out = tmp_path / "out"
-    result = screen_many(criteria=folder, as_of=DEMO_AS_OF, out_dir=out, workers=1)
+    result = screen_many(criteria=folder, as_of=DEMO_AS_OF, out_dir=out)
     assert isinstance(result, MultiScreeningResult)
     assert list(result) == [VARIANT_ID, "NCT06038474"]
     assert result.out_dir == out
