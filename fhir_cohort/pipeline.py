@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pandas as pd
 
@@ -294,6 +294,7 @@ def _check_common(
         )
 
 
+@overload
 def screen(
     source: str | Path | None = None,
     *,
@@ -311,15 +312,57 @@ def screen(
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
-) -> ScreeningResult:
+) -> ScreeningResult: ...
+
+
+@overload
+def screen(
+    source: str | Path | None = None,
+    *,
+    criteria: Sequence[CriteriaSpec],
+    as_of: date | None = None,
+    out_dir: str | Path | None = None,
+    strict: bool = False,
+    validate: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback = no_progress,
+    terminology: Terminology | None = None,
+    server: ServerOptions | None = None,
+    show_identifiers: bool = False,
+    publish_group: bool = False,
+    unmapped_text: bool = False,
+    allow_empty: bool = False,
+    base_url: str | None = None,
+) -> MultiScreeningResult: ...
+
+
+def screen(
+    source: str | Path | None = None,
+    *,
+    criteria: CriteriaSpec | Sequence[CriteriaSpec] | None = None,
+    as_of: date | None = None,
+    out_dir: str | Path | None = None,
+    strict: bool = False,
+    validate: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback = no_progress,
+    terminology: Terminology | None = None,
+    server: ServerOptions | None = None,
+    show_identifiers: bool = False,
+    publish_group: bool = False,
+    unmapped_text: bool = False,
+    allow_empty: bool = False,
+    base_url: str | None = None,
+) -> ScreeningResult | MultiScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
     ``source`` is a Bulk Data export folder, a Bundle file or a folder of Bundles (default: the
     bundled synthetic demo hospital), or the base URL of a FHIR R4 server: then what the
     criteria need is fetched first (``server`` options: strategy, cache folder, auth, ...) into
     an NDJSON snapshot, which is screened like any folder. ``criteria`` is a criteria file or
-    a loaded :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474); several trials in one
-    pass are :func:`screen_many`'s. ``as_of`` is the screening
+    a loaded :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474); a list of them
+    screens several trials in one pass and returns :func:`screen_many`'s result, one
+    :class:`ScreeningResult` per trial. ``as_of`` is the screening
     date S (default: today). With ``out_dir`` the outputs (CSV files, group.json, run.json and
     report.html) are written there, owner-only; ``show_identifiers`` puts patient identifiers
     in the report (default: pseudonymous row numbers and FHIR ids). ``publish_group`` writes
@@ -337,13 +380,30 @@ def screen(
     >>> set(result.patients["status"]) <= {"eligible", "review", "ineligible"}
     True
     """
+    if not isinstance(criteria, str | Path | Trial | None):
+        return screen_many(
+            source,
+            criteria=criteria,
+            as_of=as_of,
+            out_dir=out_dir,
+            strict=strict,
+            validate=validate,
+            workers=workers,
+            progress=progress,
+            terminology=terminology,
+            server=server,
+            show_identifiers=show_identifiers,
+            publish_group=publish_group,
+            unmapped_text=unmapped_text,
+            allow_empty=allow_empty,
+            base_url=base_url,
+        )
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     if out_dir is not None:  # before any work: an unusable folder must not fail at the end
         prepare_out_dir(out_dir, "out_dir")
-    if not isinstance(criteria, str | Path | Trial | None):
-        raise OptionError("screen() takes one criteria file or Trial; screen_many() takes several")
     if isinstance(criteria, str | Path) and Path(criteria).is_dir():
+        # a folder holds any number of trials: screen_many's result, not a ScreeningResult
         raise OptionError(
             f"{criteria} is a folder: screen_many() screens every criteria file in it"
         )

@@ -202,10 +202,10 @@ def test_several_trials_from_a_server_need_full_or_bulk(
     assert "use --strategy full or bulk" in capsys.readouterr().err
 
 
-def test_screen_takes_one_trial_and_screen_many_several(tmp_path: Path) -> None:
+def test_screen_with_a_list_is_screen_many(tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="two trials with id"):
+        screen(criteria=[SHIPPED, SHIPPED])
     with pytest.raises(OptionError, match="screen_many"):
-        screen(criteria=[SHIPPED, SHIPPED])  # type: ignore[arg-type]
-    with pytest.raises(OptionError, match="folder"):
         screen(criteria=tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(OptionError, match="no criteria files"):
