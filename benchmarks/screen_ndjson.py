@@ -8,6 +8,12 @@ Generates the hospital once (kept in --dir for re-runs), then in the same run me
    its whole process tree (PSS summed over the processes, sampled from /proc every 50 ms);
 and prints patients/s, resources/s and the screen's rate as a fraction of the ceiling, the
 machine-independent figure recorded in docs/benchmarks.md. Not a test: nothing here asserts.
+
+With ``--trials N`` (N >= 2) it then screens N criteria files in one pass (`--criteria` N
+times: the shipped NCT06038474 and N-1 copies with other ids and age limits) and prints the
+one-pass time as a ratio of the single-trial screen of the same run; ``--repeat R`` alternates
+the two R times and compares the fastest of each (a shared machine's load comes and goes), and
+CPU time (user + system of the whole process tree) is printed beside wall time.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -100,7 +107,29 @@ def _tree_rss_kib(root: int) -> int:
     return total
 
 
-def run_screen(folder: Path, out: Path, workers: int | None) -> tuple[float, int, dict]:
+def trial_files(folder: Path, n: int) -> list[Path]:
+    """The shipped criteria and n-1 variants (other id, another minimum age) in ``folder``."""
+    import yaml
+
+    from fhir_cohort.criteria import default_criteria_path
+
+    shipped = default_criteria_path()
+    base = yaml.safe_load(shipped.read_text())
+    files = [shipped]
+    for i in range(1, n):
+        data = dict(base, id=f"{base['id']}-V{i}")
+        data["criteria"] = [
+            dict(c, min_years=18 + 5 * i) if c.get("type") == "age" else c for c in base["criteria"]
+        ]
+        path = folder / f"variant-{i}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        files.append(path)
+    return files
+
+
+def run_screen(
+    folder: Path, out: Path, workers: int | None, criteria: list[Path] | None = None
+) -> tuple[float, int, dict]:
     exe = Path(sys.executable).parent / "fhir-cohort"
     cmd = [
         str(exe),
@@ -113,10 +142,13 @@ def run_screen(folder: Path, out: Path, workers: int | None) -> tuple[float, int
         str(out),
         "--quiet",
     ]
+    for path in criteria or []:
+        cmd += ["--criteria", str(path)]
     if workers:
         cmd += ["--workers", str(workers)]
     peak = 0
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     proc = subprocess.Popen(cmd)
     done = threading.Event()
 
@@ -134,8 +166,17 @@ def run_screen(folder: Path, out: Path, workers: int | None) -> tuple[float, int
     sampler.join()
     if rc != 0:
         raise SystemExit(f"screen failed with exit code {rc}")
-    run = json.loads((out / "run.json").read_text())
+    # several trials: OUT/<trial id>/run.json, the first trial's (the read is shared)
+    first = out / "run.json" if len(criteria or []) < 2 else next(out.glob("*/run.json"))
+    run = json.loads(first.read_text())
+    run["benchmark_cpu_seconds"] = _children_cpu() - cpu0
     return wall, peak, run
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of every finished child process (and theirs) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -144,6 +185,18 @@ def main() -> None:
     ap.add_argument("--files-per-type", type=int, default=4)
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "fhir-cohort-bench")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        help="also screen this many criteria files in one pass and compare (default 1: no)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --trials: alternate one trial and the one pass this many times",
+    )
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     folder = args.dir / f"hospital-{args.patients}"
@@ -181,6 +234,35 @@ def main() -> None:
     print(
         f"        screen rate / orjson ceiling = {rate / ceiling:.2f}; "
         f"status {run['counts']['status']}"
+    )
+    if args.trials > 1:
+        compare_trials(folder, args, (wall, peak_kib, run))
+
+
+def compare_trials(folder: Path, args: argparse.Namespace, first: tuple[float, int, dict]) -> None:
+    one: list[tuple[float, int, dict]] = [first]
+    many: list[tuple[float, int, dict]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        files = trial_files(Path(tmp), args.trials)
+        for i in range(args.repeat):
+            if i:
+                one.append(run_screen(folder, Path(tmp) / f"one-{i}", args.workers))
+            many.append(run_screen(folder, Path(tmp) / f"many-{i}", args.workers, files))
+    for label, runs in (("one trial", one), (f"{args.trials} trials in one pass", many)):
+        for wall, peak, run in runs:
+            t = run["timings_seconds"]
+            print(
+                f"{label}: {wall:.1f} s wall, {run['benchmark_cpu_seconds']:.1f} s CPU (read "
+                f"{t['read']} s, evaluate {t['evaluate']} s), peak memory {peak / 1024:,.0f} MiB"
+            )
+    best_one = min(one, key=lambda r: r[0])
+    best_many = min(many, key=lambda r: r[0])
+    cpu_one = min(r[2]["benchmark_cpu_seconds"] for r in one)
+    cpu_many = min(r[2]["benchmark_cpu_seconds"] for r in many)
+    print(
+        f"one pass / one trial (fastest of {args.repeat} each) = "
+        f"{best_many[0] / best_one[0]:.2f} wall, {cpu_many / cpu_one:.2f} CPU, "
+        f"{best_many[1] / max(best_one[1], 1):.2f} peak memory"
     )
 
 

@@ -36,6 +36,8 @@ _EXPORTS = {
     "load_criteria": "fhir_cohort.criteria",
     "Requirements": "fhir_cohort.requirements",
     "screen": "fhir_cohort.pipeline",
+    "screen_many": "fhir_cohort.pipeline",
+    "MultiScreeningResult": "fhir_cohort.results",
     "ServerOptions": "fhir_cohort.remote",
     "ScreeningResult": "fhir_cohort.results",
     "load_results": "fhir_cohort.results",
@@ -45,10 +47,10 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from fhir_cohort.criteria import Trial, load_criteria
-    from fhir_cohort.pipeline import screen
+    from fhir_cohort.pipeline import screen, screen_many
     from fhir_cohort.remote import ServerOptions
     from fhir_cohort.requirements import Requirements
-    from fhir_cohort.results import ScreeningResult, load_results
+    from fhir_cohort.results import MultiScreeningResult, ScreeningResult, load_results
     from fhir_cohort.terminology import Terminology
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "FhirCohortError",
     "FhirHttpError",
     "MalformedResourceError",
+    "MultiScreeningResult",
     "OptionError",
     "OriginError",
     "Requirements",
@@ -74,4 +77,5 @@ __all__ = [
     "load_criteria",
     "load_results",
     "screen",
+    "screen_many",
 ]

@@ -111,6 +111,13 @@ def _existing_file(text: str) -> Path:
     return path
 
 
+def _existing_path(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
 def _iso_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -178,9 +185,13 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--criteria",
-        metavar="FILE",
-        type=_existing_file,
-        help="trial criteria file, YAML or JSON (default: the bundled NCT06038474 criteria)",
+        metavar="FILE|DIR",
+        type=_existing_path,
+        action="append",
+        help="trial criteria file, YAML or JSON (default: the bundled NCT06038474 criteria); "
+        "repeat it, or name a folder (every *.yaml, *.yml, *.json in it), to screen several "
+        "trials in one read of the data: OUT/<trial id>/ per trial, OUT/trials.csv (patient x "
+        "trial) and OUT/index.html",
     )
     p.add_argument(
         "--as-of",
@@ -557,13 +568,17 @@ def _check_options(args: argparse.Namespace) -> None:
 def _cmd_screen(args: argparse.Namespace) -> int:
     server = _server_options(args)  # bad options fail before any work
     _check_options(args)
-    from fhir_cohort.pipeline import screen
+    from fhir_cohort.pipeline import screen, screen_many
 
+    criteria = args.criteria or []
+    # One criteria file keeps today's layout (outputs in OUT); several, or a folder, write
+    # OUT/<trial id>/ per trial plus OUT/trials.csv and OUT/index.html.
+    several = len(criteria) > 1 or any(path.is_dir() for path in criteria)
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
     try:
-        result = screen(
+        result = (screen_many if several else screen)(
             args.source,
-            criteria=args.criteria,
+            criteria=criteria if several else (criteria[0] if criteria else None),
             as_of=args.as_of,
             out_dir=args.out,
             strict=args.strict,
@@ -581,18 +596,22 @@ def _cmd_screen(args: argparse.Namespace) -> int:
         bars.close()
     if not args.quiet:
         print(result.summary())
-        if result.run.get("data_cut"):
-            print(f"data cut: {_data_cut_note(result.run)}")
-        utf8 = result.run.get("invalid_utf8") or {}
+        runs = [r.run for r in result.values()] if several else [result.run]
+        run = runs[0]
+        if run.get("data_cut"):
+            print(f"data cut: {_data_cut_note(run)}")
+        utf8 = run.get("invalid_utf8") or {}
         if utf8.get("records"):
             where = ", ".join(utf8["locations"][:5]) + (", ..." if utf8["records"] > 5 else "")
             print(f"read {utf8['records']} records with invalid UTF-8 replaced (U+FFFD): {where}")
-        published = result.run.get("published_group")
-        if published:
-            print(
-                f"Group/{published['id']} {published['action']} on the server "
-                f"({published['members']} members)"
-            )
+        for one in runs:
+            published = one.get("published_group")
+            if published:
+                which = f", {one['trial']['id']}" if several else ""
+                print(
+                    f"Group/{published['id']} {published['action']} on the server "
+                    f"({published['members']} members{which})"
+                )
     return EXIT_OK
 
 

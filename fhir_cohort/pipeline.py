@@ -1,14 +1,19 @@
-"""screen(): source -> tables -> answers -> outputs. The one function the CLI calls."""
+"""screen(): source -> tables -> answers -> outputs; screen_many(): several trials, one read.
+
+The functions the CLI calls."""
 
 from __future__ import annotations
 
 import hashlib
 import platform
+import re
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pandas as pd
 
@@ -31,23 +36,26 @@ from fhir_cohort.engine.evaluate import (
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables, records_without_patient
-from fhir_cohort.errors import OptionError, SourceError
+from fhir_cohort.errors import CriteriaError, OptionError, SourceError
 from fhir_cohort.fhir.client import strip_query
 from fhir_cohort.fhir.references import recorded_base
 from fhir_cohort.fhir.sources import open_source
 from fhir_cohort.files import prepare_out_dir
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 from fhir_cohort.remote import ServerOptions, is_url
-from fhir_cohort.report.html import REPORT_NAME, write_report
+from fhir_cohort.report.html import INDEX_NAME, REPORT_NAME, write_index, write_report
 from fhir_cohort.report.outputs import (
+    TRIALS_NAME,
     candidate_group,
     patients_table,
     sort_evidence,
+    trials_table,
     unmapped_table,
     write_outputs,
+    write_trials,
 )
-from fhir_cohort.requirements import requirements
-from fhir_cohort.results import ScreeningResult
+from fhir_cohort.requirements import Requirements, requirements
+from fhir_cohort.results import MultiScreeningResult, ScreeningResult
 from fhir_cohort.terminology import Terminology
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
@@ -108,6 +116,192 @@ def detail_tables(
     )
 
 
+CriteriaSpec = str | Path | Trial
+# The files a criteria folder contributes (--criteria FOLDER).
+CRITERIA_SUFFIXES = (".yaml", ".yml", ".json")
+# A trial's output folder is OUT/<trial id>: ids that could escape OUT, hide as dot folders or
+# land on the shared files are refused when several trials share one OUT.
+_SAFE_TRIAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_RESERVED_NAMES = frozenset({"snapshot", TRIALS_NAME, INDEX_NAME})
+
+
+def criteria_files(folder: str | Path) -> list[Path]:
+    """The criteria files of ``folder`` (``*.yaml``, ``*.yml``, ``*.json``; not its
+    subfolders, not dot files), sorted by name. OptionError when there is none."""
+    folder = Path(folder)
+    files = sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in CRITERIA_SUFFIXES and not p.name.startswith(".")
+        ),
+        key=lambda p: p.name,
+    )
+    if not files:
+        raise OptionError(f"{folder}: no criteria files (*.yaml, *.yml, *.json) in the folder")
+    return files
+
+
+def _resolve_trials(
+    criteria: CriteriaSpec | Sequence[CriteriaSpec] | None,
+) -> list[tuple[Trial, dict[str, Any]]]:
+    """Each criteria file, folder of files or Trial, loaded; two trials with one id (folder
+    names differ only in case on some file systems, so compared case-folded) are refused."""
+    items: list[CriteriaSpec] = (
+        [criteria]
+        if isinstance(criteria, str | Path | Trial)
+        else [default_criteria_path()]
+        if criteria is None
+        else list(criteria)
+    )
+    if not items:
+        raise OptionError("no criteria given")
+    expanded: list[CriteriaSpec] = []
+    for item in items:
+        if not isinstance(item, Trial) and Path(item).is_dir():
+            expanded.extend(criteria_files(item))
+        else:
+            expanded.append(item)
+    resolved = [_resolve_trial(item) for item in expanded]
+    seen: dict[str, dict[str, Any]] = {}
+    for trial, info in resolved:
+        key = trial.id.casefold()
+        if key in seen:
+            where = " and ".join(
+                Path(i["file"]).name if i["file"] else "a Trial object" for i in (seen[key], info)
+            )
+            raise OptionError(
+                f"two trials with id {trial.id!r} ({where}): each trial writes OUT/<trial id>, "
+                "so trial ids must differ"
+            )
+        seen[key] = info
+    return resolved
+
+
+def _check_folder_names(trials: Sequence[Trial]) -> None:
+    for trial in trials:
+        if not _SAFE_TRIAL_ID.fullmatch(trial.id) or trial.id.casefold() in _RESERVED_NAMES:
+            raise CriteriaError(
+                f"trial id {trial.id!r} cannot name its output folder: with several trials an "
+                "id is letters, digits, '.', '_' or '-', starts with a letter or digit, and is "
+                f"none of {sorted(_RESERVED_NAMES)}"
+            )
+
+
+def _union_needs(trials: Sequence[Trial], terminology: Terminology) -> Requirements:
+    """What one read of the data keeps for several trials screened in one pass: the union of
+    what each needs (fhir_cohort/requirements.py)."""
+    return Requirements.union_of(requirements(t, terminology) for t in trials)
+
+
+@dataclass
+class _Pass:
+    """One read of the source, shared by every trial screened from it."""
+
+    source_path: Path
+    tables: Tables
+    report: ReadReport
+    unmapped_rows: list[Any]
+    fetch_record: dict[str, Any] | None
+    client: Any
+    timings: dict[str, float]
+
+
+def _read_once(
+    source: str | Path | None,
+    trials: Sequence[Trial],
+    terminology: Terminology,
+    *,
+    as_of: date,
+    out_dir: str | Path | None,
+    strict: bool,
+    validate: bool,
+    workers: int | None,
+    progress: ProgressCallback,
+    server: ServerOptions | None,
+    publish_group: bool,
+    unmapped_text: bool,
+    allow_empty: bool,
+    base_url: str | None,
+    t0: float,
+) -> _Pass:
+    """Fetch (server source) and read the data once, keeping what any of ``trials`` needs."""
+    fetch_record: dict[str, Any] | None = None
+    client = None
+    if publish_group and not is_url(source):
+        raise SourceError("publishing the candidate Group needs a FHIR server --source")
+    if is_url(source):
+        options = server or ServerOptions()
+        if out_dir is not None:
+            default_cache = Path(out_dir) / "snapshot"
+        else:
+            default_cache = Path(tempfile.mkdtemp(prefix="fhir-cohort-snapshot-"))
+        client = remote.build_client(str(source), options)
+        src_path, fetch_record = remote.fetch(
+            str(source),
+            trials,
+            terminology,
+            options,
+            default_cache=default_cache,
+            progress=progress,
+            client=client,
+            run_key={"as_of": as_of.isoformat()},
+        )
+    else:
+        src_path = Path(source) if source is not None else DEMO_DATA
+    t_fetch = time.perf_counter()
+    disk = open_source(src_path)
+    bases = [base_url, recorded_base(src_path), str(source) if is_url(source) else None]
+    # What the criteria read (fhir_cohort/requirements.py): the reader keeps only these.
+    needs = _union_needs(trials, terminology)
+    tables, report = read_tables(
+        disk,
+        relevant=needs.codes,
+        medication_words=needs.medication_names,
+        strict=strict,
+        validate=validate,
+        workers=workers,
+        progress=progress,
+        unmapped_text=unmapped_text,
+        base_urls=bases,
+    )
+    if fetch_record is None and not allow_empty:
+        report.require_resources(str(src_path))
+    unmapped_rows = report.unmapped.rows()
+    t_read = time.perf_counter()
+    return _Pass(
+        source_path=src_path,
+        tables=tables,
+        report=report,
+        unmapped_rows=unmapped_rows,
+        fetch_record=fetch_record,
+        client=client,
+        timings={"fetch": t_fetch - t0, "read": t_read - t_fetch},
+    )
+
+
+def _check_common(
+    source: str | Path | None,
+    trials: Sequence[Trial],
+    terminology: Terminology,
+    server: ServerOptions | None,
+    base_url: str | None,
+) -> None:
+    for trial in trials:
+        check_value_sets(trial, terminology)
+    if base_url is not None and not is_url(base_url):
+        raise OptionError("--base-url must be an http(s) URL")
+    strategy = (server or ServerOptions()).strategy
+    if len(trials) > 1 and is_url(source) and strategy in ("funnel", "auto"):
+        # The funnel fetches only the patients with one trial's entry codes: another trial's
+        # candidates would be missing, not ineligible. Whole-type pulls serve every trial.
+        raise OptionError(
+            f"--strategy {strategy} plans its fetch from one trial's criteria; to screen "
+            f"{len(trials)} trials from a server in one pass use --strategy full or bulk"
+        )
+
+
+@overload
 def screen(
     source: str | Path | None = None,
     *,
@@ -125,14 +319,57 @@ def screen(
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
-) -> ScreeningResult:
+) -> ScreeningResult: ...
+
+
+@overload
+def screen(
+    source: str | Path | None = None,
+    *,
+    criteria: Sequence[CriteriaSpec],
+    as_of: date | None = None,
+    out_dir: str | Path | None = None,
+    strict: bool = False,
+    validate: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback = no_progress,
+    terminology: Terminology | None = None,
+    server: ServerOptions | None = None,
+    show_identifiers: bool = False,
+    publish_group: bool = False,
+    unmapped_text: bool = False,
+    allow_empty: bool = False,
+    base_url: str | None = None,
+) -> MultiScreeningResult: ...
+
+
+def screen(
+    source: str | Path | None = None,
+    *,
+    criteria: CriteriaSpec | Sequence[CriteriaSpec] | None = None,
+    as_of: date | None = None,
+    out_dir: str | Path | None = None,
+    strict: bool = False,
+    validate: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback = no_progress,
+    terminology: Terminology | None = None,
+    server: ServerOptions | None = None,
+    show_identifiers: bool = False,
+    publish_group: bool = False,
+    unmapped_text: bool = False,
+    allow_empty: bool = False,
+    base_url: str | None = None,
+) -> ScreeningResult | MultiScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
     ``source`` is a Bulk Data export folder, a Bundle file or a folder of Bundles (default: the
     bundled synthetic demo hospital), or the base URL of a FHIR R4 server: then what the
     criteria need is fetched first (``server`` options: strategy, cache folder, auth, ...) into
     an NDJSON snapshot, which is screened like any folder. ``criteria`` is a criteria file or
-    a loaded :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474). ``as_of`` is the screening
+    a loaded :class:`~fhir_cohort.criteria.Trial` (default: NCT06038474); a list of them
+    screens several trials in one pass and returns :func:`screen_many`'s result, one
+    :class:`ScreeningResult` per trial. ``as_of`` is the screening
     date S (default: today). With ``out_dir`` the outputs (CSV files, group.json, run.json and
     report.html) are written there, owner-only; ``show_identifiers`` puts patient identifiers
     in the report (default: pseudonymous row numbers and FHIR ids). ``publish_group`` writes
@@ -150,63 +387,196 @@ def screen(
     >>> set(result.patients["status"]) <= {"eligible", "review", "ineligible"}
     True
     """
+    if not isinstance(criteria, str | Path | Trial | None):
+        return screen_many(
+            source,
+            criteria=criteria,
+            as_of=as_of,
+            out_dir=out_dir,
+            strict=strict,
+            validate=validate,
+            workers=workers,
+            progress=progress,
+            terminology=terminology,
+            server=server,
+            show_identifiers=show_identifiers,
+            publish_group=publish_group,
+            unmapped_text=unmapped_text,
+            allow_empty=allow_empty,
+            base_url=base_url,
+        )
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     if out_dir is not None:  # before any work: an unusable folder must not fail at the end
         prepare_out_dir(out_dir, "out_dir")
-    as_of = as_of or date.today()
-    trial, criteria_info = _resolve_trial(criteria)
-    terminology = terminology or Terminology.load()
-    check_value_sets(trial, terminology)
-    if base_url is not None and not is_url(base_url):
-        raise OptionError("--base-url must be an http(s) URL")
-
-    fetch_record: dict[str, Any] | None = None
-    client = None
-    if publish_group and not is_url(source):
-        raise SourceError("publishing the candidate Group needs a FHIR server --source")
-    if is_url(source):
-        options = server or ServerOptions()
-        if out_dir is not None:
-            default_cache = Path(out_dir) / "snapshot"
-        else:
-            default_cache = Path(tempfile.mkdtemp(prefix="fhir-cohort-snapshot-"))
-        client = remote.build_client(str(source), options)
-        src_path, fetch_record = remote.fetch(
-            str(source),
-            trial,
-            terminology,
-            options,
-            default_cache=default_cache,
-            progress=progress,
-            client=client,
-            run_key={"as_of": as_of.isoformat()},
+    if isinstance(criteria, str | Path) and Path(criteria).is_dir():
+        # a folder holds any number of trials: screen_many's result, not a ScreeningResult
+        raise OptionError(
+            f"{criteria} is a folder: screen_many() screens every criteria file in it"
         )
-    else:
-        src_path = Path(source) if source is not None else DEMO_DATA
-    t_fetch = time.perf_counter()
-    disk = open_source(src_path)
-    bases = [base_url, recorded_base(src_path), str(source) if is_url(source) else None]
-    # What the criteria read (fhir_cohort/requirements.py): the reader keeps only these.
-    needs = requirements(trial, terminology)
-    tables, report = read_tables(
-        disk,
-        relevant=needs.codes,
-        medication_words=needs.medication_names,
+    as_of = as_of or date.today()
+    [(trial, criteria_info)] = _resolve_trials(criteria)
+    terminology = terminology or Terminology.load()
+    _check_common(source, [trial], terminology, server, base_url)
+    shared = _read_once(
+        source,
+        [trial],
+        terminology,
+        as_of=as_of,
+        out_dir=out_dir,
         strict=strict,
         validate=validate,
         workers=workers,
         progress=progress,
+        server=server,
+        publish_group=publish_group,
         unmapped_text=unmapped_text,
-        base_urls=bases,
+        allow_empty=allow_empty,
+        base_url=base_url,
+        t0=t0,
     )
-    if fetch_record is None and not allow_empty:
-        report.require_resources(str(src_path))
-    unmapped_rows = report.unmapped.rows()
-    t_read = time.perf_counter()
-    progress(Progress("evaluate", 0, total=len(tables.patients), unit="patients"))
+    result = _screen_trial(
+        trial,
+        criteria_info,
+        shared,
+        terminology,
+        source=source,
+        as_of=as_of,
+        started=started,
+        t0=t0,
+        out_dir=out_dir,
+        progress=progress,
+        show_identifiers=show_identifiers,
+        publish_group=publish_group,
+        unmapped_text=unmapped_text,
+    )
+    if shared.fetch_record is not None:
+        # done: a re-run fetches fresh data unless told to reuse this snapshot
+        remote.snapshot_used(shared.source_path, shared.fetch_record)
+    return result
+
+
+def screen_many(
+    source: str | Path | None = None,
+    *,
+    criteria: CriteriaSpec | Sequence[CriteriaSpec] | None = None,
+    as_of: date | None = None,
+    out_dir: str | Path | None = None,
+    strict: bool = False,
+    validate: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback = no_progress,
+    terminology: Terminology | None = None,
+    server: ServerOptions | None = None,
+    show_identifiers: bool = False,
+    publish_group: bool = False,
+    unmapped_text: bool = False,
+    allow_empty: bool = False,
+    base_url: str | None = None,
+) -> MultiScreeningResult:
+    """Screen ``source`` against several trials, reading the data once.
+
+    ``criteria`` is a list of criteria files, folders (every ``*.yaml``, ``*.yml`` and
+    ``*.json`` in it, sorted by name) and :class:`~fhir_cohort.criteria.Trial` objects, or one
+    of them. The source is read (or fetched: ``--strategy full`` or ``bulk`` only) once,
+    keeping the union of what the trials need; each trial is then evaluated on the same tables
+    exactly as :func:`screen` evaluates it alone. With ``out_dir`` each trial's outputs go to
+    ``out_dir/<trial id>/`` (the files :func:`screen` writes) and ``out_dir`` gets
+    ``trials.csv`` (one row per patient and trial) and ``index.html`` (a link to each report
+    with its counts). Two trials with the same id raise :class:`OptionError` before any work.
+    The other arguments are :func:`screen`'s.
+
+    >>> both = screen_many(criteria=[default_criteria_path()], as_of=date(2026, 11, 24))
+    >>> list(both), both["NCT06038474"].status_counts().to_dict()
+    (['NCT06038474'], {'eligible': 84, 'review': 48, 'ineligible': 364})
+    """
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    if out_dir is not None:
+        prepare_out_dir(out_dir, "out_dir")
+    as_of = as_of or date.today()
+    resolved = _resolve_trials(criteria)
+    trials = [trial for trial, _ in resolved]
+    _check_folder_names(trials)
+    terminology = terminology or Terminology.load()
+    _check_common(source, trials, terminology, server, base_url)
+    shared = _read_once(
+        source,
+        trials,
+        terminology,
+        as_of=as_of,
+        out_dir=out_dir,
+        strict=strict,
+        validate=validate,
+        workers=workers,
+        progress=progress,
+        server=server,
+        publish_group=publish_group,
+        unmapped_text=unmapped_text,
+        allow_empty=allow_empty,
+        base_url=base_url,
+        t0=t0,
+    )
+    ids = [trial.id for trial in trials]
+    # One trial after another in this process: evaluating them in forked workers was measured
+    # (docs/benchmarks.md) to double peak memory for a third off the wall time.
+    results: dict[str, ScreeningResult] = {}
+    for trial, info in resolved:
+        results[trial.id] = _screen_trial(
+            trial,
+            info,
+            shared,
+            terminology,
+            source=source,
+            as_of=as_of,
+            started=started,
+            t0=t0,
+            out_dir=Path(out_dir) / trial.id if out_dir is not None else None,
+            progress=progress,
+            show_identifiers=show_identifiers,
+            publish_group=publish_group,
+            unmapped_text=unmapped_text,
+            one_pass=ids,
+        )
+    table = trials_table({tid: r.patients for tid, r in results.items()})
+    multi = MultiScreeningResult(results=results, trials=table)
+    if out_dir is not None:
+        multi.out_dir = Path(out_dir)
+        write_trials(multi.out_dir / TRIALS_NAME, table)
+        write_index(multi, multi.out_dir / INDEX_NAME)
+    if shared.fetch_record is not None:
+        remote.snapshot_used(shared.source_path, shared.fetch_record)
+    return multi
+
+
+def _screen_trial(
+    trial: Trial,
+    criteria_info: dict[str, Any],
+    shared: _Pass,
+    terminology: Terminology,
+    *,
+    source: str | Path | None,
+    as_of: date,
+    started: datetime,
+    t0: float,
+    out_dir: str | Path | None,
+    progress: ProgressCallback,
+    show_identifiers: bool,
+    publish_group: bool,
+    unmapped_text: bool,
+    one_pass: Sequence[str] = (),
+) -> ScreeningResult:
+    """Evaluate one trial on the shared tables and write its outputs (pure per trial: the
+    tables are only read)."""
+    tables, report, src_path = shared.tables, shared.report, shared.source_path
+    fetch_record, unmapped_rows = shared.fetch_record, shared.unmapped_rows
+    t_start = time.perf_counter()
+    n_trials = max(1, len(one_pass))
+    total = len(tables.patients) * n_trials
+    which = trial.id if one_pass else None
+    progress(Progress("evaluate", 0, total=total, unit="patients", message=which))
     evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of)
-    progress(Progress("evaluate", len(tables.patients), total=len(tables.patients)))
+    progress(Progress("evaluate", len(tables.patients), total=total, message=which))
     t_eval = time.perf_counter()
 
     ids = tuple(c.id for c in trial.criteria)
@@ -224,13 +594,12 @@ def screen(
         as_of=as_of,
         report=report,
         started=started,
-        timings={
-            "fetch": t_fetch - t0,
-            "read": t_read - t_fetch,
-            "evaluate": t_eval - t_read,
-        },
+        timings={**shared.timings, "evaluate": t_eval - t_start},
         patients=patients,
     )
+    if one_pass:
+        # The read (and its counts, unmapped.csv) is shared: it kept what any of these needed.
+        run["one_pass"] = {"trials": list(one_pass), "index": f"../{INDEX_NAME}"}
     # Records of patients with no Patient resource are not screened: say how many (v1.1).
     run["records_without_patient"] = records_without_patient(tables)
     run["unmapped"] = {
@@ -248,8 +617,8 @@ def screen(
             "snapshot": str(src_path),
             "fetch": fetch_record,
         }
-    if publish_group and client is not None:
-        run["published_group"] = remote.publish_group(client, group)
+    if publish_group and shared.client is not None:
+        run["published_group"] = remote.publish_group(shared.client, group)
     eras, labs = detail_tables(trial, tables, terminology, as_of)
     result = ScreeningResult(
         patients=patients,
@@ -276,9 +645,6 @@ def screen(
             unmapped=result.unmapped,
         )
         write_report(result, result.paths.out_dir / REPORT_NAME, show_identifiers=show_identifiers)
-    if fetch_record is not None:
-        # done: a re-run fetches fresh data unless told to reuse this snapshot
-        remote.snapshot_used(src_path, fetch_record)
     return result
 
 

@@ -10,7 +10,7 @@ ineligible whatever the rest of the record says, and is not fetched.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -100,8 +100,13 @@ class ServerOptions:
             raise OptionError("--reuse-export and --restart contradict each other")
 
 
-def _needs(trial: Trial | Requirements, terminology: Terminology) -> Requirements:
-    return trial if isinstance(trial, Requirements) else requirements(trial, terminology)
+def _needs(trial: Trial | Requirements | Sequence[Trial], terminology: Terminology) -> Requirements:
+    """A trial's requirements, or the union of several trials' (screened in one pass)."""
+    if isinstance(trial, Requirements):
+        return trial
+    if isinstance(trial, Trial):
+        return requirements(trial, terminology)
+    return Requirements.union_of(requirements(t, terminology) for t in trial)
 
 
 def entry_tokens(trial: Trial | Requirements, terminology: Terminology) -> tuple[str, ...]:
@@ -114,6 +119,10 @@ def entry_tokens(trial: Trial | Requirements, terminology: Terminology) -> tuple
             "plan the funnel's entry query (or use --strategy full)"
         )
     return needs.entry_tokens
+
+
+def _trials(trial: Trial | Sequence[Trial]) -> list[Trial]:
+    return [trial] if isinstance(trial, Trial) else list(trial)
 
 
 def _types(needs: Requirements) -> tuple[str, ...]:
@@ -140,9 +149,12 @@ def funnel_plan(trial: Trial | Requirements, terminology: Terminology) -> FetchP
 
 
 def bulk_request(
-    trial: Trial | Requirements, terminology: Terminology, options: ServerOptions | None = None
+    trial: Trial | Requirements | Sequence[Trial],
+    terminology: Terminology,
+    options: ServerOptions | None = None,
 ) -> BulkExportRequest:
-    """The $export request of ``trial``: the types the screen reads, and (``type_filter``) the
+    """The $export request of ``trial`` (or of several trials screened in one pass: the union
+    of their codes): the types the screen reads, and (``type_filter``) the
     funnel as far as one export can state it: Observations restricted to the criteria's LOINC
     codes (they are most of a hospital's data and most are vital signs no criterion reads).
 
@@ -283,7 +295,7 @@ def _fetch_progress(progress: ProgressCallback) -> Callable[[FetchProgress], Non
 
 def fetch(
     url: str,
-    trial: Trial,
+    trial: Trial | Sequence[Trial],
     terminology: Terminology,
     options: ServerOptions,
     *,
@@ -294,6 +306,9 @@ def fetch(
 ) -> tuple[Path, dict[str, Any]]:
     """Fetch what ``trial`` needs from the server at ``url`` into a private NDJSON snapshot.
 
+    Several trials (screened in one pass) are fetched by ``full`` or ``bulk`` only: the funnel
+    plans from one trial's entry criterion (OptionError before any request).
+
     Returns the snapshot folder (readable by the disk source) and the fetch record for run.json.
     REST strategies resume an interrupted fetch in the cache when the server, plan, strategy
     and ``run_key`` (the caller's as-of date) match; a complete snapshot is reused only when
@@ -301,9 +316,15 @@ def fetch(
     """
     if options.strategy not in STRATEGIES:
         raise CriteriaError(f"unknown strategy {options.strategy!r}; use one of {STRATEGIES}")
+    trials = _trials(trial)
+    if len(trials) > 1 and options.strategy in ("funnel", "auto"):
+        raise OptionError(
+            f"--strategy {options.strategy} plans its fetch from one trial's criteria; to "
+            f"screen {len(trials)} trials from a server in one pass use --strategy full or bulk"
+        )
     cache = private_dir(Path(options.cache_dir) if options.cache_dir else default_cache)
     client = client or build_client(url, options)
-    needs = requirements(trial, terminology)
+    needs = _needs(trials, terminology)
     strategy, why = options.strategy, "chosen by the user"
     if strategy == "auto":
         strategy, why = choose_strategy(client, needs, terminology, options.auto_threshold)

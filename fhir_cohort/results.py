@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,29 +90,84 @@ class ScreeningResult:
             "",
             "status: " + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
         ]
-        fetch = (self.run.get("source") or {}).get("fetch")
-        if fetch:
-            traffic = fetch.get("export") or fetch
-            lines.append(
-                f"fetched by {fetch.get('strategy')} ({fetch.get('why')}): "
-                f"{traffic.get('requests')} requests, "
-                f"{(traffic.get('bytes_received') or traffic.get('bytes') or 0) / 1e6:.1f} MB, "
-                f"{traffic.get('seconds')} s"
-            )
-        skipped = sum(self.run.get("skipped", {}).values()) if self.run.get("skipped") else 0
-        if skipped:
-            lines.append(f"skipped {skipped} malformed resources (see run.json)")
-        unresolved = (self.run.get("unresolved_references") or {}).get("total") or 0
-        if unresolved:
-            word = "reference" if unresolved == 1 else "references"
-            lines.append(f"{unresolved} {word} did not resolve (see run.json)")
-        dropped = sum(((self.run.get("duplicates") or {}).get("copies_dropped") or {}).values())
-        if dropped:
-            word = "copy" if dropped == 1 else "copies"
-            lines.append(f"dropped {dropped} duplicate or superseded {word} (see run.json)")
+        lines += _read_notes(self.run)
         if self.paths is not None:
             lines.append(f"outputs: {self.paths.out_dir} (open report.html in a browser)")
         return "\n".join(lines)
+
+
+@dataclass(eq=False)
+class MultiScreeningResult(Mapping[str, ScreeningResult]):
+    """Several trials screened in one pass: a mapping trial id -> :class:`ScreeningResult`
+    (in the order the criteria were given), plus ``trials``, the cross-trial table
+    (``patient_id, trial_id, status, reasons``; ``trials.csv``), and ``out_dir`` when the
+    outputs were written (``OUT/<trial id>/``, ``OUT/trials.csv``, ``OUT/index.html``).
+    """
+
+    results: dict[str, ScreeningResult]
+    trials: pd.DataFrame
+    out_dir: Path | None = None
+
+    def __getitem__(self, trial_id: str) -> ScreeningResult:
+        return self.results[trial_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def status_counts(self) -> pd.DataFrame:
+        """One row per trial: eligible, review and ineligible counts."""
+        rows = {tid: r.status_counts() for tid, r in self.results.items()}
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        return frame.reindex(columns=["eligible", "review", "ineligible"], fill_value=0)
+
+    def summary(self) -> str:
+        """Each trial's counts and where the outputs went, as the CLI prints it."""
+        first = next(iter(self.results.values()), None)
+        run = first.run if first is not None else {}
+        patients = len(first.patients) if first is not None else 0
+        lines = [
+            f"Screened {patients} patients for {len(self)} trials in one pass as of "
+            f"{run.get('as_of')}",
+            "",
+            self.status_counts().rename_axis("trial").to_string(),
+            "",
+            *_read_notes(run),
+        ]
+        if self.out_dir is not None:
+            lines += [
+                f"outputs: {self.out_dir}/<trial id>/ per trial, {self.out_dir}/trials.csv "
+                "(patient x trial); open index.html in a browser",
+            ]
+        return "\n".join(lines)
+
+
+def _read_notes(run: dict[str, Any]) -> list[str]:
+    """What the fetch and the read did, as summary lines (shared by every trial of a pass)."""
+    lines = []
+    fetch = (run.get("source") or {}).get("fetch")
+    if fetch:
+        traffic = fetch.get("export") or fetch
+        lines.append(
+            f"fetched by {fetch.get('strategy')} ({fetch.get('why')}): "
+            f"{traffic.get('requests')} requests, "
+            f"{(traffic.get('bytes_received') or traffic.get('bytes') or 0) / 1e6:.1f} MB, "
+            f"{traffic.get('seconds')} s"
+        )
+    skipped = sum(run.get("skipped", {}).values()) if run.get("skipped") else 0
+    if skipped:
+        lines.append(f"skipped {skipped} malformed resources (see run.json)")
+    unresolved = (run.get("unresolved_references") or {}).get("total") or 0
+    if unresolved:
+        word = "reference" if unresolved == 1 else "references"
+        lines.append(f"{unresolved} {word} did not resolve (see run.json)")
+    dropped = sum(((run.get("duplicates") or {}).get("copies_dropped") or {}).values())
+    if dropped:
+        word = "copy" if dropped == 1 else "copies"
+        lines.append(f"dropped {dropped} duplicate or superseded {word} (see run.json)")
+    return lines
 
 
 def _attrition_text(attrition: pd.DataFrame) -> str:

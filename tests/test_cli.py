@@ -255,7 +255,8 @@ BAD_OPTIONS = [
     (("screen", "--timeout", "nan"), "--timeout"),
     (("screen", "--rate-limit", "-1"), "--rate-limit"),
     (("screen", "--criteria", "{tmp}/missing.yaml"), "no such file"),
-    (("screen", "--criteria", "{tmp}"), "is a folder"),
+    # a folder is a set of trials (screen_many): one without criteria files is a usage error
+    (("screen", "--criteria", "{tmp}"), "no criteria files"),
     (("screen", "--strategy", "bulk", "--level", "group"), "--level group needs --group"),
     (("screen", "--group", "g1"), "--group is used only with --level group"),
     (("screen", "--out", "{tmp}/a-file"), "not a folder"),
@@ -264,6 +265,7 @@ BAD_OPTIONS = [
     (("export", "--level", "group"), "--level group needs --group"),
     (("export", "--out", "{tmp}/a-file"), "not a folder"),
     (("export", "--criteria", "{tmp}/missing.yaml"), "no such file"),
+    (("export", "--criteria", "{tmp}"), "is a folder"),
     (("export", "--timeout", "-3"), "--timeout"),
 ]
 

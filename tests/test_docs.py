@@ -23,6 +23,8 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     exec(compile(code, str(README), "exec"), namespace)  # our own README
     assert (tmp_path / "results" / "patients.csv").exists()
     assert len(namespace["again"].patients) == 496  # type: ignore[attr-defined]
+    assert (tmp_path / "multi" / "NCT06038474-copy" / "patients.csv").exists()
+    assert len(namespace["many"].trials) == 2 * 496  # type: ignore[attr-defined]
 
 
 def test_readme_quick_start_is_exactly_two_make_targets() -> None:

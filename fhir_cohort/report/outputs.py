@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -19,6 +19,10 @@ from fhir_cohort.files import private_dir, private_writer
 
 STATUS_ORDER: tuple[str, ...] = ("eligible", "review", "ineligible")
 CANDIDATE_STATUSES: frozenset[str] = frozenset({"eligible", "review"})
+
+# Written in OUT when several trials are screened in one pass (pipeline.screen_many).
+TRIALS_NAME = "trials.csv"
+TRIALS_COLUMNS: tuple[str, ...] = ("patient_id", "trial_id", "status", "reasons")
 
 EVIDENCE_COLUMNS: tuple[str, ...] = (
     "patient_id",
@@ -214,6 +218,37 @@ def unmapped_table(rows: Iterable[tuple[str, str, str, str, int]]) -> pd.DataFra
     return frame.astype({"count": "int64"})
 
 
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` as one of our CSVs: 0600, atomically, formula-looking cells quoted."""
+    with private_writer(path) as fh:
+        # Every text cell in double quotes (as R's write.csv does): with "\n" line ends, the
+        # csv module would leave a lone "\r" in a cell unquoted, and readers split the row
+        # there.
+        neutralise_frame(frame).to_csv(
+            fh, index=False, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC
+        )
+    return path
+
+
+def trials_table(patients_by_trial: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The cross-trial table: one row per (patient, trial) with the trial's status and reasons,
+    sorted by patient id, then trials in the order given (``patients_by_trial``'s)."""
+    parts = [
+        patients[["patient_id", "status", "reasons"]].assign(trial_id=trial_id, _t=rank)
+        for rank, (trial_id, patients) in enumerate(patients_by_trial.items())
+    ]
+    if not parts:
+        return pd.DataFrame(columns=list(TRIALS_COLUMNS))
+    table = pd.concat(parts, ignore_index=True)
+    table = table.sort_values(["patient_id", "_t"], kind="stable")
+    return table[list(TRIALS_COLUMNS)].reset_index(drop=True)
+
+
+def write_trials(path: Path, table: pd.DataFrame) -> Path:
+    """trials.csv, written like the other CSVs."""
+    return write_csv(table, path)
+
+
 def write_outputs(
     out_dir: Path,
     *,
@@ -245,13 +280,7 @@ def write_outputs(
         (attrition, paths.attrition),
         (unmapped, paths.unmapped),
     ):
-        with private_writer(path) as fh:
-            # Every text cell in double quotes (as R's write.csv does): with "\n" line ends,
-            # the csv module would leave a lone "\r" in a cell unquoted, and readers split
-            # the row there.
-            neutralise_frame(frame).to_csv(
-                fh, index=False, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC
-            )
+        write_csv(frame, path)
     parquet = {
         "patients.parquet": patients,
         "evidence.parquet": evidence,

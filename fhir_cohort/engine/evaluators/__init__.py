@@ -15,7 +15,6 @@ from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, Pat
 
 Evaluator = Callable[[Any, Context, PatientData], Outcome]
 
-REGISTRY: dict[str, Evaluator] = {
-}
+REGISTRY: dict[str, Evaluator] = {}
 
 __all__ = ["REGISTRY", "Context", "Evaluator", "Evidence", "Outcome", "PatientData"]
