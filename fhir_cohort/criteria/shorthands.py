@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_cohort.criteria.language import AllOf, Legacy, MedicationQuery, Window
+from fhir_cohort.criteria.language import (
+    AllOf,
+    AnyOf,
+    ConditionQuery,
+    Legacy,
+    MedicationQuery,
+    PatientQuery,
+    Window,
+)
 from fhir_cohort.criteria.models import MedicationHistoryCriterion, RuleCriterion
 
 
@@ -31,6 +39,57 @@ def expand(crit: Any) -> RuleCriterion:
 
 def _legacy(crit: Any) -> Any:
     return Legacy(type="legacy", criterion=crit)
+
+
+def _age(crit: Any) -> Any:
+    """Age bounds at S; deceased on or before S is false (spec I1)."""
+    return PatientQuery(
+        type="patient",
+        min_age=crit.min_years,
+        max_age=crit.max_years,
+        deceased_is_false=crit.deceased_is_not_met,
+    )
+
+
+def _condition_present(crit: Any) -> Any:
+    """One condition query with the same value sets and status rules."""
+    return ConditionQuery(
+        type="condition",
+        value_sets=crit.value_sets,
+        unknown_value_sets=crit.unknown_value_sets,
+        not_counted_value_sets=crit.not_counted_value_sets,
+        require_active=crit.require_active,
+        status_rules=crit.status_rules,
+    )
+
+
+def _condition_rules(crit: Any) -> Any:
+    """Any of one condition query per rule: an ``excluded`` rule is a definite match, a
+    ``review`` rule a possible one; ``within_days`` is a day window before S in which an undated
+    record counts as inside when ``undated_counts_as_within``."""
+    undated = "inside" if crit.undated_counts_as_within else "outside"
+    return AnyOf(
+        type="any",
+        of=[
+            ConditionQuery(
+                type="condition",
+                value_sets=rule.value_sets,
+                match="definite" if rule.answer == "excluded" else "possible",
+                reason=rule.reason,
+                require_active=rule.require_active,
+                severity_codes=rule.severity_codes,
+                named_classes=rule.named_classes,
+                date_basis=rule.date_basis,
+                within=(
+                    None
+                    if rule.within_days is None
+                    else Window(days=rule.within_days, undated=undated)
+                ),
+                status_rules=crit.status_rules,
+            )
+            for rule in crit.rules
+        ],
+    )
 
 
 def _medication_history(crit: MedicationHistoryCriterion) -> AllOf:
@@ -69,4 +128,9 @@ def _medication_history(crit: MedicationHistoryCriterion) -> AllOf:
 
 
 # shorthand type -> function(criterion) -> expression
-EXPANSIONS: dict[str, Any] = {"medication_history": _medication_history}
+EXPANSIONS: dict[str, Any] = {
+    "age": _age,
+    "condition_present": _condition_present,
+    "condition_rules": _condition_rules,
+    "medication_history": _medication_history,
+}

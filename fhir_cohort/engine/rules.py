@@ -90,10 +90,27 @@ def _group(node: Any, scope: Scope) -> Result:
     return Result(
         value,
         reason,
-        [e for p in parts for e in p.evidence],
+        _merged_evidence(parts, value),
         [n for p in parts if p.value is True for n in p.notes],
         [e for p in parts if p.value is True for e in p.events],
     )
+
+
+def _merged_evidence(parts: list[Result], value: bool | None) -> list[Evidence]:
+    """The parts' evidence with each record once: a record several parts read (one condition
+    query per rule of a shorthand) keeps the note of the first part that gave the group's
+    value, so it reads as the deciding part saw it."""
+    out: list[Evidence] = []
+    seen: set[Any] = set()
+    for p in [*(p for p in parts if p.value is value), *(p for p in parts if p.value is not value)]:
+        for e in p.evidence:
+            key = (
+                (e.resource_type, e.resource_id, e.system, e.code, e.value) if e.resource_id else e
+            )
+            if key not in seen:
+                seen.add(key)
+                out.append(e)
+    return out
 
 
 def evaluate_expr(node: Any, scope: Scope) -> Result:

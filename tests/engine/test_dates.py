@@ -378,7 +378,8 @@ def test_undated_abatement_without_status(run, b):
     ln = [b.cond(b.LN_CLASS_IV, clinical=None, has_abatement=True)]
     assert run.answer("lupus_nephritis", conditions=ln) == (
         "review",
-        "active lupus nephritis class III, IV or V (activity at as-of date unknown)",
+        "active lupus nephritis class III, IV or V (activity at as-of date unknown); "
+        "active lupus nephritis, severity not recorded (activity at as-of date unknown)",
     )
     sle = [b.cond(b.SLE, clinical=None, has_abatement=True)]
     assert run.answer("sle", conditions=sle)[0] == "met"

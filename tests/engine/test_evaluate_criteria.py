@@ -150,8 +150,18 @@ def test_autoantibody(run, b, rows, expected):
 
 
 # The exact reasons E1/E2 give (a substring check against "" would pass for any reason).
-NONE_ACTIVE = "no matching active record (inactive or old records shown)"
+# Clear: no rule's query found a qualifying record (what each record was is in the evidence).
+NONE_ACTIVE = (
+    "no qualifying record (lupus_nephritis_severe_class); no qualifying record (lupus_nephritis)"
+)
+NONE_CNS = (
+    "no qualifying record (cns_lupus); no qualifying record (seizure, psychosis, "
+    "organic_brain_syndrome); no qualifying record (headache)"
+)
 LN_ACTIVE = "active lupus nephritis class III, IV or V"
+# A class code that is only possibly active or confirmed may meet E1's class rule and its
+# severity-not-recorded rule: the reason names both.
+LN_REVIEW = "active lupus nephritis, severity not recorded"
 ATTRIBUTION = "seizure, psychosis or organic brain syndrome; attribution to SLE unknown"
 HEADACHE = "headache; may re-screen when resolved"
 
@@ -186,7 +196,8 @@ HEADACHE = "headache; may re-screen when resolved"
         (
             lambda b: [b.cond(b.LN_CLASS_IV, clinical=None, has_abatement=True)],
             "review",
-            f"{LN_ACTIVE} (activity at as-of date unknown)",
+            f"{LN_ACTIVE} (activity at as-of date unknown); "
+            f"{LN_REVIEW} (activity at as-of date unknown)",
         ),
         # abated after S: still active at S (past screening reproduced)
         (
@@ -197,7 +208,7 @@ HEADACHE = "headache; may re-screen when resolved"
         (
             lambda b: [b.cond(b.LN_CLASS_IV, verification="provisional")],
             "review",
-            f"provisional: {LN_ACTIVE}",
+            f"provisional: {LN_ACTIVE}; provisional: {LN_REVIEW}",
         ),
         (lambda b: [b.cond(b.LN_CLASS_IV, verification="refuted")], "clear", NONE_ACTIVE),
         (lambda b: [b.cond(b.LN_CLASS_IV, onset="2025-08-01")], "clear", NONE_ACTIVE),
@@ -220,16 +231,16 @@ def test_inactive_nephritis_is_shown_in_evidence(run, b):
         (lambda b: [b.cond(b.CNS_LUPUS, onset="2010-01-01")], "excluded", "active CNS lupus"),
         (lambda b: [b.cond(b.SEIZURE, recorded="2024-07-01")], "review", ATTRIBUTION),
         (lambda b: [b.cond(b.SEIZURE, recorded="2024-06-30")], "review", ATTRIBUTION),
-        (lambda b: [b.cond(b.SEIZURE, recorded="2024-06-29")], "clear", NONE_ACTIVE),
+        (lambda b: [b.cond(b.SEIZURE, recorded="2024-06-29")], "clear", NONE_CNS),
         (lambda b: [b.cond(b.PSYCHOSIS, onset="2025-01-01")], "review", ATTRIBUTION),
         (lambda b: [b.cond(b.SEIZURE)], "review", ATTRIBUTION),  # undated: cannot rule out
         (lambda b: [b.cond(b.HEADACHE, recorded="2025-04-01")], "review", HEADACHE),
         (
             lambda b: [b.cond(b.HEADACHE, recorded="2025-04-01", clinical="resolved")],
             "clear",
-            NONE_ACTIVE,
+            NONE_CNS,
         ),
-        (lambda b: [b.cond(b.HEADACHE, recorded="2025-03-01")], "clear", NONE_ACTIVE),  # 121 days
+        (lambda b: [b.cond(b.HEADACHE, recorded="2025-03-01")], "clear", NONE_CNS),  # 121 days
         (
             lambda b: [b.cond(b.HEADACHE, recorded="2025-05-01"), b.cond(b.CNS_LUPUS)],
             "excluded",

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fhir_cohort.engine.evaluators.lupus_class import ROMAN, named_classes, names_class_in
+from fhir_cohort.engine.roman_classes import ROMAN, named_classes, names_class_in
 from fhir_cohort.terminology import Terminology, default_directory
 
 SCT = "http://snomed.info/sct"

@@ -19,11 +19,7 @@ _VALUES = {
 }
 
 _READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]] | None] = {
-    "age": None,
-    "condition_present": (("conditions",), ()),
-    "medication_history": (("medications",), ()),
     "lab_positive": (("observations",), ()),
-    "condition_rules": (("conditions",), ()),
     "pregnancy_lactation": (("conditions", "observations"), ("gender",)),
 }
 

@@ -1,7 +1,9 @@
-"""Lupus nephritis class named in free text or a coding display (spec v1.1, E1).
+"""Classes I-VI named in free text or a coding display, as Roman numerals (a condition
+query's ``named_classes``).
 
-"Lupus nephritis class IV", "ISN/RPS IV-G (A)", "WHO class III+V", "class 4": the classes a text
-names, as Roman numerals I-VI. Pure: no I/O, no state.
+"class IV", "ISN/RPS IV-G (A)", "WHO class III+V", "class 4": the classes a text names after the
+word "class" or a classification name (ISN/RPS, WHO, with an optional year), with the
+subclass and activity marks those classifications add. Pure: no I/O, no state.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ _ONE = re.compile(_NUM, re.IGNORECASE)
 
 
 def named_classes(text: str | None) -> frozenset[str]:
-    """Roman numerals of every lupus nephritis class the text names.
+    """Roman numerals of every class the text names.
 
     >>> sorted(named_classes("Lupus nephritis, ISN/RPS class III+V"))
     ['III', 'V']
