@@ -440,7 +440,8 @@ def _interval(r: MedRecord, reading: str, as_of: dt.date, exposure: bool) -> Int
     """A record's days under one reading: ``certain`` (days covered under every reading of
     partial dates; an unknown duration covers nothing for eras and only its start day for
     exposure), ``widest`` (partial starts at their first day, ends at their last; unknown
-    durations left out) or ``unknown`` (widest, and records of unknown duration run to S)."""
+    durations left out for eras, their start day for exposure) or ``unknown`` (widest, and
+    records of unknown duration run to S)."""
     if reading == "certain":
         iv = r.certain
         if iv is None and exposure and r.end is None and r.sure_start is not None:

@@ -1,7 +1,8 @@
 """One evaluator per not-yet-expanded shorthand type, in ONE registry: type name -> evaluator.
 
-Transitional (engine/queries/legacy.py runs them): ``age``, ``condition_present`` and
-``condition_rules`` are expanded into patient / condition queries (criteria/shorthands.py).
+Transitional (engine/queries/legacy.py runs them): ``age``, ``condition_present``,
+``condition_rules`` and ``medication_history`` are expanded into patient / condition / medication
+queries (criteria/shorthands.py).
 
 An evaluator is ``(criterion, ctx, patient_data) -> Outcome`` and must be pure.
 """
