@@ -164,6 +164,15 @@ class PatientQuery(_Query):
     # A patient deceased on or before S answers false.
     deceased_is_false: bool = True
 
+    @model_validator(mode="after")
+    def _one_record(self) -> PatientQuery:
+        # One record with no date: a window or a count would silently mean nothing.
+        if self.within is not None:
+            raise ValueError("a patient query has no window (within)")
+        if self.min_count != 1:
+            raise ValueError("a patient query has no min_count")
+        return self
+
 
 class ConditionQuery(_Query):
     """Condition rows (and Procedure rows whose code is in the value sets, as E4 dialysis)."""

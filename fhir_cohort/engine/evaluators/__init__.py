@@ -1,4 +1,8 @@
-"""One evaluator per criterion type, in ONE registry: type name -> evaluator function.
+"""One evaluator per not-yet-expanded shorthand type, in ONE registry: type name -> evaluator.
+
+Transitional (engine/queries/legacy.py runs them): ``age``, ``condition_present``,
+``condition_rules``, ``lab_positive`` and ``pregnancy_lactation`` are expanded into general
+queries (criteria/shorthands.py); only ``medication_history`` is left.
 
 An evaluator is ``(criterion, ctx, patient_data) -> Outcome`` and must be pure.
 """
@@ -8,19 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fhir_cohort.engine.evaluators.age import evaluate_age
 from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData
-from fhir_cohort.engine.evaluators.condition_present import evaluate_condition_present
-from fhir_cohort.engine.evaluators.condition_rules import evaluate_condition_rules
 from fhir_cohort.engine.evaluators.medication_history import evaluate_medication_history
 
 Evaluator = Callable[[Any, Context, PatientData], Outcome]
 
 REGISTRY: dict[str, Evaluator] = {
-    "age": evaluate_age,
-    "condition_present": evaluate_condition_present,
     "medication_history": evaluate_medication_history,
-    "condition_rules": evaluate_condition_rules,
 }
 
 __all__ = ["REGISTRY", "Context", "Evaluator", "Evidence", "Outcome", "PatientData"]

@@ -1,4 +1,6 @@
-"""E1/E2/E4-style exclusion: Condition (and Procedure) records matching rules; worst answer wins.
+"""Condition (and Procedure) records matching rules, worst answer wins: the first
+``condition_rules`` evaluator, kept as the reference its expansion into condition queries
+(criteria/shorthands.py) is tested against (tests/engine/queries/test_condition.py).
 
 A rule with ``require_active: false`` and ``within_days`` reads Procedure rows by date window:
 a Procedure performed within the window counts whatever its status, except the statuses the
@@ -9,12 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_cohort.criteria.models import ConditionRule, ConditionRulesCriterion, ConditionStatusRules
+from fhir_cohort.criteria.models import ConditionRule, ConditionStatusRules
 from fhir_cohort.engine.evaluators.common import (
     Context,
     Evidence,
-    Outcome,
-    PatientData,
     condition_active,
     condition_evidence,
     condition_ignored,
@@ -121,20 +121,3 @@ def evaluate_rules_on_rows(
         if answer == worst and reason not in chosen:
             chosen.append(reason)
     return worst, chosen, evidence
-
-
-def evaluate_condition_rules(
-    crit: ConditionRulesCriterion, ctx: Context, data: PatientData
-) -> Outcome:
-    worst, reasons, evidence = evaluate_rules_on_rows(
-        crit.rules,
-        crit.status_rules,
-        crit.undated_counts_as_within,
-        ctx,
-        data.conditions,
-        data.patient.birth_date_raw,
-    )
-    if worst == "clear":
-        why = "no matching active record" + (" (inactive or old records shown)" if evidence else "")
-        return Outcome("clear", why, evidence)
-    return Outcome(worst, "; ".join(reasons), evidence)

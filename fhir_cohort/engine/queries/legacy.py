@@ -19,10 +19,7 @@ _VALUES = {
 }
 
 _READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]] | None] = {
-    "age": None,
-    "condition_present": (("conditions",), ()),
     "medication_history": (("medications",), ()),
-    "condition_rules": (("conditions",), ()),
 }
 
 
