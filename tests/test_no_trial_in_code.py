@@ -18,13 +18,7 @@ import yaml
 from fhir_cohort.criteria import default_criteria_path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fhir_cohort"
-# Transitional: the old per-type evaluators still run shorthands not yet expanded into general
-# queries (the pregnancy_lactation type names its own fields); each goes with its expansion.
-TRANSITIONAL = {
-    "engine/evaluators/__init__.py",
-    "engine/evaluators/pregnancy_lactation.py",
-    "engine/queries/legacy.py",
-}
+TRANSITIONAL: set[str] = set()
 SOURCES = sorted(
     p
     for p in [*(PACKAGE / "engine").rglob("*.py"), *(PACKAGE / "terminology").rglob("*.py")]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fhir_cohort.terminology.forms import NON_SYSTEMIC_WORDS
 
@@ -164,6 +164,15 @@ class PatientQuery(_Query):
     # A patient deceased on or before S answers false.
     deceased_is_false: bool = True
 
+    @model_validator(mode="after")
+    def _one_record(self) -> PatientQuery:
+        # One record with no date: a window or a count would silently mean nothing.
+        if self.within is not None:
+            raise ValueError("a patient query has no window (within)")
+        if self.min_count != 1:
+            raise ValueError("a patient query has no min_count")
+        return self
+
 
 class ConditionQuery(_Query):
     """Condition rows (and Procedure rows whose code is in the value sets, as E4 dialysis)."""
@@ -299,24 +308,6 @@ class AtLeast(_Node):
         return self
 
 
-# The legacy node wraps a shorthand criterion evaluated by its own evaluator; it exists only
-# while shorthands are being expanded into general queries (engine/queries/legacy.py).
-class Legacy(_Node):
-    type: Literal["legacy"]
-    criterion: Any
-
-    @field_validator("criterion", mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            from pydantic import TypeAdapter
-
-            from fhir_cohort.criteria.models import Shorthand
-
-            return TypeAdapter(Shorthand).validate_python(v)
-        return v
-
-
 Expr = Annotated[
     PatientQuery
     | ConditionQuery
@@ -328,14 +319,13 @@ Expr = Annotated[
     | AllOf
     | AnyOf
     | Not
-    | AtLeast
-    | Legacy,
+    | AtLeast,
     Field(discriminator="type"),
 ]
 
 QUERY_TYPES: tuple[str, ...] = ("patient", "condition", "procedure", "observation", "medication")
 GROUP_TYPES: tuple[str, ...] = ("all", "any", "not", "at_least")
-EXPR_TYPES: tuple[str, ...] = (*QUERY_TYPES, "chart_review", "ref", *GROUP_TYPES, "legacy")
+EXPR_TYPES: tuple[str, ...] = (*QUERY_TYPES, "chart_review", "ref", *GROUP_TYPES)
 
 for _m in (AllOf, AnyOf, Not, AtLeast):
     _m.model_rebuild()
@@ -354,15 +344,4 @@ def walk(node: Any) -> list[Any]:
     out = [node]
     for c in children(node):
         out.extend(walk(c))
-    return out
-
-
-def legacy_criteria(trial: Any, cls: type) -> list[tuple[str, Any]]:
-    """(criterion id, shorthand criterion) of every not-yet-expanded shorthand of class
-    ``cls`` in ``trial`` (transitional, while shorthands still run as legacy nodes)."""
-    out: list[tuple[str, Any]] = []
-    for c in trial.criteria:
-        for node in walk(c.rule):
-            if node.type == "legacy" and isinstance(node.criterion, cls):
-                out.append((c.id, node.criterion))
     return out

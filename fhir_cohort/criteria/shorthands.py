@@ -14,7 +14,6 @@ from fhir_cohort.criteria.language import (
     AllOf,
     AnyOf,
     ConditionQuery,
-    Legacy,
     MedicationQuery,
     ObservationQuery,
     PatientQuery,
@@ -27,7 +26,7 @@ def expand(crit: Any) -> RuleCriterion:
     """A rule criterion for any criterion (a rule criterion is returned unchanged)."""
     if isinstance(crit, RuleCriterion):
         return crit
-    rule = EXPANSIONS.get(crit.type, _legacy)(crit)
+    rule = EXPANSIONS[crit.type](crit)
     return RuleCriterion(
         id=crit.id,
         kind=crit.kind,
@@ -36,10 +35,6 @@ def expand(crit: Any) -> RuleCriterion:
         rule=rule,
         written_as=crit,
     )
-
-
-def _legacy(crit: Any) -> Any:
-    return Legacy(type="legacy", criterion=crit)
 
 
 def _age(crit: Any) -> Any:

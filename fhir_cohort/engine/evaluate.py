@@ -1,7 +1,7 @@
 """criteria x tables x S -> answers, evidence, status (pure, partitionable by patient).
 
 The tidy tables are turned once into per-patient lists of plain namedtuples (no pandas in the
-per-patient loop), then every criterion's evaluator (``evaluators.REGISTRY``) runs per patient.
+per-patient loop), then every criterion's rule (engine/rules.py) is evaluated per patient.
 """
 
 from __future__ import annotations

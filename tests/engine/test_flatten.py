@@ -647,6 +647,26 @@ def test_observation_date(fields: dict[str, Any], expected_date: date | None) ->
     assert only(obs(**fields))["date"] == expected_date
 
 
+@pytest.mark.parametrize(
+    ("quantity", "unit", "unit_code"),
+    [
+        ({"unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+         "mg/dL", "mg/dL"),
+        # The UCUM code is kept apart from the unit text it may differ from.
+        ({"unit": "mL/min/1.73m2", "system": "http://unitsofmeasure.org",
+          "code": "mL/min/{1.73_m2}"}, "mL/min/1.73m2", "mL/min/{1.73_m2}"),
+        # A code of another system is not UCUM: only the text (or that code) is kept.
+        ({"unit": "cells/uL", "system": "http://example.org/units", "code": "CPU"},
+         "cells/uL", None),
+        ({"code": "g/L", "system": "http://unitsofmeasure.org"}, "g/L", "g/L"),
+        ({"unit": "g/L"}, "g/L", None),
+    ],
+)  # fmt: skip
+def test_observation_ucum_unit_code(quantity: dict[str, Any], unit: str, unit_code: str | None):
+    q = only(obs(valueQuantity={"value": 1.5, **quantity}))
+    assert (q["value_unit"], q["value_unit_code"]) == (unit, unit_code)
+
+
 def test_observation_value_kinds() -> None:
     q = only(obs(valueQuantity={"value": 42, "comparator": ">", "unit": "IU/mL"},
                  referenceRange=[{"high": {"value": 30, "comparator": "<"}}],

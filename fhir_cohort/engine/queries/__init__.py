@@ -37,7 +37,6 @@ def register(qt: QueryType) -> QueryType:
 # Each module registers itself on import.
 from fhir_cohort.engine.queries import (  # noqa: E402
     condition,  # noqa: F401
-    legacy,  # noqa: F401
     medication,  # noqa: F401
     observation,  # noqa: F401
     patient,  # noqa: F401

@@ -48,6 +48,19 @@ def _window_text(window: Any) -> str:
     return "window"  # pragma: no cover - a window has one length
 
 
+def _unplaced(window: Any, when: Any, rng: Any) -> str:
+    """Why a record's place in the window is unknown."""
+    if when is None:
+        return "undated"
+    if isinstance(rng, str):
+        return "the window's anchor gives no date"
+    if rng.uncertain:
+        return "the window's anchor is itself unknown"
+    if when[0] != when[1]:
+        return f"partial date straddles the {_window_text(window)}"
+    return f"the window's partial anchor date may or may not reach it ({_window_text(window)})"
+
+
 def _classify(node: Any, row: Any, scope: Scope, rng: Any) -> tuple[str, str, str | None]:
     """(state, note, unknown detail) of one record already in the query's value sets: state
     "counted", "unknown" or "other" (not counted)."""
@@ -90,13 +103,7 @@ def _classify(node: Any, row: Any, scope: Scope, rng: Any) -> tuple[str, str, st
                 return "other", "undated", None
             return "other", f"outside the {_window_text(node.within)}", None
         if hit is None:
-            unsure.append(
-                "undated"
-                if when is None
-                else f"partial date straddles the {_window_text(node.within)}"
-                if isinstance(rng, tuple)
-                else "window cannot be placed"
-            )
+            unsure.append(_unplaced(node.within, when, rng))
     if unk_vs is not None:
         unsure.append(f"{unk_vs}: type unspecified")
     if condition_unconfirmed(row, rules):

@@ -34,18 +34,12 @@ from fhir_cohort.engine.queries.window import place, window_range
 from fhir_cohort.engine.rules import Result, Scope
 from fhir_cohort.engine.units import compare_quantity
 
-_KLEENE_AND = {
-    (True, True): True,
-    (True, None): None,
-    (None, True): None,
-    (None, None): None,
-}
-
 
 def _and(a: bool | None, b: bool | None) -> bool | None:
+    """Kleene and."""
     if a is False or b is False:
         return False
-    return _KLEENE_AND[(a, b)]
+    return True if a and b else None
 
 
 def _or(a: bool | None, b: bool | None) -> bool | None:
@@ -164,7 +158,7 @@ def _evaluate(node: ObservationQuery, scope: Scope) -> Result:
     w = describe(node.within) if node.within is not None else "on record"
     recs, evidence = _records(node, scope, rng)
     for r in recs:
-        evidence.append(_evidence(r, w))
+        evidence.append(_evidence(r, node, w))
     counted = _latest(recs) if node.pick == "latest" else recs
     hits = _by_resource(counted)
     n_true = sum(v is True for v in hits.values())
@@ -193,13 +187,15 @@ def _span(row: Any) -> tuple[dt.date, dt.date] | None:
     return span(row.date, observation_high(row))
 
 
-def _evidence(r: _Rec, w: str) -> Evidence:
+def _evidence(r: _Rec, node: ObservationQuery, w: str) -> Evidence:
     row = r.row
-    where = {True: "", False: f", not {w}", None: f", date may lie outside {w[7:] or w}"}
-    if r.place is False and row.date is None:
+    if row.date is None:
         note = f"{r.why}, undated"
+    elif r.place is None:
+        where = "the as-of date" if node.within is None else f"the {_noun(node.within)}"
+        note = f"{r.why}, partial date straddles {where}"
     else:
-        note = f"{r.why}{where[r.place]}"
+        note = r.why if r.place else f"{r.why}, not {w}"
     if r.reading is not None:
         return observation_evidence(row, r.reading, note)
     ev = observation_evidence(row, None, note)

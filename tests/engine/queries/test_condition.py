@@ -11,7 +11,7 @@ import pytest
 from fhir_cohort.criteria.io import parse_criteria
 from fhir_cohort.engine.evaluate import frame_rows
 from fhir_cohort.engine.evaluators.common import Context
-from fhir_cohort.engine.evaluators.condition_rules import evaluate_rules_on_rows
+from tests.engine.queries.oracle_condition_rules import evaluate_rules_on_rows
 from fhir_cohort.engine.tables import CONDITION_COLUMNS, PATIENT_COLUMNS, Tables
 from tests.criteria_variants import shorthand
 
@@ -236,7 +236,13 @@ def test_window_anchored_on_a_definition(run, b):
     assert value(run, rule, [b.cond(b.SEIZURE, onset="2024-02-01")], define=define) is False
     # A provisional nephritis dates nothing: the window cannot be placed.
     prov = b.cond(b.LN, onset="2024-01-10", verification="provisional")
-    assert value(run, rule, [prov, b.cond(b.SEIZURE, onset="2024-02-01")], define=define) is None
+    got = ask(run, rule, [prov, b.cond(b.SEIZURE, onset="2024-02-01")], define=define)
+    assert got[0] is None and "anchor gives no date" in got[1]
+    # A definition that is only possibly true dates its records: inside is only possible.
+    maybe = {"nephritis": {**define["nephritis"], "match": "possible"}}
+    got = ask(run, rule, [ln, b.cond(b.SEIZURE, onset="2024-02-01")], define=maybe)
+    assert got[0] is None and "anchor is itself unknown" in got[1]
+    assert value(run, rule, [ln, b.cond(b.SEIZURE, onset="2024-03-01")], define=maybe) is False
     # The latest nephritis anchors by default, the earliest on request.
     rows = [ln, b.cond(b.LN, onset="2024-06-01"), b.cond(b.SEIZURE, onset="2024-02-01")]
     assert value(run, rule, rows, define=define) is False

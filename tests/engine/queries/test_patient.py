@@ -195,3 +195,11 @@ def test_partial_birth_date_decides_only_when_every_birthday_agrees(birth, preci
         assert age_on(hi, as_of) <= age_on(day, as_of) <= age_on(lo, as_of)
         day += dt.timedelta(days=29)
     assert (first == last) or precision != "day"
+
+
+@pytest.mark.parametrize("extra", [{"within": {"days": 30}}, {"min_count": 2}])
+def test_window_and_count_are_refused(extra):
+    from fhir_cohort.errors import CriteriaError
+
+    with pytest.raises(CriteriaError, match="patient query"):
+        _trial({**AGE, **extra})

@@ -1,6 +1,6 @@
-"""Condition (and Procedure) records matching rules, worst answer wins: what
-``pregnancy_lactation``'s evaluator still reads its condition half with (``condition_rules``
-itself is expanded into condition queries, criteria/shorthands.py).
+"""Test oracle: the ``condition_rules`` evaluator as it was before the criteria language; the
+condition_rules expansion into condition queries is checked against it record by record
+(tests/engine/queries/test_condition.py).
 
 A rule with ``require_active: false`` and ``within_days`` reads Procedure rows by date window:
 a Procedure performed within the window counts whatever its status, except the statuses the
