@@ -32,7 +32,13 @@ MEDICATION_RESOURCE_TYPES: tuple[str, ...] = (
     "Medication",
 )
 
-__all__ = ["MEDICATION_RESOURCE_TYPES", "Needs", "Requirements", "requirements"]
+__all__ = [
+    "MEDICATION_RESOURCE_TYPES",
+    "Needs",
+    "Requirements",
+    "requirements",
+    "value_sets_of",
+]
 
 
 def _union_opt(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -239,16 +245,17 @@ def requires_for(type_name: str) -> Requires:
     return fn
 
 
-def _node_value_sets(node: Any) -> set[str]:
+def value_sets_of(node: Any) -> list[str]:
+    """Every value set a node names (its fields marked ``value_set_ref``, nested ones too)."""
     from fhir_cohort.criteria.io import _value_set_refs
 
-    return {vs for _, vs in _value_set_refs(node, "")}
+    return list(dict.fromkeys(vs for _, vs in _value_set_refs(node, "")))
 
 
 def _leaf(node: Any, needs: Needs) -> None:
     if node.type == "chart_review":
         return
-    needs.codes(_node_value_sets(node))
+    needs.codes(value_sets_of(node))
     requires_for(node.type)(node, needs)
 
 

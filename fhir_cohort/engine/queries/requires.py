@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fhir_cohort.requirements import Needs
+from fhir_cohort.requirements import Needs, value_sets_of
 
 
 def patient(node: Any, needs: Needs) -> None:
@@ -40,9 +40,10 @@ def procedure(node: Any, needs: Needs) -> None:
 
 
 def observation(node: Any, needs: Needs) -> None:
-    # Answer codes are searched for too (LOINC answer codes never match Observation.code,
-    # so this costs nothing and keeps the tokens of a test and its answers together).
-    needs.observations([*node.value_sets, *node.answer_value_sets])
+    # Every value set of the node, answer and result codes too: LOINC answer codes (LA...)
+    # never match Observation.code, so searching them costs nothing, and the tokens stay those
+    # of every value set the observation criteria name (as before the language).
+    needs.observations(value_sets_of(node))
     if node.result == "positive" and node.positive_before_window == "unknown":
         needs.lookback(None)  # a positive result before the window still matters
     else:
@@ -50,7 +51,8 @@ def observation(node: Any, needs: Needs) -> None:
 
 
 def medication(node: Any, needs: Needs) -> None:
-    needs.medications(node.value_sets)
+    # Not-counted agents are shown in the evidence: their records are read like the others.
+    needs.medications([*node.value_sets, *getattr(node, "not_counted_value_sets", ())])
     # An exposure that started long before the window and runs into it counts.
     needs.lookback(None)
 
