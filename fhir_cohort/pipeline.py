@@ -518,8 +518,8 @@ def screen_many(
         t0=t0,
     )
     ids = [trial.id for trial in trials]
-    # One trial after another in this process: evaluating them in forked workers was measured
-    # (docs/benchmarks.md) to double peak memory for a third off the wall time.
+    # One trial after another in this process: evaluating them in forked workers doubled peak
+    # memory (docs/benchmarks.md, "Several trials in one pass").
     results: dict[str, ScreeningResult] = {}
     for trial, info in resolved:
         results[trial.id] = _screen_trial(
