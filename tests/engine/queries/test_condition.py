@@ -11,9 +11,9 @@ import pytest
 from fhir_cohort.criteria.io import parse_criteria
 from fhir_cohort.engine.evaluate import frame_rows
 from fhir_cohort.engine.evaluators.common import Context
-from tests.engine.queries.oracle_condition_rules import evaluate_rules_on_rows
 from fhir_cohort.engine.tables import CONDITION_COLUMNS, PATIENT_COLUMNS, Tables
 from tests.criteria_variants import shorthand
+from tests.engine.queries.oracle_condition_rules import evaluate_rules_on_rows
 
 VALUE = {"met": True, "not_met": False, "unknown": None}
 S = dt.date(2025, 6, 30)
