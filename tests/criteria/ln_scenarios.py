@@ -266,6 +266,10 @@ def scenarios() -> dict[str, list[dict[str, Any]]]:
         ),
     )
     add(
+        "ln-cni-tacrolimus-unknown-duration",
+        extra=lambda ctx: B.med_statement(ctx, TACROLIMUS_CAPSULE, at=-100),
+    )
+    add(
         "ln-cni-cyclophosphamide",
         extra=lambda ctx: B.administration(ctx, CYCLOPHOSPHAMIDE_INJ, at=-30),
     )
