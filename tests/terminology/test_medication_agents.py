@@ -147,6 +147,11 @@ def test_every_crosswalk_source_row_maps_as_published(term: Terminology) -> None
         for path in sorted(SOURCES.glob("med_ndc_rxnorm*.csv"))
         for r in csv.DictReader(path.open(encoding="utf-8", newline=""))
     ]
+    # scripts/value_sets_trials.py: RxNorm's own NDC attributes (11 digits as published).
+    for path in sorted(SOURCES.glob("*_rxnorm_agents.csv")):
+        for r in csv.DictReader(path.open(encoding="utf-8", newline="")):
+            if r["tty"] == "NDC":
+                rows.append({"rxcui": r["rxcui"], "ndc11": r["ndc11"], "ndc_published": r["ndc11"]})
     assert len(rows) >= len(NDCS)
     for r in rows:
         assert r["rxcui"] in NDCS[r["ndc11"]], r["ndc_published"]
