@@ -334,7 +334,13 @@ class Terminology:
         return Agent(moiety_code, self._ingredient_names.get(moiety_code, moiety_code))
 
     def _build_agents(self) -> None:
-        med_sets = [v for v in MEDICATION_VALUE_SETS if v in self._value_sets]
+        # Every value set that lists RxNorm codes is a medication value set: its agents resolve
+        # product -> ingredient -> moiety, so any trial's agents work without code here.
+        med_sets = [
+            v
+            for v, vs in sorted(self._value_sets.items())
+            if any(s == RXNORM for s, _ in vs.concepts)
+        ]
         ingredient_codes: set[str] = set()
         for vs_id in med_sets:
             for system, code in self._value_sets[vs_id].concepts:
