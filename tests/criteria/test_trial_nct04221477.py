@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import fhir_cohort
-from fhir_cohort.criteria import load_criteria
+from fhir_cohort.criteria import check_value_sets, load_criteria
 from fhir_cohort.terminology import Terminology
 from tests.criteria import ln_scenarios
 
@@ -72,6 +72,7 @@ def test_criteria_file_loads_with_the_criteria_in_reading_order() -> None:
     trial = load_criteria(CRITERIA)
     assert tuple(c.id for c in trial.criteria) == IDS
     assert [c.kind for c in trial.criteria] == ["inclusion"] * 3 + ["exclusion"] * 6
+    check_value_sets(trial, Terminology.load())  # every value set id it names is shipped
 
 
 def test_every_scenario_has_an_expected_row_and_back() -> None:
