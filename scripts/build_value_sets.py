@@ -1396,6 +1396,7 @@ def write_medication_maps(out: Path, product_map: dict, meds: dict) -> None:
     moiety_rows = []
     for pin, base in PIN_TO_IN.items():
         moiety_rows.append((pin, pins[pin], base, ing_name[base], "wider", ing_src_note(pin)))
+    moiety_rows.extend(meds.get("extra_moiety_rows", []))  # scripts/value_sets_trials.py
     for ing, moiety in IN_TO_MOIETY.items():
         moiety_rows.append(
             (
@@ -1573,6 +1574,7 @@ def main() -> None:
         *med_sets,
         *build_routes_forms(),
     ]
+    all_sets += __import__("value_sets_trials").build(ref, product_map, meds)  # docs/trials
     add_synthea_module_codes(all_sets)
     add_who_icd10(all_sets)
     for old in out.glob("*.json"):

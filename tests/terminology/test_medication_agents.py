@@ -20,8 +20,18 @@ from fhir_cohort.terminology.ndc import ndc_spellings
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NDC = "http://hl7.org/fhir/sid/ndc"
 SCT = "http://snomed.info/sct"
-MED_SETS = ("glucocorticoids", "immunosuppressants", "antimalarials")
 FOLDER = default_directory()
+
+
+def _lists_rxnorm(path: Path) -> bool:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data.get("resourceType") == "ValueSet" and any(
+        inc.get("system") == RXNORM for inc in data["compose"]["include"]
+    )
+
+
+# Every value set that lists RxNorm codes is a medication value set (terminology/core.py).
+MED_SETS = tuple(sorted(p.stem for p in FOLDER.glob("*.json") if _lists_rxnorm(p)))
 SOURCES = Path(__file__).resolve().parents[2] / "scripts" / "value_set_sources"
 BRAND = re.compile(r"\[([^\]]+)\]\s*$")
 
@@ -147,6 +157,11 @@ def test_every_crosswalk_source_row_maps_as_published(term: Terminology) -> None
         for path in sorted(SOURCES.glob("med_ndc_rxnorm*.csv"))
         for r in csv.DictReader(path.open(encoding="utf-8", newline=""))
     ]
+    # scripts/value_sets_trials.py: RxNorm's own NDC attributes (11 digits as published).
+    for path in sorted(SOURCES.glob("*_rxnorm_agents.csv")):
+        for r in csv.DictReader(path.open(encoding="utf-8", newline="")):
+            if r["tty"] == "NDC":
+                rows.append({"rxcui": r["rxcui"], "ndc11": r["ndc11"], "ndc_published": r["ndc11"]})
     assert len(rows) >= len(NDCS)
     for r in rows:
         assert r["rxcui"] in NDCS[r["ndc11"]], r["ndc_published"]

@@ -53,6 +53,18 @@ REQUIRED_IDS = [
     "antimalarials",
     "non_systemic_routes",
     "non_systemic_forms",
+    # NCT04221477 (docs/trials/NCT04221477.md)
+    "egfr",
+    "urine_protein_creatinine_24h",
+    "urine_protein_creatinine_other",
+    "kidney_biopsy",
+    "kidney_transplant",
+    "kidney_failure_dialysis",
+    "ckd_stage_4_5",
+    "chronic_infection",
+    "anti_cd20",
+    "cyclophosphamide",
+    "calcineurin_inhibitors",
 ]
 MAPS = (
     "rxnorm-product-ingredient.json",
