@@ -1512,6 +1512,7 @@ def main() -> None:
         *build_labs(ref),
         *med_sets,
         *build_routes_forms(),
+        *__import__("value_sets_trials").build(product_map, meds),  # other trials' sets
     ]
     add_synthea_module_codes(all_sets)
     add_who_icd10(all_sets)
