@@ -20,7 +20,8 @@ from fhir_cohort.terminology.ndc import ndc_spellings
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NDC = "http://hl7.org/fhir/sid/ndc"
 SCT = "http://snomed.info/sct"
-MED_SETS = ("glucocorticoids", "immunosuppressants", "antimalarials")
+# Every value set that names medications (holds RxNorm codes): the sweeps cover all trials.
+MED_SETS = tuple(Terminology.load().medication_value_sets())
 FOLDER = default_directory()
 SOURCES = Path(__file__).resolve().parents[2] / "scripts" / "value_set_sources"
 BRAND = re.compile(r"\[([^\]]+)\]\s*$")
@@ -147,7 +148,15 @@ def test_every_crosswalk_source_row_maps_as_published(term: Terminology) -> None
         for path in sorted(SOURCES.glob("med_ndc_rxnorm*.csv"))
         for r in csv.DictReader(path.open(encoding="utf-8", newline=""))
     ]
-    assert len(rows) >= len(NDCS)
+    # Every NDC of the map comes from a published crosswalk row: those CSVs, or the NDCs RxNorm
+    # prescribable content lists per product (scripts/value_set_sources/*_products.csv).
+    listed = {r["ndc11"] for r in rows} | {
+        ndc
+        for path in sorted(SOURCES.glob("*_products.csv"))
+        for r in csv.DictReader(path.open(encoding="utf-8", newline=""))
+        for ndc in r["ndcs"].split()
+    }
+    assert set(NDCS) <= listed
     for r in rows:
         assert r["rxcui"] in NDCS[r["ndc11"]], r["ndc_published"]
         expected = _codes(term.agents_for_coding(RXNORM, r["rxcui"]))
