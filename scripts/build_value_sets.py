@@ -1512,8 +1512,8 @@ def main() -> None:
         *build_labs(ref),
         *med_sets,
         *build_routes_forms(),
-        *__import__("value_sets_trials").build(product_map, meds),  # other trials' sets
     ]
+    all_sets += __import__("value_sets_trials").build(ref, product_map, meds)  # docs/trials
     add_synthea_module_codes(all_sets)
     add_who_icd10(all_sets)
     for old in out.glob("*.json"):

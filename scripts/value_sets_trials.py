@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
 import build_value_sets as b
 
 SRC = b.SOURCES_DIR
 
 
-def build(product_map: dict, meds: dict) -> list[b.VS]:
+def build(ref: Path, product_map: dict, meds: dict) -> list[b.VS]:
     """Every trial's value sets (product_map / meds gain the trials' medication products)."""
     return [*dublin3_value_sets(product_map, meds)]
 
@@ -226,12 +227,16 @@ def _dublin3_second_malignancy() -> b.VS:
         "vsac_malignancy.csv) and the CMS tabular list C00-C96 incl. C4A, C7A, C7B with all "
         "descendants, without: lung / bronchus primaries (C34 and SNOMED lung concepts), "
         "secondary and metastatic neoplasms (C77-C79 and SNOMED 'metastatic' / 'secondary' "
-        "concepts: most are the lung cancer's own spread), C44 and basal / squamous cell "
+        "concepts: most are the lung cancer's own spread), neoplasms of unstated site (C80, "
+        "SNOMED 363346000: may be the lung cancer itself), C44 and basal / squamous cell "
         "carcinoma of skin (non-melanoma skin cancer is not exclusionary in the trial text).",
     )
-    skip_icd = ("C34", "C44", "C77", "C78", "C79")
+    # C80 / 363346000 name no site: they may be the lung cancer itself.
+    skip_icd = ("C34", "C44", "C77", "C78", "C79", "C80")
     for system, code, display, src in b.read_published("vsac_malignancy.csv"):
         if system == b.ICD10 and code.startswith(skip_icd):
+            continue
+        if system == b.SCT and code == "363346000":
             continue
         if system != b.ICD10 and (LUNG_SITE.search(display) or SECONDARY.search(display)):
             continue

@@ -35,8 +35,6 @@ _CONCEPT_MAPS = (
     NDC_RXNORM_MAP,
     SNOMED_INGREDIENT_MAP,
 )
-# NCT06038474's medication value sets. Agents are built from every value set holding RxNorm
-# codes (medication_value_sets()), so another trial's drug sets work as data.
 MEDICATION_VALUE_SETS: tuple[str, ...] = ("glucocorticoids", "immunosuppressants", "antimalarials")
 
 # Agents with no ingredient RxCUI in any public source read (see docs/value_sets.md): their code is
@@ -335,16 +333,14 @@ class Terminology:
     def _agent(self, moiety_code: str) -> Agent:
         return Agent(moiety_code, self._ingredient_names.get(moiety_code, moiety_code))
 
-    def medication_value_sets(self) -> list[str]:
-        """Ids of the value sets that name medications (they hold RxNorm codes), sorted."""
-        return sorted(
-            vs_id
-            for vs_id, vs in self._value_sets.items()
-            if any(system == RXNORM for system, _ in vs.concepts)
-        )
-
     def _build_agents(self) -> None:
-        med_sets = self.medication_value_sets()
+        # Every value set that lists RxNorm codes is a medication value set: its agents resolve
+        # product -> ingredient -> moiety, so any trial's agents work without code here.
+        med_sets = [
+            v
+            for v, vs in sorted(self._value_sets.items())
+            if any(s == RXNORM for s, _ in vs.concepts)
+        ]
         ingredient_codes: set[str] = set()
         for vs_id in med_sets:
             for system, code in self._value_sets[vs_id].concepts:

