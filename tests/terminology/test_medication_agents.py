@@ -162,6 +162,11 @@ def test_every_crosswalk_source_row_maps_as_published(term: Terminology) -> None
         for r in csv.DictReader(path.open(encoding="utf-8", newline="")):
             if r["tty"] == "NDC":
                 rows.append({"rxcui": r["rxcui"], "ndc11": r["ndc11"], "ndc_published": r["ndc11"]})
+    # ... and the NDCs RxNorm prescribable content lists per product (*_products.csv).
+    for path in sorted(SOURCES.glob("*_products.csv")):
+        for r in csv.DictReader(path.open(encoding="utf-8", newline="")):
+            for ndc in r["ndcs"].split():
+                rows.append({"rxcui": r["product_rxcui"], "ndc11": ndc, "ndc_published": ndc})
     assert len(rows) >= len(NDCS)
     for r in rows:
         assert r["rxcui"] in NDCS[r["ndc11"]], r["ndc_published"]
