@@ -244,7 +244,7 @@ def term() -> Terminology:
 def chronic_illness_value_sets() -> tuple[str, ...]:
     trial = load_criteria(default_criteria_path())
     crit = next(c for c in trial.criteria if c.id == "chronic_illness")
-    return tuple(sorted({vs for rule in crit.rules for vs in rule.value_sets}))  # type: ignore[attr-defined]
+    return tuple(sorted({vs for rule in crit.written_as.rules for vs in rule.value_sets}))
 
 
 def expected_value_sets(concept: Concept) -> tuple[str, ...]:
