@@ -160,7 +160,7 @@ def run_all(
         argv = screen_args(proxy.base_url, out, strategy)
         proxy.configure(**{"rate": 0.0, "links_to_other": False, **faults})
         proxy.clear()
-        first = judge(run_cli(argv, env=cli_env()), out, base)
+        first = judge(run_cli(argv, env=cli_env(), in_process=False), out, base)
         injected = sum(proxy.faults.values())
         KINDS_SEEN.update(proxy.faults)
         leaks = len(proxy.credential_leaks())
@@ -168,7 +168,7 @@ def run_all(
         if first.kind == "clear_error":
             proxy.configure(rate=0.0)
             proxy.clear()
-            then = judge(run_cli(argv, env=cli_env()), out, base)
+            then = judge(run_cli(argv, env=cli_env(), in_process=False), out, base)
             leaks += len(proxy.credential_leaks())
         return first, then, injected, leaks
 
@@ -178,7 +178,7 @@ def run_all(
         out = fresh_out()
         proxy.configure(rate=0.0)
         proxy.clear()
-        res = run_cli(screen_args(proxy.base_url, out, strategy), env=cli_env())
+        res = run_cli(screen_args(proxy.base_url, out, strategy), env=cli_env(), in_process=False)
         if res.returncode != 0:
             raise SystemExit(f"the fault-free {strategy} run failed:\n{res.stderr[-2000:]}")
         baselines[strategy] = outputs(out)
@@ -224,7 +224,7 @@ def run_all(
             proxy.configure(rate=0.0, links_to_other=False)
             proxy.clear()
             killed = run_killed(argv, env=cli_env(), kill_when=_after(proxy, point))
-            then = judge(run_cli(argv, env=cli_env()), out, baselines[strategy])
+            then = judge(run_cli(argv, env=cli_env(), in_process=False), out, baselines[strategy])
             leaks = len(proxy.credential_leaks())
             # A kill is not an error the tool reports: count it as a clear stop, then resume.
             stop = Verdict("clear_error", -9, "SIGKILL") if killed else then

@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fhir_cohort import __version__
+from fhir_cohort import __version__, defaults
 from fhir_cohort.errors import (
     AuthError,
     CapabilityError,
@@ -19,10 +20,11 @@ from fhir_cohort.errors import (
     SourceError,
     TerminologyError,
 )
-from fhir_cohort.fhir.auth import AuthOptions
 from fhir_cohort.logs import configure as configure_logging
 from fhir_cohort.progress import Progress
-from fhir_cohort.remote import ServerOptions
+
+if TYPE_CHECKING:
+    from fhir_cohort.remote import ServerOptions
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -286,10 +288,6 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-# One source of truth for the server defaults: the library's ServerOptions.
-_DEFAULTS = ServerOptions()
-
-
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("FHIR server source", SERVER_HELP)
     g.add_argument(
@@ -304,25 +302,25 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--auto-threshold",
         type=_non_negative_int,
-        default=_DEFAULTS.auto_threshold,
+        default=defaults.AUTO_BULK_THRESHOLD,
         metavar="N",
         help="entry-query Conditions above which auto picks bulk "
-        f"(default {_DEFAULTS.auto_threshold})",
+        f"(default {defaults.AUTO_BULK_THRESHOLD})",
     )
     g.add_argument(
         "--batch-size",
         type=_positive_int,
-        default=_DEFAULTS.batch_size,
+        default=defaults.BATCH_SIZE,
         metavar="N",
         help="patients per follow-up query, sent as POST _search when long "
-        f"(default {_DEFAULTS.batch_size})",
+        f"(default {defaults.BATCH_SIZE})",
     )
     g.add_argument(
         "--concurrency",
         type=_positive_int,
-        default=_DEFAULTS.concurrency,
+        default=defaults.CONCURRENCY,
         metavar="N",
-        help=f"parallel requests (default {_DEFAULTS.concurrency})",
+        help=f"parallel requests (default {defaults.CONCURRENCY})",
     )
     g.add_argument(
         "--cache",
@@ -389,9 +387,9 @@ def _add_connection_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--timeout",
         type=_positive_float,
-        default=_DEFAULTS.timeout,
+        default=defaults.TIMEOUT,
         metavar="S",
-        help=f"read timeout per request in seconds (default {_DEFAULTS.timeout:g})",
+        help=f"read timeout per request in seconds (default {defaults.TIMEOUT:g})",
     )
 
 
@@ -410,6 +408,14 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
         help="export whole resource types instead of the criteria's _typeFilter",
     )
     g.add_argument(
+        "--poll-max",
+        type=_positive_float,
+        default=defaults.BULK_POLL_MAX,
+        metavar="S",
+        help="longest wait in seconds between two export status polls; the server's "
+        f"Retry-After is honoured up to it (default {defaults.BULK_POLL_MAX:g})",
+    )
+    g.add_argument(
         "--restart",
         action="store_true",
         help="discard an unfinished export in the folder instead of resuming it",
@@ -425,6 +431,10 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
 
 
 def _server_options(args: argparse.Namespace) -> ServerOptions:
+    # Imported here: the server code (requests, the JWT stack) only for commands that use it.
+    from fhir_cohort.fhir.auth import AuthOptions
+    from fhir_cohort.remote import ServerOptions
+
     # `export` has no screen-only options: those keep the library's defaults.
     return ServerOptions(
         strategy=getattr(args, "strategy", "bulk"),
@@ -443,8 +453,8 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
             token_url=args.token_url,
         ),
         timeout=args.timeout,
-        batch_size=getattr(args, "batch_size", _DEFAULTS.batch_size),
-        concurrency=getattr(args, "concurrency", _DEFAULTS.concurrency),
+        batch_size=getattr(args, "batch_size", defaults.BATCH_SIZE),
+        concurrency=getattr(args, "concurrency", defaults.CONCURRENCY),
         requests_per_second=args.rate_limit,
         allow_origins=tuple(args.allow_origin),
         allow_insecure_http=args.allow_insecure_http,
@@ -452,8 +462,9 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         bulk_group=args.group,
         bulk_type_filter=not args.no_type_filter,
         bulk_resume=not args.restart,
+        bulk_poll_max=args.poll_max,
         reuse_export=args.reuse_export,
-        auto_threshold=getattr(args, "auto_threshold", _DEFAULTS.auto_threshold),
+        auto_threshold=getattr(args, "auto_threshold", defaults.AUTO_BULK_THRESHOLD),
     )
 
 
@@ -650,6 +661,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             args.out,
             resume=options.bulk_resume,
             reuse=options.reuse_export,
+            poll_max=options.bulk_poll_max,
             progress=bars,
         )
     finally:

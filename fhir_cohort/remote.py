@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cohort.criteria import Trial
+from fhir_cohort.defaults import (
+    AUTO_BULK_THRESHOLD,
+    BATCH_SIZE,
+    BULK_POLL_MAX,
+    CONCURRENCY,
+    TIMEOUT,
+)
 from fhir_cohort.errors import CriteriaError, OptionError, SourceError
 from fhir_cohort.fhir.auth import AuthOptions, auth_from_env
 from fhir_cohort.fhir.bulk import (
@@ -43,8 +50,6 @@ from fhir_cohort.requirements import Requirements, requirements
 from fhir_cohort.terminology import Terminology
 
 STRATEGIES = ("funnel", "full", "bulk", "auto")
-# --strategy auto uses Bulk Data when the entry query matches more Conditions than this.
-AUTO_BULK_THRESHOLD = 5000
 FULL_TYPES = ("Patient", "Condition", "Procedure", "Observation", "Medication", *MEDICATION_TYPES)
 
 
@@ -63,11 +68,10 @@ class ServerOptions:
     ca_bundle: Path | None = None
     headers: tuple[tuple[str, str], ...] = ()
     auth: AuthOptions = field(default_factory=AuthOptions)
-    timeout: float = 120.0
-    # Patients per follow-up query. Long queries go as POST _search, so a large batch costs
-    # one request per type instead of one per 50 patients (docs/benchmarks.md, REST funnel).
-    batch_size: int = 500
-    concurrency: int = 4
+    # Defaults in fhir_cohort/defaults.py, which the CLI reads without importing this module.
+    timeout: float = TIMEOUT
+    batch_size: int = BATCH_SIZE
+    concurrency: int = CONCURRENCY
     requests_per_second: float | None = None
     # Credentials go to the base URL's origin only. Links (next pages, bulk status or files)
     # and redirects to these other origins are followed without credentials; to any other
@@ -80,6 +84,7 @@ class ServerOptions:
     bulk_group: str | None = None
     bulk_type_filter: bool = True
     bulk_resume: bool = True
+    bulk_poll_max: float = BULK_POLL_MAX  # seconds; caps the server's Retry-After
     # Reuse a complete download already in the cache (bulk export or REST snapshot) instead of
     # downloading again: the data may be stale. Without it a REST snapshot is reused only when
     # the run that fetched it never finished (no outputs written).
@@ -90,6 +95,8 @@ class ServerOptions:
         # Checked here, before any work or request: these failed only deep inside a run.
         if self.concurrency < 1:
             raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if not 0 < self.bulk_poll_max < float("inf"):
+            raise OptionError(f"--poll-max must be a number above 0, got {self.bulk_poll_max}")
         if self.bulk_level not in ("system", "patient", "group"):
             raise OptionError(f"--level must be system, patient or group, not {self.bulk_level!r}")
         if self.bulk_level == "group" and not self.bulk_group:
@@ -207,12 +214,14 @@ def run_bulk(
     resume: bool = True,
     reuse: bool = False,
     download_workers: int = 4,
+    poll_max: float = BULK_POLL_MAX,
     progress: ProgressCallback = no_progress,
 ) -> ExportResult:
     """Run or resume an export into a private folder the disk source reads unchanged.
 
     A completed export already in ``out_dir`` is used again only with ``reuse`` (see
-    :func:`fhir_cohort.fhir.bulk.run_export`); the result says which happened.
+    :func:`fhir_cohort.fhir.bulk.run_export`); the result says which happened. ``poll_max``
+    caps one wait between status polls (``Retry-After`` is honoured up to it).
     """
     return run_export(
         client,
@@ -220,6 +229,7 @@ def run_bulk(
         private_dir(out_dir),
         resume=resume,
         reuse=reuse,
+        poll_cap_seconds=poll_max,
         download_workers=download_workers,
         progress=_bulk_progress(progress),
     )
@@ -338,6 +348,7 @@ def fetch(
             resume=options.bulk_resume,
             reuse=options.reuse_export,
             download_workers=options.concurrency,
+            poll_max=options.bulk_poll_max,
             progress=progress,
         )
         return cache, bulk_record(result, why)

@@ -1,4 +1,7 @@
-"""The CLI through its real entry point (the installed console script)."""
+"""The CLI through its real entry point: the installed console script where the process is the
+point (help, the demo screen, an option error, SIGINT), elsewhere its function
+``fhir_cohort.cli:main`` in this process (tests/cli_main.py: exit code, stdout and stderr as
+the script gives them, without ~2 s of imports per call)."""
 
 from __future__ import annotations
 
@@ -28,18 +31,25 @@ from fhir_cohort.cli import (
     EXIT_USAGE,
     main,
 )
+from tests.cli_main import run_main
 from tests.conftest_server import SMALL_HOSPITAL
 from tests.local_http import always, proxy, serve
 
 EXE = shutil.which("fhir-cohort") or str(Path(sys.executable).parent / "fhir-cohort")
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script."""
     return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300)
 
 
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """The entry point in this process."""
+    return run_main(args)
+
+
 def test_help_explains_commands_and_exit_codes() -> None:
-    top = run("--help")
+    top = run_script("--help")
     assert top.returncode == EXIT_OK
     assert "screen" in top.stdout and "valuesets" in top.stdout and "exit codes" in top.stdout
     sub = run("screen", "--help")
@@ -56,7 +66,7 @@ def test_valuesets_lists_every_value_set() -> None:
 
 def test_screen_demo_writes_private_outputs(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
-    res = run("screen", "--as-of", "2026-11-24", "--out", str(out_dir))
+    res = run_script("screen", "--as-of", "2026-11-24", "--out", str(out_dir))
     assert res.returncode == EXIT_OK, res.stderr
     assert "all patients" in res.stdout and str(out_dir) in res.stdout
     names = {"patients.csv", "evidence.csv", "attrition.csv", "group.json", "run.json"}
@@ -229,11 +239,20 @@ def test_unmapped_csv_lists_hba1c_from_a_synthea_style_observation_file(tmp_path
 AS_OF = "2026-11-24"
 
 
-def run_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_COHORT_")}
+def clean_env(**env: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FHIR_COHORT_")} | env
+
+
+def script_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script with only ``env``'s FHIR_COHORT_* variables."""
     return subprocess.run(
-        [EXE, *args], capture_output=True, text=True, timeout=300, env={**clean, **env}
+        [EXE, *args], capture_output=True, text=True, timeout=300, env=clean_env(**env)
     )
+
+
+def run_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The entry point in this process, with only ``env``'s FHIR_COHORT_* variables."""
+    return run_main(args, env=clean_env(**env))
 
 
 def assert_clean_error(res: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
@@ -301,7 +320,7 @@ def test_bad_options_exit_2_before_any_request(
 def test_bad_options_exit_2_through_the_entry_point(tmp_path: Path, args: tuple[str, ...]) -> None:
     (tmp_path / "a-file").write_text("not a folder\n")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    res = run_env("screen", *argv, "-q")
+    res = script_env("screen", *argv, "-q")
     assert_clean_error(res, EXIT_USAGE, args[0])
 
 
@@ -385,9 +404,8 @@ def test_sigint_mid_screen_exits_130_and_the_same_command_completes_identically(
     with serve(handle) as server:
         box["base"] = server.base_url
         cmd = [*args, "--source", server.base_url, "--out", str(out)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_COHORT_")}
         proc = subprocess.Popen(
-            [EXE, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            [EXE, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
         )
         try:
             assert held.wait(120), "the screen never reached its follow-up queries"

@@ -41,6 +41,25 @@ def test_light_imports_load_no_engine_and_no_pandas(statement: str) -> None:
     assert _loaded_after(statement, HEAVY) == []
 
 
+def test_cli_help_loads_no_server_code() -> None:
+    """``--help`` and an option argparse rejects answer before requests, pydantic or the JWT
+    stack load (each took seconds of every CLI call: ServerOptions' defaults came from
+    fhir_cohort.remote)."""
+    statement = (
+        "import contextlib, io\n"
+        "from fhir_cohort.cli import main\n"
+        "quiet = io.StringIO()\n"
+        "for argv in (['screen', '-h'], ['export', '-h'], ['screen', '--batch-size', '0']):\n"
+        "    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit:\n"
+        "            pass"
+    )
+    server_code = ["requests", "pydantic", "jwt", "cryptography", "fhir_cohort.remote"]
+    assert _loaded_after(statement, [*HEAVY, *server_code]) == []
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_importing_a_package_imports_none_of_what_it_exports(package: str) -> None:
     exports = importlib.import_module(package)._EXPORTS

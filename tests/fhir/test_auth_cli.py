@@ -1,8 +1,9 @@
 """Auth end to end through the CLI: every auth failure exits 6, credentials that work screen
 (issue 9 items 15 and 18), plain-http credentials exit 2 (item 8).
 
-The installed console script for the basic-auth screens and the plain-http refusal; its
-``main`` in-process for the other failure paths (same code, without ~5 s of start-up each).
+The console script's ``main`` in-process (same code, without ~5 s of start-up each): through
+tests/cli_main.py (exit code, stdout, stderr as the script gives them) for the basic-auth
+screens and the plain-http refusal, directly for the other failure paths.
 Real servers (sekmet-fhir) wherever a server does it on demand; ``responses`` only for a 403
 on a Bulk status or file URL after an accepted kick-off, which no real server gives on demand.
 """
@@ -12,9 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,21 +22,19 @@ import pytest
 import responses
 
 from fhir_cohort.cli import EXIT_AUTH, EXIT_OK, EXIT_USAGE, main
+from tests.cli_main import run_main
 from tests.conftest_server import SMALL_HOSPITAL, SmartSetup
 from tests.server.sekmet import SekmetServer
 
 pytestmark = pytest.mark.integration
 
-EXE = shutil.which("fhir-cohort") or str(Path(sys.executable).parent / "fhir-cohort")
 AS_OF = "2026-11-24"
 USERS = {"screener": "correct horse battery staple"}
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_COHORT_")}
-    return subprocess.run(
-        [EXE, *args], capture_output=True, text=True, timeout=300, env={**clean, **env}
-    )
+    return run_main(args, env={**clean, **env})
 
 
 @pytest.fixture

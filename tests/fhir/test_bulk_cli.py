@@ -13,7 +13,7 @@ from fakes import FakeTime
 
 from fhir_cohort import remote
 from fhir_cohort.cli import EXIT_OK, EXIT_SERVER, EXIT_USAGE, main
-from fhir_cohort.errors import OptionError
+from fhir_cohort.errors import BulkExportError, OptionError
 from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.remote import ServerOptions
 
@@ -109,3 +109,40 @@ def test_a_damaged_export_stops_the_screen_then_a_rerun_resumes(
     assert run["source"]["fetch"]["resumed"] is True
     assert run["counts"]["patients"] == 2
     assert "data cut: 2026-01-02T03:04:05Z (export transactionTime; an unfinished export" in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "cap"),
+    [
+        (["export"], 60.0),
+        (["export", "--poll-max", "0.5"], 0.5),
+        (["screen", "--strategy", "bulk", "--poll-max", "2", "--as-of", "2026-11-24"], 2.0),
+    ],
+)
+def test_poll_max_caps_the_wait_between_status_polls(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str], cap: float
+) -> None:
+    """``--poll-max`` reaches the export's poll cap (run_export honours Retry-After up to it,
+    tests/fhir/test_bulk.py), on both commands that export."""
+    seen: list[float] = []
+
+    def stop_at_kickoff(*args: object, poll_cap_seconds: float, **kw: object) -> None:
+        seen.append(poll_cap_seconds)
+        raise BulkExportError("stopped before any request")
+
+    monkeypatch.setattr(remote, "run_export", stop_at_kickoff)
+    code = main([*argv, "--source", BASE, "--out", str(tmp_path / "out")])
+    assert code == EXIT_SERVER
+    assert seen == [cap]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_poll_max_must_be_a_positive_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--poll-max", value, "--source", BASE, "--out", str(tmp_path)])
+    assert exc.value.code == EXIT_USAGE
+    assert "--poll-max" in capsys.readouterr().err
+    with pytest.raises(OptionError, match="--poll-max"):
+        ServerOptions(bulk_poll_max=0)

@@ -1,15 +1,14 @@
 """The same synthetic hospital screened from a real FHIR server and from its NDJSON files.
 
 sekmet-fhir is started by the suite (tests/conftest_server.py) and loaded with transaction
-Bundles; screening goes through the installed console script, as a user would run it.
+Bundles; screening goes through the console script's entry point (``fhir_cohort.cli:main``,
+in-process: tests/cli_main.py), as a user would run it; tests/test_cli.py runs the installed
+script itself.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -18,11 +17,13 @@ import pandas as pd
 import pytest
 
 from fhir_cohort.synth import generate
+from tests.cli_main import run_main
 
 pytestmark = pytest.mark.integration
 
 AS_OF = "2026-11-24"
-EXE = shutil.which("fhir-cohort") or str(Path(sys.executable).parent / "fhir-cohort")
+# sekmet asks for Retry-After: 1 on a job that is done in a fraction of that.
+FAST_POLL = ("--poll-max", "0.05")
 # Encounters are noise the screen never reads; leave them out to keep loading quick.
 LOADED = (
     "Patient",
@@ -40,7 +41,10 @@ LOADED = (
 @pytest.fixture(scope="module")
 def hospital(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hospital")
-    generate(out, n_background=40, seed=5, as_of=date.fromisoformat(AS_OF))
+    # Every scenario patient plus 10 background ones (as the fault suite's hospital): sekmet's
+    # _typeFilter export grows faster than linearly with the Observations it holds (40
+    # background: 70-90 s for the one filtered export here; 10: under 10 s).
+    generate(out, n_background=10, seed=5, as_of=date.fromisoformat(AS_OF))
     for p in out.glob("Encounter*.ndjson"):
         p.unlink()
     return out
@@ -54,32 +58,37 @@ def loaded_server(sekmet_factory: Callable, hospital: Path):
 
 
 def screen(source: str, out: Path, *extra: str) -> pd.DataFrame:
-    res = subprocess.run(
-        [EXE, "screen", "--source", source, "--as-of", AS_OF, "--out", str(out), "-q", *extra],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_main(
+        ["screen", "--source", source, "--as-of", AS_OF, "--out", str(out), "-q", *extra]
     )
     assert res.returncode == 0, res.stderr
     return pd.read_csv(out / "patients.csv", dtype=str, keep_default_na=False)
 
 
-def test_full_pull_gives_identical_patients_csv(
-    loaded_server, hospital: Path, tmp_path: Path
-) -> None:
-    screen(str(hospital), tmp_path / "disk")
+@pytest.fixture(scope="module")
+def disk(hospital: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hospital's NDJSON files screened once: the folder every server screen must match."""
+    out = tmp_path_factory.mktemp("disk")
+    screen(str(hospital), out)
+    return out
+
+
+def read_patients(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "patients.csv", dtype=str, keep_default_na=False)
+
+
+def test_full_pull_gives_identical_patients_csv(loaded_server, disk: Path, tmp_path: Path) -> None:
     screen(loaded_server.base_url, tmp_path / "server", "--strategy", "full")
-    disk = (tmp_path / "disk" / "patients.csv").read_bytes()
-    assert (tmp_path / "server" / "patients.csv").read_bytes() == disk
+    assert (tmp_path / "server" / "patients.csv").read_bytes() == (
+        disk / "patients.csv"
+    ).read_bytes()
     run = json.loads((tmp_path / "server" / "run.json").read_text())
     assert run["source"]["kind"] == "server"
     assert run["source"]["fetch"]["requests"] > 0
 
 
-def test_funnel_screens_the_cohort_identically(
-    loaded_server, hospital: Path, tmp_path: Path
-) -> None:
-    disk = screen(str(hospital), tmp_path / "disk")
+def test_funnel_screens_the_cohort_identically(loaded_server, disk: Path, tmp_path: Path) -> None:
+    disk = read_patients(disk)
     server = screen(loaded_server.base_url, tmp_path / "server")
     # The funnel fetches only patients with an entry (lupus) code; everyone else answers
     # sle = not_met and is ineligible without a fetch.
@@ -127,16 +136,11 @@ def test_rerun_with_since_asks_only_for_changes(
     assert sum(run2["fetched"].values()) < sum(run1["fetched"].values())
 
 
-def test_bulk_export_folder_screens_identically(
-    loaded_server, hospital: Path, tmp_path: Path
-) -> None:
-    disk = (screen(str(hospital), tmp_path / "disk"), tmp_path / "disk" / "patients.csv")[1]
+def test_bulk_export_folder_screens_identically(loaded_server, disk: Path, tmp_path: Path) -> None:
+    disk = disk / "patients.csv"
     export_dir = tmp_path / "export"
-    res = subprocess.run(
-        [EXE, "export", "--source", loaded_server.base_url, "--out", str(export_dir), "-q"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_main(
+        ["export", "--source", loaded_server.base_url, "--out", str(export_dir), "-q", *FAST_POLL]
     )
     assert res.returncode == 0, res.stderr
     assert (export_dir / "export_log.ndjson").exists()
@@ -156,7 +160,14 @@ def test_bulk_export_folder_screens_identically(
     # The same in one step, recording the export's transactionTime as the data cut; without
     # the _typeFilter (the documented way round the limit, and 10x faster on the test server)
     # the panel patient is exported too, so the answers equal the disk screen's for everyone.
-    screen(loaded_server.base_url, tmp_path / "bulk", "--strategy", "bulk", "--no-type-filter")
+    screen(
+        loaded_server.base_url,
+        tmp_path / "bulk",
+        "--strategy",
+        "bulk",
+        "--no-type-filter",
+        *FAST_POLL,
+    )
     assert (tmp_path / "bulk" / "patients.csv").read_bytes() == disk.read_bytes()
     run = json.loads((tmp_path / "bulk" / "run.json").read_text())
     assert run["source"]["fetch"]["strategy"] == "bulk"
@@ -178,6 +189,7 @@ def test_auto_strategy_says_what_it_chose_and_why(
         # what auto chooses is the point here; the _typeFilter is slow on the test server and
         # checked by the bulk identity test above
         "--no-type-filter",
+        *FAST_POLL,
     )
     fetch = json.loads((tmp_path / "auto" / "run.json").read_text())["source"]["fetch"]
     assert fetch["strategy"] == chosen
@@ -210,10 +222,5 @@ def test_publish_group_creates_then_updates_one_group(loaded_server, tmp_path: P
 
 
 def test_publish_group_needs_a_server_source(hospital: Path, tmp_path: Path) -> None:
-    res = subprocess.run(
-        [EXE, "screen", "--source", str(hospital), "--out", str(tmp_path), "--publish-group"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = run_main(["screen", "--source", str(hospital), "--out", str(tmp_path), "--publish-group"])
     assert res.returncode == 4 and "needs a FHIR server" in res.stderr

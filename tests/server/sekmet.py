@@ -144,8 +144,12 @@ class SekmetServer:
         if hasattr(self, "settings"):
             self.settings.update(base_url=self.base_url, port=self.port)
 
-    def start(self, timeout: float = 30.0, attempts: int = 3) -> SekmetServer:
-        """Start the server; on a free port lost to another process, retry on a new one."""
+    def start(self, timeout: float = 120.0, attempts: int = 3) -> SekmetServer:
+        """Start the server; on a free port lost to another process, retry on a new one.
+
+        ``timeout`` only bounds a wait that ends as soon as the server answers (a few seconds
+        here); on a loaded 2-core machine sekmet took more than 30 s, failing every test that
+        used it."""
         for attempt in range(attempts):
             try:
                 return self._start_once(timeout)
