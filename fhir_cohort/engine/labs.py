@@ -223,16 +223,15 @@ def _match_table(t: str, table: list[tuple[str, str]]) -> str | None:
 
 def match_words(text: str, rules: LabRules) -> str | None:
     """Word rule (3): exact phrase, else the phrase opening the text; longest phrase first.
-        A degree word in front ("weakly positive", "low positive") reads as the phrase after it.
+    A degree word in front ("weakly positive", "low positive") reads as the phrase after it.
 
-        >>> from fhir_cohort.criteria.models import LabRules
-    from fhir_cohort.engine.evaluators.common import Evidence, after_as_of, iso
-        >>> match_words("Not detected", LabRules())
-        'negative'
-        >>> match_words("POSITIVE (high)", LabRules())
-        'positive'
-        >>> match_words("Weakly positive", LabRules())
-        'positive'
+    >>> from fhir_cohort.criteria.models import LabRules
+    >>> match_words("Not detected", LabRules())
+    'negative'
+    >>> match_words("POSITIVE (high)", LabRules())
+    'positive'
+    >>> match_words("Weakly positive", LabRules())
+    'positive'
     """
     t = _norm_text(text)
     if not t:
