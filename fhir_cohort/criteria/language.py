@@ -213,8 +213,9 @@ class ObservationQuery(_Query):
     # What the test is called in reasons ("hCG", "eGFR"); default: the result's display.
     label: str | None = None
     lab_rules: LabRules = Field(default_factory=LabRules)
-    # latest: only the most recent qualifying result (in the window) decides; any: any result.
-    pick: Literal["latest", "any"] = "any"
+    # latest / earliest: only the most recent / first qualifying result (in the window)
+    # decides; any: any result.
+    pick: Literal["latest", "earliest", "any"] = "any"
     # Exactly one test: result: positive, answer_value_sets (+ answer_texts), or value.
     result: Literal["positive"] | None = None
     equivocal: Literal["unknown", "false"] = "unknown"
@@ -229,8 +230,8 @@ class ObservationQuery(_Query):
         tests.append(self.value is not None)
         if sum(tests) > 1:
             raise ValueError("an observation query has one test: result, answer_*, or value")
-        if self.pick == "latest" and self.min_count != 1:
-            raise ValueError("pick: latest reads one result; min_count must be 1")
+        if self.pick != "any" and self.min_count != 1:
+            raise ValueError(f"pick: {self.pick} reads one result; min_count must be 1")
         return self
 
 

@@ -6,8 +6,8 @@ coded result, words, number or titer against the reference range); ``answer_valu
 UCUM threshold (engine/units.py converts); with no test, a result on record is the finding
 (unless its valueBoolean says false). Each counted result gets a three-valued place in the
 window and a three-valued verdict; the query is Kleene ``at_least min_count`` over distinct
-resources of (place and verdict), or with ``pick: latest`` the verdict of the latest result in
-the window. ``missing`` answers when no result is (surely) in the window.
+resources of (place and verdict), or with ``pick: latest`` (``earliest``) the verdict of the
+latest (first) result in the window. ``missing`` answers when no result is (surely) in the window.
 """
 
 from __future__ import annotations
@@ -123,8 +123,9 @@ def _records(node: ObservationQuery, scope: Scope, rng: Any) -> tuple[list[_Rec]
     return out, skipped
 
 
-def _latest(recs: list[_Rec]) -> list[_Rec]:
-    """The results that may be the latest one in the window (ties and partial dates)."""
+def _one(recs: list[_Rec], pick: str) -> list[_Rec]:
+    """The results that may be the latest (or earliest) one in the window: ties and partial
+    dates can leave several."""
     sure = [r for r in recs if r.place is True]
     maybe = [r for r in recs if r.place is not False]
     if not maybe:
@@ -138,6 +139,9 @@ def _latest(recs: list[_Rec]) -> list[_Rec]:
 
     if any(r.row.date is None for r in maybe):
         return maybe  # an undated result counted in the window cannot be ordered
+    if pick == "earliest":
+        ceiling = min(hi(r) for r in sure) if sure else max(hi(r) for r in maybe)
+        return [r for r in maybe if lo(r) <= ceiling]
     floor = max(lo(r) for r in sure) if sure else min(lo(r) for r in maybe)
     return [r for r in maybe if hi(r) >= floor]
 
@@ -159,20 +163,21 @@ def _evaluate(node: ObservationQuery, scope: Scope) -> Result:
     recs, evidence = _records(node, scope, rng)
     for r in recs:
         evidence.append(_evidence(r, node, w))
-    counted = _latest(recs) if node.pick == "latest" else recs
+    counted = recs if node.pick == "any" else _one(recs, node.pick)
     hits = _by_resource(counted)
     n_true = sum(v is True for v in hits.values())
     n_maybe = sum(v is None for v in hits.values())
     need = node.min_count
     value: bool | None = True if n_true >= need else None if n_true + n_maybe >= need else False
-    if node.pick == "latest" and len(set(hits.values())) > 1:
-        value = None  # results that may each be the latest disagree
+    if node.pick != "any" and len(set(hits.values())) > 1:
+        value = None  # results that may each be the latest (earliest) disagree
     places = [r.place for r in counted]
     exists: bool | None = True if True in places else None if None in places else False
     missing: bool | None = False if node.missing == "false" else None
     value = _or(value, _and(None if exists is None else not exists, missing))
     old_positive = node.result == "positive" and any(r.before and r.verdict for r in recs)
-    # An older positive keeps the answer open, unless the latest result in the window decides.
+    # An older positive keeps the answer open, unless the one picked result in the window
+    # decides.
     still_open = node.pick == "any" or exists is not True
     if old_positive and node.positive_before_window == "unknown" and still_open:
         value = _or(value, None)

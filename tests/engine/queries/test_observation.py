@@ -129,6 +129,28 @@ def test_pick_latest_decides_by_the_latest_result(run, b):
     assert ask(run, q, [b.obs(HCG, "2025-06-10", **NEG), b.obs(HCG, "2025-06", **POS)])[0] is None
 
 
+def test_pick_earliest_decides_by_the_first_result(run, b):
+    q = {**POSITIVE, "pick": "earliest"}
+    pos_then_neg = [b.obs(HCG, "2025-06-10", **POS), b.obs(HCG, "2025-06-20", **NEG)]
+    neg_then_pos = [b.obs(HCG, "2025-06-10", **NEG), b.obs(HCG, "2025-06-20", **POS)]
+    assert ask(run, q, pos_then_neg)[0] is True
+    assert ask(run, q, neg_then_pos)[0] is False
+    # The mirror of latest: same day disagreeing, or a partial date that may come first.
+    same_day = [b.obs(HCG, "2025-06-10", **POS), b.obs(HCG, "2025-06-10", **NEG)]
+    assert ask(run, q, same_day)[0] is None
+    assert ask(run, q, [b.obs(HCG, "2025-06-20", **NEG), b.obs(HCG, "2025-06", **POS)])[0] is None
+    # A partial date wholly after the first dated result cannot be the first.
+    later = [b.obs(HCG, "2025-05-30", **NEG), b.obs(HCG, "2025-06", **POS)]
+    assert ask(run, {**q, "within": {"days": 60}}, later)[0] is False
+
+
+@pytest.mark.parametrize("pick", ["latest", "earliest"])
+def test_pick_one_agrees_with_any_on_a_single_result(run, b, pick):
+    for result in (POS, NEG, EQV):
+        rows = [b.obs(HCG, "2025-06-10", **result)]
+        assert ask(run, {**POSITIVE, "pick": pick}, rows)[0] == ask(run, POSITIVE, rows)[0]
+
+
 def test_min_count_counts_distinct_resources(run, b):
     q = {**POSITIVE, "min_count": 2}
     one = [b.obs(HCG, "2025-06-10", rid="x", **POS), b.obs(HCG, "2025-06-10", rid="x", **POS)]
@@ -139,9 +161,10 @@ def test_min_count_counts_distinct_resources(run, b):
     assert ask(run, q, maybe)[0] is None
 
 
-def test_pick_latest_takes_one_result():
+@pytest.mark.parametrize("pick", ["latest", "earliest"])
+def test_pick_one_takes_one_result(pick):
     with pytest.raises(ValidationError, match="min_count must be 1"):
-        trial({**POSITIVE, "pick": "latest", "min_count": 2})
+        trial({**POSITIVE, "pick": pick, "min_count": 2})
 
 
 def test_one_test_per_query():
