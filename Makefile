@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 DEMO_AS_OF := 2026-11-24
-# Two pytest workers (pytest-xdist): each starts its own test servers on their own ports.
-# worksteal: an idle worker takes queued tests from the busy one, so the few long server tests
-# do not leave one worker idle at the end (on this 2-core machine: 225 s vs 290 s with load).
-PYTEST_WORKERS ?= 2
+# Three pytest workers (pytest-xdist) on the 2-core machine: most of the suite waits on test
+# servers and CLI processes, so a third worker overlaps that waiting (same clone, quiet machine,
+# 2,687 tests: 493 s with 3 workers vs 570 s with 2; docs/benchmarks.md). Each worker starts its
+# own test servers on their own ports; worksteal lets an idle worker take queued tests.
+PYTEST_WORKERS ?= 3
 
 .PHONY: demo test lint screenshot bench clean
 
