@@ -706,8 +706,11 @@ class _Fetcher:
             }
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    key, entry, fresh = fut.result()  # a failed query fails the fetch
+                # searches that finished are journaled before a failed one fails the fetch,
+                # whatever order the two completed in, so a rerun does not ask for them again
+                failed = [f for f in finished if f.exception() is not None]
+                for fut in [f for f in finished if f.exception() is None]:
+                    key, entry, fresh = fut.result()
                     q = by_key[key]
                     with self._lock:
                         self.partial.pop(key, None)
@@ -716,6 +719,8 @@ class _Fetcher:
                     self._record(q, entry["counts"], fresh, resumed=False)
                     done_count += 1
                     self._notify(stage, done_count, total)
+                if failed:
+                    failed[0].result()
         except BaseException:
             # other searches stop at their next page boundary, their pages journaled
             self._stop.set()

@@ -200,6 +200,35 @@ def test_a_failed_page_resumes_at_its_next_link(strategy: Fetch, tmp_path: Path)
     assert searches[0] == "Condition@6"  # continued at the stored next link
 
 
+def test_a_search_finished_before_another_failed_is_journaled_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy main thread sees the finished and the failed search in one wakeup (CI did)."""
+    import concurrent.futures
+
+    import fhir_cohort.fhir.fetch as fetch_mod
+
+    def late_wait(fs: Any, return_when: str = concurrent.futures.ALL_COMPLETED) -> Any:
+        done, pending = concurrent.futures.wait(fs, return_when=concurrent.futures.ALL_COMPLETED)
+        # the failed search first: a set may iterate in either order
+        return sorted(done, key=lambda f: f.exception() is None), pending
+
+    monkeypatch.setattr(fetch_mod, "wait", late_wait)
+    pager = Pager(_hospital())
+    _fail_somewhere(pager)
+    cache = tmp_path / "cache"
+    with responses.RequestsMock() as rsps:
+        pager.install(rsps)
+        with pytest.raises(FhirHttpError):
+            STRATEGIES["full"](_client(), cache)
+        state = read_state(cache)
+        assert state is not None
+        assert any(k for k in state["completed"])  # the Patient search, finished first
+        assert [p["pages"] for p in state["partial"].values()] == [2]
+        report = STRATEGIES["full"](_client(), cache)
+    assert report.resumed_pages == 2 and report.resumed_queries == 1
+
+
 @pytest.mark.parametrize("why", ["expired", "changed"])
 def test_a_rejected_next_link_restarts_that_search_without_mixing_pages(
     strategy: Fetch, tmp_path: Path, why: str, caplog: pytest.LogCaptureFixture
