@@ -292,12 +292,31 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("FHIR server source", SERVER_HELP)
     g.add_argument(
         "--strategy",
-        choices=("funnel", "full", "bulk", "auto"),
+        choices=("funnel", "full", "bulk", "crawl", "auto"),
         default="funnel",
         help="funnel: find patients with the entry codes, then fetch only their records "
         "(default); full: fetch every resource of the needed types; bulk: a Bulk Data "
-        "$export; auto: bulk when the server offers $export and the entry query matches more "
-        "than --auto-threshold Conditions, else funnel (the choice and why go to run.json)",
+        "$export; crawl: the records of each patient of --group or --patients, searched per "
+        "patient (for EHRs that answer only per patient: Epic, Oracle Health); auto: crawl "
+        "when a patient list is given, else bulk when the server offers $export and the entry "
+        "query matches more than --auto-threshold Conditions, else funnel (the choice and why "
+        "go to run.json)",
+    )
+    g.add_argument(
+        "--patients",
+        type=Path,
+        metavar="FILE",
+        help="--strategy crawl: a file with one FHIR Patient id or system|value identifier "
+        "(an MRN, resolved with Patient?identifier=) a line, or an earlier snapshot or export "
+        "folder (its patients)",
+    )
+    g.add_argument(
+        "--crawl-batch",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="patients per crawl request (default 1; more only where the server accepts "
+        "patient=a,b,c: Epic rejects it)",
     )
     g.add_argument(
         "--auto-threshold",
@@ -401,7 +420,12 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
         help="Bulk $export level (default system; patient/group exports leave "
         "out Medication resources, which are in no patient compartment)",
     )
-    g.add_argument("--group", metavar="ID", help="Group id for --level group")
+    g.add_argument(
+        "--group",
+        metavar="ID",
+        help="a Group id: its members are the patients --strategy crawl screens, or the Group "
+        "--level group exports",
+    )
     g.add_argument(
         "--no-type-filter",
         action="store_true",
@@ -458,6 +482,8 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         requests_per_second=args.rate_limit,
         allow_origins=tuple(args.allow_origin),
         allow_insecure_http=args.allow_insecure_http,
+        patients=getattr(args, "patients", None),
+        crawl_batch=getattr(args, "crawl_batch", 1),
         bulk_level=args.level,
         bulk_group=args.group,
         bulk_type_filter=not args.no_type_filter,
@@ -566,8 +592,20 @@ def _check_options(args: argparse.Namespace) -> None:
 
     if args.level == "group" and not args.group:
         raise OptionError("--level group needs --group ID")
-    if args.group and args.level != "group":
-        raise OptionError("--group is used only with --level group")
+    # screen --strategy crawl (or auto) crawls the Group's members; otherwise --group names
+    # the Group a --level group export reads (ServerOptions checks the same)
+    if (
+        args.group
+        and args.level != "group"
+        and getattr(args, "strategy", "bulk")
+        not in (
+            "crawl",
+            "auto",
+        )
+    ):
+        raise OptionError(
+            "--group is used only with --level group (Bulk export) or --strategy crawl"
+        )
     cache = getattr(args, "cache", None)
     if cache is not None and cache.exists():
         if not cache.is_dir():

@@ -291,13 +291,15 @@ def _check_common(
         check_value_sets(trial, terminology)
     if base_url is not None and not is_url(base_url):
         raise OptionError("--base-url must be an http(s) URL")
-    strategy = (server or ServerOptions()).strategy
-    if len(trials) > 1 and is_url(source) and strategy in ("funnel", "auto"):
+    options = server or ServerOptions()
+    strategy = options.strategy
+    if len(trials) > 1 and is_url(source) and remote.plans_from_entry(options):
         # The funnel fetches only the patients with one trial's entry codes: another trial's
         # candidates would be missing, not ineligible. Whole-type pulls serve every trial.
         raise OptionError(
             f"--strategy {strategy} plans its fetch from one trial's criteria; to screen "
-            f"{len(trials)} trials from a server in one pass use --strategy full or bulk"
+            f"{len(trials)} trials "
+            "from a server in one pass use --strategy full, bulk or crawl"
         )
 
 

@@ -9,6 +9,8 @@ ineligible whatever the rest of the record says, and is not fetched.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,14 @@ from fhir_cohort.fhir.bulk import (
 )
 from fhir_cohort.fhir.capability import Capability
 from fhir_cohort.fhir.client import FhirClient, strip_query
+from fhir_cohort.fhir.crawl import (
+    CrawlPlan,
+    CrawlSearch,
+    PatientList,
+    SinceMode,
+    crawl,
+    read_patient_list,
+)
 from fhir_cohort.fhir.fetch import (
     MEDICATION_TYPES,
     FetchPlan,
@@ -49,7 +59,7 @@ from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 from fhir_cohort.requirements import Requirements, requirements
 from fhir_cohort.terminology import Terminology
 
-STRATEGIES = ("funnel", "full", "bulk", "auto")
+STRATEGIES = ("funnel", "full", "bulk", "crawl", "auto")
 FULL_TYPES = ("Patient", "Condition", "Procedure", "Observation", "Medication", *MEDICATION_TYPES)
 
 
@@ -79,6 +89,12 @@ class ServerOptions:
     allow_origins: tuple[str, ...] = ()
     allow_insecure_http: bool = False
     env: Mapping[str, str] | None = None
+    # The patient list of --strategy crawl: a file of ids or system|value identifiers, or a
+    # snapshot folder; or bulk_group, the Group whose members are crawled (or, with
+    # bulk_level "group", exported).
+    patients: Path | None = None
+    # Patients per crawl request: more than 1 only where the server accepts patient=a,b,c.
+    crawl_batch: int = 1
     # Bulk Data ($export) settings, used by strategy bulk (and auto when it picks bulk).
     bulk_level: str = "system"
     bulk_group: str | None = None
@@ -101,8 +117,19 @@ class ServerOptions:
             raise OptionError(f"--level must be system, patient or group, not {self.bulk_level!r}")
         if self.bulk_level == "group" and not self.bulk_group:
             raise OptionError("--level group needs --group ID (the Group to export)")
-        if self.bulk_group and self.bulk_level != "group":
-            raise OptionError("--group is used only with --level group")
+        lists = self.strategy in ("crawl", "auto")
+        if self.bulk_group and self.bulk_level != "group" and not lists:
+            raise OptionError(
+                "--group is used only with --level group (Bulk export) or --strategy crawl"
+            )
+        if self.patients is not None and not lists:
+            raise OptionError("--patients is used only with --strategy crawl")
+        if self.patients is not None and self.bulk_group:
+            raise OptionError("--patients and --group both name the patients: give one")
+        if self.strategy == "crawl" and self.patients is None and not self.bulk_group:
+            raise OptionError("--strategy crawl needs --group ID or --patients FILE")
+        if not isinstance(self.crawl_batch, int) or self.crawl_batch < 1:
+            raise OptionError(f"--crawl-batch must be at least 1, got {self.crawl_batch}")
         if self.reuse_export and not self.bulk_resume:
             raise OptionError("--reuse-export and --restart contradict each other")
 
@@ -114,6 +141,13 @@ def _needs(trial: Trial | Requirements | Sequence[Trial], terminology: Terminolo
     if isinstance(trial, Trial):
         return requirements(trial, terminology)
     return Requirements.union_of(requirements(t, terminology) for t in trial)
+
+
+def plans_from_entry(options: ServerOptions) -> bool:
+    """Whether the fetch may plan from one trial's entry criterion (funnel, or auto without a
+    patient list), so cannot serve several trials in one pass."""
+    lists = options.patients is not None or bool(options.bulk_group)
+    return options.strategy == "funnel" or (options.strategy == "auto" and not lists)
 
 
 def entry_tokens(trial: Trial | Requirements, terminology: Terminology) -> tuple[str, ...]:
@@ -153,6 +187,64 @@ def funnel_plan(trial: Trial | Requirements, terminology: Terminology) -> FetchP
         procedure_codes=() if "Procedure" in types else None,
         medications=any(t in types for t in MEDICATION_TYPES),
     )
+
+
+def crawl_plan(
+    trial: Trial | Requirements | Sequence[Trial],
+    terminology: Terminology,
+    *,
+    batch: int = 1,
+    server_codes: bool = True,
+    since_mode: SinceMode = "auto",
+) -> CrawlPlan:
+    """The crawl plan of ``trial`` (or of several screened in one pass): per patient, every
+    type the criteria read, as the funnel's follow-ups (Observations by the criteria's LOINC
+    codes where the server honours ``code``, panels by ``component-code``; medications with
+    their Medications ``_include``-d). What the server is not asked to filter is filtered on
+    arrival by the on-disk reader's line filter (the criteria's codes), so the snapshot holds
+    the same records whichever the server does.
+    """
+    from fhir_cohort.engine.flatten import make_line_filter
+
+    needs = _needs(trial, terminology)
+    types = needs.resource_types
+    searches: list[CrawlSearch] = []
+    if "Condition" in types:
+        searches.append(CrawlSearch("Condition"))
+    if "Procedure" in types:
+        searches.append(CrawlSearch("Procedure"))
+    for mtype in MEDICATION_TYPES:
+        if mtype in types:
+            searches.append(CrawlSearch(mtype, include=(f"{mtype}:medication",)))
+    keep = {}
+    if "Observation" in types:
+        obs = needs.observation_tokens
+        searches.append(CrawlSearch("Observation", codes=obs))
+        if obs:
+            # A panel whose component carries the test counts as that test (spec v1.1).
+            searches.append(
+                CrawlSearch("Observation", code_param="component-code", codes=obs, optional=True)
+            )
+        keep["Observation"] = make_line_filter(needs.codes, needs.medication_names, "Observation")
+    key = json.dumps([sorted(map(list, needs.codes)), sorted(needs.medication_names)])
+    return CrawlPlan(
+        searches=tuple(searches),
+        resolve_medications=any(t in types for t in MEDICATION_TYPES),
+        batch=batch,
+        server_codes=server_codes,
+        since_mode=since_mode,
+        keep=keep,
+        keep_key=hashlib.sha256(key.encode()).hexdigest()[:16],
+    )
+
+
+def patient_list(options: ServerOptions) -> PatientList | None:
+    """The crawl's patient list from the options: --group, or --patients (file or folder)."""
+    if options.patients is not None:
+        return read_patient_list(options.patients)
+    if options.bulk_group and options.strategy in ("crawl", "auto"):
+        return PatientList.of_group(options.bulk_group)
+    return None
 
 
 def bulk_request(
@@ -248,11 +340,23 @@ def bulk_record(result: ExportResult, why: str) -> dict[str, Any]:
 
 
 def choose_strategy(
-    client: FhirClient, trial: Trial | Requirements, terminology: Terminology, threshold: int
+    client: FhirClient,
+    trial: Trial | Requirements,
+    terminology: Terminology,
+    threshold: int,
+    *,
+    patients: bool = False,
+    group_export: bool = False,
 ) -> tuple[str, str]:
-    """``auto``: bulk when the server advertises $export and the entry query matches more than
-    ``threshold`` Conditions; the REST funnel otherwise. Returns (strategy, why)."""
+    """``auto``: with a patient list (``patients``), the crawl, or the Group's export when
+    ``group_export`` (``--level group``) and the server exports Groups; else bulk when the
+    server advertises $export and the entry query matches more than ``threshold``
+    Conditions; the REST funnel otherwise. Returns (strategy, why)."""
     cap = Capability.from_statement(client.capabilities())
+    if patients:
+        if group_export and "group" in cap.export:
+            return "bulk", "a Group was given with --level group and the server exports Groups"
+        return "crawl", "a patient list was given (--group or --patients)"
     if not cap.supports_export:
         return "funnel", "the server does not advertise $export"
     tokens = entry_tokens(trial, terminology)
@@ -316,7 +420,7 @@ def fetch(
 ) -> tuple[Path, dict[str, Any]]:
     """Fetch what ``trial`` needs from the server at ``url`` into a private NDJSON snapshot.
 
-    Several trials (screened in one pass) are fetched by ``full`` or ``bulk`` only: the funnel
+    Several trials (screened in one pass) are fetched by ``full``, ``bulk`` or ``crawl``: the funnel
     plans from one trial's entry criterion (OptionError before any request).
 
     Returns the snapshot folder (readable by the disk source) and the fetch record for run.json.
@@ -327,17 +431,26 @@ def fetch(
     if options.strategy not in STRATEGIES:
         raise CriteriaError(f"unknown strategy {options.strategy!r}; use one of {STRATEGIES}")
     trials = _trials(trial)
-    if len(trials) > 1 and options.strategy in ("funnel", "auto"):
+    if len(trials) > 1 and plans_from_entry(options):
         raise OptionError(
             f"--strategy {options.strategy} plans its fetch from one trial's criteria; to "
-            f"screen {len(trials)} trials from a server in one pass use --strategy full or bulk"
+            f"screen {len(trials)} trials "
+            "from a server in one pass use --strategy full, bulk or crawl"
         )
     cache = private_dir(Path(options.cache_dir) if options.cache_dir else default_cache)
     client = client or build_client(url, options)
     needs = _needs(trials, terminology)
     strategy, why = options.strategy, "chosen by the user"
+    patients = patient_list(options)
     if strategy == "auto":
-        strategy, why = choose_strategy(client, needs, terminology, options.auto_threshold)
+        strategy, why = choose_strategy(
+            client,
+            needs,
+            terminology,
+            options.auto_threshold,
+            patients=patients is not None,
+            group_export=options.bulk_level == "group",
+        )
     progress(Progress("strategy", 0, unit="note", message=f"{strategy} ({why})"))
     if strategy == "bulk":
         request = bulk_request(needs, terminology, options)
@@ -353,8 +466,21 @@ def fetch(
         )
         return cache, bulk_record(result, why)
     reuse: Reuse = "always" if options.reuse_export else "unused"
-    if strategy == "full":
-        report: FetchReport = fetch_all(
+    if strategy == "crawl":
+        assert patients is not None  # ServerOptions checked it
+        report: FetchReport = crawl(
+            client,
+            crawl_plan(needs, terminology, batch=options.crawl_batch),
+            patients,
+            cache,
+            workers=options.concurrency,
+            since=options.since,
+            progress=_fetch_progress(progress),
+            reuse=reuse,
+            run_key=run_key,
+        )
+    elif strategy == "full":
+        report = fetch_all(
             client,
             _types(needs),
             cache,
@@ -381,7 +507,7 @@ def fetch(
 
 def snapshot_used(snapshot: Path, record: Mapping[str, Any]) -> None:
     """After a run's outputs are written: its REST snapshot is no longer reused by default."""
-    if record.get("strategy") in ("funnel", "full"):
+    if record.get("strategy") in ("funnel", "full", "crawl"):
         mark_used(snapshot)
 
 

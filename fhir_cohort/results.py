@@ -156,6 +156,8 @@ def _read_notes(run: dict[str, Any]) -> list[str]:
             f"{(traffic.get('bytes_received') or traffic.get('bytes') or 0) / 1e6:.1f} MB, "
             f"{traffic.get('seconds')} s"
         )
+        if fetch.get("cohort"):
+            lines.append(_cohort_note(fetch["cohort"]))
     skipped = sum(run.get("skipped", {}).values()) if run.get("skipped") else 0
     if skipped:
         lines.append(f"skipped {skipped} malformed resources (see run.json)")
@@ -168,6 +170,24 @@ def _read_notes(run: dict[str, Any]) -> list[str]:
         word = "copy" if dropped == 1 else "copies"
         lines.append(f"dropped {dropped} duplicate or superseded {word} (see run.json)")
     return lines
+
+
+def _cohort_note(c: dict[str, Any]) -> str:
+    """The crawl's patient list in counts (no ids): who was screened and who was not, why."""
+    parts = [f"crawled {c.get('screened', 0)} of {c.get('listed', 0)} listed patients"]
+    for key, words in (
+        ("not_found", "not on the server (deleted)"),
+        ("merged", "merged (screened under the surviving id)"),
+        ("merged_unresolved", "merged into a record not found"),
+        ("identifiers_unresolved", "identifiers matching no patient"),
+        ("identifiers_ambiguous", "identifiers matching several patients (left out)"),
+        ("group_inactive_members", "inactive Group members left out"),
+        ("new_since_last_run", "new since the last run"),
+        ("left_since_last_run", "screened last run but no longer"),
+    ):
+        if c.get(key):
+            parts.append(f"{c[key]} {words}")
+    return "; ".join(parts)
 
 
 def _attrition_text(attrition: pd.DataFrame) -> str:

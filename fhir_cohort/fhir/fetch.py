@@ -245,6 +245,8 @@ class FetchReport:
     restarted_queries: int = 0
     # True: a complete snapshot was returned as it was (no request); started_at is its data cut
     reused: bool = False
+    # crawl only: who was listed, screened, not found, merged, left the list (counts, no ids)
+    cohort: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -357,15 +359,19 @@ class _Staging:
         self.fh.truncate(size)
         self.fh.seek(size)
 
-    def append(self, resources: Iterable[Mapping[str, Any]]) -> int:
+    def append(self, resources: Iterable[Mapping[str, Any]], *, sync: bool = True) -> int:
         data = b"".join(
             json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
             for r in resources
         )
         self.fh.write(data)
+        if sync:
+            self.sync()
+        return self.fh.tell()
+
+    def sync(self) -> None:
         self.fh.flush()
         os.fsync(self.fh.fileno())
-        return self.fh.tell()
 
     def close(self) -> None:
         self.fh.close()
@@ -816,6 +822,17 @@ class _Fetcher:
             self.run_stage("medications", meds)
         return [*entry, *follow, *meds], len(new)
 
+    def _stages(self, previous: set[str], delta: bool) -> tuple[list[_Query], int]:
+        """Run every search of the fetch: (the queries whose staging files make the
+        snapshot, patients new to it). The crawl (fhir/crawl.py) brings its own."""
+        if self.plan is not None:
+            return self._funnel(previous, delta)
+        return self._full()
+
+    def _keep(self, resource: Mapping[str, Any]) -> bool:
+        """Whether a resource goes into the snapshot (the crawl drops patients who left)."""
+        return True
+
     def _full(self) -> tuple[list[_Query], int]:
         queries = [_Query("full", SearchQuery(rtype)) for rtype in self.full_types]
         self._start()
@@ -831,13 +848,10 @@ class _Fetcher:
             return self._reused(complete, started)
         started_at = str(self.state.get("started_at"))
 
-        if self.plan is not None:
-            queries, new_patients = self._funnel(previous, delta)
-        else:
-            queries, _ = self._full()
+        queries, new_patients = self._stages(previous, delta)
         self._notify("write", 0, 1)
         counts, files = self._write_snapshot(queries, delta)
-        if self.plan is None:
+        if self.strategy == "full":
             self.patients = self._snapshot_ids("Patient")
             new_patients = len(self.patients)
         self.state.update(
@@ -879,6 +893,7 @@ class _Fetcher:
             strategy=self.strategy,
             resumed_pages=self.resumed_pages,
             restarted_queries=self.restarted,
+            cohort=self.state.get("cohort"),
         )
 
     def _reused(self, state: Mapping[str, Any], started: float) -> FetchReport:
@@ -902,6 +917,7 @@ class _Fetcher:
             files=sorted(state.get("files") or {}),
             strategy=self.strategy,
             reused=True,
+            cohort=state.get("cohort"),
         )
 
     # -- snapshot --------------------------------------------------------------------------
@@ -921,13 +937,15 @@ class _Fetcher:
                 rtype = path.name[: -len(".ndjson")]
                 bucket = merged.setdefault(rtype, {})
                 for res in _read_ndjson(path):
-                    if res.get("id"):
+                    if res.get("id") and self._keep(res):
                         bucket[str(res["id"])] = res
         fresh: dict[str, dict[str, Mapping[str, Any]]] = {}
         for res in self._staged(queries):
             rtype, rid = res.get("resourceType"), res.get("id")
             if not isinstance(rtype, str) or not rid:
                 continue  # a resource without id cannot be deduplicated or referenced
+            if not self._keep(res):
+                continue
             bucket = fresh.setdefault(rtype, {})
             rid = str(rid)
             bucket[rid] = _newer(bucket[rid], res) if rid in bucket else res

@@ -199,7 +199,7 @@ def test_several_trials_from_a_server_need_full_or_bulk(
     argv = ["screen", "--source", "http://127.0.0.1:9/fhir", "--out", str(tmp_path / "out")]
     argv += ["--strategy", strategy, "--criteria", str(SHIPPED), "--criteria", str(variant)]
     assert main(argv) == EXIT_USAGE
-    assert "use --strategy full or bulk" in capsys.readouterr().err
+    assert "use --strategy full, bulk or crawl" in capsys.readouterr().err
 
 
 def test_screen_with_a_list_is_screen_many(tmp_path: Path) -> None:

@@ -1,0 +1,394 @@
+"""The crawl against a real server: same answers as the on-disk screen, patient lists, deleted
+and merged patients, --since, resume. One server for the module, loaded with scenario patients
+of the bundled demo hospital."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from fhir_cohort.criteria import default_criteria_path, load_criteria
+from fhir_cohort.errors import OptionError, SourceError
+from fhir_cohort.fhir.capability import Capability
+from fhir_cohort.fhir.client import FhirClient
+from fhir_cohort.fhir.crawl import (
+    CrawlPlan,
+    PatientList,
+    _Crawler,
+    crawl,
+    read_patient_list,
+)
+from fhir_cohort.fhir.fetch import FetchProgress, read_state
+from fhir_cohort.pipeline import screen
+from fhir_cohort.remote import ServerOptions, crawl_plan
+from fhir_cohort.requirements import Requirements
+from fhir_cohort.terminology import Terminology
+from tests.server.sekmet import SekmetServer
+
+pytestmark = pytest.mark.integration
+
+DEMO = Path(__file__).resolve().parents[2] / "fhir_cohort" / "demo_data"
+AS_OF = date(2026, 11, 24)
+SYSTEM = "urn:fhir-cohort:synth"
+# every 10th scenario patient: eligible, review and ineligible ones, most record types
+PICK = 10
+
+
+def _demo() -> Iterator[dict[str, Any]]:
+    for path in sorted(DEMO.glob("*.ndjson")):
+        if not path.name.startswith("Encounter"):
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    yield json.loads(line)
+
+
+def _subject(res: dict[str, Any]) -> str | None:
+    ref = (res.get("subject") or res.get("patient") or {}).get("reference", "")
+    return ref.split("/")[-1] if ref.startswith("Patient/") else None
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Chosen scenario patients with their records, as a folder on disk."""
+    everything = list(_demo())
+    ids = sorted(r["id"] for r in everything if r["resourceType"] == "Patient")
+    chosen = set([i for i in ids if i.startswith("s-")][::PICK])
+    keep = [
+        r
+        for r in everything
+        if (r["resourceType"] == "Patient" and r["id"] in chosen)
+        or r["resourceType"] == "Medication"
+        or (r["resourceType"] != "Patient" and _subject(r) in chosen)
+    ]
+    folder = tmp_path_factory.mktemp("crawl-disk")
+    by_type: dict[str, list[str]] = {}
+    for r in keep:
+        by_type.setdefault(r["resourceType"], []).append(json.dumps(r))
+    for rtype, lines in by_type.items():
+        (folder / f"{rtype}.ndjson").write_text("\n".join(lines) + "\n")
+    return {"ids": sorted(chosen), "resources": keep, "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def server(sekmet_factory: Callable[..., SekmetServer], hospital: dict[str, Any]) -> SekmetServer:
+    srv = sekmet_factory()
+    srv.load_resources(hospital["resources"])
+    return srv
+
+
+@pytest.fixture(scope="module")
+def disk_rows(hospital: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("crawl-disk-out")
+    return screen(hospital["folder"], as_of=AS_OF, out_dir=out).patients
+
+
+def _group(server: SekmetServer, gid: str, members: list[str], **extra: Any) -> None:
+    body = {
+        "resourceType": "Group",
+        "id": gid,
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{m}"}} for m in members],
+        **extra,
+    }
+    resp = server.session.put(f"{server.base_url}/Group/{gid}", json=body)
+    assert resp.status_code in (200, 201), resp.text
+
+
+@functools.cache
+def _terminology() -> Terminology:
+    return Terminology.load()
+
+
+@functools.cache
+def _needs() -> Requirements:
+    return Requirements.of(load_criteria(default_criteria_path()), _terminology())
+
+
+def _plan(**kw: Any) -> CrawlPlan:
+    return crawl_plan(_needs(), _terminology(), **kw)
+
+
+def test_group_crawl_screens_like_the_disk(
+    server: SekmetServer,
+    hospital: dict[str, Any],
+    disk_rows: pd.DataFrame,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ids = hospital["ids"]
+    _group(server, "crawl-all", [*ids, "gone-patient"])
+    caplog.set_level(logging.DEBUG)
+    result = screen(
+        server.base_url,
+        as_of=AS_OF,
+        out_dir=tmp_path / "out",
+        server=ServerOptions(strategy="crawl", bulk_group="crawl-all", concurrency=3),
+    )
+    crawled = result.patients.set_index("patient_id").sort_index()
+    disk = disk_rows.set_index("patient_id").sort_index()
+    assert len(disk) == len(ids)
+    pd.testing.assert_frame_equal(crawled.astype(str), disk.astype(str))
+    fetch = result.run["source"]["fetch"]
+    assert fetch["strategy"] == "crawl"
+    cohort = fetch["cohort"]
+    assert cohort["listed"] == len(ids) + 1 and cohort["screened"] == len(ids)
+    assert cohort["not_found"] == 1
+    # requests: metadata, Group, then per patient Patient + 8 searches (Observation by code
+    # and by component-code), and a few tasks' worth of Medication reads at most
+    per_patient = 1 + 8
+    assert fetch["requests"] <= 2 + per_patient * len(ids) + 2
+    # counts only: no patient id in the fetch record, the summary or the log
+    text = json.dumps(fetch) + result.summary()
+    assert not any(i in text for i in ids)
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("fhir_cohort")]
+    leaks = [m for m in ours if any(i in m for i in ids)]
+    assert not leaks
+    assert "1 not on the server (deleted)" in result.summary()
+
+
+def test_patient_file_with_identifiers(
+    server: SekmetServer, hospital: dict[str, Any], tmp_path: Path
+) -> None:
+    ids = hospital["ids"][:6]
+    listing = tmp_path / "patients.txt"
+    lines = ["# MRNs and ids", *ids[:3], "", *(f"{SYSTEM}|{i}" for i in ids[3:])]
+    lines += [f"{SYSTEM}|no-such-mrn", f"{SYSTEM}|{ids[0]}"]
+    listing.write_text("\n".join(lines) + "\n")
+    plist = read_patient_list(listing)
+    assert plist.ids == tuple(ids[:3]) and len(plist.identifiers) == 5
+    client = FhirClient(server.base_url)
+    events: list[FetchProgress] = []
+    report = crawl(client, _plan(), plist, tmp_path / "cache", progress=events.append)
+    assert report.cohort is not None
+    c = report.cohort
+    assert (c["identifiers"], c["identifiers_resolved"], c["identifiers_unresolved"]) == (5, 4, 1)
+    assert c["screened"] == 6 and c["source"] == "file"
+    patients = (tmp_path / "cache" / "Patient.ndjson").read_text().splitlines()
+    assert sorted(json.loads(p)["id"] for p in patients) == sorted(ids)
+    assert {e.stage for e in events} >= {"identifiers", "patients", "crawl", "write"}
+    # one line per kind of search in the report, not one per patient
+    assert len(report.queries) < 20
+
+
+def test_snapshot_folder_as_the_list(
+    server: SekmetServer, hospital: dict[str, Any], tmp_path: Path
+) -> None:
+    client = FhirClient(server.base_url)
+    first = PatientList(tuple(hospital["ids"][:3]))
+    crawl(client, _plan(), first, tmp_path / "a")
+    again = read_patient_list(tmp_path / "a")
+    assert sorted(again.ids) == sorted(hospital["ids"][:3]) and again.source == "snapshot"
+
+
+def test_deleted_merged_since_and_left(
+    sekmet_factory: Callable[..., SekmetServer], hospital: dict[str, Any], tmp_path: Path
+) -> None:
+    srv = sekmet_factory()
+    ids = hospital["ids"][:5]
+    srv.load_resources(
+        r
+        for r in hospital["resources"]
+        if r["resourceType"] == "Medication" or r["id"] in ids or _subject(r) in ids
+    )
+    a, b, c, d, e = ids
+    _group(srv, "g", [a, b, c, d, e])
+    client = FhirClient(srv.base_url)
+    cache = tmp_path / "cache"
+    # created mode: --since compares creation dates the test sets, so no clock is involved
+    # (_lastUpdated=gt compares at second precision: a change in the same second is missed)
+    plan = _plan(since_mode="created")
+    first = crawl(client, plan, PatientList.of_group("g"), cache, run_key={"run": 1})
+    assert first.cohort and first.cohort["screened"] == 5
+    assert first.cohort["new_since_last_run"] == 0  # no last run to compare with
+    since = datetime(2030, 1, 1, tzinfo=UTC)  # after every record of the demo hospital
+
+    # a deleted, b merged into c, e left the Group; c gets a new Condition
+    assert srv.session.delete(f"{srv.base_url}/Patient/{a}").status_code in (200, 204)
+    patient_b = srv.session.get(f"{srv.base_url}/Patient/{b}").json()
+    patient_b["link"] = [{"other": {"reference": f"Patient/{c}"}, "type": "replaced-by"}]
+    patient_b["active"] = False
+    assert srv.session.put(f"{srv.base_url}/Patient/{b}", json=patient_b).ok
+    _group(srv, "g", [a, b, c, d])
+    new_condition = {
+        "resourceType": "Condition",
+        "id": "crawl-new-condition",
+        "subject": {"reference": f"Patient/{c}"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]},
+        "recordedDate": "2030-06-01",
+    }
+    srv.load_resources([new_condition])
+
+    second = crawl(client, plan, PatientList.of_group("g"), cache, since=since, run_key={"run": 2})
+    got = second.cohort
+    assert got is not None
+    assert (got["listed"], got["not_found"], got["merged"], got["screened"]) == (4, 1, 1, 2)
+    assert got["left_since_last_run"] == 3 and got["new_since_last_run"] == 0
+    assert got["since_mode"] == "created"
+    snap = {json.loads(line)["id"] for line in (cache / "Patient.ndjson").read_text().splitlines()}
+    assert snap == {c, d}  # the deleted, the merged-away and the one who left are gone
+    conditions = [json.loads(x) for x in (cache / "Condition.ndjson").read_text().splitlines()]
+    assert "crawl-new-condition" in {x["id"] for x in conditions}
+    assert {_subject(x) for x in conditions} <= {c, d}
+    # Conditions created since only; types without a creation date the server lists
+    # (Observation.issued is not searchable there) were fetched whole
+    assert second.fetched.get("Condition") == 1
+    statements = (cache / "MedicationStatement.ndjson").read_text().splitlines()
+    assert second.fetched.get("MedicationStatement", 0) == len(statements) > 0
+
+
+def test_interrupted_crawl_resumes(
+    server: SekmetServer, hospital: dict[str, Any], tmp_path: Path
+) -> None:
+    ids = hospital["ids"][:4]
+    plist = PatientList(tuple(ids))
+    client = FhirClient(server.base_url)
+
+    def stop(p: FetchProgress) -> None:
+        if p.stage == "crawl" and p.queries_done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        crawl(client, _plan(), plist, tmp_path, workers=1, progress=stop, task_patients=1)
+    state = read_state(tmp_path)
+    assert state is not None and state["status"] == "in_progress"
+    done = len(state["completed"])
+    fresh = FhirClient(server.base_url)
+    report = crawl(fresh, _plan(), plist, tmp_path, workers=1, task_patients=1)
+    assert report.resumed_queries == done
+    whole = crawl(FhirClient(server.base_url), _plan(), plist, tmp_path / "again", task_patients=1)
+    assert report.requests < whole.requests
+    assert report.resources == whole.resources
+
+
+def test_server_side_codes_or_client_filter_same_snapshot(
+    server: SekmetServer, hospital: dict[str, Any], tmp_path: Path
+) -> None:
+    """Observations filtered by the server (code, component-code) or on arrival (the reader's
+    line filter) screen alike; several patients per request give the same snapshot."""
+    plist = PatientList(tuple(hospital["ids"][:4]))
+    client = FhirClient(server.base_url)
+    by_server = crawl(client, _plan(), plist, tmp_path / "server")
+    by_client = crawl(client, _plan(server_codes=False), plist, tmp_path / "client")
+    batched = crawl(client, _plan(batch=4), plist, tmp_path / "batched")
+    assert batched.resources == by_server.resources
+    assert batched.requests < by_server.requests
+    assert by_client.requests < by_server.requests  # no component-code search
+
+    def observations(folder: str) -> dict[str, str]:
+        lines = (tmp_path / folder / "Observation.ndjson").read_text().splitlines()
+        return {json.loads(x)["id"]: x for x in lines}
+
+    server_side, client_side = observations("server"), observations("client")
+    # the line filter keeps whatever the server's code filter returned (a superset: any
+    # relevant code counts), and drops the rest of the patients' Observations
+    assert server_side.items() <= client_side.items()
+    every = {
+        r["id"]
+        for r in hospital["resources"]
+        if r["resourceType"] == "Observation" and _subject(r) in plist.ids
+    }
+    assert set(client_side) <= every
+
+
+def test_group_not_on_the_server(server: SekmetServer, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="Group nope is not on the server"):
+        crawl(FhirClient(server.base_url), _plan(), PatientList.of_group("nope"), tmp_path)
+
+
+# -- without a server ---------------------------------------------------------------------------
+
+
+def test_patient_list_errors_name_lines_not_content(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    for text, where in (
+        ("ok-1\nsecret mrn 123\n", ":2:"),
+        ("urn:x|\n", ":1:"),
+        ("# only a comment\n\n", "names no patient"),
+    ):
+        path.write_text(text)
+        with pytest.raises(OptionError, match=where) as err:
+            read_patient_list(path)
+        assert "secret" not in str(err.value) and "urn:x" not in str(err.value)
+    with pytest.raises(OptionError, match="no such file"):
+        read_patient_list(tmp_path / "missing.txt")
+    with pytest.raises(OptionError, match="not a FHIR id"):
+        PatientList.of_group("a b")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"strategy": "crawl"}, "needs --group ID or --patients"),
+        ({"strategy": "funnel", "bulk_group": "g"}, "--group is used only with"),
+        ({"strategy": "bulk", "bulk_group": "g"}, "--group is used only with"),
+        ({"strategy": "funnel", "patients": Path("x")}, "--patients is used only"),
+        ({"strategy": "crawl", "patients": Path("x"), "bulk_group": "g"}, "give one"),
+        ({"strategy": "crawl", "bulk_group": "g", "crawl_batch": 0}, "--crawl-batch"),
+        ({"strategy": "bulk", "bulk_level": "group"}, "needs --group"),
+    ],
+)
+def test_list_options_checked_before_any_request(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        ServerOptions(**kwargs)
+
+
+def test_group_serves_crawl_and_group_export() -> None:
+    ServerOptions(strategy="crawl", bulk_group="g")
+    ServerOptions(strategy="bulk", bulk_level="group", bulk_group="g")
+    ServerOptions(strategy="auto", bulk_group="g")
+
+
+@pytest.mark.parametrize(
+    ("listed", "mode", "expected"),
+    [
+        (True, "updated", {"Condition": "_lastUpdated", "Procedure": "_lastUpdated"}),
+        (False, "created", {"Condition": "recorded-date", "Procedure": None}),
+        (True, "created", {"Condition": "recorded-date", "Procedure": None}),
+    ],
+)
+def test_since_by_updated_or_created(
+    listed: bool, mode: str, expected: dict[str, str | None], tmp_path: Path
+) -> None:
+    """Created mode uses a creation date where the server lists one, and fetches a type
+    without one whole (Procedure); auto picks updated only when _lastUpdated is listed."""
+    params = [{"name": "recorded-date"}, *([{"name": "_lastUpdated"}] if listed else [])]
+    cap = Capability.from_statement(
+        {
+            "rest": [
+                {
+                    "mode": "server",
+                    "resource": [
+                        {"type": t, "searchParam": params} for t in ("Patient", "Condition")
+                    ]
+                    + [{"type": "Procedure", "searchParam": [{"name": "patient"}]}],
+                }
+            ]
+        }
+    )
+    crawler = _Crawler(
+        FhirClient("http://127.0.0.1:9/fhir"),
+        _plan(since_mode="auto"),
+        PatientList(("p",)),
+        tmp_path,
+        workers=1,
+        since=datetime(2026, 1, 1, tzinfo=UTC),
+        progress=None,
+        page_size=None,
+        reuse="never",
+        run_key=None,
+    )
+    crawler.since_mode = mode
+    for rtype, param in expected.items():
+        got = crawler._since_param(rtype, cap)
+        assert (got[0] if got else None) == param
+        if got:
+            assert got[1] == "gt2026-01-01T00:00:00Z"
