@@ -117,6 +117,11 @@ def _plan(**kw: Any) -> CrawlPlan:
     return crawl_plan(_needs(), _terminology(), **kw)
 
 
+def _fast_plan() -> CrawlPlan:
+    """Codes filtered on arrival only: fewer and cheaper requests where codes do not matter."""
+    return _plan(server_codes=False)
+
+
 def test_group_crawl_screens_like_the_disk(
     server: SekmetServer,
     hospital: dict[str, Any],
@@ -167,7 +172,9 @@ def test_patient_file_with_identifiers(
     assert plist.ids == tuple(ids[:3]) and len(plist.identifiers) == 5
     client = FhirClient(server.base_url)
     events: list[FetchProgress] = []
-    report = crawl(client, _plan(), plist, tmp_path / "cache", progress=events.append)
+    report = crawl(
+        client, _plan(server_codes=False), plist, tmp_path / "cache", progress=events.append
+    )
     assert report.cohort is not None
     c = report.cohort
     assert (c["identifiers"], c["identifiers_resolved"], c["identifiers_unresolved"]) == (5, 4, 1)
@@ -177,36 +184,37 @@ def test_patient_file_with_identifiers(
     assert {e.stage for e in events} >= {"identifiers", "patients", "crawl", "write"}
     # one line per kind of search in the report, not one per patient
     assert len(report.queries) < 20
+    # the snapshot folder is a patient list too
+    again = read_patient_list(tmp_path / "cache")
+    assert sorted(again.ids) == sorted(ids) and again.source == "snapshot"
 
 
-def test_snapshot_folder_as_the_list(
-    server: SekmetServer, hospital: dict[str, Any], tmp_path: Path
-) -> None:
-    client = FhirClient(server.base_url)
-    first = PatientList(tuple(hospital["ids"][:3]))
-    crawl(client, _plan(), first, tmp_path / "a")
-    again = read_patient_list(tmp_path / "a")
-    assert sorted(again.ids) == sorted(hospital["ids"][:3]) and again.source == "snapshot"
+def _copy(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource with scenario ids ``s-...`` renamed ``m-...`` (a copy this test may change)."""
+    text = json.dumps(resource).replace('"s-', '"m-').replace('"Patient/s-', '"Patient/m-')
+    return dict(json.loads(text))
 
 
 def test_deleted_merged_since_and_left(
-    sekmet_factory: Callable[..., SekmetServer], hospital: dict[str, Any], tmp_path: Path
+    server: SekmetServer, hospital: dict[str, Any], tmp_path: Path
 ) -> None:
-    srv = sekmet_factory()
-    ids = hospital["ids"][:5]
+    srv = server
+    originals = hospital["ids"][:5]
     srv.load_resources(
-        r
+        _copy(r)
         for r in hospital["resources"]
-        if r["resourceType"] == "Medication" or r["id"] in ids or _subject(r) in ids
+        if r["resourceType"] != "Medication" and (r["id"] in originals or _subject(r) in originals)
     )
+    ids = [_copy({"id": i})["id"] for i in originals]
+    assert all(i.startswith("m-") for i in ids)
     a, b, c, d, e = ids
-    _group(srv, "g", [a, b, c, d, e])
+    _group(srv, "g-merge", [a, b, c, d, e])
     client = FhirClient(srv.base_url)
     cache = tmp_path / "cache"
     # created mode: --since compares creation dates the test sets, so no clock is involved
     # (_lastUpdated=gt compares at second precision: a change in the same second is missed)
     plan = _plan(since_mode="created")
-    first = crawl(client, plan, PatientList.of_group("g"), cache, run_key={"run": 1})
+    first = crawl(client, plan, PatientList.of_group("g-merge"), cache, run_key={"run": 1})
     assert first.cohort and first.cohort["screened"] == 5
     assert first.cohort["new_since_last_run"] == 0  # no last run to compare with
     since = datetime(2030, 1, 1, tzinfo=UTC)  # after every record of the demo hospital
@@ -217,7 +225,7 @@ def test_deleted_merged_since_and_left(
     patient_b["link"] = [{"other": {"reference": f"Patient/{c}"}, "type": "replaced-by"}]
     patient_b["active"] = False
     assert srv.session.put(f"{srv.base_url}/Patient/{b}", json=patient_b).ok
-    _group(srv, "g", [a, b, c, d])
+    _group(srv, "g-merge", [a, b, c, d])
     new_condition = {
         "resourceType": "Condition",
         "id": "crawl-new-condition",
@@ -227,7 +235,9 @@ def test_deleted_merged_since_and_left(
     }
     srv.load_resources([new_condition])
 
-    second = crawl(client, plan, PatientList.of_group("g"), cache, since=since, run_key={"run": 2})
+    second = crawl(
+        client, plan, PatientList.of_group("g-merge"), cache, since=since, run_key={"run": 2}
+    )
     got = second.cohort
     assert got is not None
     assert (got["listed"], got["not_found"], got["merged"], got["screened"]) == (4, 1, 1, 2)
@@ -257,14 +267,16 @@ def test_interrupted_crawl_resumes(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        crawl(client, _plan(), plist, tmp_path, workers=1, progress=stop, task_patients=1)
+        crawl(client, _fast_plan(), plist, tmp_path, workers=1, progress=stop, task_patients=1)
     state = read_state(tmp_path)
     assert state is not None and state["status"] == "in_progress"
     done = len(state["completed"])
     fresh = FhirClient(server.base_url)
-    report = crawl(fresh, _plan(), plist, tmp_path, workers=1, task_patients=1)
+    report = crawl(fresh, _fast_plan(), plist, tmp_path, workers=1, task_patients=1)
     assert report.resumed_queries == done
-    whole = crawl(FhirClient(server.base_url), _plan(), plist, tmp_path / "again", task_patients=1)
+    whole = crawl(
+        FhirClient(server.base_url), _fast_plan(), plist, tmp_path / "again", task_patients=1
+    )
     assert report.requests < whole.requests
     assert report.resources == whole.resources
 
@@ -392,3 +404,16 @@ def test_since_by_updated_or_created(
         assert (got[0] if got else None) == param
         if got:
             assert got[1] == "gt2026-01-01T00:00:00Z"
+
+
+def test_cli_crawl_options() -> None:
+    from fhir_cohort.cli import _server_options, build_parser
+
+    argv = ["screen", "--source", "http://127.0.0.1:9/fhir", "--out", "o", "--strategy"]
+    args = build_parser().parse_args([*argv, "crawl", "--patients", "l.txt", "--crawl-batch", "3"])
+    options = _server_options(args)
+    assert (options.patients, options.crawl_batch) == (Path("l.txt"), 3)
+    args = build_parser().parse_args([*argv, "crawl", "--group", "g1"])
+    assert _server_options(args).bulk_group == "g1"
+    with pytest.raises(OptionError, match="needs --group ID or --patients"):
+        _server_options(build_parser().parse_args([*argv, "crawl"]))
