@@ -187,6 +187,8 @@ def _cohort_note(c: dict[str, Any]) -> str:
     ):
         if c.get(key):
             parts.append(f"{c[key]} {words}")
+    if c.get("types_not_served"):
+        parts.append(f"the server serves no {', '.join(c['types_not_served'])} (skipped)")
     return "; ".join(parts)
 
 

@@ -171,16 +171,27 @@ class CrawlPlan:
         raw = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
-    def needs(self) -> dict[str, set[str]]:
-        """Resource type -> parameters the crawl cannot do without (codes are optional)."""
+    def needs(self, served: Iterable[str] | None = None) -> dict[str, set[str]]:
+        """Resource type -> parameters the crawl cannot do without (codes are optional),
+        for the types in ``served`` (default: all of the plan's)."""
+        keep = None if served is None else set(served)
         out: dict[str, set[str]] = {"Patient": {"_id"}}
         for s in self.searches:
-            if not s.optional:
+            if not s.optional and (keep is None or s.resource_type in keep):
                 out.setdefault(s.resource_type, set()).add(s.patient_param)
-        if self.resolve_medications and any(
-            s.resource_type in MEDICATION_TYPES for s in self.searches
+        if (
+            self.resolve_medications
+            and any(s.resource_type in MEDICATION_TYPES for s in self.searches)
+            and (keep is None or "Medication" in keep)
         ):
             out.setdefault("Medication", set()).add("_id")
+        return out
+
+    def types(self) -> set[str]:
+        """Every type the plan reads (Patient, and Medication when it resolves them)."""
+        out = {"Patient", *(s.resource_type for s in self.searches)}
+        if self.resolve_medications and out & set(MEDICATION_TYPES):
+            out.add("Medication")
         return out
 
 
@@ -337,6 +348,7 @@ class _Crawler(_Fetcher):
         self.task_patients = task_patients
         self.cohort: set[str] = set()  # the patients whose records go into the snapshot
         self.known: dict[str, set[str]] = {}  # delta: ids already in the snapshot, per type
+        self.not_served: list[str] = []  # types of the plan the server does not serve
 
     def fingerprint(self) -> str:
         return self.crawl_plan.fingerprint()
@@ -528,6 +540,8 @@ class _Crawler(_Fetcher):
         plan = self.crawl_plan
         tasks: list[_Query] = []
         for s in plan.searches:
+            if s.resource_type in self.not_served:
+                continue
             send_codes = (
                 bool(s.codes)
                 and plan.server_codes
@@ -556,7 +570,19 @@ class _Crawler(_Fetcher):
     def _stages(self, previous: set[str], delta: bool) -> tuple[list[_Query], int]:
         plan = self.crawl_plan
         cap = fetch_capability(self.client)
-        check_plan(cap, plan.needs())
+        # A type the server does not serve at all (Epic has no MedicationStatement, Oracle
+        # Health no Medication, MedicationStatement or MedicationDispense) holds no record
+        # this server can give, by any path: skipped and reported. A served type that cannot
+        # be searched per patient stops the crawl before any heavy request.
+        served = {t for t in plan.types() if t == "Patient" or cap.supports_type(t)}
+        self.not_served = sorted(plan.types() - served)
+        if self.not_served:
+            log.warning(
+                "the server serves no %s: the crawl skips %s",
+                ", ".join(self.not_served),
+                "it" if len(self.not_served) == 1 else "them",
+            )
+        check_plan(cap, plan.needs(served))
         self.since_mode = plan.since_mode
         if self.since_mode == "auto":
             listed = "_lastUpdated" in cap.search_params.get("Patient", frozenset())
@@ -603,8 +629,12 @@ class _Crawler(_Fetcher):
         if last is not None:
             counts["new_since_last_run"] = len(cohort - set(last))
             counts["left_since_last_run"] = len(set(last) - cohort)
-        counts["since_mode"] = self.since_mode if self.since is not None else None  # type: ignore[assignment]
-        self.state["cohort"] = {"source": self.list.source, **counts}
+        self.state["cohort"] = {
+            "source": self.list.source,
+            **counts,
+            "since_mode": self.since_mode if self.since is not None else None,
+            "types_not_served": self.not_served,
+        }
 
         new = sorted(cohort - previous) if delta else sorted(cohort)
         old = sorted(cohort & previous) if delta else []
@@ -615,7 +645,7 @@ class _Crawler(_Fetcher):
         self.run_stage("crawl", follow)
         tasks += follow
 
-        if plan.resolve_medications:
+        if plan.resolve_medications and "Medication" not in self.not_served:
             have_meds: set[str] = set()
             wanted: set[str] = set()
             for res in self._staged(follow):

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import responses
 
 from fhir_cohort.criteria import default_criteria_path, load_criteria
 from fhir_cohort.errors import OptionError, SourceError
@@ -417,3 +418,46 @@ def test_cli_crawl_options() -> None:
     assert _server_options(args).bulk_group == "g1"
     with pytest.raises(OptionError, match="needs --group ID or --patients"):
         _server_options(build_parser().parse_args([*argv, "crawl"]))
+
+
+@responses.activate
+def test_types_the_server_does_not_serve_are_skipped_and_reported(tmp_path: Path) -> None:
+    """Epic has no MedicationStatement, Oracle Health no Medication: such a type holds nothing
+    this server can give, so the crawl skips it and says so (the test server serves all)."""
+    base = "http://ehr.test/fhir"
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {"type": "Patient", "searchParam": [{"name": "_id"}]},
+                    {"type": "Condition", "searchParam": [{"name": "patient"}]},
+                ],
+            }
+        ],
+    }
+    responses.get(f"{base}/metadata", json=statement)
+    patient = {"resourceType": "Patient", "id": "p1"}
+    condition = {
+        "resourceType": "Condition",
+        "id": "c1",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]},
+    }
+    for rtype, res in (("Patient", patient), ("Condition", condition)):
+        bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": res}]}
+        responses.get(f"{base}/{rtype}", json=bundle)
+    report = crawl(FhirClient(base), _plan(), PatientList(("p1",)), tmp_path)
+    assert report.requests == 3
+    assert report.resources == {"Condition": 1, "Patient": 1}
+    assert report.cohort is not None
+    assert report.cohort["types_not_served"] == [
+        "Medication",
+        "MedicationAdministration",
+        "MedicationDispense",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "Procedure",
+    ]
