@@ -461,3 +461,20 @@ def test_types_the_server_does_not_serve_are_skipped_and_reported(tmp_path: Path
         "Observation",
         "Procedure",
     ]
+
+
+@responses.activate
+def test_auto_crawls_a_patient_list() -> None:
+    from fhir_cohort.remote import choose_strategy
+
+    base = "http://ehr.test/fhir"
+    group_export = {"type": "Group", "operation": [{"name": "export"}]}
+    responses.get(
+        f"{base}/metadata",
+        json={"resourceType": "CapabilityStatement", "rest": [{"resource": [group_export]}]},
+    )
+    client = FhirClient(base)
+    terminology = _terminology()
+    assert choose_strategy(client, _needs(), terminology, 10, patients=True)[0] == "crawl"
+    picked = choose_strategy(client, _needs(), terminology, 10, patients=True, group_export=True)
+    assert picked[0] == "bulk"
