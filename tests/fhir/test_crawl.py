@@ -355,9 +355,18 @@ def test_list_options_checked_before_any_request(kwargs: dict[str, Any], message
 
 
 def test_group_serves_crawl_and_group_export() -> None:
-    ServerOptions(strategy="crawl", bulk_group="g")
+    from fhir_cohort.remote import plans_from_entry
+
     ServerOptions(strategy="bulk", bulk_level="group", bulk_group="g")
-    ServerOptions(strategy="auto", bulk_group="g")
+    # a crawl (or auto with a list) does not plan from one trial's entry: several trials fit
+    for options in (
+        ServerOptions(strategy="crawl", bulk_group="g"),
+        ServerOptions(strategy="auto", bulk_group="g"),
+        ServerOptions(strategy="crawl", patients=Path("l.txt")),
+    ):
+        assert not plans_from_entry(options)
+    assert plans_from_entry(ServerOptions(strategy="auto"))
+    assert plans_from_entry(ServerOptions(strategy="funnel"))
 
 
 @pytest.mark.parametrize(
