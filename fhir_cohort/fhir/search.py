@@ -35,8 +35,11 @@ log = logging.getLogger("fhir_cohort.fhir")
 # many proxies and servers cut URLs at 2-8 KB.
 MAX_GET_QUERY_CHARS = 1800
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]+$")
-# parameters whose values identify patients: never shown in reports or logs
-ID_PARAMS = frozenset({"patient", "subject", "_id", "patient:Patient", "subject:Patient"})
+# parameters whose values identify patients (ids; identifiers such as MRNs, which the crawl
+# resolves with Patient?identifier=): never shown in reports or logs
+ID_PARAMS = frozenset(
+    {"patient", "subject", "_id", "patient:Patient", "subject:Patient", "identifier"}
+)
 
 
 @dataclass(frozen=True)

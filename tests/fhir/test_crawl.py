@@ -183,6 +183,13 @@ def test_patient_file_with_identifiers(
     patients = (tmp_path / "cache" / "Patient.ndjson").read_text().splitlines()
     assert sorted(json.loads(p)["id"] for p in patients) == sorted(ids)
     assert {e.stage for e in events} >= {"identifiers", "patients", "crawl", "write"}
+    # no id and no identifier value (an MRN) in the report or the queries the journal lists
+    # (the journal's patient list is private, as the funnel's)
+    state = read_state(tmp_path / "cache")
+    assert state is not None
+    written = json.dumps(report.to_dict()) + json.dumps(state["queries"])
+    assert "identifier=<1 ids>" in written
+    assert not any(i in written for i in ids)
     # one line per kind of search in the report, not one per patient
     assert len(report.queries) < 20
     # the snapshot folder is a patient list too
