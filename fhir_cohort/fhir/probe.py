@@ -97,10 +97,11 @@ class _Answer:
     subjects: tuple[str, ...] = ()
     has_next: bool = False
     outcome: tuple[str, ...] = ()
+    bundle: bool = True  # a 2xx that is no Bundle (an OperationOutcome) is a refusal too
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.status < 300
+        return 200 <= self.status < 300 and self.bundle
 
     def evidence(self) -> str:
         what = f"GET {self.query} -> HTTP {self.status}"
@@ -108,6 +109,10 @@ class _Answer:
             what += f", {self.rows} row{'s' if self.rows != 1 else ''}"
             if self.has_next:
                 what += " and a next link"
+        elif not self.bundle and 200 <= self.status < 300:
+            what += " but no Bundle" + (
+                f" (OperationOutcome {', '.join(self.outcome)})" if self.outcome else ""
+            )
         elif self.outcome:
             what += f" (OperationOutcome {', '.join(self.outcome)})"
         return what
@@ -168,8 +173,10 @@ class _Prober:
                 body = resp.json()
             except ValueError:
                 body = None
-            if not 200 <= resp.status_code < 300 or not isinstance(body, Mapping):
+            if not 200 <= resp.status_code < 300:
                 return _Answer(query, resp.status_code, outcome=_outcome_codes(body))
+            if not isinstance(body, Mapping) or body.get("resourceType") != "Bundle":
+                return _Answer(query, resp.status_code, outcome=_outcome_codes(body), bundle=False)
             rows = included = 0
             subjects: list[str] = []
             for entry in body.get("entry") or []:
