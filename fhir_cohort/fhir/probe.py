@@ -325,7 +325,9 @@ def probe(
             note = "" if works or not both.ok else "the known patient's rows did not come back"
             facts["multi_patient"] = Fact(works, "probe", both.evidence(), note)
 
-    # 4. the largest page
+    # 4. the largest page: a page cut short (a next link, fewer rows than asked) shows the cap;
+    # a refusal tries the next size. A page that holds every row shows nothing about a cap,
+    # unless a bigger size was refused before it.
     big_type = next((t for t in ("Observation", "Condition", *types) if t in witness), None)
     if big_type is not None:
         refused: list[str] = []
@@ -336,11 +338,16 @@ def probe(
             if not page.ok:
                 refused.append(page.evidence())
                 continue
-            if page.has_next and page.rows < n:
-                facts["max_count"] = Fact(page.rows, "probe", page.evidence(), "the page was cut")
+            seen = "; ".join([*refused, page.evidence()])
+            if page.has_next:
+                cut = page.rows < n
+                facts["max_count"] = Fact(
+                    page.rows if cut else n, "probe", seen, "the page was cut" if cut else ""
+                )
+            elif refused:
+                facts["max_count"] = Fact(n, "probe", seen, "larger pages were refused")
             else:
-                note = "" if page.has_next else "all rows fit in one page: a cap above is possible"
-                facts["max_count"] = Fact(n, "probe", "; ".join([*refused, page.evidence()]), note)
+                notes.append(f"_count={n} accepted and every row fit in one page: no cap seen")
             break
         else:
             notes.append("every _count probed was refused: " + "; ".join(refused))

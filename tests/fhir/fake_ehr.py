@@ -141,7 +141,12 @@ class FakeServer:
             for t in LISTED
         ]
         if "group" in self.export:
-            resources.append({"type": "Group", "operation": [{"name": "export"}]})
+            # named as Epic's statement names it, after the Bulk Data IG's OperationDefinition
+            group_export = {
+                "name": "group-export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+            }
+            resources.append({"type": "Group", "operation": [group_export]})
         return {
             "resourceType": "CapabilityStatement",
             "software": {"name": self.software},

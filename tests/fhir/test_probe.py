@@ -31,7 +31,9 @@ def test_a_plain_server_allows_everything() -> None:
     assert profile.population_search.value is True
     assert all(profile.code(t).value == "honoured" for t in TYPES)
     assert profile.multi_patient.value is True
-    assert profile.max_count.value == 1000
+    # 210 rows fit in a page of 1000: no cap seen, none claimed
+    assert profile.max_count.value is None and profile.page_size(1000) == 1000
+    assert any("no cap seen" in note for note in profile.notes)
     assert profile.include_medication.value is True
     assert profile.last_updated.value is True
     assert profile.bulk_levels.value == frozenset({"system"})
@@ -97,6 +99,14 @@ def test_a_code_the_server_does_not_filter_by(how: str) -> None:
 def test_a_count_cap_that_cuts_the_page() -> None:
     profile = _probe(FakeServer(max_count=100))
     assert profile.max_count.value == 100 and profile.page_size(1000) == 100
+    assert profile.max_count.note == "the page was cut"
+
+
+def test_a_documented_cap_stands_when_the_probe_sees_none() -> None:
+    # Oracle-like, but the patient's few rows fit any page: the documentation's 200 stays
+    server = FakeServer(software="Cerner Millennium", patient_required=True)
+    profile = _probe(server, patient="p1")
+    assert profile.max_count.value == 200 and profile.max_count.origin == "vendor"
 
 
 @pytest.mark.parametrize("how", ["ignored", "rejected"])
@@ -131,5 +141,5 @@ def test_probe_of_the_real_test_server_is_a_plain_profile(
     assert profile.last_updated.value is True
     assert profile.include_medication.value is True
     assert "system" in (profile.bulk_levels.value or ())
-    assert {f.origin for f in (profile.population_search, profile.max_count)} == {"probe"}
+    assert profile.population_search.origin == "probe"
     assert profile.requests <= MAX_PROBE_REQUESTS + 1
