@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -276,15 +277,38 @@ def patient_scoped_error(url: str, fact: Fact[bool]) -> CapabilityError:
 
 
 def server_profile(
-    client: FhirClient, needs: Requirements, options: ServerOptions, *, patient: str | None = None
+    client: FhirClient,
+    needs: Requirements,
+    options: ServerOptions,
+    *,
+    patient: str | Callable[[], str | None] | None = None,
 ) -> ServerProfile:
     """The server's profile: ``--server-profile`` as given (no request), else probed (a few
-    cheap requests, see :mod:`fhir_cohort.fhir.probe`) for the types ``needs`` reads;
-    ``patient`` (one of a Group or list) lets a patient-scoped server be probed further."""
+    cheap requests, see :mod:`fhir_cohort.fhir.probe`) for the types ``needs`` reads.
+
+    On a server that cannot be searched without a patient the probe goes on with one patient:
+    ``patient``, else the first member of ``--group`` (one Group read), else none.
+    """
     if options.server_profile is not None:
         return load_profile(options.server_profile)
     types = ("Condition", *(t for t in PROBE_TYPES if t in needs.resource_types))
+    group = options.bulk_group
+    if patient is None and group:
+        patient = partial(group_member, client, group)  # read only when needed
     return probe(client, types=types, patient=patient)
+
+
+def group_member(client: FhirClient, group_id: str) -> str | None:
+    """The id of a Group's first Patient member (None when the Group cannot be read)."""
+    try:
+        group = client.read("Group", group_id)
+    except (FhirHttpError, OptionError):
+        return None
+    for member in group.get("member") or []:
+        ref = ((member or {}).get("entity") or {}).get("reference")
+        if isinstance(ref, str) and ref.startswith("Patient/") and ref.count("/") == 1:
+            return ref.split("/", 1)[1]
+    return None
 
 
 def choose_strategy(

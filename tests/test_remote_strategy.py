@@ -13,9 +13,10 @@ from fhir_cohort.criteria import default_criteria_path, load_criteria
 from fhir_cohort.errors import CapabilityError, OptionError
 from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.fhir.server_profile import Fact, ServerProfile, load_profile
-from fhir_cohort.remote import ServerOptions, choose_strategy, fetch
+from fhir_cohort.remote import ServerOptions, choose_strategy, fetch, server_profile
+from fhir_cohort.requirements import requirements
 from fhir_cohort.terminology import Terminology
-from tests.fhir.fake_ehr import BASE, FakeServer, serve
+from tests.fhir.fake_ehr import BASE, GROUP, FakeServer, serve
 
 TRIAL = load_criteria(default_criteria_path())
 TERMINOLOGY = Terminology.load()
@@ -135,3 +136,26 @@ def test_auto_records_the_profile_in_the_fetch_record(tmp_path: Path) -> None:
 def test_a_bad_server_profile_is_an_option_error_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="--server-profile"):
         ServerOptions(server_profile=str(tmp_path / "missing.yaml"))
+
+
+def test_the_probe_of_a_patient_scoped_server_goes_on_with_a_group_member() -> None:
+    server = FakeServer(
+        software="Epic", patient_required=True, patient_search=False, one_patient=True
+    )
+    options = ServerOptions(strategy="auto", bulk_level="group", bulk_group=GROUP)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        serve(mock, server)
+        profile = server_profile(FhirClient(BASE), requirements(TRIAL, TERMINOLOGY), options)
+    assert GROUP in server.seen  # one Group read gave the patient
+    assert profile.multi_patient.origin == "probe" and profile.multi_patient.value is False
+    assert profile.code("Observation").origin == "probe"
+    assert "p1" not in json.dumps(profile.to_json())
+
+
+def test_an_open_server_is_probed_without_reading_the_group() -> None:
+    server = FakeServer()
+    options = ServerOptions(strategy="auto", bulk_level="group", bulk_group=GROUP)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        serve(mock, server)
+        server_profile(FhirClient(BASE), requirements(TRIAL, TERMINOLOGY), options)
+    assert GROUP not in server.seen

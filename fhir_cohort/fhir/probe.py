@@ -30,7 +30,7 @@ probe measured wins, then the CapabilityStatement, then the documentation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -255,15 +255,16 @@ def probe(
     client: FhirClient,
     *,
     types: Iterable[str] = PROBE_TYPES,
-    patient: str | None = None,
+    patient: str | Callable[[], str | None] | None = None,
     budget: int = MAX_PROBE_REQUESTS,
 ) -> ServerProfile:
     """Probe the server behind ``client``; the profile combines what the probe measured, the
     CapabilityStatement and the recognised vendor's documentation (in that order of trust).
 
-    ``patient`` (an id, e.g. the first of a Group or patient list) lets the patient-scoped
-    probes run on a server that cannot be searched without one. Never more than ``budget``
-    searches besides the CapabilityStatement.
+    ``patient`` (an id, e.g. the first of a Group or patient list, or a callable that finds one
+    with one request: called only when the server cannot be searched without a patient) lets
+    the patient-scoped probes run there. Never more than ``budget`` requests besides the
+    CapabilityStatement.
     """
     before = client.stats.requests
     from_caps, vendor = probe_capabilities(client)
@@ -278,6 +279,11 @@ def probe(
     facts["population_search"] = Fact(pop.ok, "probe", pop.evidence())
     scope: list[tuple[str, str]] = []
     witness: dict[str, _Answer] = {}  # type -> an answer with rows in this scope
+    if callable(patient):
+        find, patient = patient, None
+        if not pop.ok and p.sent < p.budget:
+            p.sent += 1
+            patient = find()
     if not pop.ok:
         if patient is None:
             found = p.get("Patient", [("_count", "1")])

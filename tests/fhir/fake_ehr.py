@@ -24,6 +24,7 @@ LISTED = (
     "MedicationDispense",
     "MedicationAdministration",
 )
+GROUP = "g1"  # a Group of p1 and p2 (Group/g1 is readable)
 PARAMS = ("patient", "subject", "code", "component-code", "date", "_id")
 
 
@@ -89,6 +90,9 @@ class FakeServer:
         self.seen.append(rtype)
         if rtype == "metadata":
             return 200, {}, json.dumps(self.statement())
+        if path.endswith(f"/Group/{GROUP}"):
+            members = [{"entity": {"reference": f"Patient/{p}"}} for p in ("p1", "p2")]
+            return 200, {}, json.dumps({"resourceType": "Group", "id": GROUP, "member": members})
         patient = params.get("patient")
         if rtype == "Patient":
             if not self.patient_search:
@@ -165,3 +169,4 @@ def serve(mock: responses.RequestsMock, server: FakeServer) -> None:
     for rtype in ("metadata", *LISTED):
         mock.add_callback(responses.GET, f"{BASE}/{rtype}", callback=server)
         mock.add_callback(responses.POST, f"{BASE}/{rtype}/_search", callback=server)
+    mock.add_callback(responses.GET, f"{BASE}/Group/{GROUP}", callback=server)
