@@ -378,7 +378,7 @@ def probe(
                     lu.rows == 0,
                     "probe",
                     lu.evidence(),
-                    "" if lu.rows == 0 else "rows updated in the far future: ignored",
+                    "" if lu.rows == 0 else "ignored: rows came back for a far-future date",
                 )
 
     # 7. _typeFilter: only the server's own OperationDefinition says (the IG's lists it anyway)
