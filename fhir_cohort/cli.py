@@ -289,6 +289,8 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
+    from fhir_cohort.fhir.server_profile import vendor_names  # the file names only: stdlib
+
     g = p.add_argument_group("FHIR server source", SERVER_HELP)
     g.add_argument(
         "--strategy",
@@ -296,8 +298,11 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         default="funnel",
         help="funnel: find patients with the entry codes, then fetch only their records "
         "(default); full: fetch every resource of the needed types; bulk: a Bulk Data "
-        "$export; auto: bulk when the server offers $export and the entry query matches more "
-        "than --auto-threshold Conditions, else funnel (the choice and why go to run.json)",
+        "$export; auto: probe the server first (a few cheap requests); on a server that needs a "
+        "patient on every search (Epic, Oracle Health) use the Group or patient list, else bulk "
+        "when the server offers $export and the entry query matches more than "
+        "--auto-threshold Conditions, else funnel (the choice, why and the server's profile go "
+        "to run.json)",
     )
     g.add_argument(
         "--auto-threshold",
@@ -306,6 +311,13 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="entry-query Conditions above which auto picks bulk "
         f"(default {defaults.AUTO_BULK_THRESHOLD})",
+    )
+    g.add_argument(
+        "--server-profile",
+        metavar="NAME|FILE",
+        help="the server's limits as documented instead of probing it: a vendor ("
+        + ", ".join(vendor_names())
+        + ") or a YAML file in the same schema (docs/architecture.md, Server profiles)",
     )
     g.add_argument(
         "--batch-size",
@@ -465,6 +477,7 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         bulk_poll_max=args.poll_max,
         reuse_export=args.reuse_export,
         auto_threshold=getattr(args, "auto_threshold", defaults.AUTO_BULK_THRESHOLD),
+        server_profile=getattr(args, "server_profile", None),
     )
 
 
