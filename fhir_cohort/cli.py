@@ -659,9 +659,12 @@ def _data_cut_note(run: dict) -> str:
     if fetch.get("strategy") != "bulk":
         reused = "; a completed snapshot reused (--reuse-export)" if fetch.get("reused") else ""
         return f"{run['data_cut']} (fetch started{reused})"
+    export = fetch.get("export") or {}
     how = (
         "a completed export reused (--reuse-export), no request sent"
         if fetch.get("reused")
+        else "a new export: the earlier job's files had expired on the server"
+        if export.get("reexported")
         else "an unfinished export resumed"
         if fetch.get("resumed")
         else "a new export"
@@ -696,7 +699,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         bars.close()
     if not args.quiet:
         counts = result.resources_by_type()
-        how = "reused, no request sent" if result.reused else "resumed" if result.resumed else "new"
+        how = (
+            "reused, no request sent"
+            if result.reused
+            else "new (the earlier job's files had expired)"
+            if result.reexported
+            else "resumed"
+            if result.resumed
+            else "new"
+        )
         print(
             f"exported {sum(counts.values())} resources in {len(result.files)} files "
             f"(data cut: transactionTime {result.transaction_time}; {how} export) to {args.out}"
@@ -708,6 +719,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 f"server reported {result.errors.resources} OperationOutcome issues "
                 f"(see {args.out}/errors)"
             )
+        if result.deleted:
+            gone = ", ".join(f"{n} {t}" for t, n in result.deleted_by_type().items())
+            print(f"deleted on the server (manifest deleted[], left out of the data): {gone}")
     return EXIT_OK
 
 

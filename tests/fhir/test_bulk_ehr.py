@@ -394,10 +394,17 @@ def test_cli_says_export_still_running_then_the_same_command_continues(
     assert fake_client.sleeps == []
 
     with responses.RequestsMock() as done:  # the same command: polls the saved job
-        done.get(STATUS, json=_manifest([{"type": "Patient", "url": f"{FILES}/P"}]))
+        manifest = _manifest(
+            [{"type": "Patient", "url": f"{FILES}/P"}],
+            deleted=[{"type": "Bundle", "url": f"{FILES}/D"}],
+        )
+        done.get(STATUS, json=manifest)
         done.get(f"{FILES}/P", body=_patients("a"))
+        done.get(f"{FILES}/D", body=_ndjson(_deleted_bundle("Patient/b", "Patient/c")))
         done.delete(STATUS, status=202)
-        assert main(argv) == EXIT_OK
+        assert main([a for a in argv if a != "-q"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "resumed export" in printed and "left out of the data): 2 Patient" in printed
     with gzip.open(out / "Patient.000.ndjson.gz") as fh:
         assert json.loads(fh.readline())["id"] == "a"
 
