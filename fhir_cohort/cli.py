@@ -780,10 +780,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BulkExportTimeout as exc:
-        # Not a failure of the export: it goes on on the server, and a re-run picks it up.
+        # Not a failure of the export: it goes on on the server, and a re-run picks it up
+        # (--restart would discard it: the re-run must leave that out).
+        again = "without --restart " if getattr(args, "restart", False) else ""
         print(
-            "fhir-cohort: export still running; run the same command again to continue "
-            f"(--wait blocks until it completes). {exc}",
+            f"fhir-cohort: export still running; run the same command {again}again to "
+            f"continue (--wait blocks until it completes). {exc}",
             file=sys.stderr,
         )
         return EXIT_EXPORT_PENDING

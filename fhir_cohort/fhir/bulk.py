@@ -792,8 +792,8 @@ class BulkExporter:
                 )
                 raise BulkExportTimeout(
                     f"the export is still running on the server ({hint}; this run waits at "
-                    f"most {_duration(self.deadline)}); its job is kept: run again with "
-                    "resume=True to continue",
+                    f"most {_duration(self.deadline)}); its job is kept in the folder, and "
+                    "the next run with resume=True (the CLI's default) continues it",
                     method="GET",
                     url=strip_query(status_url),
                     status=202,
