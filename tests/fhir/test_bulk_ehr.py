@@ -307,7 +307,9 @@ def test_the_manifests_deleted_resources_are_recorded_and_never_read(
     assert (tmp_path / DELETED_DIR / "Bundle.000.ndjson.gz").is_file()
     assert deleted_keys([tmp_path / DELETED_DIR / "Bundle.000.ndjson.gz"]) == list(result.deleted)
     assert "s3cr3t" not in (tmp_path / MANIFEST_FILE).read_text()
-    assert (tmp_path / MANIFEST_FILE).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / DELETED_DIR).stat().st_mode & 0o777 == 0o700
+    for written in (MANIFEST_FILE, "Patient.000.ndjson.gz", f"{DELETED_DIR}/Bundle.000.ndjson.gz"):
+        assert (tmp_path / written).stat().st_mode & 0o777 == 0o600  # rewritten ones too
     events = [e["eventId"] for e in _events(tmp_path)]
     assert events.count("download_complete") == 3
     # reusing the folder keeps them out and says which they were, without any request
