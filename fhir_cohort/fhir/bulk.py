@@ -1045,8 +1045,9 @@ def _clear_previous(out: Path, client: FhirClient | None = None) -> None:
     except BulkExportError:
         old = None  # unreadable: nothing to salvage, but the files it names cannot be known
     if old is not None:
-        if client is not None and old.status_url and not old.completed:
-            _delete_job(client, old.status_url)
+        ours = client is not None and old.base_url == strip_query(client.base_url)
+        if ours and old.status_url and not old.completed:  # never to another server
+            _delete_job(client, old.status_url)  # type: ignore[arg-type]
         _remove_files(out, old)
     (out / STATE_FILE).unlink(missing_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)

@@ -202,6 +202,25 @@ def test_restart_cancels_the_unfinished_job_before_kicking_off(
     assert cancel.call_count == 1 and methods[0] == ("DELETE", STATUS)
 
 
+def test_restart_never_cancels_another_servers_job(
+    client: FhirClient, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    other = "https://other.example.org/fhir"
+    with responses.RequestsMock() as first:
+        first.get(f"{other}/$export", status=202, headers={"Content-Location": f"{other}/s/1"})
+        first.get(f"{other}/s/1", status=202, headers={"Retry-After": HOURS_5})
+        with pytest.raises(BulkExportTimeout):
+            _export(
+                FhirClient(other, sleep=fake_time.sleep, clock=fake_time.clock), fake_time, tmp_path
+            )
+    with responses.RequestsMock() as second:
+        second.get(KICKOFF, status=202, headers={"Content-Location": STATUS})
+        second.get(STATUS, status=202, headers={"Retry-After": HOURS_5})
+        with pytest.raises(BulkExportTimeout):
+            _export(client, fake_time, tmp_path, resume=False)
+        assert [c.request.method for c in second.calls] == ["GET", "GET"]  # no DELETE
+
+
 # -- a Retry-After of hours -------------------------------------------------------------------
 
 
