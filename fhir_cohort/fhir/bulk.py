@@ -701,9 +701,9 @@ class BulkExporter:
                     "the server refused the $export kick-off with 429 Too Many Requests after "
                     "the client's retries: another export by this client is most likely still "
                     "running (Oracle Health allows one per client and tenant, Epic one per "
-                    "client and Group). Let it finish or cancel it (DELETE its status URL), "
-                    "then run again; an export started from this folder is continued, not "
-                    "kicked off again, by a run without resume=False",
+                    "client and Group), started elsewhere (an unfinished export in this "
+                    "folder would have been continued). Let it finish or cancel it (a DELETE "
+                    "on its status URL), then run again",
                     method="GET",
                     url=exc.url,
                     status=exc.status,
