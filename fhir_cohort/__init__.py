@@ -14,6 +14,7 @@ from fhir_cohort._lazy import lazy_exports
 # The exception tree is light (no imports): loaded eagerly.
 from fhir_cohort.errors import (
     AuthError,
+    BulkExportAlreadyRunningError,
     BulkExportError,
     BulkExportTimeout,
     BulkJobExpiredError,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthError",
+    "BulkExportAlreadyRunningError",
     "BulkExportError",
     "BulkExportTimeout",
     "BulkJobExpiredError",

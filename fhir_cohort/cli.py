@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from fhir_cohort import __version__, defaults
 from fhir_cohort.errors import (
     AuthError,
+    BulkExportAlreadyRunningError,
+    BulkExportTimeout,
     CapabilityError,
     CriteriaError,
     FhirCohortError,
@@ -34,6 +36,8 @@ EXIT_DATA = 4
 EXIT_SERVER = 5
 EXIT_AUTH = 6
 EXIT_CAPABILITY = 7
+EXIT_EXPORT_BUSY = 8
+EXIT_EXPORT_PENDING = 9
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
@@ -46,12 +50,17 @@ exit codes:
   5    FHIR server error after retries
   6    authentication or authorisation failed
   7    the server lacks a resource type, search parameter or operation the plan needs
+  8    the server refused the Bulk $export: another export by this client is running (429)
+  9    the Bulk export is still running on the server (its state is saved): run the same
+       command again to continue, or use --wait
   130  interrupted (Ctrl-C); a re-run resumes where possible
 """
 
 # Order matters: most specific first.
 _ERROR_EXIT: tuple[tuple[type[BaseException], int], ...] = (
     (AuthError, EXIT_AUTH),
+    (BulkExportAlreadyRunningError, EXIT_EXPORT_BUSY),
+    (BulkExportTimeout, EXIT_EXPORT_PENDING),
     (FhirHttpError, EXIT_SERVER),
     (CapabilityError, EXIT_CAPABILITY),
     (CriteriaError, EXIT_CRITERIA),
@@ -428,6 +437,21 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
         f"Retry-After is honoured up to it (default {defaults.BULK_POLL_MAX:g})",
     )
     g.add_argument(
+        "--max-wait",
+        type=_positive_float,
+        metavar="S",
+        help="longest this run waits for the export, in seconds (default "
+        f"{defaults.BULK_MAX_WAIT:g}); past it, or as soon as the server's Retry-After "
+        "reaches past it, the job is saved and the command exits 9 (export still running: "
+        "run the same command again to continue)",
+    )
+    g.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the export completes, however long the server asks (polling at "
+        "most every --poll-max seconds) instead of exiting 9",
+    )
+    g.add_argument(
         "--restart",
         action="store_true",
         help="discard an unfinished export in the folder instead of resuming it",
@@ -447,6 +471,8 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
     from fhir_cohort.fhir.auth import AuthOptions
     from fhir_cohort.remote import ServerOptions
 
+    if args.wait and args.max_wait is not None:
+        raise OptionError("--wait (no limit) and --max-wait contradict each other")
     # `export` has no screen-only options: those keep the library's defaults.
     return ServerOptions(
         strategy=getattr(args, "strategy", "bulk"),
@@ -475,6 +501,7 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         bulk_type_filter=not args.no_type_filter,
         bulk_resume=not args.restart,
         bulk_poll_max=args.poll_max,
+        bulk_max_wait=None if args.wait else (args.max_wait or defaults.BULK_MAX_WAIT),
         reuse_export=args.reuse_export,
         auto_threshold=getattr(args, "auto_threshold", defaults.AUTO_BULK_THRESHOLD),
         server_profile=getattr(args, "server_profile", None),
@@ -645,9 +672,12 @@ def _data_cut_note(run: dict) -> str:
     if fetch.get("strategy") != "bulk":
         reused = "; a completed snapshot reused (--reuse-export)" if fetch.get("reused") else ""
         return f"{run['data_cut']} (fetch started{reused})"
+    export = fetch.get("export") or {}
     how = (
         "a completed export reused (--reuse-export), no request sent"
         if fetch.get("reused")
+        else "a new export: the earlier job's files had expired on the server"
+        if export.get("reexported")
         else "an unfinished export resumed"
         if fetch.get("resumed")
         else "a new export"
@@ -675,13 +705,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
             resume=options.bulk_resume,
             reuse=options.reuse_export,
             poll_max=options.bulk_poll_max,
+            max_wait=options.bulk_max_wait,
             progress=bars,
         )
     finally:
         bars.close()
     if not args.quiet:
         counts = result.resources_by_type()
-        how = "reused, no request sent" if result.reused else "resumed" if result.resumed else "new"
+        how = (
+            "reused, no request sent"
+            if result.reused
+            else "new (the earlier job's files had expired)"
+            if result.reexported
+            else "resumed"
+            if result.resumed
+            else "new"
+        )
         print(
             f"exported {sum(counts.values())} resources in {len(result.files)} files "
             f"(data cut: transactionTime {result.transaction_time}; {how} export) to {args.out}"
@@ -693,6 +732,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 f"server reported {result.errors.resources} OperationOutcome issues "
                 f"(see {args.out}/errors)"
             )
+        if result.deleted:
+            gone = ", ".join(f"{n} {t}" for t, n in result.deleted_by_type().items())
+            print(f"deleted on the server (manifest deleted[], left out of the data): {gone}")
     return EXIT_OK
 
 
@@ -750,6 +792,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BulkExportTimeout as exc:
+        # Not a failure of the export: it goes on on the server, and a re-run picks it up
+        # (--restart would discard it: the re-run must leave that out).
+        again = "without --restart " if getattr(args, "restart", False) else ""
+        print(
+            f"fhir-cohort: export still running; run the same command {again}again to "
+            f"continue (--wait blocks until it completes). {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_EXPORT_PENDING
     except FhirCohortError as exc:
         # Messages are built to carry no patient data; see errors.py.
         print(f"fhir-cohort: error: {exc}", file=sys.stderr)

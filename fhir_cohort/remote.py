@@ -9,6 +9,7 @@ ineligible whatever the rest of the record says, and is not fetched.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from fhir_cohort.criteria import Trial
 from fhir_cohort.defaults import (
     AUTO_BULK_THRESHOLD,
     BATCH_SIZE,
+    BULK_MAX_WAIT,
     BULK_POLL_MAX,
     CONCURRENCY,
     TIMEOUT,
@@ -96,6 +98,9 @@ class ServerOptions:
     bulk_type_filter: bool = True
     bulk_resume: bool = True
     bulk_poll_max: float = BULK_POLL_MAX  # seconds; caps the server's Retry-After
+    # seconds this run waits for the export before it saves the job and stops
+    # (BulkExportTimeout); None (--wait): until the export completes
+    bulk_max_wait: float | None = BULK_MAX_WAIT
     # Reuse a complete download already in the cache (bulk export or REST snapshot) instead of
     # downloading again: the data may be stale. Without it a REST snapshot is reused only when
     # the run that fetched it never finished (no outputs written).
@@ -111,6 +116,8 @@ class ServerOptions:
             raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
         if not 0 < self.bulk_poll_max < float("inf"):
             raise OptionError(f"--poll-max must be a number above 0, got {self.bulk_poll_max}")
+        if self.bulk_max_wait is not None and not 0 < self.bulk_max_wait < float("inf"):
+            raise OptionError(f"--max-wait must be a number above 0, got {self.bulk_max_wait}")
         if self.bulk_level not in ("system", "patient", "group"):
             raise OptionError(f"--level must be system, patient or group, not {self.bulk_level!r}")
         if self.bulk_level == "group" and not self.bulk_group:
@@ -231,13 +238,17 @@ def run_bulk(
     reuse: bool = False,
     download_workers: int = 4,
     poll_max: float = BULK_POLL_MAX,
+    max_wait: float | None = BULK_MAX_WAIT,
     progress: ProgressCallback = no_progress,
 ) -> ExportResult:
     """Run or resume an export into a private folder the disk source reads unchanged.
 
     A completed export already in ``out_dir`` is used again only with ``reuse`` (see
     :func:`fhir_cohort.fhir.bulk.run_export`); the result says which happened. ``poll_max``
-    caps one wait between status polls (``Retry-After`` is honoured up to it).
+    caps one wait between status polls (``Retry-After`` is honoured up to it). ``max_wait``
+    bounds this run's wait (None: until the export completes): past it, or when the server's
+    Retry-After reaches past it, :class:`~fhir_cohort.errors.BulkExportTimeout` says the
+    export is still running and the job is saved in ``out_dir`` for the next run.
     """
     return run_export(
         client,
@@ -246,6 +257,7 @@ def run_bulk(
         resume=resume,
         reuse=reuse,
         poll_cap_seconds=poll_max,
+        deadline_seconds=math.inf if max_wait is None else max_wait,
         download_workers=download_workers,
         progress=_bulk_progress(progress),
     )
@@ -477,6 +489,7 @@ def fetch(
             reuse=options.reuse_export,
             download_workers=options.concurrency,
             poll_max=options.bulk_poll_max,
+            max_wait=options.bulk_max_wait,
             progress=progress,
         )
         return cache, _with_profile(bulk_record(result, why), profile)
