@@ -18,10 +18,12 @@ from fhir_cohort.errors import (
     CriteriaError,
     FhirCohortError,
     FhirHttpError,
+    HistoryError,
     OptionError,
     SourceError,
     TerminologyError,
 )
+from fhir_cohort.history.db import HISTORY_NAME, default_history_path
 from fhir_cohort.logs import configure as configure_logging
 from fhir_cohort.progress import Progress
 
@@ -46,7 +48,7 @@ exit codes:
   1    unexpected error (a bug: please report it with the command, without patient data)
   2    usage error (bad option or value)
   3    criteria file or value set invalid
-  4    input data unreadable, or malformed with --strict
+  4    input data unreadable, or malformed with --strict; screening history unusable
   5    FHIR server error after retries
   6    authentication or authorisation failed
   7    the server lacks a resource type, search parameter or operation the plan needs
@@ -66,6 +68,7 @@ _ERROR_EXIT: tuple[tuple[type[BaseException], int], ...] = (
     (CriteriaError, EXIT_CRITERIA),
     (TerminologyError, EXIT_CRITERIA),
     (SourceError, EXIT_DATA),
+    (HistoryError, EXIT_DATA),
     (OptionError, EXIT_USAGE),
     (FhirCohortError, EXIT_ERROR),
 )
@@ -262,6 +265,19 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         metavar="URL",
         help="the FHIR base URL the files on disk came from: absolute references with this base "
         "resolve (default: the base a Bulk export or snapshot recorded, else none)",
+    )
+    history = p.add_mutually_exclusive_group()
+    history.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        help="the screening history (SQLite) this run is recorded in and compared with: new "
+        "candidates, status changes and patients no longer in the source since the trial's "
+        "previous run go to the summary, report.html and changes.csv (default: "
+        f"{HISTORY_NAME} in the folder that holds --out, so weekly --out folders share it)",
+    )
+    history.add_argument(
+        "--no-history", action="store_true", help="record nothing and compare with nothing"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     _add_server_options(p)
@@ -573,6 +589,41 @@ def _add_requirements(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_history_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "history",
+        help="list the runs recorded in the screening history",
+        description="List the screening runs recorded in the history: run id, trial, as-of "
+        "date, data cut, counts, criteria hash, tool version and output folder.",
+    )
+    p.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=Path(HISTORY_NAME),
+        help=f"the history file (default: ./{HISTORY_NAME}, beside the default --out)",
+    )
+    p.add_argument("--trial", metavar="ID", help="only this trial's runs")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+    d = sub.add_parser(
+        "diff",
+        help="what changed between two runs of the screening history",
+        description="What changed from run OLD to run NEW (ids from `fhir-cohort history`): "
+        "new candidates, status changes with the criterion that changed and its new evidence, "
+        "candidates with changed answers or evidence, patients no longer in the source. The "
+        "columns of changes.csv; patient ids are printed, so treat the output as patient data.",
+    )
+    d.add_argument("old", type=_positive_int, metavar="OLD", help="the earlier run id")
+    d.add_argument("new", type=_positive_int, metavar="NEW", help="the later run id")
+    d.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=Path(HISTORY_NAME),
+        help=f"the history file (default: ./{HISTORY_NAME})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fhir-cohort",
@@ -597,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_valuesets(sub)
     _add_requirements(sub)
+    _add_history_commands(sub)
     return parser
 
 
@@ -626,6 +678,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     # OUT/<trial id>/ per trial plus OUT/trials.csv and OUT/index.html.
     several = len(criteria) > 1 or any(path.is_dir() for path in criteria)
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
+    history = None if args.no_history else args.history or default_history_path(args.out)
     try:
         result = (screen_many if several else screen)(
             args.source,
@@ -642,6 +695,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             unmapped_text=args.unmapped_text,
             allow_empty=args.allow_empty,
             base_url=args.base_url,
+            history=history,
         )
     finally:
         bars.close()
@@ -775,11 +829,88 @@ def _cmd_requirements(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from fhir_cohort.history.db import open_history
+
+    with open_history(args.history, create=False) as history:
+        runs = history.runs(args.trial)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in runs], indent=2))
+        return EXIT_OK
+    if not runs:
+        print(f"no runs{f' of {args.trial}' if args.trial else ''} in {args.history}")
+        return EXIT_OK
+    header = (
+        "run",
+        "trial",
+        "as of",
+        "data cut",
+        "patients",
+        "eligible",
+        "review",
+        "ineligible",
+        "prev",
+        "criteria",
+        "tool",
+        "recorded",
+        "outputs",
+    )
+    rows = [
+        (
+            str(r.run_id),
+            r.trial_id,
+            r.as_of,
+            r.data_cut or "-",
+            str(r.patients),
+            str(r.eligible),
+            str(r.review),
+            str(r.ineligible),
+            str(r.previous_run_id or "-"),
+            (r.criteria_sha256 or "-")[:12],
+            r.tool_version,
+            r.recorded_at,
+            r.out_dir or "-",
+        )
+        for r in runs
+    ]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from fhir_cohort.history.db import open_history
+    from fhir_cohort.history.diff import diff_runs
+
+    with open_history(args.history, create=False) as history:
+        diff = diff_runs(history, args.old, args.new)
+    old, new = diff.old, diff.new
+    if old is not None and old.trial_id != new.trial_id:
+        print(f"note: run {old.run_id} is of {old.trial_id}, run {new.run_id} of {new.trial_id}")
+    print(f"{new.trial_id}: {diff.summary()}; {diff.new_patients} patients new in the source")
+    for c in diff.changes:
+        status = f"{c.previous_status or '-'} -> {c.status or '-'}"
+        line = f"{c.change:<20} {c.patient_id}  {status}"
+        if c.criterion_id:
+            line += f"  {c.criterion_id}: {c.previous_answer} -> {c.answer}"
+        print(line)
+        if c.reason:
+            print(f"    reason: {c.reason}")
+        if c.evidence:
+            print(f"    evidence: {c.evidence}")
+    return EXIT_OK
+
+
 _COMMANDS = {
     "screen": _cmd_screen,
     "export": _cmd_export,
     "valuesets": _cmd_valuesets,
     "requirements": _cmd_requirements,
+    "history": _cmd_history,
+    "diff": _cmd_diff,
 }
 
 

@@ -119,3 +119,8 @@ class OriginError(FhirHttpError):
 
 class CapabilityError(FhirCohortError):
     """The server lacks a resource type, search parameter or operation the plan needs."""
+
+
+class HistoryError(FhirCohortError):
+    """The screening history database cannot be used: not an SQLite database, damaged, written
+    by a newer fhir-cohort (a schema version this one does not know), or an unknown run id."""

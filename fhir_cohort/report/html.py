@@ -80,6 +80,7 @@ def render_report(result: ScreeningResult, *, show_identifiers: bool = False) ->
         (
             _header(result, trial, show_identifiers),
             _summary(result),
+            _changes_section(result, candidates),
             _funnel_section(result.attrition, candidates),
             _candidates_section(result, candidates, criteria, common, show_identifiers),
             _review_section(candidates, criteria),
@@ -360,7 +361,9 @@ def _header(result: ScreeningResult, trial: dict[str, Any], show_identifiers: bo
         f"{_e(result.run.get('as_of'))}</div>"
         f"<h1>{tid} <span>{_e(trial.get('title'))}</span></h1>"
         f"{mode}"
-        '<nav><a href="#summary">Summary</a><a href="#funnel">Funnel</a>'
+        '<nav><a href="#summary">Summary</a>'
+        + ('<a href="#changes">What changed</a>' if result.run.get("history") else "")
+        + '<a href="#funnel">Funnel</a>'
         '<a href="#candidates">Candidates</a><a href="#review">Review queue</a></nav>'
         "</header>"
     )
@@ -422,6 +425,81 @@ def _summary(result: ScreeningResult) -> str:
         '<section id="summary"><h2>Run summary</h2>'
         f'<div class="cards">{card_html}</div>'
         f'<dl class="facts">{facts}</dl></section>'
+    )
+
+
+_CHANGE_LABELS = {
+    "new_candidate": "New candidate",
+    "status_changed": "Status changed",
+    "answer_changed": "Answer changed",
+    "evidence_changed": "New evidence",
+    "no_longer_in_source": "No longer in the source",
+}
+
+
+def _changes_section(result: ScreeningResult, candidates: Sequence[Candidate]) -> str:
+    """What changed since the trial's previous run in the screening history: counts, then
+    one row per change (changes.csv). Nothing when the run was not recorded in a history."""
+    record = result.run.get("history")
+    if not record:
+        return ""
+    if record.get("previous_run_id") is None:
+        return (
+            '<section id="changes"><h2>What changed</h2><p class="hint">The first run of this '
+            "trial in the screening history: the next screen will list what changed since "
+            f"this one (run {_e(record.get('run_id'))}).</p></section>"
+        )
+    since = _e(record.get("previous_as_of"))
+    counts = record.get("changes") or {}
+    cards = "".join(
+        f'<div class="card card-change" data-change="{_e(kind)}"><div class="num">'
+        f'{int(counts.get(kind, 0))}</div><div class="lbl">{_e(label)}</div></div>'
+        for kind, label in _CHANGE_LABELS.items()
+    )
+    rows_by_pid = {c.patient_id: c.row for c in candidates}
+    changes = result.changes if result.changes is not None else pd.DataFrame()
+    body: list[str] = []
+    for rec in changes.to_dict("records"):
+        pid = _text(rec.get("patient_id"))
+        row = rows_by_pid.get(pid)
+        who = (
+            f'<a class="plink" href="#p-{row}" data-row="{row}">#{row}</a> <code>{_e(pid)}</code>'
+            if row
+            else f"<code>{_e(pid)}</code>"
+        )
+        before, now = _text(rec.get("previous_status")), _text(rec.get("status"))
+        answers = ""
+        if _text(rec.get("criterion_id")):
+            answers = (
+                f"<span class='cid'>{_e(rec.get('criterion_id'))}</span> "
+                f"{_answer_pill(_text(rec.get('previous_answer')))} → "
+                f"{_answer_pill(_text(rec.get('answer')))}"
+            )
+        body.append(
+            f'<tr class="change" data-change="{_e(rec.get("change"))}" data-patient="{_e(pid)}">'
+            f"<td>{_e(_CHANGE_LABELS.get(_text(rec.get('change')), rec.get('change')))}</td>"
+            f"<td class='pid'>{who}</td>"
+            f"<td>{_e(before) or '—'} → {_e(now) or '—'}</td>"
+            f"<td>{answers}</td><td>{_e(rec.get('reason'))}</td>"
+            f"<td class='points'>{_e(rec.get('evidence'))}</td></tr>"
+        )
+    if not body:
+        body.append('<tr><td colspan="6">Nothing changed.</td></tr>')
+    note = (
+        '<p class="note">The criteria changed between the two runs: answers are compared for '
+        "the criteria both runs have.</p>"
+        if record.get("criteria_changed")
+        else ""
+    )
+    return (
+        f'<section id="changes"><h2>New since {since} <span class="sub">compared with run '
+        f"{_e(record.get('previous_run_id'))} of the screening history "
+        f"({int(record.get('new_patients') or 0)} patients new in the source)</span></h2>"
+        f'{note}<div class="cards">{cards}</div>'
+        '<div class="scroll"><table class="grid changes-table"><thead><tr><th>Change</th>'
+        "<th>Patient (FHIR id)</th><th>Status</th><th>Criterion</th><th>Reason</th>"
+        f"<th>New evidence</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        "</section>"
     )
 
 
