@@ -172,11 +172,12 @@ def diff_runs(history: History, old_id: int | None, new_id: int) -> Diff:
     ]
     changed: dict[str, list[tuple[str, str, str, str, bytes | None, bool]]] = {}
     for pid, cid, before, now, reason, digest, same_evidence in conn.execute(
-        "SELECT p.patient_id, n.criterion_id, o.answer, n.answer, n.reason, n.evidence_sha256, "
+        "SELECT p.patient_id, n.criterion_id, o.answer, n.answer, r.text, n.evidence_sha256, "
         "o.evidence_sha256 IS n.evidence_sha256 FROM run_answers n "
         "JOIN run_answers o ON o.run_id = ? AND o.patient_key = n.patient_key "
         "AND o.criterion_id = n.criterion_id "
         "JOIN patients p ON p.patient_key = n.patient_key "
+        "LEFT JOIN reasons r ON r.reason_id = n.reason_id "
         "WHERE n.run_id = ? "
         "AND (o.answer != n.answer OR o.evidence_sha256 IS NOT n.evidence_sha256)",
         (old_id, new_id),
