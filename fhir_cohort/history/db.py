@@ -6,8 +6,8 @@ its reason and the SHA-256 of the evidence behind it. The schema grows only by m
 (``MIGRATIONS``, applied in order, each in its own transaction, recorded in
 ``schema_version``); an applied step is never edited. docs/history.md describes the tables.
 
-Standard library only: ``fhir-cohort history`` lists runs without loading pandas. The frames
-:meth:`History.record_run` takes are read through their columns, never imported here.
+No pandas import: ``fhir-cohort history`` lists runs without loading it. The frames
+:meth:`History.record_run` takes are read through their columns.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from fhir_cohort.errors import HistoryError
 from fhir_cohort.files import open_private, private_dir, warn_if_exposed
@@ -220,12 +221,13 @@ class RunInfo:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
-def _text(value: Any) -> str:
-    """A cell as text: missing values (None, NaN, pandas NA) are empty."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    text = str(value)
-    return "" if text in ("nan", "NaT", "<NA>", "None") else text
+def _texts(frame: Any, column: str) -> list[str]:
+    """A frame's column as text, missing values empty (vectorised: a history records every
+    patient and criterion of a hospital)."""
+    if column not in frame:
+        return [""] * len(frame)
+    col = frame[column]
+    return col.astype(object).where(col.notna(), "").astype(str).tolist()
 
 
 def _as_of_free(value: str, open_end: str) -> str:
@@ -255,13 +257,10 @@ def evidence_sets(
     """
     if evidence is None or len(evidence) == 0:
         return {}
-    columns = [
-        evidence[c].tolist() if c in evidence else [None] * len(evidence)
-        for c in ("patient_id", "criterion_id", *EVIDENCE_STORED)
-    ]
+    columns = [_texts(evidence, c) for c in ("patient_id", "criterion_id", *EVIDENCE_STORED)]
     grouped: dict[tuple[str, str], list[list[str]]] = {}
     for pid, cid, *fields in zip(*columns, strict=True):
-        grouped.setdefault((_text(pid), _text(cid)), []).append([_text(v) for v in fields])
+        grouped.setdefault((pid, cid), []).append(fields)
     n = len(EVIDENCE_HASHED)
     value = EVIDENCE_HASHED.index("value")
     open_end = f"..{as_of}" if as_of else ""
@@ -271,9 +270,7 @@ def evidence_sets(
             [_as_of_free(v, open_end) if i == value else v for i, v in enumerate(r[:n])]
             for r in rows
         ]
-        hashed = json.dumps(facts, separators=(",", ":"), ensure_ascii=False)
-        stored = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
-        out[key] = (hashlib.sha256(hashed.encode("utf-8")).digest(), stored)
+        out[key] = (hashlib.sha256(orjson.dumps(facts)).digest(), orjson.dumps(rows).decode())
     return out
 
 
@@ -388,8 +385,7 @@ class History:
         counts = (run.get("counts") or {}).get("status") or {}
         source = run.get("source") or {}
         data_cut, data_cut_kind = _data_cut(run)
-        pids = [_text(p) for p in status["patient_id"].tolist()]
-        statuses = [_text(s) for s in status["status"].tolist()]
+        pids, statuses = _texts(status, "patient_id"), _texts(status, "status")
         sets = evidence_sets(evidence, str(run.get("as_of")))
         with self.transaction() as conn:
             trial_id = str(trial.get("id"))
@@ -456,7 +452,7 @@ class History:
     def _reason_ids(self, answers: Any) -> dict[str, int]:
         if "reason" not in answers:
             return {}
-        texts = {_text(r) for r in answers["reason"].tolist()} - {""}
+        texts = set(_texts(answers, "reason")) - {""}
         self.conn.executemany(
             "INSERT OR IGNORE INTO reasons (text) VALUES (?)", ((t,) for t in sorted(texts))
         )
@@ -474,13 +470,10 @@ class History:
         answers: Any,
         sets: Mapping[tuple[str, str], tuple[bytes, str]],
     ) -> Iterable[tuple[Any, ...]]:
-        columns = [answers[c].tolist() for c in ("patient_id", "criterion_id", "answer")]
-        reasons = answers["reason"].tolist() if "reason" in answers else [None] * len(answers)
-        for pid, cid, answer, reason in zip(*columns, reasons, strict=True):
-            p, c = _text(pid), _text(cid)
+        columns = [_texts(answers, c) for c in ("patient_id", "criterion_id", "answer", "reason")]
+        for p, c, answer, reason in zip(*columns, strict=True):
             found = sets.get((p, c))
-            why = reason_ids.get(_text(reason))
-            yield (run_id, keys[p], c, _text(answer), why, found[0] if found else None)
+            yield (run_id, keys[p], c, answer, reason_ids.get(reason), found and found[0])
 
     # ----------------------------------------------------------------------------------------
     # Reading
