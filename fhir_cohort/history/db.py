@@ -519,11 +519,15 @@ def open_history(path: str | Path, *, create: bool = True) -> History:
     if not path.exists():
         if not create:
             raise HistoryError(f"no screening history at {path} (a screen creates it)")
-        private_dir(path.parent)
-        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
-        # database file's mode.
-        with contextlib.suppress(FileExistsError):
-            open_private(path, "xb").close()
+        try:
+            private_dir(path.parent)
+            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
+            # database file's mode.
+            with contextlib.suppress(FileExistsError):
+                open_private(path, "xb").close()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise HistoryError(f"history {path}: cannot create it ({reason})") from None
     else:
         warn_if_exposed(path, "history file")
     try:

@@ -99,6 +99,9 @@ def test_a_newer_or_foreign_or_broken_file_is_a_history_error(tmp_path: Path) ->
     for path, message in cases.items():
         with pytest.raises(HistoryError, match=message):
             open_history(path)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(HistoryError, match="cannot create it"):
+        open_history(tmp_path / "a-file" / "below" / "h.sqlite")
     with pytest.raises(HistoryError, match="no screening history"):
         open_history(tmp_path / "missing.sqlite", create=False)
     assert not (tmp_path / "missing.sqlite").exists()

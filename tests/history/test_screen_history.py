@@ -129,3 +129,5 @@ def test_several_trials_in_one_pass_record_each_trial(tmp_path: Path) -> None:
         assert many[tid].run["history"]["run_id"] in (1, 2)
         assert (tmp_path / "out" / tid / "changes.csv").exists()
     assert "NCT06038474-copy: history: run 2" in many.summary()
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "<th>Since the previous run</th>" in index and index.count(">first run</td>") == 2
