@@ -14,6 +14,7 @@ from fhir_cohort._lazy import lazy_exports
 # The exception tree is light (no imports): loaded eagerly.
 from fhir_cohort.errors import (
     AuthError,
+    BulkExportAlreadyRunningError,
     BulkExportError,
     BulkExportTimeout,
     BulkJobExpiredError,
@@ -21,6 +22,7 @@ from fhir_cohort.errors import (
     CriteriaError,
     FhirCohortError,
     FhirHttpError,
+    HistoryError,
     MalformedResourceError,
     OptionError,
     OriginError,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthError",
+    "BulkExportAlreadyRunningError",
     "BulkExportError",
     "BulkExportTimeout",
     "BulkJobExpiredError",
@@ -62,6 +65,7 @@ __all__ = [
     "CriteriaError",
     "FhirCohortError",
     "FhirHttpError",
+    "HistoryError",
     "MalformedResourceError",
     "MultiScreeningResult",
     "OptionError",

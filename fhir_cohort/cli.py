@@ -12,14 +12,18 @@ from typing import TYPE_CHECKING
 from fhir_cohort import __version__, defaults
 from fhir_cohort.errors import (
     AuthError,
+    BulkExportAlreadyRunningError,
+    BulkExportTimeout,
     CapabilityError,
     CriteriaError,
     FhirCohortError,
     FhirHttpError,
+    HistoryError,
     OptionError,
     SourceError,
     TerminologyError,
 )
+from fhir_cohort.history.db import HISTORY_NAME, default_history_path
 from fhir_cohort.logs import configure as configure_logging
 from fhir_cohort.progress import Progress
 
@@ -34,6 +38,8 @@ EXIT_DATA = 4
 EXIT_SERVER = 5
 EXIT_AUTH = 6
 EXIT_CAPABILITY = 7
+EXIT_EXPORT_BUSY = 8
+EXIT_EXPORT_PENDING = 9
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
@@ -42,21 +48,27 @@ exit codes:
   1    unexpected error (a bug: please report it with the command, without patient data)
   2    usage error (bad option or value)
   3    criteria file or value set invalid
-  4    input data unreadable, or malformed with --strict
+  4    input data unreadable, or malformed with --strict; screening history unusable
   5    FHIR server error after retries
   6    authentication or authorisation failed
   7    the server lacks a resource type, search parameter or operation the plan needs
+  8    the server refused the Bulk $export: another export by this client is running (429)
+  9    the Bulk export is still running on the server (its state is saved): run the same
+       command again to continue, or use --wait
   130  interrupted (Ctrl-C); a re-run resumes where possible
 """
 
 # Order matters: most specific first.
 _ERROR_EXIT: tuple[tuple[type[BaseException], int], ...] = (
     (AuthError, EXIT_AUTH),
+    (BulkExportAlreadyRunningError, EXIT_EXPORT_BUSY),
+    (BulkExportTimeout, EXIT_EXPORT_PENDING),
     (FhirHttpError, EXIT_SERVER),
     (CapabilityError, EXIT_CAPABILITY),
     (CriteriaError, EXIT_CRITERIA),
     (TerminologyError, EXIT_CRITERIA),
     (SourceError, EXIT_DATA),
+    (HistoryError, EXIT_DATA),
     (OptionError, EXIT_USAGE),
     (FhirCohortError, EXIT_ERROR),
 )
@@ -254,6 +266,19 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         help="the FHIR base URL the files on disk came from: absolute references with this base "
         "resolve (default: the base a Bulk export or snapshot recorded, else none)",
     )
+    history = p.add_mutually_exclusive_group()
+    history.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        help="the screening history (SQLite) this run is recorded in and compared with: new "
+        "candidates, status changes and patients no longer in the source since the trial's "
+        "previous run go to the summary, report.html and changes.csv (default: "
+        f"{HISTORY_NAME} in the folder that holds --out, so weekly --out folders share it)",
+    )
+    history.add_argument(
+        "--no-history", action="store_true", help="record nothing and compare with nothing"
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     _add_server_options(p)
 
@@ -289,6 +314,8 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
+    from fhir_cohort.fhir.server_profile import vendor_names  # the file names only: stdlib
+
     g = p.add_argument_group("FHIR server source", SERVER_HELP)
     g.add_argument(
         "--strategy",
@@ -297,10 +324,12 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         help="funnel: find patients with the entry codes, then fetch only their records "
         "(default); full: fetch every resource of the needed types; bulk: a Bulk Data "
         "$export; crawl: the records of each patient of --group or --patients, searched per "
-        "patient (for EHRs that answer only per patient: Epic, Oracle Health); auto: crawl "
-        "when a patient list is given, else bulk when the server offers $export and the entry "
-        "query matches more than --auto-threshold Conditions, else funnel (the choice and why "
-        "go to run.json)",
+        "patient (for EHRs that answer only per patient: Epic, Oracle Health); auto: probe the "
+        "server first (a few cheap requests); with a patient list, crawl it (or export the "
+        "Group with --level group where the server can); on a server that needs a patient on "
+        "every search, refuse without one; else bulk when the server offers $export and the "
+        "entry query matches more than --auto-threshold Conditions, else funnel (the choice, "
+        "why and the server's profile go to run.json)",
     )
     g.add_argument(
         "--patients",
@@ -325,6 +354,13 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="entry-query Conditions above which auto picks bulk "
         f"(default {defaults.AUTO_BULK_THRESHOLD})",
+    )
+    g.add_argument(
+        "--server-profile",
+        metavar="NAME|FILE",
+        help="the server's limits as documented instead of probing it: a vendor ("
+        + ", ".join(vendor_names())
+        + ") or a YAML file in the same schema (docs/architecture.md, Server profiles)",
     )
     g.add_argument(
         "--batch-size",
@@ -440,6 +476,21 @@ def _add_bulk_options(g: argparse._ArgumentGroup) -> None:
         f"Retry-After is honoured up to it (default {defaults.BULK_POLL_MAX:g})",
     )
     g.add_argument(
+        "--max-wait",
+        type=_positive_float,
+        metavar="S",
+        help="longest this run waits for the export, in seconds (default "
+        f"{defaults.BULK_MAX_WAIT:g}); past it, or as soon as the server's Retry-After "
+        "reaches past it, the job is saved and the command exits 9 (export still running: "
+        "run the same command again to continue)",
+    )
+    g.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the export completes, however long the server asks (polling at "
+        "most every --poll-max seconds) instead of exiting 9",
+    )
+    g.add_argument(
         "--restart",
         action="store_true",
         help="discard an unfinished export in the folder instead of resuming it",
@@ -459,6 +510,8 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
     from fhir_cohort.fhir.auth import AuthOptions
     from fhir_cohort.remote import ServerOptions
 
+    if args.wait and args.max_wait is not None:
+        raise OptionError("--wait (no limit) and --max-wait contradict each other")
     # `export` has no screen-only options: those keep the library's defaults.
     return ServerOptions(
         strategy=getattr(args, "strategy", "bulk"),
@@ -489,8 +542,10 @@ def _server_options(args: argparse.Namespace) -> ServerOptions:
         bulk_type_filter=not args.no_type_filter,
         bulk_resume=not args.restart,
         bulk_poll_max=args.poll_max,
+        bulk_max_wait=None if args.wait else (args.max_wait or defaults.BULK_MAX_WAIT),
         reuse_export=args.reuse_export,
         auto_threshold=getattr(args, "auto_threshold", defaults.AUTO_BULK_THRESHOLD),
+        server_profile=getattr(args, "server_profile", None),
     )
 
 
@@ -559,6 +614,41 @@ def _add_requirements(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_history_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "history",
+        help="list the runs recorded in the screening history",
+        description="List the screening runs recorded in the history: run id, trial, as-of "
+        "date, data cut, counts, criteria hash, tool version and output folder.",
+    )
+    p.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=Path(HISTORY_NAME),
+        help=f"the history file (default: ./{HISTORY_NAME}, beside the default --out)",
+    )
+    p.add_argument("--trial", metavar="ID", help="only this trial's runs")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+    d = sub.add_parser(
+        "diff",
+        help="what changed between two runs of the screening history",
+        description="What changed from run OLD to run NEW (ids from `fhir-cohort history`): "
+        "new candidates, status changes with the criterion that changed and its new evidence, "
+        "candidates with changed answers or evidence, patients no longer in the source. The "
+        "columns of changes.csv; patient ids are printed, so treat the output as patient data.",
+    )
+    d.add_argument("old", type=_positive_int, metavar="OLD", help="the earlier run id")
+    d.add_argument("new", type=_positive_int, metavar="NEW", help="the later run id")
+    d.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=Path(HISTORY_NAME),
+        help=f"the history file (default: ./{HISTORY_NAME})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fhir-cohort",
@@ -583,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_valuesets(sub)
     _add_requirements(sub)
+    _add_history_commands(sub)
     return parser
 
 
@@ -624,6 +715,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     # OUT/<trial id>/ per trial plus OUT/trials.csv and OUT/index.html.
     several = len(criteria) > 1 or any(path.is_dir() for path in criteria)
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
+    history = None if args.no_history else args.history or default_history_path(args.out)
     try:
         result = (screen_many if several else screen)(
             args.source,
@@ -640,6 +732,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             unmapped_text=args.unmapped_text,
             allow_empty=args.allow_empty,
             base_url=args.base_url,
+            history=history,
         )
     finally:
         bars.close()
@@ -670,9 +763,12 @@ def _data_cut_note(run: dict) -> str:
     if fetch.get("strategy") != "bulk":
         reused = "; a completed snapshot reused (--reuse-export)" if fetch.get("reused") else ""
         return f"{run['data_cut']} (fetch started{reused})"
+    export = fetch.get("export") or {}
     how = (
         "a completed export reused (--reuse-export), no request sent"
         if fetch.get("reused")
+        else "a new export: the earlier job's files had expired on the server"
+        if export.get("reexported")
         else "an unfinished export resumed"
         if fetch.get("resumed")
         else "a new export"
@@ -700,13 +796,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
             resume=options.bulk_resume,
             reuse=options.reuse_export,
             poll_max=options.bulk_poll_max,
+            max_wait=options.bulk_max_wait,
             progress=bars,
         )
     finally:
         bars.close()
     if not args.quiet:
         counts = result.resources_by_type()
-        how = "reused, no request sent" if result.reused else "resumed" if result.resumed else "new"
+        how = (
+            "reused, no request sent"
+            if result.reused
+            else "new (the earlier job's files had expired)"
+            if result.reexported
+            else "resumed"
+            if result.resumed
+            else "new"
+        )
         print(
             f"exported {sum(counts.values())} resources in {len(result.files)} files "
             f"(data cut: transactionTime {result.transaction_time}; {how} export) to {args.out}"
@@ -718,6 +823,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 f"server reported {result.errors.resources} OperationOutcome issues "
                 f"(see {args.out}/errors)"
             )
+        if result.deleted:
+            gone = ", ".join(f"{n} {t}" for t, n in result.deleted_by_type().items())
+            print(f"deleted on the server (manifest deleted[], left out of the data): {gone}")
     return EXIT_OK
 
 
@@ -758,11 +866,88 @@ def _cmd_requirements(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from fhir_cohort.history.db import open_history
+
+    with open_history(args.history, create=False) as history:
+        runs = history.runs(args.trial)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in runs], indent=2))
+        return EXIT_OK
+    if not runs:
+        print(f"no runs{f' of {args.trial}' if args.trial else ''} in {args.history}")
+        return EXIT_OK
+    header = (
+        "run",
+        "trial",
+        "as of",
+        "data cut",
+        "patients",
+        "eligible",
+        "review",
+        "ineligible",
+        "prev",
+        "criteria",
+        "tool",
+        "recorded",
+        "outputs",
+    )
+    rows = [
+        (
+            str(r.run_id),
+            r.trial_id,
+            r.as_of,
+            r.data_cut or "-",
+            str(r.patients),
+            str(r.eligible),
+            str(r.review),
+            str(r.ineligible),
+            str(r.previous_run_id or "-"),
+            (r.criteria_sha256 or "-")[:12],
+            r.tool_version,
+            r.recorded_at,
+            r.out_dir or "-",
+        )
+        for r in runs
+    ]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from fhir_cohort.history.db import open_history
+    from fhir_cohort.history.diff import diff_runs
+
+    with open_history(args.history, create=False) as history:
+        diff = diff_runs(history, args.old, args.new)
+    old, new = diff.old, diff.new
+    if old is not None and old.trial_id != new.trial_id:
+        print(f"note: run {old.run_id} is of {old.trial_id}, run {new.run_id} of {new.trial_id}")
+    print(f"{new.trial_id}: {diff.summary()}; {diff.new_patients} patients new in the source")
+    for c in diff.changes:
+        status = f"{c.previous_status or '-'} -> {c.status or '-'}"
+        line = f"{c.change:<20} {c.patient_id}  {status}"
+        if c.criterion_id:
+            line += f"  {c.criterion_id}: {c.previous_answer} -> {c.answer}"
+        print(line)
+        if c.reason:
+            print(f"    reason: {c.reason}")
+        if c.evidence:
+            print(f"    evidence: {c.evidence}")
+    return EXIT_OK
+
+
 _COMMANDS = {
     "screen": _cmd_screen,
     "export": _cmd_export,
     "valuesets": _cmd_valuesets,
     "requirements": _cmd_requirements,
+    "history": _cmd_history,
+    "diff": _cmd_diff,
 }
 
 
@@ -775,6 +960,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BulkExportTimeout as exc:
+        # Not a failure of the export: it goes on on the server, and a re-run picks it up
+        # (--restart would discard it: the re-run must leave that out).
+        again = "without --restart " if getattr(args, "restart", False) else ""
+        print(
+            f"fhir-cohort: export still running; run the same command {again}again to "
+            f"continue (--wait blocks until it completes). {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_EXPORT_PENDING
     except FhirCohortError as exc:
         # Messages are built to carry no patient data; see errors.py.
         print(f"fhir-cohort: error: {exc}", file=sys.stderr)

@@ -93,7 +93,15 @@ class BulkJobExpiredError(BulkExportError):
 
 
 class BulkExportTimeout(BulkExportError):
-    """The job did not complete within the overall deadline; it is kept for a later resume."""
+    """The job is still running on the server when this run stops waiting (its deadline, or a
+    Retry-After reaching past it); the job is saved in the folder and the next run continues it.
+    The CLI says "export still running; run the same command again to continue" (exit 9)."""
+
+
+class BulkExportAlreadyRunningError(BulkExportError):
+    """The kick-off kept answering 429: another export by this client is running on the server
+    (Oracle Health allows one per client and tenant, Epic one per client and Group). The CLI
+    maps it to exit 8; the message says to let it finish or cancel it."""
 
 
 class AuthError(FhirHttpError):
@@ -111,3 +119,8 @@ class OriginError(FhirHttpError):
 
 class CapabilityError(FhirCohortError):
     """The server lacks a resource type, search parameter or operation the plan needs."""
+
+
+class HistoryError(FhirCohortError):
+    """The screening history database cannot be used: not an SQLite database, damaged, written
+    by a newer fhir-cohort (a schema version this one does not know), or an unknown run id."""

@@ -4,11 +4,13 @@ The functions the CLI calls."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import platform
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -321,6 +323,7 @@ def screen(
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
+    history: str | Path | None = None,
 ) -> ScreeningResult: ...
 
 
@@ -342,6 +345,7 @@ def screen(
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
+    history: str | Path | None = None,
 ) -> MultiScreeningResult: ...
 
 
@@ -362,6 +366,7 @@ def screen(
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
+    history: str | Path | None = None,
 ) -> ScreeningResult | MultiScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
@@ -382,6 +387,11 @@ def screen(
     JSON) raises :class:`SourceError` unless ``allow_empty``.
     Absolute references resolve only against the source's own base: the server URL, the base
     a Bulk export or snapshot folder recorded, and ``base_url`` (docs/architecture.md).
+    With ``history`` (a file path; the CLI's default is
+    :func:`~fhir_cohort.history.default_history_path`) the run is recorded in that SQLite
+    screening history and compared with the trial's previous run there: ``result.changes``
+    (changes.csv), ``run["history"]`` and report.html's "new since" section
+    (docs/history.md). Without it nothing is recorded.
 
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> list(result.patients.columns[:3])
@@ -406,6 +416,7 @@ def screen(
             unmapped_text=unmapped_text,
             allow_empty=allow_empty,
             base_url=base_url,
+            history=history,
         )
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -420,6 +431,62 @@ def screen(
     [(trial, criteria_info)] = _resolve_trials(criteria)
     terminology = terminology or Terminology.load()
     _check_common(source, [trial], terminology, server, base_url)
+    with _open_history(history) as past:
+        return _screen_one(
+            source,
+            trial,
+            criteria_info,
+            terminology,
+            past,
+            as_of=as_of,
+            out_dir=out_dir,
+            strict=strict,
+            validate=validate,
+            workers=workers,
+            progress=progress,
+            server=server,
+            show_identifiers=show_identifiers,
+            publish_group=publish_group,
+            unmapped_text=unmapped_text,
+            allow_empty=allow_empty,
+            base_url=base_url,
+            started=started,
+            t0=t0,
+        )
+
+
+def _open_history(path: str | Path | None) -> Any:
+    """The history to record in (opened, migrated, before any work: an unusable file must
+    not fail at the end), or a context that yields None."""
+    if path is None:
+        return contextlib.nullcontext(None)
+    from fhir_cohort.history.db import open_history
+
+    return open_history(path)
+
+
+def _screen_one(
+    source: str | Path | None,
+    trial: Trial,
+    criteria_info: dict[str, Any],
+    terminology: Terminology,
+    past: Any,
+    *,
+    as_of: date,
+    out_dir: str | Path | None,
+    strict: bool,
+    validate: bool,
+    workers: int | None,
+    progress: ProgressCallback,
+    server: ServerOptions | None,
+    show_identifiers: bool,
+    publish_group: bool,
+    unmapped_text: bool,
+    allow_empty: bool,
+    base_url: str | None,
+    started: datetime,
+    t0: float,
+) -> ScreeningResult:
     shared = _read_once(
         source,
         [trial],
@@ -451,6 +518,7 @@ def screen(
         show_identifiers=show_identifiers,
         publish_group=publish_group,
         unmapped_text=unmapped_text,
+        history=past,
     )
     if shared.fetch_record is not None:
         # done: a re-run fetches fresh data unless told to reuse this snapshot
@@ -475,6 +543,7 @@ def screen_many(
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
+    history: str | Path | None = None,
 ) -> MultiScreeningResult:
     """Screen ``source`` against several trials, reading the data once.
 
@@ -502,6 +571,51 @@ def screen_many(
     _check_folder_names(trials)
     terminology = terminology or Terminology.load()
     _check_common(source, trials, terminology, server, base_url)
+    with _open_history(history) as past:
+        return _screen_pass(
+            source,
+            resolved,
+            terminology,
+            past,
+            as_of=as_of,
+            out_dir=out_dir,
+            strict=strict,
+            validate=validate,
+            workers=workers,
+            progress=progress,
+            server=server,
+            show_identifiers=show_identifiers,
+            publish_group=publish_group,
+            unmapped_text=unmapped_text,
+            allow_empty=allow_empty,
+            base_url=base_url,
+            started=started,
+            t0=t0,
+        )
+
+
+def _screen_pass(
+    source: str | Path | None,
+    resolved: list[tuple[Trial, dict[str, Any]]],
+    terminology: Terminology,
+    past: Any,
+    *,
+    as_of: date,
+    out_dir: str | Path | None,
+    strict: bool,
+    validate: bool,
+    workers: int | None,
+    progress: ProgressCallback,
+    server: ServerOptions | None,
+    show_identifiers: bool,
+    publish_group: bool,
+    unmapped_text: bool,
+    allow_empty: bool,
+    base_url: str | None,
+    started: datetime,
+    t0: float,
+) -> MultiScreeningResult:
+    trials = [trial for trial, _ in resolved]
     shared = _read_once(
         source,
         trials,
@@ -520,6 +634,7 @@ def screen_many(
         t0=t0,
     )
     ids = [trial.id for trial in trials]
+    pass_id = uuid.uuid4().hex  # the history's runs of one pass share it
     # One trial after another in this process: evaluating them in forked workers doubled peak
     # memory (docs/benchmarks.md, "Several trials in one pass").
     results: dict[str, ScreeningResult] = {}
@@ -539,6 +654,8 @@ def screen_many(
             publish_group=publish_group,
             unmapped_text=unmapped_text,
             one_pass=ids,
+            history=past,
+            pass_id=pass_id,
         )
     table = trials_table({tid: r.patients for tid, r in results.items()})
     multi = MultiScreeningResult(results=results, trials=table)
@@ -567,6 +684,8 @@ def _screen_trial(
     publish_group: bool,
     unmapped_text: bool,
     one_pass: Sequence[str] = (),
+    history: Any = None,
+    pass_id: str | None = None,
 ) -> ScreeningResult:
     """Evaluate one trial on the shared tables and write its outputs (pure per trial: the
     tables are only read)."""
@@ -633,21 +752,59 @@ def _screen_trial(
         labs=labs,
         unmapped=unmapped_table(unmapped_rows),
     )
-    if out_dir is not None:
-        run["timings_seconds"]["total"] = round(time.perf_counter() - t0, 3)
-        result.paths = write_outputs(
-            Path(out_dir),
-            patients=patients,
-            evidence=evidence,
-            attrition=attrition_table,
-            group=group,
-            run=run,
-            eras=eras,
-            labs=labs,
-            unmapped=result.unmapped,
-        )
-        write_report(result, result.paths.out_dir / REPORT_NAME, show_identifiers=show_identifiers)
+    # The run is recorded and its outputs written in one history transaction: a run whose
+    # outputs failed is not in the history, so the next screen compares with the last good one.
+    recording = history.transaction() if history is not None else contextlib.nullcontext()
+    with recording:
+        if history is not None:
+            result.changes = _record(history, run, evaluation, evidence, out_dir, pass_id)
+        if out_dir is not None:
+            _write(result, run, out_dir, t0, show_identifiers)
     return result
+
+
+def _record(
+    history: Any,
+    run: dict[str, Any],
+    evaluation: EvaluationResult,
+    evidence: pd.DataFrame,
+    out_dir: str | Path | None,
+    pass_id: str | None,
+) -> pd.DataFrame:
+    """Record the run in the history, compare it with the trial's previous run there; the
+    comparison goes to run["history"], the changes table is returned (changes.csv)."""
+    from fhir_cohort.history.diff import diff_runs
+
+    info = history.record_run(
+        run,
+        status=evaluation.status,
+        answers=evaluation.answers,
+        evidence=evidence,
+        out_dir=Path(out_dir).absolute() if out_dir is not None else None,
+        pass_id=pass_id,
+    )
+    diff = diff_runs(history, info.previous_run_id, info.run_id)
+    run["history"] = diff.as_record(str(history.path))
+    return diff.frame()
+
+
+def _write(
+    result: ScreeningResult, run: dict[str, Any], out_dir: str | Path, t0: float, show_ids: bool
+) -> None:
+    run["timings_seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    result.paths = write_outputs(
+        Path(out_dir),
+        patients=result.patients,
+        evidence=result.evidence,
+        attrition=result.attrition,
+        group=result.group,
+        run=run,
+        eras=result.eras,
+        labs=result.labs,
+        unmapped=result.unmapped,
+        changes=result.changes,
+    )
+    write_report(result, result.paths.out_dir / REPORT_NAME, show_identifiers=show_ids)
 
 
 def _run_record(

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,19 @@ from fhir_cohort.criteria import Trial
 from fhir_cohort.defaults import (
     AUTO_BULK_THRESHOLD,
     BATCH_SIZE,
+    BULK_MAX_WAIT,
     BULK_POLL_MAX,
     CONCURRENCY,
     TIMEOUT,
 )
-from fhir_cohort.errors import CriteriaError, OptionError, SourceError
+from fhir_cohort.errors import (
+    AuthError,
+    CapabilityError,
+    CriteriaError,
+    FhirHttpError,
+    OptionError,
+    SourceError,
+)
 from fhir_cohort.fhir.auth import AuthOptions, auth_from_env
 from fhir_cohort.fhir.bulk import (
     BulkExportRequest,
@@ -46,6 +56,7 @@ from fhir_cohort.fhir.crawl import (
 )
 from fhir_cohort.fhir.fetch import (
     MEDICATION_TYPES,
+    PAGE_SIZE,
     FetchPlan,
     FetchProgress,
     FetchReport,
@@ -54,6 +65,8 @@ from fhir_cohort.fhir.fetch import (
     fetch_snapshot,
     mark_used,
 )
+from fhir_cohort.fhir.probe import PROBE_TYPES, probe, probe_population
+from fhir_cohort.fhir.server_profile import Fact, ServerProfile, load_profile
 from fhir_cohort.files import private_dir
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 from fhir_cohort.requirements import Requirements, requirements
@@ -101,11 +114,17 @@ class ServerOptions:
     bulk_type_filter: bool = True
     bulk_resume: bool = True
     bulk_poll_max: float = BULK_POLL_MAX  # seconds; caps the server's Retry-After
+    # seconds this run waits for the export before it saves the job and stops
+    # (BulkExportTimeout); None (--wait): until the export completes
+    bulk_max_wait: float | None = BULK_MAX_WAIT
     # Reuse a complete download already in the cache (bulk export or REST snapshot) instead of
     # downloading again: the data may be stale. Without it a REST snapshot is reused only when
     # the run that fetched it never finished (no outputs written).
     reuse_export: bool = False
     auto_threshold: int = AUTO_BULK_THRESHOLD
+    # --server-profile NAME|FILE: the server's limits as stated (a vendor's documented profile,
+    # or a file in the same schema) instead of probing the server (docs/architecture.md).
+    server_profile: str | None = None
 
     def __post_init__(self) -> None:
         # Checked here, before any work or request: these failed only deep inside a run.
@@ -113,6 +132,8 @@ class ServerOptions:
             raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
         if not 0 < self.bulk_poll_max < float("inf"):
             raise OptionError(f"--poll-max must be a number above 0, got {self.bulk_poll_max}")
+        if self.bulk_max_wait is not None and not 0 < self.bulk_max_wait < float("inf"):
+            raise OptionError(f"--max-wait must be a number above 0, got {self.bulk_max_wait}")
         if self.bulk_level not in ("system", "patient", "group"):
             raise OptionError(f"--level must be system, patient or group, not {self.bulk_level!r}")
         if self.bulk_level == "group" and not self.bulk_group:
@@ -132,6 +153,8 @@ class ServerOptions:
             raise OptionError(f"--crawl-batch must be at least 1, got {self.crawl_batch}")
         if self.reuse_export and not self.bulk_resume:
             raise OptionError("--reuse-export and --restart contradict each other")
+        if self.server_profile is not None:
+            load_profile(self.server_profile)  # a bad name or file fails before any request
 
 
 def _needs(trial: Trial | Requirements | Sequence[Trial], terminology: Terminology) -> Requirements:
@@ -307,13 +330,17 @@ def run_bulk(
     reuse: bool = False,
     download_workers: int = 4,
     poll_max: float = BULK_POLL_MAX,
+    max_wait: float | None = BULK_MAX_WAIT,
     progress: ProgressCallback = no_progress,
 ) -> ExportResult:
     """Run or resume an export into a private folder the disk source reads unchanged.
 
     A completed export already in ``out_dir`` is used again only with ``reuse`` (see
     :func:`fhir_cohort.fhir.bulk.run_export`); the result says which happened. ``poll_max``
-    caps one wait between status polls (``Retry-After`` is honoured up to it).
+    caps one wait between status polls (``Retry-After`` is honoured up to it). ``max_wait``
+    bounds this run's wait (None: until the export completes): past it, or when the server's
+    Retry-After reaches past it, :class:`~fhir_cohort.errors.BulkExportTimeout` says the
+    export is still running and the job is saved in ``out_dir`` for the next run.
     """
     return run_export(
         client,
@@ -322,6 +349,7 @@ def run_bulk(
         resume=resume,
         reuse=reuse,
         poll_cap_seconds=poll_max,
+        deadline_seconds=math.inf if max_wait is None else max_wait,
         download_workers=download_workers,
         progress=_bulk_progress(progress),
     )
@@ -339,26 +367,106 @@ def bulk_record(result: ExportResult, why: str) -> dict[str, Any]:
     }
 
 
+def patient_scoped_error(url: str, fact: Fact[bool]) -> CapabilityError:
+    """The funnel (or auto without a patient list) on a server that needs a patient on every
+    search (Epic, Oracle Health): say what to use instead."""
+    how = fact.source or fact.origin or "its profile"
+    return CapabilityError(
+        f"the server at {strip_query(url)} cannot be searched without a patient ({how}), so "
+        "the funnel's server-wide Condition search cannot run there (EHRs such as Epic and "
+        "Oracle Health work this way). Screen a Group or a patient list instead: --group ID "
+        "(a Group the site's EHR team set up, e.g. from a registry) or --patients FILE (FHIR "
+        "ids, or system|value identifiers such as MRNs)"
+    )
+
+
+def server_profile(
+    client: FhirClient,
+    needs: Requirements,
+    options: ServerOptions,
+    *,
+    patient: str | Callable[[], str | None] | None = None,
+) -> ServerProfile:
+    """The server's profile: ``--server-profile`` as given (no request), else probed (a few
+    cheap requests, see :mod:`fhir_cohort.fhir.probe`) for the types ``needs`` reads.
+
+    On a server that cannot be searched without a patient the probe goes on with one patient:
+    ``patient``, else the first member of ``--group`` (one Group read), else none.
+    """
+    if options.server_profile is not None:
+        return load_profile(options.server_profile)
+    types = ("Condition", *(t for t in PROBE_TYPES if t in needs.resource_types))
+    group = options.bulk_group
+    if patient is None and group:
+        patient = partial(group_member, client, group)  # read only when needed
+    return probe(client, types=types, patient=patient)
+
+
+def group_member(client: FhirClient, group_id: str) -> str | None:
+    """The id of a Group's first Patient member (None when the Group cannot be read)."""
+    try:
+        group = client.read("Group", group_id)
+    except (FhirHttpError, OptionError):
+        return None
+    for member in group.get("member") or []:
+        ref = ((member or {}).get("entity") or {}).get("reference")
+        if isinstance(ref, str) and ref.startswith("Patient/") and ref.count("/") == 1:
+            return ref.split("/", 1)[1]
+    return None
+
+
 def choose_strategy(
     client: FhirClient,
     trial: Trial | Requirements,
     terminology: Terminology,
     threshold: int,
     *,
+    profile: ServerProfile | None = None,
     patients: bool = False,
     group_export: bool = False,
+    bulk_level: str = "system",
 ) -> tuple[str, str]:
-    """``auto``: with a patient list (``patients``), the crawl, or the Group's export when
-    ``group_export`` (``--level group``) and the server exports Groups; else bulk when the
-    server advertises $export and the entry query matches more than ``threshold``
-    Conditions; the REST funnel otherwise. Returns (strategy, why)."""
-    cap = Capability.from_statement(client.capabilities())
+    """``auto``: funnel, crawl or bulk from the server's ``profile`` (probed when None).
+    Returns (strategy, why); CapabilityError when nothing can run (a patient-scoped server
+    without a patient list).
+
+    - A server that needs a patient on every search (Epic, Oracle Health): with a patient list
+      (``patients``: ``--group`` or ``--patients``) the crawl, or the Group's export when
+      ``group_export`` (``--level group``) and the server exports Groups; without one, the
+      error that says to give one.
+    - A patient list on any other server: the crawl (or the Group's export, likewise).
+    - A server that does not filter Condition by ``code``: bulk where it exports at
+      ``bulk_level``, else the full pull (the funnel's entry query would return everything).
+    - Otherwise the funnel, or bulk when the server exports at ``bulk_level`` and the entry
+      query matches more than ``threshold`` Conditions.
+    """
+    if profile is None:
+        profile = server_profile(client, _needs(trial, terminology), ServerOptions())
+    levels = profile.bulk_levels.value
+    if levels is None:  # not probed (a --server-profile that does not say): ask the server
+        levels = Capability.from_statement(client.capabilities()).export
+    if profile.patient_scoped:
+        if not patients:
+            raise patient_scoped_error(client.base_url, profile.population_search)
+        needs_patient = "the server cannot be searched without a patient"
+        if group_export and "group" in levels:
+            return "bulk", f"{needs_patient}; --level group and the server exports Groups"
+        return "crawl", f"{needs_patient}; crawling the listed patients"
     if patients:
-        if group_export and "group" in cap.export:
+        if group_export and "group" in levels:
             return "bulk", "a Group was given with --level group and the server exports Groups"
         return "crawl", "a patient list was given (--group or --patients)"
-    if not cap.supports_export:
+    exports = bulk_level in levels
+    entry = profile.code("Condition")
+    if entry.value in ("ignored", "rejected"):
+        why = f"the server does not filter Condition by code ({entry.value}: {entry.source})"
+        if exports:
+            return "bulk", f"{why}; it exports at {bulk_level} level"
+        return "full", f"{why}; fetching the needed types whole"
+    if not levels:
         return "funnel", "the server does not advertise $export"
+    if not exports:
+        return "funnel", f"the server does not advertise $export at {bulk_level} level"
     tokens = entry_tokens(trial, terminology)
     bundle = client.get_json("Condition", [("code", ",".join(tokens)), ("_summary", "count")])
     total = bundle.get("total")
@@ -442,15 +550,24 @@ def fetch(
     needs = _needs(trials, terminology)
     strategy, why = options.strategy, "chosen by the user"
     patients = patient_list(options)
+    # Probed only for auto; the user's --server-profile is read without a request. An explicit
+    # funnel sends no probe: its first search fails fast on a patient-scoped server instead.
+    profile = load_profile(options.server_profile) if options.server_profile else None
     if strategy == "auto":
+        first = patients.ids[0] if patients is not None and patients.ids else None
+        profile = profile or server_profile(client, needs, options, patient=first)
         strategy, why = choose_strategy(
             client,
             needs,
             terminology,
             options.auto_threshold,
+            profile=profile,
             patients=patients is not None,
             group_export=options.bulk_level == "group",
+            bulk_level=options.bulk_level,
         )
+    elif strategy == "funnel" and profile is not None and profile.patient_scoped:
+        raise patient_scoped_error(url, profile.population_search)
     progress(Progress("strategy", 0, unit="note", message=f"{strategy} ({why})"))
     if strategy == "bulk":
         request = bulk_request(needs, terminology, options)
@@ -462,22 +579,16 @@ def fetch(
             reuse=options.reuse_export,
             download_workers=options.concurrency,
             poll_max=options.bulk_poll_max,
+            max_wait=options.bulk_max_wait,
             progress=progress,
         )
-        return cache, bulk_record(result, why)
+        return cache, _with_profile(bulk_record(result, why), profile)
     reuse: Reuse = "always" if options.reuse_export else "unused"
     if strategy == "crawl":
-        assert patients is not None  # ServerOptions checked it
-        report: FetchReport = crawl(
-            client,
-            crawl_plan(needs, terminology, batch=options.crawl_batch),
-            patients,
-            cache,
-            workers=options.concurrency,
-            since=options.since,
-            progress=_fetch_progress(progress),
-            reuse=reuse,
-            run_key=run_key,
+        if patients is None:
+            raise OptionError("--strategy crawl needs --group ID or --patients FILE")
+        report: FetchReport = _crawl(
+            client, needs, terminology, options, patients, cache, profile, progress, reuse, run_key
         )
     elif strategy == "full":
         report = fetch_all(
@@ -490,19 +601,101 @@ def fetch(
             run_key=run_key,
         )
     else:
-        report = fetch_snapshot(
+        report = _funnel(
+            client, url, needs, terminology, options, cache, profile, progress, reuse, run_key
+        )
+    record = {"strategy": strategy, "why": why, **report.to_dict()}
+    return cache, _with_profile(record, profile)
+
+
+def _with_profile(record: dict[str, Any], profile: ServerProfile | None) -> dict[str, Any]:
+    """run.json's fetch record with the server profile the choice was made from, if any."""
+    return {**record, "server_profile": profile.to_json()} if profile is not None else record
+
+
+def _crawl(
+    client: FhirClient,
+    needs: Requirements,
+    terminology: Terminology,
+    options: ServerOptions,
+    patients: PatientList,
+    cache: Path,
+    profile: ServerProfile | None,
+    progress: ProgressCallback,
+    reuse: Reuse,
+    run_key: Mapping[str, Any] | None,
+) -> FetchReport:
+    """The crawl, fitted to the profile where it knows: several patients per request only
+    where ``patient=a,b,c`` works, Observation codes sent only where the server filters by
+    them, ``--since`` by ``_lastUpdated`` or by creation dates, pages no bigger than its cap.
+    Unknown facts leave the plan's defaults (one patient per request, codes sent where the
+    CapabilityStatement lists the parameter, since mode from the CapabilityStatement)."""
+    batch, server_codes, page = options.crawl_batch, True, None
+    since_mode: SinceMode = "auto"
+    if profile is not None:
+        batch = profile.patients_per_request(batch) if profile.multi_patient.known else batch
+        if profile.code("Observation").known:
+            server_codes = profile.sends_code("Observation")
+        if profile.last_updated.known:
+            since_mode = "updated" if profile.last_updated.value else "created"
+        page = profile.page_size(PAGE_SIZE) if profile.max_count.known else None
+    return crawl(
+        client,
+        crawl_plan(
+            needs, terminology, batch=batch, server_codes=server_codes, since_mode=since_mode
+        ),
+        patients,
+        cache,
+        workers=options.concurrency,
+        since=options.since,
+        progress=_fetch_progress(progress),
+        page_size=page,
+        reuse=reuse,
+        run_key=run_key,
+    )
+
+
+def _funnel(
+    client: FhirClient,
+    url: str,
+    needs: Requirements,
+    terminology: Terminology,
+    options: ServerOptions,
+    cache: Path,
+    profile: ServerProfile | None,
+    progress: ProgressCallback,
+    reuse: Reuse,
+    run_key: Mapping[str, Any] | None,
+) -> FetchReport:
+    """The funnel, fitted to the profile (one patient per request where several are refused,
+    pages no bigger than the server's cap). A search the server refuses (a 4xx) is checked
+    with one more request: a server that cannot be searched without a patient is the
+    CapabilityError that says to use a Group or patient list, not a bare HTTP 400."""
+    batch, page = options.batch_size, None
+    if profile is not None:
+        batch = profile.patients_per_request(batch) if profile.multi_patient.known else batch
+        page = profile.page_size(PAGE_SIZE) if profile.max_count.known else None
+    try:
+        return fetch_snapshot(
             client,
             funnel_plan(needs, terminology),
             cache,
-            batch_size=options.batch_size,
+            batch_size=batch,
             workers=options.concurrency,
             since=options.since,
             progress=_fetch_progress(progress),
             reuse=reuse,
             run_key=run_key,
+            page_size=page,
         )
-    record = {"strategy": strategy, "why": why, **report.to_dict()}
-    return cache, record
+    except FhirHttpError as exc:
+        refused = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
+        if profile is not None or not refused or isinstance(exc, AuthError):
+            raise
+        population = probe_population(client)
+        if population.value is False:
+            raise patient_scoped_error(url, population) from exc
+        raise
 
 
 def snapshot_used(snapshot: Path, record: Mapping[str, Any]) -> None:

@@ -22,7 +22,9 @@ class ScreeningResult:
     trial's attrition table, ``run`` the run record written to run.json, ``eras`` the
     medication eras (agent, start, end, days inside the window), ``labs`` every counted
     autoantibody-style test with its reading and ``unmapped`` the most frequent codes that
-    matched no value set (``resource_type, system, code, display, count``).
+    matched no value set (``resource_type, system, code, display, count``). ``changes`` is
+    what changed since the trial's previous run in the screening history (changes.csv,
+    docs/history.md), None when the run was not recorded in one.
 
     >>> from datetime import date
     >>> from fhir_cohort import screen
@@ -47,6 +49,7 @@ class ScreeningResult:
     eras: pd.DataFrame = field(default_factory=pd.DataFrame)
     labs: pd.DataFrame = field(default_factory=pd.DataFrame)
     unmapped: pd.DataFrame = field(default_factory=pd.DataFrame)
+    changes: pd.DataFrame | None = None
 
     def candidates(self) -> pd.DataFrame:
         """Eligible then review patients (the candidate cohort), in that order."""
@@ -91,6 +94,7 @@ class ScreeningResult:
             "status: " + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
         ]
         lines += _read_notes(self.run)
+        lines += _history_notes(self.run)
         if self.paths is not None:
             lines.append(f"outputs: {self.paths.out_dir} (open report.html in a browser)")
         return "\n".join(lines)
@@ -135,6 +139,11 @@ class MultiScreeningResult(Mapping[str, ScreeningResult]):
             self.status_counts().rename_axis("trial").to_string(),
             "",
             *_read_notes(run),
+            *(
+                f"{tid}: {line}"
+                for tid, r in self.results.items()
+                for line in _history_notes(r.run)
+            ),
         ]
         if self.out_dir is not None:
             lines += [
@@ -192,6 +201,24 @@ def _cohort_note(c: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _history_notes(run: dict[str, Any]) -> list[str]:
+    """What changed since the trial's previous run in the history (counts), if recorded."""
+    record = run.get("history")
+    if not record:
+        return []
+    if record.get("previous_run_id") is None:
+        return [f"history: run {record.get('run_id')}, the first of this trial in {record['path']}"]
+    c = record.get("changes") or {}
+    line = (
+        f"since {record.get('previous_as_of')} (run {record.get('previous_run_id')}): "
+        f"{c.get('new_candidate', 0)} new candidates, {c.get('status_changed', 0)} status "
+        f"changes, {c.get('answer_changed', 0)} with changed answers, "
+        f"{c.get('evidence_changed', 0)} with changed evidence, "
+        f"{c.get('no_longer_in_source', 0)} no longer in the source (changes.csv)"
+    )
+    return [line + ("; the criteria changed" if record.get("criteria_changed") else "")]
+
+
 def _attrition_text(attrition: pd.DataFrame) -> str:
     """The attrition table for a terminal: short titles, only the answer columns in use."""
     table = attrition.copy()
@@ -237,6 +264,11 @@ def load_results(out_dir: str | Path) -> ScreeningResult:
         else pd.DataFrame()
     )
     group = json.loads(paths.group.read_text(encoding="utf-8"))
+    changes = (
+        restore_frame(pd.read_csv(paths.changes, dtype=str, keep_default_na=False))
+        if paths.changes.exists()
+        else None
+    )
     ids = tuple(run.get("criteria", {}).get("criterion_ids", ()))
     return ScreeningResult(
         patients=patients,
@@ -249,4 +281,5 @@ def load_results(out_dir: str | Path) -> ScreeningResult:
         eras=eras,
         labs=labs,
         unmapped=unmapped,
+        changes=changes,
     )

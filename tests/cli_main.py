@@ -57,12 +57,39 @@ def _fresh_logging() -> Iterator[None]:
             logging.getLogger(name).setLevel(lvl)
 
 
+@contextmanager
+def _process_state(umask: int | None, cwd: str | os.PathLike[str] | None) -> Iterator[None]:
+    """A child's umask and working folder for the call (both process-wide: a pytest worker runs
+    one test at a time, and both are restored)."""
+    old_umask = os.umask(umask) if umask is not None else None
+    old_cwd = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        if old_umask is not None:
+            os.umask(old_umask)
+
+
 def run_main(
-    args: Sequence[str], *, env: Mapping[str, str] | None = None
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    umask: int | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``fhir-cohort ARGS`` in-process; ``env`` (default: this process's) as its environment."""
+    """``fhir-cohort ARGS`` in-process; ``env`` (default: this process's) as its environment,
+    ``umask`` and ``cwd`` as a child's would be."""
     out, err = io.StringIO(), io.StringIO()
-    with _environment(env), _fresh_logging(), redirect_stdout(out), redirect_stderr(err):
+    with (
+        _environment(env),
+        _process_state(umask, cwd),
+        _fresh_logging(),
+        redirect_stdout(out),
+        redirect_stderr(err),
+    ):
         try:
             code = main(list(args))
         except SystemExit as exc:

@@ -67,13 +67,14 @@ def serve(handle: Handler) -> Iterator[LocalServer]:
         thread.join(timeout=10)
 
 
-def always(status: int, body: bytes = b"", **headers: str) -> Handler:
-    """A handler that answers every request the same way."""
+def always(status: int, body: bytes = b"", **answer_headers: str) -> Handler:
+    """A handler that answers every request the same way, with ``answer_headers``."""
 
     def handle(
         method: str, path: str, data: bytes, headers: Mapping[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
-        return status, {"Content-Type": "application/fhir+json", **headers}, body
+        # (the request's headers are not echoed: a Retry-After given here must reach the client)
+        return status, {"Content-Type": "application/fhir+json", **answer_headers}, body
 
     return handle
 

@@ -270,6 +270,8 @@ BAD_OPTIONS = [
     (("screen", "--workers", "-1"), "--workers"),
     (("screen", "--workers", "two"), "--workers"),
     (("screen", "--auto-threshold", "-1"), "--auto-threshold"),
+    (("screen", "--server-profile", "meditech"), "--server-profile meditech"),
+    (("screen", "--server-profile", "{tmp}/a-file"), "server profile"),
     (("screen", "--timeout", "0"), "--timeout"),
     (("screen", "--timeout", "nan"), "--timeout"),
     (("screen", "--rate-limit", "-1"), "--rate-limit"),

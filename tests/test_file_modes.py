@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from fhir_cohort.files import prepare_out_dir, private_dir, private_writer
+from tests.cli_main import run_main
 from tests.local_http import always, serve
 from tests.server.sekmet import SekmetServer, generate_key_pair, write_private_pem
 
@@ -31,9 +32,16 @@ FAST_POLL = ("--poll-max", "0.05")
 
 
 def run(*args: str, umask: int, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process under ``umask`` (a child's umask and folder, without a child's
+    2 s of imports); the installed script itself is run once, below."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_COHORT_")}
+    return run_main(args, env=env, umask=umask, cwd=cwd)
+
+
+def run_script(*args: str, umask: int) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_COHORT_")}
     return subprocess.run(
-        [EXE, *args], capture_output=True, text=True, timeout=600, umask=umask, cwd=cwd, env=env
+        [EXE, *args], capture_output=True, text=True, timeout=600, umask=umask, env=env
     )
 
 
@@ -71,7 +79,8 @@ def test_screen_on_disk_creates_private_folders_and_files(
     tmp_path: Path, disk_source: Path, umask: int
 ) -> None:
     out = tmp_path / "new" / "deeper" / "out"
-    res = run("screen", "--source", str(disk_source), "--out", str(out), "-q", umask=umask)
+    # the installed script in a child process, as a user runs it
+    res = run_script("screen", "--source", str(disk_source), "--out", str(out), "-q", umask=umask)
     assert res.returncode == 0, res.stderr
     n = assert_private(tmp_path / "new")
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700  # parents it created too

@@ -16,6 +16,7 @@ import pytest
 PACKAGES = [
     "fhir_cohort",
     "fhir_cohort.criteria",
+    "fhir_cohort.history",
     "fhir_cohort.synth",
     "fhir_cohort.terminology",
 ]
@@ -35,7 +36,13 @@ def _loaded_after(statement: str, modules: list[str]) -> list[str]:
 
 @pytest.mark.parametrize(
     "statement",
-    ["import fhir_cohort", "import fhir_cohort.fhir.wire", "import fhir_cohort.cli"],
+    [
+        "import fhir_cohort",
+        "import fhir_cohort.fhir.wire",
+        "import fhir_cohort.cli",
+        "import fhir_cohort.history.db",
+        "import fhir_cohort.history.diff",
+    ],
 )
 def test_light_imports_load_no_engine_and_no_pandas(statement: str) -> None:
     assert _loaded_after(statement, HEAVY) == []

@@ -85,10 +85,15 @@ class Capability:
         return spec in incs or "*" in incs or ":".join(spec.split(":")[:2]) in incs
 
 
+# The Bulk Data IG's OperationDefinitions: export, patient-export, group-export. Epic's
+# CapabilityStatement names its Group operation "group-export" [E4 in ehr-apis.md].
+_EXPORT_NAMES = frozenset({"export", "patient-export", "group-export"})
+
+
 def _is_export(op: Mapping[str, Any]) -> bool:
     name = str(op.get("name") or "").lstrip("$")
-    definition = str(op.get("definition") or "")
-    return name == "export" or definition.rstrip("/").endswith("/export")
+    definition = str(op.get("definition") or "").split("|", 1)[0].rstrip("/")
+    return name in _EXPORT_NAMES or definition.rsplit("/", 1)[-1] in _EXPORT_NAMES
 
 
 def fetch_capability(client: FhirClient) -> Capability:

@@ -49,6 +49,7 @@ class OutputPaths:
     eras: Path
     labs: Path
     unmapped: Path
+    changes: Path
 
     @classmethod
     def in_dir(cls, out_dir: Path) -> OutputPaths:
@@ -62,6 +63,7 @@ class OutputPaths:
             eras=out_dir / "medication_eras.parquet",
             labs=out_dir / "lab_results.parquet",
             unmapped=out_dir / "unmapped.csv",
+            changes=out_dir / "changes.csv",
         )
 
 
@@ -260,6 +262,7 @@ def write_outputs(
     eras: pd.DataFrame | None = None,
     labs: pd.DataFrame | None = None,
     unmapped: pd.DataFrame | None = None,
+    changes: pd.DataFrame | None = None,
 ) -> OutputPaths:
     """Write every output file privately (0600; folders it creates 0700) and atomically.
 
@@ -269,7 +272,8 @@ def write_outputs(
 
     The tables also go to Parquet beside the CSVs (typed, fast to reopen in a notebook).
     ``unmapped.csv`` (codes no value set matched, with counts) is always written, with its
-    header even when empty.
+    header even when empty; ``changes.csv`` (what changed since the previous run in the
+    screening history) only when ``changes`` is given (the run was recorded in a history).
     """
     paths = OutputPaths.in_dir(private_dir(Path(out_dir)))
     if unmapped is None:
@@ -281,6 +285,10 @@ def write_outputs(
         (unmapped, paths.unmapped),
     ):
         write_csv(frame, path)
+    if changes is not None:
+        write_csv(changes, paths.changes)
+    else:  # a run without history in a folder that had one: no stale changes.csv
+        paths.changes.unlink(missing_ok=True)
     parquet = {
         "patients.parquet": patients,
         "evidence.parquet": evidence,

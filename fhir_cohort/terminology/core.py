@@ -29,6 +29,19 @@ NDC_RXNORM_MAP = "ndc-rxnorm.json"  # optional: NDC package -> RxNorm product
 SNOMED_INGREDIENT_MAP = "snomed-rxnorm-ingredient.json"  # optional: SNOMED substance -> RxNorm IN
 # Target system of product-map rows whose ingredient has no RxCUI in the sources read.
 AGENT_SYSTEM = "https://fhir-cohort.github.io/CodeSystem/medication-agent"
+# Terminology.load's reuse within one process: (folder, signature) -> the loaded object.
+_LOADED: dict[tuple[str, tuple[tuple[str, int, int], ...]], Terminology] = {}
+_LOADED_MAX = 4
+
+
+def _folder_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        st = path.stat()
+        out.append((path.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 _CONCEPT_MAPS = (
     PRODUCT_INGREDIENT_MAP,
     INGREDIENT_MOIETY_MAP,
@@ -255,9 +268,29 @@ class Terminology:
 
     @classmethod
     def load(cls, directory: Path | None = None) -> Terminology:
+        """The value sets and maps of ``directory`` (default: the bundled ``value_sets/``).
+
+        Parsing 23 MB of JSON costs seconds, so one process reuses what it loaded while no file
+        in the folder changed (name, size and modification time): a notebook screening again,
+        or several screens in one process, read the folder once. The object is never changed
+        after loading, so sharing it is safe.
+        """
         folder = Path(directory) if directory is not None else default_directory()
         if not folder.is_dir():
             raise TerminologyError(f"value set folder not found: {folder}")
+        key = (str(folder.resolve()), _folder_signature(folder))
+        cached = _LOADED.get(key)
+        if cached is None:
+            cached = cls._parse_folder(folder)
+            for old in [k for k in _LOADED if k[0] == key[0]]:
+                del _LOADED[old]  # an edited folder replaces its old entry
+            while len(_LOADED) >= _LOADED_MAX:
+                del _LOADED[next(iter(_LOADED))]
+            _LOADED[key] = cached
+        return cached
+
+    @classmethod
+    def _parse_folder(cls, folder: Path) -> Terminology:
         value_sets: dict[str, ValueSet] = {}
         for path in sorted(folder.glob("*.json")):
             if path.name in _CONCEPT_MAPS or path.name == MEDICATION_AGENTS:

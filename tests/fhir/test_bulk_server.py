@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from fhir_cohort.cli import EXIT_OK, main
 from fhir_cohort.errors import MalformedResourceError
 from fhir_cohort.fhir.auth import SmartBackendAuth, load_signing_key
 from fhir_cohort.fhir.bulk import (
     LOG_FILE,
     MANIFEST_FILE,
+    STATE_FILE,
     BulkExportRequest,
     ExportProgress,
     ExportResult,
@@ -31,9 +33,19 @@ SLE_FILTER = (
 )
 
 
+# A Group (an EHR's registry) of two of the small hospital's six patients.
+GROUP = {
+    "resourceType": "Group",
+    "id": "registry-1",
+    "type": "person",
+    "actual": True,
+    "member": [{"entity": {"reference": f"Patient/srv-p{i}"}} for i in (1, 3)],
+}
+
+
 def _loaded() -> list[dict[str, Any]]:
     bundle = json.loads(SMALL_HOSPITAL.read_text())
-    return [e["resource"] for e in bundle["entry"]]
+    return [e["resource"] for e in bundle["entry"]] + [GROUP]
 
 
 def _keys(resources: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -44,7 +56,7 @@ def _keys(resources: list[dict[str, Any]]) -> set[tuple[str, str]]:
 def bulk_server(sekmet_factory: Callable[..., SekmetServer]) -> SekmetServer:
     """A server of our own holding exactly the small hospital (system exports see it all)."""
     server = sekmet_factory()
-    server.load_bundle(json.loads(SMALL_HOSPITAL.read_text()))
+    server.load_resources(_loaded())
     return server
 
 
@@ -88,7 +100,8 @@ def test_patient_export_holds_the_patient_compartments(
     bulk_server: SekmetServer, tmp_path: Path
 ) -> None:
     _export(FhirClient(bulk_server.base_url), BulkExportRequest(level="patient"), tmp_path)
-    # Medication resources belong to no patient compartment; everything else does here.
+    # Medication resources belong to no patient compartment; everything else does here (a
+    # Group through its members, as in R4's Patient CompartmentDefinition).
     expected = {k for k in _keys(_loaded()) if k[0] != "Medication"}
     assert _read(tmp_path) == expected
 
@@ -142,3 +155,24 @@ def test_smart_protected_export_downloads_with_the_token(
     assert manifest["requiresAccessToken"] is True
     expected = {k for k in _keys(_loaded()) if k[0] in ("Patient", "Condition")}
     assert _read(tmp_path) == expected
+
+
+def test_group_export_from_the_cli_holds_the_members_compartments_only(
+    bulk_server: SekmetServer, tmp_path: Path
+) -> None:
+    """The EHR path (Epic, Oracle Health: Group-level only), end to end through ``main``."""
+    out = tmp_path / "export"
+    argv = ["export", "--source", bulk_server.base_url, "--out", str(out), "-q"]
+    argv += ["--level", "group", "--group", GROUP["id"], "--no-type-filter", "--poll-max", "0.2"]
+    assert main(argv) == EXIT_OK
+    members = {"Patient/srv-p1", "Patient/srv-p3"}
+    expected = {
+        (r["resourceType"], r["id"])
+        for r in _loaded()
+        if (f"Patient/{r['id']}" in members and r["resourceType"] == "Patient")
+        or (r.get("subject") or r.get("patient") or {}).get("reference") in members
+    }
+    assert {t for t, _ in expected} >= {"Patient", "Condition", "Observation", "Procedure"}
+    assert _read(out) == expected
+    state = json.loads((out / STATE_FILE).read_text())
+    assert state["kickoffs"] == 1 and state["kickoff_url"].endswith("/Group/registry-1/$export")

@@ -28,7 +28,7 @@ from tests.conftest import DEMO_AS_OF
 SHIPPED = default_criteria_path()
 AS_OF = DEMO_AS_OF.isoformat()
 # What a trial's folder holds; each must be byte-identical to the single-trial run's.
-SAME_FILES = ("patients.csv", "evidence.csv", "attrition.csv", "group.json")
+SAME_FILES = ("patients.csv", "evidence.csv", "attrition.csv", "group.json", "changes.csv")
 ALL_FILES = (*SAME_FILES, "unmapped.csv", "run.json", "report.html")
 # The variant drops the autoantibody and CNS criteria: the union read then keeps Observations
 # and Conditions the variant alone would not read, which must not change its answers.
@@ -62,7 +62,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     singles = {}
     for trial_id, criteria in (("NCT06038474", SHIPPED), (VARIANT_ID, variant)):
         singles[trial_id] = tmp / f"single-{trial_id}"
-        screen(criteria=criteria, as_of=DEMO_AS_OF, out_dir=singles[trial_id])
+        # each in a history of its own, as the CLI run records each trial (a first run each)
+        history = tmp / f"history-{trial_id}.sqlite"
+        screen(criteria=criteria, as_of=DEMO_AS_OF, out_dir=singles[trial_id], history=history)
     return {"multi": multi, "variant": variant, **singles}
 
 
@@ -140,7 +142,8 @@ def test_a_folder_of_criteria_is_every_file_in_it_sorted(
     (folder / "notes.txt").write_text("not criteria")
     (folder / ".hidden.yaml").write_text("not: read")
     out = tmp_path / "out"
-    result = screen_many(criteria=folder, as_of=DEMO_AS_OF, out_dir=out)
+    history = tmp_path / "h.sqlite"
+    result = screen_many(criteria=folder, as_of=DEMO_AS_OF, out_dir=out, history=history)
     assert isinstance(result, MultiScreeningResult)
     assert list(result) == [VARIANT_ID, "NCT06038474"]
     assert result.out_dir == out

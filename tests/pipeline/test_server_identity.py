@@ -194,6 +194,14 @@ def test_auto_strategy_says_what_it_chose_and_why(
     fetch = json.loads((tmp_path / "auto" / "run.json").read_text())["source"]["fetch"]
     assert fetch["strategy"] == chosen
     assert "Conditions" in fetch["why"]
+    # the profile auto chose from, each fact with its origin: a plain server
+    profile = fetch["server_profile"]
+    assert profile["population_search"] == {
+        "value": True,
+        "origin": "probe",
+        "source": "GET Condition?_count=1 -> HTTP 200, 1 row and a next link",
+    }
+    assert profile["code_honoured"]["Condition"]["value"] == "honoured"
 
 
 def test_publish_group_creates_then_updates_one_group(loaded_server, tmp_path: Path) -> None:

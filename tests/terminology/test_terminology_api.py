@@ -36,6 +36,24 @@ def test_missing_folder_raises(tmp_path) -> None:
         Terminology.load(tmp_path / "absent")
 
 
+def test_a_folder_is_parsed_once_per_process_until_a_file_changes(tmp_path) -> None:
+    import os
+    import shutil
+
+    from fhir_cohort.terminology.core import default_directory
+
+    assert Terminology.load() is Terminology.load()
+    folder = tmp_path / "vs"
+    shutil.copytree(default_directory(), folder)
+    first = Terminology.load(folder)
+    assert first is Terminology.load(folder) and first is not Terminology.load()
+    # an edited value set is read again (same size, a new modification time)
+    path = folder / "sle.json"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert Terminology.load(folder) is not first
+
+
 def test_icd_membership_with_and_without_dots(term: Terminology) -> None:
     for code in ("M32.14", "M3214", "m32.14", " M32.14 "):
         assert term.contains("lupus_nephritis", ICD10, code)
