@@ -481,6 +481,7 @@ def test_types_the_server_does_not_serve_are_skipped_and_reported(tmp_path: Path
 
 @responses.activate
 def test_auto_crawls_a_patient_list() -> None:
+    from fhir_cohort.fhir.server_profile import ServerProfile
     from fhir_cohort.remote import choose_strategy
 
     base = "http://ehr.test/fhir"
@@ -491,6 +492,10 @@ def test_auto_crawls_a_patient_list() -> None:
     )
     client = FhirClient(base)
     terminology = _terminology()
-    assert choose_strategy(client, _needs(), terminology, 10, patients=True)[0] == "crawl"
-    picked = choose_strategy(client, _needs(), terminology, 10, patients=True, group_export=True)
+    unknown = ServerProfile()  # nothing probed: the patient list decides
+    picked = choose_strategy(client, _needs(), terminology, 10, profile=unknown, patients=True)
+    assert picked[0] == "crawl"
+    picked = choose_strategy(
+        client, _needs(), terminology, 10, profile=unknown, patients=True, group_export=True
+    )
     assert picked[0] == "bulk"
