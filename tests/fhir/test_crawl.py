@@ -137,21 +137,24 @@ def test_group_crawl_screens_like_the_disk(
         server.base_url,
         as_of=AS_OF,
         out_dir=tmp_path / "out",
-        server=ServerOptions(strategy="crawl", bulk_group="crawl-all", concurrency=3),
+        # auto: the probe, then the crawl the patient list calls for, fitted to the profile
+        server=ServerOptions(strategy="auto", bulk_group="crawl-all", concurrency=3),
     )
     crawled = result.patients.set_index("patient_id").sort_index()
     disk = disk_rows.set_index("patient_id").sort_index()
     assert len(disk) == len(ids)
     pd.testing.assert_frame_equal(crawled.astype(str), disk.astype(str))
     fetch = result.run["source"]["fetch"]
-    assert fetch["strategy"] == "crawl"
+    assert fetch["strategy"] == "crawl" and "patient list" in fetch["why"]
+    assert fetch["server_profile"]
     cohort = fetch["cohort"]
     assert cohort["listed"] == len(ids) + 1 and cohort["screened"] == len(ids)
     assert cohort["not_found"] == 1
     # requests: metadata, Group, then per patient Patient + 8 searches (Observation by code
     # and by component-code), and a few tasks' worth of Medication reads at most
     per_patient = 1 + 8
-    assert fetch["requests"] <= 2 + per_patient * len(ids) + 2
+    probe = fetch["server_profile"].get("requests", 20)
+    assert fetch["requests"] <= 2 + per_patient * len(ids) + 2 + probe
     # counts only: no patient id in the fetch record, the summary or the log
     text = json.dumps(fetch) + result.summary()
     assert not any(i in text for i in ids)
