@@ -62,7 +62,7 @@ from fhir_cohort.errors import (
     OptionError,
     TransientResponseError,
 )
-from fhir_cohort.fhir.client import FhirClient, _parse_retry_after, is_loopback, strip_query
+from fhir_cohort.fhir.client import FhirClient, is_loopback, parse_retry_after, strip_query
 from fhir_cohort.files import open_private, private_dir, private_file
 
 __all__ = [
@@ -773,7 +773,7 @@ class BulkExporter:
                     status=resp.status_code,
                 )
             x_progress = resp.headers.get("X-Progress")
-            retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), datetime.now(UTC))
             wait = min(retry_after if retry_after is not None else interval, self.poll_cap)
             interval = min(interval * 2, self.poll_cap)
             elog.polled(x_progress, retry_after)
