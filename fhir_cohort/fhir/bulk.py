@@ -63,7 +63,8 @@ from fhir_cohort.errors import (
     TransientResponseError,
 )
 from fhir_cohort.fhir.client import FhirClient, is_loopback, parse_retry_after, strip_query
-from fhir_cohort.files import open_private, private_dir, private_file
+from fhir_cohort.fhir.ndjson import BadLine, iter_ndjson
+from fhir_cohort.files import open_private, private_dir, private_file, private_writer
 
 __all__ = [
     "DELETED_DIR",
@@ -508,13 +509,11 @@ class ExportState:
             }
 
     def save(self) -> None:
-        # under the lock: download threads save at once, through one temporary file
+        # under the lock: download threads save at once
         with self._lock:
             data = self.to_json()
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            with open_private(tmp, "w", encoding="utf-8") as fh:
+            with private_writer(self.path) as fh:
                 json.dump(data, fh, indent=1)
-            os.replace(tmp, self.path)
 
     def file_done(self, url: str, record: FileRecord) -> None:
         with self._lock:
@@ -1081,10 +1080,8 @@ def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
             ]
     if isinstance(safe.get("request"), str):
         safe["request"] = strip_query(safe["request"])
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open_private(tmp, "w", encoding="utf-8") as fh:
+    with private_writer(path) as fh:
         fh.write(json.dumps(safe, indent=1))
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -1337,24 +1334,18 @@ def summarise_errors(paths: Sequence[Path]) -> ErrorSummary:
     code: Counter[str] = Counter()
     resources = issues = with_diag = 0
     for path in paths:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
+        for _, oo, _ in iter_ndjson(path):
+            if type(oo) is BadLine:
+                code["(unreadable line)"] += 1
+                continue
+            resources += 1
+            for issue in (oo.get("issue") or []) if isinstance(oo, dict) else []:
+                if not isinstance(issue, dict):
                     continue
-                try:
-                    oo = json.loads(line)
-                except ValueError:
-                    code["(unreadable line)"] += 1
-                    continue
-                resources += 1
-                for issue in (oo.get("issue") or []) if isinstance(oo, dict) else []:
-                    if not isinstance(issue, dict):
-                        continue
-                    issues += 1
-                    severity[str(issue.get("severity", "unknown"))] += 1
-                    code[str(issue.get("code", "unknown"))] += 1
-                    with_diag += bool(issue.get("diagnostics"))
+                issues += 1
+                severity[str(issue.get("severity", "unknown"))] += 1
+                code[str(issue.get("code", "unknown"))] += 1
+                with_diag += bool(issue.get("diagnostics"))
     return ErrorSummary(
         files=len(paths),
         resources=resources,

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Literal
 from fhir_cohort.errors import AuthError, FhirCohortError, FhirHttpError, OptionError, SourceError
 from fhir_cohort.fhir.capability import check_plan, fetch_capability
 from fhir_cohort.fhir.client import FhirClient, strip_query
+from fhir_cohort.fhir.ndjson import iter_objects, write_ndjson
 from fhir_cohort.fhir.search import SearchQuery, _next_link, iter_entries, iter_pages
 from fhir_cohort.fhir.wire import reference_id
 from fhir_cohort.files import PRIVATE_FILE_MODE, private_dir, private_writer
@@ -279,26 +280,6 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _write_ndjson(path: Path, resources: Iterable[Mapping[str, Any]]) -> None:
-    with private_writer(path, "w") as fh:
-        for res in resources:
-            fh.write(json.dumps(res, ensure_ascii=False, separators=(",", ":")))
-            fh.write("\n")
-
-
-def _read_ndjson(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                res = json.loads(line)
-            except ValueError:
-                raise SourceError(f"{path}:{lineno}: not JSON") from None
-            if isinstance(res, dict):
-                yield res
-
-
 def read_state(cache_dir: str | Path) -> dict[str, Any] | None:
     """The fetch journal of ``cache_dir`` (None if absent)."""
     path = Path(cache_dir) / STATE_FILE
@@ -317,14 +298,6 @@ def _write_state(cache_dir: Path, state: Mapping[str, Any]) -> None:
     text = json.dumps(state, indent=1, sort_keys=True)
     with private_writer(cache_dir / STATE_FILE) as fh:
         fh.write(text)
-    # the rename must survive a crash too, not only the bytes of the file
-    fd = os.open(cache_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems cannot sync a directory
-        pass
-    finally:
-        os.close(fd)
 
 
 def mark_used(cache_dir: str | Path) -> bool:
@@ -732,7 +705,7 @@ class _Fetcher:
         for q in queries:
             path = self.staging / f"{q.key}.ndjson"
             if path.exists():
-                yield from _read_ndjson(path)
+                yield from iter_objects(path)
 
     # -- the funnel ------------------------------------------------------------------------
 
@@ -910,7 +883,7 @@ class _Fetcher:
         path = self.dir / f"{rtype}.ndjson"
         if not path.exists():
             return set()
-        return {str(r["id"]) for r in _read_ndjson(path) if r.get("id")}
+        return {str(r["id"]) for r in iter_objects(path) if r.get("id")}
 
     def _write_snapshot(
         self, queries: Sequence[_Query], delta: bool
@@ -920,7 +893,7 @@ class _Fetcher:
             for path in sorted(self.dir.glob("*.ndjson")):
                 rtype = path.name[: -len(".ndjson")]
                 bucket = merged.setdefault(rtype, {})
-                for res in _read_ndjson(path):
+                for res in iter_objects(path):
                     if res.get("id"):
                         bucket[str(res["id"])] = res
         fresh: dict[str, dict[str, Mapping[str, Any]]] = {}
@@ -938,7 +911,7 @@ class _Fetcher:
         for rtype in sorted(merged):
             bucket = merged[rtype]
             path = self.dir / f"{rtype}.ndjson"
-            _write_ndjson(path, (bucket[k] for k in sorted(bucket)))
+            write_ndjson(path, (bucket[k] for k in sorted(bucket)))
             counts[rtype] = len(bucket)
             files.append(path.name)
         if not delta:
