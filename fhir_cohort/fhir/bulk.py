@@ -17,8 +17,9 @@ exchange goes through the client's one retry loop, so 429/5xx and connection err
 retried. Files are read inside :meth:`FhirClient.exchange`: every line must be a JSON object of
 the manifest entry's type, the last line whole and the count the manifest's, else the body was
 damaged in transit and the file is downloaded again within the same retry budget. A file is
-written under a hidden temporary name and renamed only once complete and checked, so an
-interrupted run never leaves a partial file that looks complete; the next
+written under a hidden temporary name (``files.private_writer``, the package's one atomic
+writer) and renamed only once complete and checked, so an interrupted run never leaves a
+partial file that looks complete; the next
 ``run_export(..., resume=True)`` polls the saved status URL or downloads only the missing files.
 A completed export in the folder is used again only with ``reuse=True``.
 
@@ -876,7 +877,7 @@ class BulkExporter:
     def _download(
         self, job: _Job, out: Path, elog: ExportLog, requires_token: bool
     ) -> tuple[int, int]:
-        """Stream one file to ``.<name>.part`` gzip-compressed, check every line, rename it.
+        """Stream one file gzip-compressed through the atomic writer, check every line, keep it.
 
         The body is read inside :meth:`FhirClient.exchange`, so a body cut by a reset, a line
         that is not a resource of the entry's type, a cut last line or a count that differs
@@ -884,21 +885,15 @@ class BulkExporter:
         """
         client = self.client
         final = out / job.rel_path
-        tmp = final.with_name(f".{final.name}.part")
         elog.file_requested(job)
-        try:
-            lines, nbytes = client.exchange(
-                "GET",
-                job.url,
-                lambda resp: _receive(client, resp, job, tmp),
-                headers={"Accept": _accept(job)},
-                authenticate=requires_token and _may_carry_token(job.url),
-                stream=True,
-            )
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, final)
+        lines, nbytes = client.exchange(
+            "GET",
+            job.url,
+            lambda resp: _receive(client, resp, job, final),
+            headers={"Accept": _accept(job)},
+            authenticate=requires_token and _may_carry_token(job.url),
+            stream=True,
+        )
         elog.file_downloaded(job, lines, nbytes)
         return lines, nbytes
 
@@ -1137,13 +1132,20 @@ def _may_carry_token(url: str) -> bool:
     return parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
 
 
-def _receive(client: FhirClient, resp: requests.Response, job: _Job, tmp: Path) -> tuple[int, int]:
-    """One attempt: the body to ``tmp`` (truncated first), every line checked as it passes."""
+def _receive(
+    client: FhirClient, resp: requests.Response, job: _Job, final: Path
+) -> tuple[int, int]:
+    """One attempt: the body to ``final``, every line checked as it passes; the file replaces
+    ``final`` only when the whole body arrived and passed (private_writer drops it otherwise).
+    """
     check = _LineCheck(job.type, need_id=job.item == "output")
     nbytes = 0
     try:
-        private_file(tmp)  # gzip.open keeps the mode of the file it truncates
-        with resp, gzip.open(tmp, "wb", compresslevel=6) as gz:
+        with (
+            resp,
+            private_writer(final, "wb") as raw,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6) as gz,
+        ):
             for chunk in resp.iter_content(chunk_size=_CHUNK):
                 if not chunk:
                     continue
@@ -1153,10 +1155,10 @@ def _receive(client: FhirClient, resp: requests.Response, job: _Job, tmp: Path) 
             if check.pending:
                 gz.write(b"\n")  # so files concatenate and the reader sees a whole last line
             lines = check.close()
+            if job.count is not None and lines != job.count:
+                raise _transient(resp, f"{lines} lines but the manifest's count is {job.count}")
     finally:
         client.stats.add(nbytes=nbytes)
-    if job.count is not None and lines != job.count:
-        raise _transient(resp, f"{lines} lines but the manifest's count is {job.count}")
     return lines, nbytes
 
 
