@@ -36,7 +36,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -49,7 +48,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-import orjson
 import requests
 
 # The bulk errors live in the one exception tree; re-exported here for existing imports.
@@ -64,8 +62,8 @@ from fhir_cohort.errors import (
     TransientResponseError,
 )
 from fhir_cohort.fhir.client import FhirClient, is_loopback, parse_retry_after, strip_query
-from fhir_cohort.fhir.ndjson import BadLine, iter_ndjson
-from fhir_cohort.files import open_private, private_dir, private_file, private_writer
+from fhir_cohort.fhir.ndjson import BOM, BadLine, iter_ndjson, parse_line
+from fhir_cohort.files import open_private, private_dir, private_writer
 
 __all__ = [
     "DELETED_DIR",
@@ -1170,28 +1168,21 @@ def deleted_keys(paths: Sequence[Path]) -> list[tuple[str, str]]:
     Bundle whose entries' ``request`` is ``DELETE <Type>/<id>`` (relative or absolute URL)."""
     keys: dict[tuple[str, str], None] = {}
     for path in paths:
-        with gzip.open(path, "rb") as fh:
-            for line in fh:
-                if not line.strip():
+        for lineno, bundle, _ in iter_ndjson(path):
+            if type(bundle) is BadLine:  # every line passed _LineCheck when it was downloaded
+                raise BulkExportError(f"{path}:{lineno}: damaged since it was downloaded")
+            for entry in bundle.get("entry") or []:
+                request = entry.get("request") if isinstance(entry, dict) else None
+                if not isinstance(request, dict) or request.get("method") != "DELETE":
                     continue
-                bundle = _loads_line(line)
-                for entry in bundle.get("entry") or []:
-                    request = entry.get("request") if isinstance(entry, dict) else None
-                    if not isinstance(request, dict) or request.get("method") != "DELETE":
-                        continue
-                    key = _type_and_id(request.get("url"))
-                    if key is not None:
-                        keys[key] = None
+                key = _type_and_id(request.get("url"))
+                if key is not None:
+                    keys[key] = None
     return list(keys)
 
 
-def _loads_line(line: bytes) -> dict[str, Any]:
-    """A line of a file :class:`_LineCheck` accepted (a BOM, invalid UTF-8 in a string)."""
-    line = line.removeprefix(_BOM)
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return orjson.loads(line.decode("utf-8", "replace"))
+class _Unchanged(Exception):
+    """Leaves a private_writer block without replacing its file."""
 
 
 def _type_and_id(url: Any) -> tuple[str, str] | None:
@@ -1224,31 +1215,32 @@ def _apply_deleted(out: Path, state: ExportState) -> None:
             continue
         record = state.files[job.url]
         path = out / job.rel_path
-        tmp = path.with_name(f".{path.name}.part")
         kept = dropped = nbytes = 0
-        private_file(tmp)
-        with gzip.open(path, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
-            for line in src:
-                if not line.strip():
-                    continue
-                if _loads_line(line).get("id") in gone_ids[job.type]:
-                    dropped += 1
-                    continue
-                dst.write(line)
-                kept += 1
-                nbytes += len(line)
-        if not dropped:
-            tmp.unlink()
+        try:
+            with (
+                gzip.open(path, "rb") as src,
+                private_writer(path, "wb") as raw,
+                gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6) as dst,
+            ):
+                for line in src:
+                    if not line.strip():
+                        continue
+                    resource, _ = parse_line(line.removeprefix(BOM))
+                    if isinstance(resource, dict) and resource.get("id") in gone_ids[job.type]:
+                        dropped += 1
+                        continue
+                    dst.write(line)
+                    kept += 1
+                    nbytes += len(line)
+                if not dropped:
+                    raise _Unchanged  # the writer then drops its copy: the file stays as it is
+        except _Unchanged:
             continue
-        os.replace(tmp, path)
         log.info("dropped %d deleted %s resources from %s", dropped, job.type, job.rel_path)
         state.file_done(
             job.url,
             FileRecord(record.path, record.type, "output", kept, nbytes, path.stat().st_size),
         )
-
-
-_BOM = b"\xef\xbb\xbf"
 
 
 class _LineCheck:
@@ -1291,18 +1283,15 @@ class _LineCheck:
         self.lineno += 1
         if not line or line.isspace():
             return
-        if self.lineno == 1 and line.startswith(_BOM):
-            line = line[len(_BOM) :]
-        try:
-            resource = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            try:  # invalid UTF-8 inside a string: the reader decodes it with replacement
-                resource = orjson.loads(line.decode("utf-8", "replace"))
-            except orjson.JSONDecodeError:
-                where = f"the body ends inside line {self.lineno}" if cut else None
-                raise TransientResponseError(
-                    f"{where or f'line {self.lineno}'}: not valid JSON (cut or garbled)"
-                ) from None
+        if self.lineno == 1:
+            line = line.removeprefix(BOM)
+        # invalid UTF-8 inside a string is decoded with replacement, as the reader does
+        resource, _ = parse_line(line)
+        if type(resource) is BadLine:
+            where = f"the body ends inside line {self.lineno}" if cut else None
+            raise TransientResponseError(
+                f"{where or f'line {self.lineno}'}: not valid JSON (cut or garbled)"
+            )
         if not isinstance(resource, dict):
             raise TransientResponseError(f"line {self.lineno}: not a JSON object")
         if resource.get("resourceType") != self.type:

@@ -23,12 +23,20 @@ import orjson
 from fhir_cohort.errors import SourceError
 from fhir_cohort.files import private_writer
 
-__all__ = ["BadLine", "iter_ndjson", "iter_objects", "read_json", "write_ndjson"]
+__all__ = [
+    "BOM",
+    "BadLine",
+    "iter_ndjson",
+    "iter_objects",
+    "parse_line",
+    "read_json",
+    "write_ndjson",
+]
 
 # Sees each raw line (bytes, newline included) and may reject it before it is parsed.
 LineFilter = Callable[[bytes], bool]
 
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"  # accepted at the start of a file
 # What reading a damaged file raises: truncated gzip is EOFError, corrupt deflate zlib.error.
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
@@ -72,6 +80,16 @@ def _lenient(data: bytes, exc: orjson.JSONDecodeError) -> tuple[Any, bool]:
     return BadLine(_json_reason(exc)), False
 
 
+def parse_line(line: bytes) -> tuple[Any, bool]:
+    """One NDJSON line, as :func:`iter_ndjson` parses it: (value or :class:`BadLine`, whether
+    invalid UTF-8 was replaced). For code that sees lines one by one (a download being checked,
+    a file being filtered); a BOM is the caller's to strip."""
+    try:
+        return orjson.loads(line), False
+    except orjson.JSONDecodeError as exc:
+        return _lenient(line, exc)
+
+
 def read_json(path: str | Path) -> tuple[Any, bool]:
     """A whole JSON file (a Bundle): (value or :class:`BadLine`, whether UTF-8 was replaced).
 
@@ -83,7 +101,7 @@ def read_json(path: str | Path) -> tuple[Any, bool]:
             data = fh.read()
     except _READ_ERRORS as exc:
         raise SourceError(f"{path}: cannot read ({_why(exc)})") from exc
-    if data.startswith(_BOM):
+    if data.startswith(BOM):
         data = data[3:]
     try:
         return orjson.loads(data), False
@@ -119,7 +137,7 @@ def iter_ndjson(
                 lines = io.BytesIO(fh.read(end - start))
             lineno = first - 1
             for lineno, line in enumerate(lines, first):
-                if lineno == 1 and line.startswith(_BOM):
+                if lineno == 1 and line.startswith(BOM):
                     line = line[3:]
                 if line_filter is not None and not line_filter(line):
                     continue
