@@ -64,6 +64,7 @@ from fhir_cohort.errors import (
 from fhir_cohort.fhir.client import FhirClient, is_loopback, parse_retry_after, strip_query
 from fhir_cohort.fhir.ndjson import BOM, BadLine, iter_ndjson, parse_line
 from fhir_cohort.files import open_private, private_dir, private_writer
+from fhir_cohort.progress import ProgressCallback, StageProgress
 
 __all__ = [
     "DELETED_DIR",
@@ -80,7 +81,6 @@ __all__ = [
     "BulkJobExpiredError",
     "ErrorSummary",
     "ExportLog",
-    "ExportProgress",
     "ExportResult",
     "ExportState",
     "ExportedFile",
@@ -261,21 +261,6 @@ class ExportResult:
             "reexported": self.reexported,
             "deleted": self.deleted_by_type(),
         }
-
-
-@dataclass(frozen=True)
-class ExportProgress:
-    """Passed to the ``progress`` callback. ``message`` is the server's X-Progress, if any."""
-
-    phase: Literal["kickoff", "waiting", "downloading", "complete"]
-    elapsed: float
-    message: str | None = None
-    files_done: int = 0
-    files_total: int = 0
-    bytes: int = 0
-
-
-ProgressCallback = Callable[[ExportProgress], None]
 
 
 # -- the SMART-style log ----------------------------------------------------------------------
@@ -579,7 +564,7 @@ class BulkExporter:
         self.poll_cap = poll_cap_seconds
         self.deadline = deadline_seconds
         self.workers = download_workers
-        self.progress = progress
+        self.progress = StageProgress(progress, "export", "files")
         self.delete_on_complete = delete_on_complete
         self.capability = capability_statement
         self.sleep = sleep
@@ -632,12 +617,7 @@ class BulkExporter:
             if self.delete_on_complete and state.status_url:
                 _delete_job(self.client, state.status_url)
         result = self._result(out, state, stats0, resumed, reused, reexported)
-        self._report(
-            "complete",
-            files_done=len(result.files),
-            files_total=len(result.files),
-            bytes=sum(f.bytes for f in result.files),
-        )
+        self._report("complete", files_done=len(result.files), files_total=len(result.files))
         return result
 
     def _open_state(self, out: Path) -> ExportState | None:
@@ -842,12 +822,7 @@ class BulkExporter:
                 counts["done"] += 1
                 counts["bytes"] += nbytes
                 snapshot = dict(counts)
-            self._report(
-                "downloading",
-                files_done=snapshot["done"],
-                files_total=len(jobs),
-                bytes=snapshot["bytes"],
-            )
+            self._report("downloading", files_done=snapshot["done"], files_total=len(jobs))
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bulk-dl") as pool:
             for fut in [pool.submit(one, j) for j in todo]:
@@ -895,9 +870,10 @@ class BulkExporter:
         elog.file_downloaded(job, lines, nbytes)
         return lines, nbytes
 
-    def _report(self, phase: Any, **kw: Any) -> None:
-        if self.progress is not None:
-            self.progress(ExportProgress(phase=phase, elapsed=self.clock() - self.start, **kw))
+    def _report(
+        self, phase: str, *, message: str | None = None, files_done: int = 0, files_total: int = 0
+    ) -> None:
+        self.progress(phase, files_done, files_total, phase + (f" ({message})" if message else ""))
 
     def _result(
         self,

@@ -38,13 +38,13 @@ from fhir_cohort.fhir.ndjson import iter_objects, write_ndjson
 from fhir_cohort.fhir.search import SearchQuery, _next_link, iter_entries, iter_pages
 from fhir_cohort.fhir.wire import reference_id
 from fhir_cohort.files import PRIVATE_FILE_MODE, private_dir, private_writer
+from fhir_cohort.progress import ProgressCallback, StageProgress
 
 __all__ = [
     "MEDICATION_TYPES",
     "STATE_FILE",
     "EntrySearch",
     "FetchPlan",
-    "FetchProgress",
     "FetchReport",
     "FollowUp",
     "Reuse",
@@ -208,18 +208,6 @@ class FetchPlan:
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class FetchProgress:
-    """What the progress callback receives after every finished query (and at each stage)."""
-
-    stage: str  # "entry", "follow-up", "medications", "write"
-    queries_done: int
-    queries_total: int
-    resources: int  # received so far in this run (including resumed queries)
-    patients: int
-    resumed: int  # queries skipped because the journal had them
-
-
 @dataclass
 class FetchReport:
     """For run.json: queries (patient ids redacted), traffic and what the snapshot holds."""
@@ -260,9 +248,6 @@ class _Query:
     def key(self) -> str:
         raw = json.dumps([self.query.resource_type, self.query.params], separators=(",", ":"))
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
-
-
-ProgressCallback = Callable[[FetchProgress], None]
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[tuple[str, ...]]:
@@ -428,7 +413,7 @@ class _Fetcher:
         self.reuse: Reuse = reuse
         self.run_key = dict(run_key or {})
         self.since = _format_since(since) if since is not None else None
-        self.progress = progress
+        self.progress = StageProgress(progress, "fetch", "queries")
         self.state: dict[str, Any] = {}
         self.done: dict[str, dict[str, Any]] = {}
         self.partial: dict[str, dict[str, Any]] = {}
@@ -640,10 +625,8 @@ class _Fetcher:
         return q.key, entry, fresh
 
     def _notify(self, stage: str, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(
-                FetchProgress(stage, done, total, self.received, len(self.patients), self.resumed)
-            )
+        message = f"{stage}: {self.received} resources, {len(self.patients)} patients"
+        self.progress(stage, done, total, message)
 
     def _record(
         self, q: _Query, counts: Mapping[str, int], fresh: Mapping[str, int], resumed: bool
