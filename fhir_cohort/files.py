@@ -101,7 +101,8 @@ def private_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
 
     The content goes to a temporary file in the same folder (created 0600 by mkstemp) and is
     renamed over ``path`` only when the block finishes, so a crash never leaves a partial file
-    that looks complete. Missing folders are created 0700.
+    that looks complete; file and folder are fsynced, so the new content survives a crash once
+    the block is done. Missing folders are created 0700. The one atomic writer of the package.
     """
     path = Path(path)
     private_dir(path.parent)
@@ -118,6 +119,18 @@ def private_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _sync_dir(path.parent)
+
+
+def _sync_dir(folder: Path) -> None:
+    """fsync a folder, so a rename in it survives a crash too, not only the file's bytes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def warn_if_exposed(path: str | Path, what: str) -> bool:

@@ -40,7 +40,6 @@ from fhir_cohort.errors import (
 from fhir_cohort.fhir.auth import AuthOptions, auth_from_env
 from fhir_cohort.fhir.bulk import (
     BulkExportRequest,
-    ExportProgress,
     ExportResult,
     run_export,
 )
@@ -58,7 +57,6 @@ from fhir_cohort.fhir.fetch import (
     MEDICATION_TYPES,
     PAGE_SIZE,
     FetchPlan,
-    FetchProgress,
     FetchReport,
     Reuse,
     fetch_all,
@@ -302,25 +300,6 @@ def bulk_request(
     )
 
 
-def _bulk_progress(progress: ProgressCallback) -> Callable[[ExportProgress], None]:
-    done = {"files": 0}
-
-    def cb(p: ExportProgress) -> None:
-        advance = max(0, p.files_done - done["files"])
-        done["files"] = p.files_done
-        progress(
-            Progress(
-                "export",
-                advance,
-                total=p.files_total or None,
-                unit="files",
-                message=f"{p.phase}" + (f" ({p.message})" if p.message else ""),
-            )
-        )
-
-    return cb
-
-
 def run_bulk(
     client: FhirClient,
     request: BulkExportRequest,
@@ -351,7 +330,7 @@ def run_bulk(
         poll_cap_seconds=poll_max,
         deadline_seconds=math.inf if max_wait is None else max_wait,
         download_workers=download_workers,
-        progress=_bulk_progress(progress),
+        progress=progress,
     )
 
 
@@ -496,25 +475,6 @@ def build_client(url: str, options: ServerOptions) -> FhirClient:
         raise OptionError(f"cannot use server {strip_query(url)}: {exc}") from None
 
 
-def _fetch_progress(progress: ProgressCallback) -> Callable[[FetchProgress], None]:
-    last = {"done": 0}
-
-    def cb(p: FetchProgress) -> None:
-        advance = max(0, p.queries_done - last["done"]) if p.stage != "entry" else 0
-        last["done"] = p.queries_done
-        progress(
-            Progress(
-                "fetch",
-                advance,
-                total=p.queries_total or None,
-                unit="queries",
-                message=f"{p.stage}: {p.resources} resources, {p.patients} patients",
-            )
-        )
-
-    return cb
-
-
 def fetch(
     url: str,
     trial: Trial | Sequence[Trial],
@@ -596,7 +556,7 @@ def fetch(
             _types(needs),
             cache,
             workers=options.concurrency,
-            progress=_fetch_progress(progress),
+            progress=progress,
             reuse=reuse,
             run_key=run_key,
         )
@@ -648,7 +608,7 @@ def _crawl(
         cache,
         workers=options.concurrency,
         since=options.since,
-        progress=_fetch_progress(progress),
+        progress=progress,
         page_size=page,
         reuse=reuse,
         run_key=run_key,
@@ -683,7 +643,7 @@ def _funnel(
             batch_size=batch,
             workers=options.concurrency,
             since=options.since,
-            progress=_fetch_progress(progress),
+            progress=progress,
             reuse=reuse,
             run_key=run_key,
             page_size=page,

@@ -1,5 +1,10 @@
 """Authentication for the FHIR client: none, static bearer, HTTP basic, SMART Backend Services.
 
+The client asks an :class:`Auth` for headers (and, after a 401, to ``invalidate`` them); an
+auth that must fetch a token does so through the :class:`TokenHttp` it is handed: two
+unauthenticated, retried requests (a JSON GET, a form POST). Auth knows nothing of the
+client's internals, and a token request can never ask the auth again.
+
 Secrets come from files or environment variables (never command-line values, which land in
 shell history and process listings) and never appear in ``repr``, logs or error messages.
 """
@@ -17,7 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -28,11 +33,6 @@ from fhir_cohort.errors import AuthError, FhirHttpError
 from fhir_cohort.fhir.client import is_loopback, origin_of, outcome_text, strip_query
 from fhir_cohort.files import warn_if_exposed
 
-if TYPE_CHECKING:
-    import requests
-
-    from fhir_cohort.fhir.client import FhirClient
-
 __all__ = [
     "ASSERTION_TYPE",
     "Auth",
@@ -42,6 +42,7 @@ __all__ = [
     "NoAuth",
     "SigningKey",
     "SmartBackendAuth",
+    "TokenHttp",
     "auth_from_env",
     "discover_token_endpoint",
     "load_signing_key",
@@ -55,16 +56,47 @@ DEFAULT_SCOPE = "system/*.read"
 ASSERTION_LIFETIME = 240  # seconds; SMART requires exp <= 5 minutes ahead, keep a margin for skew
 
 
+class TokenHttp(Protocol):
+    """What an auth may do on the wire to get credentials (:class:`FhirClient` provides it).
+
+    Both requests go without credentials and are retried like any other; ``allow_insecure_http``
+    is the user's consent to plain http, which a token endpoint must honour too.
+    """
+
+    allow_insecure_http: bool
+
+    def get_json(
+        self,
+        path: str,
+        params: Any = None,
+        *,
+        accept: str | None = None,
+        authenticate: bool = True,
+    ) -> dict[str, Any]:
+        """GET ``path`` (relative to the FHIR base, or absolute) and return its JSON object."""
+        ...
+
+    def post_form(
+        self, url: str, form: Callable[[], Mapping[str, str]]
+    ) -> tuple[int, dict[str, Any], str]:
+        """POST ``form()`` (anew on every attempt); (status, JSON body, URL without query).
+
+        A 400 is returned as an answer (OAuth's errors come that way); 401/403 raise AuthError.
+        """
+        ...
+
+
 class Auth:
     """Base class: supplies request headers; ``invalidate`` drops cached credentials (on 401).
 
     ``sends_credentials``: whether the headers carry a secret (the client then refuses a plain
-    http base URL unless it is loopback or insecure http was allowed).
+    http base URL unless it is loopback or insecure http was allowed). ``http`` is what the
+    auth may use to fetch credentials; static credentials ignore it.
     """
 
     sends_credentials = True
 
-    def headers(self, client: FhirClient) -> dict[str, str]:
+    def headers(self, http: TokenHttp) -> dict[str, str]:
         return {}
 
     def invalidate(self) -> None:
@@ -85,7 +117,7 @@ class BearerTokenAuth(Auth):
             raise AuthError("empty bearer token")
         self._token = token
 
-    def headers(self, client: FhirClient) -> dict[str, str]:
+    def headers(self, http: TokenHttp) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"}
 
     def __repr__(self) -> str:
@@ -99,7 +131,7 @@ class BasicAuth(Auth):
         self.username = username
         self._header = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
-    def headers(self, client: FhirClient) -> dict[str, str]:
+    def headers(self, http: TokenHttp) -> dict[str, str]:
         return {"Authorization": self._header}
 
     def __repr__(self) -> str:
@@ -214,10 +246,10 @@ def load_signing_key(
     return SigningKey(key, chosen, kid or jwk.get("kid") or _thumbprint(_public_jwk(key)))
 
 
-def discover_token_endpoint(client: FhirClient) -> str:
+def discover_token_endpoint(http: TokenHttp) -> str:
     """Token URL from ``.well-known/smart-configuration``, else the CapabilityStatement."""
     try:
-        conf = client.get_json(
+        conf = http.get_json(
             ".well-known/smart-configuration", accept="application/json", authenticate=False
         )
         url = conf.get("token_endpoint")
@@ -226,7 +258,7 @@ def discover_token_endpoint(client: FhirClient) -> str:
     except FhirHttpError as exc:
         log.debug("no smart-configuration (%s); trying the CapabilityStatement", exc.status)
     try:
-        cap = client.get_json("metadata", authenticate=False)
+        cap = http.get_json("metadata", authenticate=False)
     except FhirHttpError:
         cap = {}
     for rest in cap.get("rest") or []:
@@ -284,10 +316,10 @@ class SmartBackendAuth(Auth):
             self._token = None
             self._expires_at = 0.0
 
-    def headers(self, client: FhirClient) -> dict[str, str]:
+    def headers(self, http: TokenHttp) -> dict[str, str]:
         with self._lock:
             if self._token is None or self._clock() >= self._expires_at - self.refresh_margin:
-                self._fetch_token(client)
+                self._fetch_token(http)
             return {"Authorization": f"Bearer {self._token}"}
 
     def assertion(self, token_url: str) -> str:
@@ -315,38 +347,23 @@ class SmartBackendAuth(Auth):
             "client_assertion": self.assertion(token_url),
         }
 
-    def _fetch_token(self, client: FhirClient) -> None:
+    def _fetch_token(self, http: TokenHttp) -> None:
         if self.token_url is None:
-            self.token_url = discover_token_endpoint(client)
+            self.token_url = discover_token_endpoint(http)
         token_url = self.token_url
         scheme, host, _ = origin_of(token_url)
         if scheme not in ("http", "https") or (
-            scheme == "http" and not is_loopback(host) and not client.allow_insecure_http
+            scheme == "http" and not is_loopback(host) and not http.allow_insecure_http
         ):
             # the assertion goes there, and the access token comes back: never in clear text
             raise AuthError(
                 f"refusing to send the client assertion to {strip_query(token_url)}: the token "
                 "endpoint must be https (or loopback, or --allow-insecure-http)"
             )
-
-        def consume(resp: requests.Response) -> tuple[int, dict[str, Any], str]:
-            # decoded inside the retry loop: a 200 with a cut body is asked for again
-            if resp.status_code == 400:
-                return 400, _json_or_empty(resp), strip_query(resp.url or "")
-            return resp.status_code, client.decode(resp), strip_query(resp.url or "")
-
         try:
             # the form is a callable: each attempt signs a new assertion (a jti is single-use,
             # so re-sending one after a lost response would be refused as a replay)
-            status, body, safe_url = client.exchange(
-                "POST",
-                token_url,
-                consume,
-                data=lambda: self._form(token_url),
-                headers={"Accept": "application/json"},
-                authenticate=False,
-                ok_statuses=(400,),
-            )
+            status, body, safe_url = http.post_form(token_url, lambda: self._form(token_url))
         except AuthError as exc:
             raise AuthError(
                 f"the token endpoint refused client {self.client_id!r} "
@@ -372,14 +389,6 @@ class SmartBackendAuth(Auth):
             lifetime = 300.0
         self._expires_at = self._clock() + lifetime
         log.debug("obtained a SMART access token valid for %.0fs", lifetime)
-
-
-def _json_or_empty(resp: requests.Response) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 # -- configuration from the environment -------------------------------------------------------

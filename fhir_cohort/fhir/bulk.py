@@ -17,8 +17,9 @@ exchange goes through the client's one retry loop, so 429/5xx and connection err
 retried. Files are read inside :meth:`FhirClient.exchange`: every line must be a JSON object of
 the manifest entry's type, the last line whole and the count the manifest's, else the body was
 damaged in transit and the file is downloaded again within the same retry budget. A file is
-written under a hidden temporary name and renamed only once complete and checked, so an
-interrupted run never leaves a partial file that looks complete; the next
+written under a hidden temporary name (``files.private_writer``, the package's one atomic
+writer) and renamed only once complete and checked, so an interrupted run never leaves a
+partial file that looks complete; the next
 ``run_export(..., resume=True)`` polls the saved status URL or downloads only the missing files.
 A completed export in the folder is used again only with ``reuse=True``.
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-import orjson
 import requests
 
 # The bulk errors live in the one exception tree; re-exported here for existing imports.
@@ -62,8 +61,10 @@ from fhir_cohort.errors import (
     OptionError,
     TransientResponseError,
 )
-from fhir_cohort.fhir.client import FhirClient, _parse_retry_after, is_loopback, strip_query
-from fhir_cohort.files import open_private, private_dir, private_file
+from fhir_cohort.fhir.client import FhirClient, is_loopback, parse_retry_after, strip_query
+from fhir_cohort.fhir.ndjson import BOM, BadLine, iter_ndjson, parse_line
+from fhir_cohort.files import open_private, private_dir, private_writer
+from fhir_cohort.progress import ProgressCallback, StageProgress
 
 __all__ = [
     "DELETED_DIR",
@@ -80,7 +81,6 @@ __all__ = [
     "BulkJobExpiredError",
     "ErrorSummary",
     "ExportLog",
-    "ExportProgress",
     "ExportResult",
     "ExportState",
     "ExportedFile",
@@ -261,21 +261,6 @@ class ExportResult:
             "reexported": self.reexported,
             "deleted": self.deleted_by_type(),
         }
-
-
-@dataclass(frozen=True)
-class ExportProgress:
-    """Passed to the ``progress`` callback. ``message`` is the server's X-Progress, if any."""
-
-    phase: Literal["kickoff", "waiting", "downloading", "complete"]
-    elapsed: float
-    message: str | None = None
-    files_done: int = 0
-    files_total: int = 0
-    bytes: int = 0
-
-
-ProgressCallback = Callable[[ExportProgress], None]
 
 
 # -- the SMART-style log ----------------------------------------------------------------------
@@ -508,13 +493,11 @@ class ExportState:
             }
 
     def save(self) -> None:
-        # under the lock: download threads save at once, through one temporary file
+        # under the lock: download threads save at once
         with self._lock:
             data = self.to_json()
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            with open_private(tmp, "w", encoding="utf-8") as fh:
+            with private_writer(self.path) as fh:
                 json.dump(data, fh, indent=1)
-            os.replace(tmp, self.path)
 
     def file_done(self, url: str, record: FileRecord) -> None:
         with self._lock:
@@ -581,7 +564,7 @@ class BulkExporter:
         self.poll_cap = poll_cap_seconds
         self.deadline = deadline_seconds
         self.workers = download_workers
-        self.progress = progress
+        self.progress = StageProgress(progress, "export", "files")
         self.delete_on_complete = delete_on_complete
         self.capability = capability_statement
         self.sleep = sleep
@@ -634,12 +617,7 @@ class BulkExporter:
             if self.delete_on_complete and state.status_url:
                 _delete_job(self.client, state.status_url)
         result = self._result(out, state, stats0, resumed, reused, reexported)
-        self._report(
-            "complete",
-            files_done=len(result.files),
-            files_total=len(result.files),
-            bytes=sum(f.bytes for f in result.files),
-        )
+        self._report("complete", files_done=len(result.files), files_total=len(result.files))
         return result
 
     def _open_state(self, out: Path) -> ExportState | None:
@@ -773,7 +751,7 @@ class BulkExporter:
                     status=resp.status_code,
                 )
             x_progress = resp.headers.get("X-Progress")
-            retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), datetime.now(UTC))
             wait = min(retry_after if retry_after is not None else interval, self.poll_cap)
             interval = min(interval * 2, self.poll_cap)
             elog.polled(x_progress, retry_after)
@@ -844,12 +822,7 @@ class BulkExporter:
                 counts["done"] += 1
                 counts["bytes"] += nbytes
                 snapshot = dict(counts)
-            self._report(
-                "downloading",
-                files_done=snapshot["done"],
-                files_total=len(jobs),
-                bytes=snapshot["bytes"],
-            )
+            self._report("downloading", files_done=snapshot["done"], files_total=len(jobs))
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bulk-dl") as pool:
             for fut in [pool.submit(one, j) for j in todo]:
@@ -877,7 +850,7 @@ class BulkExporter:
     def _download(
         self, job: _Job, out: Path, elog: ExportLog, requires_token: bool
     ) -> tuple[int, int]:
-        """Stream one file to ``.<name>.part`` gzip-compressed, check every line, rename it.
+        """Stream one file gzip-compressed through the atomic writer, check every line, keep it.
 
         The body is read inside :meth:`FhirClient.exchange`, so a body cut by a reset, a line
         that is not a resource of the entry's type, a cut last line or a count that differs
@@ -885,27 +858,22 @@ class BulkExporter:
         """
         client = self.client
         final = out / job.rel_path
-        tmp = final.with_name(f".{final.name}.part")
         elog.file_requested(job)
-        try:
-            lines, nbytes = client.exchange(
-                "GET",
-                job.url,
-                lambda resp: _receive(client, resp, job, tmp),
-                headers={"Accept": _accept(job)},
-                authenticate=requires_token and _may_carry_token(job.url),
-                stream=True,
-            )
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, final)
+        lines, nbytes = client.exchange(
+            "GET",
+            job.url,
+            lambda resp: _receive(client, resp, job, final),
+            headers={"Accept": _accept(job)},
+            authenticate=requires_token and _may_carry_token(job.url),
+            stream=True,
+        )
         elog.file_downloaded(job, lines, nbytes)
         return lines, nbytes
 
-    def _report(self, phase: Any, **kw: Any) -> None:
-        if self.progress is not None:
-            self.progress(ExportProgress(phase=phase, elapsed=self.clock() - self.start, **kw))
+    def _report(
+        self, phase: str, *, message: str | None = None, files_done: int = 0, files_total: int = 0
+    ) -> None:
+        self.progress(phase, files_done, files_total, phase + (f" ({message})" if message else ""))
 
     def _result(
         self,
@@ -1081,10 +1049,8 @@ def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
             ]
     if isinstance(safe.get("request"), str):
         safe["request"] = strip_query(safe["request"])
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open_private(tmp, "w", encoding="utf-8") as fh:
+    with private_writer(path) as fh:
         fh.write(json.dumps(safe, indent=1))
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -1140,13 +1106,20 @@ def _may_carry_token(url: str) -> bool:
     return parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
 
 
-def _receive(client: FhirClient, resp: requests.Response, job: _Job, tmp: Path) -> tuple[int, int]:
-    """One attempt: the body to ``tmp`` (truncated first), every line checked as it passes."""
+def _receive(
+    client: FhirClient, resp: requests.Response, job: _Job, final: Path
+) -> tuple[int, int]:
+    """One attempt: the body to ``final``, every line checked as it passes; the file replaces
+    ``final`` only when the whole body arrived and passed (private_writer drops it otherwise).
+    """
     check = _LineCheck(job.type, need_id=job.item == "output")
     nbytes = 0
     try:
-        private_file(tmp)  # gzip.open keeps the mode of the file it truncates
-        with resp, gzip.open(tmp, "wb", compresslevel=6) as gz:
+        with (
+            resp,
+            private_writer(final, "wb") as raw,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6) as gz,
+        ):
             for chunk in resp.iter_content(chunk_size=_CHUNK):
                 if not chunk:
                     continue
@@ -1156,10 +1129,10 @@ def _receive(client: FhirClient, resp: requests.Response, job: _Job, tmp: Path) 
             if check.pending:
                 gz.write(b"\n")  # so files concatenate and the reader sees a whole last line
             lines = check.close()
+            if job.count is not None and lines != job.count:
+                raise _transient(resp, f"{lines} lines but the manifest's count is {job.count}")
     finally:
         client.stats.add(nbytes=nbytes)
-    if job.count is not None and lines != job.count:
-        raise _transient(resp, f"{lines} lines but the manifest's count is {job.count}")
     return lines, nbytes
 
 
@@ -1171,28 +1144,21 @@ def deleted_keys(paths: Sequence[Path]) -> list[tuple[str, str]]:
     Bundle whose entries' ``request`` is ``DELETE <Type>/<id>`` (relative or absolute URL)."""
     keys: dict[tuple[str, str], None] = {}
     for path in paths:
-        with gzip.open(path, "rb") as fh:
-            for line in fh:
-                if not line.strip():
+        for lineno, bundle, _ in iter_ndjson(path):
+            if type(bundle) is BadLine:  # every line passed _LineCheck when it was downloaded
+                raise BulkExportError(f"{path}:{lineno}: damaged since it was downloaded")
+            for entry in bundle.get("entry") or []:
+                request = entry.get("request") if isinstance(entry, dict) else None
+                if not isinstance(request, dict) or request.get("method") != "DELETE":
                     continue
-                bundle = _loads_line(line)
-                for entry in bundle.get("entry") or []:
-                    request = entry.get("request") if isinstance(entry, dict) else None
-                    if not isinstance(request, dict) or request.get("method") != "DELETE":
-                        continue
-                    key = _type_and_id(request.get("url"))
-                    if key is not None:
-                        keys[key] = None
+                key = _type_and_id(request.get("url"))
+                if key is not None:
+                    keys[key] = None
     return list(keys)
 
 
-def _loads_line(line: bytes) -> dict[str, Any]:
-    """A line of a file :class:`_LineCheck` accepted (a BOM, invalid UTF-8 in a string)."""
-    line = line.removeprefix(_BOM)
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return orjson.loads(line.decode("utf-8", "replace"))
+class _Unchanged(Exception):
+    """Leaves a private_writer block without replacing its file."""
 
 
 def _type_and_id(url: Any) -> tuple[str, str] | None:
@@ -1225,31 +1191,32 @@ def _apply_deleted(out: Path, state: ExportState) -> None:
             continue
         record = state.files[job.url]
         path = out / job.rel_path
-        tmp = path.with_name(f".{path.name}.part")
         kept = dropped = nbytes = 0
-        private_file(tmp)
-        with gzip.open(path, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
-            for line in src:
-                if not line.strip():
-                    continue
-                if _loads_line(line).get("id") in gone_ids[job.type]:
-                    dropped += 1
-                    continue
-                dst.write(line)
-                kept += 1
-                nbytes += len(line)
-        if not dropped:
-            tmp.unlink()
+        try:
+            with (
+                gzip.open(path, "rb") as src,
+                private_writer(path, "wb") as raw,
+                gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6) as dst,
+            ):
+                for line in src:
+                    if not line.strip():
+                        continue
+                    resource, _ = parse_line(line.removeprefix(BOM))
+                    if isinstance(resource, dict) and resource.get("id") in gone_ids[job.type]:
+                        dropped += 1
+                        continue
+                    dst.write(line)
+                    kept += 1
+                    nbytes += len(line)
+                if not dropped:
+                    raise _Unchanged  # the writer then drops its copy: the file stays as it is
+        except _Unchanged:
             continue
-        os.replace(tmp, path)
         log.info("dropped %d deleted %s resources from %s", dropped, job.type, job.rel_path)
         state.file_done(
             job.url,
             FileRecord(record.path, record.type, "output", kept, nbytes, path.stat().st_size),
         )
-
-
-_BOM = b"\xef\xbb\xbf"
 
 
 class _LineCheck:
@@ -1292,18 +1259,15 @@ class _LineCheck:
         self.lineno += 1
         if not line or line.isspace():
             return
-        if self.lineno == 1 and line.startswith(_BOM):
-            line = line[len(_BOM) :]
-        try:
-            resource = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            try:  # invalid UTF-8 inside a string: the reader decodes it with replacement
-                resource = orjson.loads(line.decode("utf-8", "replace"))
-            except orjson.JSONDecodeError:
-                where = f"the body ends inside line {self.lineno}" if cut else None
-                raise TransientResponseError(
-                    f"{where or f'line {self.lineno}'}: not valid JSON (cut or garbled)"
-                ) from None
+        if self.lineno == 1:
+            line = line.removeprefix(BOM)
+        # invalid UTF-8 inside a string is decoded with replacement, as the reader does
+        resource, _ = parse_line(line)
+        if type(resource) is BadLine:
+            where = f"the body ends inside line {self.lineno}" if cut else None
+            raise TransientResponseError(
+                f"{where or f'line {self.lineno}'}: not valid JSON (cut or garbled)"
+            )
         if not isinstance(resource, dict):
             raise TransientResponseError(f"line {self.lineno}: not a JSON object")
         if resource.get("resourceType") != self.type:
@@ -1337,24 +1301,18 @@ def summarise_errors(paths: Sequence[Path]) -> ErrorSummary:
     code: Counter[str] = Counter()
     resources = issues = with_diag = 0
     for path in paths:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
+        for _, oo, _ in iter_ndjson(path):
+            if type(oo) is BadLine:
+                code["(unreadable line)"] += 1
+                continue
+            resources += 1
+            for issue in (oo.get("issue") or []) if isinstance(oo, dict) else []:
+                if not isinstance(issue, dict):
                     continue
-                try:
-                    oo = json.loads(line)
-                except ValueError:
-                    code["(unreadable line)"] += 1
-                    continue
-                resources += 1
-                for issue in (oo.get("issue") or []) if isinstance(oo, dict) else []:
-                    if not isinstance(issue, dict):
-                        continue
-                    issues += 1
-                    severity[str(issue.get("severity", "unknown"))] += 1
-                    code[str(issue.get("code", "unknown"))] += 1
-                    with_diag += bool(issue.get("diagnostics"))
+                issues += 1
+                severity[str(issue.get("severity", "unknown"))] += 1
+                code[str(issue.get("code", "unknown"))] += 1
+                with_diag += bool(issue.get("diagnostics"))
     return ErrorSummary(
         files=len(paths),
         resources=resources,

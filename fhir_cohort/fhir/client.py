@@ -1,9 +1,17 @@
-"""A FHIR R4 REST client on one ``requests.Session``: one retry loop, auth, paging, counters.
+"""A FHIR R4 REST client on one ``requests.Session``: layered requests, auth, paging, counters.
 
-Everything that goes over the wire passes through :meth:`FhirClient.exchange`, so retries,
-re-authentication, rate limiting, redirects, the credential policy and the counters apply
-uniformly. URLs in log and error messages never carry the query string (query values can be
-patient ids).
+Everything that goes over the wire passes through :meth:`FhirClient.exchange`, which runs three
+small layers, innermost first:
+
+1. **send** (:meth:`FhirClient._send`): one HTTP exchange, its redirects followed hop by hop
+   under the credential policy, rate-limited, timed, counted and read;
+2. **re-authenticate** (:meth:`FhirClient._authenticated`): a 401 to a request that carried
+   credentials makes the auth drop them, and the request is sent once more;
+3. **retry** (:meth:`FhirClient._retrying`): 429/5xx, connection errors and bodies that break
+   while read are retried with backoff or the server's ``Retry-After``
+   (:func:`parse_retry_after`), within a retry budget and a deadline.
+
+URLs in log and error messages never carry the query string (query values can be patient ids).
 
 Credential policy (one place, :meth:`FhirClient._scope`): auth headers and the user's extra
 headers go only to the base URL's origin (scheme, host, port); never over plain http unless the
@@ -18,6 +26,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import logging
+import math
 import random
 import re
 import ssl
@@ -57,6 +66,7 @@ __all__ = [
     "is_loopback",
     "origin_of",
     "outcome_text",
+    "parse_retry_after",
     "strip_query",
 ]
 
@@ -293,6 +303,23 @@ class RateLimiter:
             self._sleep(wait)
 
 
+@dataclass
+class _Call:
+    """One logical request as the layers see it; ``reauthenticated`` lasts across retries."""
+
+    method: str
+    url: str
+    safe_url: str
+    params: Sequence[tuple[str, str]] | None
+    data: Any
+    json_body: Any
+    headers: Mapping[str, str]
+    authenticate: bool
+    ok_statuses: tuple[int, ...]
+    stream: bool
+    reauthenticated: bool = False
+
+
 class FhirClient:
     """FHIR R4 REST client.
 
@@ -440,36 +467,60 @@ class FhirClient:
             url=strip_query(url),
         )
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Sequence[tuple[str, str]] | None,
-        data: Any,
-        json_body: Any,
-        headers: Mapping[str, str],
-        authenticate: bool,
-        stream: bool,
-    ) -> tuple[requests.Response, bool]:
-        """One attempt: the request and its redirects, each hop under :meth:`_scope`.
+    # -- layer 1: send ---------------------------------------------------------------------
+
+    def _send(self, call: _Call) -> tuple[requests.Response, bool]:
+        """One HTTP exchange: the request and its redirects, timed, counted and read.
+
+        Waits for the rate limiter, then follows redirects itself (:meth:`_hops`) so each hop
+        gets the credential policy. Reads the body (unless streaming a success), so a reset
+        mid-body surfaces here. Wire errors worth a retry (:data:`_RETRY_EXCEPTIONS`) propagate
+        as they are; TLS and other request errors become :class:`FhirHttpError`. Returns the
+        response and whether credentials went with it.
+        """
+        if self._limiter is not None:
+            self._limiter.acquire()
+        t0 = time.perf_counter()
+        try:
+            resp, with_auth = self._hops(call)
+            ok = 200 <= resp.status_code < 300 or resp.status_code in call.ok_statuses
+            nbytes = 0 if call.stream and ok else len(resp.content)
+        except requests.exceptions.SSLError as exc:
+            # a certificate problem does not heal by retrying
+            self.stats.add(requests=1, seconds=time.perf_counter() - t0)
+            raise FhirHttpError(
+                f"cannot connect to {_host_port(call.url)}: {connection_problem(exc)}",
+                method=call.method,
+                url=call.safe_url,
+            ) from None
+        except _RETRY_EXCEPTIONS:
+            self.stats.add(requests=1, seconds=time.perf_counter() - t0)
+            raise
+        except requests.RequestException as exc:
+            self.stats.add(requests=1, seconds=time.perf_counter() - t0)
+            raise FhirHttpError(
+                f"request failed: {type(exc).__name__}", method=call.method, url=call.safe_url
+            ) from None
+        self.stats.add(requests=1, nbytes=nbytes, seconds=time.perf_counter() - t0)
+        log.debug("%s %s -> %s (%d bytes)", call.method, call.safe_url, resp.status_code, nbytes)
+        return resp, with_auth
+
+    def _hops(self, call: _Call) -> tuple[requests.Response, bool]:
+        """The request and its redirects, each hop under :meth:`_scope`.
 
         Redirects are followed here, not by requests, so a redirect to another origin or to
-        plain http gets the same policy as a link. Returns the response and whether the auth
-        header went with it.
+        plain http gets the same policy as a link. Credentials are asked of the auth only for a
+        hop that carries them.
         """
+        method, url, params = call.method, call.url, call.params
+        data, json_body = call.data, call.json_body
         for _ in range(MAX_REDIRECTS + 1):
-            same_origin = self._scope(url, authenticate)
+            same_origin = self._scope(url, call.authenticate)
             send_headers: dict[str, str] = {}
-            with_auth = (
-                same_origin
-                and authenticate
-                and self.auth is not None
-                and getattr(self.auth, "sends_credentials", True)
-            )
+            with_auth = same_origin and call.authenticate and self._sends_credentials
             if same_origin:
                 send_headers.update(self.headers)
-            send_headers.update(headers)
+            send_headers.update(call.headers)
             if with_auth:
                 assert self.auth is not None
                 send_headers.update(self.auth.headers(self))
@@ -482,7 +533,7 @@ class FhirClient:
                 json=json_body,
                 headers=send_headers,
                 timeout=self.timeout,
-                stream=stream,
+                stream=call.stream,
                 allow_redirects=False,
                 # explicit, or requests lets REQUESTS_CA_BUNDLE override --ca-bundle / verify=False
                 verify=self.session.verify,
@@ -500,7 +551,131 @@ class FhirClient:
             f"more than {MAX_REDIRECTS} redirects", method=method, url=strip_query(url)
         )
 
-    # -- the one retry loop ----------------------------------------------------------------
+    @property
+    def _sends_credentials(self) -> bool:
+        return self.auth is not None and getattr(self.auth, "sends_credentials", True)
+
+    # -- layer 2: re-authenticate ----------------------------------------------------------
+
+    def _authenticated(self, call: _Call) -> requests.Response:
+        """:meth:`_send`; on a 401 to a request that carried credentials, refresh them once.
+
+        Once per logical request (``call.reauthenticated`` survives retries): an expired or
+        revoked token gets one fresh token; a second 401 is the answer.
+        """
+        while True:
+            resp, with_auth = self._send(call)
+            if (
+                resp.status_code != 401
+                or 401 in call.ok_statuses
+                or not with_auth
+                or call.reauthenticated
+            ):
+                return resp
+            log.debug("401 from %s: re-authenticating once", call.safe_url)
+            assert self.auth is not None
+            self.auth.invalidate()
+            call.reauthenticated = True
+
+    # -- layer 3: retry --------------------------------------------------------------------
+
+    def _retrying(self, call: _Call, consume: Callable[[requests.Response], T]) -> T:
+        """:meth:`_authenticated` and ``consume`` until a success, a final answer or give-up.
+
+        Retries wire errors, :data:`RETRY_STATUSES` and a body that breaks or that ``consume``
+        rejects as transient, with backoff or the server's ``Retry-After`` (capped), within
+        ``max_retries`` and the deadline. 401/403 become :class:`AuthError`, other statuses
+        :class:`FhirHttpError`.
+        """
+        start = self._clock()
+        attempt = 0
+        while True:
+            try:
+                resp = self._authenticated(call)
+            except _RETRY_EXCEPTIONS as exc:
+                reason = f"cannot connect to {_host_port(call.url)}: {connection_problem(exc)}"
+                self._give_up_or_wait(call, attempt, start, self._backoff(attempt), None, reason)
+                attempt += 1
+                continue
+            status = resp.status_code
+            if 200 <= status < 300 or status in call.ok_statuses:
+                try:
+                    return consume(resp)
+                except (*_RETRY_EXCEPTIONS, TransientResponseError) as exc:
+                    resp.close()
+                    reason = (
+                        exc.message
+                        if isinstance(exc, TransientResponseError)
+                        else f"body cut: {connection_problem(exc)}"
+                    )
+                    self._give_up_or_wait(
+                        call, attempt, start, self._backoff(attempt), status, reason
+                    )
+                    attempt += 1
+                    continue
+            if status in (401, 403):
+                raise AuthError(
+                    "not authorised" if status == 403 else "authentication failed",
+                    method=call.method,
+                    url=call.safe_url,
+                    status=status,
+                    outcome=_body_outcome(resp),
+                )
+            if status in RETRY_STATUSES:
+                wait = self._backoff(attempt)
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), datetime.now(UTC))
+                if retry_after is not None:
+                    wait = min(retry_after, self.retry_after_cap)
+                self._give_up_or_wait(call, attempt, start, wait, status, _body_outcome(resp))
+                attempt += 1
+                continue
+            raise FhirHttpError(
+                "request failed",
+                method=call.method,
+                url=call.safe_url,
+                status=status,
+                outcome=_body_outcome(resp),
+            )
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.backoff_max, self.backoff * (2**attempt))
+        return base / 2 + base / 2 * self._rng()  # "equal jitter": spreads out parallel workers
+
+    def _give_up_or_wait(
+        self,
+        call: _Call,
+        attempt: int,
+        start: float,
+        wait: float,
+        status: int | None,
+        detail: str | None,
+    ) -> None:
+        why = None
+        if attempt >= self.max_retries:
+            why = f"giving up after {attempt + 1} attempts"
+        elif self._clock() + wait - start > self.deadline:
+            why = (
+                f"giving up: retrying would pass the {self.deadline:g}s deadline "
+                f"(after {attempt + 1} attempts)"
+            )
+        if why is not None:
+            if status is None and detail:  # no answer at all: say what happened on the wire
+                raise FhirHttpError(f"{detail}; {why}", method=call.method, url=call.safe_url)
+            raise FhirHttpError(
+                why, method=call.method, url=call.safe_url, status=status, outcome=detail
+            )
+        log.debug(
+            "retry %d for %s %s (%s) in %.2fs",
+            attempt + 1,
+            call.method,
+            call.safe_url,
+            status if status is not None else detail,
+            wait,
+        )
+        self.stats.add(retries=1)
+        self._sleep(wait)
+
+    # -- the public entry points -----------------------------------------------------------
 
     def request(
         self,
@@ -557,8 +732,8 @@ class FhirClient:
     ) -> T:
         """:meth:`request`, then ``consume(response)`` inside the same retry loop.
 
-        The one retry loop: a body that breaks while ``consume`` reads it (connection reset,
-        chunked-encoding error) or that ``consume`` rejects with
+        A body that breaks while ``consume`` reads it (connection reset, chunked-encoding
+        error) or that ``consume`` rejects with
         :class:`~fhir_cohort.errors.TransientResponseError` (invalid JSON in a 200, a file cut
         inside its last line) is retried with the same budget and deadline as a 503.
 
@@ -566,138 +741,22 @@ class FhirClient:
         must be new each time (a SMART client assertion: its ``jti`` is single-use) is.
         """
         url = self.url(path)
-        safe_url = strip_query(url)
-        method = method.upper()
         hdrs: dict[str, str] = dict(headers or {})
         if search and self.strict_search:
             hdrs["Prefer"] = "handling=strict"
-        start = self._clock()
-        attempt = 0
-        reauthenticated = False
-        while True:
-            if self._limiter is not None:
-                self._limiter.acquire()
-            t0 = time.perf_counter()
-            try:
-                resp, with_auth = self._send(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    json_body=json_body,
-                    headers=hdrs,
-                    authenticate=authenticate,
-                    stream=stream,
-                )
-                ok = 200 <= resp.status_code < 300 or resp.status_code in ok_statuses
-                # reading .content inside the try: a reset mid-body is a connection error too
-                nbytes = 0 if stream and ok else len(resp.content)
-            except requests.exceptions.SSLError as exc:
-                # a certificate problem does not heal by retrying
-                self.stats.add(requests=1, seconds=time.perf_counter() - t0)
-                raise FhirHttpError(
-                    f"cannot connect to {_host_port(url)}: {connection_problem(exc)}",
-                    method=method,
-                    url=safe_url,
-                ) from None
-            except _RETRY_EXCEPTIONS as exc:
-                self.stats.add(requests=1, seconds=time.perf_counter() - t0)
-                reason = f"cannot connect to {_host_port(url)}: {connection_problem(exc)}"
-                wait = self._backoff(attempt)
-                self._give_up_or_wait(attempt, start, wait, method, safe_url, None, reason)
-                attempt += 1
-                continue
-            except requests.RequestException as exc:
-                self.stats.add(requests=1, seconds=time.perf_counter() - t0)
-                raise FhirHttpError(
-                    f"request failed: {type(exc).__name__}", method=method, url=safe_url
-                ) from None
-            self.stats.add(requests=1, nbytes=nbytes, seconds=time.perf_counter() - t0)
-            status = resp.status_code
-            log.debug("%s %s -> %s (%d bytes)", method, safe_url, status, nbytes)
-            if 200 <= status < 300 or status in ok_statuses:
-                try:
-                    return consume(resp)
-                except (*_RETRY_EXCEPTIONS, TransientResponseError) as exc:
-                    resp.close()
-                    reason = (
-                        exc.message
-                        if isinstance(exc, TransientResponseError)
-                        else f"body cut: {connection_problem(exc)}"
-                    )
-                    wait = self._backoff(attempt)
-                    self._give_up_or_wait(attempt, start, wait, method, safe_url, status, reason)
-                    attempt += 1
-                    continue
-            if status == 401 and with_auth and not reauthenticated:
-                # expired or revoked token: get a fresh one, once
-                log.debug("401 from %s: re-authenticating once", safe_url)
-                assert self.auth is not None
-                self.auth.invalidate()
-                reauthenticated = True
-                continue
-            if status in (401, 403):
-                raise AuthError(
-                    "not authorised" if status == 403 else "authentication failed",
-                    method=method,
-                    url=safe_url,
-                    status=status,
-                    outcome=_body_outcome(resp),
-                )
-            if status in RETRY_STATUSES:
-                wait = self._backoff(attempt)
-                retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
-                if retry_after is not None:
-                    wait = min(max(retry_after, 0.0), self.retry_after_cap)
-                self._give_up_or_wait(
-                    attempt, start, wait, method, safe_url, status, _body_outcome(resp)
-                )
-                attempt += 1
-                continue
-            raise FhirHttpError(
-                "request failed",
-                method=method,
-                url=safe_url,
-                status=status,
-                outcome=_body_outcome(resp),
-            )
-
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.backoff_max, self.backoff * (2**attempt))
-        return base / 2 + base / 2 * self._rng()  # "equal jitter": spreads out parallel workers
-
-    def _give_up_or_wait(
-        self,
-        attempt: int,
-        start: float,
-        wait: float,
-        method: str,
-        safe_url: str,
-        status: int | None,
-        detail: str | None,
-    ) -> None:
-        why = None
-        if attempt >= self.max_retries:
-            why = f"giving up after {attempt + 1} attempts"
-        elif self._clock() + wait - start > self.deadline:
-            why = (
-                f"giving up: retrying would pass the {self.deadline:g}s deadline "
-                f"(after {attempt + 1} attempts)"
-            )
-        if why is not None:
-            if status is None and detail:  # no answer at all: say what happened on the wire
-                raise FhirHttpError(f"{detail}; {why}", method=method, url=safe_url)
-            raise FhirHttpError(why, method=method, url=safe_url, status=status, outcome=detail)
-        log.debug(
-            "retry %d for %s %s (%s) in %.2fs",
-            attempt + 1,
-            method,
-            safe_url,
-            status if status is not None else detail,
-            wait,
+        call = _Call(
+            method=method.upper(),
+            url=url,
+            safe_url=strip_query(url),
+            params=params,
+            data=data,
+            json_body=json_body,
+            headers=hdrs,
+            authenticate=authenticate,
+            ok_statuses=tuple(ok_statuses),
+            stream=stream,
         )
-        self.stats.add(retries=1)
-        self._sleep(wait)
+        return self._retrying(call, consume)
 
     # -- JSON helpers ----------------------------------------------------------------------
 
@@ -712,6 +771,32 @@ class FhirClient:
         headers = {"Accept": accept} if accept else None
         return self.exchange(
             "GET", path, self.decode, params=params, headers=headers, authenticate=authenticate
+        )
+
+    def post_form(
+        self, url: str, form: Callable[[], Mapping[str, str]]
+    ) -> tuple[int, dict[str, Any], str]:
+        """POST a form without credentials (an OAuth token request); a 400 is an answer too.
+
+        ``form`` is called on every attempt; the answer is decoded inside the retry loop, so a
+        200 with a cut body is asked for again. Returns (status, JSON body, URL without query).
+        Part of :class:`~fhir_cohort.fhir.auth.TokenHttp`.
+        """
+
+        def consume(resp: requests.Response) -> tuple[int, dict[str, Any], str]:
+            safe_url = strip_query(resp.url or "")
+            if resp.status_code == 400:  # OAuth's error answer: {"error": ..., ...}
+                return 400, _json_or_empty(resp), safe_url
+            return resp.status_code, self.decode(resp), safe_url
+
+        return self.exchange(
+            "POST",
+            url,
+            consume,
+            data=form,
+            headers={"Accept": "application/json"},
+            authenticate=False,
+            ok_statuses=(400,),
         )
 
     def decode(
@@ -787,6 +872,14 @@ class FhirClient:
         return iter_entries(self.search(query, count=count))
 
 
+def _json_or_empty(resp: requests.Response) -> dict[str, Any]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def _body_outcome(resp: requests.Response) -> str | None:
     try:
         return outcome_text(resp.json())
@@ -794,28 +887,36 @@ def _body_outcome(resp: requests.Response) -> str | None:
         return None
 
 
-def _parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), None if absent.
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value at wall time ``now``; None if absent/unreadable.
 
-    >>> _parse_retry_after("7")
+    RFC 9110 allows delta-seconds or an HTTP-date; a date in the past, or a negative number,
+    means "now" (0.0); ``inf``/``nan`` are unreadable. An HTTP-date without a zone is read as
+    UTC (the RFC says GMT). ``now`` must be timezone-aware.
+
+    >>> now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+    >>> parse_retry_after("7", now)
     7.0
-    >>> _parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT",
-    ...                    now=datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC))
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now)
     10.0
-    >>> _parse_retry_after("soon") is None
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now)
+    0.0
+    >>> parse_retry_after("soon", now) is None
     True
     """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return max(0.0, (when - now).total_seconds())

@@ -35,7 +35,6 @@ from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.fhir.fetch import (
     MEDICATION_TYPES,
     FetchReport,
-    ProgressCallback,
     Reuse,
     _chunks,
     _Fetcher,
@@ -47,8 +46,10 @@ from fhir_cohort.fhir.fetch import (
     _Stopped,
     read_state,
 )
+from fhir_cohort.fhir.ndjson import iter_ndjson
 from fhir_cohort.fhir.search import SearchQuery, iter_entries, iter_pages
 from fhir_cohort.fhir.wire import reference_id
+from fhir_cohort.progress import ProgressCallback
 
 __all__ = [
     "CREATED_PARAMS",
@@ -271,17 +272,12 @@ def _snapshot_patients(root: Path) -> PatientList:
     if state is not None and state.get("status") == "complete":
         return PatientList(tuple(state.get("patients") or ()), source="snapshot")
     ids: list[str] = []
-    files = sorted(root.glob("Patient*.ndjson"))
+    files = sorted([*root.glob("Patient*.ndjson"), *root.glob("Patient*.ndjson.gz")])
     for path in files:
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    try:
-                        res = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(res, dict) and res.get("resourceType") == "Patient":
-                        ids.append(str(res.get("id") or ""))
+        for _, res, _ in iter_ndjson(path):
+            # a damaged line names no patient; the screen of that folder reports it
+            if isinstance(res, dict) and res.get("resourceType") == "Patient":
+                ids.append(str(res.get("id") or ""))
     if not files:
         raise OptionError(f"--patients {root}: a folder without a snapshot or Patient NDJSON")
     return PatientList(tuple(i for i in ids if i), source="snapshot")

@@ -34,16 +34,17 @@ from typing import Any, BinaryIO, Literal
 from fhir_cohort.errors import AuthError, FhirCohortError, FhirHttpError, OptionError, SourceError
 from fhir_cohort.fhir.capability import check_plan, fetch_capability
 from fhir_cohort.fhir.client import FhirClient, strip_query
+from fhir_cohort.fhir.ndjson import iter_objects, write_ndjson
 from fhir_cohort.fhir.search import SearchQuery, _next_link, iter_entries, iter_pages
 from fhir_cohort.fhir.wire import reference_id
 from fhir_cohort.files import PRIVATE_FILE_MODE, private_dir, private_writer
+from fhir_cohort.progress import ProgressCallback, StageProgress
 
 __all__ = [
     "MEDICATION_TYPES",
     "STATE_FILE",
     "EntrySearch",
     "FetchPlan",
-    "FetchProgress",
     "FetchReport",
     "FollowUp",
     "Reuse",
@@ -207,18 +208,6 @@ class FetchPlan:
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class FetchProgress:
-    """What the progress callback receives after every finished query (and at each stage)."""
-
-    stage: str  # "entry", "follow-up", "medications", "write"
-    queries_done: int
-    queries_total: int
-    resources: int  # received so far in this run (including resumed queries)
-    patients: int
-    resumed: int  # queries skipped because the journal had them
-
-
 @dataclass
 class FetchReport:
     """For run.json: queries (patient ids redacted), traffic and what the snapshot holds."""
@@ -263,9 +252,6 @@ class _Query:
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-ProgressCallback = Callable[[FetchProgress], None]
-
-
 def _chunks(items: Sequence[str], size: int) -> Iterator[tuple[str, ...]]:
     for i in range(0, len(items), size):
         yield tuple(items[i : i + size])
@@ -279,26 +265,6 @@ def _format_since(since: datetime) -> str:
 
 def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _write_ndjson(path: Path, resources: Iterable[Mapping[str, Any]]) -> None:
-    with private_writer(path, "w") as fh:
-        for res in resources:
-            fh.write(json.dumps(res, ensure_ascii=False, separators=(",", ":")))
-            fh.write("\n")
-
-
-def _read_ndjson(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                res = json.loads(line)
-            except ValueError:
-                raise SourceError(f"{path}:{lineno}: not JSON") from None
-            if isinstance(res, dict):
-                yield res
 
 
 def read_state(cache_dir: str | Path) -> dict[str, Any] | None:
@@ -319,14 +285,6 @@ def _write_state(cache_dir: Path, state: Mapping[str, Any]) -> None:
     text = json.dumps(state, indent=1, sort_keys=True)
     with private_writer(cache_dir / STATE_FILE) as fh:
         fh.write(text)
-    # the rename must survive a crash too, not only the bytes of the file
-    fd = os.open(cache_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems cannot sync a directory
-        pass
-    finally:
-        os.close(fd)
 
 
 def mark_used(cache_dir: str | Path) -> bool:
@@ -461,7 +419,7 @@ class _Fetcher:
         self.reuse: Reuse = reuse
         self.run_key = dict(run_key or {})
         self.since = _format_since(since) if since is not None else None
-        self.progress = progress
+        self.progress = StageProgress(progress, "fetch", "queries")
         self.state: dict[str, Any] = {}
         self.done: dict[str, dict[str, Any]] = {}
         self.partial: dict[str, dict[str, Any]] = {}
@@ -673,10 +631,8 @@ class _Fetcher:
         return q.key, entry, fresh
 
     def _notify(self, stage: str, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(
-                FetchProgress(stage, done, total, self.received, len(self.patients), self.resumed)
-            )
+        message = f"{stage}: {self.received} resources, {len(self.patients)} patients"
+        self.progress(stage, done, total, message)
 
     def _record(
         self, q: _Query, counts: Mapping[str, int], fresh: Mapping[str, int], resumed: bool
@@ -738,7 +694,7 @@ class _Fetcher:
         for q in queries:
             path = self.staging / f"{q.key}.ndjson"
             if path.exists():
-                yield from _read_ndjson(path)
+                yield from iter_objects(path)
 
     # -- the funnel ------------------------------------------------------------------------
 
@@ -926,7 +882,7 @@ class _Fetcher:
         path = self.dir / f"{rtype}.ndjson"
         if not path.exists():
             return set()
-        return {str(r["id"]) for r in _read_ndjson(path) if r.get("id")}
+        return {str(r["id"]) for r in iter_objects(path) if r.get("id")}
 
     def _write_snapshot(
         self, queries: Sequence[_Query], delta: bool
@@ -936,7 +892,7 @@ class _Fetcher:
             for path in sorted(self.dir.glob("*.ndjson")):
                 rtype = path.name[: -len(".ndjson")]
                 bucket = merged.setdefault(rtype, {})
-                for res in _read_ndjson(path):
+                for res in iter_objects(path):
                     if res.get("id") and self._keep(res):
                         bucket[str(res["id"])] = res
         fresh: dict[str, dict[str, Mapping[str, Any]]] = {}
@@ -956,7 +912,7 @@ class _Fetcher:
         for rtype in sorted(merged):
             bucket = merged[rtype]
             path = self.dir / f"{rtype}.ndjson"
-            _write_ndjson(path, (bucket[k] for k in sorted(bucket)))
+            write_ndjson(path, (bucket[k] for k in sorted(bucket)))
             counts[rtype] = len(bucket)
             files.append(path.name)
         if not delta:

@@ -26,17 +26,13 @@ the files and the module-level :func:`iter_file` reads one of them in a worker p
 
 from __future__ import annotations
 
-import gzip
-import io
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
-
-import orjson
+from typing import Any
 
 from fhir_cohort.errors import MalformedResourceError, SourceError
+from fhir_cohort.fhir.ndjson import BadLine, LineFilter, iter_ndjson, read_json
 from fhir_cohort.fhir.resource_types import RESOURCE_TYPES
 
 __all__ = [
@@ -50,7 +46,6 @@ __all__ = [
     "validate_resource",
 ]
 
-LineFilter = Callable[[bytes], bool]
 ErrorHandler = Callable[[MalformedResourceError], None]
 # Told the location of each record read with invalid UTF-8 replaced.
 ReplacedHandler = Callable[[str], None]
@@ -72,36 +67,12 @@ _SKIP_NAMES = frozenset(
 )
 # Read first: Medications so references resolve, then Patients.
 _TYPE_ORDER = {"Medication": 0, "Patient": 1}
-_BOM = b"\xef\xbb\xbf"
-# What reading a damaged file raises: truncated gzip is EOFError, corrupt deflate zlib.error.
-_READ_ERRORS = (OSError, EOFError, zlib.error)
 _TOO_DEEP = "nested too deeply"
 
 
 def is_resource_type(name: str) -> bool:
     """True when ``name`` is a concrete R4 or R4B resource type."""
     return name in RESOURCE_TYPES
-
-
-def _json_reason(exc: orjson.JSONDecodeError) -> str:
-    # orjson refuses more than 1024 levels; its message holds positions only, never content.
-    return f"invalid JSON ({_TOO_DEEP})" if "depth" in str(exc) else "invalid JSON"
-
-
-def _loads(data: bytes) -> tuple[Any, bool]:
-    """Parse JSON; invalid UTF-8 (legal JSON otherwise) is decoded with U+FFFD.
-
-    Returns (value, whether bytes were replaced); raises orjson.JSONDecodeError.
-    """
-    try:
-        return orjson.loads(data), False
-    except orjson.JSONDecodeError:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            # Bytes outside strings stay invalid JSON after replacement, so only text changes.
-            return orjson.loads(data.decode("utf-8", "replace")), True
-        raise
 
 
 def _type_from_name(path: Path) -> str | None:
@@ -118,12 +89,6 @@ def _suffix_kind(path: Path) -> str | None:
     if name.endswith(_JSON_SUFFIXES):
         return "json"
     return None
-
-
-def _open_bytes(path: Path) -> IO[bytes]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
 
 
 def validate_resource(resource: dict[str, Any]) -> str | None:
@@ -236,54 +201,23 @@ def _iter_ndjson(
     on_replaced: ReplacedHandler | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
-    loads = orjson.loads
-    try:
-        with _open_bytes(path) as fh:
-            lines: Iterator[bytes] | IO[bytes] = fh
-            first = 1
-            if byte_range is not None:
-                start, end, first = byte_range
-                fh.seek(start)
-                # One read of the range, then C-speed line iteration over it.
-                lines = io.BytesIO(fh.read(end - start))
-            lineno = first - 1
-            for lineno, line in enumerate(lines, first):
-                if lineno == 1 and line.startswith(_BOM):
-                    line = line[3:]
-                if line_filter is not None and not line_filter(line):
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    resource = loads(line)
-                except orjson.JSONDecodeError as exc:
-                    try:
-                        resource, _ = _loads(line)
-                    except orjson.JSONDecodeError:
-                        report(f"{name}:{lineno}", _json_reason(exc))
-                        continue
-                    if on_replaced is not None:
-                        on_replaced(f"{name}:{lineno}")
-                reason = _check(resource, expected_type)
-                if reason is None and types is not None and resource["resourceType"] not in types:
-                    continue
-                if reason is None and validate:
-                    reason = validate_resource(resource)
-                if reason is not None:
-                    report(f"{name}:{lineno}", reason)
-                    continue
-                yield resource, f"{name}:{lineno}"
-            if on_lines is not None:
-                on_lines(lineno - first + 1)
-    except _READ_ERRORS as exc:
-        raise SourceError(f"{name}: cannot read ({_why(exc)})") from exc
-
-
-def _why(exc: BaseException) -> str:
-    """A read failure's kind, without the OS message (which repeats the path)."""
-    if isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile):
-        return f"damaged or truncated gzip: {type(exc).__name__}"
-    return type(exc).__name__
+    for lineno, resource, replaced in iter_ndjson(
+        path, byte_range=byte_range, line_filter=line_filter, on_lines=on_lines
+    ):
+        if type(resource) is BadLine:
+            report(f"{name}:{lineno}", resource.reason)
+            continue
+        if replaced and on_replaced is not None:
+            on_replaced(f"{name}:{lineno}")
+        reason = _check(resource, expected_type)
+        if reason is None and types is not None and resource["resourceType"] not in types:
+            continue
+        if reason is None and validate:
+            reason = validate_resource(resource)
+        if reason is not None:
+            report(f"{name}:{lineno}", reason)
+            continue
+        yield resource, f"{name}:{lineno}"
 
 
 def iter_ndjson_range(
@@ -344,19 +278,10 @@ def _iter_bundle(
     on_replaced: ReplacedHandler | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
-    try:
-        with _open_bytes(path) as fh:
-            data = fh.read()
-    except _READ_ERRORS as exc:
-        raise SourceError(f"{name}: cannot read ({_why(exc)})") from exc
-    if data.startswith(_BOM):
-        data = data[3:]
-    try:
-        doc, replaced = _loads(data)
-    except orjson.JSONDecodeError as exc:
-        report(name, _json_reason(exc))
+    doc, replaced = read_json(path)
+    if type(doc) is BadLine:
+        report(name, doc.reason)
         return
-    del data
     if replaced and on_replaced is not None:
         on_replaced(name)
     if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):

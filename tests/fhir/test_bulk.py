@@ -26,12 +26,12 @@ from fhir_cohort.fhir.bulk import (
     BulkExportRequest,
     BulkExportTimeout,
     BulkJobExpiredError,
-    ExportProgress,
     _LineCheck,
     run_export,
 )
 from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.fhir.sources import open_source
+from fhir_cohort.progress import Progress
 
 BASE = "https://ehr.example.org/fhir"
 KICKOFF = f"{BASE}/$export"
@@ -168,12 +168,15 @@ def test_polls_honouring_retry_after_then_downloads_and_deletes(
     mock.get(f"{FILES}/Condition-1.ndjson", body=_conditions(3)[:-1])  # no final newline
     mock.get(f"{FILES}/Condition-2.ndjson", body=_conditions(1))
     delete = mock.delete(STATUS, status=202)
-    seen: list[ExportProgress] = []
+    seen: list[Progress] = []
 
     result = _export(client, fake_time, tmp_path, progress=seen.append)
 
     assert fake_time.sleeps == [5, 30]  # Retry-After honoured, then capped
-    assert [p.message for p in seen if p.phase == "waiting"] == ["10% done", "60% done"]
+    assert [p.message for p in seen if p.step == "waiting"] == [
+        "waiting (10% done)",
+        "waiting (60% done)",
+    ]
     assert result.transaction_time == "2026-01-02T03:04:05Z"
     assert sorted((f.path.name, f.lines) for f in result.files) == [
         ("Condition.000.ndjson.gz", 3),

@@ -17,12 +17,12 @@ from fhir_cohort.fhir.bulk import (
     MANIFEST_FILE,
     STATE_FILE,
     BulkExportRequest,
-    ExportProgress,
     ExportResult,
     run_export,
 )
 from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.fhir.sources import open_source
+from fhir_cohort.progress import Progress
 from tests.conftest_server import SMALL_HOSPITAL, SmartSetup
 from tests.server.sekmet import SekmetServer
 
@@ -77,7 +77,7 @@ def _export(client: FhirClient, request: BulkExportRequest, out: Path, **kw: Any
 def test_system_export_holds_every_loaded_resource(
     bulk_server: SekmetServer, tmp_path: Path
 ) -> None:
-    events: list[ExportProgress] = []
+    events: list[Progress] = []
     result = _export(
         FhirClient(bulk_server.base_url), BulkExportRequest(), tmp_path, progress=events.append
     )
@@ -86,7 +86,7 @@ def test_system_export_holds_every_loaded_resource(
     assert sum(f.lines for f in result.files) == len(_loaded())
     assert result.transaction_time
     assert result.errors.files == 0
-    assert {e.phase for e in events} >= {"kickoff", "downloading", "complete"}
+    assert {e.step for e in events} >= {"kickoff", "downloading", "complete"}
     log_events = [
         json.loads(line)["eventId"] for line in (tmp_path / LOG_FILE).read_text().splitlines()
     ]

@@ -27,8 +27,9 @@ from fhir_cohort.fhir.crawl import (
     crawl,
     read_patient_list,
 )
-from fhir_cohort.fhir.fetch import FetchProgress, read_state
+from fhir_cohort.fhir.fetch import read_state
 from fhir_cohort.pipeline import screen
+from fhir_cohort.progress import Progress
 from fhir_cohort.remote import ServerOptions, crawl_plan
 from fhir_cohort.requirements import Requirements
 from fhir_cohort.terminology import Terminology
@@ -175,7 +176,7 @@ def test_patient_file_with_identifiers(
     plist = read_patient_list(listing)
     assert plist.ids == tuple(ids[:3]) and len(plist.identifiers) == 5
     client = FhirClient(server.base_url)
-    events: list[FetchProgress] = []
+    events: list[Progress] = []
     report = crawl(
         client, _plan(server_codes=False), plist, tmp_path / "cache", progress=events.append
     )
@@ -185,7 +186,7 @@ def test_patient_file_with_identifiers(
     assert c["screened"] == 6 and c["source"] == "file"
     patients = (tmp_path / "cache" / "Patient.ndjson").read_text().splitlines()
     assert sorted(json.loads(p)["id"] for p in patients) == sorted(ids)
-    assert {e.stage for e in events} >= {"identifiers", "patients", "crawl", "write"}
+    assert {e.step for e in events} >= {"identifiers", "patients", "crawl", "write"}
     # no id and no identifier value (an MRN) in the report or the queries the journal lists
     # (the journal's patient list is private, as the funnel's)
     state = read_state(tmp_path / "cache")
@@ -273,8 +274,8 @@ def test_interrupted_crawl_resumes(
     plist = PatientList(tuple(ids))
     client = FhirClient(server.base_url)
 
-    def stop(p: FetchProgress) -> None:
-        if p.stage == "crawl" and p.queries_done >= 2:
+    def stop(p: Progress) -> None:
+        if p.step == "crawl" and (p.done or 0) >= 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

@@ -16,10 +16,10 @@ from fhir_cohort.fhir.fetch import (
     MEDICATION_TYPES,
     STATE_FILE,
     FetchPlan,
-    FetchProgress,
     fetch_snapshot,
     read_state,
 )
+from fhir_cohort.progress import Progress
 from tests.conftest_server import SMALL_HOSPITAL
 from tests.server.sekmet import SekmetServer
 
@@ -101,7 +101,7 @@ def test_funnel_fetches_exactly_the_cohort(
     small_hospital_server: SekmetServer, tmp_path: Path
 ) -> None:
     client = FhirClient(small_hospital_server.base_url)
-    events: list[FetchProgress] = []
+    events: list[Progress] = []
     report = fetch_snapshot(
         client, _plan(), tmp_path, batch_size=2, workers=3, progress=events.append
     )
@@ -117,7 +117,7 @@ def test_funnel_fetches_exactly_the_cohort(
     # queries are reported without patient ids
     text = json.dumps(report.to_dict())
     assert "srv-p" not in text and "<2 ids>" in text
-    assert events[-1].stage == "write" and events[-1].queries_done == 1
+    assert events[-1].step == "write" and events[-1].done == 1
     state = read_state(tmp_path)
     assert state is not None and state["status"] == "complete"
     assert not (tmp_path / ".fetch_partial").exists()
@@ -139,8 +139,8 @@ def test_interrupted_fetch_resumes_without_refetching(
     class Stop(Exception):
         pass
 
-    def interrupt(event: FetchProgress) -> None:
-        if event.stage == "follow-up" and event.queries_done == 5:
+    def interrupt(event: Progress) -> None:
+        if event.step == "follow-up" and event.done == 5:
             raise Stop
 
     first = FhirClient(small_hospital_server.base_url)

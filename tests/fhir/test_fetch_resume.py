@@ -395,7 +395,7 @@ def test_ctrl_c_keeps_every_finished_page(strategy: Fetch, tmp_path: Path) -> No
     pager = Pager(_hospital())
 
     def interrupt(event: Any) -> None:
-        if event.queries_done == 1 and event.stage in ("full", "follow-up"):
+        if event.done == 1 and event.step in ("full", "follow-up"):
             raise KeyboardInterrupt
 
     with responses.RequestsMock() as rsps:
