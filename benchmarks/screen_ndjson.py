@@ -273,6 +273,17 @@ def main() -> None:
         compare_trials(folder, args, (wall, peak_kib, run))
 
 
+def show(label: str, result: tuple[float, int, dict]) -> None:
+    wall, peak, run = result
+    t = run["timings_seconds"]
+    print(
+        f"{label}: {wall:.1f} s wall, {run['benchmark_cpu_seconds']:.1f} s CPU (read "
+        f"{t['read']} s, evaluate {t['evaluate']} s), peak memory {peak / 1024:,.0f} MiB, "
+        f"status {run['counts']['status']}",
+        flush=True,
+    )
+
+
 def compare_trials(folder: Path, args: argparse.Namespace, first: tuple[float, int, dict]) -> None:
     one: list[tuple[float, int, dict]] = [first]
     many: list[tuple[float, int, dict]] = []
@@ -293,16 +304,12 @@ def compare_trials(folder: Path, args: argparse.Namespace, first: tuple[float, i
             if i:
                 one.append(run_screen(folder, Path(tmp) / f"one-{i}", args.workers))
             many.append(run_screen(folder, Path(tmp) / f"many-{i}", args.workers, files))
+            # Each run's figures as soon as its round ends (a long session may be cut short).
+            for label, runs in (("baseline one trial", base), ("one trial", one)):
+                if runs:
+                    show(label, runs[-1])
+            show(f"{args.trials} trials in one pass", many[-1])
             print(f"round {i + 1} done, load average {os.getloadavg()[0]:.1f}", flush=True)
-    label_many = f"{args.trials} trials in one pass"
-    for label, runs in (("baseline one trial", base), ("one trial", one), (label_many, many)):
-        for wall, peak, run in runs:
-            t = run["timings_seconds"]
-            print(
-                f"{label}: {wall:.1f} s wall, {run['benchmark_cpu_seconds']:.1f} s CPU (read "
-                f"{t['read']} s, evaluate {t['evaluate']} s), peak memory {peak / 1024:,.0f} MiB, "
-                f"status {run['counts']['status']}"
-            )
 
     def ratio(a: list[tuple[float, int, dict]], b: list[tuple[float, int, dict]], what: str) -> str:
         def figs(runs: list[tuple[float, int, dict]]) -> list[list[float]]:
