@@ -10,10 +10,13 @@ and prints patients/s, resources/s and the screen's rate as a fraction of the ce
 machine-independent figure recorded in docs/benchmarks.md. Not a test: nothing here asserts.
 
 With ``--trials N`` (N >= 2) it then screens N criteria files in one pass (`--criteria` N
-times: the shipped NCT06038474 and N-1 copies with other ids and age limits) and prints the
-one-pass time as a ratio of the single-trial screen of the same run; ``--repeat R`` alternates
-the two R times and compares the fastest of each (a shared machine's load comes and goes), and
-CPU time (user + system of the whole process tree) is printed beside wall time.
+times: the shipped NCT06038474 and N-1 copies with other ids and age limits; with
+``--shipped-trials``, NCT06038474 and the trials shipped in fhir_cohort/criteria/trials/) and
+prints the one-pass time as a ratio of the single-trial screen of the same run; ``--repeat R``
+alternates the two R times and compares the fastest and the mean of each (a shared machine's
+load comes and goes), and CPU time (user + system of the whole process tree) is printed beside
+wall time. ``--baseline DIR`` (a git worktree of an older commit) adds, in each round, the
+single-trial screen by that code (``PYTHONPATH=DIR``) for a same-run regression check.
 """
 
 from __future__ import annotations
@@ -127,8 +130,20 @@ def trial_files(folder: Path, n: int) -> list[Path]:
     return files
 
 
+def shipped_trial_files() -> list[Path]:
+    """NCT06038474 and every trial shipped in fhir_cohort/criteria/trials/, sorted by name."""
+    from fhir_cohort.criteria import default_criteria_path
+
+    shipped = default_criteria_path()
+    return [shipped, *sorted((shipped.parent / "trials").glob("*.yaml"))]
+
+
 def run_screen(
-    folder: Path, out: Path, workers: int | None, criteria: list[Path] | None = None
+    folder: Path,
+    out: Path,
+    workers: int | None,
+    criteria: list[Path] | None = None,
+    code: Path | None = None,
 ) -> tuple[float, int, dict]:
     exe = Path(sys.executable).parent / "fhir-cohort"
     cmd = [
@@ -149,7 +164,10 @@ def run_screen(
     peak = 0
     t0 = time.perf_counter()
     cpu0 = _children_cpu()
-    proc = subprocess.Popen(cmd)
+    env = None
+    if code is not None:  # another version of the package, same interpreter and libraries
+        env = {**os.environ, "PYTHONPATH": str(code)}
+    proc = subprocess.Popen(cmd, env=env)
     done = threading.Event()
 
     def sample() -> None:
@@ -192,6 +210,22 @@ def main() -> None:
         help="also screen this many criteria files in one pass and compare (default 1: no)",
     )
     ap.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the orjson ceiling (the trial comparison does not use it)",
+    )
+    ap.add_argument(
+        "--shipped-trials",
+        action="store_true",
+        help="with --trials: the shipped trials instead of copies of NCT06038474",
+    )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="with --trials: also screen one trial with the package at DIR (a git worktree)",
+    )
+    ap.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -210,12 +244,14 @@ def main() -> None:
         f"{meta['generate_seconds']} s; cores: {cores}"
     )
 
-    n_ceiling, t_ceiling = orjson_ceiling(files, args.workers or cores)
-    ceiling = n_ceiling / t_ceiling
-    print(
-        f"ceiling: orjson.loads of {n_ceiling:,} resources on {args.workers or cores} "
-        f"processes: {t_ceiling:.1f} s = {ceiling:,.0f} resources/s"
-    )
+    ceiling = None
+    if not args.no_ceiling:
+        n_ceiling, t_ceiling = orjson_ceiling(files, args.workers or cores)
+        ceiling = n_ceiling / t_ceiling
+        print(
+            f"ceiling: orjson.loads of {n_ceiling:,} resources on {args.workers or cores} "
+            f"processes: {t_ceiling:.1f} s = {ceiling:,.0f} resources/s"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         wall, peak_kib, run = run_screen(folder, Path(tmp) / "out", args.workers)
@@ -231,39 +267,71 @@ def main() -> None:
         f"        {patients / wall:,.0f} patients/s, {rate:,.0f} resources/s, "
         f"peak memory {peak_kib / 1024:,.0f} MiB (PSS of the process tree)"
     )
-    print(
-        f"        screen rate / orjson ceiling = {rate / ceiling:.2f}; "
-        f"status {run['counts']['status']}"
-    )
+    versus = f"screen rate / orjson ceiling = {rate / ceiling:.2f}; " if ceiling else ""
+    print(f"        {versus}status {run['counts']['status']}")
     if args.trials > 1:
         compare_trials(folder, args, (wall, peak_kib, run))
+
+
+def show(label: str, result: tuple[float, int, dict]) -> None:
+    wall, peak, run = result
+    t = run["timings_seconds"]
+    print(
+        f"{label}: {wall:.1f} s wall, {run['benchmark_cpu_seconds']:.1f} s CPU (read "
+        f"{t['read']} s, evaluate {t['evaluate']} s), peak memory {peak / 1024:,.0f} MiB, "
+        f"status {run['counts']['status']}",
+        flush=True,
+    )
 
 
 def compare_trials(folder: Path, args: argparse.Namespace, first: tuple[float, int, dict]) -> None:
     one: list[tuple[float, int, dict]] = [first]
     many: list[tuple[float, int, dict]] = []
+    base: list[tuple[float, int, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        files = trial_files(Path(tmp), args.trials)
+        if args.shipped_trials:
+            files = shipped_trial_files()
+            if len(files) != args.trials:
+                raise SystemExit(f"--shipped-trials: {len(files)} trials ship, not {args.trials}")
+        else:
+            files = trial_files(Path(tmp), args.trials)
+        print("trials in one pass: " + ", ".join(p.name for p in files))
         for i in range(args.repeat):
+            if args.baseline is not None:
+                base.append(
+                    run_screen(folder, Path(tmp) / f"base-{i}", args.workers, code=args.baseline)
+                )
             if i:
                 one.append(run_screen(folder, Path(tmp) / f"one-{i}", args.workers))
             many.append(run_screen(folder, Path(tmp) / f"many-{i}", args.workers, files))
-    for label, runs in (("one trial", one), (f"{args.trials} trials in one pass", many)):
-        for wall, peak, run in runs:
-            t = run["timings_seconds"]
-            print(
-                f"{label}: {wall:.1f} s wall, {run['benchmark_cpu_seconds']:.1f} s CPU (read "
-                f"{t['read']} s, evaluate {t['evaluate']} s), peak memory {peak / 1024:,.0f} MiB"
-            )
-    best_one = min(one, key=lambda r: r[0])
-    best_many = min(many, key=lambda r: r[0])
-    cpu_one = min(r[2]["benchmark_cpu_seconds"] for r in one)
-    cpu_many = min(r[2]["benchmark_cpu_seconds"] for r in many)
-    print(
-        f"one pass / one trial (fastest of {args.repeat} each) = "
-        f"{best_many[0] / best_one[0]:.2f} wall, {cpu_many / cpu_one:.2f} CPU, "
-        f"{best_many[1] / max(best_one[1], 1):.2f} peak memory"
-    )
+            # Each run's figures as soon as its round ends (a long session may be cut short).
+            for label, runs in (("baseline one trial", base), ("one trial", one)):
+                if runs:
+                    show(label, runs[-1])
+            show(f"{args.trials} trials in one pass", many[-1])
+            print(f"round {i + 1} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    def ratio(a: list[tuple[float, int, dict]], b: list[tuple[float, int, dict]], what: str) -> str:
+        def figs(runs: list[tuple[float, int, dict]]) -> list[list[float]]:
+            return [
+                [r[0] for r in runs],
+                [r[2]["benchmark_cpu_seconds"] for r in runs],
+                [float(r[1]) for r in runs],
+            ]
+
+        fa, fb = figs(a), figs(b)
+        best = [min(x) / max(min(y), 1e-9) for x, y in zip(fa, fb, strict=True)]
+        mean = [sum(x) / len(x) / max(sum(y) / len(y), 1e-9) for x, y in zip(fa, fb, strict=True)]
+        return (
+            f"{what} (fastest of {len(a)} / {len(b)}): {best[0]:.2f} wall, {best[1]:.2f} CPU, "
+            f"{best[2]:.2f} peak memory; means: {mean[0]:.2f} wall, {mean[1]:.2f} CPU, "
+            f"{mean[2]:.2f} peak memory"
+        )
+
+    print(ratio(many, one, "one pass / one trial"))
+    if base:
+        print(ratio(one, base, "one trial / baseline one trial"))
+        print(ratio(many, base, "one pass / baseline one trial"))
 
 
 if __name__ == "__main__":

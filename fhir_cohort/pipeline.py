@@ -30,10 +30,12 @@ from fhir_cohort.criteria import (
 from fhir_cohort.criteria.language import walk
 from fhir_cohort.engine.evaluate import (
     EvaluationResult,
+    Prepared,
     attrition,
     evaluate,
     lab_results,
     medication_eras,
+    prepare,
     rule_queries,
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
@@ -78,10 +80,15 @@ def relevant_codes(trial: Trial, terminology: Terminology) -> set[tuple[str, str
 
 
 def screen_tables(
-    trial: Trial, tables: Tables, terminology: Terminology, as_of: date
+    trial: Trial,
+    tables: Tables,
+    terminology: Terminology,
+    as_of: date,
+    prepared: Prepared | None = None,
 ) -> tuple[EvaluationResult, Any]:
-    """Evaluate ``tables`` (pure: no I/O). Returns the evaluation and its attrition table."""
-    result = evaluate(trial, tables, terminology, as_of)
+    """Evaluate ``tables`` (pure: no I/O). Returns the evaluation and its attrition table.
+    ``prepared``: the tables' rows and look-ups shared by the trials of one read."""
+    result = evaluate(trial, tables, terminology, as_of, prepared)
     return result, attrition(result, trial)
 
 
@@ -98,20 +105,27 @@ def positive_tests(trial: Trial) -> list[tuple[str, Any]]:
 
 
 def detail_tables(
-    trial: Trial, tables: Tables, terminology: Terminology, as_of: date
+    trial: Trial,
+    tables: Tables,
+    terminology: Terminology,
+    as_of: date,
+    prepared: Prepared | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Medication eras of the trial's medication queries (one table per query, with its
     ``criterion_id``; ``requirement`` is the query's label) and lab readings of its observation
-    queries with ``result: positive``, for analysts."""
+    queries with ``result: positive``, for analysts. ``prepared``: as for :func:`screen_tables`."""
     define = dict(trial.define)
+    prep = prepare(tables, terminology, as_of, prepared)
     eras = [
-        medication_eras(q, tables, terminology, as_of, define).assign(criterion_id=cid)
+        medication_eras(q, tables, terminology, as_of, define, prep).assign(criterion_id=cid)
         for cid, q in rule_queries(trial, "medication")
     ]
     labs = [
-        lab_results(c, tables, terminology, as_of).assign(criterion_id=cid)
+        lab_results(c, tables, terminology, as_of, prep).assign(criterion_id=cid)
         for cid, c in positive_tests(trial)
     ]
+    if prep.ctx.kept is not None:
+        prep.ctx.kept.clear()  # this trial's kept rows are read: free them
     return (
         pd.concat(eras, ignore_index=True) if eras else pd.DataFrame(columns=["criterion_id"]),
         pd.concat(labs, ignore_index=True) if labs else pd.DataFrame(columns=["criterion_id"]),
@@ -207,6 +221,13 @@ class _Pass:
     fetch_record: dict[str, Any] | None
     client: Any
     timings: dict[str, float]
+    # The tables as per-patient rows and the terminology look-ups, built by the first trial
+    # evaluated and reused by the others (engine/evaluate.py).
+    prepared: Prepared | None = None
+
+    def prepare(self, terminology: Terminology, as_of: date) -> Prepared:
+        self.prepared = prepare(self.tables, terminology, as_of, self.prepared, keep=True)
+        return self.prepared
 
 
 def _read_once(
@@ -696,7 +717,8 @@ def _screen_trial(
     total = len(tables.patients) * n_trials
     which = trial.id if one_pass else None
     progress(Progress("evaluate", 0, total=total, unit="patients", message=which))
-    evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of)
+    prepared = shared.prepare(terminology, as_of)
+    evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of, prepared)
     progress(Progress("evaluate", len(tables.patients), total=total, message=which))
     t_eval = time.perf_counter()
 
@@ -740,7 +762,10 @@ def _screen_trial(
         }
     if publish_group and shared.client is not None:
         run["published_group"] = remote.publish_group(shared.client, group)
-    eras, labs = detail_tables(trial, tables, terminology, as_of)
+    eras, labs = detail_tables(trial, tables, terminology, as_of, prepared)
+    del prepared
+    if not one_pass or trial.id == one_pass[-1]:
+        shared.prepared = None  # the last trial: free the rows before writing outputs
     result = ScreeningResult(
         patients=patients,
         evidence=evidence,

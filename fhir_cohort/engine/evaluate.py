@@ -18,7 +18,7 @@ from fhir_cohort.criteria.language import ObservationQuery, walk
 from fhir_cohort.criteria.models import Trial
 from fhir_cohort.engine import medication
 from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
-from fhir_cohort.engine.evaluators.common import TerminologyLike
+from fhir_cohort.engine.evaluators.common import Kept, TerminologyLike
 from fhir_cohort.engine.labs import read_tests
 from fhir_cohort.engine.rules import Scope, evaluate_criterion, reads
 from fhir_cohort.engine.tables import (
@@ -146,6 +146,59 @@ def _by_patient(rows: list[Any]) -> dict[str, list[Any]]:
     return out
 
 
+class Prepared:
+    """What every trial screened from one read shares (trial-independent, only read): the
+    tables as per-patient rows, and the terminology look-ups memoised in one Context for S.
+
+    Built once per read, it saves each further trial (and the analysts' era and lab tables)
+    the conversion of the tables into rows and the value-set membership look-ups. With
+    ``keep``, an evaluation also keeps what the era and lab tables show (:class:`Kept`), so
+    :func:`medication_eras` and :func:`lab_results` read it instead of evaluating again."""
+
+    def __init__(
+        self, tables: Tables, terminology: TerminologyLike, as_of: dt.date, keep: bool = False
+    ) -> None:
+        self.tables = tables
+        self.ctx = Context(terminology, as_of)
+        if keep:
+            self.ctx.kept = Kept()
+        self.patients = frame_rows(tables.patients, PATIENT_COLUMNS, "patients")
+        self.conditions = _by_patient(
+            frame_rows(tables.conditions, CONDITION_COLUMNS, "conditions")
+        )
+        self.medications = _by_patient(
+            frame_rows(tables.medications, MEDICATION_COLUMNS, "medications")
+        )
+        self.observations = _by_patient(
+            frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
+        )
+        self._patient_by_id: dict[str, Any] | None = None
+
+    def patient(self, pid: str) -> Any:
+        """The Patient row of ``pid`` (the last of several, as a dict built from rows keeps)."""
+        if self._patient_by_id is None:
+            self._patient_by_id = {p.patient_id: p for p in self.patients}
+        return self._patient_by_id.get(pid)
+
+    def fits(self, tables: Tables, terminology: TerminologyLike, as_of: dt.date) -> bool:
+        """Whether this was prepared from these very tables, terminology and S."""
+        ctx = self.ctx
+        return self.tables is tables and ctx.terminology is terminology and ctx.as_of == as_of
+
+
+def prepare(
+    tables: Tables,
+    terminology: TerminologyLike,
+    as_of: dt.date,
+    prepared: Prepared | None = None,
+    keep: bool = False,
+) -> Prepared:
+    """``prepared`` when it was built from these tables, terminology and S; else a new one."""
+    if prepared is not None and prepared.fits(tables, terminology, as_of):
+        return prepared
+    return Prepared(tables, terminology, as_of, keep)
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -167,14 +220,18 @@ def patient_status(trial: Trial, outcomes: list[Outcome]) -> tuple[str, str]:
 
 
 def evaluate(
-    trial: Trial, tables: Tables, terminology: TerminologyLike, as_of: dt.date
+    trial: Trial,
+    tables: Tables,
+    terminology: TerminologyLike,
+    as_of: dt.date,
+    prepared: Prepared | None = None,
 ) -> EvaluationResult:
-    """Answer every criterion for every patient in ``tables.patients``."""
-    ctx = Context(terminology, as_of)
-    patients = frame_rows(tables.patients, PATIENT_COLUMNS, "patients")
-    conditions = _by_patient(frame_rows(tables.conditions, CONDITION_COLUMNS, "conditions"))
-    medications = _by_patient(frame_rows(tables.medications, MEDICATION_COLUMNS, "medications"))
-    observations = _by_patient(frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations"))
+    """Answer every criterion for every patient in ``tables.patients``. ``prepared``: the rows
+    and look-ups of these tables shared with other trials (:func:`prepare`)."""
+    prep = prepare(tables, terminology, as_of, prepared)
+    ctx = prep.ctx
+    patients = prep.patients
+    conditions, medications, observations = prep.conditions, prep.medications, prep.observations
     define = dict(trial.define)
     # A criterion that reads only some tables (and the listed patient fields) has, for a
     # patient with none of those rows, an outcome computed once per key of those fields.
@@ -282,30 +339,32 @@ def medication_eras(
     terminology: TerminologyLike,
     as_of: dt.date,
     define: dict[str, Any] | None = None,
+    prepared: Prepared | None = None,
 ) -> pd.DataFrame:
     """Era table of one medication query (patient_id, requirement = the query's label, agent,
     value_set, start, end, days in its window); ``define``: the trial's definitions, for a
-    window anchored on one."""
+    window anchored on one; ``prepared``: as for :func:`evaluate`."""
     from fhir_cohort.engine.queries.medication import bounds
 
-    ctx = Context(terminology, as_of)
-    meds = _by_patient(frame_rows(tables.medications, MEDICATION_COLUMNS, "medications"))
+    prep = prepare(tables, terminology, as_of, prepared)
+    ctx = prep.ctx
     anchored = query.within is not None and query.within.anchor != "as_of"
-    patients: dict[str, Any] = {}
-    conditions: dict[str, list[Any]] = {}
-    observations: dict[str, list[Any]] = {}
-    if anchored:
-        prows = frame_rows(tables.patients, PATIENT_COLUMNS, "patients")
-        patients = {p.patient_id: p for p in prows}
-        conditions = _by_patient(frame_rows(tables.conditions, CONDITION_COLUMNS, "conditions"))
-        observations = _by_patient(
-            frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
-        )
+    kept = ctx.kept.of(query) if ctx.kept is not None else {}
     rows: list[tuple[Any, ...]] = []
-    for pid, mrows in meds.items():
-        data = PatientData(
-            patients.get(pid), conditions.get(pid, []), mrows, observations.get(pid, [])
-        )
+    for pid, mrows in prep.medications.items():
+        hit = kept.get(pid)
+        if hit is not None:  # the evaluation's own rows for this patient's window
+            rows.extend(hit)
+            continue
+        if anchored:
+            data = PatientData(
+                prep.patient(pid),
+                prep.conditions.get(pid, []),
+                mrows,
+                prep.observations.get(pid, []),
+            )
+        else:
+            data = PatientData(None, [], mrows, [])
         w = bounds(query, Scope(ctx, data, define or {}))
         if w is not None:
             rows.extend(medication.era_rows(query, pid, mrows, ctx, w))
@@ -331,15 +390,20 @@ def lab_results(
     tables: Tables,
     terminology: TerminologyLike,
     as_of: dt.date,
+    prepared: Prepared | None = None,
 ) -> pd.DataFrame:
     """Every counted test of ``criterion`` (an observation query reading positivity) dated on
     or before S, with its reading (positive /
-    negative / equivocal) and the rule that decided it, for notebooks."""
-    ctx = Context(terminology, as_of)
-    obs = _by_patient(frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations"))
+    negative / equivocal) and the rule that decided it, for notebooks. ``prepared``: as for
+    :func:`evaluate`."""
+    prep = prepare(tables, terminology, as_of, prepared)
+    ctx = prep.ctx
+    kept = ctx.kept.of(criterion) if ctx.kept is not None else {}
     out: list[tuple[Any, ...]] = []
-    for pid, rows in obs.items():
-        tests, _ = read_tests(criterion.value_sets, criterion.lab_rules, ctx, rows)
+    for pid, rows in prep.observations.items():
+        tests = kept.get(pid)
+        if tests is None:
+            tests, _ = read_tests(criterion.value_sets, criterion.lab_rules, ctx, rows)
         for row, reading in tests:
             out.append(
                 (

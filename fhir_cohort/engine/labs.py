@@ -314,8 +314,12 @@ def counted_rows(
     every reading of a partial date; evidence for the rest."""
     out: list[Any] = []
     skipped: list[Evidence] = []
+    # ctx.first_vs(vs_ids, ...) is None, without its call per row (the hot loop of a pass):
+    # a coding with no value set of vs_ids, or no system or code (no memberships then).
+    wanted = frozenset(vs_ids)
+    memberships = ctx.memberships
     for row in rows:
-        if ctx.first_vs(vs_ids, row.system, row.code) is None:
+        if wanted.isdisjoint(memberships(row.system, row.code)):
             continue
         if row.status is not None and row.status not in rules.counted_statuses:
             skipped.append(observation_evidence(row, None, f"status {row.status}"))

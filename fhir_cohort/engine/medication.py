@@ -529,6 +529,8 @@ class QueryResult:
     records: list[MedRecord]
     qualifying: list[MedRecord]  # the records behind a true answer (certain reading)
     evidence: list[Evidence]
+    # Per group, its eras under the certain reading (the era table's rows: era_table_rows).
+    eras: dict[str, list[Era]] = field(default_factory=dict)
 
 
 def _names(records: list[MedRecord], groups: list[str], q: Any) -> str:
@@ -587,7 +589,7 @@ def evaluate_query(q: Any, ctx: Context, rows: list[Any], w: Bounds | None) -> Q
     for r in records:
         evidence.append(_record_evidence(r, by_group.get(r.group, []), q, bounds, as_of))
     qualifying = sure.records if value is not False else []
-    return QueryResult(value, reason, records, qualifying, evidence)
+    return QueryResult(value, reason, records, qualifying, evidence, by_group)
 
 
 def _record_evidence(r: MedRecord, lst: list[Era], q: Any, w: Bounds, as_of: dt.date) -> Evidence:
@@ -639,13 +641,21 @@ def era_rows(
     """One row per era of one patient (known durations, certain reading of partial dates: the
     eras behind a true answer), days = days inside the window (columns :data:`ERA_COLUMNS`)."""
     records, _ = collect(q, ctx, rows, w)
+    return era_table_rows(q, patient_id, records, eras(records, q, w, ctx.as_of, "certain"))
+
+
+def era_table_rows(
+    q: Any, patient_id: str, records: list[MedRecord], by_group: dict[str, list[Era]]
+) -> list[tuple[Any, ...]]:
+    """:func:`era_rows` from the records and certain-reading eras already collected (what
+    :func:`evaluate_query` computed for the same window)."""
     label = query_label(q)
     names = {
         r.group: (r.agent_name if q.agent_grouping == "moiety" else label, r.value_set)
         for r in records
     }
     out: list[tuple[Any, ...]] = []
-    for group, lst in eras(records, q, w, ctx.as_of, "certain").items():
+    for group, lst in by_group.items():
         for e in lst:
             name, vs = names[group]
             out.append((patient_id, label, name, vs, e.span[0], e.span[1], e.days))

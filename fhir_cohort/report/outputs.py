@@ -127,9 +127,17 @@ def restore_cell(value: object) -> object:
 def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` with every text cell passed through :func:`neutralise_cell`."""
     out = frame.copy()
+    starts = [*FORMULA_STARTS, _QUOTE]
     for col in out.columns:
-        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
-            out[col] = out[col].map(neutralise_cell, na_action="ignore")
+        column = out[col]
+        if isinstance(column.dtype, pd.StringDtype):
+            # A text column none of whose cells starts like a formula or a quote is left as it
+            # is (the per-cell map would return it unchanged, same dtype): one vectorised test.
+            if not column.str.slice(0, 1).isin(starts).any():
+                continue
+            out[col] = column.map(neutralise_cell, na_action="ignore")
+        elif column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+            out[col] = column.map(neutralise_cell, na_action="ignore")
     return out
 
 

@@ -53,12 +53,37 @@ class PatientData:
     observations: list[Any] = field(default_factory=list)
 
 
+class Kept:
+    """Per-patient results that the analysts' tables show again (a medication query's era rows,
+    a positivity query's lab readings), kept by the evaluation so the tables need not evaluate
+    the query a second time. Keyed by the query node itself (identity) and the patient id."""
+
+    def __init__(self) -> None:
+        self._by_node: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+    def put(self, node: Any, patient_id: str, value: Any) -> None:
+        entry = self._by_node.get(id(node))
+        if entry is None or entry[0] is not node:
+            entry = self._by_node[id(node)] = (node, {})
+        entry[1][patient_id] = value
+
+    def of(self, node: Any) -> dict[str, Any]:
+        """patient id -> kept value for ``node`` (empty when none was kept)."""
+        entry = self._by_node.get(id(node))
+        return entry[1] if entry is not None and entry[0] is node else {}
+
+    def clear(self) -> None:
+        self._by_node.clear()
+
+
 class Context:
     """Terminology look-ups memoised across patients, plus S."""
 
     def __init__(self, terminology: TerminologyLike, as_of: dt.date) -> None:
         self.terminology = terminology
         self.as_of = as_of
+        # Set by a caller that builds the detail tables after evaluating (engine/evaluate.py).
+        self.kept: Kept | None = None
         self._all_ids = tuple(terminology.ids())
         self._members: dict[tuple[str, str], frozenset[str]] = {}
         self._agents_code: dict[tuple[str, str], list[Any]] = {}

@@ -33,7 +33,13 @@ def bounds(node: Any, scope: Scope) -> med.Bounds | None:
 
 
 def evaluate(node: Any, scope: Scope) -> Result:
-    got = med.evaluate_query(node, scope.ctx, scope.data.medications, bounds(node, scope))
+    w = bounds(node, scope)
+    got = med.evaluate_query(node, scope.ctx, scope.data.medications, w)
+    kept, patient = scope.ctx.kept, scope.data.patient
+    if kept is not None and w is not None and patient is not None:
+        # The era table's rows for this window, as engine.evaluate.medication_eras makes them.
+        pid = patient.patient_id
+        kept.put(node, pid, med.era_table_rows(node, pid, got.records, got.eras))
     # The event of a record is its start date (a partial start: all its readings).
     events = [(r.start, r.row.start_late or r.start) for r in got.qualifying]
     return Result(got.value, got.reason, got.evidence, [], events)

@@ -161,6 +161,10 @@ def _evaluate(node: ObservationQuery, scope: Scope) -> Result:
     label = node.label or "test"
     w = describe(node.within) if node.within is not None else "on record"
     recs, evidence = _records(node, scope, rng)
+    kept, patient = scope.ctx.kept, scope.data.patient
+    if kept is not None and node.result == "positive" and patient is not None:
+        # The counted tests with their readings, as engine.labs.read_tests gives them.
+        kept.put(node, patient.patient_id, [(r.row, r.reading) for r in recs])
     for r in recs:
         evidence.append(_evidence(r, node, w))
     counted = recs if node.pick == "any" else _one(recs, node.pick)
