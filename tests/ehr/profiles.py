@@ -723,6 +723,7 @@ class Profile:
     vendor: str  # "epic" | "oracle" | "plain"
     rules: tuple[Rule, ...] = ()
     software: Mapping[str, str] | None = None
+    publisher: str | None = None
     search_params: Mapping[str, tuple[str, ...]] | None = None  # CapabilityStatement rewrite
     search_include: tuple[str, ...] | None = None
     search_revinclude: tuple[str, ...] | None = None
@@ -739,6 +740,8 @@ class Profile:
             return upstream
         cs = json.loads(json.dumps(upstream))
         cs["software"] = dict(self.software or {})
+        if self.publisher:
+            cs["publisher"] = self.publisher
         for rest in cs.get("rest") or []:
             rest.pop("operation", None)  # no system-level $export
             resources = []
@@ -825,6 +828,7 @@ EPIC = Profile(
         PagingSessions(),
     ),
     software={"name": "Epic", "version": "May 2026", "releaseDate": "2026-05-11"},
+    publisher="Epic",
     search_params=EPIC_SEARCH_PARAMS,
     search_include=("*",),
     search_revinclude=("Provenance:target",),
@@ -888,7 +892,8 @@ ORACLE = Profile(
         OneExportAtATime(per_group=False, release_on_complete=True, source="C4"),
         CountCap(("Observation",), 200, 50, source="C2"),
     ),
-    software={"name": "Oracle Health Millennium", "version": "R4"},
+    software={"name": "Millennium", "version": "R4"},
+    publisher="Oracle Health",  # how SMART Fetch (cumulus-fhir-support) tells Oracle apart
     search_params=ORACLE_SEARCH_PARAMS,
     search_include=None,
     search_revinclude=("Provenance:target",),
