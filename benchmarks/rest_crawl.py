@@ -254,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=None)
     ap.add_argument("--skip", action="append", default=[], choices=["fhir-cohort", "smart-fetch"])
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--reload",
+        action="store_true",
+        help="load the server again (by default a server folder loaded by an earlier run with "
+        "the same hospital and Group size is reused: loading 10,000 patients takes long)",
+    )
     args = ap.parse_args(argv)
     profiles = args.profile or ["epic", "oracle"]
 
@@ -275,18 +281,33 @@ def main(argv: list[str] | None = None) -> int:
         from fhir_cohort.remote import ServerOptions
 
         args.concurrency = ServerOptions().concurrency
-    server_dir = work / f"server-{os.getpid()}"
+    server_dir = work / f"server-{args.patients}-{args.group_size}"
+    flat = work / f"flat-{args.patients}"
+    marker = server_dir / "loaded.json"
+    want = {k: meta[k] for k in ("patients", "copies", "seed")} | {"group": args.group_size}
+    reuse = not args.reload and marker.exists()
+    if reuse and json.loads(marker.read_text()).get("want") != want:
+        reuse = False
+    if not reuse:
+        shutil.rmtree(server_dir, ignore_errors=True)
+        shutil.rmtree(flat, ignore_errors=True)
     server = SekmetServer(server_dir)
     figures: dict[str, Any] = {"patients": meta["patients"], "types": types, "runs": {}}
     try:
-        server.start(timeout=60)
-        flat = work / f"flat-{os.getpid()}"
-        loaded = load(server, root, meta, flat)
-        members = make_group(server, loaded.pop("patients"), args.group_size)
-        print(
-            f"load: {loaded['resources']} resources in {loaded['seconds']} s; Group of "
-            f"{len(members)} patients"
-        )
+        server.start(timeout=120)
+        if reuse:
+            loaded = json.loads(marker.read_text())["loaded"]
+            members = loaded["members"]
+            print(f"server: reused {server_dir} (loaded {loaded['resources']} resources before)")
+        else:
+            loaded = load(server, root, meta, flat)
+            loaded["members"] = members = make_group(
+                server, loaded.pop("patients"), args.group_size
+            )
+            marker.write_text(json.dumps({"want": want, "loaded": loaded}))
+            print(f"load: {loaded['resources']} resources in {loaded['seconds']} s")
+        print(f"Group {GROUP_ID}: {len(members)} patients")
+        loaded = {k: v for k, v in loaded.items() if k != "members"}
         figures["load"] = loaded
         figures["group"] = len(members)
         disk = None
@@ -356,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        server.stop()
-        shutil.rmtree(server_dir, ignore_errors=True)
-        shutil.rmtree(work / f"flat-{os.getpid()}", ignore_errors=True)
+        server.stop()  # its folder stays for the next run (--reload to load again)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,6 +102,14 @@ def test_every_refusing_rule_has_examples() -> None:
             if refuses:
                 assert rule.examples, f"{profile.name}: {rule.name} has no example"
             assert rule.source, f"{profile.name}: {rule.name} names no source"
+
+
+def test_every_rule_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ehr_emulation.md").read_text()
+    for profile in PROFILES.values():
+        section = doc.split(f"(`{profile.name.upper()}`)", 1)[1].split("\n## ", 1)[0]
+        for rule in profile.rules:
+            assert f"| `{rule.name}` |" in section, f"{profile.name}: {rule.name}"
 
 
 # Requests a screening client or SMART Fetch sends; each is either refused by a rule (swept
