@@ -1,4 +1,4 @@
-"""Fixtures of the EHR emulation tests: one sekmet-fhir per module, loaded with the small
+"""Fixtures of the EHR emulation tests: one sekmet-fhir for the package, loaded with the small
 hospital and a Group of three of its patients, and one emulator per profile in front of it."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ IDS = {
 LIMITS = {"patient_search_cap": 2}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def upstream(sekmet_factory: Callable[..., SekmetServer]) -> SekmetServer:
     server = sekmet_factory()
     bundle = json.loads(SMALL_HOSPITAL.read_text())
@@ -44,7 +44,7 @@ def upstream(sekmet_factory: Callable[..., SekmetServer]) -> SekmetServer:
     return server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def emulators(upstream: SekmetServer) -> Iterator[dict[str, EhrEmulator]]:
     started = {
         name: EhrEmulator(upstream.base_url, profile, limits=LIMITS, export_seconds=3600).start()

@@ -626,7 +626,8 @@ CLINICAL = (
 )
 
 # Epic R4 CapabilityStatement (sandbox, "Epic May 2026") [E4]: search parameters per type
-# (abridged to the types screening and SMART Fetch read). No MedicationStatement in R4.
+# (abridged to the types screening and SMART Fetch read; the long tail of parameters of the
+# less used types left out). Its 59 types include no MedicationStatement.
 EPIC_SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
     "Condition": (
         "abatement-date", "category", "clinical-status", "code", "encounter", "onset-date",
@@ -682,8 +683,10 @@ EPIC_SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
     "Location": ("_count", "_id", "name"),
 }  # fmt: skip
 
-# Oracle Health Millennium R4 (fhir.cerner.com) [C1][C2][C3]: no ``code`` on Condition or
-# MedicationRequest; Observation ``code`` with the patient; ``_revinclude=Provenance:target``.
+# Oracle Health Millennium R4 (fhir.cerner.com, content/millennium/r4/**: each type's search
+# parameter table) [C1][C2][C3]: no ``code`` on Condition or MedicationRequest; Observation
+# ``code`` with the patient; ``_revinclude=Provenance:target``. No Medication,
+# MedicationStatement or MedicationDispense in Millennium R4.
 ORACLE_SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
     "Condition": (
         "_id", "patient", "subject", "clinical-status", "category", "_revinclude", "encounter",
@@ -697,23 +700,36 @@ ORACLE_SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
         "_id", "patient", "status", "intent", "-timing-boundsPeriod", "_lastUpdated", "_count",
         "_revinclude",
     ),
-    "MedicationAdministration": ("patient", "status", "effective-time", "_count"),
+    "MedicationAdministration": (
+        "_id", "patient", "status", "performer", "effective-time", "_count",
+    ),
     "Procedure": ("_id", "patient", "subject", "date", "_revinclude", "_lastUpdated"),
-    "Encounter": ("_id", "patient", "subject", "date", "_count", "_revinclude"),
-    "DiagnosticReport": ("_id", "patient", "subject", "category", "code", "date", "_count"),
-    "AllergyIntolerance": ("_id", "patient", "clinical-status", "_revinclude"),
-    "Immunization": ("_id", "patient", "date", "_count"),
-    "Device": ("_id", "patient"),
-    "DocumentReference": ("_id", "patient", "subject", "date", "type", "_count"),
-    "ServiceRequest": ("_id", "patient", "subject", "_count"),
+    "Encounter": (
+        "_id", "patient", "subject", "account", "identifier", "date", "_count", "status",
+        "_revinclude", "_lastUpdated",
+    ),
+    "DiagnosticReport": (
+        "_id", "patient", "encounter", "date", "_lastUpdated", "_count", "category", "code",
+        "_revinclude",
+    ),
+    "AllergyIntolerance": ("_id", "patient", "clinical-status", "_revinclude", "_lastUpdated"),
+    "Immunization": ("_id", "patient", "date", "_lastUpdated", "target-disease", "_revinclude"),
+    "Device": ("_id", "patient", "_revinclude"),
+    "DocumentReference": (
+        "_id", "patient", "encounter", "type", "_count", "category", "_revinclude", "date",
+        "period", "_lastUpdated",
+    ),
+    "ServiceRequest": (
+        "_id", "patient", "subject", "code", "_lastUpdated", "_count", "_revinclude",
+    ),
     "Patient": (
         "_id", "identifier", "name", "family", "given", "birthdate", "phone", "email",
         "address-postalcode", "gender", "_count", "_revinclude",
     ),
     "Group": ("_id",),
-    "Practitioner": ("_id", "identifier", "name"),
-    "Organization": ("_id", "name"),
-    "Location": ("_id",),
+    "Practitioner": ("_id", "identifier", "family", "name", "active", "given", "_count"),
+    "Organization": ("_id", "identifier", "type", "_count", "name", "address"),
+    "Location": ("_id", "type", "identifier", "_count", "address", "name", "organization"),
 }  # fmt: skip
 
 
