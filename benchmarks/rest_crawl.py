@@ -1,0 +1,385 @@
+"""Benchmark: crawl a Group of patients from an emulated EHR, fhir-cohort vs SMART Fetch.
+
+    .venv/bin/python benchmarks/rest_crawl.py --patients 10000 --group-size 1000 \\
+        --smart-fetch /tmp/smart-fetch-venv/bin/smart-fetch
+
+SMART Fetch (PyPI ``smart-fetch``) is not a dependency of fhir-cohort: install it into a venv
+of its own (``python3 -m venv /tmp/smart-fetch-venv && /tmp/smart-fetch-venv/bin/pip install
+smart-fetch==1.0.3``) and name its executable with ``--smart-fetch`` (default: ``smart-fetch``
+on PATH; without it that comparison is left out and said so).
+
+1. generates the hospital of benchmarks/rest_funnel.py (cached in --workdir): background
+   patients plus copies of the 112 scenario patients, the lupus cohort;
+2. starts sekmet-fhir on 127.0.0.1, loads it (Encounter left out, as rest_funnel does) and a
+   Group of --group-size patients: every scenario patient plus a fixed sample of the others;
+3. for each profile (Epic-like, Oracle-like: tests/ehr/profiles.py) puts the EHR emulation
+   (tests/ehr/emulator.py) in front of the server and crawls the Group with (a) fhir-cohort
+   (``screen(url, ServerOptions(strategy="crawl", bulk_group=...))``) and (b) SMART Fetch
+   (``smart-fetch crawl --group ... --type <the types the trial reads>``), counting at the
+   emulator what each client asked: requests, bytes sent to it, refusals, wall time;
+4. prints the per-patient lower bound (Group members x the types the trial needs that the
+   profile serves, plus the Group read) and the ratios against issue 11's targets; checks that
+   the crawl's patients.csv rows equal the on-disk screen's rows for the same patients.
+
+fhir-cohort's crawl is ``--strategy crawl`` (issue 11 item 1); before it is in the checkout
+that run is reported as not available. Not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # tests.* and benchmarks.*, as the test suite imports them
+
+from benchmarks.rest_funnel import AS_OF, ensure_hospital, iter_hospital  # noqa: E402
+from tests.ehr.emulator import EhrEmulator  # noqa: E402
+from tests.ehr.profiles import PROFILES, TypeNotOffered  # noqa: E402
+from tests.server.sekmet import SekmetServer  # noqa: E402
+
+GROUP_ID = "crawl-benchmark"
+SEED = 20261202
+TARGET_VS_SMART_FETCH = 1.0  # no more requests or bytes than SMART Fetch
+TARGET_LOWER_BOUND = 1.2
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def load(server: SekmetServer, root: Path, meta: dict[str, Any], flat: Path) -> dict[str, Any]:
+    """Load the hospital; write what was loaded as one NDJSON folder (the on-disk screen's
+    source, so both read the same records)."""
+    counts: dict[str, int] = {}
+    flat.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Any] = {}
+    patients: list[str] = []
+
+    def tee() -> Any:
+        for res in iter_hospital(root, meta["copies"], counts):
+            rtype = res["resourceType"]
+            if rtype not in files:
+                files[rtype] = (flat / f"{rtype}.ndjson").open("wb")
+            files[rtype].write(orjson.dumps(res) + b"\n")
+            if rtype == "Patient":
+                patients.append(res["id"])
+            yield res
+
+    t0 = time.perf_counter()
+    try:
+        loaded = server.load_resources(tee())
+    finally:
+        for fh in files.values():
+            fh.close()
+    return {
+        "resources": loaded,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "counts": counts,
+        "patients": patients,
+    }
+
+
+def make_group(server: SekmetServer, patients: list[str], size: int) -> list[str]:
+    """Every scenario patient (ids ``s-``/``s<k>-``: the lupus cohort and its near misses),
+    then a fixed sample of the background up to ``size``."""
+    scenario = sorted(p for p in patients if p.startswith("s") and "-" in p[:4])
+    others = sorted(set(patients) - set(scenario))
+    rest = max(0, size - len(scenario))
+    members = scenario[:size] + random.Random(SEED).sample(others, min(rest, len(others)))
+    group = {
+        "resourceType": "Group",
+        "id": GROUP_ID,
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{p}"}} for p in members],
+    }
+    server.load_resources([group])
+    return members
+
+
+def needed_types() -> list[str]:
+    from fhir_cohort.criteria.io import default_criteria_path, load_criteria
+    from fhir_cohort.requirements import requirements
+    from fhir_cohort.terminology import Terminology
+
+    trial = load_criteria(default_criteria_path())
+    return sorted(requirements(trial, Terminology.load()).resource_types)
+
+
+# Patient resources by ``Patient?_id=a,b,...``: Epic lists ``_id`` with several ids and caps a
+# Patient search at 100 results (4127).
+PATIENT_IDS_PER_REQUEST = 100
+
+
+def lower_bound(members: int, types: list[str], profile: str) -> int:
+    """What a one-patient-per-request server allows: one search per member per clinical type
+    the trial reads and the profile serves (Medications come ``_include``-d, or contained),
+    the members' Patient resources 100 ids a request, and the Group read."""
+    clinical = [t for t in types if t not in ("Patient", "Medication") and _served(profile, t)]
+    patients = -(-members // PATIENT_IDS_PER_REQUEST)
+    return members * len(clinical) + patients + 1
+
+
+def _served(profile: str, rtype: str) -> bool:
+    rule = PROFILES[profile].rule(TypeNotOffered)
+    return not isinstance(rule, TypeNotOffered) or rtype in rule.offered
+
+
+# -- the two crawls -----------------------------------------------------------------------------
+
+
+def crawl_available() -> bool:
+    from fhir_cohort.remote import STRATEGIES
+
+    return "crawl" in STRATEGIES
+
+
+def run_fhir_cohort(url: str, cache: Path, out: Path, concurrency: int) -> dict[str, Any]:
+    if not crawl_available():
+        return {"error": "--strategy crawl is not in this checkout yet (issue 11 item 1)"}
+    from fhir_cohort.pipeline import screen
+    from fhir_cohort.remote import ServerOptions
+
+    for d in (cache, out):
+        shutil.rmtree(d, ignore_errors=True)
+    t0 = time.perf_counter()
+    try:
+        result = screen(
+            url,
+            as_of=AS_OF,
+            out_dir=out,
+            server=ServerOptions(
+                strategy="crawl", bulk_group=GROUP_ID, cache_dir=cache, concurrency=concurrency
+            ),
+        )
+    except Exception as exc:  # report what stopped it; the emulator's counts say how far
+        return {"error": f"{type(exc).__name__}: {exc}", "wall": time.perf_counter() - t0}
+    return {
+        "wall": time.perf_counter() - t0,
+        "patients_table": result.patients,
+        "status": result.patients["status"].value_counts().to_dict(),
+    }
+
+
+# SMART Fetch crawls these types; Medications come from its "medication" hydration task (the
+# references of MedicationRequest and MedicationDispense), as fhir-cohort _include-s them.
+SMART_FETCH_TYPES = (
+    "Patient", "Encounter", "AllergyIntolerance", "Condition", "Device", "DiagnosticReport",
+    "DocumentReference", "EpisodeOfCare", "Immunization", "MedicationDispense",
+    "MedicationRequest", "Observation", "Procedure", "ServiceRequest",
+)  # fmt: skip
+
+
+def run_smart_fetch(exe: str | None, url: str, out: Path, types: list[str]) -> dict[str, Any]:
+    """``smart-fetch export --export-mode crawl`` of the Group, limited to the trial's types
+    SMART Fetch crawls, hydrating Medications only (its other tasks fetch what screening does
+    not read)."""
+    if not exe:
+        return {"error": "smart-fetch not found (pip install smart-fetch in a venv of its own)"}
+    shutil.rmtree(out, ignore_errors=True)
+    crawled = [t for t in types if t in SMART_FETCH_TYPES]
+    cmd = [exe, "export", str(out), "--export-mode", "crawl", "--fhir-url", url]
+    cmd += ["--group", GROUP_ID, "--type", ",".join(crawled), "--hydration-tasks", "medication"]
+    cmd += ["--no-compression"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    resources: dict[str, int] = {}
+    failed = 0
+    for path in sorted(out.rglob("*.ndjson")):
+        if path.is_symlink() or path.name.startswith("log."):
+            continue  # the managed export's links to its latest files; the export log
+        with path.open("rb") as fh:
+            n = sum(1 for line in fh if line.strip())
+        if path.parent.name == "error":
+            failed += n
+        else:
+            rtype = path.name.split(".", 1)[0]
+            resources[rtype] = resources.get(rtype, 0) + n
+    run: dict[str, Any] = {"wall": wall, "resources": resources, "error_outcomes": failed}
+    run["types"] = crawled
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip())[-500:]
+        run["error"] = f"exit {proc.returncode}: {tail}"
+    return run
+
+
+def screen_on_disk(flat: Path, out: Path) -> Any:
+    from fhir_cohort.pipeline import screen
+
+    shutil.rmtree(out, ignore_errors=True)
+    return screen(flat, as_of=AS_OF, out_dir=out).patients
+
+
+def compare(crawl: Any, disk: Any, members: list[str]) -> str:
+    key = "patient_id"
+    c = crawl.set_index(key).sort_index()
+    d = disk.set_index(key).sort_index()
+    d = d.loc[d.index.intersection(members)]
+    same = len(c) == len(d) and c.astype(str).equals(d.loc[c.index].astype(str))
+    return f"crawl rows identical to the on-disk screen's for the {len(d)} members: {same}"
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--patients", type=int, default=10_000)
+    ap.add_argument("--group-size", type=int, default=1_000)
+    ap.add_argument("--lupus-fraction", type=float, default=0.02)
+    ap.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fhir-cohort-crawl-bench"
+    )
+    ap.add_argument("--profile", action="append", choices=["epic", "oracle", "plain"])
+    ap.add_argument("--smart-fetch", default=shutil.which("smart-fetch"), metavar="EXE")
+    ap.add_argument("--concurrency", type=int, default=None)
+    ap.add_argument("--skip", action="append", default=[], choices=["fhir-cohort", "smart-fetch"])
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--reload",
+        action="store_true",
+        help="load the server again (by default a server folder loaded by an earlier run with "
+        "the same hospital and Group size is reused: loading 10,000 patients takes long)",
+    )
+    args = ap.parse_args(argv)
+    profiles = args.profile or ["epic", "oracle"]
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}"
+    )
+    root = work / f"hospital-{args.patients}"
+    meta = ensure_hospital(root, args.patients, args.lupus_fraction)
+    types = needed_types()
+    print(
+        f"hospital: {meta['patients']} patients ({meta['copies']} x 112 scenario); "
+        f"the trial reads {', '.join(types)}"
+    )
+    if args.concurrency is None:
+        from fhir_cohort.remote import ServerOptions
+
+        args.concurrency = ServerOptions().concurrency
+    server_dir = work / f"server-{args.patients}-{args.group_size}"
+    flat = work / f"flat-{args.patients}"
+    marker = server_dir / "loaded.json"
+    want = {k: meta[k] for k in ("patients", "copies", "seed")} | {"group": args.group_size}
+    reuse = not args.reload and marker.exists()
+    if reuse and json.loads(marker.read_text()).get("want") != want:
+        reuse = False
+    if not reuse:
+        shutil.rmtree(server_dir, ignore_errors=True)
+        shutil.rmtree(flat, ignore_errors=True)
+    server = SekmetServer(server_dir)
+    figures: dict[str, Any] = {"patients": meta["patients"], "types": types, "runs": {}}
+    try:
+        server.start(timeout=120)
+        if reuse:
+            loaded = json.loads(marker.read_text())["loaded"]
+            members = loaded["members"]
+            print(f"server: reused {server_dir} (loaded {loaded['resources']} resources before)")
+        else:
+            loaded = load(server, root, meta, flat)
+            loaded["members"] = members = make_group(
+                server, loaded.pop("patients"), args.group_size
+            )
+            marker.write_text(json.dumps({"want": want, "loaded": loaded}))
+            print(f"load: {loaded['resources']} resources in {loaded['seconds']} s")
+        print(f"Group {GROUP_ID}: {len(members)} patients")
+        loaded = {k: v for k, v in loaded.items() if k != "members"}
+        figures["load"] = loaded
+        figures["group"] = len(members)
+        disk = None
+        for name in profiles:
+            with EhrEmulator(server.base_url, PROFILES[name]) as ehr:
+                for tool in ("fhir-cohort", "smart-fetch"):
+                    if tool in args.skip:
+                        continue
+                    print(f"\n{name}-like: {tool} crawl...", flush=True)
+                    ehr.reset()
+                    if tool == "fhir-cohort":
+                        run = run_fhir_cohort(
+                            ehr.base_url, work / "cache", work / "out", args.concurrency
+                        )
+                    else:
+                        run = run_smart_fetch(
+                            args.smart_fetch, ehr.base_url, work / "smart-fetch", types
+                        )
+                    stats = ehr.stats.as_dict()
+                    run.update(requests=stats["requests"], bytes=stats["bytes"], emulator=stats)
+                    if "patients_table" in run:
+                        if disk is None:
+                            print("on-disk screen of the same records...", flush=True)
+                            disk = screen_on_disk(flat, work / "disk-out")
+                        run["check"] = compare(run.pop("patients_table"), disk, members)
+                    figures["runs"][f"{name}/{tool}"] = run
+                    print(f"  {json.dumps({k: v for k, v in run.items() if k != 'emulator'})}")
+                    print(f"  refused: {stats['rejected']}; statuses: {stats['statuses']}")
+
+        print(f"\n{'profile/tool':<24}{'requests':>9}{'bytes':>11}{'wall s':>8}{'vs LB':>7}")
+        for key, r in figures["runs"].items():
+            bound = lower_bound(len(members), types, key.split("/")[0])
+            r["lower_bound"] = bound
+            r["vs_lower_bound"] = round(r["requests"] / bound, 2)
+            wall = r.get("wall", float("nan"))
+            flag = "  (failed: see above)" if "error" in r else ""
+            print(
+                f"{key:<24}{r['requests']:>9}{mb(r['bytes']):>11}{wall:>8.1f}"
+                f"{r['vs_lower_bound']:>7.2f}{flag}"
+            )
+        print(
+            "\nlower bound: members x clinical types the trial reads that the profile serves "
+            f"+ Patients {PATIENT_IDS_PER_REQUEST} a request + the Group read"
+        )
+        for name in profiles:
+            ours = figures["runs"].get(f"{name}/fhir-cohort")
+            theirs = figures["runs"].get(f"{name}/smart-fetch")
+            if ours and "error" not in ours:
+                x = ours["vs_lower_bound"]
+                print(
+                    f"  {name}: fhir-cohort {x:.2f}x the lower bound (<= {TARGET_LOWER_BOUND}x "
+                    f"{'met' if x <= TARGET_LOWER_BOUND else 'MISSED'})"
+                )
+            if ours and theirs and "error" not in ours and "error" not in theirs:
+                rq = ours["requests"] / theirs["requests"]
+                by = ours["bytes"] / theirs["bytes"]
+                ok = rq <= TARGET_VS_SMART_FETCH and by <= TARGET_VS_SMART_FETCH
+                print(
+                    f"  {name}: fhir-cohort / SMART Fetch: requests {rq:.2f}x, bytes {by:.2f}x "
+                    f"(<= 1x {'met' if ok else 'MISSED'})"
+                )
+            if ours and "check" in ours:
+                print(f"  {name}: {ours['check']}")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2, default=str))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        server.stop()  # its folder stays for the next run (--reload to load again)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
