@@ -218,7 +218,7 @@ class _Pass:
     tables: Tables
     report: ReadReport
     unmapped_rows: list[Any]
-    fetch_record: dict[str, Any] | None
+    loaded: remote.Loaded | None  # a server source: what its loader fetched (typed)
     client: Any
     timings: dict[str, float]
     # The tables as per-patient rows and the terminology look-ups, built by the first trial
@@ -249,7 +249,7 @@ def _read_once(
     t0: float,
 ) -> _Pass:
     """Fetch (server source) and read the data once, keeping what any of ``trials`` needs."""
-    fetch_record: dict[str, Any] | None = None
+    loaded: remote.Loaded | None = None
     client = None
     if publish_group and not is_url(source):
         raise SourceError("publishing the candidate Group needs a FHIR server --source")
@@ -260,7 +260,7 @@ def _read_once(
         else:
             default_cache = Path(tempfile.mkdtemp(prefix="fhir-cohort-snapshot-"))
         client = remote.build_client(str(source), options)
-        src_path, fetch_record = remote.fetch(
+        loaded = remote.fetch(
             str(source),
             trials,
             terminology,
@@ -270,6 +270,7 @@ def _read_once(
             client=client,
             run_key={"as_of": as_of.isoformat()},
         )
+        src_path = loaded.path
     else:
         src_path = Path(source) if source is not None else DEMO_DATA
     t_fetch = time.perf_counter()
@@ -288,7 +289,7 @@ def _read_once(
         unmapped_text=unmapped_text,
         base_urls=bases,
     )
-    if fetch_record is None and not allow_empty:
+    if loaded is None and not allow_empty:
         report.require_resources(str(src_path))
     unmapped_rows = report.unmapped.rows()
     t_read = time.perf_counter()
@@ -297,7 +298,7 @@ def _read_once(
         tables=tables,
         report=report,
         unmapped_rows=unmapped_rows,
-        fetch_record=fetch_record,
+        loaded=loaded,
         client=client,
         timings={"fetch": t_fetch - t0, "read": t_read - t_fetch},
     )
@@ -541,9 +542,9 @@ def _screen_one(
         unmapped_text=unmapped_text,
         history=past,
     )
-    if shared.fetch_record is not None:
+    if shared.loaded is not None:
         # done: a re-run fetches fresh data unless told to reuse this snapshot
-        remote.snapshot_used(shared.source_path, shared.fetch_record)
+        remote.snapshot_used(shared.loaded)
     return result
 
 
@@ -684,8 +685,8 @@ def _screen_pass(
         multi.out_dir = Path(out_dir)
         write_trials(multi.out_dir / TRIALS_NAME, table)
         write_index(multi, multi.out_dir / INDEX_NAME)
-    if shared.fetch_record is not None:
-        remote.snapshot_used(shared.source_path, shared.fetch_record)
+    if shared.loaded is not None:
+        remote.snapshot_used(shared.loaded)
     return multi
 
 
@@ -711,7 +712,7 @@ def _screen_trial(
     """Evaluate one trial on the shared tables and write its outputs (pure per trial: the
     tables are only read)."""
     tables, report, src_path = shared.tables, shared.report, shared.source_path
-    fetch_record, unmapped_rows = shared.fetch_record, shared.unmapped_rows
+    loaded, unmapped_rows = shared.loaded, shared.unmapped_rows
     t_start = time.perf_counter()
     n_trials = max(1, len(one_pass))
     total = len(tables.patients) * n_trials
@@ -750,15 +751,13 @@ def _screen_trial(
         "free_text_listed": unmapped_text,
         "per_type": report.unmapped.summary(unmapped_rows),
     }
-    if fetch_record is not None:
-        # The data cut: the export's transactionTime, or when the search fetch started.
-        export = fetch_record.get("export") or {}
-        run["data_cut"] = export.get("transactionTime") or fetch_record.get("started_at")
+    if loaded is not None:
+        run["data_cut"] = loaded.data_cut
         run["source"] = {
             "kind": "server",
             "url": strip_query(str(source)),
             "snapshot": str(src_path),
-            "fetch": fetch_record,
+            "fetch": loaded.to_json(),
         }
     if publish_group and shared.client is not None:
         run["published_group"] = remote.publish_group(shared.client, group)

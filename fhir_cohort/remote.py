@@ -334,6 +334,41 @@ def run_bulk(
     )
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What every server loader (funnel, crawl, full, bulk) returns: the snapshot folder the
+    disk reader screens, which loader ran and why, its own typed report, and the server
+    profile the choice was made from. run.json's ``source.fetch`` is :meth:`to_json`; the
+    pipeline reads the fields, not that dict."""
+
+    path: Path
+    strategy: str
+    why: str
+    report: FetchReport | ExportResult
+    profile: ServerProfile | None = None
+
+    @property
+    def data_cut(self) -> str | None:
+        """The export's transactionTime, or when the search fetch started."""
+        if isinstance(self.report, ExportResult):
+            return self.report.transaction_time or None
+        return self.report.started_at
+
+    @property
+    def rest_snapshot(self) -> bool:
+        """A REST snapshot (reused by a rerun only until a run's outputs are written)."""
+        return isinstance(self.report, FetchReport)
+
+    def to_json(self) -> dict[str, Any]:
+        if isinstance(self.report, ExportResult):
+            record = bulk_record(self.report, self.why)
+        else:
+            record = {"strategy": self.strategy, "why": self.why, **self.report.to_dict()}
+        if self.profile is not None:
+            record["server_profile"] = self.profile.to_json()
+        return record
+
+
 def bulk_record(result: ExportResult, why: str) -> dict[str, Any]:
     """The fetch record of a bulk run for run.json: the data cut and how it was obtained."""
     return {
@@ -485,13 +520,14 @@ def fetch(
     progress: ProgressCallback = no_progress,
     client: FhirClient | None = None,
     run_key: Mapping[str, Any] | None = None,
-) -> tuple[Path, dict[str, Any]]:
+) -> Loaded:
     """Fetch what ``trial`` needs from the server at ``url`` into a private NDJSON snapshot.
 
     Several trials (screened in one pass) are fetched by ``full``, ``bulk`` or ``crawl``: the funnel
     plans from one trial's entry criterion (OptionError before any request).
 
-    Returns the snapshot folder (readable by the disk source) and the fetch record for run.json.
+    Returns the :class:`Loaded` result: the snapshot folder (readable by the disk source), the
+    loader that ran and why, its report, the server profile.
     REST strategies resume an interrupted fetch in the cache when the server, plan, strategy
     and ``run_key`` (the caller's as-of date) match; a complete snapshot is reused only when
     no finished run has used it yet (see :func:`snapshot_used`) or ``options.reuse_export``.
@@ -542,7 +578,7 @@ def fetch(
             max_wait=options.bulk_max_wait,
             progress=progress,
         )
-        return cache, _with_profile(bulk_record(result, why), profile)
+        return Loaded(cache, "bulk", why, result, profile)
     reuse: Reuse = "always" if options.reuse_export else "unused"
     if strategy == "crawl":
         if patients is None:
@@ -564,13 +600,7 @@ def fetch(
         report = _funnel(
             client, url, needs, terminology, options, cache, profile, progress, reuse, run_key
         )
-    record = {"strategy": strategy, "why": why, **report.to_dict()}
-    return cache, _with_profile(record, profile)
-
-
-def _with_profile(record: dict[str, Any], profile: ServerProfile | None) -> dict[str, Any]:
-    """run.json's fetch record with the server profile the choice was made from, if any."""
-    return {**record, "server_profile": profile.to_json()} if profile is not None else record
+    return Loaded(cache, strategy, why, report, profile)
 
 
 def _crawl(
@@ -658,10 +688,10 @@ def _funnel(
         raise
 
 
-def snapshot_used(snapshot: Path, record: Mapping[str, Any]) -> None:
+def snapshot_used(loaded: Loaded) -> None:
     """After a run's outputs are written: its REST snapshot is no longer reused by default."""
-    if record.get("strategy") in ("funnel", "full", "crawl"):
-        mark_used(snapshot)
+    if loaded.rest_snapshot:
+        mark_used(loaded.path)
 
 
 def publish_group(client: FhirClient, group: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fhir_cohort.criteria import default_criteria_path, load_criteria
 from fhir_cohort.errors import CapabilityError, OptionError
 from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.fhir.server_profile import Fact, ServerProfile, load_profile
-from fhir_cohort.remote import ServerOptions, choose_strategy, fetch, server_profile
+from fhir_cohort.remote import Loaded, ServerOptions, choose_strategy, fetch, server_profile
 from fhir_cohort.requirements import requirements
 from fhir_cohort.terminology import Terminology
 from tests.fhir.fake_ehr import BASE, GROUP, FakeServer, serve
@@ -83,7 +83,7 @@ def test_auto_without_a_patient_list_on_a_patient_scoped_server_says_what_to_giv
     assert "--group ID" in str(err.value) and "--patients FILE" in str(err.value)
 
 
-def _fetch(server: FakeServer, tmp_path: Path, **options: object) -> tuple[Path, dict]:
+def _fetch(server: FakeServer, tmp_path: Path, **options: object) -> Loaded:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         serve(mock, server)
         client = FhirClient(BASE, sleep=lambda s: None)
@@ -119,7 +119,11 @@ def test_a_server_profile_fails_the_funnel_before_any_request(tmp_path: Path) ->
 
 def test_auto_records_the_profile_in_the_fetch_record(tmp_path: Path) -> None:
     server = FakeServer(export=())
-    _, record = _fetch(server, tmp_path, strategy="auto")
+    loaded = _fetch(server, tmp_path, strategy="auto")
+    # typed for the pipeline, a dict for run.json
+    assert loaded.strategy == "funnel" and loaded.profile is not None
+    assert loaded.path == tmp_path / "cache" and loaded.data_cut == loaded.report.started_at
+    record = loaded.to_json()
     assert record["strategy"] == "funnel"
     assert record["why"] == "the server does not advertise $export"
     profile = record["server_profile"]
