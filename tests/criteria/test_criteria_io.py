@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -177,6 +178,11 @@ def test_models_are_frozen(shipped):
         shipped.criteria[0].min_years = 3  # type: ignore[misc]
 
 
+@functools.cache
+def _shipped_trial() -> Trial:
+    return load_criteria(default_criteria_path())  # frozen: safe to share between examples
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     window=st.integers(0, 120),
@@ -194,7 +200,7 @@ def test_models_are_frozen(shipped):
 def test_round_trip_variants(
     window, gap, era, switch, coverage, lookback, min_years, title, within
 ):
-    base = load_criteria(default_criteria_path())
+    base = _shipped_trial()
     crits = [c.written_as for c in base.criteria]
     crits[0] = crits[0].model_copy(update={"min_years": min_years, "title": title})
     crits[2] = crits[2].model_copy(
