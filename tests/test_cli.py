@@ -1,5 +1,6 @@
-"""The CLI through its real entry point: the installed console script where the process is the
-point (help, the demo screen, an option error, SIGINT), elsewhere its function
+"""The CLI through its real entry point: the installed console script for help; a process of
+its own where the process is the point (the demo screen's file modes, an option error's exit
+code, SIGINT): a tests/zygote.py child, without the start-up's imports; elsewhere its function
 ``fhir_cohort.cli:main`` in this process (tests/cli_main.py: exit code, stdout and stderr as
 the script gives them, without ~2 s of imports per call)."""
 
@@ -31,6 +32,7 @@ from fhir_cohort.cli import (
     EXIT_USAGE,
     main,
 )
+from tests import zygote
 from tests.cli_main import run_main
 from tests.conftest_server import SMALL_HOSPITAL
 from tests.local_http import always, proxy, serve
@@ -66,7 +68,7 @@ def test_valuesets_lists_every_value_set() -> None:
 
 def test_screen_demo_writes_private_outputs(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
-    res = run_script("screen", "--as-of", "2026-11-24", "--out", str(out_dir))
+    res = zygote.run(["screen", "--as-of", "2026-11-24", "--out", str(out_dir)])
     assert res.returncode == EXIT_OK, res.stderr
     assert "all patients" in res.stdout and str(out_dir) in res.stdout
     names = {"patients.csv", "evidence.csv", "attrition.csv", "group.json", "run.json"}
@@ -244,10 +246,9 @@ def clean_env(**env: str) -> dict[str, str]:
 
 
 def script_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """The installed console script with only ``env``'s FHIR_COHORT_* variables."""
-    return subprocess.run(
-        [EXE, *args], capture_output=True, text=True, timeout=300, env=clean_env(**env)
-    )
+    """The entry point in a process of its own (tests/zygote.py) with only ``env``'s
+    FHIR_COHORT_* variables."""
+    return zygote.run(args, env=clean_env(**env), timeout=300)
 
 
 def run_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -406,9 +407,7 @@ def test_sigint_mid_screen_exits_130_and_the_same_command_completes_identically(
     with serve(handle) as server:
         box["base"] = server.base_url
         cmd = [*args, "--source", server.base_url, "--out", str(out)]
-        proc = subprocess.Popen(
-            [EXE, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
-        )
+        proc = zygote.start(cmd, env=clean_env())
         try:
             assert held.wait(120), "the screen never reached its follow-up queries"
             proc.send_signal(signal.SIGINT)

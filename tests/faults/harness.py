@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from tests import zygote
 from tests.cli_main import run_main
 
 AS_OF = "2026-11-24"
@@ -83,10 +84,12 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """``fhir-cohort ARGS``: through the entry point in this process (tests/cli_main.py: exit
     code, stdout, stderr and tracebacks as the script gives them; ~2 s of imports saved per
-    run), or as the installed script in a process of its own (``in_process=False``: the
-    benchmark; and whenever ``umask`` is set, a process-wide setting)."""
+    run), in a tests/zygote.py child whenever ``umask`` is set (a process-wide setting), or as
+    the installed script in a process of its own (``in_process=False``: the benchmark)."""
     if in_process and umask is None:
         return run_main(args, env=dict(env) if env is not None else cli_env())
+    if in_process:
+        return zygote.run(args, env=dict(env) if env is not None else cli_env(), umask=umask)
     # umask through the shell: preexec_fn is unsafe in a process with threads (the proxy's)
     cmd = [EXE, *args]
     if umask is not None:
@@ -167,14 +170,10 @@ def run_killed(
 
     Returns True if it was killed, False if it ended first. Polls every 20 ms: the point of
     the kill is chosen by ``kill_when`` (a request count, a file on disk), not by a clock.
+    The CLI is a tests/zygote.py child (a real process, without the start-up's imports).
     """
-    proc = subprocess.Popen(
-        [EXE, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(env),
-        start_new_session=True,  # its own group: the reader's worker processes die with it
-    )
+    # its own group: the reader's worker processes die with it
+    proc = zygote.start(args, env=dict(env), new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while proc.poll() is None:

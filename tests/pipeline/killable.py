@@ -1,4 +1,7 @@
-"""Run ``fhir-cohort`` with test hooks, for the kill-and-rerun tests (test_fetch_kill.py).
+"""``fhir-cohort`` with test hooks, for the kill-and-rerun tests (test_fetch_kill.py).
+
+``install()`` patches this process; the tests call it in a tests/zygote.py child
+(``hooks=["tests.pipeline.killable:install"]``); by hand:
 
     python tests/pipeline/killable.py screen --source URL ...
 
@@ -27,7 +30,7 @@ from fhir_cohort.fhir import fetch
 
 _lock = threading.Lock()
 _seen = {"request": 0, "journal": 0}
-_kind, _, _at = os.environ.get("KILLABLE_KILL", "").partition(":")
+_kind, _at = "", ""
 
 
 def _event(kind: str) -> None:
@@ -63,11 +66,17 @@ def open_source(*args: Any, **kw: Any) -> Any:
     return _open_source(*args, **kw)
 
 
-requests.Session.send = send  # type: ignore[method-assign]
-fetch._write_state = write_state
-pipeline.open_source = open_source  # type: ignore[assignment]
-if os.environ.get("KILLABLE_PAGE_SIZE"):
-    fetch.PAGE_SIZE = int(os.environ["KILLABLE_PAGE_SIZE"])
+def install() -> None:
+    """Patch this process as the environment's KILLABLE_* say (read now, not at import)."""
+    global _kind, _at
+    _kind, _, _at = os.environ.get("KILLABLE_KILL", "").partition(":")
+    requests.Session.send = send  # type: ignore[method-assign]
+    fetch._write_state = write_state
+    pipeline.open_source = open_source  # type: ignore[assignment]
+    if os.environ.get("KILLABLE_PAGE_SIZE"):
+        fetch.PAGE_SIZE = int(os.environ["KILLABLE_PAGE_SIZE"])
+
 
 if __name__ == "__main__":
+    install()
     sys.exit(main(sys.argv[1:]))

@@ -5,7 +5,8 @@ The bound tested: requests of the second run <= requests of an uninterrupted run
 killed run's journal holds (it is equal here: the test server keeps its next links valid and
 nothing is retried). A funnel or full pull killed after its fetch completed makes 0 requests
 on the re-run; once a run has finished, the same command fetches again unless --reuse-export.
-Runs go through tests/pipeline/killable.py (the CLI plus a request counter and a kill switch).
+Runs are tests/zygote.py children (real processes, SIGKILLed for real) with
+tests/pipeline/killable.py's hooks (a request counter and a kill switch).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -24,11 +23,12 @@ import pytest
 
 from fhir_cohort.fhir.fetch import read_state
 from fhir_cohort.synth import generate
+from tests import zygote
 
 pytestmark = pytest.mark.integration
 
 AS_OF = "2026-11-24"
-KILLABLE = Path(__file__).with_name("killable.py")
+HOOKS = ["tests.pipeline.killable:install"]
 PAGE_SIZE = "40"
 # Odd seeds kill before a request, even ones between a page's staging append and its journal
 # entry. By default each kill point once, on one strategy each (both strategies share the
@@ -56,9 +56,9 @@ def server(sekmet_factory: Callable, tmp_path_factory: pytest.TempPathFactory):
 
 def run(server, out: Path, strategy: str, log: Path, kill: str = "", *extra: str) -> int:
     env = dict(os.environ, KILLABLE_LOG=str(log), KILLABLE_PAGE_SIZE=PAGE_SIZE, KILLABLE_KILL=kill)
-    cmd = [sys.executable, str(KILLABLE), "screen", "--source", server.base_url]
+    cmd = ["screen", "--source", server.base_url]
     cmd += ["--as-of", AS_OF, "--out", str(out), "-q", "--strategy", strategy, "--batch-size", "20"]
-    res = subprocess.run([*cmd, *extra], env=env, capture_output=True, text=True, timeout=600)
+    res = zygote.run([*cmd, *extra], env=env, timeout=600, hooks=HOOKS)
     if not kill:
         assert res.returncode == 0, res.stderr
     return res.returncode
