@@ -230,66 +230,90 @@ class _Pass:
         return self.prepared
 
 
-def _read_once(
-    source: str | Path | None,
-    trials: Sequence[Trial],
-    terminology: Terminology,
-    *,
-    as_of: date,
-    out_dir: str | Path | None,
-    strict: bool,
-    validate: bool,
-    workers: int | None,
-    progress: ProgressCallback,
-    server: ServerOptions | None,
-    publish_group: bool,
-    unmapped_text: bool,
-    allow_empty: bool,
-    base_url: str | None,
-    t0: float,
-) -> _Pass:
+@dataclass(frozen=True)
+class _Options:
+    """One screening call's settings (screen's and screen_many's keyword arguments, resolved),
+    passed down whole instead of as fifteen parameters at every level."""
+
+    source: str | Path | None
+    as_of: date
+    out_dir: str | Path | None
+    strict: bool
+    validate: bool
+    workers: int | None
+    progress: ProgressCallback
+    server: ServerOptions | None
+    show_identifiers: bool
+    publish_group: bool
+    unmapped_text: bool
+    allow_empty: bool
+    base_url: str | None
+    started: datetime  # wall clock, for run.json
+    t0: float  # perf_counter, for the timings
+
+    @classmethod
+    def begin(cls, source: str | Path | None, as_of: date | None, **settings: Any) -> _Options:
+        """Stamp the start; check ``out_dir`` before any work (an unusable folder must not fail
+        at the end)."""
+        opts = cls(
+            source=source,
+            as_of=as_of or date.today(),
+            started=datetime.now(UTC),
+            t0=time.perf_counter(),
+            **settings,
+        )
+        if opts.out_dir is not None:
+            prepare_out_dir(opts.out_dir, "out_dir")
+        return opts
+
+
+def _read_once(opts: _Options, trials: Sequence[Trial], terminology: Terminology) -> _Pass:
     """Fetch (server source) and read the data once, keeping what any of ``trials`` needs."""
     loaded: remote.Loaded | None = None
     client = None
-    if publish_group and not is_url(source):
+    if opts.publish_group and not is_url(opts.source):
         raise SourceError("publishing the candidate Group needs a FHIR server --source")
-    if is_url(source):
-        options = server or ServerOptions()
-        if out_dir is not None:
-            default_cache = Path(out_dir) / "snapshot"
+    if is_url(opts.source):
+        options = opts.server or ServerOptions()
+        if opts.out_dir is not None:
+            default_cache = Path(opts.out_dir) / "snapshot"
         else:
             default_cache = Path(tempfile.mkdtemp(prefix="fhir-cohort-snapshot-"))
-        client = remote.build_client(str(source), options)
+        client = remote.build_client(str(opts.source), options)
         loaded = remote.fetch(
-            str(source),
+            str(opts.source),
             trials,
             terminology,
             options,
             default_cache=default_cache,
-            progress=progress,
+            progress=opts.progress,
             client=client,
-            run_key={"as_of": as_of.isoformat()},
+            run_key={"as_of": opts.as_of.isoformat()},
         )
         src_path = loaded.path
     else:
-        src_path = Path(source) if source is not None else DEMO_DATA
+        src_path = Path(opts.source) if opts.source is not None else DEMO_DATA
     t_fetch = time.perf_counter()
     disk = open_source(src_path)
-    bases = [base_url, recorded_base(src_path), str(source) if is_url(source) else None]
+    bases = [
+        opts.base_url,
+        recorded_base(src_path),
+        str(opts.source) if is_url(opts.source) else None,
+    ]
     # What the criteria read (fhir_cohort/requirements.py): the reader keeps only these.
     needs = _union_needs(trials, terminology)
     tables, report = read_tables(
         disk,
         relevant=needs.codes,
         medication_words=needs.medication_names,
-        strict=strict,
-        validate=validate,
-        workers=workers,
-        progress=progress,
-        unmapped_text=unmapped_text,
+        strict=opts.strict,
+        validate=opts.validate,
+        workers=opts.workers,
+        progress=opts.progress,
+        unmapped_text=opts.unmapped_text,
         base_urls=bases,
     )
-    if loaded is None and not allow_empty:
+    if loaded is None and not opts.allow_empty:
         report.require_resources(str(src_path))
     unmapped_rows = report.unmapped.rows()
     t_read = time.perf_counter()
@@ -300,7 +324,7 @@ def _read_once(
         unmapped_rows=unmapped_rows,
         loaded=loaded,
         client=client,
-        timings={"fetch": t_fetch - t0, "read": t_read - t_fetch},
+        timings={"fetch": t_fetch - opts.t0, "read": t_read - t_fetch},
     )
 
 
@@ -421,60 +445,46 @@ def screen(
     >>> set(result.patients["status"]) <= {"eligible", "review", "ineligible"}
     True
     """
+    settings = dict(
+        out_dir=out_dir,
+        strict=strict,
+        validate=validate,
+        workers=workers,
+        progress=progress,
+        server=server,
+        show_identifiers=show_identifiers,
+        publish_group=publish_group,
+        unmapped_text=unmapped_text,
+        allow_empty=allow_empty,
+        base_url=base_url,
+    )
     if not isinstance(criteria, str | Path | Trial | None):
         return screen_many(
             source,
             criteria=criteria,
             as_of=as_of,
-            out_dir=out_dir,
-            strict=strict,
-            validate=validate,
-            workers=workers,
-            progress=progress,
             terminology=terminology,
-            server=server,
-            show_identifiers=show_identifiers,
-            publish_group=publish_group,
-            unmapped_text=unmapped_text,
-            allow_empty=allow_empty,
-            base_url=base_url,
             history=history,
+            **settings,  # type: ignore[arg-type]
         )
-    started = datetime.now(UTC)
-    t0 = time.perf_counter()
-    if out_dir is not None:  # before any work: an unusable folder must not fail at the end
-        prepare_out_dir(out_dir, "out_dir")
+    opts = _Options.begin(source, as_of, **settings)
     if isinstance(criteria, str | Path) and Path(criteria).is_dir():
         # a folder holds any number of trials: screen_many's result, not a ScreeningResult
         raise OptionError(
             f"{criteria} is a folder: screen_many() screens every criteria file in it"
         )
-    as_of = as_of or date.today()
     [(trial, criteria_info)] = _resolve_trials(criteria)
     terminology = terminology or Terminology.load()
     _check_common(source, [trial], terminology, server, base_url)
     with _open_history(history) as past:
-        return _screen_one(
-            source,
-            trial,
-            criteria_info,
-            terminology,
-            past,
-            as_of=as_of,
-            out_dir=out_dir,
-            strict=strict,
-            validate=validate,
-            workers=workers,
-            progress=progress,
-            server=server,
-            show_identifiers=show_identifiers,
-            publish_group=publish_group,
-            unmapped_text=unmapped_text,
-            allow_empty=allow_empty,
-            base_url=base_url,
-            started=started,
-            t0=t0,
+        shared = _read_once(opts, [trial], terminology)
+        result = _screen_trial(
+            opts, trial, criteria_info, shared, terminology, out_dir=out_dir, history=past
         )
+    if shared.loaded is not None:
+        # done: a re-run fetches fresh data unless told to reuse this snapshot
+        remote.snapshot_used(shared.loaded)
+    return result
 
 
 def _open_history(path: str | Path | None) -> Any:
@@ -485,67 +495,6 @@ def _open_history(path: str | Path | None) -> Any:
     from fhir_cohort.history.db import open_history
 
     return open_history(path)
-
-
-def _screen_one(
-    source: str | Path | None,
-    trial: Trial,
-    criteria_info: dict[str, Any],
-    terminology: Terminology,
-    past: Any,
-    *,
-    as_of: date,
-    out_dir: str | Path | None,
-    strict: bool,
-    validate: bool,
-    workers: int | None,
-    progress: ProgressCallback,
-    server: ServerOptions | None,
-    show_identifiers: bool,
-    publish_group: bool,
-    unmapped_text: bool,
-    allow_empty: bool,
-    base_url: str | None,
-    started: datetime,
-    t0: float,
-) -> ScreeningResult:
-    shared = _read_once(
-        source,
-        [trial],
-        terminology,
-        as_of=as_of,
-        out_dir=out_dir,
-        strict=strict,
-        validate=validate,
-        workers=workers,
-        progress=progress,
-        server=server,
-        publish_group=publish_group,
-        unmapped_text=unmapped_text,
-        allow_empty=allow_empty,
-        base_url=base_url,
-        t0=t0,
-    )
-    result = _screen_trial(
-        trial,
-        criteria_info,
-        shared,
-        terminology,
-        source=source,
-        as_of=as_of,
-        started=started,
-        t0=t0,
-        out_dir=out_dir,
-        progress=progress,
-        show_identifiers=show_identifiers,
-        publish_group=publish_group,
-        unmapped_text=unmapped_text,
-        history=past,
-    )
-    if shared.loaded is not None:
-        # done: a re-run fetches fresh data unless told to reuse this snapshot
-        remote.snapshot_used(shared.loaded)
-    return result
 
 
 def screen_many(
@@ -583,78 +532,38 @@ def screen_many(
     >>> list(both), both["NCT06038474"].status_counts().to_dict()
     (['NCT06038474'], {'eligible': 84, 'review': 48, 'ineligible': 364})
     """
-    started = datetime.now(UTC)
-    t0 = time.perf_counter()
-    if out_dir is not None:
-        prepare_out_dir(out_dir, "out_dir")
-    as_of = as_of or date.today()
-    resolved = _resolve_trials(criteria)
-    trials = [trial for trial, _ in resolved]
-    _check_folder_names(trials)
-    terminology = terminology or Terminology.load()
-    _check_common(source, trials, terminology, server, base_url)
-    with _open_history(history) as past:
-        return _screen_pass(
-            source,
-            resolved,
-            terminology,
-            past,
-            as_of=as_of,
-            out_dir=out_dir,
-            strict=strict,
-            validate=validate,
-            workers=workers,
-            progress=progress,
-            server=server,
-            show_identifiers=show_identifiers,
-            publish_group=publish_group,
-            unmapped_text=unmapped_text,
-            allow_empty=allow_empty,
-            base_url=base_url,
-            started=started,
-            t0=t0,
-        )
-
-
-def _screen_pass(
-    source: str | Path | None,
-    resolved: list[tuple[Trial, dict[str, Any]]],
-    terminology: Terminology,
-    past: Any,
-    *,
-    as_of: date,
-    out_dir: str | Path | None,
-    strict: bool,
-    validate: bool,
-    workers: int | None,
-    progress: ProgressCallback,
-    server: ServerOptions | None,
-    show_identifiers: bool,
-    publish_group: bool,
-    unmapped_text: bool,
-    allow_empty: bool,
-    base_url: str | None,
-    started: datetime,
-    t0: float,
-) -> MultiScreeningResult:
-    trials = [trial for trial, _ in resolved]
-    shared = _read_once(
+    opts = _Options.begin(
         source,
-        trials,
-        terminology,
-        as_of=as_of,
+        as_of,
         out_dir=out_dir,
         strict=strict,
         validate=validate,
         workers=workers,
         progress=progress,
         server=server,
+        show_identifiers=show_identifiers,
         publish_group=publish_group,
         unmapped_text=unmapped_text,
         allow_empty=allow_empty,
         base_url=base_url,
-        t0=t0,
     )
+    resolved = _resolve_trials(criteria)
+    trials = [trial for trial, _ in resolved]
+    _check_folder_names(trials)
+    terminology = terminology or Terminology.load()
+    _check_common(source, trials, terminology, server, base_url)
+    with _open_history(history) as past:
+        return _screen_pass(opts, resolved, terminology, past)
+
+
+def _screen_pass(
+    opts: _Options,
+    resolved: list[tuple[Trial, dict[str, Any]]],
+    terminology: Terminology,
+    past: Any,
+) -> MultiScreeningResult:
+    trials = [trial for trial, _ in resolved]
+    shared = _read_once(opts, trials, terminology)
     ids = [trial.id for trial in trials]
     pass_id = uuid.uuid4().hex  # the history's runs of one pass share it
     # One trial after another in this process: evaluating them in forked workers doubled peak
@@ -662,27 +571,20 @@ def _screen_pass(
     results: dict[str, ScreeningResult] = {}
     for trial, info in resolved:
         results[trial.id] = _screen_trial(
+            opts,
             trial,
             info,
             shared,
             terminology,
-            source=source,
-            as_of=as_of,
-            started=started,
-            t0=t0,
-            out_dir=Path(out_dir) / trial.id if out_dir is not None else None,
-            progress=progress,
-            show_identifiers=show_identifiers,
-            publish_group=publish_group,
-            unmapped_text=unmapped_text,
+            out_dir=Path(opts.out_dir) / trial.id if opts.out_dir is not None else None,
             one_pass=ids,
             history=past,
             pass_id=pass_id,
         )
     table = trials_table({tid: r.patients for tid, r in results.items()})
     multi = MultiScreeningResult(results=results, trials=table)
-    if out_dir is not None:
-        multi.out_dir = Path(out_dir)
+    if opts.out_dir is not None:
+        multi.out_dir = Path(opts.out_dir)
         write_trials(multi.out_dir / TRIALS_NAME, table)
         write_index(multi, multi.out_dir / INDEX_NAME)
     if shared.loaded is not None:
@@ -691,20 +593,13 @@ def _screen_pass(
 
 
 def _screen_trial(
+    opts: _Options,
     trial: Trial,
     criteria_info: dict[str, Any],
     shared: _Pass,
     terminology: Terminology,
     *,
-    source: str | Path | None,
-    as_of: date,
-    started: datetime,
-    t0: float,
     out_dir: str | Path | None,
-    progress: ProgressCallback,
-    show_identifiers: bool,
-    publish_group: bool,
-    unmapped_text: bool,
     one_pass: Sequence[str] = (),
     history: Any = None,
     pass_id: str | None = None,
@@ -717,17 +612,21 @@ def _screen_trial(
     n_trials = max(1, len(one_pass))
     total = len(tables.patients) * n_trials
     which = trial.id if one_pass else None
-    progress(Progress("evaluate", 0, total=total, unit="patients", message=which))
-    prepared = shared.prepare(terminology, as_of)
-    evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of, prepared)
-    progress(Progress("evaluate", len(tables.patients), total=total, message=which))
+    opts.progress(Progress("evaluate", 0, total=total, unit="patients", message=which))
+    prepared = shared.prepare(terminology, opts.as_of)
+    evaluation, attrition_table = screen_tables(trial, tables, terminology, opts.as_of, prepared)
+    opts.progress(Progress("evaluate", len(tables.patients), total=total, message=which))
     t_eval = time.perf_counter()
 
     ids = tuple(c.id for c in trial.criteria)
     patients = patients_table(evaluation.answers, evaluation.status, ids)
     evidence = sort_evidence(evaluation.evidence, ids)
     group = candidate_group(
-        patients, trial_id=trial.id, trial_version=trial.version, as_of=as_of, evidence=evidence
+        patients,
+        trial_id=trial.id,
+        trial_version=trial.version,
+        as_of=opts.as_of,
+        evidence=evidence,
     )
     run = _run_record(
         trial=trial,
@@ -735,9 +634,9 @@ def _screen_trial(
         criterion_ids=ids,
         terminology=terminology,
         source=src_path,
-        as_of=as_of,
+        as_of=opts.as_of,
         report=report,
-        started=started,
+        started=opts.started,
         timings={**shared.timings, "evaluate": t_eval - t_start},
         patients=patients,
     )
@@ -748,20 +647,20 @@ def _screen_trial(
     run["records_without_patient"] = records_without_patient(tables)
     run["unmapped"] = {
         "file": "unmapped.csv",
-        "free_text_listed": unmapped_text,
+        "free_text_listed": opts.unmapped_text,
         "per_type": report.unmapped.summary(unmapped_rows),
     }
     if loaded is not None:
         run["data_cut"] = loaded.data_cut
         run["source"] = {
             "kind": "server",
-            "url": strip_query(str(source)),
+            "url": strip_query(str(opts.source)),
             "snapshot": str(src_path),
             "fetch": loaded.to_json(),
         }
-    if publish_group and shared.client is not None:
+    if opts.publish_group and shared.client is not None:
         run["published_group"] = remote.publish_group(shared.client, group)
-    eras, labs = detail_tables(trial, tables, terminology, as_of, prepared)
+    eras, labs = detail_tables(trial, tables, terminology, opts.as_of, prepared)
     del prepared
     if not one_pass or trial.id == one_pass[-1]:
         shared.prepared = None  # the last trial: free the rows before writing outputs
@@ -783,7 +682,7 @@ def _screen_trial(
         if history is not None:
             result.changes = _record(history, run, evaluation, evidence, out_dir, pass_id)
         if out_dir is not None:
-            _write(result, run, out_dir, t0, show_identifiers)
+            _write(result, run, out_dir, opts.t0, opts.show_identifiers)
     return result
 
 
