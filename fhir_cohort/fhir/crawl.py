@@ -35,6 +35,7 @@ from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.fhir.fetch import (
     MEDICATION_TYPES,
     FetchReport,
+    FollowUp,
     Reuse,
     _chunks,
     _Fetcher,
@@ -85,28 +86,17 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 KeepFilter = Callable[[bytes], bool]
 
 
-@dataclass(frozen=True)
-class CrawlSearch:
+class CrawlSearch(FollowUp):
     """One search per patient (or batch): ``resource_type?patient_param=<id>``.
 
     ``codes`` (with ``code_param``) are sent only where the server honours the parameter;
     ``include`` specs are dropped when the server does not advertise them. ``optional``: skipped
     when the server does not advertise ``code_param`` or codes are not sent at all (the main
     search of the type then returns everything, and the client-side filter sees it).
+
+    The fields are the funnel's :class:`~fhir_cohort.fhir.fetch.FollowUp`: a crawl search is a
+    follow-up sent per patient list instead of per funnel cohort.
     """
-
-    resource_type: str
-    patient_param: str = "patient"
-    code_param: str = "code"
-    codes: tuple[str, ...] = ()
-    include: tuple[str, ...] = ()
-    params: tuple[tuple[str, str], ...] = ()
-    optional: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "codes", tuple(dict.fromkeys(self.codes)))
-        object.__setattr__(self, "include", tuple(self.include))
-        object.__setattr__(self, "params", tuple((str(k), str(v)) for k, v in self.params))
 
 
 @dataclass(frozen=True)
