@@ -603,6 +603,17 @@ def fetch(
     return Loaded(cache, strategy, why, report, profile)
 
 
+def _fitted(profile: ServerProfile | None, batch: int) -> tuple[int, int | None]:
+    """Patients per request and page size as the profile allows: one patient per request
+    where several are refused, pages no bigger than the server's cap; unknown facts leave
+    ``batch`` and the default page."""
+    if profile is None:
+        return batch, None
+    if profile.multi_patient.known:
+        batch = profile.patients_per_request(batch)
+    return batch, profile.page_size(PAGE_SIZE) if profile.max_count.known else None
+
+
 def _crawl(
     client: FhirClient,
     needs: Requirements,
@@ -620,15 +631,14 @@ def _crawl(
     them, ``--since`` by ``_lastUpdated`` or by creation dates, pages no bigger than its cap.
     Unknown facts leave the plan's defaults (one patient per request, codes sent where the
     CapabilityStatement lists the parameter, since mode from the CapabilityStatement)."""
-    batch, server_codes, page = options.crawl_batch, True, None
+    batch, page = _fitted(profile, options.crawl_batch)
+    server_codes = True
     since_mode: SinceMode = "auto"
     if profile is not None:
-        batch = profile.patients_per_request(batch) if profile.multi_patient.known else batch
         if profile.code("Observation").known:
             server_codes = profile.sends_code("Observation")
         if profile.last_updated.known:
             since_mode = "updated" if profile.last_updated.value else "created"
-        page = profile.page_size(PAGE_SIZE) if profile.max_count.known else None
     return crawl(
         client,
         crawl_plan(
@@ -661,10 +671,7 @@ def _funnel(
     pages no bigger than the server's cap). A search the server refuses (a 4xx) is checked
     with one more request: a server that cannot be searched without a patient is the
     CapabilityError that says to use a Group or patient list, not a bare HTTP 400."""
-    batch, page = options.batch_size, None
-    if profile is not None:
-        batch = profile.patients_per_request(batch) if profile.multi_patient.known else batch
-        page = profile.page_size(PAGE_SIZE) if profile.max_count.known else None
+    batch, page = _fitted(profile, options.batch_size)
     try:
         return fetch_snapshot(
             client,

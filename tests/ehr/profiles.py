@@ -3,8 +3,9 @@
 A rule looks at a parsed request (``Req``) and either rejects it the way the vendor does (HTTP
 status + the vendor's kind of OperationOutcome), or changes what is asked upstream / what comes
 back (a post-filter, an ignored parameter, a page-size cap). Every rule names the public source
-it comes from (tags of ``../shared/reference/ehr-apis.md``) and carries example requests that
-break it, so a test can sweep every rule of every profile (tests/ehr/test_emulation.py).
+it comes from (the tags of ``reference/ehr-apis.md`` in the shared folder beside the
+repository) and carries example requests that break it, so a test can sweep every rule of every
+profile (tests/ehr/test_emulation.py).
 
 Where a vendor's behaviour is not documented the rule says what was chosen (``assumed``).
 Templates in examples: ``{patient}``, ``{patient2}``, ``{group}``, ``{condition}`` are filled
