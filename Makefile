@@ -12,7 +12,7 @@ DEMO_AS_OF := 2026-11-24
 # own test servers on their own ports; worksteal lets an idle worker take queued tests.
 PYTEST_WORKERS ?= 3
 
-.PHONY: demo test lint screenshot bench clean
+.PHONY: demo test browser lint screenshot bench clean
 
 $(BIN)/python:
 	@echo "creating $(VENV) with $(PYTHON): needs Python >= 3.11 and network access to PyPI"
@@ -40,11 +40,15 @@ demo: $(DEMO_STAMP)
 ## test: set up (the test extra; Debian's chromium for the report test, which needs root, else
 ## those tests skip), lint, check formatting, run every test (starts real FHIR servers on
 ## 127.0.0.1)
-test: $(TEST_STAMP)
-	./scripts/install_browser.sh
+test: $(TEST_STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
+
+# Debian's chromium for the report test; independent of the venv, so `make -j2 test` (.ci/run)
+# installs both at once.
+browser:
+	./scripts/install_browser.sh
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
@@ -52,8 +56,7 @@ lint: $(TEST_STAMP)
 
 ## screenshot: refresh docs/img/report.png (the README's picture) from the demo report; the
 ## only command that writes it
-screenshot: $(TEST_STAMP)
-	./scripts/install_browser.sh
+screenshot: $(TEST_STAMP) browser
 	FHIR_COHORT_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest -p no:cacheprovider -q \
 		tests/report/test_html_browser.py -k screenshot
 
