@@ -124,3 +124,25 @@ class CapabilityError(FhirCohortError):
 class HistoryError(FhirCohortError):
     """The screening history database cannot be used: not an SQLite database, damaged, written
     by a newer fhir-cohort (a schema version this one does not know), or an unknown run id."""
+
+
+class DecisionError(FhirCohortError, ValueError):
+    """A chart-review decision cannot be saved as given: an unknown decision or contact
+    status, ``ineligible`` without a reason, no ``who``, a trial or patient the history has no
+    run of. The message names the field and the allowed values, never a patient's data. A
+    ValueError too: it is a bad argument."""
+
+
+class DecisionConflict(FhirCohortError):
+    """A decision was saved by someone else since it was read: the save named version
+    ``expected``, the history holds ``current`` (its :class:`~fhir_cohort.history.Decision`, or
+    None). Nothing was written; reload and save again. No patient data in the message."""
+
+    def __init__(self, expected: int, current: object, actual: int) -> None:
+        super().__init__(
+            f"the decision was saved by someone else meanwhile (now version {actual}; this "
+            f"save expected version {expected}): nothing written, reload it and save again"
+        )
+        self.expected = expected
+        self.current = current
+        self.actual = actual

@@ -2,7 +2,8 @@
 previous run of the same trial (docs/history.md).
 
 ``db.py`` holds the SQLite database (schema, ordered migrations, recording a run); ``diff.py``
-compares two runs. Imported lazily: the CLI's ``history`` command loads no pandas.
+compares two runs; ``decisions.py`` keeps the chart-review decisions and builds a run's
+worklist. Imported lazily: the CLI's ``history`` command loads no pandas.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ _EXPORTS = {
     "CHANGES_COLUMNS": "fhir_cohort.history.diff",
     "Diff": "fhir_cohort.history.diff",
     "diff_runs": "fhir_cohort.history.diff",
+    "CONTACT_STATUSES": "fhir_cohort.history.decisions",
+    "DECISIONS": "fhir_cohort.history.decisions",
+    "WORKLIST_COLUMNS": "fhir_cohort.history.decisions",
+    "Decision": "fhir_cohort.history.decisions",
+    "DecisionLogEntry": "fhir_cohort.history.decisions",
+    "Worklist": "fhir_cohort.history.decisions",
+    "WorklistEntry": "fhir_cohort.history.decisions",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -33,15 +41,31 @@ if TYPE_CHECKING:
         default_history_path,
         open_history,
     )
+    from fhir_cohort.history.decisions import (
+        CONTACT_STATUSES,
+        DECISIONS,
+        WORKLIST_COLUMNS,
+        Decision,
+        DecisionLogEntry,
+        Worklist,
+        WorklistEntry,
+    )
     from fhir_cohort.history.diff import CHANGES_COLUMNS, Diff, diff_runs
 
 __all__ = [
     "CHANGES_COLUMNS",
+    "CONTACT_STATUSES",
+    "DECISIONS",
     "HISTORY_NAME",
     "SCHEMA_VERSION",
+    "WORKLIST_COLUMNS",
+    "Decision",
+    "DecisionLogEntry",
     "Diff",
     "History",
     "RunInfo",
+    "Worklist",
+    "WorklistEntry",
     "default_history_path",
     "diff_runs",
     "open_history",

@@ -27,6 +27,7 @@ import orjson
 
 from fhir_cohort.errors import HistoryError
 from fhir_cohort.files import open_private, private_dir, warn_if_exposed
+from fhir_cohort.history.decisions import DecisionStore
 
 __all__ = [
     "EVIDENCE_HASHED",
@@ -157,6 +158,13 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             )""",
             "CREATE INDEX decision_log_by_patient ON decision_log (trial_id, patient_key)",
         ),
+    ),
+    (
+        3,
+        "the decision version each audit row belongs to",
+        # One save writes one row per changed field: the version groups them (and says which
+        # save a conflict lost to).
+        ("ALTER TABLE decision_log ADD COLUMN revision INTEGER",),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -291,8 +299,11 @@ def _data_cut(run: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-class History:
-    """An open history database. Use :func:`open_history`; close it (or use ``with``)."""
+class History(DecisionStore):
+    """An open history database. Use :func:`open_history`; close it (or use ``with``).
+
+    The chart-review decisions' methods (``decision``, ``decisions``, ``save_decision``,
+    ``decision_log``, ``worklist``) are :class:`~fhir_cohort.history.decisions.DecisionStore`'s."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path

@@ -30,6 +30,7 @@ from tests.history.conftest import CRITERIA, record
 RELEASED = {
     1: "5105bb104cafa7fd076082a22ec5ad7d7f513e901768951e4cab2395fba68ebe",
     2: "68062c402c8ebdbeb726c9b34af16e61a26930fd244243428c4202679388668f",
+    3: "a26ddb31c5e063cc957baa9a3f0588cafcb801492f5fddf8f25ab906acf8bc93",
 }
 
 
@@ -66,6 +67,8 @@ def test_an_old_database_is_migrated_and_keeps_its_runs(tmp_path: Path, old: int
         assert applied == list(range(1, SCHEMA_VERSION + 1))
         tables = {r[0] for r in history.conn.execute("SELECT name FROM sqlite_master")}
         assert {"runs", "run_answers", "decisions", "decision_log"} <= tables
+        columns = {r[1] for r in history.conn.execute("PRAGMA table_info(decision_log)")}
+        assert "revision" in columns
         if old >= 1:
             [run] = history.runs()
             assert (run.run_id, run.eligible, run.ineligible) == (1, 1, 1)
