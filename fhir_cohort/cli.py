@@ -16,6 +16,8 @@ from fhir_cohort.errors import (
     BulkExportTimeout,
     CapabilityError,
     CriteriaError,
+    DecisionConflict,
+    DecisionError,
     FhirCohortError,
     FhirHttpError,
     HistoryError,
@@ -48,7 +50,8 @@ exit codes:
   1    unexpected error (a bug: please report it with the command, without patient data)
   2    usage error (bad option or value)
   3    criteria file or value set invalid
-  4    input data unreadable, or malformed with --strict; screening history unusable
+  4    input data unreadable, or malformed with --strict; screening history unusable;
+       a decisions file refused (its problems listed by file:line; nothing imported)
   5    FHIR server error after retries
   6    authentication or authorisation failed
   7    the server lacks a resource type, search parameter or operation the plan needs
@@ -69,6 +72,8 @@ _ERROR_EXIT: tuple[tuple[type[BaseException], int], ...] = (
     (TerminologyError, EXIT_CRITERIA),
     (SourceError, EXIT_DATA),
     (HistoryError, EXIT_DATA),
+    (DecisionError, EXIT_DATA),
+    (DecisionConflict, EXIT_DATA),
     (OptionError, EXIT_USAGE),
     (FhirCohortError, EXIT_ERROR),
 )
@@ -649,6 +654,45 @@ def _add_history_commands(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_decisions_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "decisions",
+        help="export or import chart-review decisions (CSV)",
+        description="Chart-review decisions and contact statuses kept in the screening "
+        "history, to and from CSV for sites that keep them elsewhere (docs/history.md, "
+        "'Decisions'). The file holds patient ids and notes: it is written 0600.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (
+        ("export", "write a trial's current decisions to a CSV file"),
+        (
+            "import",
+            "save the decisions of a CSV file: every row checked first (unknown values or "
+            "patients, stale versions, reported as file:line); nothing imported unless all "
+            "are valid",
+        ),
+    ):
+        a = actions.add_parser(name, help=text, description=text, epilog=EXIT_CODES_HELP)
+        a.add_argument(
+            "--history",
+            metavar="FILE",
+            type=Path,
+            default=Path(HISTORY_NAME),
+            help=f"the history file (default: ./{HISTORY_NAME}); never created",
+        )
+        a.add_argument("--trial", required=True, metavar="ID", help="the trial id (NCT...)")
+        if name == "export":
+            a.add_argument("--out", required=True, type=Path, metavar="FILE", help="CSV to write")
+        else:
+            a.add_argument("file", type=_existing_file, metavar="FILE", help="CSV to import")
+            a.add_argument(
+                "--who",
+                metavar="NAME",
+                help="who imports (recorded in the audit log; default: your login name)",
+            )
+            a.add_argument("--dry-run", action="store_true", help="check the file, save nothing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fhir-cohort",
@@ -674,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_valuesets(sub)
     _add_requirements(sub)
     _add_history_commands(sub)
+    _add_decisions_command(sub)
     return parser
 
 
@@ -941,6 +986,27 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_decisions(args: argparse.Namespace) -> int:
+    import getpass
+
+    from fhir_cohort.history.db import open_history
+    from fhir_cohort.history.transfer import export_decisions, import_decisions
+
+    with open_history(args.history, create=False) as history:
+        if args.action == "export":
+            n = export_decisions(history, args.trial, args.out)
+            print(f"exported {n} decisions of {args.trial} to {args.out}")
+            return EXIT_OK
+        try:
+            who = args.who or getpass.getuser()
+        except (OSError, KeyError):
+            raise OptionError("--who: no login name to record; name who imports") from None
+        done = import_decisions(history, args.trial, args.file, who=who, dry_run=args.dry_run)
+    verb = "would save" if done.dry_run else "saved"
+    print(f"{args.file}: {done.rows} rows checked; {verb} {done.saved}, {done.unchanged} unchanged")
+    return EXIT_OK
+
+
 _COMMANDS = {
     "screen": _cmd_screen,
     "export": _cmd_export,
@@ -948,6 +1014,7 @@ _COMMANDS = {
     "requirements": _cmd_requirements,
     "history": _cmd_history,
     "diff": _cmd_diff,
+    "decisions": _cmd_decisions,
 }
 
 

@@ -680,7 +680,9 @@ def _screen_trial(
     recording = history.transaction() if history is not None else contextlib.nullcontext()
     with recording:
         if history is not None:
-            result.changes = _record(history, run, evaluation, evidence, out_dir, pass_id)
+            result.changes, result.worklist = _record(
+                history, run, evaluation, evidence, out_dir, pass_id
+            )
         if out_dir is not None:
             _write(result, run, out_dir, opts.t0, opts.show_identifiers)
     return result
@@ -693,9 +695,11 @@ def _record(
     evidence: pd.DataFrame,
     out_dir: str | Path | None,
     pass_id: str | None,
-) -> pd.DataFrame:
-    """Record the run in the history, compare it with the trial's previous run there; the
-    comparison goes to run["history"], the changes table is returned (changes.csv)."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Record the run in the history, compare it with the trial's previous run there and
+    apply the chart-review decisions: the comparison goes to run["history"]; the changes
+    table (changes.csv) and the worklist (worklist.csv) are returned. The engine's answers
+    stay as they are: decisions are an overlay."""
     from fhir_cohort.history.diff import diff_runs
 
     info = history.record_run(
@@ -707,8 +711,13 @@ def _record(
         pass_id=pass_id,
     )
     diff = diff_runs(history, info.previous_run_id, info.run_id)
-    run["history"] = diff.as_record(str(history.path))
-    return diff.frame()
+    worklist = history.worklist(info.trial_id, info.run_id)
+    run["history"] = diff.as_record(str(history.path)) | {
+        "re_review": sum(e.re_review for e in worklist.entries),
+        "review_queue": len(worklist.queue),
+        "worklist_file": "worklist.csv",
+    }
+    return diff.frame(), worklist.frame()
 
 
 def _write(
@@ -726,6 +735,7 @@ def _write(
         labs=result.labs,
         unmapped=result.unmapped,
         changes=result.changes,
+        worklist=result.worklist,
     )
     write_report(result, result.paths.out_dir / REPORT_NAME, show_identifiers=show_ids)
 

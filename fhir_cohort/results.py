@@ -24,7 +24,8 @@ class ScreeningResult:
     autoantibody-style test with its reading and ``unmapped`` the most frequent codes that
     matched no value set (``resource_type, system, code, display, count``). ``changes`` is
     what changed since the trial's previous run in the screening history (changes.csv,
-    docs/history.md), None when the run was not recorded in one.
+    docs/history.md), None when the run was not recorded in one; ``worklist`` its candidates
+    with the chart-review decisions (worklist.csv), None likewise.
 
     >>> from datetime import date
     >>> from fhir_cohort import screen
@@ -50,6 +51,7 @@ class ScreeningResult:
     labs: pd.DataFrame = field(default_factory=pd.DataFrame)
     unmapped: pd.DataFrame = field(default_factory=pd.DataFrame)
     changes: pd.DataFrame | None = None
+    worklist: pd.DataFrame | None = None
 
     def candidates(self) -> pd.DataFrame:
         """Eligible then review patients (the candidate cohort), in that order."""
@@ -216,7 +218,22 @@ def _history_notes(run: dict[str, Any]) -> list[str]:
         f"{c.get('evidence_changed', 0)} with changed evidence, "
         f"{c.get('no_longer_in_source', 0)} no longer in the source (changes.csv)"
     )
-    return [line + ("; the criteria changed" if record.get("criteria_changed") else "")]
+    lines = [line + ("; the criteria changed" if record.get("criteria_changed") else "")]
+    return lines + _decision_notes(record)
+
+
+def _decision_notes(record: dict[str, Any]) -> list[str]:
+    """The chart-review overlay in the summary: re-reviews due, declined not offered as new."""
+    parts = []
+    if record.get("re_review"):
+        parts.append(f"{record['re_review']} decided patients back for re-review (new evidence)")
+    if record.get("withheld_declined"):
+        parts.append(
+            f"{record['withheld_declined']} declined or do-not-contact patients not listed as new"
+        )
+    if "review_queue" in record:
+        parts.append(f"{record['review_queue']} in the review queue (worklist.csv)")
+    return ["decisions: " + ", ".join(parts)] if parts else []
 
 
 def _attrition_text(attrition: pd.DataFrame) -> str:
@@ -269,6 +286,13 @@ def load_results(out_dir: str | Path) -> ScreeningResult:
         if paths.changes.exists()
         else None
     )
+    worklist = (
+        restore_frame(pd.read_csv(paths.worklist, dtype=str, keep_default_na=False)).astype(
+            {"version": "int64"}
+        )
+        if paths.worklist.exists()
+        else None
+    )
     ids = tuple(run.get("criteria", {}).get("criterion_ids", ()))
     return ScreeningResult(
         patients=patients,
@@ -282,4 +306,5 @@ def load_results(out_dir: str | Path) -> ScreeningResult:
         labs=labs,
         unmapped=unmapped,
         changes=changes,
+        worklist=worklist,
     )

@@ -14,6 +14,10 @@ A patient whose answers changed has one row per changed criterion (with the old 
 answer, the new reason and the new evidence); any other change has one row without a
 criterion. New patients who are ineligible are only counted (``new_patients``). Standard
 library only; :meth:`Diff.frame` builds the pandas table changes.csv is written from.
+
+Chart-review decisions are an overlay (decisions.py): each row carries the patient's current
+``decision`` and ``contact_status``, and a patient whose contact status is ``declined`` or
+``do_not_contact`` is never a ``new_candidate`` (counted in ``withheld`` instead).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_cohort.history.db import History, RunInfo
+from fhir_cohort.history.decisions import NOT_NEW_CONTACT_STATUSES
 
 __all__ = ["CHANGES_COLUMNS", "CHANGE_KINDS", "Change", "Diff", "diff_runs", "evidence_text"]
 
@@ -43,6 +48,8 @@ CHANGES_COLUMNS: tuple[str, ...] = (
     "answer",
     "reason",
     "evidence",
+    "decision",
+    "contact_status",
 )
 _CANDIDATE = frozenset({"eligible", "review"})
 
@@ -60,6 +67,8 @@ class Change:
     answer: str = ""
     reason: str = ""
     evidence: str = ""
+    decision: str = ""  # the current chart-review decision, if any
+    contact_status: str = ""  # the current contact status, if one was saved
 
     def as_tuple(self) -> tuple[str, ...]:
         return tuple(getattr(self, c) for c in CHANGES_COLUMNS)
@@ -74,6 +83,8 @@ class Diff:
     changes: list[Change] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # patients per change kind
     new_patients: int = 0  # in the source now, not in the older run (any status)
+    # would be new candidates, but declined or do-not-contact: not listed as new
+    withheld: int = 0
 
     @property
     def criteria_changed(self) -> bool:
@@ -103,6 +114,8 @@ class Diff:
             f"{c.get('no_longer_in_source', 0)} no longer in the source",
         ]
         note = "; criteria changed" if self.criteria_changed else ""
+        if self.withheld:
+            note += f"; {self.withheld} declined or do-not-contact patients not listed as new"
         return (
             f"since {self.old.as_of} (run {self.old.run_id} -> {self.new.run_id}): "
             + ", ".join(parts)
@@ -119,6 +132,7 @@ class Diff:
             "criteria_changed": self.criteria_changed,
             "changes": {k: self.counts.get(k, 0) for k in CHANGE_KINDS},
             "new_patients": self.new_patients,
+            "withheld_declined": self.withheld,
             "file": "changes.csv",
         }
 
@@ -187,10 +201,14 @@ def diff_runs(history: History, old_id: int | None, new_id: int) -> Diff:
                 (cid, before, now, reason or "", digest, bool(same_evidence))
             )
     order = {cid: i for i, cid in enumerate(new.criterion_ids)}
+    decided = {d.patient_id: d for d in history.decisions(new.trial_id)}
     changes: list[Change] = []
     counts = dict.fromkeys(CHANGE_KINDS, 0)
+    withheld = 0
     for pid in sorted(statuses):
         before, now = statuses[pid]
+        d = decided.get(pid)
+        overlay = (d.decision or "", d.contact_status) if d else ("", "")
         rows = sorted(changed.get(pid, []), key=lambda r: order.get(r[0], len(order)))
         if before == now:
             answers = [r for r in rows if r[1] != r[2]]
@@ -200,12 +218,15 @@ def diff_runs(history: History, old_id: int | None, new_id: int) -> Diff:
                 continue
         else:
             kind = "new_candidate" if before in ("", "ineligible") else "status_changed"
+            if kind == "new_candidate" and overlay[1] in NOT_NEW_CONTACT_STATUSES:
+                withheld += 1  # said no, or must not be called: never offered as new
+                continue
             # a status change is explained by the answers that changed, not by new records
             # behind an unchanged answer
             rows = [r for r in rows if r[1] != r[2]]
         counts[kind] += 1
         if not rows:
-            changes.append(Change(kind, pid, before, now))
+            changes.append(Change(kind, pid, before, now, *[""] * 5, *overlay))
             continue
         for cid, old_answer, new_answer, reason, digest, _ in rows:
             changes.append(
@@ -219,11 +240,21 @@ def diff_runs(history: History, old_id: int | None, new_id: int) -> Diff:
                     new_answer,
                     reason,
                     evidence_text(history.evidence_rows(digest)),
+                    *overlay,
                 )
             )
     for pid, status in sorted(removed):
         counts["no_longer_in_source"] += 1
-        changes.append(Change("no_longer_in_source", pid, status, ""))
+        d = decided.get(pid)
+        overlay = (d.decision or "", d.contact_status) if d else ("", "")
+        changes.append(Change("no_longer_in_source", pid, status, "", *[""] * 5, *overlay))
     rank = {k: i for i, k in enumerate(CHANGE_KINDS)}
     changes.sort(key=lambda c: rank[c.change])  # stable: patient, then criterion order kept
-    return Diff(old=old, new=new, changes=changes, counts=counts, new_patients=new_patients)
+    return Diff(
+        old=old,
+        new=new,
+        changes=changes,
+        counts=counts,
+        new_patients=new_patients,
+        withheld=withheld,
+    )

@@ -511,6 +511,7 @@ def _changes_section(result: ScreeningResult, candidates: Sequence[Candidate]) -
         if record.get("criteria_changed")
         else ""
     )
+    note += _decisions_note(record)
     return (
         f'<section id="changes"><h2>New since {since} <span class="sub">compared with run '
         f"{_e(record.get('previous_run_id'))} of the screening history "
@@ -521,6 +522,25 @@ def _changes_section(result: ScreeningResult, candidates: Sequence[Candidate]) -
         f"<th>New evidence</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
         "</section>"
     )
+
+
+def _decisions_note(record: dict[str, Any]) -> str:
+    """The chart-review overlay's counts: decided patients back for re-review, declined or
+    do-not-contact patients not listed as new (docs/history.md "Decisions")."""
+    parts = []
+    if record.get("re_review"):
+        parts.append(
+            f"{int(record['re_review'])} decided patients are back in the review queue: an "
+            "answer changed on new evidence (re-review)"
+        )
+    if record.get("withheld_declined"):
+        parts.append(
+            f"{int(record['withheld_declined'])} patients who declined or must not be contacted "
+            "would be new candidates: not listed"
+        )
+    if not parts:
+        return ""
+    return '<p class="hint decisions-note">' + _e("; ".join(parts)) + " (worklist.csv).</p>"
 
 
 def _funnel_section(attrition: pd.DataFrame, candidates: Sequence[Candidate]) -> str:

@@ -50,6 +50,7 @@ class OutputPaths:
     labs: Path
     unmapped: Path
     changes: Path
+    worklist: Path
 
     @classmethod
     def in_dir(cls, out_dir: Path) -> OutputPaths:
@@ -64,6 +65,7 @@ class OutputPaths:
             labs=out_dir / "lab_results.parquet",
             unmapped=out_dir / "unmapped.csv",
             changes=out_dir / "changes.csv",
+            worklist=out_dir / "worklist.csv",
         )
 
 
@@ -271,6 +273,7 @@ def write_outputs(
     labs: pd.DataFrame | None = None,
     unmapped: pd.DataFrame | None = None,
     changes: pd.DataFrame | None = None,
+    worklist: pd.DataFrame | None = None,
 ) -> OutputPaths:
     """Write every output file privately (0600; folders it creates 0700) and atomically.
 
@@ -281,7 +284,8 @@ def write_outputs(
     The tables also go to Parquet beside the CSVs (typed, fast to reopen in a notebook).
     ``unmapped.csv`` (codes no value set matched, with counts) is always written, with its
     header even when empty; ``changes.csv`` (what changed since the previous run in the
-    screening history) only when ``changes`` is given (the run was recorded in a history).
+    screening history) and ``worklist.csv`` (candidates with their chart-review decisions)
+    only when given (the run was recorded in a history).
     """
     paths = OutputPaths.in_dir(private_dir(Path(out_dir)))
     if unmapped is None:
@@ -293,10 +297,12 @@ def write_outputs(
         (unmapped, paths.unmapped),
     ):
         write_csv(frame, path)
-    if changes is not None:
-        write_csv(changes, paths.changes)
-    else:  # a run without history in a folder that had one: no stale changes.csv
-        paths.changes.unlink(missing_ok=True)
+    # a run without history in a folder that had one: no stale changes.csv / worklist.csv
+    for table, path in ((changes, paths.changes), (worklist, paths.worklist)):
+        if table is not None:
+            write_csv(table, path)
+        else:
+            path.unlink(missing_ok=True)
     parquet = {
         "patients.parquet": patients,
         "evidence.parquet": evidence,

@@ -4,6 +4,8 @@ change, validation, the worklist's queues and flags across runs."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,3 +269,37 @@ def _check_worklist(history: History) -> None:
     assert again is not None and (again.queue, again.flags) == ("decided", ())
     with pytest.raises(DecisionError, match="no run of it"):
         history.worklist("T-9")
+
+
+def test_sigkill_mid_import_loses_nothing_committed_and_corrupts_nothing(tmp_path: Path) -> None:
+    """A child process killed inside the import's transaction (after one save, mid-way
+    through the next): the history holds what was committed before, nothing of the import,
+    passes SQLite's integrity check, and the same import then goes through."""
+    from tests import zygote
+    from tests.cli_main import run_main
+
+    path = tmp_path / "h.sqlite"
+    with open_history(path) as history:
+        record(history, "2026-11-10", patients={f"p{i}": "review" for i in range(1, 5)})
+        history.save_decision("T-1", "p1", decision="eligible", who="ana", expected_version=0)
+        before = (history.decisions("T-1"), history.decision_log())
+    rows = [
+        "patient_id,decision,reason,contact_status,note,version",
+        "p1,eligible,,attempt_1,called once,1",
+        "p2,ineligible,class II nephritis,,,",
+        "p3,needs_information,,,biopsy?,",
+    ]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    argv = ["decisions", "import", "--history", str(path), "--trial", "T-1", "--who", "bo"]
+    argv.append(str(tmp_path / "d.csv"))
+    # p1's save logs 2 rows (contact status, note); die at p2's second row
+    env = {**os.environ, "KILLABLE_LOG_ROW": "4"}
+    killed = zygote.run(argv, env=env, hooks=["tests.history.killable:install"], timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with open_history(path, create=False) as history:
+        assert history.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert (history.decisions("T-1"), history.decision_log()) == before
+    done = run_main(argv)
+    assert done.returncode == 0 and "saved 3, 0 unchanged" in done.stdout, done.stderr
+    with open_history(path, create=False) as history:
+        assert [d.version for d in history.decisions("T-1")] == [2, 1, 1]

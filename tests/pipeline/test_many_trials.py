@@ -28,7 +28,14 @@ from tests.conftest import DEMO_AS_OF
 SHIPPED = default_criteria_path()
 AS_OF = DEMO_AS_OF.isoformat()
 # What a trial's folder holds; each must be byte-identical to the single-trial run's.
-SAME_FILES = ("patients.csv", "evidence.csv", "attrition.csv", "group.json", "changes.csv")
+SAME_FILES = (
+    "patients.csv",
+    "evidence.csv",
+    "attrition.csv",
+    "group.json",
+    "changes.csv",
+    "worklist.csv",
+)
 ALL_FILES = (*SAME_FILES, "unmapped.csv", "run.json", "report.html")
 # The variant drops the autoantibody and CNS criteria: the union read then keeps Observations
 # and Conditions the variant alone would not read, which must not change its answers.
