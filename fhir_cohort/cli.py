@@ -983,6 +983,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
             print(f"    reason: {c.reason}")
         if c.evidence:
             print(f"    evidence: {c.evidence}")
+        if c.decision or c.contact_status:
+            print(f"    decision: {c.decision or '-'}, contact: {c.contact_status or '-'}")
     return EXIT_OK
 
 

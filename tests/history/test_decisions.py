@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,6 +255,14 @@ def _check_worklist(history: History) -> None:
         "undecided-eligible",
         "declined",
     }
+    answers = history.patient_answers(second, "changed")
+    assert [(a.criterion_id, a.answer) for a in answers] == [
+        ("age", "met"),
+        ("sle", "not_met"),
+        ("pregnancy", "clear"),
+    ]
+    assert [e["resource_id"] for e in answers[1].evidence] == ["c-new"]
+    assert answers[1].reason == "sle reason" and history.patient_answers(second, "nobody") == []
     changed = work.entry("changed")
     assert changed is not None and changed.decision is not None
     assert changed.decision.decision == "eligible" and changed.version == 1  # kept, flagged
@@ -303,3 +312,32 @@ def test_sigkill_mid_import_loses_nothing_committed_and_corrupts_nothing(tmp_pat
     assert done.returncode == 0 and "saved 3, 0 unchanged" in done.stdout, done.stderr
     with open_history(path, create=False) as history:
         assert [d.version for d in history.decisions("T-1")] == [2, 1, 1]
+
+
+def test_a_version_2_history_with_decisions_is_migrated_and_usable(tmp_path: Path) -> None:
+    """Schema 2 had the decision tables (no API wrote them; a site's script might have): its
+    rows read back, their audit rows without a version, and the next save continues."""
+    path = tmp_path / "v2.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    old = History(path, conn)
+    assert old.migrate(target=2) == 2
+    record(old, "2026-11-10", patients={"p1": "review"})
+    conn.execute(
+        "INSERT INTO decisions VALUES ('T-1', 1, 'eligible', NULL, 'attempt_1', 'n', 'ana', "
+        "'2026-11-12T09:00:00+00:00', 1, 1)"
+    )
+    conn.execute(
+        "INSERT INTO decision_log (trial_id, patient_key, field, previous_value, value, "
+        "changed_by, changed_at, run_id) VALUES ('T-1', 1, 'decision', NULL, 'eligible', 'ana', "
+        "'2026-11-12T09:00:00+00:00', 1)"
+    )
+    conn.close()
+    with open_history(path) as history:
+        assert history.schema_version() == 3
+        saved = history.decision("T-1", "p1")
+        assert saved is not None and (saved.decision, saved.version) == ("eligible", 1)
+        assert [e.version for e in history.decision_log()] == [None]
+        history.save_decision("T-1", "p1", decision="ineligible", reason="r", who="bo",
+                              expected_version=1)  # fmt: skip
+        assert [e.version for e in history.decision_log()] == [None, 2, 2]
