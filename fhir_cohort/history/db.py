@@ -35,6 +35,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "History",
+    "RecordedAnswer",
     "RunInfo",
     "default_history_path",
     "evidence_sets",
@@ -299,6 +300,16 @@ def _data_cut(run: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
+@dataclass(frozen=True)
+class RecordedAnswer:
+    """One patient's answer to one criterion in a run, as recorded."""
+
+    criterion_id: str
+    answer: str
+    reason: str
+    evidence: tuple[dict[str, str], ...]  # EVIDENCE_STORED fields per record, in order
+
+
 class History(DecisionStore):
     """An open history database. Use :func:`open_history`; close it (or use ``with``).
 
@@ -511,6 +522,25 @@ class History(DecisionStore):
         if row is None:
             return []
         return [dict(zip(EVIDENCE_STORED, r, strict=False)) for r in json.loads(row[0])]
+
+    def patient_answers(self, run_id: int, patient_id: str) -> list[RecordedAnswer]:
+        """One patient's answers in run ``run_id``, in the run's criteria order, each with its
+        reason and evidence records (the worklist's patient page). Empty: not in the run."""
+        order = {c: i for i, c in enumerate(self.run(run_id).criterion_ids)}
+        rows = self.conn.execute(
+            "SELECT a.criterion_id, a.answer, r.text, a.evidence_sha256 FROM run_answers a "
+            "JOIN patients p ON p.patient_key = a.patient_key "
+            "LEFT JOIN reasons r ON r.reason_id = a.reason_id "
+            "WHERE a.run_id = ? AND p.patient_id = ?",
+            (run_id, patient_id),
+        ).fetchall()
+        answers = [
+            RecordedAnswer(cid, answer, reason or "", tuple(self.evidence_rows(digest)))
+            for cid, answer, reason, digest in rows
+        ]
+        return sorted(
+            answers, key=lambda a: (order.get(a.criterion_id, len(order)), a.criterion_id)
+        )
 
 
 def _now() -> str:

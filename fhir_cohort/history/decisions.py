@@ -43,7 +43,6 @@ __all__ = [
     "NOT_NEW_CONTACT_STATUSES",
     "QUEUES",
     "WORKLIST_COLUMNS",
-    "CriterionAnswer",
     "Decision",
     "DecisionLogEntry",
     "DecisionStore",
@@ -139,18 +138,6 @@ class DecisionLogEntry:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass(frozen=True)
-class CriterionAnswer:
-    """One criterion's answer for one patient in one run, with the records behind it."""
-
-    criterion_id: str
-    answer: str
-    reason: str
-    # the stored evidence rows: resource_type, resource_id, system, code, display, date,
-    # value, note (db.EVIDENCE_STORED), in evidence.csv's order
-    evidence: tuple[dict[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -531,27 +518,6 @@ class DecisionStore:
             )
         )
         return Worklist(run=run, previous_run_id=previous, entries=entries)
-
-    def patient_answers(self, run_id: int, patient_id: str) -> list[CriterionAnswer]:
-        """``patient_id``'s answers in run ``run_id`` with their evidence, in the run's
-        criteria order (empty: the patient is not in that run). Raises HistoryError for an
-        unknown run."""
-        run = self.run(run_id)
-        order = {c: i for i, c in enumerate(run.criterion_ids)}
-        rows = self.conn.execute(
-            "SELECT a.criterion_id, a.answer, r.text, a.evidence_sha256 FROM run_answers a "
-            "JOIN patients p ON p.patient_key = a.patient_key "
-            "LEFT JOIN reasons r ON r.reason_id = a.reason_id "
-            "WHERE a.run_id = ? AND p.patient_id = ?",
-            (run_id, patient_id),
-        ).fetchall()
-        answers = [
-            CriterionAnswer(cid, answer, reason or "", tuple(self.evidence_rows(digest)))
-            for cid, answer, reason, digest in rows
-        ]
-        return sorted(
-            answers, key=lambda a: (order.get(a.criterion_id, len(order)), a.criterion_id)
-        )
 
     def _reasons(
         self, run_id: int, criterion_ids: Sequence[str], wanted: Iterable[str]
