@@ -619,41 +619,6 @@ def _add_requirements(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _add_history_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "history",
-        help="list the runs recorded in the screening history",
-        description="List the screening runs recorded in the history: run id, trial, as-of "
-        "date, data cut, counts, criteria hash, tool version and output folder.",
-    )
-    p.add_argument(
-        "--history",
-        metavar="FILE",
-        type=Path,
-        default=Path(HISTORY_NAME),
-        help=f"the history file (default: ./{HISTORY_NAME}, beside the default --out)",
-    )
-    p.add_argument("--trial", metavar="ID", help="only this trial's runs")
-    p.add_argument("--json", action="store_true", help="print the runs as JSON")
-    d = sub.add_parser(
-        "diff",
-        help="what changed between two runs of the screening history",
-        description="What changed from run OLD to run NEW (ids from `fhir-cohort history`): "
-        "new candidates, status changes with the criterion that changed and its new evidence, "
-        "candidates with changed answers or evidence, patients no longer in the source. The "
-        "columns of changes.csv; patient ids are printed, so treat the output as patient data.",
-    )
-    d.add_argument("old", type=_positive_int, metavar="OLD", help="the earlier run id")
-    d.add_argument("new", type=_positive_int, metavar="NEW", help="the later run id")
-    d.add_argument(
-        "--history",
-        metavar="FILE",
-        type=Path,
-        default=Path(HISTORY_NAME),
-        help=f"the history file (default: ./{HISTORY_NAME})",
-    )
-
-
 def _add_decisions_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "decisions",
@@ -693,6 +658,41 @@ def _add_decisions_command(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--dry-run", action="store_true", help="check the file, save nothing")
 
 
+def _add_history_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "history",
+        help="list the runs recorded in the screening history",
+        description="List the screening runs recorded in the history: run id, trial, as-of "
+        "date, data cut, counts, criteria hash, tool version and output folder.",
+    )
+    p.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=Path(HISTORY_NAME),
+        help=f"the history file (default: ./{HISTORY_NAME}, beside the default --out)",
+    )
+    p.add_argument("--trial", metavar="ID", help="only this trial's runs")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+    d = sub.add_parser(
+        "diff",
+        help="what changed between two runs of the screening history",
+        description="What changed from run OLD to run NEW (ids from `fhir-cohort history`): "
+        "new candidates, status changes with the criterion that changed and its new evidence, "
+        "candidates with changed answers or evidence, patients no longer in the source. The "
+        "columns of changes.csv; patient ids are printed, so treat the output as patient data.",
+    )
+    d.add_argument("old", type=_positive_int, metavar="OLD", help="the earlier run id")
+    d.add_argument("new", type=_positive_int, metavar="NEW", help="the later run id")
+    d.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=Path(HISTORY_NAME),
+        help=f"the history file (default: ./{HISTORY_NAME})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fhir-cohort",
@@ -717,8 +717,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_valuesets(sub)
     _add_requirements(sub)
-    _add_history_commands(sub)
     _add_decisions_command(sub)
+    _add_history_commands(sub)
     return parser
 
 
@@ -911,6 +911,27 @@ def _cmd_requirements(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_decisions(args: argparse.Namespace) -> int:
+    import getpass
+
+    from fhir_cohort.history.db import open_history
+    from fhir_cohort.history.transfer import export_decisions, import_decisions
+
+    with open_history(args.history, create=False) as history:
+        if args.action == "export":
+            n = export_decisions(history, args.trial, args.out)
+            print(f"exported {n} decisions of {args.trial} to {args.out}")
+            return EXIT_OK
+        try:
+            who = args.who or getpass.getuser()
+        except (OSError, KeyError):
+            raise OptionError("--who: no login name to record; name who imports") from None
+        done = import_decisions(history, args.trial, args.file, who=who, dry_run=args.dry_run)
+    verb = "would save" if done.dry_run else "saved"
+    print(f"{args.file}: {done.rows} rows checked; {verb} {done.saved}, {done.unchanged} unchanged")
+    return EXIT_OK
+
+
 def _cmd_history(args: argparse.Namespace) -> int:
     import json
 
@@ -988,35 +1009,14 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_decisions(args: argparse.Namespace) -> int:
-    import getpass
-
-    from fhir_cohort.history.db import open_history
-    from fhir_cohort.history.transfer import export_decisions, import_decisions
-
-    with open_history(args.history, create=False) as history:
-        if args.action == "export":
-            n = export_decisions(history, args.trial, args.out)
-            print(f"exported {n} decisions of {args.trial} to {args.out}")
-            return EXIT_OK
-        try:
-            who = args.who or getpass.getuser()
-        except (OSError, KeyError):
-            raise OptionError("--who: no login name to record; name who imports") from None
-        done = import_decisions(history, args.trial, args.file, who=who, dry_run=args.dry_run)
-    verb = "would save" if done.dry_run else "saved"
-    print(f"{args.file}: {done.rows} rows checked; {verb} {done.saved}, {done.unchanged} unchanged")
-    return EXIT_OK
-
-
 _COMMANDS = {
     "screen": _cmd_screen,
     "export": _cmd_export,
     "valuesets": _cmd_valuesets,
     "requirements": _cmd_requirements,
     "history": _cmd_history,
-    "diff": _cmd_diff,
     "decisions": _cmd_decisions,
+    "diff": _cmd_diff,
 }
 
 
