@@ -341,3 +341,49 @@ def test_a_version_2_history_with_decisions_is_migrated_and_usable(tmp_path: Pat
         history.save_decision("T-1", "p1", decision="ineligible", reason="r", who="bo",
                               expected_version=1)  # fmt: skip
         assert [e.version for e in history.decision_log()] == [None, 2, 2]
+
+
+def test_concurrent_saves_from_two_connections_never_lose_an_update(tmp_path: Path) -> None:
+    """Two threads, each with its own connection, read the version and save on it, over and
+    over: every save either lands on the version it read or is a conflict; the log holds
+    exactly the saves that landed, one version after the other."""
+    import threading
+
+    path = tmp_path / "h.sqlite"
+    with open_history(path) as setup:
+        record(setup, "2026-11-10", patients={"p1": "review"})
+    landed: dict[str, list[int]] = {"ana": [], "bo": []}
+    conflicts: dict[str, int] = {"ana": 0, "bo": 0}
+    start = threading.Barrier(2)
+
+    def coordinator(name: str) -> None:
+        with open_history(path, create=False) as mine:
+            start.wait()
+            for i in range(25):
+                seen = mine.decision("T-1", "p1")
+                try:
+                    saved = mine.save_decision(
+                        "T-1", "p1", note=f"{name} {i}", who=name,
+                        expected_version=seen.version if seen else 0,
+                    )  # fmt: skip
+                except DecisionConflict:
+                    conflicts[name] += 1
+                else:
+                    landed[name].append(saved.version)
+
+    threads = [threading.Thread(target=coordinator, args=(n,)) for n in landed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    versions = sorted(landed["ana"] + landed["bo"])
+    assert versions == list(range(1, len(versions) + 1))  # no version written twice
+    assert len(versions) + sum(conflicts.values()) == 50
+    with open_history(path, create=False) as history:
+        final = history.decision("T-1", "p1")
+        assert final is not None and final.version == len(versions)
+        log = history.decision_log("T-1", "p1")
+        notes = [e for e in log if e.field == "note"]
+        assert [e.version for e in notes] == versions
+        # each save's previous value is the note the save before it wrote: none lost
+        assert [e.previous_value for e in notes[1:]] == [e.value for e in notes[:-1]]
