@@ -260,6 +260,13 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         "references) back to the --source server; re-runs update the same Group",
     )
     p.add_argument(
+        "--publish-subjects",
+        action="store_true",
+        help="write the trial as a ResearchStudy and each candidate as a ResearchSubject with "
+        "its recruitment status to the --source server (in transaction Bundles); re-runs "
+        "update them in place, patients no longer candidates included",
+    )
+    p.add_argument(
         "--unmapped-text",
         action="store_true",
         help="list medications known only by free text in unmapped.csv by their text (off by "
@@ -774,6 +781,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             server=server,
             show_identifiers=args.show_identifiers,
             publish_group=args.publish_group,
+            publish_subjects=args.publish_subjects,
             unmapped_text=args.unmapped_text,
             allow_empty=args.allow_empty,
             base_url=args.base_url,
@@ -798,6 +806,16 @@ def _cmd_screen(args: argparse.Namespace) -> int:
                 print(
                     f"Group/{published['id']} {published['action']} on the server "
                     f"({published['members']} members{which})"
+                )
+            research = one.get("published_research")
+            if research:
+                which = f", {one['trial']['id']}" if several else ""
+                study, subjects = research["study"], research["subjects"]
+                print(
+                    f"ResearchStudy/{study['id']} {study['action']} on the server; "
+                    f"ResearchSubjects: {subjects['created']} created, {subjects['updated']} "
+                    f"updated, {subjects['unchanged']} unchanged, {subjects['kept_site_status']} "
+                    f"kept at the site's status ({research['requests']} requests{which})"
                 )
     return EXIT_OK
 

@@ -245,6 +245,7 @@ class _Options:
     server: ServerOptions | None
     show_identifiers: bool
     publish_group: bool
+    publish_subjects: bool
     unmapped_text: bool
     allow_empty: bool
     base_url: str | None
@@ -273,6 +274,8 @@ def _read_once(opts: _Options, trials: Sequence[Trial], terminology: Terminology
     client = None
     if opts.publish_group and not is_url(opts.source):
         raise SourceError("publishing the candidate Group needs a FHIR server --source")
+    if opts.publish_subjects and not is_url(opts.source):
+        raise SourceError("publishing ResearchSubjects needs a FHIR server --source")
     if is_url(opts.source):
         options = opts.server or ServerOptions()
         if opts.out_dir is not None:
@@ -366,6 +369,7 @@ def screen(
     server: ServerOptions | None = None,
     show_identifiers: bool = False,
     publish_group: bool = False,
+    publish_subjects: bool = False,
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
@@ -388,6 +392,7 @@ def screen(
     server: ServerOptions | None = None,
     show_identifiers: bool = False,
     publish_group: bool = False,
+    publish_subjects: bool = False,
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
@@ -409,6 +414,7 @@ def screen(
     server: ServerOptions | None = None,
     show_identifiers: bool = False,
     publish_group: bool = False,
+    publish_subjects: bool = False,
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
@@ -426,7 +432,10 @@ def screen(
     date S (default: today). With ``out_dir`` the outputs (CSV files, group.json, run.json and
     report.html) are written there, owner-only; ``show_identifiers`` puts patient identifiers
     in the report (default: pseudonymous row numbers and FHIR ids). ``publish_group`` writes
-    the candidate Group back to the source server (created, or updated in place on re-runs).
+    the candidate Group back to the source server (created, or updated in place on re-runs);
+    ``publish_subjects`` writes the trial as a ResearchStudy and each candidate as a
+    ResearchSubject with its recruitment status, updated in place on re-runs, patients who are
+    no longer candidates included (docs/publishing.md).
     The codes of records that matched no value set are counted into ``result.unmapped``
     (``unmapped.csv``); ``unmapped_text`` also lists free-text-only medications by their text.
     A disk source in which no Patient is found (an empty file or Bundle, a folder of non-FHIR
@@ -454,6 +463,7 @@ def screen(
         server=server,
         show_identifiers=show_identifiers,
         publish_group=publish_group,
+        publish_subjects=publish_subjects,
         unmapped_text=unmapped_text,
         allow_empty=allow_empty,
         base_url=base_url,
@@ -511,6 +521,7 @@ def screen_many(
     server: ServerOptions | None = None,
     show_identifiers: bool = False,
     publish_group: bool = False,
+    publish_subjects: bool = False,
     unmapped_text: bool = False,
     allow_empty: bool = False,
     base_url: str | None = None,
@@ -543,6 +554,7 @@ def screen_many(
         server=server,
         show_identifiers=show_identifiers,
         publish_group=publish_group,
+        publish_subjects=publish_subjects,
         unmapped_text=unmapped_text,
         allow_empty=allow_empty,
         base_url=base_url,
@@ -660,6 +672,8 @@ def _screen_trial(
         }
     if opts.publish_group and shared.client is not None:
         run["published_group"] = remote.publish_group(shared.client, group)
+    if opts.publish_subjects and shared.client is not None:
+        run["published_research"] = _publish_research(opts, trial, patients, run, history, shared)
     eras, labs = detail_tables(trial, tables, terminology, opts.as_of, prepared)
     del prepared
     if not one_pass or trial.id == one_pass[-1]:
@@ -686,6 +700,33 @@ def _screen_trial(
         if out_dir is not None:
             _write(result, run, out_dir, opts.t0, opts.show_identifiers)
     return result
+
+
+def _publish_research(
+    opts: _Options,
+    trial: Trial,
+    patients: pd.DataFrame,
+    run: dict[str, Any],
+    history: Any,
+    shared: _Pass,
+) -> dict[str, Any]:
+    """The ResearchStudy and ResearchSubjects on the source server (fhir_cohort/research.py),
+    with the coordinators' decisions where the history has them."""
+    from fhir_cohort.research import publish_research, recruitment_decisions
+
+    group = run.get("published_group") or {}
+    return publish_research(
+        shared.client,
+        trial_id=trial.id,
+        title=trial.title,
+        trial_version=trial.version,
+        as_of=opts.as_of,
+        statuses=dict(zip(patients["patient_id"], patients["status"], strict=True)),
+        group_id=group.get("id"),
+        recruitment=recruitment_decisions(history, trial.id) if history is not None else {},
+        # the funnel fetched only patients with an entry code: the others are ineligible
+        unscreened_ineligible=shared.loaded is not None and shared.loaded.strategy == "funnel",
+    )
 
 
 def _record(

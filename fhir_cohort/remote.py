@@ -35,7 +35,6 @@ from fhir_cohort.errors import (
     CriteriaError,
     FhirHttpError,
     OptionError,
-    SourceError,
 )
 from fhir_cohort.fhir.auth import AuthOptions, auth_from_env
 from fhir_cohort.fhir.bulk import (
@@ -704,31 +703,7 @@ def snapshot_used(loaded: Loaded) -> None:
 def publish_group(client: FhirClient, group: Mapping[str, Any]) -> dict[str, Any]:
     """Write the candidate Group to the server: PUT over the Group with the same identifier
     (so re-runs update it), or POST a new one. Returns its id and what was done."""
-    ident = group["identifier"][0]
-    found = client.get_json(
-        "Group", [("identifier", f"{ident['system']}|{ident['value']}"), ("_elements", "id")]
-    )
-    ids = [
-        e["resource"]["id"]
-        for e in found.get("entry") or []
-        if (e.get("resource") or {}).get("resourceType") == "Group"
-    ]
-    if len(ids) > 1:
-        raise SourceError(
-            f"{len(ids)} Groups on the server carry identifier {ident['value']!r}; "
-            "refusing to guess which to update"
-        )
-    headers = {"Content-Type": "application/fhir+json"}
-    if ids:
-        body = {**group, "id": ids[0]}
-        resp = client.request("PUT", f"Group/{ids[0]}", json_body=body, headers=headers)
-        action = "updated"
-    else:
-        resp = client.request("POST", "Group", json_body=dict(group), headers=headers)
-        action = "created"
-    saved = client.decode(resp, resource_type="Group") if resp.content else {}
-    gid = saved.get("id") or (ids[0] if ids else None)
-    if gid is None:  # some servers answer 201 with only a Location header
-        gid = (resp.headers.get("Location") or "").rstrip("/").split("/_history")[0]
-        gid = gid.rsplit("/", 1)[-1] or None
+    from fhir_cohort.research import upsert_by_identifier
+
+    gid, action = upsert_by_identifier(client, group)
     return {"id": gid, "action": action, "members": len(group.get("member") or [])}

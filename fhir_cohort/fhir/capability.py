@@ -30,15 +30,24 @@ class Capability:
     includes: Mapping[str, frozenset[str]]  # resource type -> searchInclude values
     export: frozenset[str]  # "system", "patient", "group": where $export is advertised
     software: str | None = None
+    # rest.interaction codes ("transaction", "batch", ...) and the types that advertise
+    # conditionalCreate: how writes can be sent (fhir_cohort/research.py).
+    system_interactions: frozenset[str] = frozenset()
+    conditional_create: frozenset[str] = frozenset()
 
     @classmethod
     def from_statement(cls, statement: Mapping[str, Any]) -> Capability:
         params: dict[str, frozenset[str]] = {}
         includes: dict[str, frozenset[str]] = {}
         export: set[str] = set()
+        interactions: set[str] = set()
+        conditional: set[str] = set()
         for rest in statement.get("rest") or []:
             if rest.get("mode", "server") != "server":
                 continue
+            interactions.update(
+                str(i.get("code")) for i in rest.get("interaction") or [] if isinstance(i, dict)
+            )
             if any(_is_export(op) for op in rest.get("operation") or []):
                 export.add("system")
             for res in rest.get("resource") or []:
@@ -49,6 +58,8 @@ class Capability:
                 params[rtype] = params.get(rtype, frozenset()) | frozenset(names)
                 incs = {str(i) for i in res.get("searchInclude") or []}
                 includes[rtype] = includes.get(rtype, frozenset()) | frozenset(incs)
+                if res.get("conditionalCreate") is True:
+                    conditional.add(rtype)
                 if any(_is_export(op) for op in res.get("operation") or []):
                     if rtype == "Patient":
                         export.add("patient")
@@ -61,6 +72,8 @@ class Capability:
             includes=includes,
             export=frozenset(export),
             software=software,
+            system_interactions=frozenset(interactions),
+            conditional_create=frozenset(conditional),
         )
 
     @property
