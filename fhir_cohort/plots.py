@@ -22,8 +22,13 @@ __all__ = [
     "ANSWER_COLORS",
     "answers_heatmap",
     "attrition_funnel",
+    "candidate_timeline",
+    "decision_delays",
     "era_swimlane",
+    "first_seen",
+    "new_candidates_per_week",
     "review_queue",
+    "time_to_decision",
 ]
 
 # One colour per answer: passing answers green, failing red, open (needs a human) amber.
@@ -285,3 +290,139 @@ def review_queue(patients: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.Dat
     return pd.DataFrame.from_records(
         rows, columns=["patient_id", "criterion_id", "answer", "reason"]
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Recruitment over time (notebooks/04_recruitment_over_time.ipynb): read from the screening
+# history (fhir_cohort/history), so a site can plot its own weekly runs.
+
+_CANDIDATE = ("eligible", "review")
+DECIDED_COLOR = "#2e7d32"
+WAITING_COLOR = "#f9a825"
+
+
+def _runs_with_statuses(history: Any, trial_id: str) -> list[tuple[Any, dict[str, str]]]:
+    return [(run, history.statuses(run.run_id)) for run in history.runs(trial_id)]
+
+
+def candidate_timeline(history: Any, trial_id: str) -> pd.DataFrame:
+    """One row per run of ``trial_id`` in ``history``, oldest first: ``run_id, as_of`` (a
+    date), ``eligible, review, candidates``, ``new_candidates`` (a candidate for the first time
+    in this history: every candidate of the first run) and ``left`` (candidates of the run
+    before who are not candidates now: ineligible, or no longer in the source).
+
+    >>> RUNS = [{"a": "eligible", "b": "ineligible"}, {"a": "review", "b": "eligible"}]
+    >>> class H:  # the two History methods read
+    ...     def runs(self, trial_id):
+    ...         return [type("R", (), {"run_id": i, "as_of": d})()
+    ...                 for i, d in ((1, "2026-11-17"), (2, "2026-11-24"))]
+    ...     def statuses(self, run_id):
+    ...         return RUNS[run_id - 1]
+    >>> candidate_timeline(H(), "T")[["candidates", "new_candidates", "left"]].values.tolist()
+    [[1, 1, 0], [2, 1, 0]]
+    """
+    rows = []
+    seen: set[str] = set()
+    before: set[str] = set()
+    for run, statuses in _runs_with_statuses(history, trial_id):
+        now = {p for p, s in statuses.items() if s in _CANDIDATE}
+        values = list(statuses.values())
+        rows.append(
+            {
+                "run_id": run.run_id,
+                "as_of": _as_date(run.as_of),
+                "eligible": values.count("eligible"),
+                "review": values.count("review"),
+                "candidates": len(now),
+                "new_candidates": len(now - seen),
+                "left": len(before - now),
+            }
+        )
+        seen |= now
+        before = now
+    columns = ["run_id", "as_of", "eligible", "review", "candidates", "new_candidates", "left"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def first_seen(history: Any, trial_id: str) -> pd.DataFrame:
+    """Every patient who was ever a candidate of ``trial_id``: ``patient_id, first_seen``
+    (the as-of date of the first run that made them one) and ``status`` in the latest run
+    (``not in source`` when the latest run did not screen them)."""
+    first: dict[str, dt.date] = {}
+    latest: dict[str, str] = {}
+    for run, statuses in _runs_with_statuses(history, trial_id):
+        for pid, status in statuses.items():
+            if status in _CANDIDATE:
+                first.setdefault(pid, _as_date(run.as_of))
+        latest = statuses
+    rows = [(p, d, latest.get(p, "not in source")) for p, d in sorted(first.items())]
+    return pd.DataFrame(rows, columns=["patient_id", "first_seen", "status"])
+
+
+def new_candidates_per_week(timeline: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Bars: new candidates per run (the table of :func:`candidate_timeline`), the count on
+    each bar; a line: all candidates of that run. One bar per as-of date, in date order."""
+    ax = _axes(ax, (7, 3.5))
+    table = timeline.sort_values("as_of")
+    labels = [d.isoformat() for d in table["as_of"]]
+    xs = list(range(len(table)))
+    bars = ax.bar(xs, table["new_candidates"], color="#1565c0", label="new candidates")
+    ax.bar_label(bars, padding=2)
+    ax.plot(xs, table["candidates"], color="#6a1b9a", marker="o", label="all candidates")
+    ax.set_xticks(xs, labels)
+    ax.set_xlabel("screening as of")
+    ax.set_ylabel("patients")
+    ax.set_title("New candidates per weekly screening")
+    ax.legend(loc="upper left", frameon=False)
+    return ax
+
+
+def decision_delays(
+    first: pd.DataFrame, decisions: pd.DataFrame | None, as_of: dt.date
+) -> pd.DataFrame:
+    """Per patient ever a candidate (:func:`first_seen`): ``patient_id, first_seen,
+    decided_at`` (None: undecided), ``decided`` and ``days``: from first seen to the decision,
+    or to ``as_of`` while undecided (a decision recorded before the run that first listed the
+    patient counts 0 days). ``decisions``: ``patient_id, decided_at`` (date or ISO text).
+
+    >>> first = pd.DataFrame({"patient_id": ["a", "b"], "status": ["eligible"] * 2,
+    ...     "first_seen": [dt.date(2026, 11, 3), dt.date(2026, 11, 10)]})
+    >>> made = pd.DataFrame({"patient_id": ["a"], "decided_at": ["2026-11-13T09:30:00+00:00"]})
+    >>> decision_delays(first, made, dt.date(2026, 11, 24))[["decided", "days"]].values.tolist()
+    [[True, 10], [False, 14]]
+    """
+    when: dict[str, dt.date] = {}
+    if decisions is not None:
+        made = decisions.dropna(subset=["decided_at"])
+        for pid, at in zip(made["patient_id"], made["decided_at"], strict=True):
+            when[str(pid)] = _as_date(at)
+    rows = []
+    for pid, seen in zip(first["patient_id"], first["first_seen"], strict=True):
+        decided = when.get(pid)
+        end = decided or as_of
+        rows.append((pid, seen, decided, decided is not None, max(0, (end - seen).days)))
+    columns = ["patient_id", "first_seen", "decided_at", "decided", "days"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def time_to_decision(delays: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Patients per week since first seen as a candidate (:func:`decision_delays`), stacked:
+    decided (weeks to the decision) and still waiting (weeks so far). With no decision in the
+    table the title says so: the plot then shows only how long candidates have waited."""
+    ax = _axes(ax, (7, 3.5))
+    weeks = delays["days"] // 7 if len(delays) else pd.Series(dtype="int64")
+    n = int(weeks.max()) + 1 if len(weeks) else 1
+    xs = list(range(n))
+    decided = [int(((weeks == w) & delays["decided"]).sum()) for w in xs]
+    waiting = [int(((weeks == w) & ~delays["decided"].astype(bool)).sum()) for w in xs]
+    ax.bar(xs, decided, color=DECIDED_COLOR, label="decided")
+    ax.bar(xs, waiting, bottom=decided, color=WAITING_COLOR, label="no decision yet")
+    ax.set_xticks(xs, [f"{w}" for w in xs])
+    ax.set_xlabel("weeks since first seen as a candidate")
+    ax.set_ylabel("patients")
+    title = "Time from candidate to decision"
+    if not len(delays) or not delays["decided"].any():
+        title += " (no decisions recorded: weeks waiting so far)"
+    ax.set_title(title)
+    ax.legend(loc="upper right", frameon=False)
+    return ax

@@ -239,3 +239,97 @@ def test_review_queue_falls_back_to_the_answer_without_a_reason() -> None:
     assert plots.review_queue(table, ["x", "y"]).to_dict("records") == [
         {"patient_id": "a", "criterion_id": "x", "answer": "unknown", "reason": "unknown"}
     ]
+
+
+# --------------------------------------------------------------------------- recruitment over time
+
+# Four weekly runs of one trial: who is a candidate when (absent: not in the source).
+WEEKS = {
+    "2026-11-03": {"a": "eligible", "b": "review", "c": "ineligible", "d": "ineligible"},
+    "2026-11-10": {"a": "eligible", "b": "ineligible", "c": "review", "d": "ineligible"},
+    "2026-11-17": {"a": "review", "b": "eligible", "c": "review"},
+    "2026-11-24": {"a": "eligible", "c": "ineligible", "d": "eligible", "e": "review"},
+}
+
+
+@pytest.fixture
+def weekly(tmp_path):  # type: ignore[no-untyped-def]
+    from fhir_cohort.history import open_history
+    from tests.history.conftest import record
+
+    with open_history(tmp_path / "h.sqlite") as history:
+        for as_of, patients in WEEKS.items():
+            record(history, as_of, patients=patients)
+        record(history, "2026-11-24", trial_id="OTHER", patients={"z": "eligible"})
+        yield history
+
+
+def test_timeline_counts_every_run_against_all_earlier_ones(weekly) -> None:  # type: ignore[no-untyped-def]
+    table = plots.candidate_timeline(weekly, "T-1")
+    assert list(table["as_of"]) == [dt.date.fromisoformat(d) for d in WEEKS]
+    # recomputed from WEEKS by set arithmetic, run by run
+    seen: set[str] = set()
+    before: set[str] = set()
+    for row, statuses in zip(table.to_dict("records"), WEEKS.values(), strict=True):
+        now = {p for p, s in statuses.items() if s != "ineligible"}
+        assert row["candidates"] == len(now) == row["eligible"] + row["review"]
+        assert row["new_candidates"] == len(now - seen)  # b is back, not new
+        assert row["left"] == len(before - now)
+        seen, before = seen | now, now
+    assert list(table["new_candidates"]) == [2, 1, 0, 2]
+    assert plots.candidate_timeline(weekly, "OTHER")["candidates"].tolist() == [1]
+
+
+def test_first_seen_is_the_first_run_as_candidate_and_the_latest_status(weekly) -> None:  # type: ignore[no-untyped-def]
+    first = plots.first_seen(weekly, "T-1").set_index("patient_id")
+    assert first["first_seen"].map(dt.date.isoformat).to_dict() == {
+        "a": "2026-11-03",
+        "b": "2026-11-03",
+        "c": "2026-11-10",
+        "d": "2026-11-24",
+        "e": "2026-11-24",
+    }
+    assert first["status"].to_dict() == {
+        "a": "eligible",
+        "b": "not in source",
+        "c": "ineligible",
+        "d": "eligible",
+        "e": "review",
+    }
+
+
+def test_new_candidates_per_week_draws_a_bar_per_run(weekly) -> None:  # type: ignore[no-untyped-def]
+    table = plots.candidate_timeline(weekly, "T-1")
+    ax = plots.new_candidates_per_week(table.iloc[::-1])  # drawn in date order whatever given
+    assert [b.get_height() for b in _bars(ax)] == [2, 1, 0, 2]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(WEEKS)
+    (line,) = ax.get_lines()
+    assert list(line.get_ydata()) == list(table["candidates"])
+
+
+def test_time_to_decision_stacks_decided_and_waiting_by_week(weekly) -> None:  # type: ignore[no-untyped-def]
+    first = plots.first_seen(weekly, "T-1")
+    decisions = pd.DataFrame(
+        {
+            "patient_id": ["a", "c", "x"],
+            "decided_at": ["2026-11-20T10:00:00+00:00", None, "2026-11-01"],
+        }
+    )
+    delays = plots.decision_delays(first, decisions, dt.date(2026, 11, 24))
+    got = delays.set_index("patient_id")[["decided", "days"]].to_dict("index")
+    assert got == {
+        "a": {"decided": True, "days": 17},
+        "b": {"decided": False, "days": 21},
+        "c": {"decided": False, "days": 14},
+        "d": {"decided": False, "days": 0},
+        "e": {"decided": False, "days": 0},
+    }
+    ax = plots.time_to_decision(delays)
+    heights = [b.get_height() for b in _bars(ax)]
+    n = len(heights) // 2
+    assert heights[:n] == [0, 0, 1, 0] and heights[n:] == [2, 0, 1, 1]  # decided, waiting
+    assert "no decisions" not in ax.get_title()
+    undecided = plots.decision_delays(first, None, dt.date(2026, 11, 24))
+    assert not undecided["decided"].any()
+    assert "no decisions recorded" in plots.time_to_decision(undecided).get_title()
+    assert "no decisions recorded" in plots.time_to_decision(undecided.iloc[:0]).get_title()

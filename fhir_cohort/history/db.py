@@ -512,6 +512,17 @@ class History(DecisionStore):
             raise HistoryError(f"{self.path}: no run {run_id} (fhir-cohort history lists them)")
         return RunInfo.from_row(row)
 
+    def statuses(self, run_id: int) -> dict[str, str]:
+        """Each patient's status in run ``run_id`` (patient id -> eligible | review |
+        ineligible): what the recruitment-over-time plots read (fhir_cohort/plots.py)."""
+        self.run(run_id)  # an unknown run is an error, not an empty run
+        rows = self.conn.execute(
+            "SELECT p.patient_id, rp.status FROM run_patients rp "
+            "JOIN patients p ON p.patient_key = rp.patient_key WHERE rp.run_id = ?",
+            (run_id,),
+        )
+        return dict(rows.fetchall())
+
     def evidence_rows(self, digest: bytes | None) -> list[dict[str, str]]:
         """The stored evidence records of one hash (field -> text), in their order."""
         if digest is None:

@@ -209,3 +209,13 @@ def test_the_default_history_of_dot_is_in_the_parent(
     monkeypatch.chdir(tmp_path / "week")
     assert default_history_path(".") == tmp_path.resolve() / HISTORY_NAME
     assert default_history_path("..") == tmp_path.resolve().parent / HISTORY_NAME
+
+
+def test_statuses_are_each_patients_status_in_one_run(tmp_path: Path) -> None:
+    with open_history(tmp_path / "h.sqlite") as history:
+        first = record(history, "2026-11-10", patients={"p1": "eligible", "p2": "review"})
+        second = record(history, "2026-11-17", patients={"p2": "ineligible", "p3": "eligible"})
+        assert history.statuses(first) == {"p1": "eligible", "p2": "review"}
+        assert history.statuses(second) == {"p2": "ineligible", "p3": "eligible"}
+        with pytest.raises(HistoryError, match="no run 99"):
+            history.statuses(99)
