@@ -7,6 +7,7 @@ only through the environment, as a user would.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from nbformat import NotebookNode
 
 from fhir_cohort import load_results, screen
+from fhir_cohort.pipeline import DEMO_DATA
 from fhir_cohort.synth import generate
 from tests.notebooks.nbrun import run_notebook, stripped, write_kernelspec
 
@@ -67,11 +69,12 @@ def demo_patient_ids() -> list[str]:
 # --------------------------------------------------------------------------- stripped in git
 
 
-def test_there_are_three_notebooks() -> None:
+def test_there_are_four_notebooks() -> None:
     assert [p.name for p in ALL] == [
         "01_quickstart.ipynb",
         "02_explore_candidates.ipynb",
         "03_from_a_fhir_server.ipynb",
+        "04_recruitment_over_time.ipynb",
     ]
 
 
@@ -138,6 +141,40 @@ def test_explore_candidates_runs_and_draws_every_plot(kernels: Path, tmp_path: P
     # Aggregates only: no patient id in the demographics output.
     ids = demo_patient_ids()
     assert not [pid for pid in ids if pid in demo]
+
+
+@pytest.mark.slow
+def test_recruitment_notebook_records_weekly_runs_and_draws_both_plots(
+    kernels: Path, tmp_path: Path
+) -> None:
+    nb = run_notebook(
+        NOTEBOOKS / "04_recruitment_over_time.ipynb", kernels_dir=kernels, workdir=tmp_path
+    )
+    screens = [line for line in text_of(cell(nb, "screens")).splitlines() if line.strip()]
+    runs = text_of(cell(nb, "runs"))
+    timeline = text_of(cell(nb, "timeline"))
+    assert len(screens) == 4
+    for line in screens:  # every screened date is a run and a row of the timeline
+        as_of = line.split(":")[0]
+        assert as_of in runs and as_of in timeline
+    assert "the first run" in screens[0] and "since 2026-11-24" in screens[1]
+    assert images(cell(nb, "new-per-week")) == 1
+    assert images(cell(nb, "decision-plot")) == 1
+    from fhir_cohort.history import History
+
+    # Without the worklist's decisions API the notebook says it shows waiting times.
+    waiting = "waiting times" in text_of(cell(nb, "decisions"))
+    assert waiting == (not hasattr(History, "decisions"))
+    # Aggregates only: no demo patient id in any output (the ids read from the demo's
+    # Patient file: cheaper than another screen).
+    ids = [
+        json.loads(line)["id"]
+        for path in DEMO_DATA.glob("Patient*.ndjson")
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    assert len(ids) == 496
+    shown = all_output_text(nb)
+    assert not [pid for pid in ids if pid in shown]
 
 
 @pytest.fixture(scope="module")
