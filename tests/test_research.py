@@ -17,7 +17,7 @@ import pytest
 import requests
 from fhir.resources.R4B.researchsubject import ResearchSubject
 
-from fhir_cohort import ServerOptions, research
+from fhir_cohort import FhirHttpError, ServerOptions, SourceError, research
 from fhir_cohort.fhir.capability import Capability
 from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.pipeline import screen
@@ -391,3 +391,60 @@ def test_screen_publishes_study_and_subjects_and_a_rerun_updates_them(
     assert after[gone]["status"] == "not-registered"
     assert after[gone]["extension"][0]["valueCode"] == "not-screened"
     assert len(studies_on(server, CLINICALTRIALS_SYSTEM, "NCT06038474")) == 1
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_publish_subjects_needs_a_server_source(tmp_path: Path) -> None:
+    res = run_main(["screen", "--out", str(tmp_path), "--no-history", "--publish-subjects"])
+    assert res.returncode == 4 and "needs a FHIR server" in res.stderr
+
+
+class _Answers:
+    """A client whose Bundles come back with the given entry statuses."""
+
+    base_url = "http://127.0.0.1:1/fhir"
+
+    def __init__(self, statuses: list[str]) -> None:
+        self.statuses = statuses
+
+    def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        return {"entry": [{"response": {"status": s}} for s in self.statuses]}
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [["201 Created", "400 Bad Request"], ["201 Created"], ["412 Precondition Failed"] * 2],
+)
+def test_a_batch_entry_that_failed_is_an_error_without_content(answers: list[str]) -> None:
+    plan = research._plan(
+        trial_id="T",
+        study_id="s",
+        statuses={"secret-patient-1": "eligible", "secret-patient-2": "review"},
+        existing={},
+        recruitment={},
+        conditional=False,
+        unscreened=None,
+    )
+    with pytest.raises(FhirHttpError) as caught:
+        research._send(_Answers(answers), plan.entries, "batch")  # type: ignore[arg-type]
+    assert "ResearchSubject writes" in str(caught.value) and "secret" not in str(caught.value)
+
+
+@pytest.mark.integration
+def test_two_subjects_with_one_identifier_are_refused_not_guessed(server: Any) -> None:
+    client = FhirClient(server.base_url)
+    kw: dict[str, Any] = dict(trial_id="LOCAL-DUP", title="t", trial_version="1", as_of=AS_OF)
+    publish_research(client, statuses={"secret-pid": "eligible"}, **kw)
+    copy = dict(subjects_on(server, "LOCAL-DUP")["secret-pid"])
+    del copy["id"], copy["meta"]
+    assert requests.post(
+        f"{server.base_url}/ResearchSubject",
+        data=json.dumps(copy),
+        headers={"Content-Type": "application/fhir+json"},
+        timeout=30,
+    ).ok
+    with pytest.raises(SourceError, match="refusing to guess") as caught:
+        publish_research(client, statuses={"secret-pid": "review"}, **kw)
+    assert "secret" not in str(caught.value)
