@@ -815,7 +815,8 @@ def _cmd_screen(args: argparse.Namespace) -> int:
                     f"ResearchStudy/{study['id']} {study['action']} on the server; "
                     f"ResearchSubjects: {subjects['created']} created, {subjects['updated']} "
                     f"updated, {subjects['unchanged']} unchanged, {subjects['kept_site_status']} "
-                    f"kept at the site's status ({research['requests']} requests{which})"
+                    f"kept at the site's status, {subjects['decisions_applied']} from "
+                    f"coordinators' decisions ({research['requests']} requests{which})"
                 )
     return EXIT_OK
 

@@ -672,8 +672,6 @@ def _screen_trial(
         }
     if opts.publish_group and shared.client is not None:
         run["published_group"] = remote.publish_group(shared.client, group)
-    if opts.publish_subjects and shared.client is not None:
-        run["published_research"] = _publish_research(opts, trial, patients, run, history, shared)
     eras, labs = detail_tables(trial, tables, terminology, opts.as_of, prepared)
     del prepared
     if not one_pass or trial.id == one_pass[-1]:
@@ -697,6 +695,12 @@ def _screen_trial(
             result.changes, result.worklist = _record(
                 history, run, evaluation, evidence, out_dir, pass_id
             )
+        if opts.publish_subjects and shared.client is not None:
+            # After the run is recorded (its worklist says which decisions still hold), before
+            # run.json is written: a failure leaves neither the run nor outputs behind.
+            run["published_research"] = _publish_research(
+                opts, trial, patients, run, history, result.worklist, shared
+            )
         if out_dir is not None:
             _write(result, run, out_dir, opts.t0, opts.show_identifiers)
     return result
@@ -708,10 +712,12 @@ def _publish_research(
     patients: pd.DataFrame,
     run: dict[str, Any],
     history: Any,
+    worklist: Any,
     shared: _Pass,
 ) -> dict[str, Any]:
     """The ResearchStudy and ResearchSubjects on the source server (fhir_cohort/research.py),
-    with the coordinators' decisions where the history has them."""
+    with the coordinators' decisions from the history (those the run's worklist does not
+    send back to review)."""
     from fhir_cohort.research import publish_research, recruitment_decisions
 
     group = run.get("published_group") or {}
@@ -723,7 +729,7 @@ def _publish_research(
         as_of=opts.as_of,
         statuses=dict(zip(patients["patient_id"], patients["status"], strict=True)),
         group_id=group.get("id"),
-        recruitment=recruitment_decisions(history, trial.id) if history is not None else {},
+        recruitment=recruitment_decisions(history, trial.id, worklist),
         # the funnel fetched only patients with an entry code: the others are ineligible
         unscreened_ineligible=shared.loaded is not None and shared.loaded.strategy == "funnel",
     )

@@ -3,10 +3,10 @@
 
 Statuses (R4 ResearchSubject.status), first rule that applies:
 
-- a coordinator's contact status (the screening history's decisions, issue 12 item 3):
+- a coordinator's contact status (the screening history's decisions, docs/history.md):
   enrolled -> ``on-study``; declined, do-not-contact -> ``withdrawn``;
-- a coordinator's decision: ineligible -> ``ineligible``, eligible -> ``eligible``,
-  needs information -> ``screening``;
+- a coordinator's decision (unless flagged for re-review: new evidence since):
+  ineligible -> ``ineligible``, eligible -> ``eligible``, needs information -> ``screening``;
 - a status past screening already on the server (on-study, follow-up, withdrawn, ...) without a
   decision here is the site's: kept, never overwritten by a screen;
 - the screening status: eligible -> ``eligible``, review -> ``potential-candidate``,
@@ -139,16 +139,29 @@ def subject_status(screening: str | None, recruitment: Recruitment | None = None
     return _SCREENING[screening]
 
 
-def recruitment_decisions(history: Any, trial_id: str) -> dict[str, Recruitment]:
-    """HOOK for the worklist's decisions (issue 12 item 3): patient id -> the coordinator's
-    current decision and contact status for ``trial_id`` in the screening history.
+def recruitment_decisions(
+    history: Any, trial_id: str, worklist: Any = None
+) -> dict[str, Recruitment]:
+    """Patient id -> the coordinator's current decision and contact status for ``trial_id``
+    in the screening history (``History.decisions``, docs/history.md). A decision the
+    run's ``worklist`` (worklist.csv's table) flags for re-review (an answer changed on new
+    evidence since) no longer holds: only its contact status counts until a coordinator
+    decides again."""
+    from fhir_cohort.history.decisions import FLAG_RE_REVIEW
 
-    The history has no decisions API in this version (its tables exist, schema 2; the API
-    ``History.decisions`` comes with the worklist), so this returns ``{}`` and subjects carry
-    the screening status alone. Connect it here, in one place: :func:`subject_status` already
-    maps every decision and contact status."""
-    del history, trial_id
-    return {}
+    if history is None:
+        return {}
+    stale: set[str] = set()
+    if worklist is not None and len(worklist):
+        stale = {
+            str(p)
+            for p, flags in zip(worklist["patient_id"], worklist["flags"], strict=True)
+            if FLAG_RE_REVIEW in str(flags)
+        }
+    return {
+        d.patient_id: Recruitment(None if d.patient_id in stale else d.decision, d.contact_status)
+        for d in history.decisions(trial_id)
+    }
 
 
 def study_identifier(trial_id: str) -> dict[str, str]:
@@ -318,16 +331,32 @@ def _plan(
 ) -> _Plan:
     """The Bundle entries: a subject for every candidate and for every patient published
     before, written only where it changed."""
-    counts = {"created": 0, "updated": 0, "unchanged": 0, "kept_site_status": 0}
+    counts = {
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "kept_site_status": 0,
+        "decisions_applied": 0,  # subjects whose status a coordinator's record decided
+    }
     by_status: dict[str, int] = {}
     entries: list[dict[str, Any]] = []
     candidates = {p for p, s in statuses.items() if s in ("eligible", "review")}
-    before = set(existing) - candidates
-    for pid in sorted(candidates) + sorted(before):
+    # a patient the coordinators keep in play (decided eligible, needs information,
+    # enrolled) is published whatever the screen says now
+    in_play = {
+        p
+        for p, rec in recruitment.items()
+        if p in statuses and subject_status(None, rec) in ("eligible", "screening", "on-study")
+    }
+    listed = candidates | in_play
+    before = set(existing) - listed
+    for pid in sorted(listed) + sorted(before):
         screening = statuses.get(pid, unscreened)
         old = existing.get(pid)
         rec = recruitment.get(pid)
         status = subject_status(screening, rec)
+        if status != subject_status(screening, None):
+            counts["decisions_applied"] += 1
         contact = rec is not None and _code(rec.contact_status) in _CONTACT
         if old is not None and old.get("status") in SITE_STATUSES and not contact:
             # Past screening on the site's word (enrolled, in follow-up): only a contact
@@ -479,6 +508,5 @@ def publish_research(
         "subjects": {**plan.counts, "status": plan.statuses},
         "writes": mode,
         "conditional_create": conditional,
-        "decisions_applied": len(recruitment or {}),
         "requests": int(client.stats.snapshot()["requests"]) - int(before),
     }

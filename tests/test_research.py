@@ -11,8 +11,10 @@ import json
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pandas as pd
 import pytest
 import requests
 from fhir.resources.R4B.researchsubject import ResearchSubject
@@ -20,6 +22,7 @@ from fhir.resources.R4B.researchsubject import ResearchSubject
 from fhir_cohort import FhirHttpError, ServerOptions, SourceError, research
 from fhir_cohort.fhir.capability import Capability
 from fhir_cohort.fhir.client import FhirClient
+from fhir_cohort.history import open_history
 from fhir_cohort.pipeline import screen
 from fhir_cohort.research import (
     CLINICALTRIALS_SYSTEM,
@@ -27,6 +30,7 @@ from fhir_cohort.research import (
     SUBJECT_SYSTEM,
     Recruitment,
     publish_research,
+    recruitment_decisions,
     research_study,
     research_subject,
     subject_status,
@@ -239,6 +243,7 @@ def test_publish_creates_then_updates_in_place_in_every_write_mode(
         "updated": 3,
         "unchanged": 0,
         "kept_site_status": 0,
+        "decisions_applied": 0,
         "status": None,
     }
     after = subjects_on(server, trial)
@@ -281,7 +286,8 @@ def test_site_statuses_stay_and_coordinator_contact_statuses_win(server: Any) ->
     # a now screens ineligible (the trial's own drug?), b declined, c is decided ineligible
     rec = {"b": Recruitment(contact_status="declined"), "c": Recruitment("ineligible")}
     out = publish({"a": "ineligible", "b": "eligible", "c": "review"}, recruitment=rec)
-    assert out["subjects"]["kept_site_status"] == 1 and out["decisions_applied"] == 2
+    assert out["subjects"]["kept_site_status"] == 1
+    assert out["subjects"]["decisions_applied"] == 2
     got = {p: s["status"] for p, s in subjects_on(server, trial).items()}
     assert got == {"a": "on-study", "b": "withdrawn", "c": "ineligible"}
     assert len(studies_on(server, STUDY_SYSTEM, trial)) == 1
@@ -358,9 +364,11 @@ def loaded(server: Any) -> dict[str, str]:
 def test_screen_publishes_study_and_subjects_and_a_rerun_updates_them(
     server: Any, loaded: dict[str, str], tmp_path: Path
 ) -> None:
-    """Through the CLI (the flags) and then the Python API, as a coordinator's weekly run."""
+    """Through the CLI (the flags) and then the Python API, as a coordinator's weekly run,
+    with decisions recorded in the history between the two."""
+    history = tmp_path / "history.sqlite"
     argv = ["screen", "--source", server.base_url, "--as-of", AS_OF.isoformat(), "-q"]
-    res = run_main([*argv, "--out", str(tmp_path / "one"), "--no-history",
+    res = run_main([*argv, "--out", str(tmp_path / "one"), "--history", str(history),
                     "--strategy", "full", "--publish-group", "--publish-subjects"])  # fmt: skip
     assert res.returncode == 0, res.stderr
     run = json.loads((tmp_path / "one" / "run.json").read_text())
@@ -371,10 +379,21 @@ def test_screen_publishes_study_and_subjects_and_a_rerun_updates_them(
     assert study["enrollment"] == [{"reference": f"Group/{run['published_group']['id']}"}]
     first = subjects_on(server, "NCT06038474")
     assert set(first) == candidates
-    assert {s["status"] for s in first.values()} == {"eligible", "potential-candidate"}
+    assert {p: s["status"] for p, s in first.items()} == {
+        p: {"eligible": "eligible", "review": "potential-candidate"}[loaded[p]] for p in candidates
+    }
 
-    # one candidate is deleted from the EHR (merged away): not screened, not a candidate now
-    gone = sorted(candidates)[0]
+    # The coordinators decide; one candidate is deleted from the EHR (merged away).
+    gone, enrolled, declined, *_ = sorted(p for p in candidates if loaded[p] == "eligible")
+    reviewed = sorted(p for p in candidates if loaded[p] == "review")[0]
+    saves = {
+        enrolled: {"decision": "eligible", "contact_status": "enrolled"},
+        declined: {"contact_status": "declined"},
+        reviewed: {"decision": "eligible"},
+    }
+    with open_history(history) as h:
+        for pid, fields in saves.items():
+            h.save_decision("NCT06038474", pid, who="coordinator", expected_version=0, **fields)
     assert requests.delete(f"{server.base_url}/Patient/{gone}", timeout=30).ok
     again = screen(
         server.base_url,
@@ -382,14 +401,23 @@ def test_screen_publishes_study_and_subjects_and_a_rerun_updates_them(
         server=ServerOptions(strategy="full"),
         publish_group=True,
         publish_subjects=True,
+        history=history,
     )
     second = again.run["published_research"]
     assert second["study"]["id"] == study["id"] and second["study"]["action"] == "updated"
-    assert second["subjects"]["updated"] == 1 and second["subjects"]["created"] == 0
+    assert second["subjects"]["updated"] == 4 and second["subjects"]["created"] == 0
+    assert second["subjects"]["decisions_applied"] == 3
     after = subjects_on(server, "NCT06038474")
     assert {p: s["id"] for p, s in after.items()} == {p: s["id"] for p, s in first.items()}
-    assert after[gone]["status"] == "not-registered"
+    changed = {p: s["status"] for p, s in after.items() if s["status"] != first[p]["status"]}
+    assert changed == {
+        gone: "not-registered",
+        enrolled: "on-study",
+        declined: "withdrawn",
+        reviewed: "eligible",
+    }
     assert after[gone]["extension"][0]["valueCode"] == "not-screened"
+    assert after[reviewed]["extension"][0]["valueCode"] == "review"  # the screen's own answer
     assert len(studies_on(server, CLINICALTRIALS_SYSTEM, "NCT06038474")) == 1
 
 
@@ -448,3 +476,58 @@ def test_two_subjects_with_one_identifier_are_refused_not_guessed(server: Any) -
     with pytest.raises(SourceError, match="refusing to guess") as caught:
         publish_research(client, statuses={"secret-pid": "review"}, **kw)
     assert "secret" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def test_a_decision_flagged_for_re_review_no_longer_holds_but_its_contact_status_does() -> None:
+    class History:
+        def decisions(self, trial_id: str) -> list[SimpleNamespace]:
+            return [
+                SimpleNamespace(patient_id="a", decision="eligible", contact_status="declined"),
+                SimpleNamespace(patient_id="b", decision="ineligible", contact_status="attempt_1"),
+                SimpleNamespace(
+                    patient_id="c", decision="eligible", contact_status="not_contacted"
+                ),
+            ]
+
+    worklist = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c"],
+            "flags": ["re-review: new evidence", "new", "re-review: new evidence"],
+        }
+    )
+    got = recruitment_decisions(History(), "T", worklist)
+    assert got == {
+        "a": Recruitment(None, "declined"),
+        "b": Recruitment("ineligible", "attempt_1"),
+        "c": Recruitment(None, "not_contacted"),
+    }
+    assert [subject_status("review", got[p]) for p in "abc"] == [
+        "withdrawn",
+        "ineligible",
+        "potential-candidate",  # back in review: the screen's answer until decided again
+    ]
+    assert recruitment_decisions(None, "T") == {}
+
+
+def test_patients_the_coordinators_keep_in_play_are_published_whatever_the_screen() -> None:
+    recruitment = {
+        "kept": Recruitment("eligible"),  # decided eligible; screens ineligible now
+        "enrolled": Recruitment(contact_status="enrolled"),
+        "out": Recruitment("ineligible", "not_contacted"),
+        "gone": Recruitment("eligible"),  # not screened at all: nothing to say about them
+    }
+    plan = research._plan(
+        trial_id="T",
+        study_id="s",
+        statuses={"kept": "ineligible", "enrolled": "ineligible", "out": "ineligible"},
+        existing={},
+        recruitment=recruitment,
+        conditional=False,
+        unscreened=None,
+    )
+    made = {e["resource"]["individual"]["reference"]: e["resource"]["status"] for e in plan.entries}
+    assert made == {"Patient/enrolled": "on-study", "Patient/kept": "eligible"}
+    assert plan.counts["decisions_applied"] == 2
