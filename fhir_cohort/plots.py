@@ -373,7 +373,10 @@ def new_candidates_per_week(timeline: pd.DataFrame, ax: Axes | None = None) -> A
     ax.set_xlabel("screening as of")
     ax.set_ylabel("patients")
     ax.set_title("New candidates per weekly screening")
-    ax.legend(loc="upper left", frameon=False)
+    # headroom for the legend above the tallest bar or point
+    top = max([*table["new_candidates"], *table["candidates"], 1])
+    ax.set_ylim(0, top * 1.35)
+    ax.legend(loc="upper right", ncol=2, frameon=False)
     return ax
 
 
@@ -424,5 +427,6 @@ def time_to_decision(delays: pd.DataFrame, ax: Axes | None = None) -> Axes:
     if not len(delays) or not delays["decided"].any():
         title += " (no decisions recorded: weeks waiting so far)"
     ax.set_title(title)
-    ax.legend(loc="upper right", frameon=False)
+    ax.set_ylim(0, max([*(d + w for d, w in zip(decided, waiting, strict=True)), 1]) * 1.3)
+    ax.legend(loc="upper right", ncol=2, frameon=False)
     return ax

@@ -160,11 +160,10 @@ def test_recruitment_notebook_records_weekly_runs_and_draws_both_plots(
     assert "the first run" in screens[0] and "since 2026-11-24" in screens[1]
     assert images(cell(nb, "new-per-week")) == 1
     assert images(cell(nb, "decision-plot")) == 1
-    from fhir_cohort.history import History
-
-    # Without the worklist's decisions API the notebook says it shows waiting times.
-    waiting = "waiting times" in text_of(cell(nb, "decisions"))
-    assert waiting == (not hasattr(History, "decisions"))
+    # Decisions recorded between the screenings: some decided, some still waiting.
+    decisions = text_of(cell(nb, "decisions"))
+    assert "eligible / enrolled" in decisions and "needs_information" in decisions
+    assert "True" in decisions and "False" in decisions
     # Aggregates only: no demo patient id in any output (the ids read from the demo's
     # Patient file: cheaper than another screen).
     ids = [
