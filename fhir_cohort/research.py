@@ -5,10 +5,10 @@ Statuses (R4 ResearchSubject.status), first rule that applies:
 
 - a coordinator's contact status (the screening history's decisions, docs/history.md):
   enrolled -> ``on-study``; declined, do-not-contact -> ``withdrawn``;
+- a status past screening already on the server (on-study, follow-up, withdrawn, ...) is the
+  site's: kept, never overwritten by a screen or a decision (only by a contact status above);
 - a coordinator's decision (unless flagged for re-review: new evidence since):
   ineligible -> ``ineligible``, eligible -> ``eligible``, needs information -> ``screening``;
-- a status past screening already on the server (on-study, follow-up, withdrawn, ...) without a
-  decision here is the site's: kept, never overwritten by a screen;
 - the screening status: eligible -> ``eligible``, review -> ``potential-candidate``,
   ineligible (a patient published before who no longer meets the criteria) -> ``ineligible``;
   a patient published before and not screened now -> ``not-registered`` (deleted, merged, off
@@ -355,8 +355,6 @@ def _plan(
         old = existing.get(pid)
         rec = recruitment.get(pid)
         status = subject_status(screening, rec)
-        if status != subject_status(screening, None):
-            counts["decisions_applied"] += 1
         contact = rec is not None and _code(rec.contact_status) in _CONTACT
         if old is not None and old.get("status") in SITE_STATUSES and not contact:
             # Past screening on the site's word (enrolled, in follow-up): only a contact
@@ -368,6 +366,8 @@ def _plan(
             trial_id=trial_id, patient_id=pid, study_id=study_id, status=status, screening=screening
         )
         by_status[status] = by_status.get(status, 0) + 1
+        if status != subject_status(screening, None):
+            counts["decisions_applied"] += 1
         if old is not None:
             if _unchanged(old, body):
                 counts["unchanged"] += 1

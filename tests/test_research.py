@@ -284,7 +284,11 @@ def test_site_statuses_stay_and_coordinator_contact_statuses_win(server: Any) ->
     )
     assert put.ok
     # a now screens ineligible (the trial's own drug?), b declined, c is decided ineligible
-    rec = {"b": Recruitment(contact_status="declined"), "c": Recruitment("ineligible")}
+    rec = {
+        "a": Recruitment("ineligible", "not_contacted"),  # a decision does not undo enrolment
+        "b": Recruitment(contact_status="declined"),
+        "c": Recruitment("ineligible"),
+    }
     out = publish({"a": "ineligible", "b": "eligible", "c": "review"}, recruitment=rec)
     assert out["subjects"]["kept_site_status"] == 1
     assert out["subjects"]["decisions_applied"] == 2
