@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -700,6 +701,38 @@ def _add_history_commands(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_review(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "review",
+        help="serve the chart-review worklist (a local web page over the history)",
+        description="Serve the chart-review worklist of the history's latest runs on "
+        "127.0.0.1: the review queue and the candidates with their evidence, and a form per "
+        "patient for the decision, the contact status and a note (audit-logged). Prints an "
+        "address with a one-time token: open it in a browser on this computer. Ctrl-C stops "
+        "the server. See docs/review.md.",
+    )
+    p.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=Path(HISTORY_NAME),
+        help=f"the history file (default: ./{HISTORY_NAME})",
+    )
+    p.add_argument("--trial", metavar="ID", help="serve only this trial's worklist")
+    p.add_argument(
+        "--port",
+        type=_non_negative_int,
+        default=0,
+        help="the port on 127.0.0.1 (default 0: a free one, chosen at random)",
+    )
+    p.add_argument(
+        "--reviewer",
+        metavar="NAME",
+        help="who the audit log names for decisions saved through this server (default: "
+        "this computer's login name)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fhir-cohort",
@@ -726,6 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_requirements(sub)
     _add_decisions_command(sub)
     _add_history_commands(sub)
+    _add_review(sub)
     return parser
 
 
@@ -1028,6 +1062,23 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_review(args: argparse.Namespace) -> int:
+    from fhir_cohort.review.server import ReviewServer
+
+    server = ReviewServer(args.history, trial=args.trial, port=args.port, reviewer=args.reviewer)
+    # The token is in this line only: it works once, and is never logged.
+    print(
+        f"fhir-cohort review: open {server.url} in a browser on this computer (the address "
+        "works once); Ctrl-C stops the server",
+        flush=True,
+    )
+    # uvicorn stops on Ctrl-C, then raises the signal again: here, the normal way to stop
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve()
+    print("fhir-cohort review: stopped", flush=True)
+    return EXIT_OK
+
+
 _COMMANDS = {
     "screen": _cmd_screen,
     "export": _cmd_export,
@@ -1036,6 +1087,7 @@ _COMMANDS = {
     "history": _cmd_history,
     "decisions": _cmd_decisions,
     "diff": _cmd_diff,
+    "review": _cmd_review,
 }
 
 

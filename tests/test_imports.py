@@ -17,6 +17,7 @@ PACKAGES = [
     "fhir_cohort",
     "fhir_cohort.criteria",
     "fhir_cohort.history",
+    "fhir_cohort.review",
     "fhir_cohort.synth",
     "fhir_cohort.terminology",
 ]
@@ -42,6 +43,7 @@ def _loaded_after(statement: str, modules: list[str]) -> list[str]:
         "import fhir_cohort.cli",
         "import fhir_cohort.history.db",
         "import fhir_cohort.history.diff",
+        "import fhir_cohort.review.server",  # the worklist server reads the history only
     ],
 )
 def test_light_imports_load_no_engine_and_no_pandas(statement: str) -> None:
@@ -64,6 +66,7 @@ def test_cli_help_loads_no_server_code() -> None:
         "            pass"
     )
     server_code = ["requests", "pydantic", "jwt", "cryptography", "fhir_cohort.remote"]
+    server_code += ["starlette", "uvicorn", "fhir_cohort.review.app"]  # only for `review`
     assert _loaded_after(statement, [*HEAVY, *server_code]) == []
 
 
