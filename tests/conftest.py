@@ -17,9 +17,9 @@ settings.register_profile("fhir-cohort", deadline=None, print_blob=True)
 settings.register_profile("ci", parent=settings.get_profile("fhir-cohort"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "fhir-cohort")
 
-# The real FHIR server fixtures (sekmet-fhir), usable from every test package; and the check
-# that the run changed no tracked file.
-pytest_plugins = ["tests.conftest_server", "tests.tracked_files"]
+# The real FHIR server fixtures (sekmet-fhir), usable from every test package; the check that
+# the run changed no tracked file; the session's headless Chromium (report and worklist tests).
+pytest_plugins = ["tests.conftest_server", "tests.tracked_files", "tests.browser"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

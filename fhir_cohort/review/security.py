@@ -163,36 +163,40 @@ class Guard:
             return
         if scope["type"] != "http":  # websockets: none served
             return
-        status: list[int] = []
-
-        async def send_secured(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-                message["headers"] = [*message.get("headers", ()), *self.headers]
-            await send(message)
-
         refusal = self._refusal(scope)
         if refusal is not None:
-            await _plain(send_secured, 403, refusal)
             log.info("review: %s refused (%s)", scope["method"], refusal.split(":")[0])
+            await _plain(self._secured(send), 403, refusal)
             return
         token = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get(TOKEN_PARAM)
         if token is not None and scope["method"] in _SAFE_METHODS:
-            await self._login(scope, token, send_secured)
+            await self._login(scope, token, self._secured(send))
             return
         if not self.access.valid(_cookie(scope, self.access.cookie_name)):
+            log.info("review: %s refused (no session)", scope["method"])
             await _plain(
-                send_secured,
+                self._secured(send),
                 403,
                 "not signed in: open the address `fhir-cohort review` printed "
                 "(it works once; restart the command for a new one)",
             )
-            log.info("review: %s refused (no session)", scope["method"])
             return
-        await self.app(scope, receive, send_secured)
-        endpoint = scope.get("endpoint")
-        page = getattr(endpoint, "__name__", "no page")
-        log.info("review: %s %s %s", scope["method"], page, status[0] if status else "-")
+        await self.app(scope, receive, self._secured(send, scope))
+
+    def _secured(self, send: Send, routed: Scope | None = None) -> Send:
+        """``send`` adding the security headers to the response; for a ``routed`` request
+        also the log line, with the page kind (the endpoint's name) and the status, written
+        before the response leaves (a client that has the answer sees the line too)."""
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *self.headers]
+                if routed is not None:
+                    page = getattr(routed.get("endpoint"), "__name__", "no page")
+                    log.info("review: %s %s %s", routed["method"], page, message["status"])
+            await send(message)
+
+        return secured
 
     def _refusal(self, scope: Scope) -> str | None:
         """Why this request is refused before anything else, or None."""
@@ -213,19 +217,20 @@ class Guard:
         if session is None:
             if self.access.valid(_cookie(scope, self.access.cookie_name)):
                 # The printed address opened again in the signed-in browser: just go on.
+                log.info("review: signed in already")
                 await _redirect(send, scope.get("path") or "/")
                 return
+            log.info("review: login refused (token spent or wrong)")
             await _plain(
                 send,
                 403,
                 "this address was used already (or is wrong): restart `fhir-cohort review` "
                 "for a new one",
             )
-            log.info("review: login refused (token spent or wrong)")
             return
+        log.info("review: signed in")
         cookie = f"{self.access.cookie_name}={session}; Path=/; HttpOnly; SameSite=Strict"
         await _redirect(send, scope.get("path") or "/", [(b"set-cookie", cookie.encode())])
-        log.info("review: signed in")
 
 
 async def _plain(send: Send, status: int, text: str) -> None:

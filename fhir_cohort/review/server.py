@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import getpass
+import logging
 import socket
 import threading
 from pathlib import Path
@@ -72,6 +73,9 @@ class ReviewServer:
             ws="none",
             timeout_graceful_shutdown=5,
         )
+        # uvicorn writes its access line whenever "uvicorn.access" has a handler anywhere up
+        # its chain (access_log=False only clears that logger's own): switched off for good.
+        logging.getLogger("uvicorn.access").disabled = True
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
