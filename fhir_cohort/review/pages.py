@@ -188,7 +188,8 @@ def worklist_page(work: Worklist, previous: RunInfo | None) -> str:
         title, hint = _QUEUE_TITLES[queue]
         body = "".join(_entry_row(run.trial_id, rows[e.patient_id], e) for e in entries)
         table = (
-            "<table><thead><tr><th>#</th><th>Patient (FHIR id)</th><th>Status</th><th>Flags</th>"
+            '<table class="worklist"><thead><tr><th>#</th><th>Patient (FHIR id)</th>'
+            "<th>Status</th><th>Flags</th>"
             "<th>Decision</th><th>Contact</th><th>Note</th><th>Open or failed criteria</th>"
             f"</tr></thead><tbody>{body}</tbody></table>"
             if entries
