@@ -54,11 +54,12 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## screenshot: refresh docs/img/report.png (the README's picture) from the demo report; the
-## only command that writes it
+## screenshot: refresh the README's pictures, docs/img/report.png from the demo report and
+## docs/img/worklist.png from the worklist's browser test; the only command that writes them
 screenshot: $(TEST_STAMP) browser
 	FHIR_COHORT_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest -p no:cacheprovider -q \
-		tests/report/test_html_browser.py -k screenshot
+		tests/report/test_html_browser.py::test_screenshot_for_the_readme \
+		tests/review/test_worklist_browser.py
 
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/screen_ndjson.py

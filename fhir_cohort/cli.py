@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -1062,6 +1063,10 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _cmd_review(args: argparse.Namespace) -> int:
     from fhir_cohort.review.server import ReviewServer
 
@@ -1072,7 +1077,9 @@ def _cmd_review(args: argparse.Namespace) -> int:
         "works once); Ctrl-C stops the server",
         flush=True,
     )
-    # uvicorn stops on Ctrl-C, then raises the signal again: here, the normal way to stop
+    # uvicorn stops on SIGINT or SIGTERM, then raises the signal again once it is done:
+    # here, both are the normal way to stop (SIGTERM's default would kill the process)
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve()
     print("fhir-cohort review: stopped", flush=True)

@@ -228,8 +228,12 @@ def test_logs_name_the_page_kind_never_ids_tokens_notes_or_queries(
         assert "?" not in message and "/trials" not in message, message
 
 
-def test_the_cli_prints_the_address_serves_and_stops_on_ctrl_c(tiny_history: Path) -> None:
-    """The entry point in a process of its own: the signal is the point."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_the_cli_prints_the_address_serves_and_stops_on_a_signal(
+    tiny_history: Path, stop: signal.Signals
+) -> None:
+    """The entry point in a process of its own: the signal is the point (Ctrl-C, or a
+    service manager's SIGTERM)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "fhir_cohort", "-vv", "review", "--history", str(tiny_history)],
         stdout=subprocess.PIPE,
@@ -244,7 +248,7 @@ def test_the_cli_prints_the_address_serves_and_stops_on_ctrl_c(tiny_history: Pat
         assert page.status_code == 200 and page.url.endswith(f"/trials/{TRIAL}")
         assert "p-review" in page.text
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         out, err = process.communicate(timeout=60)
     assert process.returncode == EXIT_OK, err
     assert out.strip().endswith("fhir-cohort review: stopped")
