@@ -10,6 +10,9 @@ end over three weekly screens of a small hospital, in this process:
    patient back in the review queue flagged, the declined patient not "new", the other one
    new.
 
+A second test signs in to a small recorded history and posts the decision form from pages of
+other origins.
+
 The README's docs/img/worklist.png is a tracked file: only `make screenshot`
 (FHIR_COHORT_UPDATE_SCREENSHOT=1) rewrites it; every run leaves a copy in tmp/artifacts/.
 """
@@ -266,3 +269,34 @@ def _screenshot(page: Any) -> None:
     if os.environ.get("FHIR_COHORT_UPDATE_SCREENSHOT") == "1":
         DOCS_SCREENSHOT.write_bytes(png)
     (ARTIFACTS / "worklist.png").write_bytes(png)
+
+
+def test_the_browser_gets_nothing_without_the_token_and_other_origins_cannot_save(
+    context: Any, tiny_history: Path
+) -> None:
+    """A page from another site, and one from another port of 127.0.0.1 (the same *site*
+    for SameSite cookies, so the browser sends the session cookie), both post the decision
+    form: the Origin check refuses both, and nothing is written."""
+    with ReviewServer(tiny_history, reviewer=WHO) as server:
+        page = context.new_page()
+        page.goto(f"{server.origin}/trials/T-1")
+        assert "not signed in" in page.inner_text("body")
+        page.goto(server.url)
+        assert page.url == f"{server.origin}/trials/T-1"
+        target = f"{server.origin}/trials/T-1/patients/p-review"
+        form = (
+            f'<form method="post" action="{target}"><input type="hidden" name="decision" '
+            'value="ineligible"><input type="hidden" name="reason" value="forged">'
+            '<input type="hidden" name="version" value="0"><button>go</button></form>'
+        )
+        for attacker in ("http://evil.example", f"http://127.0.0.1:{server.port + 1}"):
+            page.route(
+                f"{attacker}/attack", lambda r: r.fulfill(content_type="text/html", body=form)
+            )
+            page.goto(f"{attacker}/attack")
+            with page.expect_navigation():
+                page.click("button")
+            assert "another origin" in page.inner_text("body"), attacker
+        with open_history(tiny_history, create=False) as h:
+            assert h.decision("T-1", "p-review") is None
+        assert context.errors == []
