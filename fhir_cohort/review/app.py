@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -25,7 +24,7 @@ from starlette.routing import Route
 
 from fhir_cohort.errors import DecisionConflict, DecisionError, HistoryError
 from fhir_cohort.history.db import History, open_history
-from fhir_cohort.history.decisions import Decision
+from fhir_cohort.history.decisions import Decision, Worklist
 from fhir_cohort.review import pages
 from fhir_cohort.review.pages import FormValues, Notice
 from fhir_cohort.review.security import Access, Guard, content_security_policy
@@ -71,7 +70,7 @@ def build_app(settings: ReviewSettings, access: Access) -> Starlette:
         latest = {r.trial_id: r for r in history().runs() if r.trial_id in served}
         return HTMLResponse(pages.trials_page(list(latest.values())))
 
-    def worklist_of(request: Request) -> Any:
+    def worklist_of(request: Request) -> Worklist | None:
         trial = request.path_params["trial"]
         if trial not in trials():
             return None
@@ -109,9 +108,8 @@ def build_app(settings: ReviewSettings, access: Access) -> Starlette:
         return HTMLResponse(page, status_code=status)
 
     async def patient(request: Request) -> Response:
-        notice = None
-        if request.query_params.get("saved"):
-            notice = Notice("saved", f"Saved (version {request.query_params['saved']}).")
+        saved = _int(request.query_params.get("saved"))  # set by the redirect after a save
+        notice = Notice("saved", f"Saved (version {saved}).") if saved > 0 else None
         return patient_view(request, None, notice, 200)
 
     async def save(request: Request) -> Response:

@@ -7,9 +7,11 @@ middleware, outermost) refuses every request that does not come from that browse
 - **Host** must be exactly ``127.0.0.1:<port>``: a DNS-rebinding page (``evil.example``
   resolving to 127.0.0.1) sends its own name as Host, so its requests are refused even though
   they reach the socket.
-- **Origin / Referer**, when a browser sends them, must be this origin: another site's form
-  or ``fetch`` (CSRF) is refused. A POST must carry one of them (browsers always send Origin
-  on a POST), so a save never goes through on headers a browser would not send.
+- **Origin / Referer / Sec-Fetch-Site**, when a browser sends them, must say this origin:
+  another site's form, link or ``fetch`` (CSRF) is refused, another port of 127.0.0.1 too
+  (the same *site*, so SameSite cookies go along). A POST must carry Origin or Referer
+  (browsers always send Origin on a POST), so a save never goes through on headers a browser
+  would not send.
 - **The token**: the CLI prints ``http://127.0.0.1:<port>/?token=<random>``. The first request
   with it gets an HttpOnly, SameSite=Strict session cookie and a redirect to the same page
   without the token; the token is then spent (a second use, from a copied link or shell
@@ -148,9 +150,9 @@ def _origin_of(url: str) -> str:
 
 
 class Guard:
-    """ASGI middleware: Host, Origin/Referer, token and cookie checks, security headers, and
-    one log line per request naming the page kind, never its path or query (patient ids,
-    the token). See the module docstring."""
+    """ASGI middleware: Host, Origin/Referer/Sec-Fetch-Site, token and cookie checks, security
+    headers, and one log line per request naming the page kind, never its path or query
+    (patient ids, the token). See the module docstring."""
 
     def __init__(self, app: ASGIApp, *, access: Access, csp: str) -> None:
         self.app = app
@@ -208,6 +210,10 @@ class Guard:
             return "another origin: requests from other sites are refused"
         if referer is not None and _origin_of(referer) != self.access.origin:
             return "another origin (Referer): requests from other sites are refused"
+        # Browsers say where a request comes from even when a page strips its Referer: a
+        # navigation from another port of 127.0.0.1 is "same-site" (and carries the cookie).
+        if _header(scope, b"sec-fetch-site") in ("cross-site", "same-site"):
+            return "another origin (Sec-Fetch-Site): requests from other sites are refused"
         if scope["method"] not in _SAFE_METHODS and origin is None and referer is None:
             return "no Origin: a change must come from this page's own form"
         return None

@@ -119,7 +119,12 @@ def test_other_hosts_and_origins_are_refused(
         f"{origin}.evil.example",
     ]
     for other in origins:
-        for headers in ({"Origin": other}, {"Referer": other + "/trials"}):
+        for headers in (
+            {"Origin": other},
+            {"Referer": other + "/trials"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},  # another port of 127.0.0.1
+        ):
             for method, path in REQUESTS[:4]:
                 reply = client.send(
                     method, path, {"Cookie": cookie, "Content-Type": FORM, **headers}, "version=0"
@@ -129,8 +134,13 @@ def test_other_hosts_and_origins_are_refused(
     bare = client.send("POST", PATIENT, {"Cookie": cookie, "Content-Type": FORM}, "version=0")
     assert bare.status == 403 and "no Origin" in bare.body
     # the same requests from this origin pass
-    same = client.send("GET", PATIENT, {"Cookie": cookie, "Referer": origin + "/trials/T-1"})
-    assert same.status == 200
+    for fetch_site in ("same-origin", "none"):  # "none": typed or opened from the terminal
+        same = client.send(
+            "GET",
+            PATIENT,
+            {"Cookie": cookie, "Referer": origin + "/trials/T-1", "Sec-Fetch-Site": fetch_site},
+        )
+        assert same.status == 200
 
 
 def test_every_response_carries_the_security_headers(
