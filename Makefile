@@ -12,7 +12,7 @@ DEMO_AS_OF := 2026-11-24
 # own test servers on their own ports; worksteal lets an idle worker take queued tests.
 PYTEST_WORKERS ?= 3
 
-.PHONY: demo test browser lint screenshot bench clean
+.PHONY: demo test browser java lint screenshot bench clean
 
 $(BIN)/python:
 	@echo "creating $(VENV) with $(PYTHON): needs Python >= 3.11 and network access to PyPI"
@@ -28,8 +28,8 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	touch $(DEMO_STAMP)
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	@echo "installing fhir-cohort with the test extra from PyPI into $(VENV) (about 1.1 GB)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@echo "installing fhir-cohort with the test and spark extras from PyPI into $(VENV) (about 1.6 GB)"
+	$(BIN)/python -m pip install --quiet -e ".[test,spark]"
 	touch $(TEST_STAMP) $(DEMO_STAMP)
 
 ## demo: set up (Python >= 3.11, the package from PyPI), then screen the bundled synthetic
@@ -37,10 +37,10 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 demo: $(DEMO_STAMP)
 	$(BIN)/fhir-cohort screen --as-of $(DEMO_AS_OF) --out out/demo
 
-## test: set up (the test extra; Debian's chromium for the report test, which needs root, else
-## those tests skip), lint, check formatting, run every test (starts real FHIR servers on
-## 127.0.0.1)
-test: $(TEST_STAMP) browser
+## test: set up (the test and spark extras; Debian's chromium for the report test and
+## Debian's OpenJDK 17 for the Spark tests, which need root, else those tests skip), lint,
+## check formatting, run every test (starts real FHIR servers on 127.0.0.1)
+test: $(TEST_STAMP) browser java
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
@@ -49,6 +49,11 @@ test: $(TEST_STAMP) browser
 # installs both at once.
 browser:
 	./scripts/install_browser.sh
+
+# Debian's Java 17 runtime for the Spark engine's tests (tests/spark); independent of the venv
+# and of chromium (the script waits for the other's apt lock).
+java:
+	./scripts/install_java.sh
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

@@ -17,6 +17,11 @@ alternates the two R times and compares the fastest and the mean of each (a shar
 load comes and goes), and CPU time (user + system of the whole process tree) is printed beside
 wall time. ``--baseline DIR`` (a git worktree of an older commit) adds, in each round, the
 single-trial screen by that code (``PYTHONPATH=DIR``) for a same-run regression check.
+
+With ``--engine spark`` it then screens with the Spark engine (``--spark-master``, default
+``local[2]``) and the local engine alternately (``--repeat`` rounds) and prints, per round,
+spark / local wall time, CPU and peak memory (the JVM is in the process tree) and whether the
+two patients.csv are byte-identical.
 """
 
 from __future__ import annotations
@@ -144,6 +149,7 @@ def run_screen(
     workers: int | None,
     criteria: list[Path] | None = None,
     code: Path | None = None,
+    spark_master: str | None = None,
 ) -> tuple[float, int, dict]:
     exe = Path(sys.executable).parent / "fhir-cohort"
     cmd = [
@@ -161,6 +167,8 @@ def run_screen(
         cmd += ["--criteria", str(path)]
     if workers:
         cmd += ["--workers", str(workers)]
+    if spark_master:
+        cmd += ["--engine", "spark", "--spark-master", spark_master]
     peak = 0
     t0 = time.perf_counter()
     cpu0 = _children_cpu()
@@ -226,6 +234,14 @@ def main() -> None:
         help="with --trials: also screen one trial with the package at DIR (a git worktree)",
     )
     ap.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="spark: after the local screen, screen with --engine spark (--spark-master) and "
+        "the local engine alternately, --repeat times, and print spark / local per round",
+    )
+    ap.add_argument("--spark-master", default="local[2]", help="with --engine spark")
+    ap.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -255,6 +271,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         wall, peak_kib, run = run_screen(folder, Path(tmp) / "out", args.workers)
+        first_patients = (Path(tmp) / "out" / "patients.csv").read_bytes()
+    run["benchmark_patients_csv"] = first_patients
     lines = sum(run["lines"].values())
     patients = run["counts"]["patients"]
     rate = lines / wall
@@ -271,6 +289,36 @@ def main() -> None:
     print(f"        {versus}status {run['counts']['status']}")
     if args.trials > 1:
         compare_trials(folder, args, (wall, peak_kib, run))
+    if args.engine == "spark":
+        compare_spark(folder, args, (wall, peak_kib, run))
+
+
+def compare_spark(folder: Path, args: argparse.Namespace, first: tuple[float, int, dict]) -> None:
+    """The Spark engine against the local engine, alternately (a shared machine's load comes
+    and goes: compare within a round), with the same patients.csv checked byte for byte."""
+    local = [first]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            if i:
+                local.append(run_screen(folder, Path(tmp) / f"local-{i}", args.workers))
+            spark = run_screen(
+                folder, Path(tmp) / f"spark-{i}", args.workers, spark_master=args.spark_master
+            )
+            want = (
+                first[2]["benchmark_patients_csv"]
+                if i == 0
+                else (Path(tmp) / f"local-{i}" / "patients.csv").read_bytes()
+            )
+            show(f"local engine (round {i + 1})", local[-1])
+            show(f"spark engine {args.spark_master} (round {i + 1})", spark)
+            same = (Path(tmp) / f"spark-{i}" / "patients.csv").read_bytes() == want
+            print(
+                f"round {i + 1}: spark / local = {spark[0] / local[-1][0]:.2f} wall, "
+                f"{spark[2]['benchmark_cpu_seconds'] / local[-1][2]['benchmark_cpu_seconds']:.2f}"
+                f" CPU, {spark[1] / local[-1][1]:.2f} peak memory; patients.csv identical: "
+                f"{same}; load average {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
 
 
 def show(label: str, result: tuple[float, int, dict]) -> None:

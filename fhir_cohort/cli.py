@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fhir_cohort import __version__, defaults
 from fhir_cohort.errors import (
@@ -248,6 +248,20 @@ def _add_screen(sub: argparse._SubParsersAction) -> None:
         type=_positive_int,
         metavar="N",
         help="processes for reading large inputs (default: number of CPUs)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="local: this machine's processes (default); spark: a Spark session's executors "
+        "(the extra fhir-cohort[spark] and Java 17; --source then also takes Hadoop URIs such "
+        "as s3a://bucket/export; docs/spark.md)",
+    )
+    p.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="with --engine spark outside spark-submit: the master (default local[*]; under "
+        "spark-submit its own session is used)",
     )
     p.add_argument(
         "--show-identifiers",
@@ -803,6 +817,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     several = len(criteria) > 1 or any(path.is_dir() for path in criteria)
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
     history = None if args.no_history else args.history or default_history_path(args.out)
+    spark = _spark_session(args)
     try:
         result = (screen_many if several else screen)(
             args.source,
@@ -821,6 +836,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
             allow_empty=args.allow_empty,
             base_url=args.base_url,
             history=history,
+            spark=spark,
         )
     finally:
         bars.close()
@@ -854,6 +870,37 @@ def _cmd_screen(args: argparse.Namespace) -> int:
                     f"coordinators' decisions ({research['requests']} requests{which})"
                 )
     return EXIT_OK
+
+
+def _spark_session(args: argparse.Namespace) -> Any:
+    """The SparkSession of ``--engine spark`` (None for the local engine): spark-submit's own
+    when there is one, else a local one (``--spark-master``, default all cores)."""
+    if args.engine != "spark":
+        if args.spark_master:
+            raise OptionError("--spark-master is for --engine spark")
+        return None
+    try:
+        from fhir_cohort.spark.engine import local_session
+    except ImportError as exc:
+        raise OptionError(
+            "--engine spark needs the extra: pip install 'fhir-cohort[spark]' (and Java 17)"
+        ) from exc
+    try:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            return active
+        return local_session(args.spark_master or "local[*]")
+    except ImportError as exc:
+        raise OptionError(
+            "--engine spark needs the extra: pip install 'fhir-cohort[spark]' (and Java 17)"
+        ) from exc
+    except Exception as exc:  # no Java, a bad master URL: say so without a Java stack
+        raise OptionError(
+            f"--engine spark: cannot start a Spark session ({type(exc).__name__}); it needs "
+            "Java 17 (scripts/install_java.sh)"
+        ) from exc
 
 
 def _data_cut_note(run: dict) -> str:

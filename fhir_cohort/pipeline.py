@@ -224,6 +224,9 @@ class _Pass:
     # The tables as per-patient rows and the terminology look-ups, built by the first trial
     # evaluated and reused by the others (engine/evaluate.py).
     prepared: Prepared | None = None
+    # The Spark engine's read (fhir_cohort.spark.engine.SparkRead): rows stay on the executors
+    # and each trial is evaluated there; ``tables`` is then empty.
+    spark: Any = None
 
     def prepare(self, terminology: Terminology, as_of: date) -> Prepared:
         self.prepared = prepare(self.tables, terminology, as_of, self.prepared, keep=True)
@@ -249,6 +252,7 @@ class _Options:
     unmapped_text: bool
     allow_empty: bool
     base_url: str | None
+    spark: Any  # a SparkSession: the Spark engine (fhir_cohort.spark), else None
     started: datetime  # wall clock, for run.json
     t0: float  # perf_counter, for the timings
 
@@ -272,6 +276,8 @@ def _read_once(opts: _Options, trials: Sequence[Trial], terminology: Terminology
     """Fetch (server source) and read the data once, keeping what any of ``trials`` needs."""
     loaded: remote.Loaded | None = None
     client = None
+    if opts.spark is not None:
+        return _read_spark(opts, trials, terminology)
     if opts.publish_group and not is_url(opts.source):
         raise SourceError("publishing the candidate Group needs a FHIR server --source")
     if opts.publish_subjects and not is_url(opts.source):
@@ -331,6 +337,43 @@ def _read_once(opts: _Options, trials: Sequence[Trial], terminology: Terminology
     )
 
 
+def _read_spark(opts: _Options, trials: Sequence[Trial], terminology: Terminology) -> _Pass:
+    """The Spark engine's read (fhir_cohort/spark/engine.py): the same line filter, parser and
+    flattener on the executors; the rows stay there, partitioned by patient."""
+    from fhir_cohort.spark.engine import read_spark
+
+    if opts.publish_group or is_url(opts.source):
+        raise OptionError(
+            "the Spark engine reads files (a local path or a Hadoop URI such as s3a://); fetch "
+            "from a FHIR server with the local engine"
+        )
+    t0 = time.perf_counter()
+    needs = _union_needs(trials, terminology)
+    source = str(opts.source) if opts.source is not None else str(DEMO_DATA)
+    read = read_spark(
+        opts.spark,
+        source,
+        relevant=needs.codes,
+        medication_words=needs.medication_names,
+        strict=opts.strict,
+        validate=opts.validate,
+        unmapped_text=opts.unmapped_text,
+        base_url=opts.base_url,
+    )
+    if not opts.allow_empty:
+        read.report.require_resources(source)
+    return _Pass(
+        source_path=Path(source) if "://" not in source else source,  # type: ignore[arg-type]
+        tables=Tables(),
+        report=read.report,
+        unmapped_rows=read.report.unmapped.rows(),
+        loaded=None,
+        client=None,
+        timings={"fetch": t0 - opts.t0, "read": time.perf_counter() - t0},
+        spark=read,
+    )
+
+
 def _check_common(
     source: str | Path | None,
     trials: Sequence[Trial],
@@ -374,6 +417,7 @@ def screen(
     allow_empty: bool = False,
     base_url: str | None = None,
     history: str | Path | None = None,
+    spark: Any = None,
 ) -> ScreeningResult: ...
 
 
@@ -397,6 +441,7 @@ def screen(
     allow_empty: bool = False,
     base_url: str | None = None,
     history: str | Path | None = None,
+    spark: Any = None,
 ) -> MultiScreeningResult: ...
 
 
@@ -419,6 +464,7 @@ def screen(
     allow_empty: bool = False,
     base_url: str | None = None,
     history: str | Path | None = None,
+    spark: Any = None,
 ) -> ScreeningResult | MultiScreeningResult:
     """Screen every patient of ``source`` against a trial's criteria.
 
@@ -447,6 +493,9 @@ def screen(
     screening history and compared with the trial's previous run there: ``result.changes``
     (changes.csv), ``run["history"]`` and report.html's "new since" section
     (docs/history.md). Without it nothing is recorded.
+    With ``spark`` (a ``pyspark.sql.SparkSession``) the Spark engine reads and evaluates on
+    the session's executors (docs/spark.md): ``source`` is then a path or a Hadoop URI
+    (``s3a://...``), and the answers and outputs are those of the local engine.
 
     >>> result = screen(as_of=date(2026, 11, 24))
     >>> list(result.patients.columns[:3])
@@ -467,6 +516,7 @@ def screen(
         unmapped_text=unmapped_text,
         allow_empty=allow_empty,
         base_url=base_url,
+        spark=spark,
     )
     if not isinstance(criteria, str | Path | Trial | None):
         return screen_many(
@@ -488,9 +538,13 @@ def screen(
     _check_common(source, [trial], terminology, server, base_url)
     with _open_history(history) as past:
         shared = _read_once(opts, [trial], terminology)
-        result = _screen_trial(
-            opts, trial, criteria_info, shared, terminology, out_dir=out_dir, history=past
-        )
+        try:
+            result = _screen_trial(
+                opts, trial, criteria_info, shared, terminology, out_dir=out_dir, history=past
+            )
+        finally:
+            if shared.spark is not None:
+                shared.spark.close()
     if shared.loaded is not None:
         # done: a re-run fetches fresh data unless told to reuse this snapshot
         remote.snapshot_used(shared.loaded)
@@ -526,6 +580,7 @@ def screen_many(
     allow_empty: bool = False,
     base_url: str | None = None,
     history: str | Path | None = None,
+    spark: Any = None,
 ) -> MultiScreeningResult:
     """Screen ``source`` against several trials, reading the data once.
 
@@ -558,6 +613,7 @@ def screen_many(
         unmapped_text=unmapped_text,
         allow_empty=allow_empty,
         base_url=base_url,
+        spark=spark,
     )
     resolved = _resolve_trials(criteria)
     trials = [trial for trial, _ in resolved]
@@ -581,18 +637,22 @@ def _screen_pass(
     # One trial after another in this process: evaluating them in forked workers doubled peak
     # memory (docs/benchmarks.md, "Several trials in one pass").
     results: dict[str, ScreeningResult] = {}
-    for trial, info in resolved:
-        results[trial.id] = _screen_trial(
-            opts,
-            trial,
-            info,
-            shared,
-            terminology,
-            out_dir=Path(opts.out_dir) / trial.id if opts.out_dir is not None else None,
-            one_pass=ids,
-            history=past,
-            pass_id=pass_id,
-        )
+    try:
+        for trial, info in resolved:
+            results[trial.id] = _screen_trial(
+                opts,
+                trial,
+                info,
+                shared,
+                terminology,
+                out_dir=Path(opts.out_dir) / trial.id if opts.out_dir is not None else None,
+                one_pass=ids,
+                history=past,
+                pass_id=pass_id,
+            )
+    finally:
+        if shared.spark is not None:
+            shared.spark.close()
     table = trials_table({tid: r.patients for tid, r in results.items()})
     multi = MultiScreeningResult(results=results, trials=table)
     if opts.out_dir is not None:
@@ -622,13 +682,28 @@ def _screen_trial(
     loaded, unmapped_rows = shared.loaded, shared.unmapped_rows
     t_start = time.perf_counter()
     n_trials = max(1, len(one_pass))
-    total = len(tables.patients) * n_trials
     which = trial.id if one_pass else None
-    opts.progress(Progress("evaluate", 0, total=total, unit="patients", message=which))
-    prepared = shared.prepare(terminology, opts.as_of)
-    evaluation, attrition_table = screen_tables(trial, tables, terminology, opts.as_of, prepared)
-    opts.progress(Progress("evaluate", len(tables.patients), total=total, message=which))
-    t_eval = time.perf_counter()
+    if shared.spark is not None:
+        # The Spark engine: the same evaluators, one partition of patients at a time on the
+        # executors (fhir_cohort/spark); what comes back is what the lines below compute.
+        done = shared.spark.evaluate(trial, terminology, opts.as_of)
+        evaluation, attrition_table = done.evaluation, done.attrition
+        eras, labs, without_patient = done.eras, done.labs, done.records_without_patient
+        t_eval = time.perf_counter()
+    else:
+        total = len(tables.patients) * n_trials
+        opts.progress(Progress("evaluate", 0, total=total, unit="patients", message=which))
+        prepared = shared.prepare(terminology, opts.as_of)
+        evaluation, attrition_table = screen_tables(
+            trial, tables, terminology, opts.as_of, prepared
+        )
+        opts.progress(Progress("evaluate", len(tables.patients), total=total, message=which))
+        t_eval = time.perf_counter()
+        eras, labs = detail_tables(trial, tables, terminology, opts.as_of, prepared)
+        del prepared
+        if not one_pass or trial.id == one_pass[-1]:
+            shared.prepared = None  # the last trial: free the rows before writing outputs
+        without_patient = records_without_patient(tables)
 
     ids = tuple(c.id for c in trial.criteria)
     patients = patients_table(evaluation.answers, evaluation.status, ids)
@@ -652,11 +727,14 @@ def _screen_trial(
         timings={**shared.timings, "evaluate": t_eval - t_start},
         patients=patients,
     )
+    if shared.spark is not None:
+        run["engine"] = "spark"
+        run["spark"] = shared.spark.describe()
     if one_pass:
         # The read (and its counts, unmapped.csv) is shared: it kept what any of these needed.
         run["one_pass"] = {"trials": list(one_pass), "index": f"../{INDEX_NAME}"}
     # Records of patients with no Patient resource are not screened: say how many (v1.1).
-    run["records_without_patient"] = records_without_patient(tables)
+    run["records_without_patient"] = without_patient
     run["unmapped"] = {
         "file": "unmapped.csv",
         "free_text_listed": opts.unmapped_text,
@@ -672,10 +750,6 @@ def _screen_trial(
         }
     if opts.publish_group and shared.client is not None:
         run["published_group"] = remote.publish_group(shared.client, group)
-    eras, labs = detail_tables(trial, tables, terminology, opts.as_of, prepared)
-    del prepared
-    if not one_pass or trial.id == one_pass[-1]:
-        shared.prepared = None  # the last trial: free the rows before writing outputs
     result = ScreeningResult(
         patients=patients,
         evidence=evidence,
@@ -703,6 +777,10 @@ def _screen_trial(
             )
         if out_dir is not None:
             _write(result, run, out_dir, opts.t0, opts.show_identifiers)
+            if shared.spark is not None:
+                from fhir_cohort.spark.engine import write_lakehouse
+
+                write_lakehouse(Path(out_dir), result.patients, result.evidence)
     return result
 
 

@@ -18,6 +18,7 @@ PACKAGES = [
     "fhir_cohort.criteria",
     "fhir_cohort.history",
     "fhir_cohort.review",
+    "fhir_cohort.spark",
     "fhir_cohort.synth",
     "fhir_cohort.terminology",
 ]
@@ -68,6 +69,13 @@ def test_cli_help_loads_no_server_code() -> None:
     server_code = ["requests", "pydantic", "jwt", "cryptography", "fhir_cohort.remote"]
     server_code += ["starlette", "uvicorn", "fhir_cohort.review.app"]  # only for `review`
     assert _loaded_after(statement, [*HEAVY, *server_code]) == []
+
+
+def test_the_engines_load_no_spark() -> None:
+    """PySpark (and its JVM gateway) loads only when the Spark engine runs: the pipeline,
+    the CLI and the Spark engine's own module import none of it."""
+    statement = "import fhir_cohort.pipeline, fhir_cohort.cli, fhir_cohort.spark.engine"
+    assert _loaded_after(statement, ["pyspark", "py4j"]) == []
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -45,6 +45,7 @@ __all__ = [
     "TYPES",
     "Ledger",
     "apply",
+    "decide",
     "format_location",
     "location_key",
     "version_key",
@@ -256,10 +257,7 @@ def apply(tables: Any, ledger: Ledger, files: Sequence[str]) -> dict[str, Any]:
 
     The tables' rows must be in the order the ledger recorded them (:meth:`Ledger.row`).
     """
-    drop, dup = _decide(ledger)
-    report = _empty_report()
-    if dup.empty:
-        return report
+    drop, report = decide(ledger, files)
     if len(drop):
         for table in _TABLES:
             srcs = np.frombuffer(ledger.rows[table], dtype=np.int64)
@@ -269,6 +267,17 @@ def apply(tables: Any, ledger: Ledger, files: Sequence[str]) -> dict[str, Any]:
             gone = np.isin(srcs, drop)
             if gone.any():
                 setattr(tables, table, frame.loc[~gone].reset_index(drop=True))
+    return report
+
+
+def decide(ledger: Ledger, files: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """(location keys of the copies whose rows go, run.json's ``duplicates``): :func:`apply`
+    without the tables. Only duplicated (type, id) pairs matter, so a ledger holding just
+    those copies (the Spark engine gathers them) decides the same."""
+    drop, dup = _decide(ledger)
+    report = _empty_report()
+    if dup.empty:
+        return drop, report
     names = pd.Series(np.asarray(TYPES, dtype=object)[dup["t"].to_numpy()], index=dup.index)
     kept_any = dup.groupby(["t", "id"], sort=False)["keep"].transform("any")
     heads = dup.drop_duplicates(["t", "id"])
@@ -292,7 +301,7 @@ def apply(tables: Any, ledger: Ledger, files: Sequence[str]) -> dict[str, Any]:
             }
         )
     report["locations"] = sorted(locations, key=lambda d: (d["type"], d["dropped"]))
-    return report
+    return drop, report
 
 
 def _count(names: Any) -> dict[str, int]:

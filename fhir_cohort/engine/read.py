@@ -141,6 +141,12 @@ class _Task:
     size: int = 0
     file_index: int = 0  # in the reader's file list: orders copies (dedup) and names them
 
+    def resources(self, **common: Any) -> Iterable[tuple[dict[str, Any], str]]:
+        """The task's resources and locations (``common``: iter_file's keyword arguments)."""
+        if self.end >= 0:
+            return iter_ndjson_range(self.path, self.start, self.end, self.first_line, **common)
+        return iter_file(self.path, **common)
+
 
 @dataclass
 class _TaskResult:
@@ -224,8 +230,15 @@ def _dropped_copy_of_a_read_one(ledger: Ledger, dropped: array) -> bool:
     """Whether a line dropped unparsed has the type and id of a resource that was read."""
     if not dropped:
         return False
+    kept = ledger_hashes(ledger)
+    # millions of dropped lines against the few resources read: vectorised, no big set
+    return bool(np.isin(np.frombuffer(dropped, dtype=np.int64), kept).any())
+
+
+def ledger_hashes(ledger: Ledger) -> np.ndarray:
+    """:func:`id_hash` of each copy the ledger recorded, in its order (int64)."""
     names = [t.encode() for t in dedup.TYPES]
-    kept = np.fromiter(
+    return np.fromiter(
         (
             id_hash(names[code], rid.encode("utf-8", "surrogatepass"))
             for code, rid in zip(ledger.rtype, ledger.rid, strict=True)
@@ -233,14 +246,13 @@ def _dropped_copy_of_a_read_one(ledger: Ledger, dropped: array) -> bool:
         dtype=np.int64,
         count=len(ledger.rid),
     )
-    # millions of dropped lines against the few resources read: vectorised, no big set
-    return bool(np.isin(np.frombuffer(dropped, dtype=np.int64), kept).any())
 
 
 def _run_tasks(
-    tasks: list[_Task], cfg: _Config, done: Callable[[int], None] | None = None
+    tasks: Iterable[_Task], cfg: _Config, done: Callable[[int], None] | None = None
 ) -> _TaskResult:
-    """Read ``tasks`` in order with one Flattener (so in-stream Medications resolve)."""
+    """Read ``tasks`` in order with one Flattener (so in-stream Medications resolve). A task
+    is anything with a _Task's fields and ``resources`` (the Spark engine's hold lines)."""
     out = _TaskResult()
     type_key = "unknown"
 
@@ -292,12 +304,7 @@ def _run_tasks(
             "on_lines": count_lines,
             "on_replaced": out.on_replaced,
         }
-        resources: Iterable[tuple[dict[str, Any], str]] = (
-            iter_ndjson_range(task.path, task.start, task.end, task.first_line, **common)
-            if task.end >= 0
-            else iter_file(task.path, **common)
-        )
-        for resource, location in resources:
+        for resource, location in task.resources(**common):
             rtype = resource["resourceType"]
             out.parsed[rtype] += 1
             if task.expected_type is None:
@@ -391,29 +398,49 @@ def _read_medications(
     source: DiskSource, cfg: _Config, report: ReadReport, ledger: Ledger
 ) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[int, int, int]]]:
     """Separate Medications by id, the latest copy of each (dedup rule), and their keys."""
-    strict, validate = cfg.strict, cfg.validate
-    meds: dict[str, dict[str, Any]] = {}
-    keys: dict[str, tuple[int, int, int]] = {}
     tmp = _TaskResult()
-    index = {name: i for i, name in enumerate(report.files)}
+    common = medication_reading(cfg, tmp)
+    streams = (
+        (str(path), iter_file(path, **common))  # type: ignore[arg-type]
+        for declared, path in source.files({"Medication"})
+        # Bundles: the Flattener resolves their Medications in-stream
+        if declared == "Medication"
+    )
+    return medications_of(streams, cfg, report, ledger, tmp)
+
+
+def medication_reading(cfg: _Config, tmp: _TaskResult) -> dict[str, Any]:
+    """iter_file's keyword arguments for a Medication file, counting errors into ``tmp``."""
 
     def on_error(err: MalformedResourceError) -> None:
         tmp.skipped["Medication"] += 1
         if len(tmp.errors) < MAX_ERRORS_KEPT:
             tmp.errors.append((err.location, err.reason))
 
-    for declared, path in source.files({"Medication"}):
-        if declared != "Medication":
-            continue  # Bundles: the Flattener resolves their Medications in-stream
-        name = str(path)
-        for resource, loc in iter_file(
-            path,
-            expected_type="Medication",
-            on_error=on_error,
-            strict=strict,
-            validate=validate,
-            on_replaced=tmp.on_replaced,
-        ):
+    return {
+        "expected_type": "Medication",
+        "on_error": on_error,
+        "strict": cfg.strict,
+        "validate": cfg.validate,
+        "on_replaced": tmp.on_replaced,
+    }
+
+
+def medications_of(
+    streams: Iterable[tuple[str, Iterable[tuple[dict[str, Any], str]]]],
+    cfg: _Config,
+    report: ReadReport,
+    ledger: Ledger,
+    tmp: _TaskResult,
+) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[int, int, int]]]:
+    """The latest copy of each Medication of ``streams`` ((file name, its resources and
+    locations) in reading order) by id, and their keys; ``tmp`` holds the counts until they are
+    merged into ``report``."""
+    meds: dict[str, dict[str, Any]] = {}
+    keys: dict[str, tuple[int, int, int]] = {}
+    index = {name: i for i, name in enumerate(report.files)}
+    for name, resources in streams:
+        for resource, loc in resources:
             tmp.lines["Medication"] += 1
             tmp.parsed["Medication"] += 1
             rid = resource.get("id")

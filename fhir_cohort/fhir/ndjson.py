@@ -26,8 +26,10 @@ from fhir_cohort.files import private_writer
 __all__ = [
     "BOM",
     "BadLine",
+    "iter_lines",
     "iter_ndjson",
     "iter_objects",
+    "parse_json",
     "parse_line",
     "read_json",
     "write_ndjson",
@@ -101,6 +103,11 @@ def read_json(path: str | Path) -> tuple[Any, bool]:
             data = fh.read()
     except _READ_ERRORS as exc:
         raise SourceError(f"{path}: cannot read ({_why(exc)})") from exc
+    return parse_json(data)
+
+
+def parse_json(data: bytes) -> tuple[Any, bool]:
+    """:func:`read_json` of bytes already read (and decompressed)."""
     if data.startswith(BOM):
         data = data[3:]
     try:
@@ -125,7 +132,6 @@ def iter_ndjson(
     is read, how many lines it had. A file that cannot be read is a :class:`SourceError`.
     """
     path = Path(path)
-    loads = orjson.loads
     try:
         with _open_bytes(path) as fh:
             lines: Iterator[bytes] | IO[bytes] = fh
@@ -135,24 +141,37 @@ def iter_ndjson(
                 fh.seek(start)
                 # One read of the range, then C-speed line iteration over it.
                 lines = io.BytesIO(fh.read(end - start))
-            lineno = first - 1
-            for lineno, line in enumerate(lines, first):
-                if lineno == 1 and line.startswith(BOM):
-                    line = line[3:]
-                if line_filter is not None and not line_filter(line):
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    value = loads(line)
-                except orjson.JSONDecodeError as exc:
-                    yield (lineno, *_lenient(line, exc))
-                    continue
-                yield lineno, value, False
-            if on_lines is not None:
-                on_lines(lineno - first + 1)
+            yield from iter_lines(lines, first, line_filter=line_filter, on_lines=on_lines)
     except _READ_ERRORS as exc:
         raise SourceError(f"{path}: cannot read ({_why(exc)})") from exc
+
+
+def iter_lines(
+    lines: Iterable[bytes],
+    first: int = 1,
+    *,
+    line_filter: LineFilter | None = None,
+    on_lines: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, Any, bool]]:
+    """:func:`iter_ndjson` over lines already read (by a file, or by Spark's text reader):
+    ``first`` is the number of the first line (a BOM is stripped on line 1 only)."""
+    loads = orjson.loads
+    lineno = first - 1
+    for lineno, line in enumerate(lines, first):
+        if lineno == 1 and line.startswith(BOM):
+            line = line[3:]
+        if line_filter is not None and not line_filter(line):
+            continue
+        if not line.strip():
+            continue
+        try:
+            value = loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield (lineno, *_lenient(line, exc))
+            continue
+        yield lineno, value, False
+    if on_lines is not None:
+        on_lines(lineno - first + 1)
 
 
 def iter_objects(path: str | Path) -> Iterator[dict[str, Any]]:

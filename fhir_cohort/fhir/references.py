@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -91,14 +91,30 @@ def recorded_base(folder: str | Path) -> str | None:
     root = Path(folder)
     if not root.is_dir():
         return None
+
+    def read(name: str) -> str | None:
+        try:
+            return (root / name).read_text(encoding="utf-8")
+        except OSError:
+            return None
+
+    return recorded_base_of(read)
+
+
+def recorded_base_of(read: Callable[[str], str | None]) -> str | None:
+    """:func:`recorded_base` of a folder whose files ``read(name)`` returns (None: no such
+    file), for folders that are not local paths (the Spark engine's Hadoop URIs)."""
     for name, key in (
         ("export_state.json", "base_url"),
         ("fetch_state.json", "base_url"),
         ("manifest.json", "request"),
     ):
+        text = read(name)
+        if text is None:
+            continue
         try:
-            data = json.loads((root / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(text)
+        except ValueError:
             continue
         value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, str) and value:

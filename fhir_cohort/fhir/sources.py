@@ -27,12 +27,19 @@ the files and the module-level :func:`iter_file` reads one of them in a worker p
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from fhir_cohort.errors import MalformedResourceError, SourceError
-from fhir_cohort.fhir.ndjson import BadLine, LineFilter, iter_ndjson, read_json
+from fhir_cohort.fhir.ndjson import (
+    BadLine,
+    LineFilter,
+    iter_lines,
+    iter_ndjson,
+    parse_json,
+    read_json,
+)
 from fhir_cohort.fhir.resource_types import RESOURCE_TYPES
 
 __all__ = [
@@ -40,7 +47,10 @@ __all__ = [
     "ErrorHandler",
     "LineFilter",
     "ReplacedHandler",
+    "classify",
+    "iter_bundle_bytes",
     "iter_file",
+    "iter_ndjson_lines",
     "iter_ndjson_range",
     "open_source",
     "validate_resource",
@@ -199,11 +209,20 @@ def _iter_ndjson(
     byte_range: tuple[int, int, int] | None = None,
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
+    lines: Iterable[bytes] | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
-    for lineno, resource, replaced in iter_ndjson(
-        path, byte_range=byte_range, line_filter=line_filter, on_lines=on_lines
-    ):
+    values = (
+        iter_ndjson(path, byte_range=byte_range, line_filter=line_filter, on_lines=on_lines)
+        if lines is None
+        else iter_lines(
+            lines,
+            byte_range[2] if byte_range else 1,
+            line_filter=line_filter,
+            on_lines=on_lines,
+        )
+    )
+    for lineno, resource, replaced in values:
         if type(resource) is BadLine:
             report(f"{name}:{lineno}", resource.reason)
             continue
@@ -253,6 +272,70 @@ def iter_ndjson_range(
     )
 
 
+def iter_ndjson_lines(
+    name: str,
+    lines: Iterable[bytes],
+    first_line: int,
+    *,
+    expected_type: str | None = None,
+    line_filter: LineFilter | None = None,
+    on_error: ErrorHandler | None = None,
+    strict: bool = False,
+    validate: bool = False,
+    on_lines: Callable[[int], None] | None = None,
+    on_replaced: ReplacedHandler | None = None,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Like :func:`iter_ndjson_range` for lines another reader read (Spark's text source):
+    ``name`` names the file in locations, ``first_line`` is the number of the first line."""
+    yield from _iter_ndjson(
+        Path(name),
+        expected_type,
+        None,
+        line_filter,
+        _Reporter(on_error, strict),
+        validate,
+        (0, 0, first_line),
+        on_lines,
+        on_replaced,
+        lines=lines,
+    )
+
+
+def iter_bundle_bytes(
+    name: str,
+    data: bytes,
+    *,
+    on_error: ErrorHandler | None = None,
+    strict: bool = False,
+    validate: bool = False,
+    on_replaced: ReplacedHandler | None = None,
+    **_: Any,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Like :func:`iter_file` for a Bundle ``.json`` file's bytes (already decompressed) read
+    by another reader (Spark's binaryFile source); ``name`` names it in locations."""
+    yield from _iter_bundle(
+        Path(name), None, _Reporter(on_error, strict), validate, on_replaced, parse_json(data)
+    )
+
+
+def classify(name: str) -> tuple[str, str | None] | None:
+    """How a folder's file named ``name`` is read: ("ndjson" | "json", the type its name
+    declares or None), or None for files that hold no resources (logs, manifests, dot files,
+    other suffixes). The rule :func:`open_source` applies to a folder."""
+    path = Path(name)
+    if path.name.lower() in _SKIP_NAMES or path.name.startswith("."):
+        return None
+    kind = _suffix_kind(path)
+    if kind is None:
+        return None
+    return kind, _type_from_name(path) if kind == "ndjson" else None
+
+
+def reading_order(entries: Iterable[tuple[str | None, str]]) -> list[tuple[str | None, str]]:
+    """(declared type, name) sorted as :func:`open_source` orders a folder's files."""
+    return sorted(entries, key=lambda e: _file_rank((e[0], Path(e[1]))))
+
+
 def _rewrite_refs(node: Any, urls: dict[str, str]) -> None:
     """Replace ``reference`` values that are fullUrls of entries of the same Bundle by
     ``Type/id`` (FHIR bundle.html#references); every other reference is left as written."""
@@ -276,9 +359,10 @@ def _iter_bundle(
     report: _Reporter,
     validate: bool,
     on_replaced: ReplacedHandler | None = None,
+    parsed: tuple[Any, bool] | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
-    doc, replaced = read_json(path)
+    doc, replaced = read_json(path) if parsed is None else parsed
     if type(doc) is BadLine:
         report(name, doc.reason)
         return

@@ -1,0 +1,835 @@
+"""The Spark engine's read and evaluation, on the local engine's own functions.
+
+What runs where (docs/spark.md):
+
+- driver: lists the source through Hadoop's FileSystem (local paths, ``s3a://``, ``abfss://``,
+  ...), classifies files as ``fhir/sources.py`` does, reads the separate Medications (the
+  local reader reads them first too) and broadcasts them with the trial's requirements;
+- executors, one task per file split: Spark's text source reads NDJSON(.gz) lines, its
+  binaryFile source Bundles; ``engine/read.py``'s ``_run_tasks`` runs the requirement line
+  filter, the parser and the ``Flattener`` over them exactly as for a local file range;
+- the rows (pickled tuples in Arrow batches) are cached; the ledger's hashes come back to the
+  driver, which applies ``engine/dedup.py``'s rule to the few duplicated resources and the
+  dropped-line check of the local reader (a re-read without the line filter when it fires);
+- executors, one task per partition of patients (``repartition`` by patient id,
+  ``mapInPandas``): ``evaluate``, ``attrition``, ``detail_tables``, ``records_without_patient``
+  on that partition's tables; the driver concatenates (attrition is a sum: every count is over
+  disjoint patients) and the pipeline writes the same outputs with the same writers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import itertools
+import math
+import os
+import pickle
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+
+from fhir_cohort.criteria import Trial
+from fhir_cohort.engine import dedup
+from fhir_cohort.engine.dedup import Ledger
+from fhir_cohort.engine.evaluate import EvaluationResult, attrition, prepare
+from fhir_cohort.engine.flatten import Flattener
+from fhir_cohort.engine.read import (
+    _PROBE,
+    _TABLES,
+    READ_TYPES,
+    ReadReport,
+    _Config,
+    _run_tasks,
+    _TaskResult,
+    ledger_hashes,
+    medication_reading,
+    medications_of,
+)
+from fhir_cohort.engine.tables import Tables, records_without_patient
+from fhir_cohort.errors import SourceError
+from fhir_cohort.fhir.references import ReferenceResolver, recorded_base_of
+from fhir_cohort.fhir.sources import (
+    classify,
+    iter_bundle_bytes,
+    iter_ndjson_lines,
+    reading_order,
+)
+
+__all__ = [
+    "SparkEvaluation",
+    "SparkRead",
+    "local_session",
+    "read_spark",
+    "screen_spark",
+    "write_lakehouse",
+]
+
+# Row kinds of the read's output: 0-3 a row of _TABLES[k], then a ledger copy, one summary
+# per partition (counts, errors, unmapped, unresolved, hashes of the copies read) and the
+# hashes of the lines the line filter dropped unparsed.
+_COPY, _PIECE, _DROPPED = 4, 5, 6
+_READ_SCHEMA = "k byte, pid string, src long, seq int, h long, payload binary"
+_EVAL_SCHEMA = "kind string, payload binary"
+# A location key holds a line number below 2**32 (engine/dedup.py): Spark numbers a split's
+# lines from the split's byte offset, so a plain NDJSON file must stay below 4 GiB.
+_MAX_SPLIT_FILE = 1 << 32
+# Patients per evaluation partition: about 20 s of one core at the local engine's rate, and
+# a few hundred MB of rows at most (docs/spark.md).
+PATIENTS_PER_PARTITION = 50_000
+
+
+def local_session(master: str = "local[2]", **conf: str) -> Any:
+    """A SparkSession for this machine (the CLI's ``--engine spark`` without spark-submit):
+    quiet logs, Arrow on, the UI off. Under spark-submit use the session it configured
+    (``SparkSession.builder.getOrCreate()``)."""
+    from pyspark.sql import SparkSession
+
+    # The workers run this interpreter (it has fhir-cohort and its dependencies), not the
+    # first python3 on PATH; PySpark reads the variable when the context starts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("fhir-cohort")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.driver.memory", os.environ.get("FHIR_COHORT_SPARK_DRIVER_MEMORY", "2g"))
+    )
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def screen_spark(spark: Any, source: str | Path, **kwargs: Any) -> Any:
+    """:func:`fhir_cohort.screen` on the Spark engine: ``source`` is a path or Hadoop URI,
+    ``spark`` a ``pyspark.sql.SparkSession``; every other argument is screen's."""
+    from fhir_cohort.pipeline import screen
+
+    return screen(source, spark=spark, **kwargs)
+
+
+# ------------------------------------------------------------------------------ the listing
+
+
+@dataclass(frozen=True)
+class _File:
+    uri: str  # as Hadoop names it
+    name: str  # as locations and run.json name it (the local engine's str(path))
+    kind: str  # "ndjson" | "json"
+    declared: str | None
+    size: int
+
+
+def _norm(uri: str) -> str:
+    """A file URI as both Hadoop's listing and Spark's ``_metadata.file_path`` spell it."""
+    uri = unquote(uri)
+    if uri.startswith("file:"):
+        uri = "/" + uri[5:].lstrip("/")
+    return uri
+
+
+def _java_error(exc: Exception) -> str:
+    """The Java exception's class name, never its message (it may quote a path or data)."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            return str(java.getClass().getSimpleName())
+        except Exception:  # a dead gateway: the Python class is all there is
+            pass
+    return type(exc).__name__
+
+
+def _list(spark: Any, source: str) -> list[_File]:
+    """The source's data files in the local engine's reading order (``fhir/sources.py``)."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    local = "://" not in source
+    try:
+        root = jvm.org.apache.hadoop.fs.Path(str(Path(source).absolute()) if local else source)
+        fs = root.getFileSystem(conf)
+        if not fs.exists(root):
+            raise SourceError(f"{source}: no such file or folder")
+        top = fs.getFileStatus(root)
+        statuses = [top] if not top.isDirectory() else list(fs.listStatus(root))
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"{source}: cannot list or read ({_java_error(exc)})") from exc
+    found: list[tuple[str | None, str]] = []
+    info: dict[str, _File] = {}
+    for st in statuses:
+        name = str(st.getPath().getName())
+        what = classify(name)
+        if what is None:
+            if not top.isDirectory():
+                raise SourceError(f"{source}: expected .ndjson, .jsonl or .json (optionally .gz)")
+            continue
+        if st.isDirectory():
+            raise SourceError(f"{source}/{name}: a folder named like a data file (expected a file)")
+        kind, declared = what
+        shown = (
+            (source if not top.isDirectory() else str(Path(source) / name))
+            if local
+            else str(st.getPath().toString())
+        )
+        size = int(st.getLen())
+        if kind == "ndjson" and not name.lower().endswith(".gz") and size >= _MAX_SPLIT_FILE:
+            raise SourceError(
+                f"{shown}: an uncompressed NDJSON file of 4 GiB or more; the Spark engine "
+                "reads such files in splits whose lines it cannot number: gzip or split it"
+            )
+        info[shown] = _File(str(st.getPath().toString()), shown, kind, declared, size)
+        found.append((declared, shown))
+    if not found:
+        raise SourceError(f"{source}: no .ndjson, .jsonl or .json files")
+    return [info[name] for _, name in reading_order(found)]
+
+
+def _recorded_base(spark: Any, source: str) -> str | None:
+    """The base URL the export folder recorded (``fhir/references.recorded_base``)."""
+    if "://" not in source:
+        from fhir_cohort.fhir.references import recorded_base
+
+        return recorded_base(source)
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def read(name: str) -> str | None:
+        try:
+            path = jvm.org.apache.hadoop.fs.Path(source.rstrip("/") + "/" + name)
+            fs = path.getFileSystem(conf)
+            if not fs.exists(path) or fs.getFileStatus(path).getLen() > 1 << 20:
+                return None
+            stream = fs.open(path)
+            try:
+                data = jvm.org.apache.commons.io.IOUtils.toByteArray(stream)
+            finally:
+                stream.close()
+            return bytes(data).decode("utf-8", "replace")
+        except Exception:
+            return None
+
+    return recorded_base_of(read)
+
+
+# ------------------------------------------------------------------------- executor side
+
+
+@dataclass
+class _LineTask:
+    """A run of lines of one NDJSON file split, as ``_run_tasks`` reads a _Task."""
+
+    path: str
+    expected_type: str | None
+    lines: list[bytes]
+    first_line: int
+    file_index: int
+    size: int = 0
+
+    def resources(self, **common: Any) -> Iterable[tuple[dict[str, Any], str]]:
+        common.pop("types", None)
+        return iter_ndjson_lines(self.path, self.lines, self.first_line, **common)
+
+
+@dataclass
+class _BundleTask:
+    """One Bundle file's bytes, as ``_run_tasks`` reads a _Task."""
+
+    path: str
+    data: bytes
+    file_index: int
+    expected_type: str | None = None
+    size: int = 0
+
+    def resources(self, **common: Any) -> Iterable[tuple[dict[str, Any], str]]:
+        return iter_bundle_bytes(self.path, self.data, **common)
+
+
+def _emit(out: _TaskResult) -> Iterator[Any]:
+    """One partition's read as Arrow batches of _READ_SCHEMA rows."""
+    import pyarrow as pa
+
+    k: list[int] = []
+    pid: list[str | None] = []
+    src: list[int] = []
+    seq: list[int] = []
+    h: list[int | None] = []
+    payload: list[bytes] = []
+    dumps = pickle.dumps
+    for i, table in enumerate(_TABLES):
+        rows = out.rows[table]
+        srcs = out.ledger.rows[table]
+        for n, (row, s) in enumerate(zip(rows, srcs, strict=True)):
+            k.append(i)
+            pid.append(row[0] if isinstance(row[0], str) else "")
+            src.append(s)
+            seq.append(n)
+            h.append(None)
+            payload.append(dumps(row, protocol=5))
+    ledger = out.ledger
+    hashes = ledger_hashes(ledger)
+    for j in range(len(ledger.rid)):
+        copy = (
+            ledger.rtype[j],
+            ledger.rid[j],
+            ledger.pid[j],
+            ledger.version[j],
+            ledger.updated[j],
+            ledger.src[j],
+        )
+        k.append(_COPY)
+        pid.append(None)
+        src.append(ledger.src[j])
+        seq.append(0)
+        h.append(int(hashes[j]))
+        payload.append(dumps(copy, protocol=5))
+    dropped = np.unique(np.frombuffer(out.dropped, dtype=np.int64))
+    # What the driver needs of the partition, without the rows and copies it ships above.
+    out.rows = {t: [] for t in _TABLES}
+    out.ledger = Ledger(unresolved=ledger.unresolved, unresolved_at=ledger.unresolved_at)
+    out.dropped = type(out.dropped)("q")
+    # Each hash once, and apart the hashes of copies this partition read more than once:
+    # the driver finds every duplicated resource from these without another job.
+    values, counts = np.unique(hashes, return_counts=True)
+    summary = (out, values.tobytes(), values[counts > 1].tobytes())
+    for kind, blob in ((_PIECE, dumps(summary, protocol=5)), (_DROPPED, dropped.tobytes())):
+        k.append(kind)
+        pid.append(None)
+        src.append(0)
+        seq.append(0)
+        h.append(None)
+        payload.append(blob)
+    yield pa.RecordBatch.from_arrays(
+        [
+            pa.array(k, pa.int8()),
+            pa.array(pid, pa.string()),
+            pa.array(src, pa.int64()),
+            pa.array(seq, pa.int32()),
+            pa.array(h, pa.int64()),
+            pa.array(payload, pa.binary()),
+        ],
+        names=["k", "pid", "src", "seq", "h", "payload"],
+    )
+
+
+def _line_tasks(batches: Iterable[Any], files: dict[str, tuple[str, str | None, int]]) -> Any:
+    """_LineTasks of the runs of consecutive lines of one file split in ``batches``."""
+    counted: dict[tuple[str, int], int] = {}
+    for batch in batches:
+        values = batch.column(0).to_pylist()
+        paths = batch.column(1).to_pylist()
+        starts = batch.column(2).to_pylist()
+        i, n = 0, len(values)
+        while i < n:
+            key = (paths[i], starts[i])
+            j = i + 1
+            while j < n and paths[j] == key[0] and starts[j] == key[1]:
+                j += 1
+            name, declared, index = files[_norm(key[0])]
+            before = counted.get(key, 0)
+            counted[key] = before + j - i
+            lines = [v if v is not None else b"" for v in values[i:j]]
+            # Line numbers: exact in a split at offset 0 (every gzip file, every file below
+            # the split size); after it, the split's offset plus the line within the split.
+            yield _LineTask(name, declared, lines, key[1] + before + 1, index)
+            i = j
+
+
+def _bundle_tasks(batches: Iterable[Any], files: dict[str, tuple[str, str | None, int]]) -> Any:
+    for batch in batches:
+        for path, content in zip(
+            batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
+        ):
+            name, _, index = files[_norm(path)]
+            data = gzip.decompress(content) if name.lower().endswith(".gz") else content
+            yield _BundleTask(name, data, index)
+
+
+# ------------------------------------------------------------------------------ the read
+
+
+@dataclass
+class SparkEvaluation:
+    """One trial evaluated on the executors: what ``pipeline._screen_trial`` needs."""
+
+    evaluation: EvaluationResult
+    attrition: pd.DataFrame
+    eras: pd.DataFrame
+    labs: pd.DataFrame
+    records_without_patient: dict[str, int]
+
+
+@dataclass
+class SparkRead:
+    """The read: its report (the local reader's ReadReport) and the cached rows on the
+    executors, without the copies the duplicate rule dropped."""
+
+    spark: Any
+    report: ReadReport
+    rows: Any  # DataFrame of _READ_SCHEMA, cached
+    drop: np.ndarray
+    patients: int
+    partitions: int | None = None
+    _cached: list[Any] = field(default_factory=list)
+
+    def evaluate(self, trial: Trial, terminology: Any, as_of: date) -> SparkEvaluation:
+        """Evaluate ``trial`` on every partition of patients (one Spark job)."""
+        from pyspark.sql import functions as F
+
+        rows = self.rows.filter(F.col("k") < _COPY)
+        if len(self.drop):
+            # The losing copies of duplicated resources (dedup.decide): a short list.
+            rows = rows.filter(~F.col("src").isin([int(x) for x in self.drop]))
+        n = self._partitions()
+        evaluate_part = _partition_evaluator(trial, as_of, self._terminology(terminology))
+        out = (
+            rows.select("k", "pid", "src", "seq", "payload")
+            .repartition(n, "pid")
+            .mapInPandas(evaluate_part, _EVAL_SCHEMA)
+            .collect()
+        )
+        parts: dict[str, list[Any]] = {}
+        for row in out:
+            parts.setdefault(row["kind"], []).append(pickle.loads(row["payload"]))
+        return _combine(parts, trial)
+
+    def _terminology(self, terminology: Any) -> Any:
+        """None for the bundled value sets (each executor process loads them once), else
+        ``terminology`` broadcast once."""
+        from fhir_cohort.terminology import Terminology
+
+        if terminology is Terminology.load():
+            return None
+        for held, shared in self._cached:
+            if held is terminology:
+                return shared
+        shared = self.spark.sparkContext.broadcast(terminology)
+        self._cached.append((terminology, shared))
+        return shared
+
+    def describe(self) -> dict[str, Any]:
+        """run.json's ``spark``: where it ran and how the work was cut."""
+        sc = self.spark.sparkContext
+        return {
+            "version": self.spark.version,
+            "master": sc.master,
+            "default_parallelism": sc.defaultParallelism,
+            "evaluation_partitions": self._partitions(),
+        }
+
+    def _partitions(self) -> int:
+        return self.partitions or max(
+            self.spark.sparkContext.defaultParallelism,
+            math.ceil(self.patients / PATIENTS_PER_PARTITION),
+        )
+
+    def close(self) -> None:
+        """Free the cached rows on the executors."""
+        self.rows.unpersist()
+
+
+LAKEHOUSE = "lakehouse"
+
+
+def write_lakehouse(out_dir: Path, patients: pd.DataFrame, evidence: pd.DataFrame) -> Path:
+    """``OUT/lakehouse``: the patients table partitioned by status and the evidence by
+    criterion (Hive layout, ``status=eligible/part-0.parquet``), for a lakehouse table over
+    weekly runs. Written with the package's private writer (0600 files, 0700 folders); the
+    partitions of an earlier run in the same OUT are replaced."""
+    import shutil
+
+    from fhir_cohort.files import private_dir, private_writer
+
+    root = Path(out_dir) / LAKEHOUSE
+    for table, frame, column in (
+        ("patients", patients, "status"),
+        ("evidence", evidence, "criterion_id"),
+    ):
+        folder = root / table
+        if folder.exists():
+            shutil.rmtree(folder)
+        private_dir(folder)
+        for value, part in frame.groupby(column, sort=True, dropna=False):
+            where = private_dir(folder / f"{column}={value}")
+            with private_writer(where / "part-0.parquet", "wb") as fh:
+                part.drop(columns=column).to_parquet(fh, index=False)
+    return root
+
+
+def _frames(parts: list[pd.DataFrame], columns: Iterable[str]) -> pd.DataFrame:
+    nonempty = [p for p in parts if len(p)]
+    if not nonempty:
+        return parts[0] if parts else pd.DataFrame(columns=list(columns))
+    return pd.concat(nonempty, ignore_index=True)
+
+
+def _combine(parts: dict[str, list[Any]], trial: Trial) -> SparkEvaluation:
+    from fhir_cohort.engine.evaluate import ANSWER_COLUMNS, STATUS_COLUMNS
+    from fhir_cohort.report.outputs import EVIDENCE_COLUMNS
+
+    evaluation = EvaluationResult(
+        answers=_frames(parts.get("answers", []), ANSWER_COLUMNS),
+        evidence=_frames(parts.get("evidence", []), EVIDENCE_COLUMNS),
+        status=_frames(parts.get("status", []), STATUS_COLUMNS),
+    )
+    tables = parts.get("attrition", [])
+    if tables:
+        # Every count is over the partition's patients, and partitions are disjoint: a sum.
+        total = tables[0].copy()
+        counts = [c for c in total.columns if c not in ("step", "criterion_id", "kind", "title")]
+        for other in tables[1:]:
+            total[counts] = total[counts].to_numpy() + other[counts].to_numpy()
+    else:
+        total = attrition(evaluation, trial)
+    order = {c.id: i for i, c in enumerate(trial.criteria)}
+
+    def ordered(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        frame = _frames(frames, ["criterion_id"])
+        if frame.empty or "patient_id" not in frame.columns:
+            return frame
+        rank = frame["criterion_id"].map(order)
+        return (
+            frame.assign(_r=rank)
+            .sort_values(["_r", "patient_id"], kind="stable")
+            .drop(columns="_r")
+            .reset_index(drop=True)
+        )
+
+    without: dict[str, int] = {}
+    for counts_of in parts.get("without", []):
+        for key, n in counts_of.items():
+            without[key] = without.get(key, 0) + n
+    return SparkEvaluation(
+        evaluation=evaluation,
+        attrition=total,
+        eras=ordered(parts.get("eras", [])),
+        labs=ordered(parts.get("labs", [])),
+        records_without_patient=without,
+    )
+
+
+def _partition_evaluator(trial: Trial, as_of: date, shared: Any) -> Any:
+    """The mapInPandas function: one partition's rows -> its evaluation, pickled frames."""
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from fhir_cohort.pipeline import detail_tables, screen_tables
+        from fhir_cohort.terminology import Terminology
+
+        got = [f for f in frames if len(f)]
+        if not got:
+            return
+        rows = pd.concat(got, ignore_index=True).sort_values(["src", "k", "seq"], kind="stable")
+        by_table: list[list[tuple]] = [[] for _ in _TABLES]
+        loads = pickle.loads
+        for k, blob in zip(rows["k"].to_numpy(), rows["payload"].to_numpy(), strict=True):
+            by_table[int(k)].append(loads(blob))
+        del rows, got
+        tables = Tables.from_rows(*by_table)
+        del by_table
+        if not tables.patients.empty:
+            tables.patients = tables.patients.drop_duplicates("patient_id", keep="first")
+        terminology = Terminology.load() if shared is None else shared.value
+        prepared = prepare(tables, terminology, as_of, keep=True)
+        evaluation, attrition_table = screen_tables(trial, tables, terminology, as_of, prepared)
+        eras, labs = detail_tables(trial, tables, terminology, as_of, prepared)
+        out = {
+            "answers": evaluation.answers,
+            "evidence": evaluation.evidence,
+            "status": evaluation.status,
+            "attrition": attrition_table,
+            "eras": eras,
+            "labs": labs,
+            "without": records_without_patient(tables),
+        }
+        yield pd.DataFrame(
+            {
+                "kind": list(out),
+                "payload": [pickle.dumps(v, protocol=5) for v in out.values()],
+            }
+        )
+
+    return run
+
+
+def _reader(cfg: Any, files: Any, tasks_of: Any) -> Any:
+    """The mapInArrow function of the read: one partition's splits -> rows."""
+
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        out = _run_tasks(tasks_of(batches, files.value), cfg.value)
+        yield from _emit(out)
+
+    return run
+
+
+def read_spark(
+    spark: Any,
+    source: str,
+    *,
+    relevant: Iterable[tuple[str, str]],
+    medication_words: Iterable[str],
+    strict: bool = False,
+    validate: bool = False,
+    unmapped_text: bool = False,
+    base_url: str | None = None,
+    filter_lines: bool = True,
+    partitions: int | None = None,
+) -> SparkRead:
+    """Read ``source`` (a path or Hadoop URI) on ``spark``'s executors, as
+    :func:`fhir_cohort.engine.read.read_tables` reads it; the rows stay there."""
+    from pyspark.sql import functions as F
+
+    relevant, medication_words = frozenset(relevant), frozenset(medication_words)
+    listed = _list(spark, source)
+    report = ReadReport()
+    report.files = [f.name for f in listed]
+    index = {f.name: i for i, f in enumerate(listed)}
+    bases = (base_url, _recorded_base(spark, source))
+    refs = ReferenceResolver(bases)
+    cfg = _Config(
+        relevant,
+        medication_words,
+        strict,
+        validate,
+        {},
+        unmapped_text,
+        refs,
+        filter_lines=filter_lines,
+    )
+    ledger = Ledger()
+    meds, med_keys = _medications(spark, listed, cfg, report, ledger)
+    cfg = dataclasses.replace(cfg, medications=meds, medication_keys=med_keys)
+    sc = spark.sparkContext
+    by_uri = sc.broadcast({_norm(f.uri): (f.name, f.declared, index[f.name]) for f in listed})
+    b_cfg = sc.broadcast(cfg)
+    wanted = set(READ_TYPES)
+    ndjson = [
+        f.uri
+        for f in listed
+        if f.kind == "ndjson"
+        and f.declared != "Medication"
+        and (f.declared is None or f.declared in wanted)
+    ]
+    bundles = [f.uri for f in listed if f.kind == "json"]
+    parts = []
+    if ndjson:
+        text = spark.read.text(ndjson).select(
+            F.col("value").cast("binary").alias("value"),
+            F.col("_metadata.file_path").alias("path"),
+            F.col("_metadata.file_block_start").alias("start"),
+        )
+        parts.append(text.mapInArrow(_reader(b_cfg, by_uri, _line_tasks), _READ_SCHEMA))
+    if bundles:
+        raw = spark.read.format("binaryFile").load(bundles).select("path", "content")
+        parts.append(raw.mapInArrow(_reader(b_cfg, by_uri, _bundle_tasks), _READ_SCHEMA))
+    if not parts:
+        rows = spark.createDataFrame([], _READ_SCHEMA)
+    else:
+        rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    rows = rows.persist()
+    try:
+        pieces = [
+            pickle.loads(r["payload"])
+            for r in rows.filter(F.col("k") == _PIECE).select("payload").collect()
+        ]
+    except Exception as exc:
+        rows.unpersist()
+        _raise_read_error(source, exc)
+    read_hashes: list[np.ndarray] = []
+    repeated: list[np.ndarray] = []
+    probes = {hash(_PROBE)} if not pieces else set()
+    for piece, hashes, again_in in pieces:
+        report.merge(piece)
+        ledger.merge(piece.ledger)
+        probes.add(piece.probe)
+        read_hashes.append(np.frombuffer(hashes, dtype=np.int64))
+        repeated.append(np.frombuffer(again_in, dtype=np.int64))
+    every = np.concatenate(read_hashes) if read_hashes else np.empty(0, np.int64)
+    kept, counts = np.unique(every, return_counts=True)
+    # Hashes in two partitions, or twice in one: the candidates for the duplicate rule.
+    candidates = np.union1d(kept[counts > 1], np.concatenate([np.empty(0, np.int64), *repeated]))
+    if filter_lines and (len(probes) > 1 or _dropped_match(spark, rows, kept)):
+        # As the local reader: a dropped line shares its type and id with a resource read
+        # (or the workers hash differently): read everything, so the version rule sees all.
+        rows.unpersist()
+        again = read_spark(
+            spark,
+            source,
+            relevant=relevant,
+            medication_words=medication_words,
+            strict=strict,
+            validate=validate,
+            unmapped_text=unmapped_text,
+            base_url=base_url,
+            filter_lines=False,
+            partitions=partitions,
+        )
+        again.report.reread_unfiltered = True
+        return again
+    drop = _duplicates(rows, candidates, ledger=ledger, report=report)
+    report.unresolved = ledger.unresolved_report(refs.bases)
+    report.workers = sc.defaultParallelism
+    return SparkRead(
+        spark=spark,
+        report=report,
+        rows=rows,
+        drop=drop,
+        patients=report.parsed.get("Patient", 0),
+        partitions=partitions,
+    )
+
+
+def _raise_read_error(source: str, exc: Exception) -> None:
+    from fhir_cohort.errors import FhirCohortError
+
+    cause: BaseException | None = exc
+    while cause is not None:  # a worker's own error (strict: a malformed line) as itself
+        if isinstance(cause, FhirCohortError):
+            raise cause
+        cause = cause.__cause__
+    raise SourceError(f"{source}: cannot read ({_java_error(exc)})") from exc
+
+
+def _dropped_match(spark: Any, rows: Any, kept: np.ndarray) -> bool:
+    """Whether a line dropped unparsed has the (type, id) hash of a resource read: one job
+    over each partition's dropped hashes, against the broadcast hashes of what was read."""
+    from pyspark.sql import functions as F
+
+    if not len(kept):
+        return False
+    b_kept = spark.sparkContext.broadcast(kept)
+
+    def check(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        hit = False
+        for frame in frames:
+            for blob in frame["payload"]:
+                dropped = np.frombuffer(blob, dtype=np.int64)
+                hit = hit or bool(np.isin(dropped, b_kept.value).any())
+        yield pd.DataFrame({"hit": [hit]})
+
+    found = (
+        rows.filter(F.col("k") == _DROPPED)
+        .select("payload")
+        .mapInPandas(check, "hit boolean")
+        .filter("hit")
+        .limit(1)
+        .collect()
+    )
+    b_kept.unpersist()
+    return bool(found)
+
+
+def _duplicates(
+    rows: Any, candidates: np.ndarray, *, ledger: Ledger, report: ReadReport
+) -> np.ndarray:
+    """The duplicate rule (``dedup.decide``) over the copies whose (type, id) hash another
+    copy shares, fetched from the executors (usually none: no job), and the driver's
+    Medications; the location keys of the copies to drop."""
+    from pyspark.sql import functions as F
+
+    if len(candidates):
+        wanted = [int(x) for x in candidates]
+        for r in (
+            rows.filter((F.col("k") == _COPY) & F.col("h").isin(wanted)).select("payload").collect()
+        ):
+            t, rid, pid, v, u, src = pickle.loads(r["payload"])
+            ledger.rtype.append(t)
+            ledger.rid.append(rid)
+            ledger.pid.append(pid)
+            ledger.version.append(v)
+            ledger.updated.append(u)
+            ledger.src.append(src)
+    drop, report.duplicates = dedup.decide(ledger, report.files)
+    return drop
+
+
+def _medications(
+    spark: Any, listed: list[_File], cfg: _Config, report: ReadReport, ledger: Ledger
+) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[int, int, int]]]:
+    """The separate Medications, read on the driver as the local reader reads them first, and
+    those inside Bundles and mixed NDJSON files (which the local reader resolves in-stream,
+    having one Flattener for them all): every partition then resolves every reference."""
+    from pyspark.sql import functions as F
+
+    tmp = _TaskResult()
+    common = medication_reading(cfg, tmp)
+    med_files = [f for f in listed if f.kind == "ndjson" and f.declared == "Medication"]
+    streams = []
+    if med_files:
+        try:
+            lines = (
+                spark.read.text([f.uri for f in med_files])
+                .select(
+                    F.col("value").cast("binary").alias("value"),
+                    F.col("_metadata.file_path").alias("path"),
+                    F.col("_metadata.file_block_start").alias("start"),
+                )
+                .collect()
+            )
+        except Exception as exc:
+            _raise_read_error(str(med_files[0].name), exc)
+        by_file: dict[str, list[tuple[int, bytes]]] = {}
+        for r in lines:
+            by_file.setdefault(_norm(r["path"]), []).append((r["start"], r["value"] or b""))
+        for f in med_files:
+            got = by_file.get(_norm(f.uri), [])
+            # collect() keeps each split's order; splits are put back in offset order
+            got.sort(key=lambda x: x[0])
+            groups = itertools.groupby(got, key=lambda x: x[0])
+            for start, group in groups:
+                values = [v for _, v in group]
+                streams.append((f.name, iter_ndjson_lines(f.name, values, start + 1, **common)))
+    meds, keys = medications_of(streams, cfg, report, ledger, tmp)
+    inline = _inline_medications(spark, listed, cfg)
+    if inline:
+        # Seed a Flattener with the separate ones and let its rule pick the latest copy.
+        flat = Flattener(cfg.relevant, cfg.words, refs=cfg.refs)
+        flat.medications.update(meds)
+        flat.medication_keys.update(keys)
+        for resource, location, src in inline:
+            flat.add_medication(resource, location, src)
+        meds, keys = flat.medications, flat.medication_keys
+    return meds, keys
+
+
+def _inline_medications(
+    spark: Any, listed: list[_File], cfg: _Config
+) -> list[tuple[dict[str, Any], str, int]]:
+    """Medications inside Bundles and mixed NDJSON files, with location and key (one job;
+    only files whose bytes name the type are parsed)."""
+    from fhir_cohort.engine.dedup import location_key
+
+    bundles = [f for f in listed if f.kind == "json"]
+    if not bundles:
+        return []
+    sc = spark.sparkContext
+    by_uri = sc.broadcast({_norm(f.uri): (f.name, None, i) for i, f in enumerate(listed)})
+
+    def find(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        found = []
+        for task in _bundle_tasks(batches, by_uri.value):
+            if b'"Medication"' not in task.data and b"\\" not in task.data:
+                continue
+            for resource, loc in task.resources():
+                if resource.get("resourceType") == "Medication":
+                    src = location_key(task.file_index, task.path, loc)
+                    found.append(pickle.dumps((resource, loc, src), protocol=5))
+        yield pa.RecordBatch.from_arrays([pa.array(found, pa.binary())], names=["payload"])
+
+    raw = spark.read.format("binaryFile").load([f.uri for f in bundles]).select("path", "content")
+    try:
+        got = raw.mapInArrow(find, "payload binary").collect()
+    except Exception as exc:
+        _raise_read_error(bundles[0].name, exc)
+    return sorted((pickle.loads(r["payload"]) for r in got), key=lambda x: x[2])
