@@ -69,4 +69,4 @@ apt_update
 # apt-get waits (printing "Waiting for cache lock") up to the timeout for the dpkg lock.
 apt-get -q -o "DPkg::Lock::Timeout=$LOCK_WAIT_SECONDS" install -y --no-install-recommends \
     openjdk-17-jre-headless
-/usr/bin/java -version
+"$JAVA" -version

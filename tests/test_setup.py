@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "install_browser.sh"
+# The Debian packages the tests need, each installed by its script the same way: (script, the
+# variable naming its binary, the package apt-get installs, what the binary prints).
+INSTALLERS = {
+    "browser": ("install_browser.sh", "FHIR_COHORT_CHROMIUM", "chromium", "Chromium"),
+    "java": ("install_java.sh", "FHIR_COHORT_JAVA", "openjdk-17-jre-headless", "openjdk"),
+}
 LOCKED = "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)"
 
 
@@ -27,14 +32,25 @@ def _fake(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
+@pytest.fixture(params=sorted(INSTALLERS))
+def installer(request: pytest.FixtureRequest) -> tuple[str, str, str, str]:
+    return INSTALLERS[request.param]
+
+
 def _run_script(
-    tmp_path: Path, *, uid: int, update_fails: int = 0, ci: bool = False
+    tmp_path: Path,
+    installer: tuple[str, str, str, str],
+    *,
+    uid: int,
+    update_fails: int = 0,
+    ci: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Run install_browser.sh against fakes; returns the result and the apt-get call log."""
+    """Run the install script against fakes; returns the result and the apt-get call log."""
+    script, variable, _, shown = installer
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     calls = tmp_path / "apt-calls"
-    chromium = tmp_path / "chromium"
+    binary = tmp_path / "binary"
     counter = tmp_path / "update-count"
     _fake(bin_dir, "id", f"echo {uid}")
     _fake(bin_dir, "sleep", f'echo "sleep $*" >> "{calls}"')
@@ -47,17 +63,19 @@ case "$*" in
     n=$(cat "{counter}" 2>/dev/null || echo 0); echo $((n + 1)) > "{counter}"
     if [ "$n" -lt {update_fails} ]; then echo "{LOCKED}" >&2; exit 100; fi ;;
   *install*)
-    printf '#!/bin/sh\\necho Chromium 1.0\\n' > "{chromium}"; chmod +x "{chromium}" ;;
+    printf '#!/bin/sh\\necho {shown} 1.0\\n' > "{binary}"; chmod +x "{binary}" ;;
 esac""",
     )
     env = {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "FHIR_COHORT_CHROMIUM": str(chromium),
+        variable: str(binary),
         "HOME": str(tmp_path),
     }
     if ci:
         env["CI"] = "true"
-    done = subprocess.run(["sh", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        ["sh", str(REPO / "scripts" / script)], capture_output=True, text=True, env=env, timeout=60
+    )
     return done, calls
 
 
@@ -65,22 +83,28 @@ def _calls(calls: Path) -> list[str]:
     return calls.read_text().splitlines() if calls.exists() else []
 
 
-def test_without_root_it_installs_nothing_and_says_the_browser_tests_skip(tmp_path: Path) -> None:
-    done, calls = _run_script(tmp_path, uid=1000)
+def test_without_root_it_installs_nothing_and_says_the_tests_skip(
+    tmp_path: Path, installer: tuple[str, str, str, str]
+) -> None:
+    done, calls = _run_script(tmp_path, installer, uid=1000)
     assert done.returncode == 0, done.stderr
     assert "needs root" in done.stderr and "skipped" in done.stderr
     assert _calls(calls) == []
 
 
-def test_without_root_under_ci_it_fails(tmp_path: Path) -> None:
-    done, calls = _run_script(tmp_path, uid=1000, ci=True)
+def test_without_root_under_ci_it_fails(
+    tmp_path: Path, installer: tuple[str, str, str, str]
+) -> None:
+    done, calls = _run_script(tmp_path, installer, uid=1000, ci=True)
     assert done.returncode == 1
     assert "needs root" in done.stderr
     assert _calls(calls) == []
 
 
-def test_as_root_it_waits_for_the_apt_lock_then_installs(tmp_path: Path) -> None:
-    done, calls = _run_script(tmp_path, uid=0, update_fails=2)
+def test_as_root_it_waits_for_the_apt_lock_then_installs(
+    tmp_path: Path, installer: tuple[str, str, str, str]
+) -> None:
+    done, calls = _run_script(tmp_path, installer, uid=0, update_fails=2)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("waiting") == 2
     log = _calls(calls)
@@ -88,12 +112,14 @@ def test_as_root_it_waits_for_the_apt_lock_then_installs(tmp_path: Path) -> None
     assert log.count("sleep 5") == 2
     [install] = [c for c in log if "install" in c]
     # apt-get itself waits for the dpkg lock, bounded.
-    assert "-o DPkg::Lock::Timeout=300" in install and "chromium" in install
-    assert "Chromium 1.0" in done.stdout
+    assert "-o DPkg::Lock::Timeout=300" in install and installer[2] in install
+    assert f"{installer[3]} 1.0" in done.stdout + done.stderr
 
 
-def test_a_lock_held_for_ever_gives_up_after_five_minutes(tmp_path: Path) -> None:
-    done, calls = _run_script(tmp_path, uid=0, update_fails=10_000)
+def test_a_lock_held_for_ever_gives_up_after_five_minutes(
+    tmp_path: Path, installer: tuple[str, str, str, str]
+) -> None:
+    done, calls = _run_script(tmp_path, installer, uid=0, update_fails=10_000)
     assert done.returncode != 0
     assert "still held after 300s" in done.stderr
     log = _calls(calls)
@@ -101,12 +127,14 @@ def test_a_lock_held_for_ever_gives_up_after_five_minutes(tmp_path: Path) -> Non
     assert not any("install" in c for c in log)
 
 
-def test_a_present_browser_is_left_alone(tmp_path: Path) -> None:
-    chromium = tmp_path / "chromium"
-    chromium.write_text("#!/bin/sh\necho Chromium 2.0\n")
-    chromium.chmod(0o755)
-    done, calls = _run_script(tmp_path, uid=1000)
-    assert done.returncode == 0 and "already installed: Chromium 2.0" in done.stdout
+def test_a_present_binary_is_left_alone(
+    tmp_path: Path, installer: tuple[str, str, str, str]
+) -> None:
+    binary = tmp_path / "binary"
+    binary.write_text(f"#!/bin/sh\necho {installer[3]} 2.0\n")
+    binary.chmod(0o755)
+    done, calls = _run_script(tmp_path, installer, uid=1000)
+    assert done.returncode == 0 and f"already installed: {installer[3]} 2.0" in done.stdout
     assert _calls(calls) == []
 
 
@@ -132,15 +160,15 @@ def test_make_demo_installs_the_package_without_the_test_extra(tmp_path: Path) -
     steps = _make_n("demo", tmp_path)
     installs = [line for line in steps.splitlines() if "pip install" in line]
     assert any(line.rstrip().endswith("install --quiet -e .") for line in installs), installs
-    assert "[test]" not in steps
+    assert "[test" not in steps and ",spark]" not in steps and "install_java" not in steps
     assert "Python >= 3.11" in steps
 
 
 def test_make_test_checks_lint_and_format(tmp_path: Path) -> None:
     steps = _make_n("test", tmp_path)
-    assert '-e ".[test]"' in steps
+    assert '-e ".[test,spark]"' in steps
     assert "ruff check ." in steps and "ruff format --check ." in steps
-    assert "install_browser.sh" in steps
+    assert "install_browser.sh" in steps and "install_java.sh" in steps
 
 
 def test_make_screenshot_is_the_only_target_that_writes_the_readme_picture() -> None:

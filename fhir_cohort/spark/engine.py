@@ -26,6 +26,7 @@ import math
 import os
 import pickle
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -59,6 +60,7 @@ from fhir_cohort.fhir.references import ReferenceResolver, recorded_base_of
 from fhir_cohort.fhir.sources import (
     classify,
     iter_bundle_bytes,
+    iter_file,
     iter_ndjson_lines,
     reading_order,
 )
@@ -116,6 +118,19 @@ def screen_spark(spark: Any, source: str | Path, **kwargs: Any) -> Any:
     from fhir_cohort.pipeline import screen
 
     return screen(source, spark=spark, **kwargs)
+
+
+class _Clock:
+    """Wall seconds per step: the read's profile in run.json (spark.seconds)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 3)
+        self._t = now
 
 
 # ------------------------------------------------------------------------------ the listing
@@ -380,24 +395,27 @@ class SparkRead:
     drop: np.ndarray
     patients: int
     partitions: int | None = None
+    # Wall seconds of each step of the read (run.json spark.seconds), then of each evaluation.
+    seconds: dict[str, float] = field(default_factory=dict)
     _cached: list[Any] = field(default_factory=list)
 
     def evaluate(self, trial: Trial, terminology: Any, as_of: date) -> SparkEvaluation:
         """Evaluate ``trial`` on every partition of patients (one Spark job)."""
         from pyspark.sql import functions as F
 
+        t0 = time.perf_counter()
         rows = self.rows.filter(F.col("k") < _COPY)
-        if len(self.drop):
-            # The losing copies of duplicated resources (dedup.decide): a short list.
-            rows = rows.filter(~F.col("src").isin([int(x) for x in self.drop]))
         n = self._partitions()
-        evaluate_part = _partition_evaluator(trial, as_of, self._terminology(terminology))
+        # The losing copies of duplicated resources (dedup.decide) go in the partitions.
+        drop = self.spark.sparkContext.broadcast(self.drop) if len(self.drop) else None
+        evaluate_part = _partition_evaluator(trial, as_of, self._terminology(terminology), drop)
         out = (
             rows.select("k", "pid", "src", "seq", "payload")
             .repartition(n, "pid")
             .mapInPandas(evaluate_part, _EVAL_SCHEMA)
             .collect()
         )
+        self.seconds[f"evaluate {trial.id}"] = round(time.perf_counter() - t0, 3)
         parts: dict[str, list[Any]] = {}
         for row in out:
             parts.setdefault(row["kind"], []).append(pickle.loads(row["payload"]))
@@ -425,6 +443,7 @@ class SparkRead:
             "master": sc.master,
             "default_parallelism": sc.defaultParallelism,
             "evaluation_partitions": self._partitions(),
+            "seconds": dict(self.seconds),
         }
 
     def _partitions(self) -> int:
@@ -518,7 +537,7 @@ def _combine(parts: dict[str, list[Any]], trial: Trial) -> SparkEvaluation:
     )
 
 
-def _partition_evaluator(trial: Trial, as_of: date, shared: Any) -> Any:
+def _partition_evaluator(trial: Trial, as_of: date, shared: Any, drop: Any) -> Any:
     """The mapInPandas function: one partition's rows -> its evaluation, pickled frames."""
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -528,7 +547,10 @@ def _partition_evaluator(trial: Trial, as_of: date, shared: Any) -> Any:
         got = [f for f in frames if len(f)]
         if not got:
             return
-        rows = pd.concat(got, ignore_index=True).sort_values(["src", "k", "seq"], kind="stable")
+        rows = pd.concat(got, ignore_index=True)
+        if drop is not None:
+            rows = rows.loc[~np.isin(rows["src"].to_numpy(), drop.value)]
+        rows = rows.sort_values(["src", "k", "seq"], kind="stable")
         by_table: list[list[tuple]] = [[] for _ in _TABLES]
         loads = pickle.loads
         for k, blob in zip(rows["k"].to_numpy(), rows["payload"].to_numpy(), strict=True):
@@ -589,7 +611,9 @@ def read_spark(
     from pyspark.sql import functions as F
 
     relevant, medication_words = frozenset(relevant), frozenset(medication_words)
+    clock = _Clock()
     listed = _list(spark, source)
+    clock.lap("list")
     report = ReadReport()
     report.files = [f.name for f in listed]
     index = {f.name: i for i, f in enumerate(listed)}
@@ -607,6 +631,7 @@ def read_spark(
     )
     ledger = Ledger()
     meds, med_keys = _medications(spark, listed, cfg, report, ledger)
+    clock.lap("medications")
     cfg = dataclasses.replace(cfg, medications=meds, medication_keys=med_keys)
     sc = spark.sparkContext
     by_uri = sc.broadcast({_norm(f.uri): (f.name, f.declared, index[f.name]) for f in listed})
@@ -653,6 +678,7 @@ def read_spark(
         probes.add(piece.probe)
         read_hashes.append(np.frombuffer(hashes, dtype=np.int64))
         repeated.append(np.frombuffer(again_in, dtype=np.int64))
+    clock.lap("read_splits")
     every = np.concatenate(read_hashes) if read_hashes else np.empty(0, np.int64)
     kept, counts = np.unique(every, return_counts=True)
     # Hashes in two partitions, or twice in one: the candidates for the duplicate rule.
@@ -675,7 +701,9 @@ def read_spark(
         )
         again.report.reread_unfiltered = True
         return again
+    clock.lap("dropped_line_check")
     drop = _duplicates(rows, candidates, ledger=ledger, report=report)
+    clock.lap("duplicates")
     report.unresolved = ledger.unresolved_report(refs.bases)
     report.workers = sc.defaultParallelism
     return SparkRead(
@@ -685,6 +713,7 @@ def read_spark(
         drop=drop,
         patients=report.parsed.get("Patient", 0),
         partitions=partitions,
+        seconds=clock.laps,
     )
 
 
@@ -737,10 +766,22 @@ def _duplicates(
     from pyspark.sql import functions as F
 
     if len(candidates):
-        wanted = [int(x) for x in candidates]
-        for r in (
-            rows.filter((F.col("k") == _COPY) & F.col("h").isin(wanted)).select("payload").collect()
-        ):
+        # Broadcast, not a literal list: a delta export merged with the full one duplicates
+        # many resources.
+        wanted = rows.sparkSession.sparkContext.broadcast(candidates)
+
+        def pick(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for frame in frames:
+                yield frame.loc[np.isin(frame["h"].to_numpy(), wanted.value), ["payload"]]
+
+        got = (
+            rows.filter(F.col("k") == _COPY)
+            .select("h", "payload")
+            .mapInPandas(pick, "payload binary")
+            .collect()
+        )
+        wanted.unpersist()
+        for r in got:
             t, rid, pid, v, u, src = pickle.loads(r["payload"])
             ledger.rtype.append(t)
             ledger.rid.append(rid)
@@ -763,8 +804,11 @@ def _medications(
     tmp = _TaskResult()
     common = medication_reading(cfg, tmp)
     med_files = [f for f in listed if f.kind == "ndjson" and f.declared == "Medication"]
-    streams = []
-    if med_files:
+    streams: list[tuple[str, Iterable[tuple[dict[str, Any], str]]]] = []
+    if med_files and all("://" not in f.name for f in med_files):
+        # Files the driver can open: the local reader's own reading, no Spark job.
+        streams = [(f.name, iter_file(f.name, **common)) for f in med_files]
+    elif med_files:
         try:
             lines = (
                 spark.read.text([f.uri for f in med_files])
