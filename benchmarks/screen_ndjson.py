@@ -311,6 +311,8 @@ def compare_spark(folder: Path, args: argparse.Namespace, first: tuple[float, in
             )
             show(f"local engine (round {i + 1})", local[-1])
             show(f"spark engine {args.spark_master} (round {i + 1})", spark)
+            # The Spark run's profile: wall seconds of each step (run.json spark.seconds).
+            print(f"        spark steps: {spark[2].get('spark', {}).get('seconds')}")
             same = (Path(tmp) / f"spark-{i}" / "patients.csv").read_bytes() == want
             print(
                 f"round {i + 1}: spark / local = {spark[0] / local[-1][0]:.2f} wall, "
