@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow.dataset as ds
 import pytest
 
@@ -100,10 +101,35 @@ def test_scenario_suite_in_file_splits(spark: Any, tmp_path: Path) -> None:
     assert have == want
 
 
+def _demo_subset(dst: Path, n: int) -> Path:
+    """The demo hospital's first ``n`` patients (by id), those with a medicationReference,
+    their records and every Medication: enough Bundles for the reading path, fewer than 496."""
+    dst.mkdir()
+    patients = [orjson.loads(x) for x in (DEMO_DATA / "Patient.000.ndjson").read_bytes().split()]
+    keep = {p["id"] for p in sorted(patients, key=lambda p: p["id"])[:n]}
+    for path in sorted(DEMO_DATA.glob("Medication*.ndjson")):
+        for line in path.read_bytes().splitlines():  # and whoever references a Medication
+            if b"medicationReference" in line:
+                keep.add(orjson.loads(line)["subject"]["reference"].split("/")[-1])
+    for path in sorted(DEMO_DATA.glob("*.ndjson")):
+        lines = []
+        for line in path.read_bytes().splitlines():
+            res = orjson.loads(line)
+            ref = (res.get("subject") or res.get("patient") or {}).get("reference", "")
+            if (
+                res["resourceType"] == "Medication"
+                or res.get("id") in keep
+                or (ref.split("/")[-1] in keep)
+            ):
+                lines.append(line)
+        (dst / path.name).write_bytes(b"".join(x + b"\n" for x in lines))
+    return dst
+
+
 def test_bundle_folder(spark: Any, tmp_path: Path) -> None:
     """A folder of transaction Bundles (some gzipped; Medications in a Bundle of their own,
     referenced from the others) as the local engine reads it."""
-    _to_bundles(DEMO_DATA, tmp_path / "bundles")
+    _to_bundles(_demo_subset(tmp_path / "subset", 60), tmp_path / "bundles")
     screen(tmp_path / "bundles", as_of=AS_OF, out_dir=tmp_path / "local")
     screen(tmp_path / "bundles", as_of=AS_OF, out_dir=tmp_path / "spark", spark=spark)
     _same_outputs(tmp_path / "local", tmp_path / "spark")
