@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fhir_cohort.criteria import Trial
 from fhir_cohort.defaults import (
@@ -216,11 +216,16 @@ def crawl_plan(
     batch: int = 1,
     server_codes: bool = True,
     since_mode: SinceMode = "auto",
+    panels: Literal["auto", "param", "whole"] = "auto",
+    category_required: bool = False,
+    observation_categories: Sequence[str] = (),
 ) -> CrawlPlan:
     """The crawl plan of ``trial`` (or of several screened in one pass): per patient, every
     type the criteria read, as the funnel's follow-ups (Observations by the criteria's LOINC
-    codes where the server honours ``code``, panels by ``component-code``; medications with
-    their Medications ``_include``-d). What the server is not asked to filter is filtered on
+    codes where the server honours ``code``, panels by ``component-code`` or, where the server
+    does not filter by it (``panels``), the patient's Observations whole, of the
+    ``observation_categories`` where a category is required; medications with their
+    Medications ``_include``-d). What the server is not asked to filter is filtered on
     arrival by the on-disk reader's line filter (the criteria's codes), so the snapshot holds
     the same records whichever the server does.
     """
@@ -255,6 +260,9 @@ def crawl_plan(
         since_mode=since_mode,
         keep=keep,
         keep_key=hashlib.sha256(key.encode()).hexdigest()[:16],
+        category_required=category_required,
+        observation_categories=tuple(observation_categories),
+        panels=panels,
     )
 
 
@@ -352,6 +360,14 @@ class Loaded:
         if isinstance(self.report, ExportResult):
             return self.report.transaction_time or None
         return self.report.started_at
+
+    @property
+    def unsearched(self) -> tuple[str, ...]:
+        """Searches the server allowed no way to send ("Observation by component-code"):
+        records they would have found may be missing (the pipeline keeps answers that could
+        depend on them from eligible)."""
+        cohort = getattr(self.report, "cohort", None) or {}
+        return tuple(cohort.get("unsearched") or ())
 
     @property
     def rest_snapshot(self) -> bool:
@@ -633,16 +649,31 @@ def _crawl(
     batch, page = _fitted(profile, options.crawl_batch)
     server_codes = True
     since_mode: SinceMode = "auto"
+    panels: Literal["auto", "param", "whole"] = "auto"
+    category_required, categories = False, ()
     if profile is not None:
         if profile.code("Observation").known:
             server_codes = profile.sends_code("Observation")
         if profile.last_updated.known:
             since_mode = "updated" if profile.last_updated.value else "created"
+        if profile.component_code.known:
+            sends = profile.component_code.value in ("honoured", "post-filter")
+            panels = "param" if sends else "whole"
+        category_required = profile.observation_category_required.value is True
+        categories = tuple(profile.observation_categories.value or ())
+    plan = crawl_plan(
+        needs,
+        terminology,
+        batch=batch,
+        server_codes=server_codes,
+        since_mode=since_mode,
+        panels=panels,
+        category_required=category_required,
+        observation_categories=categories,
+    )
     return crawl(
         client,
-        crawl_plan(
-            needs, terminology, batch=batch, server_codes=server_codes, since_mode=since_mode
-        ),
+        plan,
         patients,
         cache,
         workers=options.concurrency,
