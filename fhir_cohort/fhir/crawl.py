@@ -351,6 +351,7 @@ class _Crawler(_Fetcher):
         if not isinstance(task_patients, int) or task_patients < 1:
             raise OptionError(f"task_patients must be >= 1, not {task_patients!r}")
         self.strategy = "crawl"
+        self.keep_going = True  # one patient's failed search does not stop the others
         self.crawl_plan = plan
         self.list = patients
         self.task_patients = task_patients

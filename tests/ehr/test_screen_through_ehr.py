@@ -13,8 +13,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from fhir_cohort.cli import exit_code_for
 from fhir_cohort.criteria import default_criteria_path, load_criteria
-from fhir_cohort.errors import FhirCohortError
+from fhir_cohort.errors import CrawlIncompleteError, FhirCohortError
+from fhir_cohort.fhir.client import FhirClient
+from fhir_cohort.fhir.fetch import read_state
 from fhir_cohort.pipeline import screen
 from fhir_cohort.remote import ServerOptions, fetch
 from fhir_cohort.requirements import requirements
@@ -197,3 +200,58 @@ def test_no_way_to_search_panels_is_said_and_kept_from_eligible(
     got = result.patients.set_index("patient_id").sort_index()
     assert "eligible" not in set(got["status"])
     assert (got["status"] == want["status"].replace("eligible", "review")).all()
+
+
+def test_a_patient_whose_searches_fail_does_not_stop_the_others(
+    ehr: Callable[[str], EhrEmulator],
+    disk_rows: Callable[[str], pd.DataFrame],
+    tmp_path: Path,
+) -> None:
+    """One patient's Condition search fails after every retry: the crawl finishes the other
+    searches (journaled), then stops with counts, not ids, and screens nobody; the same
+    command again asks only for the task that failed, and answers as the disk screen."""
+    emulator = ehr("epic")
+    failing = GROUP_MEMBERS[1]
+
+    def outage(req: Any) -> int | None:
+        hit = req.resource_type == "Condition" and failing in ",".join(req.values("patient"))
+        return 503 if hit else None
+
+    emulator.fail = outage
+    options = ServerOptions(
+        strategy="crawl", bulk_group=GROUP_ID, cache_dir=tmp_path / "cache", server_profile="epic"
+    )
+    trial = load_criteria(default_criteria_path())
+    run_key = {"as_of": AS_OF.isoformat()}
+    client = FhirClient(emulator.base_url, sleep=lambda s: None)
+    with pytest.raises(CrawlIncompleteError) as err:
+        fetch(
+            emulator.base_url,
+            trial,
+            Terminology.load(),
+            options,
+            default_cache=tmp_path / "c",
+            client=client,
+            run_key=run_key,
+        )
+    message = str(err.value)
+    # 7 tasks of 3 patients: Condition, Procedure, 3 medication types, Observation twice
+    assert "1 of 7 tasks failed" in message and "searches of 3 patients" in message
+    assert "HTTP 503" in message and "Run the same command again" in message
+    assert not any(p in message for p in GROUP_MEMBERS)
+    assert exit_code_for(err.value) == 5
+    # every other type's task finished and is journaled; nothing was screened
+    state = read_state(tmp_path / "cache")
+    assert state is not None and state["status"] == "in_progress"
+    crawled = [e for e in state["completed"].values() if e["stage"] == "crawl"]
+    assert len(crawled) == 6
+    assert not (tmp_path / "out").exists()
+
+    emulator.reset()  # the outage is over
+    result = screen(emulator.base_url, as_of=AS_OF, out_dir=tmp_path / "out", server=options)
+    searched = {t for t, n in emulator.stats.searches.items() if n}
+    assert searched <= {"Condition", "Medication"}, emulator.stats.searches
+    assert emulator.stats.searches["Condition"] == len(GROUP_MEMBERS)
+    got = result.patients.set_index("patient_id").sort_index()
+    want = disk_rows("epic").set_index("patient_id").sort_index().loc[sorted(GROUP_MEMBERS)]
+    pd.testing.assert_frame_equal(got.astype(str), want.astype(str))
