@@ -70,6 +70,9 @@ from fhir_cohort.requirements import Requirements, requirements
 from fhir_cohort.terminology import Terminology
 
 STRATEGIES = ("funnel", "full", "bulk", "crawl", "auto")
+# Ids per ``_id`` read in a crawl where the server takes a list (Epic caps a Patient search at
+# 100 results, 4127).
+ID_BATCH = 100
 FULL_TYPES = ("Patient", "Condition", "Procedure", "Observation", "Medication", *MEDICATION_TYPES)
 
 
@@ -219,6 +222,7 @@ def crawl_plan(
     panels: Literal["auto", "param", "whole"] = "auto",
     category_required: bool = False,
     observation_categories: Sequence[str] = (),
+    id_batch: int | None = None,
 ) -> CrawlPlan:
     """The crawl plan of ``trial`` (or of several screened in one pass): per patient, every
     type the criteria read, as the funnel's follow-ups (Observations by the criteria's LOINC
@@ -243,7 +247,7 @@ def crawl_plan(
             searches.append(CrawlSearch(mtype, include=(f"{mtype}:medication",)))
     keep = {}
     if "Observation" in types:
-        obs = needs.observation_tokens
+        obs = _bare_loinc(needs.observation_tokens)
         searches.append(CrawlSearch("Observation", codes=obs))
         if obs:
             # A panel whose component carries the test counts as that test (spec v1.1).
@@ -263,7 +267,24 @@ def crawl_plan(
         category_required=category_required,
         observation_categories=tuple(observation_categories),
         panels=panels,
+        id_batch=id_batch,
     )
+
+
+# LOINC's system, by URL and by OID: the criteria's tokens name both.
+LOINC_SYSTEMS = ("http://loinc.org", "urn:oid:2.16.840.1.113883.6.1")
+
+
+def _bare_loinc(tokens: Sequence[str]) -> tuple[str, ...]:
+    """The crawl's Observation codes: LOINC codes without their system (Epic's documentation
+    names them so), half the tokens of ``system|code`` under both of LOINC's systems. A
+    server matches a bare code under any system; what else comes back is dropped on arrival
+    by the line filter, so the snapshot is the same. Tokens of another system stay whole."""
+    out: list[str] = []
+    for token in tokens:
+        system, bar, code = token.rpartition("|")
+        out.append(code if bar and system in LOINC_SYSTEMS else token)
+    return tuple(dict.fromkeys(out))
 
 
 def patient_list(options: ServerOptions) -> PatientList | None:
@@ -651,6 +672,7 @@ def _crawl(
     since_mode: SinceMode = "auto"
     panels: Literal["auto", "param", "whole"] = "auto"
     category_required, categories = False, ()
+    id_batch: int | None = None
     if profile is not None:
         if profile.code("Observation").known:
             server_codes = profile.sends_code("Observation")
@@ -661,6 +683,8 @@ def _crawl(
             panels = "param" if sends else "whole"
         category_required = profile.observation_category_required.value is True
         categories = tuple(profile.observation_categories.value or ())
+        if profile.id_list.value and batch < ID_BATCH:
+            id_batch = ID_BATCH
     plan = crawl_plan(
         needs,
         terminology,
@@ -670,6 +694,7 @@ def _crawl(
         panels=panels,
         category_required=category_required,
         observation_categories=categories,
+        id_batch=id_batch,
     )
     return crawl(
         client,

@@ -139,6 +139,9 @@ class CrawlPlan:
     category_required: bool = False
     observation_categories: tuple[str, ...] = ()
     panels: Literal["auto", "param", "whole"] = "auto"
+    # ids per ``_id`` read (Patients, Medications) where the server takes a list while it
+    # refuses several patients in one search (Epic); None: ``batch``
+    id_batch: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "searches", tuple(self.searches))
@@ -148,6 +151,8 @@ class CrawlPlan:
             raise OptionError(f"since mode must be auto, updated or created: {self.since_mode!r}")
         if self.code_chunk < 1:
             raise OptionError(f"code_chunk must be >= 1, not {self.code_chunk}")
+        if self.id_batch is not None and (not isinstance(self.id_batch, int) or self.id_batch < 1):
+            raise OptionError(f"id_batch must be >= 1, not {self.id_batch!r}")
         if self.panels not in ("auto", "param", "whole"):
             raise OptionError(f"panels must be auto, param or whole, not {self.panels!r}")
         object.__setattr__(
@@ -178,6 +183,7 @@ class CrawlPlan:
             "category_required": self.category_required,
             "observation_categories": list(self.observation_categories),
             "panels": self.panels,
+            "id_batch": self.id_batch,
         }
 
     def fingerprint(self) -> str:
@@ -508,7 +514,7 @@ class _Crawler(_Fetcher):
                 break
             queries = [
                 SearchQuery("Patient", (("_id", ",".join(b)),))
-                for b in _chunks(todo, self.crawl_plan.batch)
+                for b in _chunks(todo, self.crawl_plan.id_batch or self.crawl_plan.batch)
             ]
             stage_tasks = self._tasks("patients", queries)
             self.run_stage("patients", stage_tasks)
@@ -721,7 +727,7 @@ class _Crawler(_Fetcher):
                 "medications",
                 [
                     SearchQuery("Medication", (("_id", ",".join(b)),))
-                    for b in _chunks(missing, plan.batch)
+                    for b in _chunks(missing, plan.id_batch or plan.batch)
                 ],
             )
             self.run_stage("medications", meds)

@@ -56,6 +56,7 @@ _BOOL_FACTS = (
     "type_param_repeat_ok",
     "one_export_at_a_time",
     "observation_category_required",
+    "id_list",
 )
 _INT_FACTS = ("max_count", "max_group_size")
 FACT_NAMES: tuple[str, ...] = (
@@ -130,6 +131,8 @@ class ServerProfile:
     observation_category_required: Fact[bool] = UNKNOWN
     observation_categories: Fact[frozenset[str]] = UNKNOWN
     component_code: Fact[str] = UNKNOWN
+    # ``_id=a,b,c`` reads several resources in one search (Epic: "one or more server ids")
+    id_list: Fact[bool] = UNKNOWN
     notes: tuple[str, ...] = ()
     requests: int = 0  # probe requests sent to build it (CapabilityStatement included)
 
@@ -176,6 +179,7 @@ class ServerProfile:
             "observation_category_required",
             "observation_categories",
             "component_code",
+            "id_list",
         ):
             out[name] = getattr(self, name).to_json()
         out["notes"] = list(self.notes)
