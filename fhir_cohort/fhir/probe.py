@@ -62,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger("fhir_cohort.fhir")
 
-MAX_PROBE_REQUESTS = 18
+MAX_PROBE_REQUESTS = 19
 PROBE_TYPES = ("Condition", "Observation", "MedicationRequest")
 # A code no record carries, in each type's usual system (a system-less token would also match
 # nothing, but some servers want a system).
@@ -161,12 +161,12 @@ class _Prober:
         if self.sent >= self.budget:
             return None
         self.sent += 1
-        shown = "&".join(
-            f"{k}={'<id>' if k == 'patient' else v}" for k, v in params if k != "patient"
-        )
-        if any(k == "patient" for k, _ in params):
-            ids = next(v for k, v in params if k == "patient").count(",") + 1
-            shown = f"patient=<{ids} id{'s' if ids > 1 else ''}>" + (f"&{shown}" if shown else "")
+        shown = "&".join(f"{k}={v}" for k, v in params if k not in ("patient", "_id"))
+        for key in ("_id", "patient"):  # ids are never kept: their count is
+            if any(k == key for k, _ in params):
+                ids = next(v for k, v in params if k == key).count(",") + 1
+                masked = f"{key}=<{ids} id{'s' if ids > 1 else ''}>"
+                shown = masked + (f"&{shown}" if shown else "")
         query = f"{rtype}?{shown}"
 
         def consume(resp: requests.Response) -> _Answer:
@@ -353,6 +353,13 @@ def probe(
             note = "" if works or not both.ok else "the known patient's rows did not come back"
             facts["multi_patient"] = Fact(works, "probe", both.evidence(), note)
 
+    # 3b. several ids in one _id read: the known patient must come back beside one that does
+    # not exist (Epic documents it; Oracle Health only for MedicationRequest)
+    if known is not None:
+        ids = p.get("Patient", [("_id", f"{known[1]},{NO_SUCH_PATIENT}")])
+        if ids is not None:
+            facts["id_list"] = Fact(ids.ok and ids.rows > 0, "probe", ids.evidence())
+
     # 4. the largest page: a page cut short (a next link, fewer rows than asked) shows the cap;
     # a refusal tries the next size. A page that holds every row shows nothing about a cap,
     # unless a bigger size was refused before it.
@@ -419,6 +426,7 @@ def probe(
         observation_category_required=facts.get("category_required", UNKNOWN),
         observation_categories=facts.get("categories", UNKNOWN),
         component_code=facts.get("component_code", UNKNOWN),
+        id_list=facts.get("id_list", UNKNOWN),
         notes=tuple(notes),
     )
     layers = [probed, from_caps, *([vendor] if vendor is not None else [])]
