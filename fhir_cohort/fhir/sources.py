@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cohort.errors import MalformedResourceError, SourceError
-from fhir_cohort.fhir.ndjson import BadLine, LineFilter, iter_ndjson, read_json
+from fhir_cohort.fhir.ndjson import BadLine, BlockFilter, LineFilter, iter_ndjson, read_json
 from fhir_cohort.fhir.resource_types import RESOURCE_TYPES
 
 __all__ = [
@@ -160,6 +160,7 @@ def iter_file(
     validate: bool = False,
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
+    block_filter: BlockFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Resources of one file (NDJSON or Bundle JSON) as (resource, location).
 
@@ -167,7 +168,9 @@ def iter_file(
     ``expected_type`` is the type the file name declares (NDJSON lines of another type are
     malformed). ``line_filter`` sees each raw NDJSON line and may reject it before parsing.
     ``on_lines`` is told, once the file is read, how many NDJSON lines it had; ``on_replaced``
-    the location of each record read with invalid UTF-8 replaced by U+FFFD.
+    the location of each record read with invalid UTF-8 replaced by U+FFFD. ``block_filter``
+    replaces ``line_filter`` with one that sees blocks of whole NDJSON lines
+    (:func:`fhir_cohort.fhir.ndjson.iter_ndjson`).
     """
     path = Path(path)
     report = _Reporter(on_error, strict)
@@ -182,6 +185,7 @@ def iter_file(
             validate,
             on_lines=on_lines,
             on_replaced=on_replaced,
+            block_filter=block_filter,
         )
     elif kind == "json":
         yield from _iter_bundle(path, types, report, validate, on_replaced)
@@ -199,10 +203,15 @@ def _iter_ndjson(
     byte_range: tuple[int, int, int] | None = None,
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
+    block_filter: BlockFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
     for lineno, resource, replaced in iter_ndjson(
-        path, byte_range=byte_range, line_filter=line_filter, on_lines=on_lines
+        path,
+        byte_range=byte_range,
+        line_filter=line_filter,
+        on_lines=on_lines,
+        block_filter=block_filter,
     ):
         if type(resource) is BadLine:
             report(f"{name}:{lineno}", resource.reason)
@@ -234,6 +243,7 @@ def iter_ndjson_range(
     validate: bool = False,
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
+    block_filter: BlockFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Like :func:`iter_file` for the bytes [start, end) of an uncompressed NDJSON file.
 
@@ -250,6 +260,7 @@ def iter_ndjson_range(
         (start, end, first_line),
         on_lines,
         on_replaced,
+        block_filter,
     )
 
 
