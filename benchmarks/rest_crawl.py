@@ -81,7 +81,7 @@ def load(server: SekmetServer, root: Path, meta: dict[str, Any], flat: Path) -> 
 
     t0 = time.perf_counter()
     try:
-        loaded = server.load_resources(tee())
+        loaded = load_store(server, tee())
     finally:
         for fh in files.values():
             fh.close()
@@ -91,6 +91,53 @@ def load(server: SekmetServer, root: Path, meta: dict[str, Any], flat: Path) -> 
         "counts": counts,
         "patients": patients,
     }
+
+
+def load_store(server: SekmetServer, resources: Any, chunk: int = 5000) -> int:
+    """Write ``resources`` into the (stopped) server's own store with sekmet-fhir's own
+    ``Store.update``: the row, its version and its search index, exactly what a PUT writes
+    (validation is off on this server; no subscription or simulator is set up to react), in
+    one SQLite transaction per ``chunk`` resources instead of one HTTP transaction Bundle per
+    500. Loading the 10,000-patient hospital over HTTP took about 80 minutes on the shared
+    machine (serialising, parsing and the server's per-request work); this takes minutes."""
+    from sekmet.fhir.store import SCHEMA, Store
+
+    store = Store(str(Path(server.settings["data_dir"]) / "sekmet.db"))
+    # The search index's B-trees are built once at the end (the same CREATE INDEX statements,
+    # sekmet's SCHEMA) instead of updated per row; no fsync per transaction (a failed load is
+    # loaded again).
+    indexes = [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' "
+            "AND tbl_name='idx' AND sql IS NOT NULL"
+        )
+        if r[0] != "idx_res"  # Store's re-index deletes a resource's rows by it
+    ]
+    for name in indexes:
+        store.conn.execute(f"DROP INDEX {name}")
+    store.conn.execute("PRAGMA synchronous=OFF")
+    n = 0
+    batch: list[Any] = []
+
+    def flush() -> None:
+        with store.transaction():
+            for res in batch:
+                store.update(res, origin="external")
+        batch.clear()
+
+    try:
+        for res in resources:
+            batch.append(res)
+            n += 1
+            if len(batch) >= chunk:
+                flush()
+        if batch:
+            flush()
+        store.conn.executescript(SCHEMA)  # the dropped indexes, as sekmet creates them
+    finally:
+        store.conn.close()
+    return n
 
 
 def make_group(server: SekmetServer, patients: list[str], size: int) -> list[str]:
@@ -162,14 +209,20 @@ def run_fhir_cohort(url: str, cache: Path, out: Path, concurrency: int) -> dict[
             url,
             as_of=AS_OF,
             out_dir=out,
+            # auto: the probe, then the crawl fitted to what it found (the README's command)
             server=ServerOptions(
-                strategy="crawl", bulk_group=GROUP_ID, cache_dir=cache, concurrency=concurrency
+                strategy="auto", bulk_group=GROUP_ID, cache_dir=cache, concurrency=concurrency
             ),
         )
     except Exception as exc:  # report what stopped it; the emulator's counts say how far
         return {"error": f"{type(exc).__name__}: {exc}", "wall": time.perf_counter() - t0}
+    fetch = result.run["source"]["fetch"]
     return {
         "wall": time.perf_counter() - t0,
+        "fetch_seconds": fetch.get("seconds"),
+        "why": fetch.get("why"),
+        "probe_requests": (fetch.get("server_profile") or {}).get("requests"),
+        "searches": {q["query"]: q["tasks"] for q in fetch.get("queries") or []},
         "patients_table": result.patients,
         "status": result.patients["status"].value_counts().to_dict(),
     }
@@ -184,19 +237,28 @@ SMART_FETCH_TYPES = (
 )  # fmt: skip
 
 
-def run_smart_fetch(exe: str | None, url: str, out: Path, types: list[str]) -> dict[str, Any]:
+def start_smart_fetch(exe: str, url: str, out: Path, types: list[str]) -> Any:
     """``smart-fetch export --export-mode crawl`` of the Group, limited to the trial's types
     SMART Fetch crawls, hydrating Medications only (its other tasks fetch what screening does
-    not read)."""
-    if not exe:
-        return {"error": "smart-fetch not found (pip install smart-fetch in a venv of its own)"}
+    not read); started in the background (``finish_smart_fetch`` waits for it)."""
     shutil.rmtree(out, ignore_errors=True)
     crawled = [t for t in types if t in SMART_FETCH_TYPES]
     cmd = [exe, "export", str(out), "--export-mode", "crawl", "--fhir-url", url]
     cmd += ["--group", GROUP_ID, "--type", ",".join(crawled), "--hydration-tasks", "medication"]
     cmd += ["--no-compression"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, crawled, time.perf_counter()
+
+
+def run_smart_fetch(exe: str | None, url: str, out: Path, types: list[str]) -> dict[str, Any]:
+    if not exe:
+        return {"error": "smart-fetch not found (pip install smart-fetch in a venv of its own)"}
+    return finish_smart_fetch(start_smart_fetch(exe, url, out, types), out)
+
+
+def finish_smart_fetch(started: Any, out: Path) -> dict[str, Any]:
+    proc, crawled, t0 = started
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
     resources: dict[str, int] = {}
     failed = 0
@@ -213,9 +275,55 @@ def run_smart_fetch(exe: str | None, url: str, out: Path, types: list[str]) -> d
     run: dict[str, Any] = {"wall": wall, "resources": resources, "error_outcomes": failed}
     run["types"] = crawled
     if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip())[-500:]
+        tail = (stderr.strip() or stdout.strip())[-500:]
         run["error"] = f"exit {proc.returncode}: {tail}"
     return run
+
+
+def run_profile(
+    args: Any, name: str, upstream: str, work: Path, types: list[str]
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Both crawls of one profile, each through its own emulator in front of the same server
+    (so each one's requests and bytes are counted apart); with --concurrent at the same time
+    (wall times then share the machine), else one after the other."""
+    tools = [t for t in ("fhir-cohort", "smart-fetch") if t not in args.skip]
+    emulators = {t: EhrEmulator(upstream, PROFILES[name]).start() for t in tools}
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    try:
+        started = None
+        if "smart-fetch" in tools and args.smart_fetch and args.concurrent:
+            print(f"\n{name}-like: SMART Fetch crawl (in the background)...", flush=True)
+            url = emulators["smart-fetch"].base_url
+            started = start_smart_fetch(args.smart_fetch, url, work / "smart-fetch", types)
+        if "fhir-cohort" in tools:
+            print(f"\n{name}-like: fhir-cohort crawl...", flush=True)
+            ehr = emulators["fhir-cohort"]
+            run = run_fhir_cohort(ehr.base_url, work / "cache", work / "out", args.concurrency)
+            out["fhir-cohort"] = (run, ehr.stats.as_dict())
+        if "smart-fetch" in tools:
+            ehr = emulators["smart-fetch"]
+            if started is not None:
+                run = finish_smart_fetch(started, work / "smart-fetch")
+            else:
+                print(f"\n{name}-like: SMART Fetch crawl...", flush=True)
+                run = run_smart_fetch(args.smart_fetch, ehr.base_url, work / "smart-fetch", types)
+            out["smart-fetch"] = (run, ehr.stats.as_dict())
+    finally:
+        for ehr in emulators.values():
+            ehr.stop()
+    return out
+
+
+def _served_folder(flat: Path, work: Path, profile: str) -> Path:
+    """The loaded records of the types ``profile`` serves (an EHR without MedicationStatement
+    has none to give): links to ``flat``'s files, the on-disk screen's source."""
+    folder = work / f"served-{profile}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for path in flat.glob("*.ndjson"):
+        if _served(profile, path.name.split(".", 1)[0]):
+            (folder / path.name).symlink_to(path)
+    return folder
 
 
 def screen_on_disk(flat: Path, out: Path) -> Any:
@@ -258,7 +366,16 @@ def main(argv: list[str] | None = None) -> int:
         "--reload",
         action="store_true",
         help="load the server again (by default a server folder loaded by an earlier run with "
-        "the same hospital and Group size is reused: loading 10,000 patients takes long)",
+        "the same hospital and Group size is reused)",
+    )
+    ap.add_argument(
+        "--load-only", action="store_true", help="generate and load the server, then stop"
+    )
+    ap.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run SMART Fetch and fhir-cohort at the same time (each through its own emulator: "
+        "requests and bytes apart, wall times sharing the machine)",
     )
     args = ap.parse_args(argv)
     profiles = args.profile or ["epic", "oracle"]
@@ -294,48 +411,41 @@ def main(argv: list[str] | None = None) -> int:
     server = SekmetServer(server_dir)
     figures: dict[str, Any] = {"patients": meta["patients"], "types": types, "runs": {}}
     try:
+        if not reuse:  # into the store before the server starts (load_store)
+            print("loading the server's store...", flush=True)
+            loaded = load(server, root, meta, flat)
         server.start(timeout=120)
         if reuse:
             loaded = json.loads(marker.read_text())["loaded"]
             members = loaded["members"]
             print(f"server: reused {server_dir} (loaded {loaded['resources']} resources before)")
         else:
-            loaded = load(server, root, meta, flat)
             loaded["members"] = members = make_group(
                 server, loaded.pop("patients"), args.group_size
             )
             marker.write_text(json.dumps({"want": want, "loaded": loaded}))
             print(f"load: {loaded['resources']} resources in {loaded['seconds']} s")
         print(f"Group {GROUP_ID}: {len(members)} patients")
+        if args.load_only:
+            return 0
         loaded = {k: v for k, v in loaded.items() if k != "members"}
         figures["load"] = loaded
         figures["group"] = len(members)
-        disk = None
+        disks: dict[Path, Any] = {}
         for name in profiles:
-            with EhrEmulator(server.base_url, PROFILES[name]) as ehr:
-                for tool in ("fhir-cohort", "smart-fetch"):
-                    if tool in args.skip:
-                        continue
-                    print(f"\n{name}-like: {tool} crawl...", flush=True)
-                    ehr.reset()
-                    if tool == "fhir-cohort":
-                        run = run_fhir_cohort(
-                            ehr.base_url, work / "cache", work / "out", args.concurrency
-                        )
-                    else:
-                        run = run_smart_fetch(
-                            args.smart_fetch, ehr.base_url, work / "smart-fetch", types
-                        )
-                    stats = ehr.stats.as_dict()
-                    run.update(requests=stats["requests"], bytes=stats["bytes"], emulator=stats)
-                    if "patients_table" in run:
-                        if disk is None:
-                            print("on-disk screen of the same records...", flush=True)
-                            disk = screen_on_disk(flat, work / "disk-out")
-                        run["check"] = compare(run.pop("patients_table"), disk, members)
-                    figures["runs"][f"{name}/{tool}"] = run
-                    print(f"  {json.dumps({k: v for k, v in run.items() if k != 'emulator'})}")
-                    print(f"  refused: {stats['rejected']}; statuses: {stats['statuses']}")
+            runs = run_profile(args, name, server.base_url, work, types)
+            for tool, (run, stats) in runs.items():
+                run.update(requests=stats["requests"], bytes=stats["bytes"], emulator=stats)
+                if "patients_table" in run:
+                    served = _served_folder(flat, work, name)
+                    if served not in disks:
+                        print("on-disk screen of the same records...", flush=True)
+                        disks[served] = screen_on_disk(served, work / f"disk-out-{served.name}")
+                    run["check"] = compare(run.pop("patients_table"), disks[served], members)
+                figures["runs"][f"{name}/{tool}"] = run
+                print(f"{name}-like, {tool}:")
+                print(f"  {json.dumps({k: v for k, v in run.items() if k != 'emulator'})}")
+                print(f"  refused: {stats['rejected']}; statuses: {stats['statuses']}")
 
         print(f"\n{'profile/tool':<24}{'requests':>9}{'bytes':>11}{'wall s':>8}{'vs LB':>7}")
         for key, r in figures["runs"].items():

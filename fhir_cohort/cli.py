@@ -54,7 +54,8 @@ exit codes:
   3    criteria file or value set invalid
   4    input data unreadable, or malformed with --strict; screening history unusable;
        a decisions file refused (its problems listed by file:line; nothing imported)
-  5    FHIR server error after retries
+  5    FHIR server error after retries (a crawl first finishes the other patients; the
+       same command again fetches only the searches that failed)
   6    authentication or authorisation failed
   7    the server lacks a resource type, search parameter or operation the plan needs
   8    the server refused the Bulk $export: another export by this client is running (429)

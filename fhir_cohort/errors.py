@@ -82,6 +82,13 @@ class TransientResponseError(FhirHttpError):
     """
 
 
+class CrawlIncompleteError(FhirHttpError):
+    """Some searches of a crawl failed after the retries; every other search finished and is
+    journaled. No patient is screened with part of their records: the run stops, and the same
+    command again fetches only what failed. The message counts searches and patients (no id).
+    """
+
+
 class BulkExportError(FhirHttpError):
     """A bulk export failed: kick-off refused, bad manifest, a file that stayed corrupt,
     incomplete or miscounted after the retries (the message names the file, never its content).

@@ -92,6 +92,25 @@ def screen_tables(
     return result, attrition(result, trial)
 
 
+def _keep_from_eligible(evaluation: Any, unsearched: Sequence[str], needs: Requirements) -> None:
+    """Searches the server allowed no way to send (``unsearched``, e.g. "Observation by
+    component-code") leave records of the types the trial reads possibly missing: an answer
+    that looks eligible could be wrong, so it becomes ``review`` with the reason said."""
+    hit_types = {u.split(" ", 1)[0] for u in unsearched} & set(needs.resource_types)
+    if not hit_types:
+        return
+    status = evaluation.status
+    eligible = status["status"] == "eligible"
+    note = (
+        f"fetch: the server allowed no search for {', '.join(unsearched)}; records of "
+        f"{', '.join(sorted(hit_types))} may be missing, so not eligible without review"
+    )
+    status.loc[eligible, "status"] = "review"
+    status.loc[eligible, "reasons"] = [
+        f"{r}; {note}" if r else note for r in status.loc[eligible, "reasons"]
+    ]
+
+
 def positive_tests(trial: Trial) -> list[tuple[str, Any]]:
     """(criterion id, query) of every observation query reading positivity, in order (a
     query used twice in one criterion is listed once)."""
@@ -697,6 +716,8 @@ def _screen_trial(
         evaluation, attrition_table = screen_tables(
             trial, tables, terminology, opts.as_of, prepared
         )
+        if loaded is not None:
+            _keep_from_eligible(evaluation, loaded.unsearched, requirements(trial, terminology))
         opts.progress(Progress("evaluate", len(tables.patients), total=total, message=which))
         t_eval = time.perf_counter()
         eras, labs = detail_tables(trial, tables, terminology, opts.as_of, prepared)

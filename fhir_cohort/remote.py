@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fhir_cohort.criteria import Trial
 from fhir_cohort.defaults import (
@@ -70,6 +70,9 @@ from fhir_cohort.requirements import Requirements, requirements
 from fhir_cohort.terminology import Terminology
 
 STRATEGIES = ("funnel", "full", "bulk", "crawl", "auto")
+# Ids per ``_id`` read in a crawl where the server takes a list (Epic caps a Patient search at
+# 100 results, 4127).
+ID_BATCH = 100
 FULL_TYPES = ("Patient", "Condition", "Procedure", "Observation", "Medication", *MEDICATION_TYPES)
 
 
@@ -216,11 +219,17 @@ def crawl_plan(
     batch: int = 1,
     server_codes: bool = True,
     since_mode: SinceMode = "auto",
+    panels: Literal["auto", "param", "whole"] = "auto",
+    category_required: bool = False,
+    observation_categories: Sequence[str] = (),
+    id_batch: int | None = None,
 ) -> CrawlPlan:
     """The crawl plan of ``trial`` (or of several screened in one pass): per patient, every
     type the criteria read, as the funnel's follow-ups (Observations by the criteria's LOINC
-    codes where the server honours ``code``, panels by ``component-code``; medications with
-    their Medications ``_include``-d). What the server is not asked to filter is filtered on
+    codes where the server honours ``code``, panels by ``component-code`` or, where the server
+    does not filter by it (``panels``), the patient's Observations whole, of the
+    ``observation_categories`` where a category is required; medications with their
+    Medications ``_include``-d). What the server is not asked to filter is filtered on
     arrival by the on-disk reader's line filter (the criteria's codes), so the snapshot holds
     the same records whichever the server does.
     """
@@ -238,7 +247,7 @@ def crawl_plan(
             searches.append(CrawlSearch(mtype, include=(f"{mtype}:medication",)))
     keep = {}
     if "Observation" in types:
-        obs = needs.observation_tokens
+        obs = _bare_loinc(needs.observation_tokens)
         searches.append(CrawlSearch("Observation", codes=obs))
         if obs:
             # A panel whose component carries the test counts as that test (spec v1.1).
@@ -255,7 +264,27 @@ def crawl_plan(
         since_mode=since_mode,
         keep=keep,
         keep_key=hashlib.sha256(key.encode()).hexdigest()[:16],
+        category_required=category_required,
+        observation_categories=tuple(observation_categories),
+        panels=panels,
+        id_batch=id_batch,
     )
+
+
+# LOINC's system, by URL and by OID: the criteria's tokens name both.
+LOINC_SYSTEMS = ("http://loinc.org", "urn:oid:2.16.840.1.113883.6.1")
+
+
+def _bare_loinc(tokens: Sequence[str]) -> tuple[str, ...]:
+    """The crawl's Observation codes: LOINC codes without their system (Epic's documentation
+    names them so), half the tokens of ``system|code`` under both of LOINC's systems. A
+    server matches a bare code under any system; what else comes back is dropped on arrival
+    by the line filter, so the snapshot is the same. Tokens of another system stay whole."""
+    out: list[str] = []
+    for token in tokens:
+        system, bar, code = token.rpartition("|")
+        out.append(code if bar and system in LOINC_SYSTEMS else token)
+    return tuple(dict.fromkeys(out))
 
 
 def patient_list(options: ServerOptions) -> PatientList | None:
@@ -352,6 +381,14 @@ class Loaded:
         if isinstance(self.report, ExportResult):
             return self.report.transaction_time or None
         return self.report.started_at
+
+    @property
+    def unsearched(self) -> tuple[str, ...]:
+        """Searches the server allowed no way to send ("Observation by component-code"):
+        records they would have found may be missing (the pipeline keeps answers that could
+        depend on them from eligible)."""
+        cohort = getattr(self.report, "cohort", None) or {}
+        return tuple(cohort.get("unsearched") or ())
 
     @property
     def rest_snapshot(self) -> bool:
@@ -633,16 +670,35 @@ def _crawl(
     batch, page = _fitted(profile, options.crawl_batch)
     server_codes = True
     since_mode: SinceMode = "auto"
+    panels: Literal["auto", "param", "whole"] = "auto"
+    category_required, categories = False, ()
+    id_batch: int | None = None
     if profile is not None:
         if profile.code("Observation").known:
             server_codes = profile.sends_code("Observation")
         if profile.last_updated.known:
             since_mode = "updated" if profile.last_updated.value else "created"
+        if profile.component_code.known:
+            sends = profile.component_code.value in ("honoured", "post-filter")
+            panels = "param" if sends else "whole"
+        category_required = profile.observation_category_required.value is True
+        categories = tuple(profile.observation_categories.value or ())
+        if profile.id_list.value and batch < ID_BATCH:
+            id_batch = ID_BATCH
+    plan = crawl_plan(
+        needs,
+        terminology,
+        batch=batch,
+        server_codes=server_codes,
+        since_mode=since_mode,
+        panels=panels,
+        category_required=category_required,
+        observation_categories=categories,
+        id_batch=id_batch,
+    )
     return crawl(
         client,
-        crawl_plan(
-            needs, terminology, batch=batch, server_codes=server_codes, since_mode=since_mode
-        ),
+        plan,
         patients,
         cache,
         workers=options.concurrency,

@@ -200,6 +200,11 @@ def _cohort_note(c: dict[str, Any]) -> str:
             parts.append(f"{c[key]} {words}")
     if c.get("types_not_served"):
         parts.append(f"the server serves no {', '.join(c['types_not_served'])} (skipped)")
+    if c.get("unsearched"):
+        parts.append(
+            f"the server allows no search for {', '.join(c['unsearched'])}: those records may "
+            "be missing, so no patient whose answers read them is eligible without review"
+        )
     return "; ".join(parts)
 
 

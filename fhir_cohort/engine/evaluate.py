@@ -20,6 +20,7 @@ from fhir_cohort.engine import medication
 from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import Kept, TerminologyLike
 from fhir_cohort.engine.labs import read_tests
+from fhir_cohort.engine.queries.patient import NAMES_PATIENT
 from fhir_cohort.engine.rules import Scope, evaluate_criterion, reads
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
@@ -225,9 +226,12 @@ def evaluate(
     terminology: TerminologyLike,
     as_of: dt.date,
     prepared: Prepared | None = None,
+    *,
+    shortcut: bool = True,
 ) -> EvaluationResult:
     """Answer every criterion for every patient in ``tables.patients``. ``prepared``: the rows
-    and look-ups of these tables shared with other trials (:func:`prepare`)."""
+    and look-ups of these tables shared with other trials (:func:`prepare`). ``shortcut``
+    False evaluates every criterion for every patient (the same result, slower: for tests)."""
     prep = prepare(tables, terminology, as_of, prepared)
     ctx = prep.ctx
     patients = prep.patients
@@ -235,12 +239,16 @@ def evaluate(
     define = dict(trial.define)
     # A criterion that reads only some tables (and the listed patient fields) has, for a
     # patient with none of those rows, an outcome computed once per key of those fields.
-    shortcuts = [reads(c.rule, define) for c in trial.criteria]
+    # A query whose evidence names the patient (NAMES_PATIENT) keys by the other fields; a
+    # shared outcome gets each patient's id in its Patient evidence.
+    shortcuts = [reads(c.rule, define) if shortcut else None for c in trial.criteria]
+    keys = [sorted(rd[1] - {NAMES_PATIENT}) if rd else [] for rd in shortcuts]
+    names = [rd is not None and NAMES_PATIENT in rd[1] for rd in shortcuts]
     answers: list[tuple[Any, ...]] = []
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
     seen: set[str] = set()
-    empty_cache: dict[tuple[int, Any], Outcome] = {}
+    empty_cache: dict[tuple[int, Any], tuple[Outcome, str]] = {}
     for p in patients:
         pid = p.patient_id
         if pid is None or pid in seen:
@@ -254,10 +262,18 @@ def evaluate(
         for i, crit in enumerate(trial.criteria):
             rd = shortcuts[i]
             if rd is not None and not any(getattr(data, t) for t in rd[0]):
-                key = (i, tuple(getattr(p, f) for f in sorted(rd[1])))
-                o = empty_cache.get(key)  # type: ignore[assignment]
-                if o is None:
-                    o = empty_cache[key] = evaluate_criterion(crit, scope)
+                key = (i, tuple(getattr(p, f) for f in keys[i]))
+                hit = empty_cache.get(key)
+                if hit is None:
+                    o = evaluate_criterion(crit, scope)
+                    empty_cache[key] = (o, pid)
+                else:
+                    o, first = hit
+                    if names[i] and first != pid:
+                        answers.append((pid, crit.id, o.answer, o.reason))
+                        evidence.extend((pid, crit.id, *_named(e, first, pid)) for e in o.evidence)
+                        outcomes.append(o)
+                        continue
             else:
                 o = evaluate_criterion(crit, scope)
             outcomes.append(o)
@@ -270,6 +286,13 @@ def evaluate(
         evidence=pd.DataFrame.from_records(evidence, columns=list(EVIDENCE_COLUMNS)),
         status=pd.DataFrame.from_records(status, columns=list(STATUS_COLUMNS)),
     )
+
+
+def _named(e: Any, first: str, pid: str) -> Any:
+    """Evidence of an outcome computed for patient ``first``, for patient ``pid``."""
+    if e.resource_type == "Patient" and e.resource_id == first:
+        return e._replace(resource_id=pid)
+    return e
 
 
 def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:

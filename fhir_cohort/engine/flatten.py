@@ -997,6 +997,24 @@ def _filter_key(code: bytes) -> bytes:
     return code.strip().replace(b".", b"").replace(b" ", b"").upper()
 
 
+# The last relevant codes and their sets: a reader builds a filter per file type and per
+# worker task from the same codes, and the sets of thousands of codes take a second to build.
+_SETS_CACHE: dict[frozenset[str], tuple[frozenset[bytes], frozenset[bytes]]] = {}
+
+
+def _code_sets(relevant_codes: Iterable[str]) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """(codes in filter spelling, every spelling data commonly uses for them: ICD with its
+    dot, lower case), so the common line is decided by exact set lookups on its values."""
+    given = frozenset(relevant_codes)
+    got = _SETS_CACHE.get(given)
+    if got is None:
+        codes = frozenset(_filter_key(c.encode("utf-8", "surrogatepass")) for c in given)
+        got = (codes, frozenset(_spellings(codes)))
+        _SETS_CACHE.clear()  # one entry: the codes of the run
+        _SETS_CACHE[given] = got
+    return got
+
+
 class MedicationLineFilter:
     """Cheap, picklable pre-parse test of a raw NDJSON line (see :func:`make_line_filter`).
 
@@ -1016,12 +1034,7 @@ class MedicationLineFilter:
         words: Iterable[str] | None,
         resource_type: str | None = None,
     ) -> None:
-        self.codes: frozenset[bytes] = frozenset(
-            _filter_key(c.encode("utf-8", "surrogatepass")) for c in relevant_codes
-        )
-        # Spellings data commonly uses for the same code (ICD with its dot, lower case), so
-        # the common line is decided by exact set lookups on the code values alone.
-        self.spellings: frozenset[bytes] = frozenset(_spellings(self.codes))
+        self.codes, self.spellings = _code_sets(relevant_codes)
         self.text_matters = words is None or any(w.strip() for w in words)
         self.expected = resource_type.encode("ascii") if resource_type else None
 

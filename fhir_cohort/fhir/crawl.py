@@ -90,9 +90,9 @@ class CrawlSearch(FollowUp):
     """One search per patient (or batch): ``resource_type?patient_param=<id>``.
 
     ``codes`` (with ``code_param``) are sent only where the server honours the parameter;
-    ``include`` specs are dropped when the server does not advertise them. ``optional``: skipped
-    when the server does not advertise ``code_param`` or codes are not sent at all (the main
-    search of the type then returns everything, and the client-side filter sees it).
+    ``include`` specs are dropped when the server does not advertise them. ``optional``: a
+    second search of the type (a panel by ``component-code``) that, where its parameter cannot
+    be sent, makes the type's search a whole-type one filtered on arrival (``CrawlPlan.panels``).
 
     The fields are the funnel's :class:`~fhir_cohort.fhir.fetch.FollowUp`: a crawl search is a
     follow-up sent per patient list instead of per funnel cohort.
@@ -113,6 +113,17 @@ class CrawlPlan:
       ``keep_key`` names what it keeps (the criteria's codes), and is.
     - ``since_mode``: ``updated`` (``_lastUpdated``), ``created`` (:data:`CREATED_PARAMS`), or
       ``auto``: updated when the CapabilityStatement lists ``_lastUpdated`` for Patient.
+    - ``category_required`` / ``observation_categories``: the server refuses an Observation
+      search that names the patient but no code unless it names a category (Epic 59108);
+      such searches name these categories (comma-separated, one request).
+    - ``panels``: how an ``optional`` search (Observation by ``component-code``: a panel
+      whose component alone carries the test) is sent: ``param`` (the parameter), ``whole``
+      (the patient's Observations of those categories, filtered on arrival by ``keep``) or
+      ``auto`` (the parameter where the CapabilityStatement lists it, else whole). An
+      optional search is never dropped: where its parameter cannot be sent, the type is
+      fetched whole and filtered on arrival; where even that is refused (a category is
+      required and none is known), the crawl says so (``unsearched``) and the screen keeps
+      the answers that could depend on it from ``eligible``.
     """
 
     searches: tuple[CrawlSearch, ...]
@@ -125,6 +136,12 @@ class CrawlPlan:
     code_chunk: int = 1000
     keep: Mapping[str, KeepFilter] = field(default_factory=dict, compare=False, repr=False)
     keep_key: str = ""
+    category_required: bool = False
+    observation_categories: tuple[str, ...] = ()
+    panels: Literal["auto", "param", "whole"] = "auto"
+    # ids per ``_id`` read (Patients, Medications) where the server takes a list while it
+    # refuses several patients in one search (Epic); None: ``batch``
+    id_batch: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "searches", tuple(self.searches))
@@ -134,6 +151,13 @@ class CrawlPlan:
             raise OptionError(f"since mode must be auto, updated or created: {self.since_mode!r}")
         if self.code_chunk < 1:
             raise OptionError(f"code_chunk must be >= 1, not {self.code_chunk}")
+        if self.id_batch is not None and (not isinstance(self.id_batch, int) or self.id_batch < 1):
+            raise OptionError(f"id_batch must be >= 1, not {self.id_batch!r}")
+        if self.panels not in ("auto", "param", "whole"):
+            raise OptionError(f"panels must be auto, param or whole, not {self.panels!r}")
+        object.__setattr__(
+            self, "observation_categories", tuple(sorted(set(self.observation_categories)))
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +180,10 @@ class CrawlPlan:
             "code_chunk": self.code_chunk,
             "keep": sorted(self.keep),
             "keep_key": self.keep_key,
+            "category_required": self.category_required,
+            "observation_categories": list(self.observation_categories),
+            "panels": self.panels,
+            "id_batch": self.id_batch,
         }
 
     def fingerprint(self) -> str:
@@ -329,12 +357,16 @@ class _Crawler(_Fetcher):
         if not isinstance(task_patients, int) or task_patients < 1:
             raise OptionError(f"task_patients must be >= 1, not {task_patients!r}")
         self.strategy = "crawl"
+        self.keep_going = True  # one patient's failed search does not stop the others
         self.crawl_plan = plan
         self.list = patients
         self.task_patients = task_patients
         self.cohort: set[str] = set()  # the patients whose records go into the snapshot
         self.known: dict[str, set[str]] = {}  # delta: ids already in the snapshot, per type
         self.not_served: list[str] = []  # types of the plan the server does not serve
+        # searches the server allows no way to send (e.g. panels where a category is required
+        # and none is known): said in the report, and the screen keeps answers from eligible
+        self.unsearched: list[str] = []
 
     def fingerprint(self) -> str:
         return self.crawl_plan.fingerprint()
@@ -482,7 +514,7 @@ class _Crawler(_Fetcher):
                 break
             queries = [
                 SearchQuery("Patient", (("_id", ",".join(b)),))
-                for b in _chunks(todo, self.crawl_plan.batch)
+                for b in _chunks(todo, self.crawl_plan.id_batch or self.crawl_plan.batch)
             ]
             stage_tasks = self._tasks("patients", queries)
             self.run_stage("patients", stage_tasks)
@@ -522,21 +554,61 @@ class _Crawler(_Fetcher):
             return (param, f"gt{self.since}")
         return None  # no searchable creation date: the whole type, every run
 
+    def _routes(self, cap: Capability) -> list[tuple[CrawlSearch, tuple[str, ...] | None]]:
+        """Per search of the plan, what is sent: (the search, its codes or None for the whole
+        type, filtered on arrival). An optional search (a panel by ``component-code``) whose
+        parameter cannot be sent turns its type's search into a whole-type one; a code search
+        is kept beside it only where the whole-type search is narrowed to some categories
+        (records outside them are still found by their code)."""
+        plan = self.crawl_plan
+        routes: list[tuple[CrawlSearch, tuple[str, ...] | None]] = []
+        self.unsearched = []
+        types = [t for t in dict.fromkeys(s.resource_type for s in plan.searches)]
+        for rtype in types:
+            if rtype in self.not_served:
+                continue
+            group = [s for s in plan.searches if s.resource_type == rtype]
+
+            def sendable(s: CrawlSearch) -> bool:
+                if not (s.codes and plan.server_codes):
+                    return False
+                if s.optional and plan.panels != "auto":
+                    return plan.panels == "param"
+                return cap.supports_param(s.resource_type, s.code_param)
+
+            main = [s for s in group if not s.optional]
+            whole = any(not sendable(s) for s in group)
+            narrowed = rtype == "Observation" and plan.category_required
+            if whole and narrowed and not plan.observation_categories:
+                # the patient alone is refused and no category is known: only code searches
+                self.unsearched += [
+                    f"{s.resource_type} by {s.code_param}" for s in group if not sendable(s)
+                ]
+                routes += [(s, s.codes) for s in group if sendable(s)]
+                continue
+            if whole:
+                base = main[0] if main else CrawlSearch(rtype)
+                routes.append((base, None))
+                if narrowed:
+                    routes += [(s, s.codes) for s in main if sendable(s)]
+            else:
+                routes += [(s, s.codes) for s in group]
+        return routes
+
     def _searches(self, patients: Sequence[str], delta: bool, cap: Capability) -> list[_Query]:
         plan = self.crawl_plan
         tasks: list[_Query] = []
-        for s in plan.searches:
-            if s.resource_type in self.not_served:
-                continue
-            send_codes = (
-                bool(s.codes)
-                and plan.server_codes
-                and cap.supports_param(s.resource_type, s.code_param)
-            )
-            if s.optional and not send_codes:
-                continue
+        for s, codes_sent in self._routes(cap):
             code_chunks: list[tuple[str, ...] | None] = (
-                list(_chunks(s.codes, plan.code_chunk)) if send_codes else [None]
+                list(_chunks(codes_sent, plan.code_chunk)) if codes_sent else [None]
+            )
+            # a category where the server wants one: on every Observation search without a
+            # code (a component-code search is one)
+            category = (
+                s.resource_type == "Observation"
+                and plan.category_required
+                and plan.observation_categories
+                and (codes_sent is None or s.code_param != "code")
             )
             since = self._since_param(s.resource_type, cap) if delta else None
             queries = []
@@ -545,6 +617,8 @@ class _Crawler(_Fetcher):
                     params: list[tuple[str, str]] = [(s.patient_param, ",".join(batch))]
                     if codes is not None:
                         params.append((s.code_param, ",".join(codes)))
+                    if category:
+                        params.append(("category", ",".join(plan.observation_categories)))
                     params.extend(s.params)
                     params.extend(("_include", i) for i in s.include if cap.supports_include(i))
                     if since is not None:
@@ -621,6 +695,14 @@ class _Crawler(_Fetcher):
             "since_mode": self.since_mode if self.since is not None else None,
             "types_not_served": self.not_served,
         }
+        self._routes(cap)  # what cannot be searched is known before any clinical request
+        self.state["cohort"]["unsearched"] = list(self.unsearched)
+        if self.unsearched:
+            log.warning(
+                "the server allows no search for %s: answers that could depend on them are "
+                "kept from eligible",
+                ", ".join(self.unsearched),
+            )
 
         new = sorted(cohort - previous) if delta else sorted(cohort)
         old = sorted(cohort & previous) if delta else []
@@ -645,7 +727,7 @@ class _Crawler(_Fetcher):
                 "medications",
                 [
                     SearchQuery("Medication", (("_id", ",".join(b)),))
-                    for b in _chunks(missing, plan.batch)
+                    for b in _chunks(missing, plan.id_batch or plan.batch)
                 ],
             )
             self.run_stage("medications", meds)

@@ -31,7 +31,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from fhir_cohort.errors import AuthError, FhirCohortError, FhirHttpError, OptionError, SourceError
+from fhir_cohort.errors import (
+    AuthError,
+    CrawlIncompleteError,
+    FhirCohortError,
+    FhirHttpError,
+    OptionError,
+    OriginError,
+    SourceError,
+)
 from fhir_cohort.fhir.capability import check_plan, fetch_capability
 from fhir_cohort.fhir.client import FhirClient, strip_query
 from fhir_cohort.fhir.ndjson import iter_objects, write_ndjson
@@ -300,6 +308,17 @@ def mark_used(cache_dir: str | Path) -> bool:
     return True
 
 
+# A stage stops early once this many of its searches failed and more failed than worked.
+STOP_AFTER_FAILURES = 5
+
+
+def _one_search_failed(exc: BaseException | None) -> bool:
+    """A search that failed after its retries, which the stage's other searches need not
+    share: an HTTP error or a broken connection; not an auth or origin refusal (those hold for
+    every search), a Ctrl-C or a bug."""
+    return isinstance(exc, FhirHttpError) and not isinstance(exc, (AuthError, OriginError))
+
+
 class _Stopped(Exception):
     """Raised in a worker between pages when the stage is being abandoned (error, Ctrl-C)."""
 
@@ -433,6 +452,9 @@ class _Fetcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._fresh = False
+        # The crawl finishes a stage's other searches when one fails after its retries (the
+        # funnel stops at once: its stages are few and every search matters to the next)
+        self.keep_going = False
 
     # -- journal ---------------------------------------------------------------------------
 
@@ -662,10 +684,13 @@ class _Fetcher:
         private_dir(self.staging)
         by_key = {q.key: q for q in todo}
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fhir-fetch")
+        failures: list[tuple[_Query, FhirHttpError]] = []
+        succeeded = 0
         try:
-            pending: set[Future[tuple[str, dict[str, Any], dict[str, int]]]] = {
-                pool.submit(self._execute, q) for q in todo
+            submitted: dict[Future[tuple[str, dict[str, Any], dict[str, int]]], _Query] = {
+                pool.submit(self._execute, q): q for q in todo
             }
+            pending = set(submitted)
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 # searches that finished are journaled before a failed one fails the fetch,
@@ -680,15 +705,49 @@ class _Fetcher:
                         self._save_state()
                     self._record(q, entry["counts"], fresh, resumed=False)
                     done_count += 1
+                    succeeded += 1
                     self._notify(stage, done_count, total)
-                if failed:
-                    failed[0].result()
+                for fut in failed:
+                    exc = fut.exception()
+                    if not (self.keep_going and _one_search_failed(exc)):
+                        fut.result()
+                    assert isinstance(exc, FhirHttpError)
+                    failures.append((submitted[fut], exc))
+                    log.warning("%s: a search failed after its retries", stage)
+                if failures and len(failures) >= STOP_AFTER_FAILURES and len(failures) > succeeded:
+                    break  # more failing than working: the server, not one patient
         except BaseException:
             # other searches stop at their next page boundary, their pages journaled
             self._stop.set()
             raise
         finally:
+            if failures:
+                self._stop.set()  # searches still running stop at a page boundary, journaled
             pool.shutdown(wait=True, cancel_futures=True)
+            self._stop.clear()
+        if failures:
+            raise self._incomplete(stage, failures, total, done_count)
+
+    def _incomplete(
+        self, stage: str, failures: list[tuple[_Query, FhirHttpError]], total: int, done: int
+    ) -> CrawlIncompleteError:
+        """The error that ends a stage some of whose searches failed: counts only."""
+        patients: set[str] = set()
+        for q, _ in failures:
+            for query in getattr(q, "queries", (q.query,)):
+                for name, value in query.params:
+                    if name in ("patient", "subject", "_id", "identifier"):
+                        patients.update(v for v in value.split(",") if v)
+        first = failures[0][1]
+        why = f"HTTP {first.status}" if first.status is not None else first.message[:120]
+        stopped = total - done - len(failures)
+        return CrawlIncompleteError(
+            f"{stage}: {len(failures)} of {total} tasks failed after their retries "
+            f"(searches of {len(patients)} patients; the first: {why})"
+            + (f"; {stopped} more not run (more searches failed than worked)" if stopped else "")
+            + f"; every other search is saved in {self.dir}: no patient was screened with part "
+            "of their records. Run the same command again to fetch only what is missing"
+        )
 
     def _staged(self, queries: Iterable[_Query]) -> Iterator[dict[str, Any]]:
         for q in queries:

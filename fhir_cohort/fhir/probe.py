@@ -40,6 +40,7 @@ from fhir_cohort.errors import FhirHttpError
 from fhir_cohort.fhir.capability import Capability
 from fhir_cohort.fhir.server_profile import (
     UNKNOWN,
+    US_CORE_CATEGORIES,
     Fact,
     ServerProfile,
     combine,
@@ -61,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger("fhir_cohort.fhir")
 
-MAX_PROBE_REQUESTS = 16
+MAX_PROBE_REQUESTS = 19
 PROBE_TYPES = ("Condition", "Observation", "MedicationRequest")
 # A code no record carries, in each type's usual system (a system-less token would also match
 # nothing, but some servers want a system).
@@ -160,12 +161,12 @@ class _Prober:
         if self.sent >= self.budget:
             return None
         self.sent += 1
-        shown = "&".join(
-            f"{k}={'<id>' if k == 'patient' else v}" for k, v in params if k != "patient"
-        )
-        if any(k == "patient" for k, _ in params):
-            ids = next(v for k, v in params if k == "patient").count(",") + 1
-            shown = f"patient=<{ids} id{'s' if ids > 1 else ''}>" + (f"&{shown}" if shown else "")
+        shown = "&".join(f"{k}={v}" for k, v in params if k not in ("patient", "_id"))
+        for key in ("_id", "patient"):  # ids are never kept: their count is
+            if any(k == key for k, _ in params):
+                ids = next(v for k, v in params if k == key).count(",") + 1
+                masked = f"{key}=<{ids} id{'s' if ids > 1 else ''}>"
+                shown = masked + (f"&{shown}" if shown else "")
         query = f"{rtype}?{shown}"
 
         def consume(resp: requests.Response) -> _Answer:
@@ -296,8 +297,13 @@ def probe(
 
     # 2. code honoured, per type
     can_search = pop.ok or bool(scope)
+    # Observation searches without a code, as the server takes them: with a category where
+    # it refuses the patient alone (Epic 59108)
+    obs_scope = list(scope)
     for rtype in types if can_search else ():
         plain = pop if rtype == "Condition" and pop.ok else p.get(rtype, [*scope, ("_count", "1")])
+        if rtype == "Observation" and plain is not None:
+            plain, obs_scope = _observation_scope(p, plain, scope, vendor, facts)
         if plain is not None and plain.ok and plain.rows:
             witness[rtype] = plain
         token = f"{_SYSTEMS.get(rtype, 'http://loinc.org')}|{NO_SUCH_CODE}"
@@ -315,6 +321,22 @@ def probe(
             facts.setdefault("code", {})[rtype] = Fact(
                 "honoured", "probe", f"{witness[rtype].evidence()}; {coded.evidence()}"
             )
+    # Observation component-code (a panel whose component carries the test), in the scope
+    # an Observation search without a code needs
+    if "Observation" in types and can_search:
+        token = f"http://loinc.org|{NO_SUCH_CODE}"
+        comp = p.get("Observation", [*obs_scope, ("component-code", token), ("_count", "1")])
+        seen = witness.get("Observation")
+        if comp is not None and not comp.ok and seen is not None:
+            facts["component_code"] = Fact("rejected", "probe", comp.evidence())
+        elif comp is not None and comp.ok and comp.rows:
+            facts["component_code"] = Fact(
+                "ignored", "probe", comp.evidence(), "rows with other codes came back"
+            )
+        elif comp is not None and comp.ok and seen is not None:
+            facts["component_code"] = Fact(
+                "honoured", "probe", f"{seen.evidence()}; {comp.evidence()}"
+            )
 
     # 3. several patients per request: the rows of a patient known to have some must come back
     # when a second (non-existent) patient is named too
@@ -331,14 +353,22 @@ def probe(
             note = "" if works or not both.ok else "the known patient's rows did not come back"
             facts["multi_patient"] = Fact(works, "probe", both.evidence(), note)
 
+    # 3b. several ids in one _id read: the known patient must come back beside one that does
+    # not exist (Epic documents it; Oracle Health only for MedicationRequest)
+    if known is not None:
+        ids = p.get("Patient", [("_id", f"{known[1]},{NO_SUCH_PATIENT}")])
+        if ids is not None:
+            facts["id_list"] = Fact(ids.ok and ids.rows > 0, "probe", ids.evidence())
+
     # 4. the largest page: a page cut short (a next link, fewer rows than asked) shows the cap;
     # a refusal tries the next size. A page that holds every row shows nothing about a cap,
     # unless a bigger size was refused before it.
     big_type = next((t for t in ("Observation", "Condition", *types) if t in witness), None)
     if big_type is not None:
         refused: list[str] = []
+        big_scope = obs_scope if big_type == "Observation" else scope
         for n in COUNT_STEPS:
-            page = p.get(big_type, [*scope, ("_count", str(n))])
+            page = p.get(big_type, [*big_scope, ("_count", str(n))])
             if page is None:
                 break
             if not page.ok:
@@ -369,7 +399,8 @@ def probe(
 
     # 6. _lastUpdated
     if base_type is not None:
-        lu = p.get(base_type, [*scope, ("_lastUpdated", FAR_FUTURE), ("_count", "1")])
+        lu_scope = obs_scope if base_type == "Observation" else scope
+        lu = p.get(base_type, [*lu_scope, ("_lastUpdated", FAR_FUTURE), ("_count", "1")])
         if lu is not None:
             if not lu.ok:
                 facts["last_updated"] = Fact(False, "probe", lu.evidence())
@@ -392,6 +423,10 @@ def probe(
         include_medication=facts.get("include_medication", UNKNOWN),
         last_updated=facts.get("last_updated", UNKNOWN),
         type_filter=type_filter,
+        observation_category_required=facts.get("category_required", UNKNOWN),
+        observation_categories=facts.get("categories", UNKNOWN),
+        component_code=facts.get("component_code", UNKNOWN),
+        id_list=facts.get("id_list", UNKNOWN),
         notes=tuple(notes),
     )
     layers = [probed, from_caps, *([vendor] if vendor is not None else [])]
@@ -399,6 +434,32 @@ def probe(
     profile = replace(profile, requests=client.stats.requests - before)
     log.info("server profile (%d requests): %s", profile.requests, describe(profile, types))
     return profile
+
+
+def _observation_scope(
+    p: _Prober,
+    plain: _Answer,
+    scope: list[tuple[str, str]],
+    vendor: ServerProfile | None,
+    facts: dict[str, Any],
+) -> tuple[_Answer, list[tuple[str, str]]]:
+    """``Observation?<scope>`` was answered ``plain``: where it was refused, the same search
+    with the categories the vendor documents (else US Core's, as SMART Fetch names them) says
+    whether a category is what was missing. Returns the answer to use as the Observation
+    witness and the scope an Observation search without a code needs."""
+    if plain.ok:
+        facts["category_required"] = Fact(False, "probe", plain.evidence())
+        return plain, scope
+    documented = vendor.observation_categories.value if vendor is not None else None
+    cats = sorted(documented) if documented else list(US_CORE_CATEGORIES)
+    with_cats = [*scope, ("category", ",".join(cats))]
+    answer = p.get("Observation", [*with_cats, ("_count", "1")])
+    if answer is None or not answer.ok:
+        return plain, scope
+    seen = f"{plain.evidence()}; {answer.evidence()}"
+    facts["category_required"] = Fact(True, "probe", seen)
+    facts["categories"] = Fact(frozenset(cats), "probe", answer.evidence())
+    return answer, with_cats
 
 
 def _type_filter(client: FhirClient, p: _Prober) -> Fact[bool]:

@@ -26,6 +26,7 @@ from fhir_cohort.errors import OptionError
 __all__ = [
     "CODE_SUPPORT",
     "PROFILE_DIR",
+    "US_CORE_CATEGORIES",
     "Fact",
     "ServerProfile",
     "VendorFile",
@@ -54,9 +55,30 @@ _BOOL_FACTS = (
     "type_filter",
     "type_param_repeat_ok",
     "one_export_at_a_time",
+    "observation_category_required",
+    "id_list",
 )
 _INT_FACTS = ("max_count", "max_group_size")
-FACT_NAMES: tuple[str, ...] = (*_BOOL_FACTS, *_INT_FACTS, "bulk_levels")
+FACT_NAMES: tuple[str, ...] = (
+    *_BOOL_FACTS,
+    *_INT_FACTS,
+    "bulk_levels",
+    "observation_categories",
+    "component_code",
+)
+# US Core's Observation categories (SMART Fetch's default Observation filter, S6 in the shared
+# reference): what the probe names when a server wants a category and its vendor file lists none.
+US_CORE_CATEGORIES: tuple[str, ...] = (
+    "social-history",
+    "vital-signs",
+    "imaging",
+    "laboratory",
+    "survey",
+    "exam",
+    "procedure",
+    "therapy",
+    "activity",
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,14 @@ class ServerProfile:
     type_param_repeat_ok: Fact[bool] = UNKNOWN
     one_export_at_a_time: Fact[bool] = UNKNOWN
     max_group_size: Fact[int] = UNKNOWN
+    # Epic: a patient's Observation search that names no ``code`` must name a ``category``
+    # (59108), one of ``observation_categories``; ``component_code``: how Observation's
+    # component-code parameter is treated (a CodeSupport value, as code_honoured).
+    observation_category_required: Fact[bool] = UNKNOWN
+    observation_categories: Fact[frozenset[str]] = UNKNOWN
+    component_code: Fact[str] = UNKNOWN
+    # ``_id=a,b,c`` reads several resources in one search (Epic: "one or more server ids")
+    id_list: Fact[bool] = UNKNOWN
     notes: tuple[str, ...] = ()
     requests: int = 0  # probe requests sent to build it (CapabilityStatement included)
 
@@ -146,6 +176,10 @@ class ServerProfile:
             "type_param_repeat_ok",
             "one_export_at_a_time",
             "max_group_size",
+            "observation_category_required",
+            "observation_categories",
+            "component_code",
+            "id_list",
         ):
             out[name] = getattr(self, name).to_json()
         out["notes"] = list(self.notes)
@@ -326,6 +360,12 @@ def _parse(
             values[name] = fact(name, limits[name], _check_int)
     if "bulk_levels" in limits:
         values["bulk_levels"] = fact("bulk_levels", limits["bulk_levels"], _check_levels)
+    if "observation_categories" in limits:
+        values["observation_categories"] = fact(
+            "observation_categories", limits["observation_categories"], _check_categories
+        )
+    if "component_code" in limits:
+        values["component_code"] = fact("component_code", limits["component_code"], _check_code)
     codes = limits.get("code_honoured") or {}
     if not isinstance(codes, Mapping):
         raise OptionError(f"{where}: limits.code_honoured is not a mapping of types")
@@ -376,6 +416,13 @@ def _check_int(key: str, value: Any) -> int:
 def _check_levels(key: str, value: Any) -> frozenset[str]:
     if not isinstance(value, list) or not set(value) <= BULK_LEVELS:
         raise OptionError(f"{key}: expected a list of {sorted(BULK_LEVELS)}, got {value!r}")
+    return frozenset(value)
+
+
+def _check_categories(key: str, value: Any) -> frozenset[str]:
+    ok = isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)
+    if not ok or any(("," in v or "&" in v) for v in value):
+        raise OptionError(f"{key}: expected a list of category codes, got {value!r}")
     return frozenset(value)
 
 

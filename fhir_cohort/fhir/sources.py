@@ -34,6 +34,7 @@ from typing import Any
 from fhir_cohort.errors import MalformedResourceError, SourceError
 from fhir_cohort.fhir.ndjson import (
     BadLine,
+    BlockFilter,
     LineFilter,
     iter_lines,
     iter_ndjson,
@@ -170,6 +171,7 @@ def iter_file(
     validate: bool = False,
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
+    block_filter: BlockFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Resources of one file (NDJSON or Bundle JSON) as (resource, location).
 
@@ -177,7 +179,9 @@ def iter_file(
     ``expected_type`` is the type the file name declares (NDJSON lines of another type are
     malformed). ``line_filter`` sees each raw NDJSON line and may reject it before parsing.
     ``on_lines`` is told, once the file is read, how many NDJSON lines it had; ``on_replaced``
-    the location of each record read with invalid UTF-8 replaced by U+FFFD.
+    the location of each record read with invalid UTF-8 replaced by U+FFFD. ``block_filter``
+    replaces ``line_filter`` with one that sees blocks of whole NDJSON lines
+    (:func:`fhir_cohort.fhir.ndjson.iter_ndjson`).
     """
     path = Path(path)
     report = _Reporter(on_error, strict)
@@ -192,6 +196,7 @@ def iter_file(
             validate,
             on_lines=on_lines,
             on_replaced=on_replaced,
+            block_filter=block_filter,
         )
     elif kind == "json":
         yield from _iter_bundle(path, types, report, validate, on_replaced)
@@ -210,10 +215,17 @@ def _iter_ndjson(
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
     lines: Iterable[bytes] | None = None,
+    block_filter: BlockFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
     values = (
-        iter_ndjson(path, byte_range=byte_range, line_filter=line_filter, on_lines=on_lines)
+        iter_ndjson(
+            path,
+            byte_range=byte_range,
+            line_filter=line_filter,
+            on_lines=on_lines,
+            block_filter=block_filter,
+        )
         if lines is None
         else iter_lines(
             lines,
@@ -253,6 +265,7 @@ def iter_ndjson_range(
     validate: bool = False,
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
+    block_filter: BlockFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Like :func:`iter_file` for the bytes [start, end) of an uncompressed NDJSON file.
 
@@ -269,6 +282,7 @@ def iter_ndjson_range(
         (start, end, first_line),
         on_lines,
         on_replaced,
+        block_filter,
     )
 
 

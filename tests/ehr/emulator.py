@@ -26,7 +26,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -137,6 +137,9 @@ class EhrEmulator:
         self.export_seconds = export_seconds
         self._held: dict[str, float] = {}  # upstream status URL -> when the kick-off came
         self.stats = Stats()
+        # A test's outage: a request for which this returns a status gets it (an
+        # OperationOutcome, no rule named), before any rule; None: no fault.
+        self.fail: Callable[[Req], int | None] | None = None
         self._server = LocalServer(self._handle)
         self.root_url = self._server.root_url
         self.base_url = self._server.base_url
@@ -165,9 +168,10 @@ class EhrEmulator:
         self.stop()
 
     def reset(self) -> None:
-        """Forget counts, paging sessions and running exports (the profile stays)."""
+        """Forget counts, paging sessions, running exports and faults (the profile stays)."""
         with self._lock:
             self.stats = Stats()
+            self.fail = None
             self._sessions.clear()
             self._exports.clear()
             self._held.clear()
@@ -236,6 +240,10 @@ class EhrEmulator:
 
     def _answer(self, req: Req, target: str, body: bytes) -> Answer:
         profile = self.profile
+        status = self.fail(req) if self.fail is not None else None
+        if status is not None:
+            outcome = {"resourceType": "OperationOutcome", "issue": [{"code": "transient"}]}
+            return Answer(status, json.dumps(outcome).encode())
         for rule in profile.rules:
             rejected = rule.reject(req, self)
             if rejected is not None:

@@ -874,6 +874,20 @@ ORACLE = Profile(
                 Example("MedicationRequest?patient={patient}&code=12345", 400, "invalid"),
             ),
         ),
+        UnsupportedParam(
+            "no_component_code",
+            ("Observation",),
+            ("component-code", "combo-code"),
+            source="C2",
+            assumed="rejected with 400 invalid, as code on Condition (not in the parameter table)",
+            examples=(
+                Example(
+                    "Observation?patient={patient}&component-code=http://loinc.org|8480-6",
+                    400,
+                    "invalid",
+                ),
+            ),
+        ),
         ParamNeedsPatient(),
         PatientRequired(
             _ORACLE_CLINICAL,

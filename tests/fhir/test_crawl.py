@@ -17,7 +17,7 @@ import pytest
 import responses
 
 from fhir_cohort.criteria import default_criteria_path, load_criteria
-from fhir_cohort.errors import OptionError, SourceError
+from fhir_cohort.errors import CrawlIncompleteError, OptionError, SourceError
 from fhir_cohort.fhir.capability import Capability
 from fhir_cohort.fhir.client import FhirClient
 from fhir_cohort.fhir.crawl import (
@@ -503,3 +503,34 @@ def test_auto_crawls_a_patient_list() -> None:
         client, _needs(), terminology, 10, profile=unknown, patients=True, group_export=True
     )
     assert picked[0] == "bulk"
+
+
+@responses.activate
+def test_a_failing_server_stops_the_crawl_early(tmp_path: Path) -> None:
+    """Every Condition search fails after its retries: more failing than working is the
+    server, not one patient, so the stage stops after a few instead of trying every task."""
+    base = "http://ehr.test/fhir"
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {"type": "Patient", "searchParam": [{"name": "_id"}]},
+                    {"type": "Condition", "searchParam": [{"name": "patient"}]},
+                ],
+            }
+        ],
+    }
+    responses.get(f"{base}/metadata", json=statement)
+    ids = [f"p{i}" for i in range(40)]
+    patients = [{"resource": {"resourceType": "Patient", "id": i}} for i in ids]
+    responses.get(f"{base}/Patient", json={"resourceType": "Bundle", "entry": patients})
+    responses.get(f"{base}/Condition", status=500)
+    client = FhirClient(base, sleep=lambda s: None, max_retries=1)
+    with pytest.raises(CrawlIncompleteError, match="more not run") as err:
+        crawl(client, _plan(), PatientList(tuple(ids)), tmp_path, workers=1, task_patients=1)
+    assert "5 of 40 tasks failed" in str(err.value)
+    assert not any(f"p{i}" in str(err.value).split("(")[0] for i in range(40))
+    # two attempts per task; the one task a worker had started when the stage stopped aside
+    assert sum(1 for c in responses.calls if "/Condition" in c.request.url) <= 6 * 2

@@ -71,6 +71,14 @@ def test_documented_ehr_limits() -> None:
     assert oracle.code("MedicationRequest").value == "rejected"
     assert oracle.sends_code("Observation") and oracle.page_size(1000) == 200
     assert oracle.type_param_repeat_ok.value is False
+    # Epic: an Observation search needs a code or a category, of the six it takes
+    assert epic.observation_category_required.value is True
+    assert epic.observation_categories.value == frozenset(
+        {"social-history", "vital-signs", "imaging", "laboratory", "survey", "exam"}
+    )
+    assert epic.component_code.value is None  # listed, behaviour undocumented: probed
+    assert oracle.observation_category_required.value is False
+    assert oracle.component_code.value == "rejected"
     assert vendor_file("healthlake").profile.max_count.value == 100
     assert vendor_file("azure").profile.max_count.value == 1000
 

@@ -181,7 +181,9 @@ def token_server(
     sekmet_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Any, Path]:
     hospital = tmp_path_factory.mktemp("nb-hospital")
-    generate(hospital, n_background=40, seed=5, as_of=date.fromisoformat(AS_OF))
+    # As tests/pipeline/test_server_identity.py's hospital: every scenario patient and 10 others
+    # (40 others took twice the load and funnel time for no class of record the scenarios lack).
+    generate(hospital, n_background=10, seed=5, as_of=date.fromisoformat(AS_OF))
     for p in hospital.glob("Encounter*.ndjson"):
         p.unlink()  # the screen never reads encounters; loading them is slow
     server = sekmet_factory(auth_types=("bearer",), tokens=[TOKEN])

@@ -4,12 +4,13 @@ sorted into pregnancy / delivery / lactation / phase-not-coded or knowingly left
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-import simple_icd_10_cm as icd
 
 from fhir_cohort.terminology import Terminology, default_directory
 from fhir_cohort.terminology.codes import ICD_SYSTEMS, SYSTEMS
@@ -36,6 +37,13 @@ OBSTETRIC = (
     "hcg",
 )
 CLASSES = ("pregnancy", "delivery", "lactation", "pregnancy_or_puerperium")
+
+
+def icd() -> ModuleType:
+    """simple_icd_10_cm, imported on first use: its import parses the whole CMS tabular list
+    (seconds of CPU), which only a worker that runs these tests should pay, not the collection
+    of every pytest-xdist worker."""
+    return importlib.import_module("simple_icd_10_cm")
 
 
 def members(vs_id: str) -> set[tuple[str, str]]:
@@ -77,7 +85,7 @@ def test_every_code_in_every_spelling(term: Terminology, vs_id: str) -> None:
 
 
 def chapter15() -> list[str]:
-    return [c for c in icd.get_descendants("15") if "-" not in c]
+    return [c for c in icd().get_descendants("15") if "-" not in c]
 
 
 def in_block(code: str, lo: str, hi: str) -> bool:
@@ -121,7 +129,7 @@ def test_delivery_blocks_are_delivery_except_antenatal_and_lactation_codes() -> 
     delivery, vsac = icd_codes("delivery"), vsac_pregnancy()
     lact = icd_codes("lactation")
     for code in chapter15():
-        if in_block(code, "O60", "O92") and icd.is_leaf(code) and code not in vsac | lact:
+        if in_block(code, "O60", "O92") and icd().is_leaf(code) and code not in vsac | lact:
             assert code in delivery, code
     # "Without delivery" / "before onset of labor" codes of O60/O71 stay antenatal.
     assert {"O60.00", "O60.03", "O71.02"} <= icd_codes("pregnancy")
@@ -132,8 +140,8 @@ def test_phase_axis_childbirth_or_puerperium_is_never_pregnancy() -> None:
     preg, vsac = icd_codes("pregnancy"), vsac_pregnancy()
     for code in chapter15():
         # VSAC files "... associated with pregnancy and the puerperium" (O92.2x) as pregnancy.
-        if code in preg and icd.is_leaf(code) and code not in vsac:
-            d = icd.get_description(code).lower()
+        if code in preg and icd().is_leaf(code) and code not in vsac:
+            d = icd().get_description(code).lower()
             if "complicating childbirth" in d or "in childbirth" in d or "the puerperium" in d:
                 pytest.fail(f"{code} {d} filed as pregnancy")
 
@@ -169,7 +177,7 @@ def test_headers_take_the_class_their_codes_share() -> None:
         return next((k for k in CLASSES if code in sets[k]), None)
 
     for code in chapter15():
-        leaves = {cls(c) for c in icd.get_descendants(code) if icd.is_leaf(c)}
+        leaves = {cls(c) for c in icd().get_descendants(code) if icd().is_leaf(c)}
         if len(leaves) == 1:
             assert cls(code) == leaves.pop(), code
         elif leaves:
