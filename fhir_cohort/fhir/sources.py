@@ -214,6 +214,7 @@ def _iter_ndjson(
     byte_range: tuple[int, int, int] | None = None,
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
+    *,
     lines: Iterable[bytes] | None = None,
     block_filter: BlockFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
@@ -282,7 +283,7 @@ def iter_ndjson_range(
         (start, end, first_line),
         on_lines,
         on_replaced,
-        block_filter,
+        block_filter=block_filter,
     )
 
 
@@ -298,9 +299,13 @@ def iter_ndjson_lines(
     validate: bool = False,
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
+    block_filter: BlockFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Like :func:`iter_ndjson_range` for lines another reader read (Spark's text source):
-    ``name`` names the file in locations, ``first_line`` is the number of the first line."""
+    ``name`` names the file in locations, ``first_line`` is the number of the first line.
+    Lines already split take the line filter; ``block_filter`` must be None (the reader's
+    task arguments always name it)."""
+    assert block_filter is None, "lines already split: use line_filter"
     yield from _iter_ndjson(
         Path(name),
         expected_type,

@@ -628,6 +628,9 @@ def read_spark(
         unmapped_text,
         refs,
         filter_lines=filter_lines,
+        # Spark hands over lines, not files: the per-line filter (the same lines as the
+        # local reader's block filter keeps; tests/engine/test_fast_paths.py).
+        block_filter=False,
     )
     ledger = Ledger()
     meds, med_keys = _medications(spark, listed, cfg, report, ledger)
