@@ -173,6 +173,21 @@ class Prepared:
             frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
         )
         self._patient_by_id: dict[str, Any] | None = None
+        # table -> patient id -> every value set holding one of the patient's rows of it
+        self._coded: dict[str, dict[str, frozenset[str]]] = {}
+        self._interned: dict[frozenset[str], frozenset[str]] = {}
+
+    def coded(self, table: str, pid: str, rows: list[Any]) -> frozenset[str]:
+        """Every value set that holds a coding of ``rows`` (``pid``'s rows of ``table``),
+        computed once per pass: a query whose value sets are all outside it reads none of the
+        rows (the no-rows shortcut). Equal sets are stored once (most patients share one)."""
+        by_pid = self._coded.setdefault(table, {})
+        hit = by_pid.get(pid)
+        if hit is None:
+            memberships = self.ctx.memberships
+            got = frozenset().union(*{memberships(r.system, r.code) for r in rows})
+            hit = by_pid[pid] = self._interned.setdefault(got, got)
+        return hit
 
     def patient(self, pid: str) -> Any:
         """The Patient row of ``pid`` (the last of several, as a dict built from rows keeps)."""
@@ -234,8 +249,19 @@ def evaluate(
     conditions, medications, observations = prep.conditions, prep.medications, prep.observations
     define = dict(trial.define)
     # A criterion that reads only some tables (and the listed patient fields) has, for a
-    # patient with none of those rows, an outcome computed once per key of those fields.
+    # patient with none of those rows it can read (none, or none in its value sets), an
+    # outcome computed once per key of those fields.
     shortcuts = [reads(c.rule, define) for c in trial.criteria]
+
+    def reads_rows(rd: Any, data: PatientData, pid: str) -> bool:
+        for table in rd.tables:
+            rows = getattr(data, table)
+            if rows:
+                wanted = rd.value_sets[table]
+                if wanted is None or not wanted.isdisjoint(prep.coded(table, pid, rows)):
+                    return True
+        return False
+
     answers: list[tuple[Any, ...]] = []
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
@@ -253,8 +279,8 @@ def evaluate(
         outcomes: list[Outcome] = []
         for i, crit in enumerate(trial.criteria):
             rd = shortcuts[i]
-            if rd is not None and not any(getattr(data, t) for t in rd[0]):
-                key = (i, tuple(getattr(p, f) for f in sorted(rd[1])))
+            if rd is not None and not reads_rows(rd, data, pid):
+                key = (i, tuple(getattr(p, f) for f in sorted(rd.fields)))
                 o = empty_cache.get(key)  # type: ignore[assignment]
                 if o is None:
                     o = empty_cache[key] = evaluate_criterion(crit, scope)
@@ -399,10 +425,13 @@ def lab_results(
     prep = prepare(tables, terminology, as_of, prepared)
     ctx = prep.ctx
     kept = ctx.kept.of(criterion) if ctx.kept is not None else {}
+    wanted = frozenset(criterion.value_sets)
     out: list[tuple[Any, ...]] = []
     for pid, rows in prep.observations.items():
         tests = kept.get(pid)
         if tests is None:
+            if wanted.isdisjoint(prep.coded("observations", pid, rows)):
+                continue  # no test of the query's value sets (read_tests would find none)
             tests, _ = read_tests(criterion.value_sets, criterion.lab_rules, ctx, rows)
         for row, reading in tests:
             out.append(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData
 
@@ -151,13 +151,24 @@ def evaluate_criterion(crit: Any, scope: Scope) -> Outcome:
     return Outcome(answer, res.reason, res.evidence, res.notes)
 
 
-def reads(node: Any, define: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]] | None:
-    """(tables, patient fields) an expression reads, through definitions; None when it reads
-    something the no-rows shortcut cannot key (then it is evaluated for every patient)."""
+class Reads(NamedTuple):
+    """What an expression reads, for the engine's no-rows shortcut."""
+
+    tables: frozenset[str]
+    fields: frozenset[str]  # patient fields the outcome is keyed on
+    # table -> the value sets whose rows the expression can read (None: any row of the table);
+    # a patient whose rows of the table are all outside them answers as one with none.
+    value_sets: dict[str, frozenset[str] | None]
+
+
+def reads(node: Any, define: dict[str, Any]) -> Reads | None:
+    """What an expression reads, through definitions; None when it reads something the
+    no-rows shortcut cannot key (then it is evaluated for every patient)."""
     from fhir_cohort.engine.queries import REGISTRY
 
     tables: set[str] = set()
     fields: set[str] = set()
+    value_sets: dict[str, frozenset[str] | None] = {}
     todo, seen = [node], set()
     while todo:
         n = todo.pop()
@@ -182,4 +193,7 @@ def reads(node: Any, define: dict[str, Any]) -> tuple[frozenset[str], frozenset[
             return None
         tables |= got[0]
         fields |= got[1]
-    return frozenset(tables), frozenset(fields)
+        for table in got[0]:
+            had = value_sets.get(table, frozenset())
+            value_sets[table] = None if had is None or got[2] is None else had | got[2]
+    return Reads(frozenset(tables), frozenset(fields), value_sets)
