@@ -20,7 +20,7 @@ from fhir_cohort.engine import medication
 from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import Kept, TerminologyLike
 from fhir_cohort.engine.labs import read_tests
-from fhir_cohort.engine.rules import Scope, evaluate_criterion, reads
+from fhir_cohort.engine.rules import Scope, Shortcut, evaluate_criterion
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
     MEDICATION_COLUMNS,
@@ -173,20 +173,31 @@ class Prepared:
             frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
         )
         self._patient_by_id: dict[str, Any] | None = None
-        # table -> patient id -> every value set holding one of the patient's rows of it
+        # patient id -> table -> every value set holding a coding of the patient's rows of it
         self._coded: dict[str, dict[str, frozenset[str]]] = {}
-        self._interned: dict[frozenset[str], frozenset[str]] = {}
+        self._interned: dict[Any, Any] = {}
 
-    def coded(self, table: str, pid: str, rows: list[Any]) -> frozenset[str]:
-        """Every value set that holds a coding of ``rows`` (``pid``'s rows of ``table``),
-        computed once per pass: a query whose value sets are all outside it reads none of the
-        rows (the no-rows shortcut). Equal sets are stored once (most patients share one)."""
-        by_pid = self._coded.setdefault(table, {})
-        hit = by_pid.get(pid)
+    def coded(self, pid: str) -> dict[str, frozenset[str]]:
+        """For each table in which ``pid`` has rows: every value set holding a coding of them
+        (medications: empty, their queries read any row). Computed once per pass: a query
+        whose value sets are all outside it reads none of the rows (the no-rows shortcut).
+        Equal answers are stored once (most patients share one)."""
+        hit = self._coded.get(pid)
         if hit is None:
             memberships = self.ctx.memberships
-            got = frozenset().union(*{memberships(r.system, r.code) for r in rows})
-            hit = by_pid[pid] = self._interned.setdefault(got, got)
+            got: dict[str, frozenset[str]] = {}
+            for table, by_pid in (
+                ("conditions", self.conditions),
+                ("observations", self.observations),
+            ):
+                rows = by_pid.get(pid)
+                if rows:
+                    vs = frozenset().union(*{memberships(r.system, r.code) for r in rows})
+                    got[table] = self._interned.setdefault(vs, vs)
+            if self.medications.get(pid):
+                got["medications"] = frozenset()
+            key = tuple(got.items())
+            hit = self._coded[pid] = self._interned.setdefault(key, got)
         return hit
 
     def patient(self, pid: str) -> Any:
@@ -248,44 +259,30 @@ def evaluate(
     patients = prep.patients
     conditions, medications, observations = prep.conditions, prep.medications, prep.observations
     define = dict(trial.define)
-    # A criterion that reads only some tables (and the listed patient fields) has, for a
-    # patient with none of those rows it can read (none, or none in its value sets), an
-    # outcome computed once per key of those fields.
-    shortcuts = [reads(c.rule, define) for c in trial.criteria]
-
-    def reads_rows(rd: Any, data: PatientData, pid: str) -> bool:
-        for table in rd.tables:
-            rows = getattr(data, table)
-            if rows:
-                wanted = rd.value_sets[table]
-                if wanted is None or not wanted.isdisjoint(prep.coded(table, pid, rows)):
-                    return True
-        return False
-
+    # A criterion (or a query in it) that reads only some tables (and the listed patient
+    # fields) has, for a patient with none of those rows it can read (none, or none in its
+    # value sets), an outcome computed once per key of those fields.
+    shortcut = Shortcut(define)
     answers: list[tuple[Any, ...]] = []
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
     seen: set[str] = set()
-    empty_cache: dict[tuple[int, Any], Outcome] = {}
     for p in patients:
         pid = p.patient_id
         if pid is None or pid in seen:
             continue
         seen.add(pid)
         data = PatientData(
-            p, conditions.get(pid, []), medications.get(pid, []), observations.get(pid, [])
+            p,
+            conditions.get(pid, []),
+            medications.get(pid, []),
+            observations.get(pid, []),
+            prep.coded(pid),
         )
-        scope = Scope(ctx, data, define)
+        scope = Scope(ctx, data, define, shortcut)
         outcomes: list[Outcome] = []
-        for i, crit in enumerate(trial.criteria):
-            rd = shortcuts[i]
-            if rd is not None and not reads_rows(rd, data, pid):
-                key = (i, tuple(getattr(p, f) for f in sorted(rd.fields)))
-                o = empty_cache.get(key)  # type: ignore[assignment]
-                if o is None:
-                    o = empty_cache[key] = evaluate_criterion(crit, scope)
-            else:
-                o = evaluate_criterion(crit, scope)
+        for crit in trial.criteria:
+            o = evaluate_criterion(crit, scope)
             outcomes.append(o)
             answers.append((pid, crit.id, o.answer, o.reason))
             evidence.extend((pid, crit.id, *e) for e in o.evidence)
@@ -430,7 +427,7 @@ def lab_results(
     for pid, rows in prep.observations.items():
         tests = kept.get(pid)
         if tests is None:
-            if wanted.isdisjoint(prep.coded("observations", pid, rows)):
+            if wanted.isdisjoint(prep.coded(pid).get("observations", ())):
                 continue  # no test of the query's value sets (read_tests would find none)
             tests, _ = read_tests(criterion.value_sets, criterion.lab_rules, ctx, rows)
         for row, reading in tests:
