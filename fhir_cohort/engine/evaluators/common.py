@@ -93,7 +93,7 @@ class Context:
         self._agents_text: dict[str, list[Any]] = {}
         self._agent_vs: dict[str, set[str]] = {}
         self._product: dict[tuple[str, str], str | None] = {}
-        # Windows anchored on S by (days, months, years, after): engine/queries/window.py.
+        # Windows anchored on S by (S, days, months, years, after): engine/queries/window.py.
         self.windows: dict[tuple[Any, ...], Any] = {}
 
     def memberships(self, system: str | None, code: str | None) -> frozenset[str]:

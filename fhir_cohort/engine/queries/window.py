@@ -114,7 +114,7 @@ def window_range(window: Any, scope: Any) -> WindowRange | Unknown | None:
     as_of = scope.as_of
     if window.anchor == "as_of":
         # The same for every patient: computed once per window length (a hot path of a pass).
-        key = (window.days, window.months, window.years, window.after)
+        key = (as_of, window.days, window.months, window.years, window.after)
         windows = scope.ctx.windows
         hit = windows.get(key)
         if hit is None:
