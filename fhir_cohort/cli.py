@@ -662,13 +662,7 @@ def _add_decisions_command(sub: argparse._SubParsersAction) -> None:
         ),
     ):
         a = actions.add_parser(name, help=text, description=text, epilog=EXIT_CODES_HELP)
-        a.add_argument(
-            "--history",
-            metavar="FILE",
-            type=Path,
-            default=Path(HISTORY_NAME),
-            help=f"the history file (default: ./{HISTORY_NAME}); never created",
-        )
+        _history_file_arg(a, "; never created")
         a.add_argument("--trial", required=True, metavar="ID", help="the trial id (NCT...)")
         if name == "export":
             a.add_argument("--out", required=True, type=Path, metavar="FILE", help="CSV to write")
@@ -682,6 +676,17 @@ def _add_decisions_command(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--dry-run", action="store_true", help="check the file, save nothing")
 
 
+def _history_file_arg(p: argparse.ArgumentParser, more: str = "") -> None:
+    """The --history FILE option of the commands that read a screening history."""
+    p.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=Path(HISTORY_NAME),
+        help=f"the history file (default: ./{HISTORY_NAME}{more})",
+    )
+
+
 def _add_history_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "history",
@@ -689,13 +694,7 @@ def _add_history_commands(sub: argparse._SubParsersAction) -> None:
         description="List the screening runs recorded in the history: run id, trial, as-of "
         "date, data cut, counts, criteria hash, tool version and output folder.",
     )
-    p.add_argument(
-        "--history",
-        metavar="FILE",
-        type=Path,
-        default=Path(HISTORY_NAME),
-        help=f"the history file (default: ./{HISTORY_NAME}, beside the default --out)",
-    )
+    _history_file_arg(p, ", beside the default --out")
     p.add_argument("--trial", metavar="ID", help="only this trial's runs")
     p.add_argument("--json", action="store_true", help="print the runs as JSON")
     d = sub.add_parser(
@@ -708,13 +707,7 @@ def _add_history_commands(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("old", type=_positive_int, metavar="OLD", help="the earlier run id")
     d.add_argument("new", type=_positive_int, metavar="NEW", help="the later run id")
-    d.add_argument(
-        "--history",
-        metavar="FILE",
-        type=Path,
-        default=Path(HISTORY_NAME),
-        help=f"the history file (default: ./{HISTORY_NAME})",
-    )
+    _history_file_arg(d)
 
 
 def _add_review(sub: argparse._SubParsersAction) -> None:
@@ -727,13 +720,7 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
         "address with a one-time token: open it in a browser on this computer. Ctrl-C stops "
         "the server. See docs/review.md.",
     )
-    p.add_argument(
-        "--history",
-        metavar="FILE",
-        type=Path,
-        default=Path(HISTORY_NAME),
-        help=f"the history file (default: ./{HISTORY_NAME})",
-    )
+    _history_file_arg(p)
     p.add_argument("--trial", metavar="ID", help="serve only this trial's worklist")
     p.add_argument(
         "--port",

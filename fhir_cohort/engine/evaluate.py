@@ -20,8 +20,7 @@ from fhir_cohort.engine import medication
 from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import Kept, TerminologyLike
 from fhir_cohort.engine.labs import read_tests
-from fhir_cohort.engine.queries.patient import NAMES_PATIENT
-from fhir_cohort.engine.rules import Scope, evaluate_criterion, reads
+from fhir_cohort.engine.rules import Scope, Shortcut, evaluate_criterion
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
     MEDICATION_COLUMNS,
@@ -174,6 +173,32 @@ class Prepared:
             frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
         )
         self._patient_by_id: dict[str, Any] | None = None
+        # patient id -> table -> every value set holding a coding of the patient's rows of it
+        self._coded: dict[str, dict[str, frozenset[str]]] = {}
+        self._interned: dict[Any, Any] = {}
+
+    def coded(self, pid: str) -> dict[str, frozenset[str]]:
+        """For each table in which ``pid`` has rows: every value set holding a coding of them
+        (medications: empty, their queries read any row). Computed once per pass: a query
+        whose value sets are all outside it reads none of the rows (the no-rows shortcut).
+        Equal answers are stored once (most patients share one)."""
+        hit = self._coded.get(pid)
+        if hit is None:
+            memberships = self.ctx.memberships
+            got: dict[str, frozenset[str]] = {}
+            for table, by_pid in (
+                ("conditions", self.conditions),
+                ("observations", self.observations),
+            ):
+                rows = by_pid.get(pid)
+                if rows:
+                    vs = frozenset().union(*{memberships(r.system, r.code) for r in rows})
+                    got[table] = self._interned.setdefault(vs, vs)
+            if self.medications.get(pid):
+                got["medications"] = frozenset()
+            key = tuple(got.items())
+            hit = self._coded[pid] = self._interned.setdefault(key, got)
+        return hit
 
     def patient(self, pid: str) -> Any:
         """The Patient row of ``pid`` (the last of several, as a dict built from rows keeps)."""
@@ -226,56 +251,41 @@ def evaluate(
     terminology: TerminologyLike,
     as_of: dt.date,
     prepared: Prepared | None = None,
-    *,
     shortcut: bool = True,
 ) -> EvaluationResult:
     """Answer every criterion for every patient in ``tables.patients``. ``prepared``: the rows
     and look-ups of these tables shared with other trials (:func:`prepare`). ``shortcut``
-    False evaluates every criterion for every patient (the same result, slower: for tests)."""
+    False evaluates every criterion for every patient (the tests' reference for the no-rows
+    shortcut)."""
     prep = prepare(tables, terminology, as_of, prepared)
     ctx = prep.ctx
     patients = prep.patients
     conditions, medications, observations = prep.conditions, prep.medications, prep.observations
     define = dict(trial.define)
-    # A criterion that reads only some tables (and the listed patient fields) has, for a
-    # patient with none of those rows, an outcome computed once per key of those fields.
-    # A query whose evidence names the patient (NAMES_PATIENT) keys by the other fields; a
-    # shared outcome gets each patient's id in its Patient evidence.
-    shortcuts = [reads(c.rule, define) if shortcut else None for c in trial.criteria]
-    keys = [sorted(rd[1] - {NAMES_PATIENT}) if rd else [] for rd in shortcuts]
-    names = [rd is not None and NAMES_PATIENT in rd[1] for rd in shortcuts]
+    # A criterion (or a query in it) that reads only some tables (and the listed patient
+    # fields) has, for a patient with none of those rows it can read (none, or none in its
+    # value sets), an outcome computed once per key of those fields.
+    rows_shortcut = Shortcut(define) if shortcut else None
     answers: list[tuple[Any, ...]] = []
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
     seen: set[str] = set()
-    empty_cache: dict[tuple[int, Any], tuple[Outcome, str]] = {}
     for p in patients:
         pid = p.patient_id
         if pid is None or pid in seen:
             continue
         seen.add(pid)
         data = PatientData(
-            p, conditions.get(pid, []), medications.get(pid, []), observations.get(pid, [])
+            p,
+            conditions.get(pid, []),
+            medications.get(pid, []),
+            observations.get(pid, []),
+            prep.coded(pid),
         )
-        scope = Scope(ctx, data, define)
+        scope = Scope(ctx, data, define, rows_shortcut)
         outcomes: list[Outcome] = []
-        for i, crit in enumerate(trial.criteria):
-            rd = shortcuts[i]
-            if rd is not None and not any(getattr(data, t) for t in rd[0]):
-                key = (i, tuple(getattr(p, f) for f in keys[i]))
-                hit = empty_cache.get(key)
-                if hit is None:
-                    o = evaluate_criterion(crit, scope)
-                    empty_cache[key] = (o, pid)
-                else:
-                    o, first = hit
-                    if names[i] and first != pid:
-                        answers.append((pid, crit.id, o.answer, o.reason))
-                        evidence.extend((pid, crit.id, *_named(e, first, pid)) for e in o.evidence)
-                        outcomes.append(o)
-                        continue
-            else:
-                o = evaluate_criterion(crit, scope)
+        for crit in trial.criteria:
+            o = evaluate_criterion(crit, scope)
             outcomes.append(o)
             answers.append((pid, crit.id, o.answer, o.reason))
             evidence.extend((pid, crit.id, *e) for e in o.evidence)
@@ -286,13 +296,6 @@ def evaluate(
         evidence=pd.DataFrame.from_records(evidence, columns=list(EVIDENCE_COLUMNS)),
         status=pd.DataFrame.from_records(status, columns=list(STATUS_COLUMNS)),
     )
-
-
-def _named(e: Any, first: str, pid: str) -> Any:
-    """Evidence of an outcome computed for patient ``first``, for patient ``pid``."""
-    if e.resource_type == "Patient" and e.resource_id == first:
-        return e._replace(resource_id=pid)
-    return e
 
 
 def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
@@ -422,10 +425,13 @@ def lab_results(
     prep = prepare(tables, terminology, as_of, prepared)
     ctx = prep.ctx
     kept = ctx.kept.of(criterion) if ctx.kept is not None else {}
+    wanted = frozenset(criterion.value_sets)
     out: list[tuple[Any, ...]] = []
     for pid, rows in prep.observations.items():
         tests = kept.get(pid)
         if tests is None:
+            if wanted.isdisjoint(prep.coded(pid).get("observations", ())):
+                continue  # no test of the query's value sets (read_tests would find none)
             tests, _ = read_tests(criterion.value_sets, criterion.lab_rules, ctx, rows)
         for row, reading in tests:
             out.append(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhir_cohort.engine.evaluators.common import Context, Evidence, Outcome, PatientData
 
@@ -41,10 +41,18 @@ class Scope:
     """What an evaluator may read for one patient: terminology look-ups and S (``ctx``), the
     patient's rows (``data``) and the trial's definitions, each evaluated at most once."""
 
-    def __init__(self, ctx: Context, data: PatientData, define: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        data: PatientData,
+        define: dict[str, Any],
+        shortcut: Shortcut | None = None,
+    ) -> None:
         self.ctx = ctx
         self.data = data
         self.define = define
+        # The evaluation's no-rows shortcut (engine/evaluate.py), for a scope with a patient.
+        self.shortcut = shortcut
         self._memo: dict[str, Result] = {}
 
     @property
@@ -115,6 +123,21 @@ def _merged_evidence(parts: list[Result], value: bool | None) -> list[Evidence]:
 
 def evaluate_expr(node: Any, scope: Scope) -> Result:
     """The three-valued result of one expression for the patient in ``scope``."""
+    shortcut = scope.shortcut
+    if shortcut is not None:
+        key = shortcut.key(node, scope.data)
+        if key is not None:
+            hit = shortcut.results.get(key)
+            if hit is None:
+                hit = shortcut.results[key] = _evaluate(node, scope)
+            # A copy: callers amend the result they get.
+            return Result(
+                hit.value, hit.reason, list(hit.evidence), list(hit.notes), list(hit.events)
+            )
+    return _evaluate(node, scope)
+
+
+def _evaluate(node: Any, scope: Scope) -> Result:
     kind = node.type
     if kind in ("all", "any", "at_least"):
         res = _group(node, scope)
@@ -129,9 +152,7 @@ def evaluate_expr(node: Any, scope: Scope) -> Result:
         res = scope.definition(node.name)
         res = Result(res.value, res.reason, list(res.evidence), list(res.notes), res.events)
     else:
-        from fhir_cohort.engine.queries import REGISTRY
-
-        res = REGISTRY[kind].evaluate(node, scope)
+        res = _registry()[kind].evaluate(node, scope)
     if node.reason and res.value is not False and kind not in QUERY_OWN_REASON:
         res.reason = node.reason
     if node.note and res.value is True:
@@ -151,13 +172,24 @@ def evaluate_criterion(crit: Any, scope: Scope) -> Outcome:
     return Outcome(answer, res.reason, res.evidence, res.notes)
 
 
-def reads(node: Any, define: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]] | None:
-    """(tables, patient fields) an expression reads, through definitions; None when it reads
-    something the no-rows shortcut cannot key (then it is evaluated for every patient)."""
+class Reads(NamedTuple):
+    """What an expression reads, for the engine's no-rows shortcut."""
+
+    tables: frozenset[str]
+    fields: frozenset[str]  # patient fields the outcome is keyed on
+    # table -> the value sets whose rows the expression can read (None: any row of the table);
+    # a patient whose rows of the table are all outside them answers as one with none.
+    value_sets: dict[str, frozenset[str] | None]
+
+
+def reads(node: Any, define: dict[str, Any]) -> Reads | None:
+    """What an expression reads, through definitions; None when it reads something the
+    no-rows shortcut cannot key (then it is evaluated for every patient)."""
     from fhir_cohort.engine.queries import REGISTRY
 
     tables: set[str] = set()
     fields: set[str] = set()
+    value_sets: dict[str, frozenset[str] | None] = {}
     todo, seen = [node], set()
     while todo:
         n = todo.pop()
@@ -182,4 +214,64 @@ def reads(node: Any, define: dict[str, Any]) -> tuple[frozenset[str], frozenset[
             return None
         tables |= got[0]
         fields |= got[1]
-    return frozenset(tables), frozenset(fields)
+        for table in got[0]:
+            had = value_sets.get(table, frozenset())
+            value_sets[table] = None if had is None or got[2] is None else had | got[2]
+    return Reads(frozenset(tables), frozenset(fields), value_sets)
+
+
+class Shortcut:
+    """The no-rows shortcut of one trial's evaluation. An expression answers from the rows it
+    can read (:func:`reads`: rows of its tables in its value sets) and the patient fields it
+    names; for a patient with no such row, it answers alike for every patient with the same
+    fields, so :func:`evaluate_expr` evaluates it once per key of those fields and reuses the
+    answer (for a criterion, or any part of one: the parts of a criterion that also asks a
+    patient query). The patient's data must carry ``coded`` (engine.evaluate.Prepared)."""
+
+    def __init__(self, define: dict[str, Any]) -> None:
+        self.define = define
+        # id(node) -> (node, ((table, value sets or None), ...), patient fields); checks None:
+        # the node cannot be keyed.
+        self._reads: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}
+        self.results: dict[tuple[int, tuple[Any, ...]], Result] = {}
+
+    def _entry(self, node: Any) -> tuple[Any, Any, tuple[str, ...]]:
+        rd = reads(node, self.define)
+        if rd is None:
+            entry: tuple[Any, Any, tuple[str, ...]] = (node, None, ())
+        else:
+            checks = tuple((t, rd.value_sets[t]) for t in sorted(rd.tables))
+            entry = (node, checks, tuple(sorted(rd.fields)))
+        self._reads[id(node)] = entry
+        return entry
+
+    def key(self, node: Any, data: PatientData) -> tuple[int, tuple[Any, ...]] | None:
+        """``node``'s key for this patient, or None when the patient has a row it can read
+        (or it cannot be keyed): then it must be evaluated."""
+        entry = self._reads.get(id(node))
+        if entry is None or entry[0] is not node:
+            entry = self._entry(node)
+        checks = entry[1]
+        if checks is None:
+            return None
+        coded = data.coded
+        assert coded is not None
+        for table, wanted in checks:
+            got = coded.get(table)
+            if got is not None and (wanted is None or not wanted.isdisjoint(got)):
+                return None
+        if not entry[2]:
+            return id(node), ()
+        return id(node), tuple(getattr(data.patient, f) for f in entry[2])
+
+
+_REGISTRY: list[dict[str, Any]] = []
+
+
+def _registry() -> dict[str, Any]:
+    """engine.queries.REGISTRY (which imports this module: looked up once, late)."""
+    if not _REGISTRY:
+        from fhir_cohort.engine.queries import REGISTRY
+
+        _REGISTRY.append(REGISTRY)
+    return _REGISTRY[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -530,7 +531,9 @@ def test_a_failing_server_stops_the_crawl_early(tmp_path: Path) -> None:
     client = FhirClient(base, sleep=lambda s: None, max_retries=1)
     with pytest.raises(CrawlIncompleteError, match="more not run") as err:
         crawl(client, _plan(), PatientList(tuple(ids)), tmp_path, workers=1, task_patients=1)
-    assert "5 of 40 tasks failed" in str(err.value)
+    # Five failures stop the stage; the task the worker had already started may finish (and
+    # fail) too, depending on timing: 5 or 6, never all 40.
+    assert re.search(r"\b[56] of 40 tasks failed", str(err.value))
     assert not any(f"p{i}" in str(err.value).split("(")[0] for i in range(40))
     # two attempts per task; the one task a worker had started when the stage stopped aside
     assert sum(1 for c in responses.calls if "/Condition" in c.request.url) <= 6 * 2

@@ -8,9 +8,11 @@ runs it is compared with go through ``screen()``, the function a one-criteria CL
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -252,3 +254,43 @@ def test_trials_csv_quotes_formula_cells_like_the_other_csvs(tmp_path: Path) -> 
     for patient_id, trial_id, status, reasons in rows:
         assert patient_id.startswith("'") and reasons.startswith("'")
         assert (trial_id, status) == ("T", "review")
+
+
+def _nct02504489_scenarios(folder: Path) -> tuple[Path, Any]:
+    """NCT02504489's scenario patients (its lab thresholds) as NDJSON, and their S."""
+    path = Path(__file__).parents[1] / "data" / "trials" / "NCT02504489" / "scenarios.py"
+    spec = importlib.util.spec_from_file_location("nct02504489_scenarios_pass", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    by_type: dict[str, list[str]] = {}
+    for resources in module.resources().values():
+        for r in resources:
+            by_type.setdefault(r["resourceType"], []).append(json.dumps(r))
+    for rtype, lines in by_type.items():
+        (folder / f"{rtype}.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder, module.AS_OF
+
+
+@pytest.mark.parametrize("source", ["demo", "nct02504489_scenarios"])
+def test_every_shipped_trial_in_one_pass_answers_as_screened_alone(
+    source: str, tmp_path: Path
+) -> None:
+    """The one pass with all shipped trials gives each trial the patients, answers and evidence
+    of its own screen, on the demo hospital (NCT06038474's and NCT04221477's scenario patients)
+    and on NCT02504489's scenarios: the union read keeps rows a trial does not read, which
+    must not change it (nor may the evaluation's shortcuts, which key on the rows each part of
+    a criterion can read)."""
+    folder, as_of = (None, DEMO_AS_OF) if source == "demo" else _nct02504489_scenarios(tmp_path)
+    shipped = [SHIPPED, *sorted((SHIPPED.parent / "trials").glob("*.yaml"))]
+    assert len(shipped) >= 3
+    together = screen_many(folder, criteria=shipped, as_of=as_of)
+    decided = 0
+    for path in shipped:
+        alone = screen(folder, criteria=path, as_of=as_of)
+        trial_id = load_criteria(path).id
+        pd.testing.assert_frame_equal(together[trial_id].patients, alone.patients)
+        pd.testing.assert_frame_equal(together[trial_id].evidence, alone.evidence)
+        pd.testing.assert_frame_equal(together[trial_id].attrition, alone.attrition)
+        decided += int((alone.patients["status"] != "ineligible").sum())
+    assert decided  # some patient of the source is a candidate of some trial

@@ -51,6 +51,9 @@ class PatientData:
     conditions: list[Any] = field(default_factory=list)
     medications: list[Any] = field(default_factory=list)
     observations: list[Any] = field(default_factory=list)
+    # For each table with rows: the value sets holding their codings (the no-rows shortcut of
+    # engine/rules.py reads it; engine.evaluate.Prepared.coded).
+    coded: dict[str, frozenset[str]] | None = None
 
 
 class Kept:
@@ -90,6 +93,8 @@ class Context:
         self._agents_text: dict[str, list[Any]] = {}
         self._agent_vs: dict[str, set[str]] = {}
         self._product: dict[tuple[str, str], str | None] = {}
+        # Windows anchored on S by (S, days, months, years, after): engine/queries/window.py.
+        self.windows: dict[tuple[Any, ...], Any] = {}
 
     def memberships(self, system: str | None, code: str | None) -> frozenset[str]:
         """Every value set id holding the coding (computed once per distinct coding)."""

@@ -18,8 +18,10 @@ class QueryType:
     name: str
     # (node, scope) -> Result
     evaluate: Callable[[Any, Scope], Result]
-    # node -> (tables, patient fields) it reads, for the no-rows shortcut; None: always run.
-    reads: Callable[[Any], tuple[frozenset[str], frozenset[str]] | None]
+    # node -> (tables, patient fields, value sets) it reads, for the no-rows shortcut: the
+    # value sets whose rows it can read (it ignores a row in none of them; None: it may read
+    # any row of its tables). None: evaluated for every patient.
+    reads: Callable[[Any], tuple[frozenset[str], frozenset[str], frozenset[str] | None] | None]
     # node -> what it needs from the data (fhir_cohort.requirements); None: nothing.
     requires: Callable[[Any, Any], None] | None = None
 

@@ -128,15 +128,20 @@ def _rows(node: Any, scope: Scope) -> list[Any]:
     return rows
 
 
-def evaluate(node: Any, scope: Scope) -> Result:
-    ctx = scope.ctx
-    relevant = frozenset(
+def _relevant(node: Any) -> frozenset[str]:
+    """The value sets whose records the query reads; it ignores every other record."""
+    return frozenset(
         [
             *node.value_sets,
             *getattr(node, "unknown_value_sets", []),
             *getattr(node, "not_counted_value_sets", []),
         ]
     )
+
+
+def evaluate(node: Any, scope: Scope) -> Result:
+    ctx = scope.ctx
+    relevant = _relevant(node)
     rng = window_range(node.within, scope) if node.within is not None else None
     label = node.reason
     counted: list[Evidence] = []
@@ -199,8 +204,8 @@ def evaluate(node: Any, scope: Scope) -> Result:
     return Result(False, none, evidence)
 
 
-def reads(node: Any) -> tuple[frozenset[str], frozenset[str]]:
-    return frozenset({"conditions"}), frozenset()
+def reads(node: Any) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    return frozenset({"conditions"}), frozenset(), _relevant(node)
 
 
 register(QueryType("condition", evaluate, reads))

@@ -45,8 +45,9 @@ def evaluate(node: Any, scope: Scope) -> Result:
     return Result(got.value, got.reason, got.evidence, [], events)
 
 
-def reads(node: Any) -> tuple[frozenset[str], frozenset[str]]:
-    return TABLES, frozenset()
+def reads(node: Any) -> tuple[frozenset[str], frozenset[str], None]:
+    # Agents are matched by coding and by name in free text: any row may be read.
+    return TABLES, frozenset(), None
 
 
 register(QueryType("medication", evaluate, reads))

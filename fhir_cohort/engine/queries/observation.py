@@ -271,8 +271,9 @@ def _first(recs: list[_Rec], hit: bool | None) -> _Rec | None:
     return next((r for r in recs if r.hit is hit), None)
 
 
-def _reads(node: ObservationQuery) -> tuple[frozenset[str], frozenset[str]]:
-    return frozenset({"observations"}), frozenset()
+def _reads(node: ObservationQuery) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    # counted_rows reads only rows of a test in the query's value sets.
+    return frozenset({"observations"}), frozenset(), frozenset(node.value_sets)
 
 
 # ----------------------------------------------------------------- reasons

@@ -19,8 +19,6 @@ from fhir_cohort.engine.queries import QueryType, register
 from fhir_cohort.engine.rules import Result, Scope
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
-# In a query's read fields: the outcome names the patient (Patient evidence with its id).
-NAMES_PATIENT = "patient_id"
 
 
 def birth_range(raw: str | None) -> tuple[dt.date, dt.date] | None:
@@ -158,19 +156,9 @@ def evaluate(node: Any, scope: Scope) -> Result:
     return Result(None if node.match == "possible" else True, said, ev)
 
 
-def reads(node: Any) -> tuple[frozenset[str], frozenset[str]] | None:
-    """The patient fields the query reads, with NAMES_PATIENT: its evidence names the patient,
-    so the no-rows shortcut (engine/evaluate.py) shares one outcome among patients with equal
-    fields and puts each one's id in its Patient evidence. An age test reads the birth date,
-    about one key per patient: evaluated for every patient."""
-    if node.min_age is not None or node.max_age is not None:
-        return None
-    fields = {NAMES_PATIENT}
-    if node.deceased_is_false:
-        fields |= {"deceased", "deceased_date", "deceased_high"}
-    if node.sexes is not None or node.sexes_not is not None:
-        fields.add("gender")
-    return frozenset(), frozenset(fields)
+def reads(node: Any) -> None:
+    # Evaluated for every patient: its evidence names the patient.
+    return None
 
 
 register(QueryType("patient", evaluate, reads))

@@ -113,7 +113,13 @@ def window_range(window: Any, scope: Any) -> WindowRange | Unknown | None:
     """
     as_of = scope.as_of
     if window.anchor == "as_of":
-        return range_from((as_of, as_of), window, as_of)
+        # The same for every patient: computed once per window length (a hot path of a pass).
+        key = (as_of, window.days, window.months, window.years, window.after)
+        windows = scope.ctx.windows
+        hit = windows.get(key)
+        if hit is None:
+            hit = windows[key] = range_from((as_of, as_of), window, as_of)
+        return hit
     res = scope.definition(window.anchor)
     anchor = anchor_span(list(res.events), window.anchor_event)
     if anchor is None:

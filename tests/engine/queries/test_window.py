@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ class FakeScope:
 
     def __init__(self, value: bool | None = True, events: list[Any] | None = None) -> None:
         self.as_of = S
+        self.ctx = SimpleNamespace(windows={})  # where window_range keeps S-anchored windows
         self.res = Result(value, "def", events=list(events or []))
         self.asked: list[str] = []
 
