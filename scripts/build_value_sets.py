@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -1303,18 +1304,26 @@ def _cm_leaves(code: str) -> frozenset[str]:
     return frozenset(c for c in (code, *icd.get_descendants(code)) if icd.is_leaf(c))
 
 
+@functools.cache
+def _who_categories() -> tuple[tuple[str, frozenset[str] | None], ...]:
+    """Every WHO category and subcategory with its ICD-10-CM billable leaves (None: no such
+    ICD-10-CM code). The same for every value set: computed once, not once per set."""
+    return tuple(
+        (code, _cm_leaves(code) if icd.is_valid_item(code) else None)
+        for code in who.get_all_codes(True)
+        if who.is_category_or_subcategory(code)
+    )
+
+
 def who_shared_members(cm_codes: set[str]) -> dict[str, tuple[str, str, str]]:
     """WHO ICD-10 code -> (display, reason, how) for the codes WHO_RULE admits to one value set,
     given its ICD-10-CM codes (dotted); ``how`` is "leaves", "code" or "subdivision of X"."""
     out: dict[str, tuple[str, str, str]] = {}
     who_only: list[str] = []
-    for code in who.get_all_codes(True):
-        if not who.is_category_or_subcategory(code):
-            continue
-        if not icd.is_valid_item(code):
+    for code, leaves in _who_categories():
+        if leaves is None:
             who_only.append(code)
             continue
-        leaves = _cm_leaves(code)
         if leaves and leaves <= cm_codes:
             why, how = f"all {len(leaves)} ICD-10-CM codes under {code} are members", "leaves"
         elif code in cm_codes:
