@@ -20,8 +20,9 @@ single-trial screen by that code (``PYTHONPATH=DIR``) for a same-run regression 
 
 With ``--engine spark`` it then screens with the Spark engine (``--spark-master``, default
 ``local[2]``) and the local engine alternately (``--repeat`` rounds) and prints, per round,
-spark / local wall time and peak memory (the JVM is in the process tree; CPU is not compared:
-the JVM is not a waited-for child) and whether the two patients.csv are byte-identical.
+spark / local wall time, CPU and peak memory of the whole process tree (the JVM and Spark's
+Python workers included: CPU is sampled from /proc, as they are not waited-for children) and
+whether the two patients.csv are byte-identical.
 """
 
 from __future__ import annotations
@@ -95,9 +96,14 @@ def orjson_ceiling(files: list[Path], workers: int) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def _tree_rss_kib(root: int) -> int:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_rss_kib(root: int, cpu: dict[int, float] | None = None) -> int:
     """Memory of the process tree: the sum of PSS (proportional set size), so pages a forked
-    worker shares with its parent count once, not once per process as RSS would."""
+    worker shares with its parent count once, not once per process as RSS would. ``cpu``
+    gets each process's own user + system seconds so far (the JVM and Spark's Python workers
+    are never waited for, so RUSAGE_CHILDREN misses them; sampling sees them)."""
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
@@ -107,6 +113,10 @@ def _tree_rss_kib(root: int) -> int:
                     if line.startswith("Pss:"):
                         total += int(line.split()[1])
                         break
+            if cpu is not None:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                cpu[pid] = max(cpu.get(pid, 0.0), (int(fields[11]) + int(fields[12])) / _TICK)
             for task in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{task}/children") as fh:
                     stack.extend(int(c) for c in fh.read().split())
@@ -170,6 +180,7 @@ def run_screen(
     if spark_master:
         cmd += ["--engine", "spark", "--spark-master", spark_master]
     peak = 0
+    cpu: dict[int, float] = {}
     t0 = time.perf_counter()
     cpu0 = _children_cpu()
     env = None
@@ -181,7 +192,7 @@ def run_screen(
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss_kib(proc.pid))
+            peak = max(peak, _tree_rss_kib(proc.pid, cpu))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -196,6 +207,8 @@ def run_screen(
     first = out / "run.json" if len(criteria or []) < 2 else next(out.glob("*/run.json"))
     run = json.loads(first.read_text())
     run["benchmark_cpu_seconds"] = _children_cpu() - cpu0
+    # Sampled every 50 ms: a process's last 50 ms and processes shorter than that are missed.
+    run["benchmark_tree_cpu_seconds"] = sum(cpu.values())
     return wall, peak, run
 
 
@@ -314,10 +327,14 @@ def compare_spark(folder: Path, args: argparse.Namespace, first: tuple[float, in
             # The Spark run's profile: wall seconds of each step (run.json spark.seconds).
             print(f"        spark steps: {spark[2].get('spark', {}).get('seconds')}")
             same = (Path(tmp) / f"spark-{i}" / "patients.csv").read_bytes() == want
-            # No CPU ratio: the JVM and Spark's Python workers are not waited-for children of
-            # the screen, so RUSAGE_CHILDREN misses them.
+            # CPU of the sampled process tree: the JVM and Spark's Python workers are not
+            # waited-for children of the screen, so RUSAGE_CHILDREN misses them.
+            cpu = (
+                spark[2]["benchmark_tree_cpu_seconds"] / local[-1][2]["benchmark_tree_cpu_seconds"]
+            )
             print(
                 f"round {i + 1}: spark / local = {spark[0] / local[-1][0]:.2f} wall, "
+                f"{cpu:.2f} CPU, "
                 f"{spark[1] / local[-1][1]:.2f} peak memory; patients.csv identical: "
                 f"{same}; load average {os.getloadavg()[0]:.1f}",
                 flush=True,
@@ -328,7 +345,8 @@ def show(label: str, result: tuple[float, int, dict]) -> None:
     wall, peak, run = result
     t = run["timings_seconds"]
     print(
-        f"{label}: {wall:.1f} s wall, {run['benchmark_cpu_seconds']:.1f} s CPU (read "
+        f"{label}: {wall:.1f} s wall, {run['benchmark_cpu_seconds']:.1f} s CPU of waited-for "
+        f"children, {run['benchmark_tree_cpu_seconds']:.1f} s CPU of the sampled tree (read "
         f"{t['read']} s, evaluate {t['evaluate']} s), peak memory {peak / 1024:,.0f} MiB, "
         f"status {run['counts']['status']}",
         flush=True,

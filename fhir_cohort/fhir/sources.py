@@ -172,6 +172,7 @@ def iter_file(
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
     block_filter: BlockFilter | None = None,
+    name: str | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Resources of one file (NDJSON or Bundle JSON) as (resource, location).
 
@@ -181,7 +182,8 @@ def iter_file(
     ``on_lines`` is told, once the file is read, how many NDJSON lines it had; ``on_replaced``
     the location of each record read with invalid UTF-8 replaced by U+FFFD. ``block_filter``
     replaces ``line_filter`` with one that sees blocks of whole NDJSON lines
-    (:func:`fhir_cohort.fhir.ndjson.iter_ndjson`).
+    (:func:`fhir_cohort.fhir.ndjson.iter_ndjson`). ``name`` names an NDJSON file in locations
+    when not ``path`` (the Spark engine's executors open the absolute path of a relative one).
     """
     path = Path(path)
     report = _Reporter(on_error, strict)
@@ -197,6 +199,7 @@ def iter_file(
             on_lines=on_lines,
             on_replaced=on_replaced,
             block_filter=block_filter,
+            name=name,
         )
     elif kind == "json":
         yield from _iter_bundle(path, types, report, validate, on_replaced)
@@ -217,8 +220,9 @@ def _iter_ndjson(
     *,
     lines: Iterable[bytes] | None = None,
     block_filter: BlockFilter | None = None,
+    name: str | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
-    name = str(path)
+    name = str(path) if name is None else name
     values = (
         iter_ndjson(
             path,
@@ -267,11 +271,13 @@ def iter_ndjson_range(
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
     block_filter: BlockFilter | None = None,
+    name: str | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Like :func:`iter_file` for the bytes [start, end) of an uncompressed NDJSON file.
 
     ``start`` and ``end`` must fall on line boundaries and ``first_line`` is the number of the
     line at ``start``, so error locations stay exact when a big file is shared among workers.
+    ``name`` as for :func:`iter_file`.
     """
     yield from _iter_ndjson(
         Path(path),
@@ -284,6 +290,7 @@ def iter_ndjson_range(
         on_lines,
         on_replaced,
         block_filter=block_filter,
+        name=name,
     )
 
 

@@ -5,9 +5,11 @@ What runs where (docs/spark.md):
 - driver: lists the source through Hadoop's FileSystem (local paths, ``s3a://``, ``abfss://``,
   ...), classifies files as ``fhir/sources.py`` does, reads the separate Medications (the
   local reader reads them first too) and broadcasts them with the trial's requirements;
-- executors, one task per file split: Spark's text source reads NDJSON(.gz) lines, its
-  binaryFile source Bundles; ``engine/read.py``'s ``_run_tasks`` runs the requirement line
-  filter, the parser and the ``Flattener`` over them exactly as for a local file range;
+- executors, one task per file split: NDJSON files Python opens directly (``file:``) in the
+  local reader's own line-aligned byte ranges (``engine/read._split``), read by its range
+  reader with the block filter; NDJSON on any other file system through Spark's text source
+  (lines), Bundles through its binaryFile source; ``engine/read.py``'s ``_run_tasks`` runs
+  the requirement filter, the parser and the ``Flattener`` over them as for a local range;
 - the rows (pickled tuples in Arrow batches) are cached; the ledger's hashes come back to the
   driver, which applies ``engine/dedup.py``'s rule to the few duplicated resources and the
   dropped-line check of the local reader (a re-read without the line filter when it fires);
@@ -20,6 +22,7 @@ What runs where (docs/spark.md):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import itertools
 import math
@@ -45,10 +48,12 @@ from fhir_cohort.engine.flatten import Flattener
 from fhir_cohort.engine.read import (
     _PROBE,
     _TABLES,
+    CHUNK_BYTES,
     READ_TYPES,
     ReadReport,
     _Config,
     _run_tasks,
+    _split,
     _TaskResult,
     ledger_hashes,
     medication_reading,
@@ -62,6 +67,7 @@ from fhir_cohort.fhir.sources import (
     iter_bundle_bytes,
     iter_file,
     iter_ndjson_lines,
+    iter_ndjson_range,
     reading_order,
 )
 
@@ -80,9 +86,14 @@ __all__ = [
 _COPY, _PIECE, _DROPPED = 4, 5, 6
 _READ_SCHEMA = "k byte, pid string, src long, seq int, h long, payload binary"
 _EVAL_SCHEMA = "kind string, payload binary"
-# A location key holds a line number below 2**32 (engine/dedup.py): Spark numbers a split's
-# lines from the split's byte offset, so a plain NDJSON file must stay below 4 GiB.
+# A location key holds a line number below 2**32 (engine/dedup.py): Spark's text source
+# numbers a split's lines from the split's byte offset, so a plain NDJSON file it reads must
+# stay below 4 GiB (the byte-range read counts lines exactly: no limit).
 _MAX_SPLIT_FILE = 1 << 32
+# Bytes of local byte ranges per read partition at most, unless the cores outnumber them:
+# Spark's own split size (spark.sql.files.maxPartitionBytes' default), two of the local
+# reader's ranges (read.CHUNK_BYTES).
+PARTITION_BYTES = 128 * 1024 * 1024
 # Patients per evaluation partition: about 20 s of one core at the local engine's rate, and
 # a few hundred MB of rows at most (docs/spark.md).
 PATIENTS_PER_PARTITION = 50_000
@@ -153,6 +164,13 @@ def _norm(uri: str) -> str:
     return uri
 
 
+def _opened(uri: str) -> str | None:
+    """The path Python on the executors opens for a file Hadoop lists as ``uri``: local files
+    (``file:``; a path without a scheme resolves against the cluster's default file system,
+    HDFS on YARN, and is listed as such), else None (read through Spark's sources)."""
+    return _norm(uri) if uri.startswith("file:") else None
+
+
 def _java_error(exc: Exception) -> str:
     """The Java exception's class name, never its message (it may quote a path or data)."""
     java = getattr(exc, "java_exception", None)
@@ -198,12 +216,18 @@ def _list(spark: Any, source: str) -> list[_File]:
             else str(st.getPath().toString())
         )
         size = int(st.getLen())
-        if kind == "ndjson" and not name.lower().endswith(".gz") and size >= _MAX_SPLIT_FILE:
+        uri = str(st.getPath().toString())
+        if (
+            kind == "ndjson"
+            and not name.lower().endswith(".gz")
+            and size >= _MAX_SPLIT_FILE
+            and _opened(uri) is None
+        ):
             raise SourceError(
                 f"{shown}: an uncompressed NDJSON file of 4 GiB or more; the Spark engine "
                 "reads such files in splits whose lines it cannot number: gzip or split it"
             )
-        info[shown] = _File(str(st.getPath().toString()), shown, kind, declared, size)
+        info[shown] = _File(uri, shown, kind, declared, size)
         found.append((declared, shown))
     if not found:
         raise SourceError(f"{source}: no .ndjson, .jsonl or .json files")
@@ -254,6 +278,64 @@ class _LineTask:
     def resources(self, **common: Any) -> Iterable[tuple[dict[str, Any], str]]:
         common.pop("types", None)
         return iter_ndjson_lines(self.path, self.lines, self.first_line, **common)
+
+
+@dataclass(frozen=True)
+class _RangeTask:
+    """A line-aligned byte range of a local NDJSON file, or a whole file (gzip, or one range),
+    as the local reader plans it (``engine/read._split``): the executor opens the file itself
+    and reads it with the local reader's range reader and block filter."""
+
+    path: str  # as locations name it (the local engine's name, perhaps relative)
+    opened: str  # the absolute path the executor opens
+    expected_type: str | None
+    start: int = 0
+    end: int = -1  # -1: the whole file
+    first_line: int = 1
+    size: int = 0
+    file_index: int = 0
+
+    def resources(self, **common: Any) -> Iterable[tuple[dict[str, Any], str]]:
+        if self.end >= 0:
+            return iter_ndjson_range(
+                self.opened, self.start, self.end, self.first_line, name=self.path, **common
+            )
+        return iter_file(self.opened, name=self.path, **common)
+
+
+def _range_partitions(
+    files: list[_File], index: dict[str, int], parallelism: int
+) -> list[list[_RangeTask]]:
+    """The local reader's byte ranges of ``files`` (``engine/read._split``: newlines counted
+    here, on the driver, as the local reader counts them, so line numbers are exact), dealt
+    biggest first to the least loaded of max(parallelism, bytes / PARTITION_BYTES)
+    partitions: big files' ranges about one per task, small files together."""
+    tasks: list[_RangeTask] = []
+    for f in files:
+        opened = _opened(f.uri)
+        assert opened is not None
+        for t in _split(Path(opened), f.declared, CHUNK_BYTES, index[f.name]):
+            tasks.append(
+                _RangeTask(
+                    f.name,
+                    opened,
+                    t.expected_type,
+                    t.start,
+                    t.end,
+                    t.first_line,
+                    t.size,
+                    t.file_index,
+                )
+            )
+    total = sum(t.size for t in tasks)
+    n = min(len(tasks), max(parallelism, math.ceil(total / PARTITION_BYTES)))
+    parts: list[list[_RangeTask]] = [[] for _ in range(n)]
+    load = [0] * n
+    for t in sorted(tasks, key=lambda t: t.size, reverse=True):
+        i = load.index(min(load))
+        parts[i].append(t)
+        load[i] += t.size
+    return [sorted(p, key=lambda t: (t.file_index, t.start)) for p in parts]
 
 
 @dataclass
@@ -397,6 +479,9 @@ class SparkRead:
     partitions: int | None = None
     # Wall seconds of each step of the read (run.json spark.seconds), then of each evaluation.
     seconds: dict[str, float] = field(default_factory=dict)
+    # How the read was cut (run.json spark.read_tasks): local byte ranges, files through
+    # Spark's text source, Bundle files.
+    tasks: dict[str, int] = field(default_factory=dict)
     _cached: list[Any] = field(default_factory=list)
 
     def evaluate(self, trial: Trial, terminology: Any, as_of: date) -> SparkEvaluation:
@@ -443,6 +528,7 @@ class SparkRead:
             "master": sc.master,
             "default_parallelism": sc.defaultParallelism,
             "evaluation_partitions": self._partitions(),
+            "read_tasks": dict(self.tasks),
             "seconds": dict(self.seconds),
         }
 
@@ -593,6 +679,13 @@ def _reader(cfg: Any, files: Any, tasks_of: Any) -> Any:
     return run
 
 
+def _ranges_of(batches: Iterable[Any], parts: list[list[_RangeTask]]) -> Iterator[_RangeTask]:
+    """The _RangeTasks of the partitions a partition of ``spark.range`` ids names."""
+    for batch in batches:
+        for i in batch.column(0).to_pylist():
+            yield from parts[i]
+
+
 def read_spark(
     spark: Any,
     source: str,
@@ -628,8 +721,9 @@ def read_spark(
         unmapped_text,
         refs,
         filter_lines=filter_lines,
-        # Spark hands over lines, not files: the per-line filter (the same lines as the
-        # local reader's block filter keeps; tests/engine/test_fast_paths.py).
+        # Spark's text source hands over lines, not bytes: the per-line filter (the same
+        # lines as the block filter keeps; tests/engine/test_fast_paths.py). The byte
+        # ranges below take the block filter.
         block_filter=False,
     )
     ledger = Ledger()
@@ -640,15 +734,26 @@ def read_spark(
     by_uri = sc.broadcast({_norm(f.uri): (f.name, f.declared, index[f.name]) for f in listed})
     b_cfg = sc.broadcast(cfg)
     wanted = set(READ_TYPES)
-    ndjson = [
-        f.uri
+    ndjson_files = [
+        f
         for f in listed
         if f.kind == "ndjson"
         and f.declared != "Medication"
         and (f.declared is None or f.declared in wanted)
     ]
+    # Files Python opens itself go in byte ranges: only the relevant rows leave Python, and
+    # the block filter sees the bytes; the others cross from the JVM line by line.
+    ranges = _range_partitions(
+        [f for f in ndjson_files if _opened(f.uri) is not None], index, sc.defaultParallelism
+    )
+    ndjson = [f.uri for f in ndjson_files if _opened(f.uri) is None]
     bundles = [f.uri for f in listed if f.kind == "json"]
     parts = []
+    if ranges:
+        b_ranges = sc.broadcast(ranges)
+        b_cfg_blocks = sc.broadcast(dataclasses.replace(cfg, block_filter=True))
+        ids = spark.range(0, len(ranges), 1, len(ranges))
+        parts.append(ids.mapInArrow(_reader(b_cfg_blocks, b_ranges, _ranges_of), _READ_SCHEMA))
     if ndjson:
         text = spark.read.text(ndjson).select(
             F.col("value").cast("binary").alias("value"),
@@ -662,7 +767,7 @@ def read_spark(
     if not parts:
         rows = spark.createDataFrame([], _READ_SCHEMA)
     else:
-        rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+        rows = functools.reduce(lambda a, b: a.unionByName(b), parts)
     rows = rows.persist()
     try:
         pieces = [
@@ -717,6 +822,12 @@ def read_spark(
         patients=report.parsed.get("Patient", 0),
         partitions=partitions,
         seconds=clock.laps,
+        tasks={
+            "byte_ranges": sum(map(len, ranges)),
+            "range_partitions": len(ranges),
+            "text_files": len(ndjson),
+            "bundle_files": len(bundles),
+        },
     )
 
 
@@ -753,8 +864,7 @@ def _dropped_match(spark: Any, rows: Any, kept: np.ndarray) -> bool:
         .select("payload")
         .mapInPandas(check, "hit boolean")
         .filter("hit")
-        .limit(1)
-        .collect()
+        .collect()  # no limit(1): it scans the partitions in growing rounds, a job each
     )
     b_kept.unpersist()
     return bool(found)

@@ -17,6 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from fhir_cohort.pipeline import DEMO_DATA, screen
+from fhir_cohort.spark import engine as spark_engine
 from fhir_cohort.synth import generate, load_expected
 from fhir_cohort.synth.codes import CRITERIA
 from tests.cli_main import run_main
@@ -75,9 +76,13 @@ def test_demo_hospital_through_the_cli(spark: Any, tmp_path: Path) -> None:
     assert evidence.num_rows == ds.dataset(tmp_path / "local" / "evidence.parquet").count_rows()
 
 
-def test_scenario_suite_in_file_splits(spark: Any, tmp_path: Path) -> None:
-    """Every scenario patient's expected answer, with files Spark cuts into splits (line
-    numbers then count from a split's offset) and gzip files read whole."""
+def test_scenario_suite_in_file_splits(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every scenario patient's expected answer, with both reading paths in one screen: the
+    `.000` files in the local reader's byte ranges (several per file, as small splits make
+    them), the `.001` files as if on a Hadoop file system, through Spark's text source in
+    splits (line numbers then count from a split's offset); gzip files whole on both."""
     as_of = date(2025, 12, 31)
     data = tmp_path / "data"
     generate(data, n_background=20, seed=7, as_of=as_of, files_per_type=2)
@@ -88,11 +93,19 @@ def test_scenario_suite_in_file_splits(spark: Any, tmp_path: Path) -> None:
             Path(f"{path}.gz").write_bytes(gzip.compress(path.read_bytes()))
             path.unlink()
     local = screen(data, as_of=as_of, out_dir=tmp_path / "local")
+    opened = spark_engine._opened
+    monkeypatch.setattr(
+        spark_engine, "_opened", lambda uri: None if ".001." in uri else opened(uri)
+    )
+    monkeypatch.setattr(spark_engine, "CHUNK_BYTES", 65536)
     spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")
     try:
         result = screen(data, as_of=as_of, out_dir=tmp_path / "spark", spark=spark)
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    tasks = result.run["spark"]["read_tasks"]
+    ranged = [p for p in data.glob("*.000.ndjson") if p.name.split(".")[0] != "Medication"]
+    assert tasks["byte_ranges"] > len(ranged) and tasks["text_files"] > 2, tasks
     assert result.patients.equals(local.patients)
     expected = load_expected(data).set_index("patient_id")
     got = result.patients.set_index("patient_id").loc[expected.index]
@@ -159,11 +172,14 @@ def _write(path: Path, resources: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("later_version_relevant", [True, False], ids=["parsed", "dropped"])
 def test_duplicates_conflicts_and_dropped_versions(
-    spark: Any, tmp_path: Path, later_version_relevant: bool
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, later_version_relevant: bool
 ) -> None:
     """Copies of one resource in two files (versioned, a subject conflict decided by file
     order only, a copy with no subject), and a later version whose code no criterion reads:
-    dropped unparsed, it makes both engines read everything again."""
+    dropped unparsed, it makes both engines read everything again (the Spark engine here
+    through its text source, as for a Hadoop URI)."""
+    if not later_version_relevant:
+        monkeypatch.setattr(spark_engine, "_opened", lambda uri: None)
     data = tmp_path / "data"
     data.mkdir()
     patients = [
@@ -185,5 +201,6 @@ def test_duplicates_conflicts_and_dropped_versions(
     screen(data, as_of=AS_OF, out_dir=tmp_path / "spark", spark=spark)
     _same_outputs(tmp_path / "local", tmp_path / "spark")
     run = json.loads((tmp_path / "spark" / "run.json").read_text())
+    assert (run["spark"]["read_tasks"]["text_files"] > 0) is not later_version_relevant
     assert run["duplicates"]["subject_conflicts"] == {"Condition": 1}
     assert local.run["duplicates"]["resources"] == {"Condition": 3, "Patient": 1}
