@@ -99,11 +99,14 @@ def orjson_ceiling(files: list[Path], workers: int) -> tuple[int, float]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_rss_kib(root: int, cpu: dict[int, float] | None = None) -> int:
+def _tree_rss_kib(
+    root: int, cpu: dict[int, float] | None = None, kind: dict[int, str] | None = None
+) -> int:
     """Memory of the process tree: the sum of PSS (proportional set size), so pages a forked
     worker shares with its parent count once, not once per process as RSS would. ``cpu``
     gets each process's own user + system seconds so far (the JVM and Spark's Python workers
-    are never waited for, so RUSAGE_CHILDREN misses them; sampling sees them)."""
+    are never waited for, so RUSAGE_CHILDREN misses them; sampling sees them); ``kind`` what
+    each process is: the screen's own ("main"), the JVM ("jvm") or a worker ("workers")."""
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
@@ -117,6 +120,10 @@ def _tree_rss_kib(root: int, cpu: dict[int, float] | None = None) -> int:
                 with open(f"/proc/{pid}/stat") as fh:
                     fields = fh.read().rsplit(")", 1)[1].split()
                 cpu[pid] = max(cpu.get(pid, 0.0), (int(fields[11]) + int(fields[12])) / _TICK)
+            if kind is not None:  # each time: spark-submit's shell execs the JVM
+                with open(f"/proc/{pid}/comm") as fh:
+                    comm = fh.read().strip()
+                kind[pid] = "main" if pid == root else "jvm" if comm == "java" else "workers"
             for task in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{task}/children") as fh:
                     stack.extend(int(c) for c in fh.read().split())
@@ -181,6 +188,7 @@ def run_screen(
         cmd += ["--engine", "spark", "--spark-master", spark_master]
     peak = 0
     cpu: dict[int, float] = {}
+    kind: dict[int, str] = {}
     t0 = time.perf_counter()
     cpu0 = _children_cpu()
     env = None
@@ -192,7 +200,7 @@ def run_screen(
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss_kib(proc.pid, cpu))
+            peak = max(peak, _tree_rss_kib(proc.pid, cpu, kind))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -209,6 +217,10 @@ def run_screen(
     run["benchmark_cpu_seconds"] = _children_cpu() - cpu0
     # Sampled every 50 ms: a process's last 50 ms and processes shorter than that are missed.
     run["benchmark_tree_cpu_seconds"] = sum(cpu.values())
+    by_kind: dict[str, float] = {}
+    for pid, seconds in cpu.items():
+        by_kind[kind.get(pid, "workers")] = by_kind.get(kind.get(pid, "workers"), 0.0) + seconds
+    run["benchmark_cpu_by_process"] = {k: round(v, 1) for k, v in sorted(by_kind.items())}
     return wall, peak, run
 
 
@@ -346,7 +358,8 @@ def show(label: str, result: tuple[float, int, dict]) -> None:
     t = run["timings_seconds"]
     print(
         f"{label}: {wall:.1f} s wall, {run['benchmark_cpu_seconds']:.1f} s CPU of waited-for "
-        f"children, {run['benchmark_tree_cpu_seconds']:.1f} s CPU of the sampled tree (read "
+        f"children, {run['benchmark_tree_cpu_seconds']:.1f} s CPU of the sampled tree "
+        f"{run['benchmark_cpu_by_process']} (read "
         f"{t['read']} s, evaluate {t['evaluate']} s), peak memory {peak / 1024:,.0f} MiB, "
         f"status {run['counts']['status']}",
         flush=True,
