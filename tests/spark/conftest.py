@@ -28,6 +28,9 @@ def spark() -> Iterator[Any]:
             # Small data: few shuffle partitions, no broadcast-join planning surprises.
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
+            # A JVM that lives a few minutes on small jobs: C1 only (no C2 compiler threads)
+            # and the serial collector (no concurrent GC threads) leave the cores to the work.
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         },
     )
     yield session
