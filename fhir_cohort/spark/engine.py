@@ -94,6 +94,10 @@ _MAX_SPLIT_FILE = 1 << 32
 # Spark's own split size (spark.sql.files.maxPartitionBytes' default), two of the local
 # reader's ranges (read.CHUNK_BYTES).
 PARTITION_BYTES = 128 * 1024 * 1024
+# Hashes (8 bytes) of lines the filter dropped that the driver takes with the read's
+# summaries instead of checking them in a job of their own: 32M, 256 MB (at 100k patients
+# 4.7M); past it, per partition, they stay on the executors.
+DROPPED_ON_DRIVER = 32 * 1024 * 1024
 # Patients per evaluation partition: about 20 s of one core at the local engine's rate, and
 # a few hundred MB of rows at most (docs/spark.md).
 PATIENTS_PER_PARTITION = 50_000
@@ -352,8 +356,10 @@ class _BundleTask:
         return iter_bundle_bytes(self.path, self.data, **common)
 
 
-def _emit(out: _TaskResult) -> Iterator[Any]:
-    """One partition's read as Arrow batches of _READ_SCHEMA rows."""
+def _emit(out: _TaskResult, inline_dropped: int) -> Iterator[Any]:
+    """One partition's read as Arrow batches of _READ_SCHEMA rows; the hashes of the lines
+    dropped unparsed go in the summary when at most ``inline_dropped``, else in a row of
+    their own for the driver's check job."""
     import pyarrow as pa
 
     k: list[int] = []
@@ -398,8 +404,15 @@ def _emit(out: _TaskResult) -> Iterator[Any]:
     # Each hash once, and apart the hashes of copies this partition read more than once:
     # the driver finds every duplicated resource from these without another job.
     values, counts = np.unique(hashes, return_counts=True)
-    summary = (out, values.tobytes(), values[counts > 1].tobytes())
-    for kind, blob in ((_PIECE, dumps(summary, protocol=5)), (_DROPPED, dropped.tobytes())):
+    inline = len(dropped) <= inline_dropped
+    summary = (
+        out,
+        values.tobytes(),
+        values[counts > 1].tobytes(),
+        dropped.tobytes() if inline else None,
+    )
+    extra = [] if inline else [(_DROPPED, dropped.tobytes())]
+    for kind, blob in [(_PIECE, dumps(summary, protocol=5)), *extra]:
         k.append(kind)
         pid.append(None)
         src.append(0)
@@ -669,12 +682,12 @@ def _partition_evaluator(trial: Trial, as_of: date, shared: Any, drop: Any) -> A
     return run
 
 
-def _reader(cfg: Any, files: Any, tasks_of: Any) -> Any:
+def _reader(cfg: Any, files: Any, tasks_of: Any, inline_dropped: int) -> Any:
     """The mapInArrow function of the read: one partition's splits -> rows."""
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         out = _run_tasks(tasks_of(batches, files.value), cfg.value)
-        yield from _emit(out)
+        yield from _emit(out, inline_dropped)
 
     return run
 
@@ -748,22 +761,30 @@ def read_spark(
     )
     ndjson = [f.uri for f in ndjson_files if _opened(f.uri) is None]
     bundles = [f.uri for f in listed if f.kind == "json"]
-    parts = []
+    inputs = []  # (input DataFrame, its config and files, how its rows become tasks)
     if ranges:
         b_ranges = sc.broadcast(ranges)
         b_cfg_blocks = sc.broadcast(dataclasses.replace(cfg, block_filter=True))
         ids = spark.range(0, len(ranges), 1, len(ranges))
-        parts.append(ids.mapInArrow(_reader(b_cfg_blocks, b_ranges, _ranges_of), _READ_SCHEMA))
+        inputs.append((ids, b_cfg_blocks, b_ranges, _ranges_of))
     if ndjson:
         text = spark.read.text(ndjson).select(
             F.col("value").cast("binary").alias("value"),
             F.col("_metadata.file_path").alias("path"),
             F.col("_metadata.file_block_start").alias("start"),
         )
-        parts.append(text.mapInArrow(_reader(b_cfg, by_uri, _line_tasks), _READ_SCHEMA))
+        inputs.append((text, b_cfg, by_uri, _line_tasks))
     if bundles:
         raw = spark.read.format("binaryFile").load(bundles).select("path", "content")
-        parts.append(raw.mapInArrow(_reader(b_cfg, by_uri, _bundle_tasks), _READ_SCHEMA))
+        inputs.append((raw, b_cfg, by_uri, _bundle_tasks))
+    # The dropped lines' hashes come to the driver with the summaries (no check job) while
+    # they stay within DROPPED_ON_DRIVER in all; the partition count is the plan's, no job.
+    n_parts = sum(df.rdd.getNumPartitions() for df, *_ in inputs)
+    inline_dropped = DROPPED_ON_DRIVER // max(1, n_parts)
+    parts = [
+        df.mapInArrow(_reader(c, f, tasks_of, inline_dropped), _READ_SCHEMA)
+        for df, c, f, tasks_of in inputs
+    ]
     if not parts:
         rows = spark.createDataFrame([], _READ_SCHEMA)
     else:
@@ -779,8 +800,14 @@ def read_spark(
         _raise_read_error(source, exc)
     read_hashes: list[np.ndarray] = []
     repeated: list[np.ndarray] = []
+    dropped_here: list[np.ndarray] = []
+    shipped = False  # a partition left its dropped hashes on the executors
     probes = {hash(_PROBE)} if not pieces else set()
-    for piece, hashes, again_in in pieces:
+    for piece, hashes, again_in, dropped in pieces:
+        if dropped is None:
+            shipped = True
+        else:
+            dropped_here.append(np.frombuffer(dropped, dtype=np.int64))
         report.merge(piece)
         ledger.merge(piece.ledger)
         probes.add(piece.probe)
@@ -791,7 +818,11 @@ def read_spark(
     kept, counts = np.unique(every, return_counts=True)
     # Hashes in two partitions, or twice in one: the candidates for the duplicate rule.
     candidates = np.union1d(kept[counts > 1], np.concatenate([np.empty(0, np.int64), *repeated]))
-    if filter_lines and (len(probes) > 1 or _dropped_match(spark, rows, kept)):
+    if filter_lines and (
+        len(probes) > 1
+        or any(np.isin(d, kept).any() for d in dropped_here)
+        or (shipped and _dropped_match(spark, rows, kept))
+    ):
         # As the local reader: a dropped line shares its type and id with a resource read
         # (or the workers hash differently): read everything, so the version rule sees all.
         rows.unpersist()

@@ -202,3 +202,23 @@ def test_byte_ranges_cover_a_file_with_whole_file_locations() -> None:
     assert [e.location for e in parts_errors] == [e.location for e in whole_errors]
     with pytest.raises(SourceError):
         list(iter_ndjson_range(DATA / "missing.ndjson", 0, 10, 1))
+
+
+def test_name_names_the_file_in_locations() -> None:
+    """``name`` (the Spark engine's executors open an absolute path for a relative name)
+    replaces the path in every location, of resources and of errors, whole file or range."""
+    path = DATA / "malformed" / "Condition.000.ndjson"
+    size = path.stat().st_size
+    for read in (
+        lambda **kw: iter_file(path, **kw),
+        lambda **kw: iter_ndjson_range(path, 0, size, 1, **kw),
+    ):
+        plain: list[MalformedResourceError] = []
+        named: list[MalformedResourceError] = []
+        want = list(read(expected_type="Condition", on_error=plain.append))
+        got = list(read(expected_type="Condition", on_error=named.append, name="x.ndjson"))
+        assert [r for r, _ in got] == [r for r, _ in want] and plain
+        rename = {str(path) + ":" + loc.rsplit(":", 1)[1]: "x.ndjson:" + loc.rsplit(":", 1)[1]
+                  for loc in [*(loc for _, loc in want), *(e.location for e in plain)]}  # fmt: skip
+        assert [loc for _, loc in got] == [rename[loc] for _, loc in want]
+        assert [e.location for e in named] == [rename[e.location] for e in plain]
