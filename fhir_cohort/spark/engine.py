@@ -820,7 +820,7 @@ def read_spark(
     candidates = np.union1d(kept[counts > 1], np.concatenate([np.empty(0, np.int64), *repeated]))
     if filter_lines and (
         len(probes) > 1
-        or any(np.isin(d, kept).any() for d in dropped_here)
+        or any(_any_in(kept, d) for d in dropped_here)
         or (shipped and _dropped_match(spark, rows, kept))
     ):
         # As the local reader: a dropped line shares its type and id with a resource read
@@ -871,6 +871,16 @@ def _raise_read_error(source: str, exc: Exception) -> None:
             raise cause
         cause = cause.__cause__
     raise SourceError(f"{source}: cannot read ({_java_error(exc)})") from exc
+
+
+def _any_in(kept: np.ndarray, values: np.ndarray) -> bool:
+    """Whether one of ``values`` is in ``kept`` (sorted, unique): a binary search each,
+    where np.isin sorts both (0.3 s against 8.8 s for 4.7M hashes against 300k)."""
+    if not len(kept) or not len(values):
+        return False
+    at = np.searchsorted(kept, values)
+    at[at == len(kept)] = 0
+    return bool((kept[at] == values).any())
 
 
 def _dropped_match(spark: Any, rows: Any, kept: np.ndarray) -> bool:
