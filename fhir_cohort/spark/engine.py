@@ -546,10 +546,12 @@ class SparkRead:
         }
 
     def _partitions(self) -> int:
-        return self.partitions or max(
-            self.spark.sparkContext.defaultParallelism,
-            math.ceil(self.patients / PATIENTS_PER_PARTITION),
-        )
+        if self.partitions:
+            return self.partitions
+        # A multiple of the cores: 3 partitions on 2 cores run in two waves, the second on
+        # one core (100k patients: evaluate 21.6 s against the local engine's 13.0 s).
+        cores = self.spark.sparkContext.defaultParallelism
+        return cores * math.ceil(max(cores, self.patients / PATIENTS_PER_PARTITION) / cores)
 
     def close(self) -> None:
         """Free the cached rows on the executors."""
