@@ -218,6 +218,10 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
 _AGE = re.compile(r"age \d+")
 _DIGEST = 32  # bytes of a SHA-256: run_patients.evidence is a row of them
 _CHUNK_ROWS = 16_384  # evidence rows hashed at a time: bounded memory at any size
+_WORDING = 8  # bytes of BLAKE2b per stored rows text: which wording a run stored
+_WORDING_OF = functools.partial(hashlib.blake2b, digest_size=_WORDING)
+_DIGEST_OF = operator.methodcaller("digest")
+_LIST_OF_ONE = b"[%b]".__mod__  # a row's JSON -> a list of that one row
 _BUSY_TIMEOUT_S = 30.0  # another screen writing the same history: wait, do not fail
 _STATUSES = ("eligible", "review", "ineligible")
 
@@ -295,7 +299,7 @@ def _as_of_free(value: str, open_end: str) -> str:
 
 def _hashed_groups(
     evidence: Any, groups: Any, as_of: str | None
-) -> Iterator[tuple[Any, list[bytes], list[str]]]:
+) -> Iterator[tuple[Any, list[bytes], list[bytes]]]:
     """The evidence sets of ``evidence``'s rows grouped by ``groups`` (an integer per row;
     negative: skipped), a chunk of rows at a time: per chunk the group codes, in the order
     each group first appears, and per group the SHA-256 of its records and the rows as JSON
@@ -312,7 +316,7 @@ def _hashed_groups(
         return
     # In order of first appearance, rows of a group in table order: the stored rows keep
     # evidence.csv's order, and a digest two groups share keeps the last one's wording.
-    first, codes = pd.factorize(groups[kept])[0], groups[kept]
+    first = pd.factorize(groups[kept])[0]
     order = kept[np.argsort(first, kind="stable")] if (np.diff(first) < 0).any() else kept
     codes = groups[order]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
@@ -320,7 +324,7 @@ def _hashed_groups(
     contiguous = len(order) == len(evidence) and bool((np.diff(order) == 1).all())
     value = EVIDENCE_HASHED.index("value")
     open_end = f"..{as_of}" if as_of else ""
-    frame = evidence.reindex(columns=list(EVIDENCE_STORED))
+    frame = evidence[[c for c in EVIDENCE_STORED if c in evidence]]  # absent: empty texts
     i = 0
     while i < len(starts):
         j = min(max(i + 1, int(np.searchsorted(starts, starts[i] + _CHUNK_ROWS))), len(starts))
@@ -348,17 +352,9 @@ def _hashed_groups(
         i = j
 
 
-_LIST_OF_ONE = b"[%b]".__mod__
-_WORDING = 8  # bytes of BLAKE2b per stored rows text: which wording a run stored
-_WORDING_OF = functools.partial(hashlib.blake2b, digest_size=_WORDING)
-
-
 def _list_of(ones: Sequence[bytes]) -> bytes:
     """Rows each as "[row]" -> "[row,row]" (orjson's compact list)."""
     return ones[0] if len(ones) == 1 else b"[" + b",".join(o[1:-1] for o in ones) + b"]"
-
-
-_DIGEST_OF = operator.methodcaller("digest")
 
 
 def _ends_with(suffix: str) -> Callable[[str], bool]:

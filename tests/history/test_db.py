@@ -25,7 +25,7 @@ from fhir_cohort.history.db import (
     evidence_sets,
     open_history,
 )
-from tests.history.conftest import CRITERIA, record
+from tests.history.conftest import CRITERIA, record, run_record, screening
 from tests.history.legacy import record_v3
 
 # Released steps never change: a database at version N already ran them. Adding a step is
@@ -329,3 +329,59 @@ def test_runs_recorded_before_answer_sets_migrate_to_the_same_answers(tmp_path: 
     assert set(want["diff 1 2"][1].values()) - {0} and want["diff 1 2"][3] == 1
     assert [e.patient_id for e in want["worklist 3"] if e.re_review] == ["same-eligible-new-lab"]
     assert sets < len(want["rows"]) / 3  # patients share sets: fewer sets than answers
+
+
+def test_each_evidence_set_keeps_the_wording_recorded_last(tmp_path: Path) -> None:
+    """Runs of two trials in turn cite the same records with other notes (and, in one run,
+    one record set under two criteria with two notes): after every run each stored set has
+    the text of the last group recorded with its hash, as if every set were rewritten each
+    run, though a run rewrites only the sets whose text the latest run did not store."""
+    import random
+
+    rng = random.Random(13)
+    records = [{"resource_type": "Condition", "resource_id": f"c{i}"} for i in range(3)]
+    expected: dict[bytes, str] = {}
+    with open_history(tmp_path / "h.sqlite") as history, history.transaction():  # one fsync
+        for week in range(20):
+            evidence = {
+                (pid, cid): [
+                    {**r, "note": rng.choice(["a", "b"])}
+                    for r in rng.sample(records, rng.randint(1, 2))
+                ]
+                for pid in ("p1", "p2", "p3")
+                for cid in CRITERIA
+                if rng.random() < 0.6
+            }
+            as_of = f"{2026 + week // 12}-{week % 12 + 1:02d}-01"
+            patients = dict.fromkeys(("p1", "p2", "p3"), "review")
+            record(history, as_of, rng.choice(["T-1", "T-2"]), patients=patients, evidence=evidence)
+            frame = screening(patients={"p1": "review"}, evidence=evidence)["evidence"]
+            expected.update(evidence_sets(frame, as_of).values())  # in order: the last wins
+            stored = dict(history.conn.execute("SELECT * FROM evidence_sets").fetchall())
+            assert stored == expected, week
+        sets = history.conn.execute("SELECT count(*) FROM evidence_sets").fetchone()[0]
+        assert 0 < sets < 3 * 20  # sets were shared across runs, not one per group
+
+
+@pytest.mark.parametrize(
+    ("status", "answers", "message"),
+    [
+        (["p1", "p1"], [("p1", "age")], "lists a patient twice"),
+        (["p1"], [("p1", "age"), ("p2", "age")], "patient the status table does not list"),
+        (["p1"], [("p1", "age"), ("p1", "age")], "two answers of one patient"),
+    ],
+)
+def test_tables_that_do_not_fit_are_refused_and_record_nothing(
+    tmp_path: Path, status: list[str], answers: list[tuple[str, str]], message: str
+) -> None:
+    with open_history(tmp_path / "h.sqlite") as history:
+        with pytest.raises(HistoryError, match=message):
+            history.record_run(
+                run_record("2026-11-10"),
+                status=pd.DataFrame({"patient_id": status, "status": "review"}),
+                answers=pd.DataFrame(answers, columns=["patient_id", "criterion_id"]).assign(
+                    answer="met", reason=""
+                ),
+                evidence=pd.DataFrame(),
+            )
+        assert history.runs() == []
