@@ -287,6 +287,16 @@ def _texts(frame: Any, column: str) -> list[str]:
     return list(col.astype(object).where(col.notna(), "").astype(str).tolist())
 
 
+def _shared_texts(frame: Any, column: str) -> list[str]:
+    """:func:`_texts` for a column of few distinct values: one string object per value, not
+    per row (100,000 statuses as separate strings: 6 MB)."""
+    import pandas as pd
+
+    codes, values = pd.factorize(_text_column(frame, column))
+    names = values.tolist()
+    return [names[c] for c in codes.tolist()]
+
+
 def _as_of_free(value: str, open_end: str) -> str:
     """A value without what the engine computed from the as-of date: an age ("age 77": the
     birth date is the fact) or an exposure open to S ("2026-05-08..<as-of>")."""
@@ -581,15 +591,12 @@ class _AnswerTable:
             texts.append(_set_text(items))
         return texts
 
-    def per_patient(self, data: bytes, width: int) -> list[bytes | None]:
-        """``data``, ``width`` bytes per answer with evidence in cell order, cut per patient
-        (None: no evidence)."""
+    def evidence_ends(self) -> Any:
+        """Per patient, how many answers with evidence the patients up to it have: where its
+        digests end in the run's digests (cell order)."""
         import numpy as np
 
-        counts = ((self.matrix >= 0) & (self.matrix & 1 == 1)).sum(axis=1)
-        ends = (np.cumsum(counts) * width).tolist()
-        starts = [0, *ends[:-1]]
-        return [data[a:b] or None for a, b in zip(starts, ends, strict=True)]
+        return np.cumsum(((self.matrix >= 0) & (self.matrix & 1 == 1)).sum(axis=1))
 
 
 class _LatestWordings:
@@ -707,6 +714,34 @@ class RecordedAnswer:
     evidence: tuple[dict[str, str], ...]  # EVIDENCE_STORED fields per record, in order
 
 
+def _patient_rows(
+    run_id: int,
+    keys: Sequence[int],
+    statuses: Sequence[str],
+    table: _AnswerTable,
+    set_ids: Sequence[int],
+    digests: bytes,
+    wordings: bytes,
+) -> Iterator[tuple[Any, ...]]:
+    """run_patients' rows by patient key (the table's order), made one at a time: 100,000
+    rows with their evidence blobs held at once would be some 25 MB."""
+    import numpy as np
+
+    ends = table.evidence_ends().tolist()
+    starts = [0, *ends[:-1]]
+    patient_sets = table.patient_sets.tolist()
+    for i in np.argsort(np.asarray(keys), kind="stable").tolist():
+        lo, hi = starts[i], ends[i]
+        yield (
+            run_id,
+            keys[i],
+            statuses[i],
+            set_ids[patient_sets[i]],
+            digests[lo * _DIGEST : hi * _DIGEST] or None,
+            wordings[lo * _WORDING : hi * _WORDING] or None,
+        )
+
+
 class History(DecisionStore):
     """An open history database. Use :func:`open_history`; close it (or use ``with``).
 
@@ -810,7 +845,7 @@ class History(DecisionStore):
         counts = (run.get("counts") or {}).get("status") or {}
         source = run.get("source") or {}
         data_cut, data_cut_kind = _data_cut(run)
-        pids, statuses = _texts(status, "patient_id"), _texts(status, "status")
+        pids, statuses = _texts(status, "patient_id"), _shared_texts(status, "status")
         with self.transaction() as conn:
             trial_id = str(trial.get("id"))
             previous = conn.execute(
@@ -846,26 +881,15 @@ class History(DecisionStore):
             run_id = int(cursor.lastrowid or 0)
             keys = self._patient_keys(pids)
             table = _AnswerTable(pids, answers, list(criteria.get("criterion_ids") or []))
+            del pids  # the table holds them as Arrow
             digests, wordings = self._store_evidence(table, evidence, str(run.get("as_of")))
-            reason_ids = self._reason_ids(table.reasons)
-            texts = table.set_texts(reason_ids)
+            texts = table.set_texts(self._reason_ids(table.reasons))
             sets = _intern_sets(conn, texts)
             set_ids = [sets[text] for text in texts]
             conn.executemany(
                 "INSERT INTO run_patients (run_id, patient_key, status, answer_set_id, evidence, "
                 "evidence_wording) VALUES (?, ?, ?, ?, ?, ?)",
-                sorted(
-                    zip(
-                        itertools.repeat(run_id),
-                        keys,
-                        statuses,
-                        (set_ids[i] for i in table.patient_sets.tolist()),
-                        table.per_patient(digests, _DIGEST),
-                        table.per_patient(wordings, _WORDING),
-                        strict=False,
-                    ),
-                    key=operator.itemgetter(1),
-                ),
+                _patient_rows(run_id, keys, statuses, table, set_ids, digests, wordings),
             )
         return self.run(run_id)
 
@@ -889,18 +913,18 @@ class History(DecisionStore):
         digests, wordings = bytearray(), bytearray()
         rewritten: set[bytes] = set()  # digests the latest run has, written by this run
         for codes, chunk, texts in _hashed_groups(evidence, table.groups(evidence), as_of):
-            words = [w.digest() for w in map(_WORDING_OF, texts)]
+            words = list(map(_DIGEST_OF, map(_WORDING_OF, texts)))
             found.append(codes)
             digests += b"".join(chunk)
             wordings += b"".join(words)
-            known, same = stored.lookup(chunk, words)
+            known, same = (flags.tolist() for flags in stored.lookup(chunk, words))
             write = []
-            for k, digest in enumerate(chunk):
-                if same[k] and digest not in rewritten:
+            for digest, text, is_known, is_same in zip(chunk, texts, known, same, strict=True):
+                if is_same and digest not in rewritten:
                     continue
-                if known[k]:
+                if is_known:
                     rewritten.add(digest)
-                write.append((digest, texts[k].decode()))
+                write.append((digest, text.decode()))
             # by digest (stable: of two groups with one digest the later wording wins)
             self.conn.executemany(
                 "INSERT INTO evidence_sets VALUES (?, ?) ON CONFLICT (evidence_sha256) "
