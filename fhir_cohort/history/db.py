@@ -946,7 +946,7 @@ class History(DecisionStore):
         cursor = self.conn.cursor()
         cursor.row_factory = None  # plain tuples: every patient of the database is read
         known = dict(cursor.execute("SELECT patient_id, patient_key FROM patients").fetchall())
-        new = [p for p in dict.fromkeys(pids) if p not in known]
+        new = sorted(set(pids).difference(known))  # in index order: appends, not inserts
         if new:
             self.conn.executemany(
                 "INSERT INTO patients (patient_id) VALUES (?)", ((p,) for p in new)
