@@ -27,7 +27,8 @@ kept in ``--json``. SMART Fetch's six-category Observation searches take seconds
 sekmet-fhir at 10,000 patients: ``--smart-fetch-timeout SECONDS`` stops it and compares both
 clients on exactly the members it finished (``like_for_like``); ``--like-for-like A.json
 B.json`` does the same from two earlier runs' ``--json`` (fhir-cohort's and SMART Fetch's run
-one at a time, e.g. ``--skip smart-fetch`` then ``--skip fhir-cohort``).
+one at a time, e.g. ``--skip smart-fetch`` then ``--skip fhir-cohort``);
+``--smart-fetch-without Observation`` measures the rest of SMART Fetch's crawl whole.
 
 fhir-cohort's crawl is ``--strategy crawl`` (issue 11 item 1); before it is in the checkout
 that run is reported as not available. Not a test: nothing here asserts.
@@ -415,6 +416,7 @@ def run_profile(
     (so each one's requests and bytes are counted apart); with --concurrent at the same time
     (wall times then share the machine), else one after the other."""
     tools = [t for t in ("fhir-cohort", "smart-fetch") if t not in args.skip]
+    sf_types = [t for t in types if t not in args.smart_fetch_without]
     emulators = {t: CountingEmulator(upstream, PROFILES[name]).start() for t in tools}
     out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     try:
@@ -422,7 +424,7 @@ def run_profile(
         if "smart-fetch" in tools and args.smart_fetch and args.concurrent:
             print(f"\n{name}-like: SMART Fetch crawl (in the background)...", flush=True)
             url = emulators["smart-fetch"].base_url
-            started = start_smart_fetch(args.smart_fetch, url, work / "smart-fetch", types)
+            started = start_smart_fetch(args.smart_fetch, url, work / "smart-fetch", sf_types)
         if "fhir-cohort" in tools:
             print(f"\n{name}-like: fhir-cohort crawl...", flush=True)
             ehr = emulators["fhir-cohort"]
@@ -437,7 +439,7 @@ def run_profile(
             else:
                 print(f"\n{name}-like: SMART Fetch crawl...", flush=True)
                 sf_out = work / "smart-fetch"
-                run = run_smart_fetch(args.smart_fetch, ehr.base_url, sf_out, types, cap)
+                run = run_smart_fetch(args.smart_fetch, ehr.base_url, sf_out, sf_types, cap)
             run["accounting"] = ehr.accounting()
             out["smart-fetch"] = (run, ehr.stats.as_dict())
     finally:
@@ -518,6 +520,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="stop SMART Fetch after this long and compare on the members it finished "
         "(per-member accounting at the emulator)",
+    )
+    ap.add_argument(
+        "--smart-fetch-without",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="leave TYPE out of SMART Fetch's crawl (e.g. Observation: the rest of its crawl, "
+        "measured whole, when its Observations are measured on part of the Group)",
     )
     ap.add_argument(
         "--like-for-like",
