@@ -226,7 +226,9 @@ class CountingEmulator(EhrEmulator):
         parts = urlsplit(path)
         prefix = urlsplit(self.base_url).path.rstrip("/")
         segs = parts.path.removeprefix(prefix).strip("/").split("/")
-        rtype = segs[0] if len(segs) == 1 else f"{segs[0]}/*"  # a search; a read or operation
+        # a search (GET, or POST to _search: its parameters then in the body, so under "");
+        # else a read or an operation
+        rtype = segs[0] if len(segs) == 1 or segs[1:] == ["_search"] else f"{segs[0]}/*"
         named = [v for k, v in parse_qsl(parts.query) if k in ("patient", "subject")]
         ids = [i.removeprefix("Patient/") for v in named for i in v.split(",")]
         member = ids[0] if len(ids) == 1 else ""
