@@ -496,7 +496,7 @@ def print_like_for_like(name: str, ours: dict[str, Any], theirs: dict[str, Any])
         print(f"  {rtype:<22}{vals[0]:>12}{vals[1]:>12}{vals[2]:>12}{vals[3]:>12}")
     print(f"  {'together':<22}{tot[0]:>12}{tot[1]:>12}{tot[2]:>12}{tot[3]:>12}")
     for rtype, (n, size) in lfl["fhir-cohort_other_types"].items():
-        print(f"  fhir-cohort also: {rtype} {n} requests, {size} bytes (SMART Fetch: not reached)")
+        print(f"  fhir-cohort also: {rtype} {n} requests, {size} bytes (SMART Fetch: none)")
     if lfl["smart_fetch_rate"]:
         r = lfl["smart_fetch_rate"]
         print(f"  SMART Fetch's {r['type']}: {r['members']} members in {r['seconds']} s")
