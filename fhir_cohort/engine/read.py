@@ -1,7 +1,9 @@
 """Read a disk source into tidy tables: line filter, parse, flatten; in parallel when it pays.
 
-Separate Medication resources are read first in this process and handed to every worker, so a
-medicationReference resolves whichever worker reads the resource that holds it. Large NDJSON
+Separate Medication resources (files of them, and the Medications in Bundles) are read first in
+this process and handed to every worker, so a medicationReference resolves whichever worker
+reads the resource that holds it. Bundle files go to workers in groups; their entries pass an
+entry filter (:class:`_BundleEntries`) with the outcome of reading them in full. Large NDJSON
 files are cut into byte ranges on line boundaries so two cores share even one big file; line
 numbers in error locations stay exact because a range knows the line it starts at.
 

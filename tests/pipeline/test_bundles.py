@@ -117,8 +117,9 @@ def _needs() -> Any:
     return _union_needs([load_criteria(default_criteria_path())], Terminology.load())
 
 
-def _read(folder: Path, **kw: Any) -> tuple[dict[str, list[tuple[str, ...]]], dict, list]:
-    """Tables (rows sorted: workers finish in any order), read report, unmapped rows."""
+def _read(folder: Path, **kw: Any) -> tuple[dict[str, list[tuple[str, ...]]], dict, list, int]:
+    """Tables (rows sorted: workers finish in any order), read report, unmapped rows, and the
+    number of processes that read."""
     needs = _needs()
     tables, report = read_tables(
         open_source(folder),
@@ -136,7 +137,7 @@ def _read(folder: Path, **kw: Any) -> tuple[dict[str, list[tuple[str, ...]]], di
         name: sorted(tuple(map(str, r)) for r in getattr(tables, name).itertuples(index=False))
         for name in ("patients", "conditions", "medications", "observations")
     }
-    return rows, got, report.unmapped.rows()
+    return rows, got, report.unmapped.rows(), report.workers
 
 
 def _entry(resource: dict, full: str | None = None) -> dict:
@@ -152,7 +153,7 @@ def _coded(rtype: str, rid: str | None, subject: str, system: str, code: str, **
 SCT, LOINC = "http://snomed.info/sct", "http://loinc.org"
 
 
-def _adversarial(folder: Path, duplicates: bool) -> None:
+def _adversarial(folder: Path, copies: int = 0) -> None:
     """Entries only exact rules read right, in Bundles beside the converted demo."""
     deep = '{"url":"u","valueString":"v"}'
     for _ in range(505):  # parses in orjson, overflows Python's walk: reported as today
@@ -162,7 +163,7 @@ def _adversarial(folder: Path, duplicates: bool) -> None:
         _entry(pat | {"name": [{"text": "Zo\u00eb \u00dcnal"}]}, "urn:uuid:adv-p"),
         _entry(_coded("Condition", None, "urn:uuid:adv-p", SCT, "55464009"), "urn:uuid:adv-c1"),
         _entry(
-            _coded("Condition", None, "urn:uuid:adv-p", SCT, "38341003", d="caf\u00e9"),
+            _coded("Condition", None, "urn:uuid:adv-p", SCT, "271737000", d="caf\u00e9"),
             "urn:uuid:adv-c2",
         ),
         _entry(_coded("Observation", "adv-o1", "urn:uuid:adv-p", LOINC, "5130-0")),  # no fullUrl
@@ -204,19 +205,22 @@ def _adversarial(folder: Path, duplicates: bool) -> None:
         ),
     ]
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
-    deep_entry = '{"resource":{"resourceType":"Encounter","id":"e","extension":[' + deep + "]}}"
-    (folder / "adversarial.json").write_text(json.dumps(bundle)[:-2] + "," + deep_entry + "]}")
+    deep_entry = '{"fullUrl":"urn:uuid:e","resource":{"resourceType":"Encounter","id":"e"'
+    deep_entry += ',"extension":[' + deep + "]}}"
+    (folder / "adversarial.json").write_text(json.dumps(bundle))
+    # a Bundle with an entry too deep to walk is read in full, the others filtered
+    (folder / "deep.json").write_text('{"resourceType":"Bundle","entry":[' + deep_entry + "]}")
     # Another patient's Bundle, gzipped, its non-ASCII text as UTF-8, not escaped
     other = json.dumps(bundle | {"entry": entries[:9]}, ensure_ascii=False)
     with gzip.open(folder / "adversarial-2.json.gz", "wt", encoding="utf-8") as fh:
         fh.write(other.replace('"adv-', '"gz-').replace(":adv-", ":gz-"))
     (folder / "broken.json").write_text('{"resourceType":"Bundle","entry":[{"resource":')
-    if duplicates:
-        # Copies in another Bundle of a filtered entry, and a later version of a read one
-        # whose code no criterion uses: dedup must see every copy.
-        later = _coded("Observation", "adv-o1", "Patient/x", LOINC, "8302-2")
-        later["meta"] = {"versionId": "2"}
-        again = [entries[4], _entry(later)]
+    # copies 1: in another Bundle, a copy of a filtered entry; 2: also a later version of a
+    # read one whose code no criterion uses. Dedup must see every copy.
+    later = _coded("Observation", "adv-o1", "Patient/x", LOINC, "8302-2")
+    later["meta"] = {"versionId": "2"}
+    again = [entries[4], _entry(later)][:copies]
+    if again:
         (folder / "copies.json").write_text(json.dumps(bundle | {"entry": again}))
 
 
@@ -227,31 +231,35 @@ def demo_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_parallel_bundle_reading_reads_the_demo_as_ndjson_and_in_full(
-    demo_bundles: Path, workers: int
-) -> None:
-    fast = _read(demo_bundles, workers=workers)
+def test_parallel_bundle_reading_reads_the_demo_as_ndjson_and_in_full(demo_bundles: Path) -> None:
     full = _read(demo_bundles, workers=1, filter_bundles=False)
-    assert fast == full
+    for workers in (1, 2):
+        fast = _read(demo_bundles, workers=workers)
+        assert fast[3] == workers
+        assert fast[:3] == full[:3]
     # The same data as NDJSON: the same tables and unmapped codes (Bundles count every entry
     # as read, NDJSON only the lines the filter passes: the counts differ by design).
-    ndjson = _read(DEMO_DATA, workers=workers)
+    ndjson = _read(DEMO_DATA, workers=2)
     assert fast[0] == ndjson[0]
     assert fast[2] == ndjson[2]
     for key in ("duplicates", "unresolved_references", "skipped"):
         assert fast[1][key] == ndjson[1][key], key
 
 
-@pytest.mark.parametrize("duplicates", [False, True])
-def test_parallel_bundle_reading_reads_adversarial_bundles_as_in_full(
-    tmp_path: Path, duplicates: bool
-) -> None:
-    _to_bundles(DEMO_DATA, tmp_path / "b")
-    _adversarial(tmp_path / "b", duplicates)
-    full = _read(tmp_path / "b", workers=1, filter_bundles=False)
+def test_parallel_bundle_reading_reads_adversarial_bundles_as_in_full(tmp_path: Path) -> None:
+    _to_bundles(DEMO_DATA, tmp_path / "all")
+    folder = tmp_path / "b"
+    folder.mkdir()
+    # a few patients' Bundles (some gzipped) and the Medications' Bundle are enough here
+    for path in {*sorted((tmp_path / "all").iterdir())[::25], tmp_path / "all/medications.json"}:
+        path.rename(folder / path.name)
+    _adversarial(folder)
+    full = _read(folder, workers=1, filter_bundles=False)
     assert len(full[1]["errors"]) == 4  # broken Bundle, no id, unknown type, too deep
-    if duplicates:
-        assert full[1]["duplicates"]["resources"] == {"Observation": 2}
     for workers in (1, 2):
-        assert _read(tmp_path / "b", workers=workers) == full
+        assert _read(folder, workers=workers)[:3] == full[:3]
+    for copies in (1, 2):
+        _adversarial(folder, copies)
+        full = _read(folder, workers=1, filter_bundles=False)
+        assert full[1]["duplicates"]["resources"] == {"Observation": copies}
+        assert _read(folder, workers=2)[:3] == full[:3]
