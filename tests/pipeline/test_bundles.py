@@ -63,14 +63,16 @@ def _to_bundles(src: Path, dst: Path, keep_ids: bool = False) -> None:
             f"{r['resourceType']}/{r['id']}": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, r['id'])}"
             for r in resources
         }
+        kept = {k: f"urn:uuid:{k.split('/')[1]}" for k in urls}
         entries = []
         for r in resources:
             full = urls[f"{r['resourceType']}/{r['id']}"]
-            body = _rewrite(r, urls)
             if keep_ids:
                 full = f"urn:uuid:{r['id']}"
-                body = _rewrite(r, {k: f"urn:uuid:{k.split('/')[1]}" for k in urls})
-            elif r["resourceType"] == "Patient":
+                body = _rewrite(r, kept)
+            else:
+                body = _rewrite(r, urls)
+            if r["resourceType"] == "Patient" and not keep_ids:
                 body = {k: v for k, v in body.items() if k != "id"}  # id from the uuid
             entries.append(
                 {
