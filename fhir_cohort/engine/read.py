@@ -658,7 +658,7 @@ def _read_medications(
         if declared == "Medication"
     )
     meds, keys = medications_of(streams, cfg, report, ledger, tmp)
-    _bundle_medications(source, report, meds, keys)
+    _bundle_medications(source, report, meds, keys, cfg.validate)
     return meds, keys
 
 
@@ -671,11 +671,13 @@ def _bundle_medications(
     report: ReadReport,
     meds: dict[str, dict[str, Any]],
     keys: dict[str, tuple[int, int, int]],
+    validate: bool,
 ) -> None:
     """Add the Medications of the source's Bundles to ``meds`` and ``keys`` (the latest copy
     of each id, as the flattener keeps them), so every worker resolves a medicationReference
     to another Bundle's Medication, and one process resolves it as the workers do. Nothing is
-    counted or reported here: the Bundles' own reading does that."""
+    counted or reported here: the Bundles' own reading does that (``validate``: as it does, so a
+    Medication it skips as invalid is not added either)."""
     index = {name: i for i, name in enumerate(report.files)}
     for declared, path in source.files({"Medication"}):
         name = str(path)
@@ -684,7 +686,7 @@ def _bundle_medications(
         data = read_bytes(path)
         if _MEDICATION_TOKEN not in data and b"\\u" not in data:
             continue
-        for resource, loc in iter_bundle_bytes(name, data, types={"Medication"}):
+        for resource, loc in iter_bundle_bytes(name, data, types={"Medication"}, validate=validate):
             rid = resource["id"]
             key = (*version_key(resource), location_key(index.get(name, 0), name, loc))
             old = keys.get(rid)
