@@ -21,6 +21,15 @@ on PATH; without it that comparison is left out and said so).
    profile serves, plus the Group read) and the ratios against issue 11's targets; checks that
    the crawl's patients.csv rows equal the on-disk screen's rows for the same patients.
 
+Each emulator also keeps per-member accounting (``CountingEmulator``: requests and bytes by
+the patient a request names and the type it searches, and whether that search has pages left),
+kept in ``--json``. SMART Fetch's six-category Observation searches take seconds each on
+sekmet-fhir at 10,000 patients: ``--smart-fetch-timeout SECONDS`` stops it and compares both
+clients on exactly the members it finished (``like_for_like``); ``--like-for-like A.json
+B.json`` does the same from two earlier runs' ``--json`` (fhir-cohort's and SMART Fetch's run
+one at a time, e.g. ``--skip smart-fetch`` then ``--skip fhir-cohort``);
+``--smart-fetch-without Observation`` measures the rest of SMART Fetch's crawl whole.
+
 fhir-cohort's crawl is ``--strategy crawl`` (issue 11 item 1); before it is in the checkout
 that run is reported as not available. Not a test: nothing here asserts.
 """
@@ -32,14 +41,18 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -186,6 +199,106 @@ def _served(profile: str, rtype: str) -> bool:
     return not isinstance(rule, TypeNotOffered) or rtype in rule.offered
 
 
+# -- per-member accounting ----------------------------------------------------------------------
+
+_NEXT = re.compile(rb'"relation"\s*:\s*"next"')
+
+
+class CountingEmulator(EhrEmulator):
+    """The emulator, plus what each request cost per member and type: requests and bytes by
+    the ``patient`` (or ``subject``) it named (an Epic-like next page repeats the query;
+    anything naming no single patient goes under ""), whether that member's search of that
+    type is still open (its last page had a next link) and when it closed. A SMART Fetch run
+    stopped part way is then compared on the members it finished (``like_for_like``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._t0 = time.monotonic()
+        self._acct_lock = threading.Lock()
+        # (member, type) -> [requests, bytes, open, seconds when its last page came]
+        self.acct: dict[tuple[str, str], list[Any]] = {}
+        self.first: dict[str, float] = {}  # type -> seconds of its first request
+
+    def _handle(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        status, out, data = super()._handle(method, path, body, headers)
+        parts = urlsplit(path)
+        prefix = urlsplit(self.base_url).path.rstrip("/")
+        segs = parts.path.removeprefix(prefix).strip("/").split("/")
+        # a search (GET, or POST to _search: its parameters then in the body, so under "");
+        # else a read or an operation
+        rtype = segs[0] if len(segs) == 1 or segs[1:] == ["_search"] else f"{segs[0]}/*"
+        named = [v for k, v in parse_qsl(parts.query) if k in ("patient", "subject")]
+        ids = [i.removeprefix("Patient/") for v in named for i in v.split(",")]
+        member = ids[0] if len(ids) == 1 else ""
+        now = round(time.monotonic() - self._t0, 3)
+        with self._acct_lock:
+            self.first.setdefault(rtype, now)
+            row = self.acct.setdefault((member, rtype), [0, 0, False, now])
+            row[0] += 1
+            row[1] += len(data)
+            row[2] = status == 200 and bool(_NEXT.search(data))
+            row[3] = now
+        return status, out, data
+
+    def accounting(self) -> dict[str, Any]:
+        with self._acct_lock:
+            by_member: dict[str, dict[str, list[Any]]] = {}
+            for (member, rtype), (n, size, still_open, t) in self.acct.items():
+                by_member.setdefault(member, {})[rtype] = [n, size, still_open, t]
+            return {"by_member": by_member, "first": dict(self.first)}
+
+
+def like_for_like(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """fhir-cohort and a SMART Fetch run that stopped part way, on the members SMART Fetch
+    finished: the types it searched at all, every one closed (no next page left) for those
+    members. Measured: both clients' requests and bytes for exactly those members and types,
+    and SMART Fetch's rate per member on its slowest type. Not measured (left to the caller
+    to project): the types and members it never reached, and its Medication reads, which come
+    after the crawl."""
+    mine = ours["accounting"]["by_member"]
+    them = theirs["accounting"]["by_member"]
+    started = sorted({t for m, row in them.items() if m for t in row})
+    done = sorted(
+        m for m, row in them.items() if m and all(t in row and not row[t][2] for t in started)
+    )
+    per_type: dict[str, Any] = {}
+    for rtype in started:
+        a = [mine.get(m, {}).get(rtype, [0, 0]) for m in done]
+        b = [them[m][rtype] for m in done]
+        per_type[rtype] = {
+            "fhir-cohort": [sum(r[0] for r in a), sum(r[1] for r in a)],
+            "smart-fetch": [sum(r[0] for r in b), sum(r[1] for r in b)],
+        }
+    other = sorted({t for m in done for t in mine.get(m, {})} - set(started))
+    extra = {
+        t: [sum(mine.get(m, {}).get(t, [0, 0])[0] for m in done),
+            sum(mine.get(m, {}).get(t, [0, 0])[1] for m in done)]
+        for t in other
+    }  # fmt: skip
+
+    # the type it was on when stopped (fewest members closed): its pace, members closed per
+    # second since its first request
+    def closed(t: str) -> list[float]:
+        return [row[t][3] for m, row in them.items() if m and t in row and not row[t][2]]
+
+    slow = min(started, key=lambda t: len(closed(t)), default=None)
+    rate = None
+    if slow is not None:
+        times = closed(slow)
+        since = theirs["accounting"]["first"].get(slow)
+        if times and since is not None:
+            rate = {"type": slow, "members": len(times), "seconds": round(max(times) - since, 1)}
+    return {
+        "members": len(done),
+        "types": started,
+        "per_type": per_type,
+        "fhir-cohort_other_types": extra,
+        "smart_fetch_rate": rate,
+    }
+
+
 # -- the two crawls -----------------------------------------------------------------------------
 
 
@@ -250,15 +363,30 @@ def start_smart_fetch(exe: str, url: str, out: Path, types: list[str]) -> Any:
     return proc, crawled, time.perf_counter()
 
 
-def run_smart_fetch(exe: str | None, url: str, out: Path, types: list[str]) -> dict[str, Any]:
+def run_smart_fetch(
+    exe: str | None, url: str, out: Path, types: list[str], cap: float | None = None
+) -> dict[str, Any]:
     if not exe:
         return {"error": "smart-fetch not found (pip install smart-fetch in a venv of its own)"}
-    return finish_smart_fetch(start_smart_fetch(exe, url, out, types), out)
+    return finish_smart_fetch(start_smart_fetch(exe, url, out, types), out, cap)
 
 
-def finish_smart_fetch(started: Any, out: Path) -> dict[str, Any]:
+def finish_smart_fetch(started: Any, out: Path, cap: float | None = None) -> dict[str, Any]:
+    """Wait for SMART Fetch; past ``cap`` seconds from its start, stop it (SIGTERM) and report
+    how far it got (the emulator's per-member accounting says which members it finished)."""
     proc, crawled, t0 = started
-    stdout, stderr = proc.communicate()
+    stopped = False
+    try:
+        left = None if cap is None else max(1.0, cap - (time.perf_counter() - t0))
+        stdout, stderr = proc.communicate(timeout=left)
+    except subprocess.TimeoutExpired:
+        stopped = True
+        proc.terminate()
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
     resources: dict[str, int] = {}
     failed = 0
@@ -274,7 +402,10 @@ def finish_smart_fetch(started: Any, out: Path) -> dict[str, Any]:
             resources[rtype] = resources.get(rtype, 0) + n
     run: dict[str, Any] = {"wall": wall, "resources": resources, "error_outcomes": failed}
     run["types"] = crawled
-    if proc.returncode != 0:
+    if stopped:
+        run["stopped_after"] = round(wall, 1)
+        run["error"] = f"stopped after {wall:.0f} s (--smart-fetch-timeout): not finished"
+    elif proc.returncode != 0:
         tail = (stderr.strip() or stdout.strip())[-500:]
         run["error"] = f"exit {proc.returncode}: {tail}"
     return run
@@ -287,26 +418,31 @@ def run_profile(
     (so each one's requests and bytes are counted apart); with --concurrent at the same time
     (wall times then share the machine), else one after the other."""
     tools = [t for t in ("fhir-cohort", "smart-fetch") if t not in args.skip]
-    emulators = {t: EhrEmulator(upstream, PROFILES[name]).start() for t in tools}
+    sf_types = [t for t in types if t not in args.smart_fetch_without]
+    emulators = {t: CountingEmulator(upstream, PROFILES[name]).start() for t in tools}
     out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     try:
         started = None
         if "smart-fetch" in tools and args.smart_fetch and args.concurrent:
             print(f"\n{name}-like: SMART Fetch crawl (in the background)...", flush=True)
             url = emulators["smart-fetch"].base_url
-            started = start_smart_fetch(args.smart_fetch, url, work / "smart-fetch", types)
+            started = start_smart_fetch(args.smart_fetch, url, work / "smart-fetch", sf_types)
         if "fhir-cohort" in tools:
             print(f"\n{name}-like: fhir-cohort crawl...", flush=True)
             ehr = emulators["fhir-cohort"]
             run = run_fhir_cohort(ehr.base_url, work / "cache", work / "out", args.concurrency)
+            run["accounting"] = ehr.accounting()
             out["fhir-cohort"] = (run, ehr.stats.as_dict())
         if "smart-fetch" in tools:
             ehr = emulators["smart-fetch"]
+            cap = args.smart_fetch_timeout
             if started is not None:
-                run = finish_smart_fetch(started, work / "smart-fetch")
+                run = finish_smart_fetch(started, work / "smart-fetch", cap)
             else:
                 print(f"\n{name}-like: SMART Fetch crawl...", flush=True)
-                run = run_smart_fetch(args.smart_fetch, ehr.base_url, work / "smart-fetch", types)
+                sf_out = work / "smart-fetch"
+                run = run_smart_fetch(args.smart_fetch, ehr.base_url, sf_out, sf_types, cap)
+            run["accounting"] = ehr.accounting()
             out["smart-fetch"] = (run, ehr.stats.as_dict())
     finally:
         for ehr in emulators.values():
@@ -349,6 +485,24 @@ def mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def print_like_for_like(name: str, ours: dict[str, Any], theirs: dict[str, Any]) -> Any:
+    lfl = like_for_like(ours, theirs)
+    print(f"\n{name}-like, on the {lfl['members']} members SMART Fetch finished (measured):")
+    print(f"  {'type':<22}{'fc requests':>12}{'fc bytes':>12}{'SF requests':>12}{'SF bytes':>12}")
+    tot = [0, 0, 0, 0]
+    for rtype, row in lfl["per_type"].items():
+        vals = [*row["fhir-cohort"], *row["smart-fetch"]]
+        tot = [x + y for x, y in zip(tot, vals, strict=True)]
+        print(f"  {rtype:<22}{vals[0]:>12}{vals[1]:>12}{vals[2]:>12}{vals[3]:>12}")
+    print(f"  {'together':<22}{tot[0]:>12}{tot[1]:>12}{tot[2]:>12}{tot[3]:>12}")
+    for rtype, (n, size) in lfl["fhir-cohort_other_types"].items():
+        print(f"  fhir-cohort also: {rtype} {n} requests, {size} bytes (SMART Fetch: none)")
+    if lfl["smart_fetch_rate"]:
+        r = lfl["smart_fetch_rate"]
+        print(f"  SMART Fetch's {r['type']}: {r['members']} members in {r['seconds']} s")
+    return lfl
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--patients", type=int, default=10_000)
@@ -362,6 +516,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=None)
     ap.add_argument("--skip", action="append", default=[], choices=["fhir-cohort", "smart-fetch"])
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--smart-fetch-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop SMART Fetch after this long and compare on the members it finished "
+        "(per-member accounting at the emulator)",
+    )
+    ap.add_argument(
+        "--smart-fetch-without",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="leave TYPE out of SMART Fetch's crawl (e.g. Observation: the rest of its crawl, "
+        "measured whole, when its Observations are measured on part of the Group)",
+    )
+    ap.add_argument(
+        "--like-for-like",
+        nargs=2,
+        type=Path,
+        metavar=("OURS_JSON", "THEIRS_JSON"),
+        help="only compare two --json files of earlier runs (fhir-cohort's in the first, a "
+        "stopped SMART Fetch's in the second) on the members SMART Fetch finished, per profile",
+    )
     ap.add_argument(
         "--reload",
         action="store_true",
@@ -379,6 +556,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     profiles = args.profile or ["epic", "oracle"]
+    if args.like_for_like:
+        ours, theirs = (json.loads(p.read_text())["runs"] for p in args.like_for_like)
+        for name in profiles:
+            a, b = ours.get(f"{name}/fhir-cohort"), theirs.get(f"{name}/smart-fetch")
+            if a and b:
+                print_like_for_like(name, a, b)
+        return 0
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     work = args.workdir
@@ -444,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
                     run["check"] = compare(run.pop("patients_table"), disks[served], members)
                 figures["runs"][f"{name}/{tool}"] = run
                 print(f"{name}-like, {tool}:")
-                print(f"  {json.dumps({k: v for k, v in run.items() if k != 'emulator'})}")
+                shown = {k: v for k, v in run.items() if k not in ("emulator", "accounting")}
+                print(f"  {json.dumps(shown)}")
                 print(f"  refused: {stats['rejected']}; statuses: {stats['statuses']}")
 
         print(f"\n{'profile/tool':<24}{'requests':>9}{'bytes':>11}{'wall s':>8}{'vs LB':>7}")
@@ -481,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if ours and "check" in ours:
                 print(f"  {name}: {ours['check']}")
+            if ours and theirs and "stopped_after" in theirs and "accounting" in ours:
+                ours["like_for_like"] = print_like_for_like(name, ours, theirs)
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2, default=str))
     except KeyboardInterrupt:

@@ -23,19 +23,29 @@ With ``--engine spark`` it then screens with the Spark engine (``--spark-master`
 spark / local wall time, CPU and peak memory of the whole process tree (the JVM and Spark's
 Python workers included: CPU is sampled from /proc, as they are not waited-for children) and
 whether the two patients.csv are byte-identical.
+
+With ``--bundles`` it also writes the hospital as a Bundle folder (``--dir``/bundles-N: one
+transaction Bundle per patient, urn:uuid fullUrls and references, as Synthea writes them; the
+Medications in a Bundle of their own), measures the Bundle ceiling (orjson.loads of every
+Bundle file on all cores) and screens the NDJSON folder and the Bundle folder alternately
+(``--repeat`` rounds), printing per round Bundle / NDJSON wall and CPU, each screen's ceiling
+time / wall time, and whether the two patients.csv are byte-identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -79,6 +89,91 @@ def ensure_hospital(folder: Path, patients: int, files_per_type: int) -> dict:
     return meta
 
 
+_REF = re.compile(rb'"reference":"([A-Za-z]+)/([^"]+)"')
+
+
+def _patient_of(res: dict) -> str:
+    if res["resourceType"] == "Patient":
+        return res["id"]
+    ref = (res.get("subject") or res.get("patient") or {}).get("reference", "")
+    return ref.split("/")[-1]
+
+
+def _write_bundles(groups: dict[str, list[tuple[bytes, bytes, bytes]]], folder: Path) -> None:
+    """One transaction Bundle per patient, as Synthea writes them: every entry's fullUrl is
+    urn:uuid:<id> and references to entries of the same Bundle are rewritten to it."""
+    for pid, items in groups.items():
+        local = {rtype + b"/" + rid for rtype, rid, _ in items}
+
+        def ref(m: re.Match[bytes], local: set[bytes] = local) -> bytes:
+            if m.group(1) + b"/" + m.group(2) in local:
+                return b'"reference":"urn:uuid:' + m.group(2) + b'"'
+            return m.group(0)
+
+        entries = [
+            b'{"fullUrl":"urn:uuid:'
+            + rid
+            + b'","resource":'
+            + _REF.sub(ref, raw)
+            + b',"request":{"method":"POST","url":"'
+            + rtype
+            + b'"}}'
+            for rtype, rid, raw in items
+        ]
+        name = "patient-" + hashlib.sha1(pid.encode()).hexdigest()[:16] + ".json"
+        (folder / name).write_bytes(
+            b'{"resourceType":"Bundle","type":"transaction","entry":['
+            + b",".join(entries)
+            + b"]}\n"
+        )
+
+
+def ensure_bundles(ndjson: Path, folder: Path) -> dict:
+    """The NDJSON hospital as a Bundle folder: one Bundle per patient (every type the export
+    holds, Encounters too) and the separate Medications in a Bundle of their own, which the
+    patients' Bundles reference as Medication/<id> (a cross-Bundle reference)."""
+    meta_path = folder / ".benchmark.json"
+    source_meta = json.loads((ndjson / ".benchmark.json").read_text())
+    if meta_path.exists() and json.loads(meta_path.read_text()).get("source") == source_meta:
+        return json.loads(meta_path.read_text())
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    t0 = time.perf_counter()
+    files = sorted(ndjson.glob("*.ndjson"))
+    total = sum(p.stat().st_size for p in files)
+    # Patients in partitions of about 400 MB each, one pass over the files per partition.
+    parts = max(1, -(-total // (400 * 1024 * 1024)))
+    meds: list[bytes] = []
+    for part in range(parts):
+        groups: dict[str, list[tuple[bytes, bytes, bytes]]] = {}
+        for path in files:
+            with path.open("rb") as fh:
+                for line in fh:
+                    line = line.rstrip(b"\n")
+                    if not line:
+                        continue
+                    res = orjson.loads(line)
+                    rtype, rid = res["resourceType"].encode(), res["id"].encode()
+                    if rtype == b"Medication":
+                        if part == 0:
+                            meds.append(
+                                b'{"fullUrl":"urn:uuid:' + rid + b'","resource":' + line + b"}"
+                            )
+                        continue
+                    pid = _patient_of(res)
+                    if zlib.crc32(pid.encode()) % parts == part:
+                        groups.setdefault(pid, []).append((rtype, rid, line))
+        _write_bundles(groups, folder)
+    (folder / "medications.json").write_bytes(
+        b'{"resourceType":"Bundle","type":"collection","entry":[' + b",".join(meds) + b"]}\n"
+    )
+    meta = {"source": source_meta, "convert_seconds": round(time.perf_counter() - t0, 1)}
+    meta_path.write_text(json.dumps(meta))
+    return meta
+
+
 def _parse_file(path: str) -> int:
     n = 0
     loads = orjson.loads
@@ -89,10 +184,17 @@ def _parse_file(path: str) -> int:
     return n
 
 
-def orjson_ceiling(files: list[Path], workers: int) -> tuple[int, float]:
+def _parse_bundle(path: str) -> int:
+    with open(path, "rb") as fh:
+        return len(orjson.loads(fh.read()).get("entry") or ())
+
+
+def orjson_ceiling(files: list[Path], workers: int, bundles: bool = False) -> tuple[int, float]:
+    """(resources, seconds) of orjson.loads of every line (every Bundle) of ``files``."""
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        n = sum(pool.map(_parse_file, [str(p) for p in files]))
+        parse = _parse_bundle if bundles else _parse_file
+        n = sum(pool.map(parse, [str(p) for p in files], chunksize=1 + len(files) // 64))
     return n, time.perf_counter() - t0
 
 
@@ -267,6 +369,12 @@ def main() -> None:
     )
     ap.add_argument("--spark-master", default="local[2]", help="with --engine spark")
     ap.add_argument(
+        "--bundles",
+        action="store_true",
+        help="also screen the hospital written as a Bundle folder (one Bundle per patient) "
+        "and the NDJSON folder alternately, --repeat times, and print Bundle / NDJSON",
+    )
+    ap.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -316,6 +424,56 @@ def main() -> None:
         compare_trials(folder, args, (wall, peak_kib, run))
     if args.engine == "spark":
         compare_spark(folder, args, (wall, peak_kib, run))
+    if args.bundles:
+        compare_bundles(folder, args, (wall, peak_kib, run), ceiling)
+
+
+def compare_bundles(
+    folder: Path, args: argparse.Namespace, first: tuple[float, int, dict], ceiling: float | None
+) -> None:
+    """The same hospital as a Bundle folder against NDJSON, alternately (a shared machine's
+    load comes and goes: compare within a round), each against its own orjson ceiling."""
+    bundles = args.dir / f"bundles-{args.patients}"
+    meta = ensure_bundles(folder, bundles)
+    files = sorted(bundles.glob("*.json"))
+    size = sum(p.stat().st_size for p in files)
+    print(
+        f"bundles: {len(files):,} Bundle files, {size / 1e9:.2f} GB (every type, Encounters "
+        f"too), converted in {meta['convert_seconds']} s"
+    )
+    workers = args.workers or os.cpu_count() or 1
+    n_b, t_b = orjson_ceiling(files, workers, bundles=True)
+    print(f"bundle ceiling: orjson.loads of {len(files):,} Bundles ({n_b:,} entries) on "
+          f"{workers} processes: {t_b:.1f} s")  # fmt: skip
+    t_n = None
+    if ceiling is not None:
+        t_n = sum(first[2]["lines"].values()) / ceiling
+    ndjson = [first]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            if i:
+                ndjson.append(run_screen(folder, Path(tmp) / f"ndjson-{i}", args.workers))
+            want = (
+                first[2]["benchmark_patients_csv"]
+                if i == 0
+                else (Path(tmp) / f"ndjson-{i}" / "patients.csv").read_bytes()
+            )
+            bundle = run_screen(bundles, Path(tmp) / f"bundles-{i}", args.workers)
+            same = (Path(tmp) / f"bundles-{i}" / "patients.csv").read_bytes() == want
+            show(f"NDJSON (round {i + 1})", ndjson[-1])
+            show(f"Bundles (round {i + 1})", bundle)
+            n_wall, b_wall = ndjson[-1][0], bundle[0]
+            n_cpu = ndjson[-1][2]["benchmark_cpu_seconds"]
+            b_cpu = bundle[2]["benchmark_cpu_seconds"]
+            vs = f"; ceiling / wall: NDJSON {t_n / n_wall:.2f}" if t_n else ""
+            print(
+                f"round {i + 1}: Bundles / NDJSON = {b_wall / n_wall:.2f} wall, "
+                f"{b_cpu / n_cpu:.2f} CPU, {bundle[1] / ndjson[-1][1]:.2f} peak memory"
+                f"{vs}{',' if vs else '; ceiling / wall:'} Bundles {t_b / b_wall:.2f}; "
+                f"workers {bundle[2]['workers']}; patients.csv identical: {same}; "
+                f"load average {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
 
 
 def compare_spark(folder: Path, args: argparse.Namespace, first: tuple[float, int, dict]) -> None:

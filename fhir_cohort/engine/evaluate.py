@@ -266,7 +266,11 @@ def evaluate(
     # fields) has, for a patient with none of those rows it can read (none, or none in its
     # value sets), an outcome computed once per key of those fields.
     rows_shortcut = Shortcut(define) if shortcut else None
-    answers: list[tuple[Any, ...]] = []
+    # Answers column by column (8 per patient): a tuple per answer cost more than the frame.
+    a_pid: list[str] = []
+    a_crit: list[str] = []
+    a_answer: list[str] = []
+    a_reason: list[str] = []
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
     seen: set[str] = set()
@@ -287,15 +291,37 @@ def evaluate(
         for crit in trial.criteria:
             o = evaluate_criterion(crit, scope)
             outcomes.append(o)
-            answers.append((pid, crit.id, o.answer, o.reason))
-            evidence.extend((pid, crit.id, *e) for e in o.evidence)
+            a_pid.append(pid)
+            a_crit.append(crit.id)
+            a_answer.append(o.answer)
+            a_reason.append(o.reason)
+            if o.evidence:
+                evidence.extend((pid, crit.id, *e) for e in o.evidence)
         st, reasons = patient_status(trial, outcomes)
         status.append((pid, st, reasons))
+    # Each frame built and its rows freed before the next (the peak of the evaluation).
+    columns = [a_pid, a_crit, a_answer, a_reason]
+    answers = _frame(columns, ANSWER_COLUMNS)
+    del columns, a_pid, a_crit, a_answer, a_reason
+    evidence_frame = pd.DataFrame.from_records(evidence, columns=list(EVIDENCE_COLUMNS))
+    del evidence
     return EvaluationResult(
-        answers=pd.DataFrame.from_records(answers, columns=list(ANSWER_COLUMNS)),
-        evidence=pd.DataFrame.from_records(evidence, columns=list(EVIDENCE_COLUMNS)),
+        answers=answers,
+        evidence=evidence_frame,
         status=pd.DataFrame.from_records(status, columns=list(STATUS_COLUMNS)),
     )
+
+
+def _frame(columns: list[list[Any]], names: tuple[str, ...]) -> pd.DataFrame:
+    """The frame ``DataFrame.from_records`` builds from the rows these columns hold (same
+    dtypes), one column converted at a time, each list emptied once converted."""
+    if not columns[0]:
+        return pd.DataFrame.from_records([], columns=list(names))
+    out: dict[str, Any] = {}
+    for name, values in zip(names, columns, strict=True):
+        out[name] = pd.DataFrame({name: values})[name]
+        values.clear()
+    return pd.DataFrame(out, copy=False)
 
 
 def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:

@@ -1,7 +1,9 @@
 """Read a disk source into tidy tables: line filter, parse, flatten; in parallel when it pays.
 
-Separate Medication resources are read first in this process and handed to every worker, so a
-medicationReference resolves whichever worker reads the resource that holds it. Large NDJSON
+Separate Medication resources (files of them, and the Medications in Bundles) are read first in
+this process and handed to every worker, so a medicationReference resolves whichever worker
+reads the resource that holds it. Bundle files go to workers in groups; their entries pass an
+entry filter (:class:`_BundleEntries`) with the outcome of reading them in full. Large NDJSON
 files are cut into byte ranges on line boundaries so two cores share even one big file; line
 numbers in error locations stay exact because a range knows the line it starts at.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import multiprocessing
+import operator
 import os
 import re
 import time
@@ -24,6 +27,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from fhir_cohort.engine.dedup import Ledger, location_key, version_key, winner
 from fhir_cohort.engine.flatten import (
     _CODE_VALUE,
     _COMPACT_START,
+    CODE_ONLY_TYPES,
     CodeLineFilter,
     Flattener,
     make_line_filter,
@@ -48,14 +53,24 @@ from fhir_cohort.engine.unmapped import (
     unmapped_codings,
 )
 from fhir_cohort.errors import MalformedResourceError, SourceError
-from fhir_cohort.fhir.references import ReferenceResolver
-from fhir_cohort.fhir.sources import DiskSource, iter_file, iter_ndjson_range
+from fhir_cohort.fhir.ndjson import read_bytes
+from fhir_cohort.fhir.references import LOCAL, MISSING, OTHER_TYPE, ReferenceResolver
+from fhir_cohort.fhir.sources import (
+    DiskSource,
+    classify,
+    iter_bundle_bytes,
+    iter_file,
+    iter_ndjson_range,
+)
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 
 # Below this many bytes the process start-up costs more than it saves.
 PARALLEL_MIN_BYTES = 48 * 1024 * 1024
 # Byte-range size for splitting big uncompressed NDJSON files across workers.
 CHUNK_BYTES = 64 * 1024 * 1024
+# Bundle files are whole tasks; small ones (Synthea: one per patient) go to workers in groups
+# of about this many bytes, so per-task overhead vanishes.
+BUNDLE_GROUP_BYTES = 16 * 1024 * 1024
 MAX_ERRORS_KEPT = 1000
 _TABLES = ("patients", "conditions", "medications", "observations")
 # The resource types the tables are built from (Medication is read first, separately).
@@ -170,6 +185,8 @@ class _TaskResult:
     ledger: Ledger = field(default_factory=Ledger)
     # (type, id) hashes of the lines the line filter dropped unparsed (see _IdRecorder).
     dropped: array = field(default_factory=lambda: array("q"))
+    # The same for Bundle entries the entry filter took out (see _BundleEntries).
+    bundle_dropped: array = field(default_factory=lambda: array("q"))
     probe: int = field(default_factory=lambda: hash(_PROBE))
 
 
@@ -186,6 +203,8 @@ class _Config:
     filter_lines: bool = True
     # Code-only files filtered a block of lines at a time (the same lines as line by line).
     block_filter: bool = True
+    # Bundle entries filtered before their references are rewritten (_BundleEntries).
+    filter_bundles: bool = True
 
 
 # The leading resourceType and id of a line without backslashes (the filter drops no other):
@@ -231,32 +250,102 @@ class _IdRecorder:
         return False
 
 
+class _BundleEntries:
+    """The reader's filter for Bundle entries (a :data:`fhir_cohort.fhir.sources.EntryFilter`),
+    with the outcome of reading every entry in full.
+
+    An entry of a type no table holds (Encounter, Claim, ...) and a Condition, Procedure or
+    Observation without a relevant code (the flattener's own test) give no row: they are
+    counted, and the latter's unmapped codes and (type, id) recorded as reading them would
+    (the subject's fullUrl rewritten, so the same records count as unmapped), without walking
+    the whole resource to rewrite its references and without the ledger copy. Every other
+    entry (Patient, Medication*, relevant ones) is read in full. A filtered entry whose id
+    another copy shares makes read_tables read the Bundles again unfiltered, so duplicates are
+    decided and reported exactly as before.
+    """
+
+    def __init__(self, flattener: Flattener, out: _TaskResult, cfg: _Config) -> None:
+        self.flattener = flattener
+        self.out = out
+        self.cfg = cfg
+        self.resolve = cfg.refs.resolve
+        self.relevant = flattener._relevant
+
+    def __call__(self, res: dict[str, Any], urls: dict[str, str]) -> bool:
+        rtype = res["resourceType"]
+        if rtype in CODE_ONLY_TYPES:
+            if self.relevant(res.get("code")):
+                return True
+            if rtype == "Observation":
+                for comp in res.get("component") or ():
+                    if isinstance(comp, dict) and self.relevant(comp.get("code")):
+                        return True
+            subject = res.get("subject")
+            if urls and isinstance(subject, dict):
+                ref = subject.get("reference")
+                if isinstance(ref, str) and ref in urls:
+                    subject["reference"] = urls[ref]
+            out = self.out
+            if self.resolve(subject, "Patient", res)[0] in (LOCAL, MISSING, OTHER_TYPE):
+                key = unmapped_codings(res, self.flattener.medications, text=self.cfg.unmapped_text)
+                if key is not None:
+                    out.unmapped.add(rtype, key)
+            out.bundle_dropped.append(
+                id_hash(rtype.encode(), res["id"].encode("utf-8", "surrogatepass"))
+            )
+        elif rtype in _READ_IN_FULL:
+            return True
+        out = self.out
+        out.lines[rtype] += 1
+        out.parsed[rtype] += 1
+        return False
+
+
+# Bundle entries always read in full: the types a row or a medication lookup can come from.
+_READ_IN_FULL = frozenset({*READ_TYPES, "Medication"})
+
+
+def _is_bundle(path: str) -> bool:
+    return classify(path) == ("json", None)
+
+
+def _bundle_copies_collide(ledger: Ledger, dropped: array, bundle_dropped: array) -> bool:
+    """Whether a Bundle entry the entry filter took out shares its (type, id) with another copy
+    (read, filtered out of a Bundle, or dropped by the line filter): then only reading every
+    entry gives the duplicates report and the version rule their input."""
+    if not len(bundle_dropped):
+        return False
+    mine = np.frombuffer(bundle_dropped, dtype=np.int64)
+    if len(np.unique(mine)) < len(mine):
+        return True
+    others = np.concatenate([ledger_hashes(ledger), np.frombuffer(dropped, dtype=np.int64)])
+    return bool(np.isin(mine, others).any())
+
+
 _JOIN = b"\x00".join
 _NUL = b"\x00"  # what joins a line's "code" values in its unmapped key
+_COUNT_NUL = operator.methodcaller("count", _NUL)
 
 
-def _lines_holding(joined: bytes, values: set[bytes]) -> list[int]:
-    """Indices of the lines of ``joined`` (keys joined by newlines) that hold one of ``values``
-    as a whole value or a value with a blank, sorted."""
-    if b"" in values:  # an empty code is relevant (never seen): every line, one by one
-        return list(range(joined.count(b"\n") + 1))
-    at: list[int] = []
-    size = len(joined)
-    for value in values:
-        i = joined.find(value)
-        while i != -1:
-            j = i + len(value)
-            if (i == 0 or joined[i - 1] in (0, 10)) and (j == size or joined[j] in (0, 10)):
-                at.append(i)
-            i = joined.find(value, i + 1)
-    i = joined.find(b" ")
-    while i != -1:
-        at.append(i)
-        i = joined.find(b" ", i + 1)
-    if not at:
+def _lines_holding(
+    keys: list[bytes], joined: bytes, values: list[bytes], found: set[bytes]
+) -> list[int]:
+    """Indices of the lines whose key (``keys``: a line's values joined by NUL; ``values``: all
+    of them in order, as split from ``joined``, the keys joined by newlines) holds one of
+    ``found`` as a whole value or a value with a blank, sorted. Linear in the block whatever
+    ``found`` holds: a membership test per value (mapped in C) and each value's line from the
+    per-line value counts (searching the block once per found value was quadratic when a
+    block held thousands of the criteria's codes)."""
+    if b"" in found:  # an empty code is relevant (never seen): every line, one by one
+        return list(range(len(keys)))
+    hit = np.fromiter(map(found.__contains__, values), dtype=bool, count=len(values))
+    if b" " in joined:
+        hit |= np.fromiter(map(operator.contains, values, repeat(b" ")), bool, len(values))
+    if not hit.any():
         return []
-    newlines = np.flatnonzero(np.frombuffer(joined, dtype=np.uint8) == 10)
-    return sorted(set(np.searchsorted(newlines, at).tolist()))
+    per_line = np.fromiter(map(_COUNT_NUL, keys), np.int64, len(keys)) + 1
+    line_of = np.repeat(np.arange(len(keys)), per_line)
+    return np.unique(line_of[hit]).tolist()
 
 
 class _BlockFilter:
@@ -313,8 +402,9 @@ class _BlockFilter:
         lines.pop()  # after the last newline
         keys = list(map(_JOIN, map(_CODE_VALUE.findall, lines)))
         joined = b"\n".join(keys)  # values: NUL between those of a line, newline between lines
-        found = self.codes.spellings.intersection(joined.replace(b"\n", _NUL).split(_NUL))
-        hits = _lines_holding(joined, found) if found or b" " in joined else []
+        values = joined.replace(b"\n", _NUL).split(_NUL)
+        found = self.codes.spellings.intersection(values)
+        hits = _lines_holding(keys, joined, values, found) if found or b" " in joined else []
         out: list[tuple[int, bytes]] = []
         prev = 0
         for h in [*hits, n]:
@@ -354,13 +444,26 @@ class _BlockFilter:
         self.sink.extend(map(hash, ids[lo:hi]))
 
 
+# Dropped-line hashes compared a slice at a time (2 MB each).
+_DROPPED_SLICE = 1 << 18
+
+
 def _dropped_copy_of_a_read_one(ledger: Ledger, dropped: array) -> bool:
     """Whether a line dropped unparsed has the type and id of a resource that was read."""
-    if not dropped:
+    if not dropped or not ledger.rid:
         return False
     kept = ledger_hashes(ledger)
-    # millions of dropped lines against the few resources read: vectorised, no big set
-    return bool(np.isin(np.frombuffer(dropped, dtype=np.int64), kept).any())
+    # Millions of dropped lines against the few resources read: vectorised, no big set, and
+    # a slice at a time (np.isin over all of them held several copies: 140 MiB at 100,000
+    # patients).
+    kept.sort()
+    hashes = np.frombuffer(dropped, dtype=np.int64)
+    for at in range(0, len(hashes), _DROPPED_SLICE):
+        part = hashes[at : at + _DROPPED_SLICE]
+        where = np.minimum(np.searchsorted(kept, part), len(kept) - 1)
+        if (kept[where] == part).any():
+            return True
+    return False
 
 
 def ledger_hashes(ledger: Ledger) -> np.ndarray:
@@ -408,6 +511,11 @@ def _run_tasks(
     def count_lines(n: int) -> None:
         lines[type_key] += n
 
+    entries = (
+        _BundleEntries(flattener, out, cfg)
+        if cfg.filter_bundles and cfg.filter_lines and not (cfg.strict or cfg.validate)
+        else None
+    )
     rows = out.rows
     for task in tasks:
         type_key = task.expected_type or "unknown"
@@ -437,6 +545,8 @@ def _run_tasks(
             "on_lines": count_lines,
             "on_replaced": out.on_replaced,
         }
+        if entries is not None and task.expected_type is None and _is_bundle(task.path):
+            common["entry_filter"] = entries
         for resource, location in task.resources(**common):
             rtype = resource["resourceType"]
             out.parsed[rtype] += 1
@@ -481,9 +591,31 @@ def _init_worker(cfg: _Config) -> None:
     _WORKER_CFG = cfg
 
 
-def _run_in_worker(task: _Task) -> _TaskResult:
+def _run_in_worker(task: _Task | tuple[_Task, ...]) -> _TaskResult:
+    """One task, or a group of Bundle files read with one Flattener."""
     assert _WORKER_CFG is not None
-    return _run_tasks([task], _WORKER_CFG)
+    return _run_tasks(list(task) if isinstance(task, tuple) else [task], _WORKER_CFG)
+
+
+def _work_units(tasks: list[_Task], n_workers: int) -> list[tuple[_Task | tuple[_Task, ...], int]]:
+    """(unit, bytes) for the worker pool: each NDJSON task alone, Bundle files in groups in
+    reading order (a worker reads a group with one Flattener, as one process reads them all)."""
+    units: list[tuple[_Task | tuple[_Task, ...], int]] = []
+    bundles = [t for t in tasks if t.expected_type is None and _is_bundle(t.path)]
+    units.extend((t, t.size) for t in tasks if not (t.expected_type is None and _is_bundle(t.path)))
+    # Several groups per worker, so the last ones even out the load.
+    target = min(BUNDLE_GROUP_BYTES, max(1, sum(t.size for t in bundles) // (4 * n_workers)))
+    group: list[_Task] = []
+    size = 0
+    for t in bundles:
+        group.append(t)
+        size += t.size
+        if size >= target:
+            units.append((tuple(group), size))
+            group, size = [], 0
+    if group:
+        units.append((tuple(group), size))
+    return units
 
 
 def _is_plain_ndjson(path: Path) -> bool:
@@ -539,7 +671,42 @@ def _read_medications(
         # Bundles: the Flattener resolves their Medications in-stream
         if declared == "Medication"
     )
-    return medications_of(streams, cfg, report, ledger, tmp)
+    meds, keys = medications_of(streams, cfg, report, ledger, tmp)
+    _bundle_medications(source, report, meds, keys, cfg.validate)
+    return meds, keys
+
+
+# A Bundle holding a Medication holds this token, unless JSON escapes spell it.
+_MEDICATION_TOKEN = b'"Medication"'
+
+
+def _bundle_medications(
+    source: DiskSource,
+    report: ReadReport,
+    meds: dict[str, dict[str, Any]],
+    keys: dict[str, tuple[int, int, int]],
+    validate: bool,
+) -> None:
+    """Add the Medications of the source's Bundles to ``meds`` and ``keys`` (the latest copy
+    of each id, as the flattener keeps them), so every worker resolves a medicationReference
+    to another Bundle's Medication, and one process resolves it as the workers do. Nothing is
+    counted or reported here: the Bundles' own reading does that (``validate``: as it does, so a
+    Medication it skips as invalid is not added either)."""
+    index = {name: i for i, name in enumerate(report.files)}
+    for declared, path in source.files({"Medication"}):
+        name = str(path)
+        if declared is not None or not _is_bundle(name):
+            continue
+        data = read_bytes(path)
+        if _MEDICATION_TOKEN not in data and b"\\u" not in data:
+            continue
+        for resource, loc in iter_bundle_bytes(name, data, types={"Medication"}, validate=validate):
+            rid = resource["id"]
+            key = (*version_key(resource), location_key(index.get(name, 0), name, loc))
+            old = keys.get(rid)
+            if old is None or winner([old, key])[0] == 1:
+                meds[rid] = resource
+                keys[rid] = key
 
 
 def medication_reading(cfg: _Config, tmp: _TaskResult) -> dict[str, Any]:
@@ -608,6 +775,7 @@ def read_tables(
     base_urls: Iterable[str | None] = (),
     filter_lines: bool = True,
     block_filter: bool = True,
+    filter_bundles: bool = True,
 ) -> tuple[Tables, ReadReport]:
     """Read every resource of ``source`` into :class:`Tables`, skipping what no criterion uses.
 
@@ -622,7 +790,8 @@ def read_tables(
     was dropped or did not resolve.
 
     ``block_filter`` False filters every line one by one (the same tables and report: the
-    block filter is only faster; tests compare the two).
+    block filter is only faster; tests compare the two). ``filter_bundles`` False reads every
+    Bundle entry in full (likewise only slower: :class:`_BundleEntries`).
     """
     started = time.perf_counter()
     # kept as values: a re-read without the line filter needs them again
@@ -641,6 +810,7 @@ def read_tables(
         refs,
         filter_lines=filter_lines,
         block_filter=block_filter,
+        filter_bundles=filter_bundles,
     )
     ledger = Ledger()
     meds, med_keys = _read_medications(source, cfg, report, ledger)
@@ -654,14 +824,16 @@ def read_tables(
         tasks.extend(_split(path, declared, chunk_bytes, file_index[str(path)]))
     total = sum(t.size for t in tasks)
     n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    bundles = any(t.expected_type is None for t in tasks)
-    # Bundles keep their Medications in-stream, so they are read in one Flattener.
-    if bundles or total < parallel_min_bytes or len(tasks) < 2:
+    # Mixed NDJSON files keep their Medications in-stream, so they are read in one Flattener;
+    # Bundles' Medications were read beforehand (_bundle_medications).
+    mixed = any(t.expected_type is None and not _is_bundle(t.path) for t in tasks)
+    if mixed or total < parallel_min_bytes or len(tasks) < 2:
         n_workers = 1
     report.workers = n_workers
     progress(Progress("read", 0, total=total, unit="B"))
     rows: dict[str, list[tuple]] = {t: [] for t in _TABLES}
     dropped = array("q")
+    bundle_dropped = array("q")
     salted: list[bool] = []
 
     def advance(size: int) -> None:
@@ -671,6 +843,7 @@ def read_tables(
         report.merge(res)
         ledger.merge(res.ledger)  # same order as the rows: apply() relies on it
         dropped.extend(res.dropped)
+        bundle_dropped.extend(res.bundle_dropped)
         if res.probe != hash(_PROBE):  # another hash salt: the ids cannot be compared
             salted.append(True)
         for table in _TABLES:
@@ -685,12 +858,36 @@ def read_tables(
         ) as pool:
             # Biggest first so one straggler does not hold the end of the run.
             futures = {
-                pool.submit(_run_in_worker, t): t
-                for t in sorted(tasks, key=lambda t: t.size, reverse=True)
+                pool.submit(_run_in_worker, unit): size
+                for unit, size in sorted(
+                    _work_units(tasks, n_workers), key=lambda u: u[1], reverse=True
+                )
             }
             for fut in as_completed(futures):
                 absorb(fut.result())
-                advance(futures[fut].size)
+                advance(futures[fut])
+    if not salted and _bundle_copies_collide(ledger, dropped, bundle_dropped):
+        # A filtered Bundle entry has another copy: read the Bundles' entries in full, so
+        # the duplicates are decided and reported from every copy, as without the filter.
+        rows.clear()
+        tables, again = read_tables(
+            source,
+            relevant=relevant,
+            medication_words=medication_words,
+            strict=strict,
+            validate=validate,
+            workers=workers,
+            progress=progress,
+            chunk_bytes=chunk_bytes,
+            parallel_min_bytes=parallel_min_bytes,
+            unmapped_text=unmapped_text,
+            base_urls=base_urls,
+            filter_lines=filter_lines,
+            block_filter=block_filter,
+            filter_bundles=False,
+        )
+        again.seconds = time.perf_counter() - started
+        return tables, again
     if salted or _dropped_copy_of_a_read_one(ledger, dropped):
         # Rare (one export holds one version of each resource): read everything, so the
         # version rule sees every copy. Costs one more pass, never a wrong answer.

@@ -31,6 +31,7 @@ __all__ = [
     "iter_objects",
     "parse_json",
     "parse_line",
+    "read_bytes",
     "read_json",
     "write_ndjson",
 ]
@@ -104,13 +105,18 @@ def read_json(path: str | Path) -> tuple[Any, bool]:
 
     Gzip by suffix and a BOM as in :func:`iter_ndjson`; an unreadable file is a SourceError.
     """
+    return parse_json(read_bytes(path))
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A whole file's bytes, decompressed when its name ends in .gz; an unreadable file is
+    a SourceError naming it."""
     path = Path(path)
     try:
         with _open_bytes(path) as fh:
-            data = fh.read()
+            return fh.read()
     except _READ_ERRORS as exc:
         raise SourceError(f"{path}: cannot read ({_why(exc)})") from exc
-    return parse_json(data)
 
 
 def parse_json(data: bytes) -> tuple[Any, bool]:

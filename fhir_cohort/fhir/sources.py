@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fhir_cohort.errors import MalformedResourceError, SourceError
 from fhir_cohort.fhir.ndjson import (
     BadLine,
@@ -45,6 +47,7 @@ from fhir_cohort.fhir.resource_types import RESOURCE_TYPES
 
 __all__ = [
     "DiskSource",
+    "EntryFilter",
     "ErrorHandler",
     "LineFilter",
     "ReplacedHandler",
@@ -60,6 +63,10 @@ __all__ = [
 ErrorHandler = Callable[[MalformedResourceError], None]
 # Told the location of each record read with invalid UTF-8 replaced.
 ReplacedHandler = Callable[[str], None]
+# Sees each checked Bundle entry's resource (valid type and id, references not yet rewritten)
+# and the Bundle's fullUrl -> Type/id map; False means the caller has accounted for the entry
+# (counted, filtered out) and it is not rewritten or yielded (fhir_cohort.engine.read).
+EntryFilter = Callable[[dict[str, Any], dict[str, str]], bool]
 
 _NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 _JSON_SUFFIXES = (".json", ".json.gz")
@@ -172,6 +179,7 @@ def iter_file(
     on_lines: Callable[[int], None] | None = None,
     on_replaced: ReplacedHandler | None = None,
     block_filter: BlockFilter | None = None,
+    entry_filter: EntryFilter | None = None,
     name: str | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Resources of one file (NDJSON or Bundle JSON) as (resource, location).
@@ -182,8 +190,10 @@ def iter_file(
     ``on_lines`` is told, once the file is read, how many NDJSON lines it had; ``on_replaced``
     the location of each record read with invalid UTF-8 replaced by U+FFFD. ``block_filter``
     replaces ``line_filter`` with one that sees blocks of whole NDJSON lines
-    (:func:`fhir_cohort.fhir.ndjson.iter_ndjson`). ``name`` names an NDJSON file in locations
-    when not ``path`` (the Spark engine's executors open the absolute path of a relative one).
+    (:func:`fhir_cohort.fhir.ndjson.iter_ndjson`). ``entry_filter`` sees each Bundle entry
+    before its references are rewritten and may take it out (:data:`EntryFilter`). ``name``
+    names an NDJSON file in locations when not ``path`` (the Spark engine's executors open
+    the absolute path of a relative one).
     """
     path = Path(path)
     report = _Reporter(on_error, strict)
@@ -202,7 +212,9 @@ def iter_file(
             name=name,
         )
     elif kind == "json":
-        yield from _iter_bundle(path, types, report, validate, on_replaced)
+        yield from _iter_bundle(
+            path, types, report, validate, on_replaced, entry_filter=entry_filter
+        )
     else:
         raise SourceError(f"{path}: not an .ndjson, .jsonl or .json file")
 
@@ -335,12 +347,13 @@ def iter_bundle_bytes(
     strict: bool = False,
     validate: bool = False,
     on_replaced: ReplacedHandler | None = None,
+    types: set[str] | None = None,
     **_: Any,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Like :func:`iter_file` for a Bundle ``.json`` file's bytes (already decompressed) read
     by another reader (Spark's binaryFile source); ``name`` names it in locations."""
     yield from _iter_bundle(
-        Path(name), None, _Reporter(on_error, strict), validate, on_replaced, parse_json(data)
+        Path(name), types, _Reporter(on_error, strict), validate, on_replaced, parse_json(data)
     )
 
 
@@ -386,6 +399,8 @@ def _iter_bundle(
     validate: bool,
     on_replaced: ReplacedHandler | None = None,
     parsed: tuple[Any, bool] | None = None,
+    *,
+    entry_filter: EntryFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
     doc, replaced = read_json(path) if parsed is None else parsed
@@ -428,6 +443,8 @@ def _iter_bundle(
             res["id"] = full[9:]
         if isinstance(res.get("id"), str) and res["id"]:
             urls[full] = f"{res['resourceType']}/{res['id']}"
+    if entry_filter is not None and not _shallow(doc):
+        entry_filter = None  # an entry deep enough to overflow the walk below: read them all
     # Pass 2: Medications first (they must reach the flattener before their users).
     order = sorted(
         range(len(entries)),
@@ -449,6 +466,8 @@ def _iter_bundle(
         reason = _check(res, None)
         if reason is None and types is not None and res["resourceType"] not in types:
             continue
+        if reason is None and entry_filter is not None and not entry_filter(res, urls):
+            continue
         try:
             if reason is None and urls:
                 _rewrite_refs(res, urls)
@@ -460,6 +479,17 @@ def _iter_bundle(
             report(loc, reason)
             continue
         yield res, loc
+
+
+def _shallow(doc: Any) -> bool:
+    """Whether no entry is nested deeply enough to overflow _rewrite_refs' recursion (an
+    entry it cannot walk is reported, so a filter must not drop it unwalked): orjson
+    serialises at C speed and refuses more than 255 levels, far below Python's limit."""
+    try:
+        orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def _entry_rank(entry: Any) -> int:

@@ -1,23 +1,31 @@
 """The screening history: an SQLite database (stdlib ``sqlite3``, WAL) of every run.
 
 One file holds every trial's runs: per run the as-of date, the data cut, the criteria file and
-its SHA-256, the tool version; per patient the status; per patient and criterion the answer,
-its reason and the SHA-256 of the evidence behind it. The schema grows only by migrations
-(``MIGRATIONS``, applied in order, each in its own transaction, recorded in
-``schema_version``); an applied step is never edited. docs/history.md describes the tables.
+its SHA-256, the tool version; per patient the status, the answers (criterion, answer, reason)
+as one interned **answer set** and the SHA-256 of the evidence behind each answer. The schema
+grows only by migrations (``MIGRATIONS``, applied in order, each in its own transaction,
+recorded in ``schema_version``); an applied step is never edited. docs/history.md describes
+the tables.
 
-No pandas import: ``fhir-cohort history`` lists runs without loading it. The frames
-:meth:`History.record_run` takes are read through their columns.
+Why answer sets: a 100,000-patient screen has 800,000 answers but a few thousand distinct
+per-patient answer lists, so one row per patient naming its list (plus its evidence digests)
+costs a tenth of one row per answer to write and to compare (docs/benchmarks.md).
+
+No pandas import at module level: ``fhir-cohort history`` lists runs without loading it.
+:meth:`History.record_run` reads the frames it is given through numpy and pandas.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import itertools
 import json
+import operator
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +41,7 @@ __all__ = [
     "EVIDENCE_HASHED",
     "HISTORY_NAME",
     "MIGRATIONS",
+    "MIGRATION_CODE",
     "SCHEMA_VERSION",
     "History",
     "RecordedAnswer",
@@ -167,6 +176,37 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         # save a conflict lost to).
         ("ALTER TABLE decision_log ADD COLUMN revision INTEGER",),
     ),
+    (
+        4,
+        "answers as one interned answer set per patient and run, evidence digests beside it",
+        (
+            # A JSON list, in the run's criteria order, of [criterion id, answer, reason id,
+            # evidence index]: the index-th 32-byte digest of run_patients.evidence, or null.
+            """CREATE TABLE answer_sets (
+                answer_set_id INTEGER PRIMARY KEY,
+                answers TEXT NOT NULL UNIQUE
+            )""",
+            "ALTER TABLE run_patients ADD COLUMN answer_set_id INTEGER "
+            "REFERENCES answer_sets (answer_set_id)",
+            "ALTER TABLE run_patients ADD COLUMN evidence BLOB",
+            # Per digest, 8 bytes of BLAKE2b of the rows text this run stored for it (the
+            # notes' wording): the next run skips rewriting the sets whose text it would not
+            # change. None for runs recorded before this step.
+            "ALTER TABLE run_patients ADD COLUMN evidence_wording BLOB",
+            "ALTER TABLE run_answers RENAME TO run_answers_v3",
+            # The old table's rows, read from the sets: for SQL by hand and small look-ups
+            # (the code compares sets and digests, not these rows).
+            """CREATE VIEW run_answers AS
+            SELECT rp.run_id, rp.patient_key,
+                json_extract(a.value, '$[0]') AS criterion_id,
+                json_extract(a.value, '$[1]') AS answer,
+                json_extract(a.value, '$[2]') AS reason_id,
+                substr(rp.evidence, 1 + 32 * json_extract(a.value, '$[3]'), 32) AS evidence_sha256
+            FROM run_patients rp
+            JOIN answer_sets s ON s.answer_set_id = rp.answer_set_id,
+            json_each(s.answers) a""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -176,6 +216,12 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     applied_at TEXT NOT NULL
 )"""
 _AGE = re.compile(r"age \d+")
+_DIGEST = 32  # bytes of a SHA-256: run_patients.evidence is a row of them
+_CHUNK_ROWS = 16_384  # evidence rows hashed at a time: bounded memory at any size
+_WORDING = 8  # bytes of BLAKE2b per stored rows text: which wording a run stored
+_WORDING_OF = functools.partial(hashlib.blake2b, digest_size=_WORDING)
+_DIGEST_OF = operator.methodcaller("digest")
+_LIST_OF_ONE = b"[%b]".__mod__  # a row's JSON -> a list of that one row
 _BUSY_TIMEOUT_S = 30.0  # another screen writing the same history: wait, do not fail
 _STATUSES = ("eligible", "review", "ineligible")
 
@@ -232,11 +278,23 @@ class RunInfo:
 
 def _texts(frame: Any, column: str) -> list[str]:
     """A frame's column as text, missing values empty (vectorised: a history records every
-    patient and criterion of a hospital)."""
+    patient of a hospital)."""
     if column not in frame:
         return [""] * len(frame)
     col = frame[column]
-    return col.astype(object).where(col.notna(), "").astype(str).tolist()
+    if col.dtype == "str":  # pandas' string dtype: no object round trip
+        return list(col.fillna("").tolist())
+    return list(col.astype(object).where(col.notna(), "").astype(str).tolist())
+
+
+def _shared_texts(frame: Any, column: str) -> list[str]:
+    """:func:`_texts` for a column of few distinct values: one string object per value, not
+    per row (100,000 statuses as separate strings: 6 MB)."""
+    import pandas as pd
+
+    codes, values = pd.factorize(_text_column(frame, column))
+    names = values.tolist()
+    return [names[c] for c in codes.tolist()]
 
 
 def _as_of_free(value: str, open_end: str) -> str:
@@ -247,6 +305,70 @@ def _as_of_free(value: str, open_end: str) -> str:
     if open_end and value.endswith(open_end):
         return value[: -len(open_end)] + "..S"
     return value
+
+
+def _hashed_groups(
+    evidence: Any, groups: Any, as_of: str | None
+) -> Iterator[tuple[Any, list[bytes], list[bytes]]]:
+    """The evidence sets of ``evidence``'s rows grouped by ``groups`` (an integer per row;
+    negative: skipped), a chunk of rows at a time: per chunk the group codes, in the order
+    each group first appears, and per group the SHA-256 of its records and the rows as JSON
+    bytes (:func:`evidence_sets` says what is hashed).
+
+    Rows are turned into Python strings one chunk at a time: a hospital's evidence table as
+    Python objects would cost more memory than the whole history record."""
+    import numpy as np
+    import pandas as pd
+
+    groups = np.asarray(groups, dtype=np.int64)
+    kept = np.flatnonzero(groups >= 0)
+    if len(kept) == 0:
+        return
+    # In order of first appearance, rows of a group in table order: the stored rows keep
+    # evidence.csv's order, and a digest two groups share keeps the last one's wording.
+    first = pd.factorize(groups[kept])[0]
+    order = kept[np.argsort(first, kind="stable")] if (np.diff(first) < 0).any() else kept
+    codes = groups[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    bounds = np.r_[starts, len(order)]
+    contiguous = len(order) == len(evidence) and bool((np.diff(order) == 1).all())
+    value = EVIDENCE_HASHED.index("value")
+    open_end = f"..{as_of}" if as_of else ""
+    frame = evidence[[c for c in EVIDENCE_STORED if c in evidence]]  # absent: empty texts
+    i = 0
+    while i < len(starts):
+        j = min(max(i + 1, int(np.searchsorted(starts, starts[i] + _CHUNK_ROWS))), len(starts))
+        a, b = int(starts[i]), int(bounds[j])
+        part = frame.iloc[a:b] if contiguous else frame.iloc[order[a:b]]
+        columns = [_texts(part, c) for c in EVIDENCE_STORED]
+        # C-level maps, not a Python call per row: a hospital has 200,000 evidence rows
+        values = columns[value]
+        free = ["age" if m else v for m, v in zip(map(_AGE.fullmatch, values), values, strict=True)]
+        if open_end:
+            for k in [k for k, hit in enumerate(map(_ends_with(open_end), free)) if hit]:
+                free[k] = _as_of_free(free[k], open_end)
+        # Each row as "[row]", a group of one: orjson's output is copied at once, since each
+        # buffer it returns holds kilobytes (16,384 of them held: 67 MB).
+        rows = zip(*columns[:value], free, strict=True)
+        hashed = list(map(_LIST_OF_ONE, map(orjson.dumps, rows)))
+        stored = list(map(_LIST_OF_ONE, map(orjson.dumps, zip(*columns, strict=True))))
+        if len(hashed) != j - i:  # some group has several rows: [row,row]
+            lows, highs = (starts[i:j] - a).tolist(), (bounds[i + 1 : j + 1] - a).tolist()
+            spans = list(zip(lows, highs, strict=True))
+            hashed = [_list_of(hashed[lo:hi]) for lo, hi in spans]
+            stored = [_list_of(stored[lo:hi]) for lo, hi in spans]
+        digests = list(map(_DIGEST_OF, map(hashlib.sha256, hashed)))
+        yield codes[starts[i:j]], digests, stored
+        i = j
+
+
+def _list_of(ones: Sequence[bytes]) -> bytes:
+    """Rows each as "[row]" -> "[row,row]" (orjson's compact list)."""
+    return ones[0] if len(ones) == 1 else b"[" + b",".join(o[1:-1] for o in ones) + b"]"
+
+
+def _ends_with(suffix: str) -> Callable[[str], bool]:
+    return operator.methodcaller("endswith", suffix)
 
 
 def evidence_sets(
@@ -266,21 +388,303 @@ def evidence_sets(
     """
     if evidence is None or len(evidence) == 0:
         return {}
-    columns = [_texts(evidence, c) for c in ("patient_id", "criterion_id", *EVIDENCE_STORED)]
-    grouped: dict[tuple[str, str], list[list[str]]] = {}
-    for pid, cid, *fields in zip(*columns, strict=True):
-        grouped.setdefault((pid, cid), []).append(fields)
-    n = len(EVIDENCE_HASHED)
-    value = EVIDENCE_HASHED.index("value")
-    open_end = f"..{as_of}" if as_of else ""
+    keys: dict[tuple[str, str], int] = {}
+    pairs = zip(_texts(evidence, "patient_id"), _texts(evidence, "criterion_id"), strict=True)
+    groups = [keys.setdefault(k, len(keys)) for k in pairs]
+    names = list(keys)
     out: dict[tuple[str, str], tuple[bytes, str]] = {}
-    for key, rows in grouped.items():
-        facts = [
-            [_as_of_free(v, open_end) if i == value else v for i, v in enumerate(r[:n])]
-            for r in rows
-        ]
-        out[key] = (hashlib.sha256(orjson.dumps(facts)).digest(), orjson.dumps(rows).decode())
+    for codes, digests, texts in _hashed_groups(evidence, groups, as_of):
+        for code, digest, text in zip(codes.tolist(), digests, texts, strict=True):
+            out[names[code]] = (digest, text.decode())
     return out
+
+
+def _set_text(items: Sequence[Sequence[Any]]) -> str:
+    """An answer set's stored text: ``[[criterion id, answer, reason id, evidence index],
+    ...]`` as compact JSON (one text per set: interned by equality)."""
+    return orjson.dumps(items).decode()
+
+
+def _encode(
+    entries: Iterable[tuple[str, str, int | None, bytes | None]],
+) -> tuple[str, bytes | None]:
+    """(criterion id, answer, reason id, evidence digest) per criterion, in order -> the
+    answer set's text and the row of digests (None: no evidence)."""
+    items: list[list[Any]] = []
+    digests: list[bytes] = []
+    for cid, answer, reason_id, digest in entries:
+        items.append([cid, answer, reason_id, len(digests) if digest is not None else None])
+        if digest is not None:
+            digests.append(bytes(digest))
+    return _set_text(items), b"".join(digests) or None
+
+
+def _intern_sets(conn: sqlite3.Connection, texts: Iterable[str]) -> dict[str, int]:
+    """Each answer set's id, inserted when new (a weekly run adds few: its patients' sets
+    are mostly last week's)."""
+    ids: dict[str, int] = {}
+    for text in dict.fromkeys(texts):
+        row = conn.execute(
+            "SELECT answer_set_id FROM answer_sets WHERE answers = ?", (text,)
+        ).fetchone()
+        if row is None:
+            cursor = conn.execute("INSERT INTO answer_sets (answers) VALUES (?)", (text,))
+            ids[text] = int(cursor.lastrowid or 0)
+        else:
+            ids[text] = int(row[0])
+    return ids
+
+
+def _v4_answer_sets(conn: sqlite3.Connection) -> None:
+    """Step 4's data: each run's answer rows (one per patient and criterion, now
+    ``run_answers_v3``) become each patient's answer set and evidence digests, in the run's
+    criteria order; then the old table is dropped (the file keeps its size until VACUUM)."""
+    runs = conn.execute("SELECT run_id, criterion_ids FROM runs ORDER BY run_id").fetchall()
+    for run_id, criterion_ids in runs:
+        order = {c: i for i, c in enumerate(json.loads(criterion_ids))}
+        rows = conn.execute(
+            "SELECT patient_key, criterion_id, answer, reason_id, evidence_sha256 "
+            "FROM run_answers_v3 WHERE run_id = ? ORDER BY patient_key",
+            (run_id,),
+        )
+        updates = []
+        for key, group in itertools.groupby(rows, key=lambda r: r[0]):
+            entries = sorted(
+                (tuple(r)[1:] for r in group), key=lambda e: (order.get(e[0], len(order)), e[0])
+            )
+            text, blob = _encode(entries)
+            updates.append((text, blob, run_id, key))
+        ids = _intern_sets(conn, (u[0] for u in updates))
+        conn.executemany(
+            "UPDATE run_patients SET answer_set_id = ?, evidence = ? "
+            "WHERE run_id = ? AND patient_key = ?",
+            ((ids[text], blob, r, k) for text, blob, r, k in updates),
+        )
+    conn.execute("DROP TABLE run_answers_v3")
+
+
+# A step's data conversion, run after its statements in the same transaction. Like the
+# statements, never edited once released.
+MIGRATION_CODE: Mapping[int, Callable[[sqlite3.Connection], None]] = {4: _v4_answer_sets}
+
+
+def _text_column(frame: Any, column: str) -> Any:
+    """A frame's column as a text Series, missing values (or the column) empty: what
+    :func:`_texts` gives, without a Python string per cell."""
+    import pandas as pd
+
+    if column not in frame:
+        return pd.Series("", index=range(len(frame)), dtype="str")
+    col = frame[column]
+    if col.dtype != "str":
+        col = col.astype(object).where(col.notna(), "").astype(str)
+    return col.fillna("")
+
+
+class _AnswerTable:
+    """A run's answers as integer codes: a row per patient (the status table's order), a
+    column per criterion (the run's order, then any other the answers name); a cell is
+    (answer, reason, has evidence), -1 where the patient has no answer. Patients with equal
+    rows share one answer set."""
+
+    def __init__(self, pids: Sequence[str], answers: Any, criterion_ids: Sequence[str]) -> None:
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+
+        # Arrow, not a pandas Index: an Index keeps a hash table of 100,000 Python strings.
+        self.pids = pa.array(pids, type=pa.large_string())
+        if len(pids) and len(self.pids.unique()) != len(pids):
+            raise HistoryError("the status table lists a patient twice")
+        patient = self._patients(answers)
+        if (patient < 0).any():
+            raise HistoryError("an answer of a patient the status table does not list")
+        c_codes, c_names = pd.factorize(_text_column(answers, "criterion_id"))
+        listed = set(criterion_ids)
+        self.names = list(criterion_ids) + [c for c in c_names.tolist() if c not in listed]
+        self.rank = {c: i for i, c in enumerate(self.names)}
+        criterion = np.array([self.rank[c] for c in c_names.tolist()], dtype=np.int32)[c_codes]
+        del c_codes
+        cell, answer_texts = pd.factorize(_text_column(answers, "answer"))
+        r_codes, reasons = pd.factorize(_text_column(answers, "reason"))
+        self.answers: list[str] = answer_texts.tolist()
+        self.reasons: list[str] = reasons.tolist()
+        cell *= max(len(self.reasons), 1)  # in place: 800,000 answers, few copies
+        cell += r_codes
+        cell <<= 1
+        del r_codes
+        width = len(self.names)
+        self.matrix = np.full((len(pids), width), -1, dtype=np.int64)
+        self.matrix[patient, criterion] = cell
+        if int((self.matrix >= 0).sum()) != len(patient):
+            raise HistoryError("two answers of one patient to one criterion")
+        self._sets: tuple[Any, Any] | None = None
+
+    def _patients(self, frame: Any) -> Any:
+        """Per row of ``frame`` its patient's row (-1: not in the status table); each id
+        looked up once (800,000 answers name 100,000 patients)."""
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        codes, ids = pd.factorize(_text_column(frame, "patient_id"))
+        found = pc.index_in(pa.array(ids, type=pa.large_string()), value_set=self.pids)
+        return np.append(found.fill_null(-1).to_numpy().astype(np.int32), -1)[codes]
+
+    def groups(self, evidence: Any) -> Any:
+        """Per evidence row its answer's cell (patient * width + criterion), -1 for a row no
+        answer of this run has (nothing could show it)."""
+        import numpy as np
+        import pandas as pd
+
+        patient = self._patients(evidence).astype(np.int64)
+        c_codes, c_names = pd.factorize(_text_column(evidence, "criterion_id"))
+        lookup = np.array([self.rank.get(c, -1) for c in c_names.tolist()] + [-1], np.int64)
+        criterion = lookup[c_codes]
+        cell = patient * len(self.names) + criterion
+        ok = (patient >= 0) & (criterion >= 0)
+        ok[ok] = self.matrix.reshape(-1)[cell[ok]] >= 0
+        return np.where(ok, cell, -1)
+
+    def mark_evidence(self, cells: Any) -> None:
+        self.matrix.reshape(-1)[cells] |= 1
+
+    def _unique(self) -> tuple[Any, Any]:
+        import numpy as np
+
+        if self._sets is None:
+            if self.matrix.size == 0:  # no patients, or none with an answer
+                rows = np.full((min(len(self.matrix), 1), 0), -1, dtype=np.int64)
+                self._sets = rows, np.zeros(len(self.matrix), dtype=np.int64)
+            else:  # equal rows, by hashing (np.unique(axis=0) sorts: ten times slower)
+                import pandas as pd
+
+                columns = list(range(self.matrix.shape[1]))
+                inverse = pd.DataFrame(self.matrix).groupby(columns, sort=False).ngroup()
+                inverse = inverse.to_numpy(dtype=np.int64)
+                _, first = np.unique(inverse, return_index=True)
+                self._sets = self.matrix[first], inverse
+        return self._sets
+
+    @property
+    def patient_sets(self) -> Any:
+        """Per patient the index of its set in :meth:`set_texts`."""
+        return self._unique()[1]
+
+    def set_texts(self, reason_ids: Sequence[int | None]) -> list[str]:
+        """The distinct answer sets' texts (``reason_ids`` per reason code)."""
+        width = max(len(self.reasons), 1)
+        texts = []
+        for row in self._unique()[0].tolist():
+            items: list[list[Any]] = []
+            index = 0
+            for criterion, cell in enumerate(row):
+                if cell < 0:
+                    continue
+                answer, reason = divmod(cell >> 1, width)
+                evidence = index if cell & 1 else None
+                index += cell & 1
+                items.append(
+                    [self.names[criterion], self.answers[answer], reason_ids[reason], evidence]
+                )
+            texts.append(_set_text(items))
+        return texts
+
+    def evidence_ends(self) -> Any:
+        """Per patient, how many answers with evidence the patients up to it have: where its
+        digests end in the run's digests (cell order)."""
+        import numpy as np
+
+        return np.cumsum(((self.matrix >= 0) & (self.matrix & 1 == 1)).sum(axis=1))
+
+
+class _LatestWordings:
+    """What evidence_sets holds for the digests of the latest recorded run: for each, the
+    text that run stored (its wording hash), unless the run had the digest with two."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        import numpy as np
+
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(
+            "SELECT evidence, evidence_wording FROM run_patients "
+            "WHERE run_id = (SELECT max(run_id) FROM run_patients) AND evidence_wording NOT NULL"
+        ).fetchall()
+        digests = np.frombuffer(b"".join(r[0] for r in rows), dtype=f"S{_DIGEST}")
+        words = np.frombuffer(b"".join(r[1] for r in rows), dtype=f"S{_WORDING}")
+        order = np.argsort(digests, kind="stable")
+        self.digests, self.words = digests[order], words[order]
+        # a digest with two wordings in that run: which one it stored last is not known
+        twice = self.digests[1:] == self.digests[:-1]
+        other = twice & (self.words[1:] != self.words[:-1])
+        unsure = self.digests[1:][other].tobytes()  # (tolist() would cut trailing zero bytes)
+        self.unsure = {unsure[i : i + _DIGEST] for i in range(0, len(unsure), _DIGEST)}
+
+    def lookup(self, digests: Sequence[bytes], words: Sequence[bytes]) -> tuple[Any, Any]:
+        """Per digest: is it the latest run's, and did that run store this wording."""
+        import numpy as np
+
+        if len(self.digests) == 0:
+            none = np.zeros(len(digests), dtype=bool)
+            return none, none
+        query = np.array(digests, dtype=f"S{_DIGEST}")
+        at = np.minimum(np.searchsorted(self.digests, query), len(self.digests) - 1)
+        known = self.digests[at] == query
+        same = known & (self.words[at] == np.array(words, dtype=f"S{_WORDING}"))
+        if self.unsure:
+            same &= np.array([d not in self.unsure for d in digests], dtype=bool)
+        return known, same
+
+
+class _AnswerSets:
+    """Reads run_patients' answers: each set and reason text once per reader (a run's
+    100,000 patients share a few thousand sets)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._sets: dict[int, list[tuple[str, str, str, int | None]]] = {}
+        self._reasons: dict[int, str] = {}
+
+    def _reason(self, reason_id: int | None) -> str:
+        if reason_id is None:
+            return ""
+        if reason_id not in self._reasons:
+            row = self.conn.execute(
+                "SELECT text FROM reasons WHERE reason_id = ?", (reason_id,)
+            ).fetchone()
+            self._reasons[reason_id] = row[0] if row else ""
+        return self._reasons[reason_id]
+
+    def answers(
+        self, set_id: int | None, evidence: bytes | None
+    ) -> list[tuple[str, str, str, bytes | None]]:
+        """(criterion id, answer, reason, evidence digest or None) per criterion, in the
+        run's criteria order."""
+        if set_id is None:
+            return []
+        items = self._sets.get(set_id)
+        if items is None:
+            row = self.conn.execute(
+                "SELECT answers FROM answer_sets WHERE answer_set_id = ?", (set_id,)
+            ).fetchone()
+            items = [
+                (cid, answer, self._reason(rid), index)
+                for cid, answer, rid, index in (json.loads(row[0]) if row else [])
+            ]
+            self._sets[set_id] = items
+        return [
+            (
+                cid,
+                answer,
+                reason,
+                None
+                if index is None or evidence is None
+                else bytes(evidence[index * _DIGEST : (index + 1) * _DIGEST]),
+            )
+            for cid, answer, reason, index in items
+        ]
 
 
 def _data_cut(run: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -308,6 +712,34 @@ class RecordedAnswer:
     answer: str
     reason: str
     evidence: tuple[dict[str, str], ...]  # EVIDENCE_STORED fields per record, in order
+
+
+def _patient_rows(
+    run_id: int,
+    keys: Sequence[int],
+    statuses: Sequence[str],
+    table: _AnswerTable,
+    set_ids: Sequence[int],
+    digests: bytes,
+    wordings: bytes,
+) -> Iterator[tuple[Any, ...]]:
+    """run_patients' rows by patient key (the table's order), made one at a time: 100,000
+    rows with their evidence blobs held at once would be some 25 MB."""
+    import numpy as np
+
+    ends = table.evidence_ends().tolist()
+    starts = [0, *ends[:-1]]
+    patient_sets = table.patient_sets.tolist()
+    for i in np.argsort(np.asarray(keys), kind="stable").tolist():
+        lo, hi = starts[i], ends[i]
+        yield (
+            run_id,
+            keys[i],
+            statuses[i],
+            set_ids[patient_sets[i]],
+            digests[lo * _DIGEST : hi * _DIGEST] or None,
+            wordings[lo * _WORDING : hi * _WORDING] or None,
+        )
 
 
 class History(DecisionStore):
@@ -378,6 +810,8 @@ class History(DecisionStore):
                 with self.transaction() as conn:
                     for statement in statements:
                         conn.execute(statement)
+                    if version in MIGRATION_CODE:
+                        MIGRATION_CODE[version](conn)
                     conn.execute(
                         "INSERT INTO schema_version VALUES (?, ?, ?)",
                         (version, description, _now()),
@@ -401,14 +835,17 @@ class History(DecisionStore):
         """Record one trial's screening: ``run`` is its run.json record, ``status`` the
         evaluation's ``patient_id, status`` table, ``answers`` its ``patient_id, criterion_id,
         answer, reason`` table, ``evidence`` the evidence table. In one transaction (joins
-        the caller's). The previous run of the same trial is the one recorded last before."""
+        the caller's). The previous run of the same trial is the one recorded last before.
+
+        Each patient gets one row: the status, the answers as an interned answer set, and
+        the digests of the evidence behind them; the evidence rows are stored once per
+        digest (``evidence_sets``)."""
         trial = run.get("trial") or {}
         criteria = run.get("criteria") or {}
         counts = (run.get("counts") or {}).get("status") or {}
         source = run.get("source") or {}
         data_cut, data_cut_kind = _data_cut(run)
-        pids, statuses = _texts(status, "patient_id"), _texts(status, "status")
-        sets = evidence_sets(evidence, str(run.get("as_of")))
+        pids, statuses = _texts(status, "patient_id"), _shared_texts(status, "status")
         with self.transaction() as conn:
             trial_id = str(trial.get("id"))
             previous = conn.execute(
@@ -443,59 +880,99 @@ class History(DecisionStore):
             )
             run_id = int(cursor.lastrowid or 0)
             keys = self._patient_keys(pids)
-            reason_ids = self._reason_ids(answers)
+            table = _AnswerTable(pids, answers, list(criteria.get("criterion_ids") or []))
+            del pids  # the table holds them as Arrow
+            digests, wordings = self._store_evidence(table, evidence, str(run.get("as_of")))
+            texts = table.set_texts(self._reason_ids(table.reasons))
+            sets = _intern_sets(conn, texts)
+            set_ids = [sets[text] for text in texts]
             conn.executemany(
-                "INSERT INTO run_patients VALUES (?, ?, ?)",
-                ((run_id, keys[p], s) for p, s in zip(pids, statuses, strict=True)),
-            )
-            conn.executemany(
-                "INSERT INTO run_answers VALUES (?, ?, ?, ?, ?, ?)",
-                self._answer_rows(run_id, keys, reason_ids, answers, sets),
-            )
-            # Same records, new note text: keep the latest wording (it is only shown).
-            conn.executemany(
-                "INSERT INTO evidence_sets VALUES (?, ?) ON CONFLICT (evidence_sha256) "
-                "DO UPDATE SET rows = excluded.rows WHERE rows != excluded.rows",
-                dict(sets.values()).items(),
+                "INSERT INTO run_patients (run_id, patient_key, status, answer_set_id, evidence, "
+                "evidence_wording) VALUES (?, ?, ?, ?, ?, ?)",
+                _patient_rows(run_id, keys, statuses, table, set_ids, digests, wordings),
             )
         return self.run(run_id)
 
-    def _patient_keys(self, pids: Sequence[str]) -> dict[str, int]:
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO patients (patient_id) VALUES (?)", ((p,) for p in pids)
-        )
-        wanted = set(pids)
-        return {
-            pid: key
-            for pid, key in self.conn.execute("SELECT patient_id, patient_key FROM patients")
-            if pid in wanted
-        }
+    def _store_evidence(
+        self, table: _AnswerTable, evidence: Any, as_of: str
+    ) -> tuple[bytes, bytes]:
+        """Hash the evidence behind each answer, store each set's rows once (same records,
+        new note text: the latest wording is kept, it is only shown) and mark the answers
+        that have evidence. Returns the digests and their wordings, in (patient, criterion)
+        order.
 
-    def _reason_ids(self, answers: Any) -> dict[str, int]:
-        if "reason" not in answers:
-            return {}
-        texts = set(_texts(answers, "reason")) - {""}
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO reasons (text) VALUES (?)", ((t,) for t in sorted(texts))
-        )
-        return {
-            text: rid
-            for rid, text in self.conn.execute("SELECT reason_id, text FROM reasons")
-            if text in texts
-        }
+        A set the latest run stored with the same text is not written again: a weekly run
+        rewrites only what changed (and a set whose digest this run wrote before, so that
+        the last group's text wins as before)."""
+        import numpy as np
 
-    @staticmethod
-    def _answer_rows(
-        run_id: int,
-        keys: Mapping[str, int],
-        reason_ids: Mapping[str, int],
-        answers: Any,
-        sets: Mapping[tuple[str, str], tuple[bytes, str]],
-    ) -> Iterable[tuple[Any, ...]]:
-        columns = [_texts(answers, c) for c in ("patient_id", "criterion_id", "answer", "reason")]
-        for p, c, answer, reason in zip(*columns, strict=True):
-            found = sets.get((p, c))
-            yield (run_id, keys[p], c, answer, reason_ids.get(reason), found and found[0])
+        if evidence is None or len(evidence) == 0:
+            return b"", b""
+        stored = _LatestWordings(self.conn)
+        found: list[Any] = []
+        digests, wordings = bytearray(), bytearray()
+        rewritten: set[bytes] = set()  # digests the latest run has, written by this run
+        for codes, chunk, texts in _hashed_groups(evidence, table.groups(evidence), as_of):
+            words = list(map(_DIGEST_OF, map(_WORDING_OF, texts)))
+            found.append(codes)
+            digests += b"".join(chunk)
+            wordings += b"".join(words)
+            known, same = (flags.tolist() for flags in stored.lookup(chunk, words))
+            write = []
+            for digest, text, is_known, is_same in zip(chunk, texts, known, same, strict=True):
+                if is_same and digest not in rewritten:
+                    continue
+                if is_known:
+                    rewritten.add(digest)
+                write.append((digest, text.decode()))
+            # by digest (stable: of two groups with one digest the later wording wins)
+            self.conn.executemany(
+                "INSERT INTO evidence_sets VALUES (?, ?) ON CONFLICT (evidence_sha256) "
+                "DO UPDATE SET rows = excluded.rows WHERE rows != excluded.rows",
+                sorted(write, key=operator.itemgetter(0)),
+            )
+        if not found:
+            return b"", b""
+        codes = np.concatenate(found)
+        order = np.argsort(codes, kind="stable")
+        table.mark_evidence(codes)
+        return (
+            np.frombuffer(digests, dtype=f"S{_DIGEST}")[order].tobytes(),
+            np.frombuffer(wordings, dtype=f"S{_WORDING}")[order].tobytes(),
+        )
+
+    def _patient_keys(self, pids: Sequence[str]) -> list[int]:
+        """Each patient's key, in ``pids``' order (new ids inserted)."""
+        cursor = self.conn.cursor()
+        cursor.row_factory = None  # plain tuples: every patient of the database is read
+        known = dict(cursor.execute("SELECT patient_id, patient_key FROM patients").fetchall())
+        new = sorted(set(pids).difference(known))  # in index order: appends, not inserts
+        if new:
+            self.conn.executemany(
+                "INSERT INTO patients (patient_id) VALUES (?)", ((p,) for p in new)
+            )
+            wanted = set(new)
+            known.update(
+                (pid, key)
+                for pid, key in cursor.execute(
+                    "SELECT patient_id, patient_key FROM patients WHERE patient_key > ?",
+                    (max(known.values(), default=0),),
+                )
+                if pid in wanted
+            )
+        return [known[p] for p in pids]
+
+    def _reason_ids(self, texts: Sequence[str]) -> list[int | None]:
+        """Each reason text's id (an empty reason: None), in ``texts``' order."""
+        wanted = sorted(set(texts) - {""})
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO reasons (text) VALUES (?)", ((t,) for t in wanted)
+        )
+        ids: dict[str, int] = {}
+        for text in wanted:
+            row = self.conn.execute("SELECT reason_id FROM reasons WHERE text = ?", (text,))
+            ids[text] = int(row.fetchone()[0])
+        return [ids.get(t) for t in texts]
 
     # ----------------------------------------------------------------------------------------
     # Reading
@@ -538,20 +1015,25 @@ class History(DecisionStore):
         """One patient's answers in run ``run_id``, in the run's criteria order, each with its
         reason and evidence records (the worklist's patient page). Empty: not in the run."""
         order = {c: i for i, c in enumerate(self.run(run_id).criterion_ids)}
-        rows = self.conn.execute(
-            "SELECT a.criterion_id, a.answer, r.text, a.evidence_sha256 FROM run_answers a "
-            "JOIN patients p ON p.patient_key = a.patient_key "
-            "LEFT JOIN reasons r ON r.reason_id = a.reason_id "
-            "WHERE a.run_id = ? AND p.patient_id = ?",
+        row = self.conn.execute(
+            "SELECT rp.answer_set_id, rp.evidence FROM run_patients rp "
+            "JOIN patients p ON p.patient_key = rp.patient_key "
+            "WHERE rp.run_id = ? AND p.patient_id = ?",
             (run_id, patient_id),
-        ).fetchall()
+        ).fetchone()
+        if row is None:
+            return []
         answers = [
-            RecordedAnswer(cid, answer, reason or "", tuple(self.evidence_rows(digest)))
-            for cid, answer, reason, digest in rows
+            RecordedAnswer(cid, answer, reason, tuple(self.evidence_rows(digest)))
+            for cid, answer, reason, digest in self._answer_sets().answers(*row)
         ]
         return sorted(
             answers, key=lambda a: (order.get(a.criterion_id, len(order)), a.criterion_id)
         )
+
+    def _answer_sets(self) -> _AnswerSets:
+        """A reader of run_patients' answer sets (diff.py, decisions.py)."""
+        return _AnswerSets(self.conn)
 
 
 def _now() -> str:

@@ -30,7 +30,7 @@ from fhir_cohort.errors import DecisionConflict, DecisionError
 if TYPE_CHECKING:
     import contextlib
 
-    from fhir_cohort.history.db import RunInfo
+    from fhir_cohort.history.db import RunInfo, _AnswerSets
 
 __all__ = [
     "CANDIDATE_STATUSES",
@@ -288,6 +288,7 @@ class DecisionStore:
         def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
         def run(self, run_id: int) -> RunInfo: ...
         def evidence_rows(self, digest: bytes | None) -> list[dict[str, str]]: ...
+        def _answer_sets(self) -> _AnswerSets: ...
 
     # ----------------------------------------------------------------------------------------
     # Reading
@@ -472,20 +473,19 @@ class DecisionStore:
         run = self.run(run_id)
         decided = {d.patient_id: d for d in self.decisions(run.trial_id)}
         previous = run.previous_run_id
+        # The run's candidates and its patients with a decision row: not its other patients
         rows = self.conn.execute(
-            "SELECT p.patient_id, n.status, o.status FROM run_patients n "
-            "JOIN patients p ON p.patient_key = n.patient_key "
+            "SELECT p.patient_id, n.status, o.status, n.answer_set_id, n.evidence "
+            "FROM run_patients n JOIN patients p ON p.patient_key = n.patient_key "
             "LEFT JOIN run_patients o ON o.run_id = ? AND o.patient_key = n.patient_key "
-            "WHERE n.run_id = ?",
-            (previous, run_id),
+            "WHERE n.run_id = ? AND (n.status IN ('eligible', 'review') OR n.patient_key IN "
+            "(SELECT patient_key FROM decisions WHERE trial_id = ?))",
+            (previous, run_id, run.trial_id),
         ).fetchall()
-        wanted = {pid for pid, status, _ in rows if status in CANDIDATE_STATUSES or pid in decided}
-        reasons = self._reasons(run_id, run.criterion_ids, wanted)
-        changed = self._new_evidence(run_id, [decided[p] for p in wanted if p in decided])
+        sets = self._answer_sets()
+        changed = self._new_evidence(run_id, [decided[r[0]] for r in rows if r[0] in decided])
         entries = []
-        for pid, status, before in rows:
-            if pid not in wanted:
-                continue
+        for pid, status, before, set_id, evidence in rows:
             d = decided.get(pid)
             withheld = d is not None and d.contact_status in NOT_NEW_CONTACT_STATUSES
             new = (
@@ -500,7 +500,7 @@ class DecisionStore:
                 WorklistEntry(
                     patient_id=pid,
                     status=status,
-                    reasons=reasons.get(pid, ""),
+                    reasons=_reasons(sets.answers(set_id, evidence)),
                     queue=_queue(status, d, re_review),
                     decision=d,
                     new=new,
@@ -519,25 +519,6 @@ class DecisionStore:
         )
         return Worklist(run=run, previous_run_id=previous, entries=entries)
 
-    def _reasons(
-        self, run_id: int, criterion_ids: Sequence[str], wanted: Iterable[str]
-    ) -> dict[str, str]:
-        """Per patient the answers that are not met/clear, in criteria order, as
-        patients.csv's reasons read (without the engine's notes, which are not stored)."""
-        wanted = set(wanted)
-        order = {c: i for i, c in enumerate(criterion_ids)}
-        parts: dict[str, list[tuple[int, str]]] = {}
-        for pid, cid, answer, reason in self.conn.execute(
-            "SELECT p.patient_id, a.criterion_id, a.answer, r.text FROM run_answers a "
-            "JOIN patients p ON p.patient_key = a.patient_key "
-            "LEFT JOIN reasons r ON r.reason_id = a.reason_id WHERE a.run_id = ?",
-            (run_id,),
-        ):
-            if pid in wanted and answer not in _PASSING:
-                text = f"{cid}: {answer}: {reason}" if reason else f"{cid}: {answer}"
-                parts.setdefault(pid, []).append((order.get(cid, len(order)), text))
-        return {pid: "; ".join(t for _, t in sorted(p)) for pid, p in parts.items()}
-
     def _new_evidence(
         self, run_id: int, decisions: Iterable[Decision]
     ) -> dict[str, tuple[str, ...]]:
@@ -547,25 +528,49 @@ class DecisionStore:
         changed without a new record (a record removed, criteria edited, time passing) keeps
         the decision."""
         out: dict[str, tuple[str, ...]] = {}
+        sets = self._answer_sets()
         for d in decisions:
             if d.decision is None or d.run_id is None or d.run_id == run_id:
                 continue
-            criteria = []
-            for cid, old_digest, new_digest in self.conn.execute(
-                "SELECT n.criterion_id, o.evidence_sha256, n.evidence_sha256 FROM run_answers n "
-                "JOIN run_answers o ON o.run_id = ? AND o.patient_key = n.patient_key "
-                "AND o.criterion_id = n.criterion_id "
-                "JOIN patients p ON p.patient_key = n.patient_key "
-                "WHERE n.run_id = ? AND p.patient_id = ? AND o.answer != n.answer",
-                (d.run_id, run_id, d.patient_id),
-            ):
-                if _has_new_record(
-                    self.evidence_rows(old_digest), self.evidence_rows(new_digest), d.decided_at
-                ):
-                    criteria.append(cid)
+            seen, now = (
+                {cid: (answer, digest) for cid, answer, _, digest in sets.answers(*row)}
+                for row in (
+                    self._recorded(d.run_id, d.patient_id),
+                    self._recorded(run_id, d.patient_id),
+                )
+            )
+            criteria = [
+                cid
+                for cid, (answer, digest) in now.items()
+                if cid in seen
+                and seen[cid][0] != answer
+                and _has_new_record(
+                    self.evidence_rows(seen[cid][1]), self.evidence_rows(digest), d.decided_at
+                )
+            ]
             if criteria:
                 out[d.patient_id] = tuple(criteria)
         return out
+
+    def _recorded(self, run_id: int, patient_id: str) -> tuple[int | None, bytes | None]:
+        """A patient's answer set and evidence digests in a run (None, None: not in it)."""
+        row = self.conn.execute(
+            "SELECT rp.answer_set_id, rp.evidence FROM run_patients rp "
+            "JOIN patients p ON p.patient_key = rp.patient_key "
+            "WHERE rp.run_id = ? AND p.patient_id = ?",
+            (run_id, patient_id),
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+
+def _reasons(answers: Iterable[tuple[str, str, str, bytes | None]]) -> str:
+    """The answers that are not met/clear, in criteria order, as patients.csv's reasons
+    read (without the engine's notes, which are not stored)."""
+    return "; ".join(
+        f"{cid}: {answer}: {reason}" if reason else f"{cid}: {answer}"
+        for cid, answer, reason, _ in answers
+        if answer not in _PASSING
+    )
 
 
 def _record_key(row: Mapping[str, str]) -> tuple[str, ...]:

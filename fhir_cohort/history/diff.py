@@ -158,18 +158,29 @@ def diff_runs(history: History, old_id: int | None, new_id: int) -> Diff:
         return Diff(old=None, new=new)
     old = history.run(old_id)
     conn = history.conn
+    sets = history._answer_sets()
     statuses: dict[str, tuple[str, str]] = {}  # pid -> (old, new): "" for absent
-    for pid, before, now in conn.execute(
-        "SELECT p.patient_id, o.status, n.status FROM run_patients n "
+    changed: dict[str, list[tuple[str, str, str, str, bytes | None, bool]]] = {}
+    # Candidates in either run only: a patient ineligible in both is no change to list.
+    for pid, before, now, old_set, old_ev, new_set, new_ev in conn.execute(
+        "SELECT p.patient_id, o.status, n.status, o.answer_set_id, o.evidence, "
+        "n.answer_set_id, n.evidence FROM run_patients n "
         "JOIN patients p ON p.patient_key = n.patient_key "
         "LEFT JOIN run_patients o ON o.run_id = ? AND o.patient_key = n.patient_key "
-        "WHERE n.run_id = ?",
+        "WHERE n.run_id = ? AND (n.status IN ('eligible', 'review') "
+        "OR o.status IN ('eligible', 'review'))",
         (old_id, new_id),
     ):
-        if before != now and (now in _CANDIDATE or before in _CANDIDATE):
-            statuses[pid] = (before or "", now)
-        elif before == now and now in _CANDIDATE:
-            statuses[pid] = (before, now)  # answers or evidence may still have changed
+        statuses[pid] = (before or "", now)
+        if before is None or (old_set, old_ev) == (new_set, new_ev):
+            continue  # new in the source, or the same answers on the same records
+        was = {cid: (answer, digest) for cid, answer, _, digest in sets.answers(old_set, old_ev)}
+        for cid, answer, reason, digest in sets.answers(new_set, new_ev):
+            if cid in was and was[cid] != (answer, digest):
+                before_answer, before_digest = was[cid]
+                changed.setdefault(pid, []).append(
+                    (cid, before_answer, answer, reason, digest, before_digest == digest)
+                )
     new_patients = conn.execute(
         "SELECT count(*) FROM run_patients n WHERE n.run_id = ? AND NOT EXISTS "
         "(SELECT 1 FROM run_patients o WHERE o.run_id = ? AND o.patient_key = n.patient_key)",
@@ -184,22 +195,6 @@ def diff_runs(history: History, old_id: int | None, new_id: int) -> Diff:
             (old_id, new_id),
         )
     ]
-    changed: dict[str, list[tuple[str, str, str, str, bytes | None, bool]]] = {}
-    for pid, cid, before, now, reason, digest, same_evidence in conn.execute(
-        "SELECT p.patient_id, n.criterion_id, o.answer, n.answer, r.text, n.evidence_sha256, "
-        "o.evidence_sha256 IS n.evidence_sha256 FROM run_answers n "
-        "JOIN run_answers o ON o.run_id = ? AND o.patient_key = n.patient_key "
-        "AND o.criterion_id = n.criterion_id "
-        "JOIN patients p ON p.patient_key = n.patient_key "
-        "LEFT JOIN reasons r ON r.reason_id = n.reason_id "
-        "WHERE n.run_id = ? "
-        "AND (o.answer != n.answer OR o.evidence_sha256 IS NOT n.evidence_sha256)",
-        (old_id, new_id),
-    ):
-        if pid in statuses:
-            changed.setdefault(pid, []).append(
-                (cid, before, now, reason or "", digest, bool(same_evidence))
-            )
     order = {cid: i for i, cid in enumerate(new.criterion_ids)}
     decided = {d.patient_id: d for d in history.decisions(new.trial_id)}
     changes: list[Change] = []

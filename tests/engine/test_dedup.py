@@ -288,3 +288,25 @@ def test_a_dropped_line_whose_id_is_not_leading_is_parsed_not_dropped(tmp_path: 
     tables, report = read(tmp_path)
     assert facts(tables) == []
     assert not report.reread_unfiltered
+
+
+def test_dropped_line_check_across_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dropped-line check looks the hashes up a slice at a time (memory): a dropped copy
+    of a read resource is found at every position, first, last or across a slice boundary,
+    and nothing is found when no dropped hash is one read (slices of 3 hashes here)."""
+    from fhir_cohort.engine import read
+
+    monkeypatch.setattr(read, "_DROPPED_SLICE", 3)
+    ledger = Ledger()
+    for i in range(5):
+        ledger.copy_of("Condition", f"c{i}", "p", {}, i)
+    ledger.copy_of("Observation", "o1", "p", {}, 9)
+    others = [read.id_hash(b"Condition", f"x{i}".encode()) for i in range(10)]
+    others.append(read.id_hash(b"Observation", b"c1"))  # same id, another type: not a copy
+    assert not read._dropped_copy_of_a_read_one(ledger, array("q", others))
+    assert not read._dropped_copy_of_a_read_one(ledger, array("q"))
+    assert not read._dropped_copy_of_a_read_one(Ledger(), array("q", others))
+    for hit in (read.id_hash(b"Condition", b"c3"), read.id_hash(b"Observation", b"o1")):
+        for at in range(len(others) + 1):
+            dropped = array("q", [*others[:at], hit, *others[at:]])
+            assert read._dropped_copy_of_a_read_one(ledger, dropped), at

@@ -8,6 +8,7 @@ from fhir_cohort.engine.evaluate import (
     ANSWER_COLUMNS,
     EVIDENCE_COLUMNS,
     STATUS_COLUMNS,
+    _frame,
     attrition,
 )
 from fhir_cohort.engine.tables import Tables
@@ -182,3 +183,22 @@ def test_patients_without_rows_share_answers_but_not_age(run, b):
     reasons = res.answers.set_index(["patient_id", "criterion_id"]).reason
     # The sex gate and the (false) rest of the rule both say why it is clear.
     assert reasons[("a", "pregnancy_lactation")].startswith("not applicable (sex male)")
+
+
+def test_answer_columns_build_the_frame_from_records_builds() -> None:
+    """evaluate builds its answers column by column (memory): the same frame, dtypes included,
+    as DataFrame.from_records over the rows, for every kind of column an answer can hold."""
+    cases = [
+        [],
+        [("p1", "I1", "met", "ok")],
+        [("p1", "I1", "met", "ok"), ("p2", "E1", "review", None), ("p3", "E2", None, "")],
+        [("p1", "I1", "met", None), ("p2", "I1", "not_met", None)],
+        [(None, "I1", "met", "x"), ("p2", "I1", "unknown", 'a, "b"')],
+    ]
+    for rows in cases:
+        expected = pd.DataFrame.from_records(rows, columns=list(ANSWER_COLUMNS))
+        columns = [list(c) for c in zip(*rows, strict=True)] or [[] for _ in ANSWER_COLUMNS]
+        got = _frame(columns, ANSWER_COLUMNS)
+        pd.testing.assert_frame_equal(got, expected)
+        assert list(got.dtypes) == list(expected.dtypes)
+        assert all(not c for c in columns)  # each list emptied once converted

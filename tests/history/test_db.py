@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -23,7 +25,8 @@ from fhir_cohort.history.db import (
     evidence_sets,
     open_history,
 )
-from tests.history.conftest import CRITERIA, record
+from tests.history.conftest import CRITERIA, record, run_record, screening
+from tests.history.legacy import record_v3
 
 # Released steps never change: a database at version N already ran them. Adding a step is
 # appending to MIGRATIONS (and a line here); editing one fails this test.
@@ -31,6 +34,7 @@ RELEASED = {
     1: "5105bb104cafa7fd076082a22ec5ad7d7f513e901768951e4cab2395fba68ebe",
     2: "68062c402c8ebdbeb726c9b34af16e61a26930fd244243428c4202679388668f",
     3: "a26ddb31c5e063cc957baa9a3f0588cafcb801492f5fddf8f25ab906acf8bc93",
+    4: "540166f8ae2d29f3ab5f8c5b328a8f17a60f73ed813fb50da4367054cfc06210",
 }
 
 
@@ -59,7 +63,8 @@ def test_an_old_database_is_migrated_and_keeps_its_runs(tmp_path: Path, old: int
         conn = sqlite3.connect(path, isolation_level=None)
         conn.row_factory = sqlite3.Row
         history = History(path, conn)
-        record(history, "2026-11-10", patients={"p1": "eligible", "p2": "ineligible"})
+        write = record_v3 if old < 4 else record
+        write(history, "2026-11-10", patients={"p1": "eligible", "p2": "ineligible"})
         conn.close()
     with open_history(path) as history:
         assert history.schema_version() == SCHEMA_VERSION
@@ -139,7 +144,7 @@ def test_a_failed_transaction_records_nothing(tmp_path: Path) -> None:
             record(history, "2026-11-10", patients={"p1": "eligible"})
             raise RuntimeError("the outputs could not be written")
         assert history.runs() == []
-        for table in ("run_patients", "run_answers", "evidence_sets"):
+        for table in ("run_patients", "run_answers", "answer_sets", "evidence_sets"):
             assert history.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
         first = record(history, "2026-11-10", patients={"p1": "eligible"})
         assert history.run(first).previous_run_id is None
@@ -219,3 +224,164 @@ def test_statuses_are_each_patients_status_in_one_run(tmp_path: Path) -> None:
         assert history.statuses(second) == {"p2": "ineligible", "p3": "eligible"}
         with pytest.raises(HistoryError, match="no run 99"):
             history.statuses(99)
+
+
+# Week 3 after test_diff's two weeks: a decided patient's answer changes on a new record
+# (re-review), another's without one (kept), and the criteria gain one (compared on the
+# criteria both runs have).
+NEWER_LAB = {"resource_type": "Observation", "resource_id": "o3", "date": "2026-11-30"}
+
+
+def _weeks() -> list[dict[str, Any]]:
+    from tests.history.test_diff import WEEK1, WEEK2
+
+    week3 = {
+        "patients": {**WEEK2["patients"], "same-eligible-new-lab": "review"},
+        "evidence": {
+            **WEEK2["evidence"],
+            ("same-eligible-new-lab", "sle"): [LAB_1, NEWER_LAB],
+            ("unchanged", "age"): [{"resource_type": "Patient", "resource_id": "unchanged"}],
+        },
+        "answers": {
+            **WEEK2["answers"],
+            ("same-eligible-new-lab", "sle"): "unknown",
+            ("unchanged", "pregnancy"): "review",
+        },
+    }
+    return [WEEK1, WEEK2, week3]
+
+
+LAB_1 = {"resource_type": "Observation", "resource_id": "o1", "date": "2026-11-01"}
+AS_OF = ("2026-11-10", "2026-11-24", "2026-12-01")
+
+
+def _decide(history: History) -> None:
+    for pid, fields in {
+        "same-eligible-new-lab": {"decision": "eligible"},
+        "unchanged": {"decision": "ineligible", "reason": "r"},
+        "was-ineligible": {"contact_status": "declined"},
+        "still-ineligible-new-lab": {"decision": "needs_information"},
+    }.items():
+        history.save_decision("T-1", pid, who="ana", expected_version=0, when="2026-11-12",
+                              **fields)  # fmt: skip
+
+
+def _everything(history: History) -> dict[str, Any]:
+    """What every reader says about every run: comparisons both ways, worklists, each
+    patient's answers and evidence, statuses, and the run_answers rows."""
+    from fhir_cohort.history.diff import diff_runs
+
+    runs = [r.run_id for r in history.runs()]
+    pids = [r[0] for r in history.conn.execute("SELECT patient_id FROM patients")]
+    seen: dict[str, Any] = {}
+    for old, new in [(None, runs[0]), *itertools.permutations(runs, 2)]:
+        diff = diff_runs(history, old, new)
+        seen[f"diff {old} {new}"] = (diff.changes, diff.counts, diff.new_patients, diff.withheld)
+    for run in runs:
+        seen[f"worklist {run}"] = history.worklist("T-1", run).entries
+        seen[f"statuses {run}"] = history.statuses(run)
+        seen[f"answers {run}"] = {p: history.patient_answers(run, p) for p in pids}
+    seen["rows"] = _answer_rows(history)
+    return seen
+
+
+def _answer_rows(history: History) -> list[tuple[Any, ...]]:
+    return history.conn.execute(
+        "SELECT a.run_id, p.patient_id, a.criterion_id, a.answer, r.text, a.evidence_sha256 "
+        "FROM run_answers a JOIN patients p USING (patient_key) "
+        "LEFT JOIN reasons r USING (reason_id) ORDER BY 1, 2, 3"
+    ).fetchall()
+
+
+def test_runs_recorded_before_answer_sets_migrate_to_the_same_answers(tmp_path: Path) -> None:
+    """Two weeks recorded one row per answer (schema 3), migrated, a third week on top: every
+    reader gives what it gives for the same weeks recorded as answer sets, and run_answers
+    (now a view) holds the rows the old table held."""
+    weeks = _weeks()
+    old = tmp_path / "v3.sqlite"
+    _old_database(old, 3)
+    conn = sqlite3.connect(old, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    v3 = History(old, conn)
+    record_v3(v3, AS_OF[0], **weeks[0])
+    _decide(v3)
+    record_v3(v3, AS_OF[1], **weeks[1])
+    before = [tuple(r) for r in _answer_rows(v3)]
+    conn.close()
+    with open_history(old) as migrated:
+        assert [tuple(r) for r in _answer_rows(migrated)] == before
+        assert "run_answers_v3" not in {
+            r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")
+        }
+        record(migrated, AS_OF[2], **weeks[2])
+        got = _everything(migrated)
+    with open_history(tmp_path / "v4.sqlite") as fresh:
+        record(fresh, AS_OF[0], **weeks[0])
+        _decide(fresh)
+        for as_of, week in zip(AS_OF[1:], weeks[1:], strict=True):
+            record(fresh, as_of, **week)
+        want = _everything(fresh)
+        sets = fresh.conn.execute("SELECT count(*) FROM answer_sets").fetchone()[0]
+    got["rows"] = [tuple(r) for r in got["rows"]]
+    want["rows"] = [tuple(r) for r in want["rows"]]
+    assert got == want
+    # what the weeks exercise: every kind of change, a re-review, a withheld candidate
+    assert set(want["diff 1 2"][1].values()) - {0} and want["diff 1 2"][3] == 1
+    assert [e.patient_id for e in want["worklist 3"] if e.re_review] == ["same-eligible-new-lab"]
+    assert sets < len(want["rows"]) / 3  # patients share sets: fewer sets than answers
+
+
+def test_each_evidence_set_keeps_the_wording_recorded_last(tmp_path: Path) -> None:
+    """Runs of two trials in turn cite the same records with other notes (and, in one run,
+    one record set under two criteria with two notes): after every run each stored set has
+    the text of the last group recorded with its hash, as if every set were rewritten each
+    run, though a run rewrites only the sets whose text the latest run did not store."""
+    import random
+
+    rng = random.Random(13)
+    records = [{"resource_type": "Condition", "resource_id": f"c{i}"} for i in range(3)]
+    expected: dict[bytes, str] = {}
+    with open_history(tmp_path / "h.sqlite") as history, history.transaction():  # one fsync
+        for week in range(20):
+            evidence = {
+                (pid, cid): [
+                    {**r, "note": rng.choice(["a", "b"])}
+                    for r in rng.sample(records, rng.randint(1, 2))
+                ]
+                for pid in ("p1", "p2", "p3")
+                for cid in CRITERIA
+                if rng.random() < 0.6
+            }
+            as_of = f"{2026 + week // 12}-{week % 12 + 1:02d}-01"
+            patients = dict.fromkeys(("p1", "p2", "p3"), "review")
+            record(history, as_of, rng.choice(["T-1", "T-2"]), patients=patients, evidence=evidence)
+            frame = screening(patients={"p1": "review"}, evidence=evidence)["evidence"]
+            expected.update(evidence_sets(frame, as_of).values())  # in order: the last wins
+            stored = dict(history.conn.execute("SELECT * FROM evidence_sets").fetchall())
+            assert stored == expected, week
+        sets = history.conn.execute("SELECT count(*) FROM evidence_sets").fetchone()[0]
+        assert 0 < sets < 3 * 20  # sets were shared across runs, not one per group
+
+
+@pytest.mark.parametrize(
+    ("status", "answers", "message"),
+    [
+        (["p1", "p1"], [("p1", "age")], "lists a patient twice"),
+        (["p1"], [("p1", "age"), ("p2", "age")], "patient the status table does not list"),
+        (["p1"], [("p1", "age"), ("p1", "age")], "two answers of one patient"),
+    ],
+)
+def test_tables_that_do_not_fit_are_refused_and_record_nothing(
+    tmp_path: Path, status: list[str], answers: list[tuple[str, str]], message: str
+) -> None:
+    with open_history(tmp_path / "h.sqlite") as history:
+        with pytest.raises(HistoryError, match=message):
+            history.record_run(
+                run_record("2026-11-10"),
+                status=pd.DataFrame({"patient_id": status, "status": "review"}),
+                answers=pd.DataFrame(answers, columns=["patient_id", "criterion_id"]).assign(
+                    answer="met", reason=""
+                ),
+                evidence=pd.DataFrame(),
+            )
+        assert history.runs() == []

@@ -16,12 +16,14 @@ from fhir_cohort.errors import DecisionConflict, DecisionError, FhirCohortError
 from fhir_cohort.history import (
     CONTACT_STATUSES,
     DECISIONS,
+    SCHEMA_VERSION,
     WORKLIST_COLUMNS,
     Decision,
     History,
     open_history,
 )
 from tests.history.conftest import record
+from tests.history.legacy import record_v3
 
 DECIDED = "2026-11-12"
 
@@ -322,7 +324,7 @@ def test_a_version_2_history_with_decisions_is_migrated_and_usable(tmp_path: Pat
     conn.row_factory = sqlite3.Row
     old = History(path, conn)
     assert old.migrate(target=2) == 2
-    record(old, "2026-11-10", patients={"p1": "review"})
+    record_v3(old, "2026-11-10", patients={"p1": "review"})
     conn.execute(
         "INSERT INTO decisions VALUES ('T-1', 1, 'eligible', NULL, 'attempt_1', 'n', 'ana', "
         "'2026-11-12T09:00:00+00:00', 1, 1)"
@@ -334,7 +336,7 @@ def test_a_version_2_history_with_decisions_is_migrated_and_usable(tmp_path: Pat
     )
     conn.close()
     with open_history(path) as history:
-        assert history.schema_version() == 3
+        assert history.schema_version() == SCHEMA_VERSION
         saved = history.decision("T-1", "p1")
         assert saved is not None and (saved.decision, saved.version) == ("eligible", 1)
         assert [e.version for e in history.decision_log()] == [None]
