@@ -866,9 +866,9 @@ def read_tables(
             for fut in as_completed(futures):
                 absorb(fut.result())
                 advance(futures[fut])
-    if not salted and _bundle_copies_collide(ledger, dropped, bundle_dropped):
-        # A filtered Bundle entry has another copy: read the Bundles' entries in full, so
-        # the duplicates are decided and reported from every copy, as without the filter.
+
+    def reread(**filters: bool) -> tuple[Tables, ReadReport]:
+        """The same read again with other filters (one more pass, never a wrong answer)."""
         rows.clear()
         tables, again = read_tables(
             source,
@@ -882,32 +882,20 @@ def read_tables(
             parallel_min_bytes=parallel_min_bytes,
             unmapped_text=unmapped_text,
             base_urls=base_urls,
-            filter_lines=filter_lines,
-            block_filter=block_filter,
-            filter_bundles=False,
+            **filters,
         )
         again.seconds = time.perf_counter() - started
         return tables, again
+
+    if not salted and _bundle_copies_collide(ledger, dropped, bundle_dropped):
+        # A filtered Bundle entry has another copy: read the Bundles' entries in full, so
+        # the duplicates are decided and reported from every copy, as without the filter.
+        return reread(filter_lines=filter_lines, block_filter=block_filter, filter_bundles=False)
     if salted or _dropped_copy_of_a_read_one(ledger, dropped):
         # Rare (one export holds one version of each resource): read everything, so the
-        # version rule sees every copy. Costs one more pass, never a wrong answer.
-        rows.clear()
-        tables, again = read_tables(
-            source,
-            relevant=relevant,
-            medication_words=medication_words,
-            strict=strict,
-            validate=validate,
-            workers=workers,
-            progress=progress,
-            chunk_bytes=chunk_bytes,
-            parallel_min_bytes=parallel_min_bytes,
-            unmapped_text=unmapped_text,
-            base_urls=base_urls,
-            filter_lines=False,
-        )
+        # version rule sees every copy.
+        tables, again = reread(filter_lines=False)
         again.reread_unfiltered = True
-        again.seconds = time.perf_counter() - started
         return tables, again
     tables = Tables.from_rows(
         rows["patients"], rows["conditions"], rows["medications"], rows["observations"]
