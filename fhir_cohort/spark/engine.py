@@ -105,8 +105,8 @@ PATIENTS_PER_PARTITION = 50_000
 
 def local_session(master: str = "local[2]", **conf: str) -> Any:
     """A SparkSession for this machine (the CLI's ``--engine spark`` without spark-submit):
-    quiet logs, Arrow on, the UI off. Under spark-submit use the session it configured
-    (``SparkSession.builder.getOrCreate()``)."""
+    quiet logs, Arrow on, the UI and its console progress bars off. Under spark-submit use the
+    session it configured (``SparkSession.builder.getOrCreate()``)."""
     from pyspark.sql import SparkSession
 
     # The workers run this interpreter (it has fhir-cohort and its dependencies), not the
@@ -116,6 +116,8 @@ def local_session(master: str = "local[2]", **conf: str) -> Any:
         SparkSession.builder.master(master)
         .appName("fhir-cohort")
         .config("spark.ui.enabled", "false")
+        # fhir-cohort reports its own progress (and none under --quiet): no console bars.
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.memory", os.environ.get("FHIR_COHORT_SPARK_DRIVER_MEMORY", "2g"))
