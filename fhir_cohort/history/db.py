@@ -1015,12 +1015,7 @@ class History(DecisionStore):
         """One patient's answers in run ``run_id``, in the run's criteria order, each with its
         reason and evidence records (the worklist's patient page). Empty: not in the run."""
         order = {c: i for i, c in enumerate(self.run(run_id).criterion_ids)}
-        row = self.conn.execute(
-            "SELECT rp.answer_set_id, rp.evidence FROM run_patients rp "
-            "JOIN patients p ON p.patient_key = rp.patient_key "
-            "WHERE rp.run_id = ? AND p.patient_id = ?",
-            (run_id, patient_id),
-        ).fetchone()
+        row = self._recorded_row(run_id, patient_id)
         if row is None:
             return []
         answers = [

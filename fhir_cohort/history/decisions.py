@@ -552,14 +552,19 @@ class DecisionStore:
                 out[d.patient_id] = tuple(criteria)
         return out
 
-    def _recorded(self, run_id: int, patient_id: str) -> tuple[int | None, bytes | None]:
-        """A patient's answer set and evidence digests in a run (None, None: not in it)."""
-        row = self.conn.execute(
+    def _recorded_row(self, run_id: int, patient_id: str) -> tuple[Any, Any] | None:
+        """A patient's run_patients row in a run: (answer set id, evidence digests), or None
+        when the patient is not in it."""
+        return self.conn.execute(
             "SELECT rp.answer_set_id, rp.evidence FROM run_patients rp "
             "JOIN patients p ON p.patient_key = rp.patient_key "
             "WHERE rp.run_id = ? AND p.patient_id = ?",
             (run_id, patient_id),
         ).fetchone()
+
+    def _recorded(self, run_id: int, patient_id: str) -> tuple[int | None, bytes | None]:
+        """A patient's answer set and evidence digests in a run (None, None: not in it)."""
+        row = self._recorded_row(run_id, patient_id)
         return (row[0], row[1]) if row else (None, None)
 
 
