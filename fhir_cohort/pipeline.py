@@ -52,6 +52,7 @@ from fhir_cohort.report.outputs import (
     TRIALS_NAME,
     candidate_group,
     patients_table,
+    sort_details,
     sort_evidence,
     trials_table,
     unmapped_table,
@@ -729,6 +730,7 @@ def _screen_trial(
     ids = tuple(c.id for c in trial.criteria)
     patients = patients_table(evaluation.answers, evaluation.status, ids)
     evidence = sort_evidence(evaluation.evidence, ids)
+    eras, labs = sort_details(eras, ids), sort_details(labs, ids)
     group = candidate_group(
         patients,
         trial_id=trial.id,

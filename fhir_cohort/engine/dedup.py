@@ -166,8 +166,13 @@ class Ledger:
 
     def unresolved_reference(self, location: str, rtype: str, element: str, form: str) -> None:
         self.unresolved[(rtype, element, form)] += 1
-        if len(self.unresolved_at) < MAX_LOCATIONS:
-            self.unresolved_at.append((location, rtype, element, form))
+        at = self.unresolved_at
+        at.append((location, rtype, element, form))
+        if len(at) >= 2 * MAX_LOCATIONS:
+            # the smallest in the order the report lists them, not the first read: the same
+            # ones however the reading was split (trimmed in batches: one sort per 1000)
+            at.sort()
+            del at[MAX_LOCATIONS:]
 
     def merge(self, other: Ledger) -> None:
         self.rtype.extend(other.rtype)
@@ -179,9 +184,10 @@ class Ledger:
         for table, srcs in other.rows.items():
             self.rows[table].extend(srcs)
         self.unresolved.update(other.unresolved)
-        room = MAX_LOCATIONS - len(self.unresolved_at)
-        if room > 0:
-            self.unresolved_at.extend(other.unresolved_at[:room])
+        if other.unresolved_at:
+            # the smallest, as unresolved_reference keeps them: whatever the merge order
+            at = sorted([*self.unresolved_at, *other.unresolved_at])
+            self.unresolved_at = at[:MAX_LOCATIONS]
 
     def unresolved_report(self, bases: Iterable[str]) -> dict[str, Any]:
         per_type: Counter[str] = Counter()
@@ -192,6 +198,7 @@ class Ledger:
             per_form[form] += n
             per_element[element] += n
         total = sum(self.unresolved.values())
+        listed = sorted(self.unresolved_at)[:MAX_LOCATIONS]
         return {
             "total": total,
             "bases": sorted(bases),
@@ -199,10 +206,9 @@ class Ledger:
             "per_element": dict(sorted(per_element.items())),
             "per_form": dict(sorted(per_form.items())),
             "locations": [
-                {"location": loc, "type": t, "element": e, "form": f}
-                for loc, t, e, f in sorted(self.unresolved_at)
+                {"location": loc, "type": t, "element": e, "form": f} for loc, t, e, f in listed
             ],
-            "locations_truncated": total > len(self.unresolved_at),
+            "locations_truncated": total > len(listed),
         }
 
 

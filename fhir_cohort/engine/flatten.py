@@ -1082,8 +1082,9 @@ class CodeLineFilter:
     the verified type is the file's), one C-level findall and a set lookup per line.
 
     With :meth:`count_rejected` it also counts each rejected line by its "code" values (the
-    findall it has already made) and keeps the first line of each key, so the unmapped-codes
-    report costs one dict update per line (``fhir_cohort.engine.unmapped``).
+    findall it has already made) and keeps the first line of each key with its place in the
+    reading order (``at``, set by the reader per task), so the unmapped-codes report costs one
+    dict update per line (``fhir_cohort.engine.unmapped``).
     """
 
     def __init__(self, base: MedicationLineFilter) -> None:
@@ -1093,17 +1094,23 @@ class CodeLineFilter:
         self.expected = base.expected
         self.rejected: dict[bytes, int] | None = None
         self.samples: dict[bytes, bytes] = {}
+        self.ranks: dict[bytes, tuple[int, int]] = {}
+        # (file index, first line) of the task being read: orders the samples of workers
+        self.at: tuple[int, int] = (0, 0)
         self.on_new_key: Callable[[], None] | None = None
 
     def count_rejected(
         self,
         counts: dict[bytes, int],
         samples: dict[bytes, bytes],
+        ranks: dict[bytes, tuple[int, int]],
         on_new_key: Callable[[], None] | None = None,
     ) -> None:
         """Count rejected lines into ``counts`` (key: their "code" values), keep the first line
-        of each key in ``samples``; ``on_new_key`` runs after a key is added (to bound them)."""
-        self.rejected, self.samples, self.on_new_key = counts, samples, on_new_key
+        of each key in ``samples`` and where it was read (``at``) in ``ranks``; ``on_new_key``
+        runs after a key is added (to bound them)."""
+        self.rejected, self.samples, self.ranks = counts, samples, ranks
+        self.on_new_key = on_new_key
 
     def __call__(self, line: bytes) -> bool:
         # MedicationLineFilter._droppable inlined: the file's type is never Patient/Medication.
@@ -1130,6 +1137,7 @@ class CodeLineFilter:
         if n is None:
             rejected[key] = 1
             self.samples[key] = line
+            self.ranks[key] = self.at
             if self.on_new_key is not None:
                 self.on_new_key()
         else:

@@ -23,13 +23,13 @@ import re
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -77,6 +77,23 @@ _TABLES = ("patients", "conditions", "medications", "observations")
 READ_TYPES = ("Patient", *ROW_RESOURCE_TYPES)
 
 
+_T = TypeVar("_T")
+
+
+def reading_position(files: Mapping[str, int], location: str) -> tuple[int, int, int, str]:
+    """A sort key in reading order for a reader location (``path:line``, ``path#entry[i]``
+    or ``path``; ``files``: each path's index in the reading order)."""
+    path, kind, n = location, 0, 0
+    at = location.rfind("#entry[")
+    if at != -1 and location.endswith("]") and location[at + 7 : -1].isdigit():
+        path, kind, n = location[:at], 1, int(location[at + 7 : -1])
+    else:
+        head, sep, tail = location.rpartition(":")
+        if sep and tail.isdigit():
+            path, n = head, int(tail)
+    return (files.get(path, len(files)), kind, n, location)
+
+
 @dataclass
 class ReadReport:
     """What was read: per type, lines seen, resources parsed and malformed ones skipped."""
@@ -103,13 +120,18 @@ class ReadReport:
         self.parsed.update(other.parsed)
         self.skipped.update(other.skipped)
         self.unmapped.merge(other.unmapped)
-        room = MAX_ERRORS_KEPT - len(self.errors)
-        if room > 0:
-            self.errors.extend(other.errors[:room])
+        # Kept in reading order, the first MAX_ERRORS_KEPT of the whole source (each worker
+        # keeps its first ones): the same list whatever order the workers finish in.
+        if other.errors:
+            self.errors = self._first([*self.errors, *other.errors], lambda e: e[0])
         self.replaced += other.replaced
-        room = MAX_ERRORS_KEPT - len(self.replaced_at)
-        if room > 0:
-            self.replaced_at.extend(other.replaced_at[:room])
+        if other.replaced_at:
+            self.replaced_at = self._first([*self.replaced_at, *other.replaced_at], str)
+
+    def _first(self, items: list[_T], location: Callable[[_T], str]) -> list[_T]:
+        index = {name: i for i, name in enumerate(self.files)}
+        items.sort(key=lambda item: reading_position(index, location(item)))
+        return items[:MAX_ERRORS_KEPT]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -431,12 +453,13 @@ class _BlockFilter:
                 for i in range(lo, hi):
                     self.per_line(lines[i] + b"\n")
                 return
-            samples, on_new_key = codes.samples, codes.on_new_key
+            samples, ranks, on_new_key = codes.samples, codes.ranks, codes.on_new_key
             for key, k in counts.items():
                 old = rejected.get(key)
                 if old is None:
                     rejected[key] = k
                     samples[key] = lines[lo + part.index(key)] + b"\n"
+                    ranks[key] = codes.at
                     if on_new_key is not None:
                         on_new_key()
                 else:
@@ -517,6 +540,7 @@ def _run_tasks(
         else None
     )
     rows = out.rows
+    code_filters: list[CodeLineFilter] = []
     for task in tasks:
         type_key = task.expected_type or "unknown"
         if cfg.strict or not cfg.filter_lines:
@@ -529,11 +553,17 @@ def _run_tasks(
                 line_filter.count_rejected(
                     *unmapped.line_counter(rtype_), partial(unmapped.bound_lines, rtype_)
                 )
+                code_filters.append(line_filter)
             elif task.expected_type is None or task.expected_type in UNMAPPED_TYPES:
                 line_filter = TallyingLineFilter(line_filter, unmapped, task.expected_type)
             filters[task.expected_type] = recorder = _IdRecorder(line_filter, out.dropped)
             if isinstance(line_filter, CodeLineFilter) and cfg.block_filter:
                 blocks[task.expected_type] = _BlockFilter(recorder, line_filter, out.dropped)
+        # Where this task's lines stand in the reading order (a file is cut either in byte
+        # ranges or in Spark text splits, both numbered in file order; Bundles have no lines).
+        at = (task.file_index, getattr(task, "first_line", 1))
+        for code_filter in code_filters:
+            code_filter.at = at
         block_filter = blocks.get(task.expected_type)
         common: dict[str, Any] = {
             "expected_type": task.expected_type,

@@ -5,8 +5,10 @@ the reader's line filter rejects contributes the raw bytes of its code's ``codin
 regex search, one slice, one dict increment; no parse), and a parsed record that gave no row
 contributes its codings. Only at the end are the distinct keys decoded, normalised and merged
 into (resource type, system, code) counts; the display shown is the one of the most frequent
-spelling. Nothing but codes, displays and counts is kept (medication free text only when asked
-for, since it can hold anything).
+spelling, the smallest of equally frequent ones, and a rejected line's key is decoded from its
+first line in reading order, so neither depends on how the reading was split across workers
+or in which order they finished. Nothing but codes, displays and counts is kept (medication
+free text only when asked for, since it can hold anything).
 """
 
 from __future__ import annotations
@@ -75,21 +77,27 @@ class Unmapped:
     ``counts`` holds keys of parsed records and of lines rejected by a wrapping filter;
     ``line_counts`` the lines a :class:`~fhir_cohort.engine.flatten.CodeLineFilter` rejected,
     keyed by their "code" values, with the first such line in ``samples`` (decoded at the end:
-    lines with the same code values are taken to carry the same code).
+    lines with the same code values are taken to carry the same code) and where it was read,
+    (file index, first line of its task), in ``ranks``: merging keeps the earliest sample,
+    whatever order the workers' counters arrive in.
     """
 
     counts: dict[str, dict[Key, int]] = field(default_factory=dict)
     line_counts: dict[str, dict[bytes, int]] = field(default_factory=dict)
     samples: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
+    ranks: dict[str, dict[bytes, tuple[int, int]]] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
 
     def counter(self, resource_type: str) -> dict[Key, int]:
         return self.counts.setdefault(resource_type, {})
 
-    def line_counter(self, resource_type: str) -> tuple[dict[bytes, int], dict[bytes, bytes]]:
+    def line_counter(
+        self, resource_type: str
+    ) -> tuple[dict[bytes, int], dict[bytes, bytes], dict[bytes, tuple[int, int]]]:
         return (
             self.line_counts.setdefault(resource_type, {}),
             self.samples.setdefault(resource_type, {}),
+            self.ranks.setdefault(resource_type, {}),
         )
 
     def add(self, resource_type: str, key: Key, n: int = 1) -> None:
@@ -114,9 +122,11 @@ class Unmapped:
                 continue
             ranked = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)
             samples = self.samples.get(resource_type, {})
+            ranks = self.ranks.get(resource_type, {})
             for key, n in ranked[limit // 2 :]:
                 del counts[key]
                 samples.pop(key, None)  # type: ignore[call-overload]
+                ranks.pop(key, None)  # type: ignore[call-overload]
                 self.dropped[resource_type] = self.dropped.get(resource_type, 0) + n
 
     def merge(self, other: Unmapped) -> None:
@@ -125,12 +135,23 @@ class Unmapped:
             for k, v in c.items():
                 mine[k] = mine.get(k, 0) + v
         for rtype, lc in other.line_counts.items():
-            mine_l, mine_s = self.line_counter(rtype)
+            mine_l, mine_s, mine_r = self.line_counter(rtype)
             theirs_s = other.samples.get(rtype, {})
+            theirs_r = other.ranks.get(rtype, {})
             for k, v in lc.items():
-                if k not in mine_l:
+                old = mine_l.get(k)
+                if old is None:
                     mine_s[k] = theirs_s.get(k, b"")
-                mine_l[k] = mine_l.get(k, 0) + v
+                    mine_r[k] = theirs_r.get(k, (0, 0))
+                    mine_l[k] = v
+                    continue
+                mine_l[k] = old + v
+                # The sample read first wins: the display is that of the same line whichever
+                # worker finished first (ties in rank cannot happen: one task, one worker).
+                rank = theirs_r.get(k, (0, 0))
+                if rank < mine_r.get(k, (0, 0)):
+                    mine_s[k] = theirs_s.get(k, b"")
+                    mine_r[k] = rank
         for rtype, n in other.dropped.items():
             self.dropped[rtype] = self.dropped.get(rtype, 0) + n
         for rtype in set(other.counts) | set(other.line_counts):
@@ -154,16 +175,21 @@ class Unmapped:
             if not keys:
                 continue
             totals: dict[tuple[str, str], int] = {}
-            displays: dict[tuple[str, str], str] = {}
-            for key, n in sorted(keys, key=lambda kv: kv[1], reverse=True):
+            # per coding, the display of its most frequent spelling (key) with one, the
+            # smallest of equally frequent ones: a total order, so the choice depends neither
+            # on the order the workers' counters were merged in nor on their number
+            displays: dict[tuple[str, str], tuple[int, str]] = {}
+            for key, n in keys:
                 for system, code, display in _decode(key):
                     s = norm_system(system) if system else ""
                     k = (s, norm_code(s, code) if code else "")
                     totals[k] = totals.get(k, 0) + n
-                    if display and not displays.get(k):
-                        displays[k] = display
+                    if display:
+                        best = displays.get(k)
+                        if best is None or n > best[0] or (n == best[0] and display < best[1]):
+                            displays[k] = (n, display)
             ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-            out.extend((rtype, s, k, displays.get((s, k), ""), n) for (s, k), n in ranked)
+            out.extend((rtype, s, k, displays.get((s, k), (0, ""))[1], n) for (s, k), n in ranked)
         return out
 
     def summary(self, listed: Iterable[tuple[str, str, str, str, int]] = ()) -> dict[str, Any]:

@@ -90,9 +90,31 @@ def sort_evidence(evidence: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.Da
     order = {c: i for i, c in enumerate(criterion_ids)}
     ev = evidence.reindex(columns=list(EVIDENCE_COLUMNS))
     ev = ev.assign(_c=ev["criterion_id"].map(order))
+    # the last three only order rows the others tie (one record's codings in two systems):
+    # a total order, so the file never follows the order the read's workers finished in
     keys = ["patient_id", "_c", "date", "resource_type", "resource_id", "code", "note"]
+    keys += ["system", "display", "value"]
     ev = ev.sort_values(keys, kind="stable", na_position="first")
     return ev.drop(columns="_c").reset_index(drop=True)
+
+
+def sort_details(frame: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.DataFrame:
+    """medication_eras or lab_results in their documented order (README, "Outputs"): by
+    patient id, then the criteria in the trial's order, then a test's date, then every other
+    column left to right (eras: requirement, agent, value set, start, end, days; labs:
+    resource id, system, code, ...), so the row order is that of the data, not of the workers
+    that read it: a total order, rows it ties are equal."""
+    if frame.empty or "patient_id" not in frame.columns or "criterion_id" not in frame.columns:
+        return frame.reset_index(drop=True)
+    order = {c: i for i, c in enumerate(criterion_ids)}
+    rest = [c for c in frame.columns if c not in ("patient_id", "criterion_id", "date")]
+    if "date" in frame.columns:
+        rest.insert(0, "date")
+    ranked = frame.assign(_c=frame["criterion_id"].map(order))
+    ranked = ranked.sort_values(
+        ["patient_id", "_c", *rest], kind="stable", na_position="first", ignore_index=True
+    )
+    return ranked.drop(columns="_c")
 
 
 # CSV formula injection (OWASP): a spreadsheet runs a cell that starts with one of these as a

@@ -613,20 +613,6 @@ def _combine(parts: dict[str, list[Any]], trial: Trial) -> SparkEvaluation:
             total[counts] = total[counts].to_numpy() + other[counts].to_numpy()
     else:
         total = attrition(evaluation, trial)
-    order = {c.id: i for i, c in enumerate(trial.criteria)}
-
-    def ordered(frames: list[pd.DataFrame]) -> pd.DataFrame:
-        frame = _frames(frames, ["criterion_id"])
-        if frame.empty or "patient_id" not in frame.columns:
-            return frame
-        rank = frame["criterion_id"].map(order)
-        return (
-            frame.assign(_r=rank)
-            .sort_values(["_r", "patient_id"], kind="stable")
-            .drop(columns="_r")
-            .reset_index(drop=True)
-        )
-
     without: dict[str, int] = {}
     for counts_of in parts.get("without", []):
         for key, n in counts_of.items():
@@ -634,8 +620,9 @@ def _combine(parts: dict[str, list[Any]], trial: Trial) -> SparkEvaluation:
     return SparkEvaluation(
         evaluation=evaluation,
         attrition=total,
-        eras=ordered(parts.get("eras", [])),
-        labs=ordered(parts.get("labs", [])),
+        # in the partitions' order: the pipeline sorts them as it sorts the local engine's
+        eras=_frames(parts.get("eras", []), ["criterion_id"]),
+        labs=_frames(parts.get("labs", []), ["criterion_id"]),
         records_without_patient=without,
     )
 

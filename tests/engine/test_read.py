@@ -80,3 +80,52 @@ def test_malformed_lines_are_located_exactly_in_ranges(
     assert all("Condition.000.ndjson" in loc for loc, _ in report.errors)
     with pytest.raises(MalformedResourceError, match=r"Condition\.000\.ndjson:11"):
         _read(tmp_path, term, workers=1, strict=True)
+
+
+def test_kept_error_and_reference_locations_do_not_depend_on_the_merge_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers' skipped-line locations (run.json errors, invalid_utf8) and unresolved
+    references, more than are kept, merged in any order: the first ones in reading order
+    (file order, then line or entry number), the same list every time."""
+    from fhir_cohort.engine import dedup
+    from fhir_cohort.engine import read as read_module
+
+    monkeypatch.setattr(read_module, "MAX_ERRORS_KEPT", 5)
+    monkeypatch.setattr(dedup, "MAX_LOCATIONS", 4)
+    files = ["b/Condition.ndjson", "a/Observation.ndjson", "c/bundle.json"]
+
+    def part(name: str, lines: range) -> read_module._TaskResult:
+        res = read_module._TaskResult()
+        for n in lines:
+            loc = f"{name}#entry[{n}]" if name.endswith(".json") else f"{name}:{n}"
+            res.errors.append((loc, "not JSON"))
+            res.on_replaced(loc)
+            res.ledger.unresolved_reference(loc, "Condition", "subject", "absolute")
+        return res
+
+    def merged(order: list[int]) -> tuple[list, list, dict]:
+        parts = [
+            part(files[0], range(9, 13)),
+            part(files[0], range(1, 4)),
+            part(files[1], range(2, 20, 3)),
+            part(files[2], range(10, 0, -4)),
+        ]
+        report, ledger = read_module.ReadReport(files=files), dedup.Ledger()
+        for i in order:
+            report.merge(parts[i])
+            ledger.merge(parts[i].ledger)
+        return report.errors, report.replaced_at, ledger.unresolved_report([])
+
+    want = merged([0, 1, 2, 3])
+    assert [loc for loc, _ in want[0]] == [
+        "b/Condition.ndjson:1",
+        "b/Condition.ndjson:2",
+        "b/Condition.ndjson:3",
+        "b/Condition.ndjson:9",
+        "b/Condition.ndjson:10",
+    ]
+    assert want[1] == [loc for loc, _ in want[0]]
+    assert want[2]["locations_truncated"] and len(want[2]["locations"]) == 4
+    for order in itertools.permutations(range(4)):
+        assert merged(list(order)) == want

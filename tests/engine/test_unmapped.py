@@ -296,3 +296,67 @@ def test_medication_lines_rejected_unparsed_are_counted_too(
     folder = _write(tmp_path / "r", resources, compact=compact)
     _, report = read_tables(open_source(folder), relevant=relevant, medication_words=[])
     assert _as_counts(report.unmapped.rows()) == expected
+
+
+# (code, display, count) spellings: few codes and displays, so equal counts are common.
+_spellings = st.lists(
+    st.tuples(
+        st.sampled_from(["1", "2", "3"]),
+        st.sampled_from(["", "Alpha", "alpha", "Beta", "Ä"]),
+        st.integers(min_value=1, max_value=3),
+    ),
+    max_size=12,
+)
+
+
+@given(_spellings, _spellings, st.integers(min_value=1, max_value=4), st.randoms())
+def test_displays_do_not_depend_on_how_the_tallies_were_split_or_merged(
+    parsed: list[tuple[str, str, int]],
+    lines: list[tuple[str, str, int]],
+    parts: int,
+    rnd: random.Random,
+) -> None:
+    """Parsed keys (a coding with its display) and rejected lines (keyed by code, one sample
+    line each with where it was read) split over any number of workers, merged in any order,
+    give the rows of one tally: the most frequent spelling's display, the smallest of equal
+    ones; a line key's display that of its first line in reading order."""
+    whole = um.Unmapped()
+    split = [um.Unmapped() for _ in range(parts)]
+    first: dict[bytes, tuple[tuple[int, int], bytes]] = {}
+    for code, display, n in parsed:
+        key = ((SNOMED, code, display),)
+        whole.add("Condition", key, n)
+        rnd.choice(split).add("Condition", key, n)
+    for at, (code, display, n) in enumerate(lines):
+        key = f'"{code}"'.encode()
+        line = json.dumps(
+            {
+                "resourceType": "Observation",
+                "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+            }
+        ).encode()
+        rank = (at % 3, at)  # (file, first line of its range): this line's place in reading
+        counts, samples, ranks = rnd.choice(split).line_counter("Observation")
+        if key not in counts or rank < ranks[key]:
+            samples[key], ranks[key] = line, rank
+        counts[key] = counts.get(key, 0) + n
+        if key not in first or rank < first[key][0]:
+            first[key] = (rank, line)
+        w_counts, w_samples, w_ranks = whole.line_counter("Observation")
+        w_counts[key] = w_counts.get(key, 0) + n
+        w_samples[key], w_ranks[key] = first[key][1], first[key][0]
+    rnd.shuffle(split)
+    merged = um.Unmapped()
+    for part in split:
+        merged.merge(part)
+    assert merged.rows() == whole.rows()
+    for rtype, _, code, display, _ in whole.rows():
+        if rtype != "Condition":
+            continue
+        spelled = {}
+        for c, d, k in parsed:
+            if c == code and d:
+                spelled[d] = spelled.get(d, 0) + k
+        if spelled:
+            top = max(spelled.values())
+            assert display == min(d for d, k in spelled.items() if k == top)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
@@ -25,6 +26,15 @@ from tests.pipeline.test_bundles import _to_bundles
 
 AS_OF = date(2026, 11, 24)
 SAME_FILES = ("patients.csv", "evidence.csv", "attrition.csv", "group.json", "unmapped.csv")
+# The Parquet tables: the same rows in the same order (eras and labs in their documented
+# order, not the order the partitions came back in).
+SAME_TABLES = (
+    "patients.parquet",
+    "evidence.parquet",
+    "attrition.parquet",
+    "medication_eras.parquet",
+    "lab_results.parquet",
+)
 # run.json's record of the read: the same on both engines (paths, timings and workers differ).
 SAME_RUN = (
     "counts",
@@ -43,6 +53,9 @@ SAME_RUN = (
 def _same_outputs(local: Path, spark: Path) -> None:
     for name in SAME_FILES:
         assert (spark / name).read_bytes() == (local / name).read_bytes(), name
+    for name in SAME_TABLES:
+        want, got = pd.read_parquet(local / name), pd.read_parquet(spark / name)
+        pd.testing.assert_frame_equal(got, want, check_exact=True, obj=name)
     want, got = (json.loads((d / "run.json").read_text()) for d in (local, spark))
     for key in SAME_RUN:
         assert got[key] == want[key], key
@@ -112,6 +125,11 @@ def test_scenario_suite_in_file_splits(
     assert (got[["status", *CRITERIA]] == expected[["status", *CRITERIA]]).all().all()
     want, have = ((tmp_path / d / "patients.csv").read_bytes() for d in ("local", "spark"))
     assert have == want
+    for name in SAME_TABLES:  # eras and labs from many partitions: the local engine's order
+        local_table, spark_table = (
+            pd.read_parquet(tmp_path / d / name) for d in ("local", "spark")
+        )
+        pd.testing.assert_frame_equal(spark_table, local_table, check_exact=True, obj=name)
 
 
 def _demo_subset(dst: Path, n: int) -> Path:
