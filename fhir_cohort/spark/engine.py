@@ -884,11 +884,12 @@ def _dropped_match(spark: Any, rows: Any, kept: np.ndarray) -> bool:
     b_kept = spark.sparkContext.broadcast(kept)
 
     def check(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        # A binary search of each dropped hash in the sorted kept ones: np.isin would sort
+        # the kept hashes again for every partition (at 1M patients 238 s of the run).
         hit = False
         for frame in frames:
             for blob in frame["payload"]:
-                dropped = np.frombuffer(blob, dtype=np.int64)
-                hit = hit or bool(np.isin(dropped, b_kept.value).any())
+                hit = hit or _any_in(b_kept.value, np.frombuffer(blob, dtype=np.int64))
         yield pd.DataFrame({"hit": [hit]})
 
     found = (
