@@ -247,10 +247,17 @@ class _Pass:
     # The Spark engine's read (fhir_cohort.spark.engine.SparkRead): rows stay on the executors
     # and each trial is evaluated there; ``tables`` is then empty.
     spark: Any = None
+    # records_without_patient(tables): the same for every trial, counted once per read
+    _without_patient: dict[str, int] | None = None
 
     def prepare(self, terminology: Terminology, as_of: date) -> Prepared:
         self.prepared = prepare(self.tables, terminology, as_of, self.prepared, keep=True)
         return self.prepared
+
+    def without_patient(self) -> dict[str, int]:
+        if self._without_patient is None:
+            self._without_patient = records_without_patient(self.tables)
+        return dict(self._without_patient)
 
 
 @dataclass(frozen=True)
@@ -725,7 +732,7 @@ def _screen_trial(
         del prepared
         if not one_pass or trial.id == one_pass[-1]:
             shared.prepared = None  # the last trial: free the rows before writing outputs
-        without_patient = records_without_patient(tables)
+        without_patient = shared.without_patient()
 
     ids = tuple(c.id for c in trial.criteria)
     patients = patients_table(evaluation.answers, evaluation.status, ids)

@@ -10,7 +10,8 @@ import datetime as dt
 import math
 from collections import namedtuple
 from dataclasses import dataclass
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -20,6 +21,7 @@ from fhir_cohort.engine import medication
 from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import Kept, TerminologyLike
 from fhir_cohort.engine.labs import read_tests
+from fhir_cohort.engine.queries.patient import birth_key
 from fhir_cohort.engine.rules import Scope, Shortcut, evaluate_criterion
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
@@ -62,6 +64,11 @@ _DATE_COLUMNS = {
     "observations": ("date", "date_high"),
 }
 _BOOL_COLUMNS = {"deceased", "has_abatement", "do_not_perform"}
+# The Patient fields other than the id and birthDate, as a tuple (Prepared.patient_key).
+_PATIENT_REST = itemgetter(
+    *(i for i, c in enumerate(PATIENT_COLUMNS) if c not in ("patient_id", "birth_date_raw")),
+    slice(0, 0),  # always a tuple, whatever the number of fields
+)
 
 
 @dataclass
@@ -173,15 +180,18 @@ class Prepared:
             frame_rows(tables.observations, OBSERVATION_COLUMNS, "observations")
         )
         self._patient_by_id: dict[str, Any] | None = None
+        # birthDate as read -> birth_key at S (patient_key)
+        self._births: dict[Any, Any] = {}
+        self._med_sets: dict[tuple[Any, ...], frozenset[str]] = {}
         # patient id -> table -> every value set holding a coding of the patient's rows of it
         self._coded: dict[str, dict[str, frozenset[str]]] = {}
         self._interned: dict[Any, Any] = {}
 
     def coded(self, pid: str) -> dict[str, frozenset[str]]:
         """For each table in which ``pid`` has rows: every value set holding a coding of them
-        (medications: empty, their queries read any row). Computed once per pass: a query
-        whose value sets are all outside it reads none of the rows (the no-rows shortcut).
-        Equal answers are stored once (most patients share one)."""
+        (medications: or one of their agents, matched by coding or by name). Computed once per
+        pass: a query whose value sets are all outside it reads none of the rows (the no-rows
+        shortcut). Equal answers are stored once (most patients share one)."""
         hit = self._coded.get(pid)
         if hit is None:
             memberships = self.ctx.memberships
@@ -194,11 +204,31 @@ class Prepared:
                 if rows:
                     vs = frozenset().union(*{memberships(r.system, r.code) for r in rows})
                     got[table] = self._interned.setdefault(vs, vs)
-            if self.medications.get(pid):
-                got["medications"] = frozenset()
+            rows = self.medications.get(pid)
+            if rows:
+                vs = frozenset().union(*map(self._medication_sets, rows))
+                got["medications"] = self._interned.setdefault(vs, vs)
             key = tuple(got.items())
             hit = self._coded[pid] = self._interned.setdefault(key, got)
         return hit
+
+    def _medication_sets(self, row: Any) -> frozenset[str]:
+        """medication.row_value_sets, once per coding and text."""
+        key = (row.system, row.code, row.text, row.display)
+        hit = self._med_sets.get(key)
+        if hit is None:
+            hit = self._med_sets[key] = medication.row_value_sets(row, self.ctx)
+        return hit
+
+    def patient_key(self, p: Any) -> tuple[Any, ...]:
+        """The Patient row ``p`` as the patient query reads it, its id left out: the birthDate
+        as :func:`birth_key` (the ages at S), every other field as it is."""
+        raw = p.birth_date_raw
+        try:
+            born = self._births[raw]
+        except KeyError:
+            born = self._births[raw] = birth_key(raw, self.ctx.as_of)
+        return born, _PATIENT_REST(p)
 
     def patient(self, pid: str) -> Any:
         """The Patient row of ``pid`` (the last of several, as a dict built from rows keeps)."""
@@ -266,6 +296,18 @@ def evaluate(
     # fields) has, for a patient with none of those rows it can read (none, or none in its
     # value sets), an outcome computed once per key of those fields.
     rows_shortcut = Shortcut(define) if shortcut else None
+    # A criterion none of whose queries can read a row of the patient (each keyed by the
+    # shortcut) answers from the Patient row alone: its outcome is computed once per
+    # Prepared.patient_key and copied, the patient id put into its Patient evidence; a
+    # patient with no such row at all copies all its outcomes and its status at once.
+    criteria = trial.criteria
+    crit_reads = [_row_reads([crit.rule], define) for crit in criteria] if shortcut else None
+    # id(coded) -> (coded, per criterion: reads none of these rows, all of them do)
+    free_of: dict[int, tuple[Any, tuple[bool, ...], bool]] = {}
+    whole: dict[tuple[Any, ...], _Template] = {}
+    parts: dict[tuple[int, tuple[Any, ...]], tuple[Outcome, str]] = {}
+    crit_ids = [crit.id for crit in criteria]
+    n_crit = len(crit_ids)
     # Answers column by column (8 per patient): a tuple per answer cost more than the frame.
     a_pid: list[str] = []
     a_crit: list[str] = []
@@ -279,26 +321,70 @@ def evaluate(
         if pid is None or pid in seen:
             continue
         seen.add(pid)
-        data = PatientData(
-            p,
-            conditions.get(pid, []),
-            medications.get(pid, []),
-            observations.get(pid, []),
-            prep.coded(pid),
-        )
-        scope = Scope(ctx, data, define, rows_shortcut)
+        coded = prep.coded(pid)
+        free: tuple[bool, ...] = ()
+        all_free = False
+        pkey: tuple[Any, ...] = ()
+        if crit_reads is not None:
+            hit = free_of.get(id(coded))
+            if hit is None or hit[0] is not coded:
+                flags = tuple(r is not None and _reads_none(coded, r) for r in crit_reads)
+                hit = free_of[id(coded)] = (coded, flags, all(flags))
+            free, all_free = hit[1], hit[2]
+            if True in free:
+                pkey = prep.patient_key(p)
+            if all_free:
+                tpl = whole.get(pkey)
+                if tpl is not None:
+                    a_pid.extend([pid] * n_crit)
+                    a_crit.extend(crit_ids)
+                    a_answer.extend(tpl.answers)
+                    a_reason.extend(tpl.reasons)
+                    _copy_evidence(evidence, tpl.evidence, tpl.pid, pid)
+                    status.append((pid, tpl.status, tpl.status_reasons))
+                    continue
+        n_evidence = len(evidence)
+        scope: Scope | None = None
         outcomes: list[Outcome] = []
-        for crit in trial.criteria:
-            o = evaluate_criterion(crit, scope)
+        for i, crit in enumerate(criteria):
+            got = parts.get((i, pkey)) if free and free[i] else None
+            if got is None:
+                if scope is None:
+                    data = PatientData(
+                        p,
+                        conditions.get(pid, []),
+                        medications.get(pid, []),
+                        observations.get(pid, []),
+                        coded,
+                    )
+                    scope = Scope(ctx, data, define, rows_shortcut)
+                o = evaluate_criterion(crit, scope)
+                if free and free[i]:
+                    parts[(i, pkey)] = (o, pid)
+                if o.evidence:
+                    evidence.extend((pid, crit.id, *e) for e in o.evidence)
+            else:
+                o = got[0]
+                if o.evidence:
+                    _copy_evidence(
+                        evidence, [(got[1], crit.id, *e) for e in o.evidence], got[1], pid
+                    )
             outcomes.append(o)
             a_pid.append(pid)
             a_crit.append(crit.id)
             a_answer.append(o.answer)
             a_reason.append(o.reason)
-            if o.evidence:
-                evidence.extend((pid, crit.id, *e) for e in o.evidence)
         st, reasons = patient_status(trial, outcomes)
         status.append((pid, st, reasons))
+        if all_free:
+            whole[pkey] = _Template(
+                pid,
+                tuple(o.answer for o in outcomes),
+                tuple(o.reason for o in outcomes),
+                evidence[n_evidence:],
+                st,
+                reasons,
+            )
     # Each frame built and its rows freed before the next (the peak of the evaluation).
     columns = [a_pid, a_crit, a_answer, a_reason]
     answers = _frame(columns, ANSWER_COLUMNS)
@@ -310,6 +396,79 @@ def evaluate(
         evidence=evidence_frame,
         status=pd.DataFrame.from_records(status, columns=list(STATUS_COLUMNS)),
     )
+
+
+class _Template(NamedTuple):
+    """One patient's outcomes, for the patients with the same Patient fields and no row the
+    trial reads: the evidence rows as that patient got them (``pid``: its id)."""
+
+    pid: str
+    answers: tuple[str, ...]
+    reasons: tuple[str, ...]
+    evidence: list[tuple[Any, ...]]
+    status: str
+    status_reasons: str
+
+
+# Queries that answer from rows, keyed by the no-rows shortcut (engine/rules.py) when a patient
+# has none they can read; the patient query answers from the Patient row.
+_ROW_QUERIES = frozenset({"condition", "procedure", "observation", "medication"})
+
+
+def _copy_evidence(
+    out: list[tuple[Any, ...]], rows: list[tuple[Any, ...]], was: str, pid: str
+) -> None:
+    """Evidence rows of patient ``was`` as patient ``pid``'s (its Patient evidence named)."""
+    for e in rows:
+        if e[3] == was and e[2] == "Patient":
+            out.append((pid, e[1], e[2], pid, *e[4:]))
+        else:
+            out.append((pid, *e[1:]))
+
+
+def _row_reads(rules: list[Any], define: dict[str, Any]) -> dict[str, frozenset[str] | None] | None:
+    """table -> the value sets of its rows any query of ``rules`` can read (None: any row),
+    through definitions and window anchors; None when a query the shortcut cannot key (or
+    keys on patient fields) or an unknown node type is met: then it is always evaluated."""
+    from fhir_cohort.engine.queries import REGISTRY
+
+    out: dict[str, frozenset[str] | None] = {}
+    todo, seen = list(rules), set()
+    while todo:
+        n = todo.pop()
+        if n.type == "ref":
+            if n.name not in seen:
+                seen.add(n.name)
+                todo.append(define[n.name])
+            continue
+        anchor = getattr(getattr(n, "within", None), "anchor", "as_of")
+        if anchor != "as_of" and anchor not in seen:
+            seen.add(anchor)
+            todo.append(define[anchor])
+        if n.type in ("all", "any", "at_least", "not"):
+            of = n.of
+            todo.extend(of if isinstance(of, list) else [of])
+            continue
+        if n.type in ("chart_review", "patient"):
+            continue
+        if n.type not in _ROW_QUERIES:
+            return None
+        got = REGISTRY[n.type].reads(n)
+        if got is None or got[1]:
+            return None
+        for table in got[0]:
+            had = out.get(table, frozenset())
+            out[table] = None if had is None or got[2] is None else had | got[2]
+    return out
+
+
+def _reads_none(coded: dict[str, frozenset[str]], row_reads: dict[str, Any]) -> bool:
+    """Whether a patient with these coded rows (Prepared.coded) has none the trial reads."""
+    for table, wanted in row_reads.items():
+        got = coded.get(table)
+        if got is not None and (wanted is None or not wanted.isdisjoint(got)):
+            return False
+    return True
 
 
 def _frame(columns: list[list[Any]], names: tuple[str, ...]) -> pd.DataFrame:
@@ -402,12 +561,15 @@ def medication_eras(
     ctx = prep.ctx
     anchored = query.within is not None and query.within.anchor != "as_of"
     kept = ctx.kept.of(query) if ctx.kept is not None else {}
+    wanted = frozenset([*query.value_sets, *query.not_counted_value_sets])
     rows: list[tuple[Any, ...]] = []
     for pid, mrows in prep.medications.items():
         hit = kept.get(pid)
         if hit is not None:  # the evaluation's own rows for this patient's window
             rows.extend(hit)
             continue
+        if wanted.isdisjoint(prep.coded(pid).get("medications", ())):
+            continue  # no row the query counts (era_rows would find none)
         if anchored:
             data = PatientData(
                 prep.patient(pid),

@@ -347,6 +347,15 @@ def query_label(q: Any) -> str:
     return str(q.label) if q.label else ", ".join(q.value_sets)
 
 
+def row_value_sets(row: Any, ctx: Context) -> frozenset[str]:
+    """Every value set a row can count in for some query: its coding's, and its agents'
+    (:func:`collect` counts a row for a query only if one of these is the query's)."""
+    found = set(ctx.memberships(row.system, row.code))
+    for m in resolve_agents(row, ctx):
+        found |= ctx.agent_value_sets(m.agent)
+    return frozenset(found)
+
+
 def _row_value_sets(row: Any, agents: list[Any], ctx: Context, candidates: list[str]) -> set[str]:
     found = {vs for vs in candidates if ctx.contains(vs, row.system, row.code)}
     for m in agents:

@@ -149,7 +149,9 @@ def records_without_patient(tables: Tables) -> dict[str, int]:
     for frame in (tables.conditions, tables.medications, tables.observations):
         if frame.empty:
             continue
-        orphans = frame.loc[~frame["patient_id"].astype(str).isin(known)]
+        # a set look-up per row: pandas' isin of Arrow strings converts the set per call
+        pids = frame["patient_id"].astype(str).tolist()
+        orphans = frame.loc[[pid not in known for pid in pids]]
         if orphans.empty:
             continue
         if "resource_type" in orphans.columns:

@@ -174,3 +174,26 @@ def test_no_rows_shortcut_gives_the_answers_of_a_full_evaluation(hospital: Path)
         full = evaluate(trial, tables, term, AS_OF, shortcut=False)
         for name in ("answers", "evidence", "status"):
             assert getattr(fast, name).equals(getattr(full, name)), name
+
+
+def test_copied_outcomes_give_the_answers_of_a_full_evaluation(hospital: Path) -> None:
+    # Every shipped trial on a read of the union of their needs: criteria that read none of a
+    # patient's rows are copied per Patient-row key (ages at S, sex, death), the patient id put
+    # into the Patient evidence; a full evaluation must give the same frames.
+    from fhir_cohort.terminology import Terminology
+
+    shipped = default_criteria_path()
+    trials = [
+        load_criteria(p) for p in [shipped, *sorted((shipped.parent / "trials").glob("*.yaml"))]
+    ]
+    term = Terminology.load()
+    needs = _union_needs(trials, term)
+    for folder in (DEMO_DATA, hospital):
+        tables, _ = read_tables(
+            open_source(folder), relevant=needs.codes, medication_words=needs.medication_names
+        )
+        for trial in trials:
+            fast = evaluate(trial, tables, term, AS_OF)
+            full = evaluate(trial, tables, term, AS_OF, shortcut=False)
+            for name in ("answers", "evidence", "status"):
+                assert getattr(fast, name).equals(getattr(full, name)), (trial.id, name)

@@ -45,9 +45,10 @@ def evaluate(node: Any, scope: Scope) -> Result:
     return Result(got.value, got.reason, got.evidence, [], events)
 
 
-def reads(node: Any) -> tuple[frozenset[str], frozenset[str], None]:
-    # Agents are matched by coding and by name in free text: any row may be read.
-    return TABLES, frozenset(), None
+def reads(node: Any) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    # engine.medication.collect skips a row whose coding and agents (matched by coding, else
+    # by name in free text: engine.medication.row_value_sets) are in none of these.
+    return TABLES, frozenset(), frozenset([*node.value_sets, *node.not_counted_value_sets])
 
 
 register(QueryType("medication", evaluate, reads))

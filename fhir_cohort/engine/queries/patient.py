@@ -107,6 +107,16 @@ def _age(p: Any, node: Any, as_of: dt.date, ev: list[Evidence]) -> tuple[bool | 
     return None, f"{value} at screening: partial birth date is ambiguous"
 
 
+def birth_key(raw: str | None, as_of: dt.date) -> tuple[int, int, bool] | None:
+    """All that :func:`_age` reads of a birthDate at S: the completed years at the latest and
+    the earliest birthday, and whether the date is partial (None: no usable date). Patients
+    equal in it (and in the other Patient fields) answer every age test alike."""
+    rng = birth_range(raw)
+    if rng is None:
+        return None
+    return age_on(rng[1], as_of), age_on(rng[0], as_of), rng[0] != rng[1]
+
+
 def _sex(p: Any, node: Any, ev: list[Evidence]) -> list[tuple[bool | None, str]]:
     gender = None if p.gender is None else str(p.gender)
     out: list[tuple[bool | None, str]] = []
