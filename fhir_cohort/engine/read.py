@@ -346,7 +346,8 @@ class _BundleEntries:
                     c[key] = c.get(key, 0) + 1
                     if len(c) > MAX_KEYS:
                         unmapped.prune(rtype)
-                dropped.append(hash(prefix[rtype] + rid.encode("utf-8", "surrogatepass")))
+                # id_hash; msgspec's strings are valid UTF-8 (no lone surrogate)
+                dropped.append(hash(prefix[rtype] + rid.encode()))
             elif rtype in read_in_full:
                 return True
             taken[rtype] = taken.get(rtype, 0) + 1

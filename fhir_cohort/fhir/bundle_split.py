@@ -31,8 +31,9 @@ __all__ = ["AVAILABLE", "SplitBundle", "split_bundle"]
 
 AVAILABLE = msgspec is not None
 _BOM = b"\xef\xbb\xbf"
-# Digits as "0" and "E" as "e", the rest as is: what _maybe_infinite searches with memmem.
-_DIGITS = bytes.maketrans(b"123456789E", b"000000000e")
+# Digits as "0", "E" and "+" as "e", the rest as is: what _maybe_infinite searches with memmem
+# (an exponent of three digits or more, signed or not, holds "e000").
+_DIGITS = bytes.maketrans(b"123456789E+", b"000000000ee")
 _LONG_RUN = b"0" * 300
 
 
@@ -105,12 +106,11 @@ def _maybe_infinite(data: bytes) -> bool:
     t = data.translate(_DIGITS)
     if _LONG_RUN in t:
         return True
-    for needle in (b"e000", b"e+000"):
-        i = t.find(needle)
-        while i != -1:
-            if _number_token(t, i, i + len(needle)):
-                return True
-            i = t.find(needle, i + 1)
+    i = t.find(b"e000")
+    while i != -1:
+        if _number_token(t, i - 1 if t[i - 1] == _E else i, i + 4):
+            return True
+        i = t.find(b"e000", i + 1)
     return False
 
 
@@ -136,6 +136,7 @@ def _number_token(t: bytes, i: int, j: int) -> bool:
 
 _MANTISSA = frozenset(b"0.")
 _MINUS = ord("-")
+_E = ord("e")
 _ZERO = ord("0")
 _BLANKS = frozenset(b" \t\r\n")
 _VALUE_START = frozenset(b":,[")
