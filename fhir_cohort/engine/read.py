@@ -3,7 +3,8 @@
 Separate Medication resources (files of them, and the Medications in Bundles) are read first in
 this process and handed to every worker, so a medicationReference resolves whichever worker
 reads the resource that holds it. Bundle files go to workers in groups; their entries pass an
-entry filter (:class:`_BundleEntries`) with the outcome of reading them in full. Large NDJSON
+entry filter (:class:`_BundleEntries`) with the outcome of reading them in full, before they are
+parsed where the Bundle splits into entries from its bytes. Large NDJSON
 files are cut into byte ranges on line boundaries so two cores share even one big file; line
 numbers in error locations stay exact because a range knows the line it starts at.
 
@@ -266,7 +267,8 @@ class _BundleEntries:
     the whole resource to rewrite its references and without the ledger copy. Every other
     entry (Patient, Medication*, relevant ones) is read in full. A filtered entry whose id
     another copy shares makes read_tables read the Bundles again unfiltered, so duplicates are
-    decided and reported exactly as before.
+    decided and reported exactly as before. :meth:`heads` makes the same decision before an
+    entry is parsed, for Bundles split from the bytes (fhir_cohort.fhir.bundle_split).
     """
 
     def __init__(self, flattener: Flattener, out: _TaskResult, cfg: _Config) -> None:

@@ -8,7 +8,9 @@ Supported inputs (see :func:`open_source`):
 - a single Bundle ``.json``/``.json.gz`` or a folder of them (Synthea's output, transactions).
   A reference equal to the ``fullUrl`` of an entry of the same Bundle (``urn:uuid:``, or an
   absolute URL) is rewritten to that entry's ``<Type>/<id>``; a ``urn:uuid:`` naming no entry
-  stays as it is and does not resolve (:mod:`fhir_cohort.fhir.references`).
+  stays as it is and does not resolve (:mod:`fhir_cohort.fhir.references`). With an entry
+  filter, a Bundle is split into entries from its bytes where that reads it as a whole parse
+  does (:mod:`fhir_cohort.fhir.bundle_split`), and only the entries the filter keeps are parsed.
 
 Errors in single resources are reported as :class:`MalformedResourceError` with a location
 (``file:line`` or ``file#entry[N]``) and a reason that never quotes resource content. Every
@@ -530,7 +532,7 @@ def _iter_split(
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """:func:`_iter_bundle`'s two passes over a Bundle split into entries: the same resources,
     locations, errors and order, and the same calls of the entry filter, but an entry the
-    filter takes out from its head (:meth:`EntryFilter.head`) is never parsed."""
+    filter takes out from its head (:meth:`EntryFilter.heads`) is never parsed."""
     # Pass 1 from the heads, as _iter_bundle makes it from the parsed entries.
     urls: dict[str, str] = {}
     ids: list[Any] = []  # the id of each entry the head filter may see, else None
