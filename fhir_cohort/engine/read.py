@@ -3,7 +3,8 @@
 Separate Medication resources (files of them, and the Medications in Bundles) are read first in
 this process and handed to every worker, so a medicationReference resolves whichever worker
 reads the resource that holds it. Bundle files go to workers in groups; their entries pass an
-entry filter (:class:`_BundleEntries`) with the outcome of reading them in full. Large NDJSON
+entry filter (:class:`_BundleEntries`) with the outcome of reading them in full, before they are
+parsed where the Bundle splits into entries from its bytes. Large NDJSON
 files are cut into byte ranges on line boundaries so two cores share even one big file; line
 numbers in error locations stay exact because a range knows the line it starts at.
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 
 from fhir_cohort.engine import dedup
 from fhir_cohort.engine.dedup import Ledger, location_key, version_key, winner
@@ -45,10 +47,13 @@ from fhir_cohort.engine.flatten import (
 )
 from fhir_cohort.engine.tables import ROW_RESOURCE_TYPES, Tables
 from fhir_cohort.engine.unmapped import (
+    MAX_KEYS,
     MAX_LINE_KEYS,
     UNMAPPED_TYPES,
+    Key,
     TallyingLineFilter,
     Unmapped,
+    code_key,
     medication_is_mapped,
     unmapped_codings,
 )
@@ -62,6 +67,7 @@ from fhir_cohort.fhir.sources import (
     iter_file,
     iter_ndjson_range,
 )
+from fhir_cohort.fhir.wire import reference_id
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 
 # Below this many bytes the process start-up costs more than it saves.
@@ -283,7 +289,8 @@ class _BundleEntries:
     the whole resource to rewrite its references and without the ledger copy. Every other
     entry (Patient, Medication*, relevant ones) is read in full. A filtered entry whose id
     another copy shares makes read_tables read the Bundles again unfiltered, so duplicates are
-    decided and reported exactly as before.
+    decided and reported exactly as before. :meth:`heads` makes the same decision before an
+    entry is parsed, for Bundles split from the bytes (fhir_cohort.fhir.bundle_split).
     """
 
     def __init__(self, flattener: Flattener, out: _TaskResult, cfg: _Config) -> None:
@@ -292,6 +299,12 @@ class _BundleEntries:
         self.cfg = cfg
         self.resolve = cfg.refs.resolve
         self.relevant = flattener._relevant
+        # For head(): decisions per code and components spelling, per subject of one Bundle.
+        self.codes: dict[bytes, tuple[bool, Key]] = {}
+        self.components: dict[bytes, bool] = {}
+        self.counters: dict[str, dict[Key, int]] = {}  # Unmapped.counter(type), once held
+        self.taken: dict[str, int] = {}  # per type, entries taken out by heads (see flush)
+        self.prefix = {t: t.encode() + _ID_SEP for t in CODE_ONLY_TYPES}  # id_hash's bytes
 
     def __call__(self, res: dict[str, Any], urls: dict[str, str]) -> bool:
         rtype = res["resourceType"]
@@ -322,7 +335,101 @@ class _BundleEntries:
         out.parsed[rtype] += 1
         return False
 
+    def heads(self, urls: dict[str, str]) -> Callable[[str, str, Any], bool]:
+        """:meth:`__call__` for the entries of one Bundle split from the bytes, before they
+        are parsed, from their resources' heads: the same decision and the same accounting,
+        a code's and components' decision made once per spelling, a subject's once per
+        Bundle. An entry whose subject is a contained resource is parsed (True)."""
+        codes, subjects, out = self.codes, {}, self.out
+        taken, dropped = self.taken, out.bundle_dropped
+        unmapped, counters = out.unmapped, self.counters
+        prefix, code_only, read_in_full = self.prefix, CODE_ONLY_TYPES, _READ_IN_FULL
 
+        def decide(rtype: str, rid: str, head: Any) -> bool:
+            if rtype in code_only:
+                code = bytes(head.code)
+                relevant, key = codes.get(code) or self._code(code)
+                if relevant:
+                    return True
+                if (
+                    rtype == "Observation"
+                    and len(head.component)
+                    and self._components(head.component)
+                ):
+                    return True
+                subject = bytes(head.subject)
+                counted = subjects.get(subject, _UNSEEN)
+                if counted is _UNSEEN:
+                    counted = subjects[subject] = self._subject_counted(subject, urls)
+                if counted is None:
+                    return True
+                if counted:  # Unmapped.add, inline
+                    c = counters.get(rtype)
+                    if c is None:
+                        c = counters[rtype] = unmapped.counter(rtype)
+                    c[key] = c.get(key, 0) + 1
+                    if len(c) > MAX_KEYS:
+                        unmapped.prune(rtype)
+                # id_hash; msgspec's strings are valid UTF-8 (no lone surrogate)
+                dropped.append(hash(prefix[rtype] + rid.encode()))
+            elif rtype in read_in_full:
+                return True
+            taken[rtype] = taken.get(rtype, 0) + 1
+            return False
+
+        return decide
+
+    def flush(self) -> None:
+        """Count the entries :meth:`heads` took out as read (kept apart until now: a plain
+        dict is cheaper per entry than the Counters)."""
+        self.out.lines.update(self.taken)
+        self.out.parsed.update(self.taken)
+        self.taken.clear()
+
+    def _code(self, raw: bytes) -> tuple[bool, Key]:
+        """Whether the flattener finds a code (its value's bytes) relevant, and the key
+        :func:`unmapped_codings` counts for it."""
+        value = orjson.loads(raw) if raw else None
+        got = (bool(self.relevant(value)), code_key(value))
+        if len(self.codes) >= _SPELLINGS_KEPT:
+            self.codes.clear()
+        self.codes[raw] = got
+        return got
+
+    def _components(self, span: Any) -> bool:
+        """Whether an Observation's components (their value's bytes) hold a relevant code."""
+        raw = bytes(span)
+        got = self.components.get(raw)
+        if got is None:
+            got = any(
+                isinstance(comp, dict) and bool(self.relevant(comp.get("code")))
+                for comp in orjson.loads(raw) or ()
+            )
+            if len(self.components) >= _SPELLINGS_KEPT:
+                self.components.clear()
+            self.components[raw] = got
+        return got
+
+    def _subject_counted(self, raw: bytes, urls: dict[str, str]) -> bool | None:
+        """Whether a filtered record with this subject (its value's bytes; empty when absent)
+        counts as unmapped, as in :meth:`__call__` (a resolved or missing Patient subject);
+        None for a contained one."""
+        subject = orjson.loads(raw) if raw else None
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        if isinstance(ref, str):
+            if ref.startswith("#"):
+                return None  # resolved against the resource's contained list: parse it
+            if urls and ref in urls:
+                subject = {**subject, "reference": urls[ref]}
+        if self.resolve(subject, "Patient")[0] not in (LOCAL, MISSING, OTHER_TYPE):
+            return False
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        return reference_id(ref, "Patient") is not None
+
+
+_UNSEEN = object()
+# Distinct code and component spellings whose decision _BundleEntries keeps.
+_SPELLINGS_KEPT = 1 << 16
 # Bundle entries always read in full: the types a row or a medication lookup can come from.
 _READ_IN_FULL = frozenset({*READ_TYPES, "Medication"})
 
@@ -609,6 +716,8 @@ def _run_tasks(
 
     for table, row in flattener.finish(held_back_unmapped):
         rows[table].append(row)
+    if entries is not None:
+        entries.flush()
     return out
 
 
@@ -728,7 +837,7 @@ def _bundle_medications(
         if declared is not None or not _is_bundle(name):
             continue
         data = read_bytes(path)
-        if _MEDICATION_TOKEN not in data and b"\\u" not in data:
+        if _MEDICATION_TOKEN not in data and (b"\\" not in data or b"\\u" not in data):
             continue
         for resource, loc in iter_bundle_bytes(name, data, types={"Medication"}, validate=validate):
             rid = resource["id"]

@@ -29,8 +29,10 @@ __all__ = [
     "UNMAPPED_COLUMNS",
     "UNMAPPED_TOP",
     "UNMAPPED_TYPES",
+    "Key",
     "TallyingLineFilter",
     "Unmapped",
+    "code_key",
     "medication_is_mapped",
     "unmapped_codings",
 ]
@@ -366,6 +368,12 @@ def _medication_concept(
     if med_res is None:
         return None
     return med_res.get("code"), med_res, display
+
+
+def code_key(code: Any) -> Key:
+    """The key :func:`unmapped_codings` counts for a Condition, Procedure or Observation with
+    this ``code`` and a Patient subject."""
+    return _codings(code)
 
 
 def unmapped_codings(

@@ -8,7 +8,9 @@ Supported inputs (see :func:`open_source`):
 - a single Bundle ``.json``/``.json.gz`` or a folder of them (Synthea's output, transactions).
   A reference equal to the ``fullUrl`` of an entry of the same Bundle (``urn:uuid:``, or an
   absolute URL) is rewritten to that entry's ``<Type>/<id>``; a ``urn:uuid:`` naming no entry
-  stays as it is and does not resolve (:mod:`fhir_cohort.fhir.references`).
+  stays as it is and does not resolve (:mod:`fhir_cohort.fhir.references`). With an entry
+  filter, a Bundle is split into entries from its bytes where that reads it as a whole parse
+  does (:mod:`fhir_cohort.fhir.bundle_split`), and only the entries the filter keeps are parsed.
 
 Errors in single resources are reported as :class:`MalformedResourceError` with a location
 (``file:line`` or ``file#entry[N]``) and a reason that never quotes resource content. Every
@@ -26,14 +28,17 @@ the files and the module-level :func:`iter_file` reads one of them in a worker p
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from fhir_cohort.errors import MalformedResourceError, SourceError
+from fhir_cohort.fhir.bundle_split import split_bundle
 from fhir_cohort.fhir.ndjson import (
     BadLine,
     BlockFilter,
@@ -41,6 +46,7 @@ from fhir_cohort.fhir.ndjson import (
     iter_lines,
     iter_ndjson,
     parse_json,
+    read_bytes,
     read_json,
 )
 from fhir_cohort.fhir.resource_types import RESOURCE_TYPES
@@ -63,10 +69,22 @@ __all__ = [
 ErrorHandler = Callable[[MalformedResourceError], None]
 # Told the location of each record read with invalid UTF-8 replaced.
 ReplacedHandler = Callable[[str], None]
-# Sees each checked Bundle entry's resource (valid type and id, references not yet rewritten)
-# and the Bundle's fullUrl -> Type/id map; False means the caller has accounted for the entry
-# (counted, filtered out) and it is not rewritten or yielded (fhir_cohort.engine.read).
-EntryFilter = Callable[[dict[str, Any], dict[str, str]], bool]
+
+
+class EntryFilter(Protocol):
+    """The reader's filter of Bundle entries (fhir_cohort.engine.read). False from either
+    method means the caller has accounted for the entry (counted, filtered out): it is not
+    rewritten or yielded."""
+
+    def __call__(self, resource: dict[str, Any], urls: dict[str, str]) -> bool:
+        """A parsed entry's resource (valid type and id, references not yet rewritten) and the
+        Bundle's fullUrl -> Type/id map."""
+
+    def heads(self, urls: dict[str, str]) -> Callable[[str, str, Any], bool]:
+        """For one Bundle split from the bytes (:mod:`fhir_cohort.fhir.bundle_split`) and its
+        map: a function that sees an entry not parsed yet, shallow enough to filter (its
+        resource's valid type and id and its ``ResourceHead``); True means parse it."""
+
 
 _NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 _JSON_SUFFIXES = (".json", ".json.gz")
@@ -403,6 +421,14 @@ def _iter_bundle(
     entry_filter: EntryFilter | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     name = str(path)
+    if parsed is None and entry_filter is not None and types is None and not validate:
+        # Filtered entries need not be parsed: split the bytes first, parse what is read.
+        data = read_bytes(path)
+        split = split_bundle(data)
+        if split is not None:
+            yield from _iter_split(name, split.spans, split.heads, report, entry_filter)
+            return
+        parsed = parse_json(data)  # not a shape msgspec reads as orjson does: whole
     doc, replaced = read_json(path) if parsed is None else parsed
     if type(doc) is BadLine:
         report(name, doc.reason)
@@ -475,6 +501,99 @@ def _iter_bundle(
             reason = _TOO_DEEP  # a walk deeper than Python's stack: count it, no traceback
         if reason is None and validate:
             reason = validate_resource(res)
+        if reason is not None:
+            report(loc, reason)
+            continue
+        yield res, loc
+
+
+# An entry with at most this many "{" and "[" bytes is nested less deeply than _shallow's bound.
+_SHALLOW_OPENERS = 250
+# The types an entry filter may take out (a Bundle inside a Bundle is reported, as _check does).
+_FILTERABLE = RESOURCE_TYPES - {"Bundle"}
+
+
+def _deep_entries(spans: list[Any]) -> list[bool] | None:
+    """Per entry, whether its bytes do not prove it shallow enough to filter (see
+    :func:`_shallow`); None when every entry is (the common case, counted in C)."""
+    raws = list(map(bytes, spans))
+    opened = list(
+        map(
+            operator.add, map(bytes.count, raws, repeat(b"{")), map(bytes.count, raws, repeat(b"["))
+        )
+    )
+    if not opened or max(opened) <= _SHALLOW_OPENERS:
+        return None
+    return [n > _SHALLOW_OPENERS for n in opened]
+
+
+def _iter_split(
+    name: str, spans: list[Any], heads: list[Any], report: _Reporter, entry_filter: EntryFilter
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """:func:`_iter_bundle`'s two passes over a Bundle split into entries: the same resources,
+    locations, errors and order, and the same calls of the entry filter, but an entry the
+    filter takes out from its head (:meth:`EntryFilter.heads`) is never parsed."""
+    # Pass 1 from the heads, as _iter_bundle makes it from the parsed entries.
+    urls: dict[str, str] = {}
+    ids: list[Any] = []  # the id of each entry the head filter may see, else None
+    first: list[int] = []  # Medications and Patients, read first
+    for i, h in enumerate(heads):
+        res = h.resource
+        rtype = None if res is None else res.resourceType
+        if rtype is None:
+            ids.append(None)
+            continue
+        if rtype in _TYPE_ORDER:
+            first.append(i)
+        rid = res.id
+        full = h.fullUrl
+        if type(full) is str and full:
+            if not rid and full.startswith("urn:uuid:"):
+                rid = full[9:]
+            if type(rid) is str and rid:
+                urls[full] = f"{rtype}/{rid}"
+        ids.append(rid if type(rid) is str and rid and rtype in _FILTERABLE else None)
+    # Pass 2 in _entry_rank's order (a stable sort): Medications, Patients, then the rest.
+    if first:
+        first.sort(key=lambda i: _TYPE_ORDER[heads[i].resource.resourceType])
+        taken = set(first)
+        order: Iterable[int] = first + [i for i in range(len(heads)) if i not in taken]
+    else:
+        order = range(len(heads))
+    deep = _deep_entries(spans)
+    head_filter = entry_filter.heads(urls)
+    for i in order:
+        rid = ids[i]
+        if (
+            rid is not None
+            and (deep is None or not deep[i])
+            and not head_filter(heads[i].resource.resourceType, rid, heads[i].resource)
+        ):
+            continue
+        loc = f"{name}#entry[{i}]"
+        try:
+            entry = orjson.loads(memoryview(spans[i]))
+        except orjson.JSONDecodeError:
+            report(loc, "invalid JSON")  # not expected: split_bundle checks what orjson refuses
+            continue
+        res = entry.get("resource")
+        if res is None:
+            request = entry.get("request")
+            if isinstance(request, dict) and request.get("method") in ("DELETE", "GET", "HEAD"):
+                continue
+            report(loc, "entry without resource")
+            continue
+        full = entry.get("fullUrl")
+        if isinstance(full, str) and full.startswith("urn:uuid:") and not res.get("id"):
+            res["id"] = full[9:]  # as pass 1 of _iter_bundle
+        reason = _check(res, None)
+        if reason is None and (deep is None or not deep[i]) and not entry_filter(res, urls):
+            continue
+        try:
+            if reason is None and urls:
+                _rewrite_refs(res, urls)
+        except RecursionError:
+            reason = _TOO_DEEP
         if reason is not None:
             report(loc, reason)
             continue
