@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, overload
 
@@ -32,11 +33,13 @@ from fhir_cohort.engine.evaluate import (
     EvaluationResult,
     Prepared,
     attrition,
+    criterion_keys,
     evaluate,
     lab_results,
     medication_eras,
     prepare,
     rule_queries,
+    same_key,
 )
 from fhir_cohort.engine.read import ReadReport, read_tables
 from fhir_cohort.engine.tables import Tables, records_without_patient
@@ -136,20 +139,43 @@ def detail_tables(
     queries with ``result: positive``, for analysts. ``prepared``: as for :func:`screen_tables`."""
     define = dict(trial.define)
     prep = prepare(tables, terminology, as_of, prepared)
+    # a table another trial of the pass asks identically is computed once (Prepared.share)
+    era_keys, lab_keys = _detail_keys(trial)
     eras = [
-        medication_eras(q, tables, terminology, as_of, define, prep).assign(criterion_id=cid)
-        for cid, q in rule_queries(trial, "medication")
+        prep.shared_frame(
+            key, partial(medication_eras, q, tables, terminology, as_of, define, prep)
+        ).assign(criterion_id=cid)
+        for (cid, q), key in zip(rule_queries(trial, "medication"), era_keys, strict=True)
     ]
     labs = [
-        lab_results(c, tables, terminology, as_of, prep).assign(criterion_id=cid)
-        for cid, c in positive_tests(trial)
+        prep.shared_frame(key, partial(lab_results, c, tables, terminology, as_of, prep)).assign(
+            criterion_id=cid
+        )
+        for (cid, c), key in zip(positive_tests(trial), lab_keys, strict=True)
     ]
+    prep.done_with([*era_keys, *lab_keys])
     if prep.ctx.kept is not None:
         prep.ctx.kept.clear()  # this trial's kept rows are read: free them
     return (
         pd.concat(eras, ignore_index=True) if eras else pd.DataFrame(columns=["criterion_id"]),
         pd.concat(labs, ignore_index=True) if labs else pd.DataFrame(columns=["criterion_id"]),
     )
+
+
+def _detail_keys(trial: Trial) -> tuple[list[str], list[str]]:
+    """same_key of each medication query's era table and each positivity query's lab table
+    (the order of rule_queries and positive_tests): the keys trials of one pass share by."""
+    define = dict(trial.define)
+    return (
+        [same_key("eras", q, define) for _, q in rule_queries(trial, "medication")],
+        [same_key("labs", c, define) for _, c in positive_tests(trial)],
+    )
+
+
+def pass_keys(trial: Trial) -> list[str]:
+    """Everything of ``trial`` another trial of a pass can share (Prepared.share)."""
+    eras, labs = _detail_keys(trial)
+    return [*criterion_keys(trial), *eras, *labs]
 
 
 CriteriaSpec = str | Path | Trial
@@ -247,11 +273,17 @@ class _Pass:
     # The Spark engine's read (fhir_cohort.spark.engine.SparkRead): rows stay on the executors
     # and each trial is evaluated there; ``tables`` is then empty.
     spark: Any = None
+    # The trials of the pass, in order (what they ask alike is evaluated once).
+    trials: Sequence[Trial] = ()
     # records_without_patient(tables): the same for every trial, counted once per read
     _without_patient: dict[str, int] | None = None
 
     def prepare(self, terminology: Terminology, as_of: date) -> Prepared:
-        self.prepared = prepare(self.tables, terminology, as_of, self.prepared, keep=True)
+        before = self.prepared
+        self.prepared = prepare(self.tables, terminology, as_of, before, keep=True)
+        if self.prepared is not before and len(self.trials) > 1:
+            # criteria and detail tables asked identically by several trials: once each
+            self.prepared.share(pass_keys(t) for t in self.trials)
         return self.prepared
 
     def without_patient(self) -> dict[str, int]:
@@ -659,6 +691,7 @@ def _screen_pass(
 ) -> MultiScreeningResult:
     trials = [trial for trial, _ in resolved]
     shared = _read_once(opts, trials, terminology)
+    shared.trials = trials
     ids = [trial.id for trial in trials]
     pass_id = uuid.uuid4().hex  # the history's runs of one pass share it
     # One trial after another in this process: evaluating them in forked workers doubled peak

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections import namedtuple
+from collections import Counter, namedtuple
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -186,6 +187,48 @@ class Prepared:
         # patient id -> table -> every value set holding a coding of the patient's rows of it
         self._coded: dict[str, dict[str, frozenset[str]]] = {}
         self._interned: dict[Any, Any] = {}
+        # What several trials of one pass ask identically (share): key -> trials still to
+        # read it; the outcomes per patient and the detail frames are kept until the last.
+        self._share_uses: dict[str, int] = {}
+        self._shared_outcomes: dict[str, dict[str, Outcome]] = {}
+        self._shared_frames: dict[str, pd.DataFrame] = {}
+
+    def share(self, keys_per_trial: Iterable[Iterable[str]]) -> None:
+        """Keep, for this pass, the outcomes of criteria (and the detail tables of queries)
+        that more than one trial asks identically (:func:`same_key`): each is evaluated for
+        a patient once, however many trials ask it."""
+        counts: Counter[str] = Counter()
+        for keys in keys_per_trial:
+            counts.update(set(keys))
+        self._share_uses = {k: n for k, n in counts.items() if n > 1}
+
+    def shared_outcomes(self, key: str) -> dict[str, Outcome] | None:
+        """patient id -> outcome of the shared criterion ``key`` (None: not shared)."""
+        if key not in self._share_uses:
+            return None
+        return self._shared_outcomes.setdefault(key, {})
+
+    def shared_frame(self, key: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """The detail table ``key``, computed by the first trial that asks for it."""
+        if key not in self._share_uses:
+            return compute()
+        got = self._shared_frames.get(key)
+        if got is None:
+            got = self._shared_frames[key] = compute()
+        return got
+
+    def done_with(self, keys: Iterable[str]) -> None:
+        """A trial has read ``keys``: free what no later trial of the pass asks for."""
+        for key in set(keys):
+            left = self._share_uses.get(key)
+            if left is None:
+                continue
+            if left > 1:
+                self._share_uses[key] = left - 1
+            else:
+                del self._share_uses[key]
+                self._shared_outcomes.pop(key, None)
+                self._shared_frames.pop(key, None)
 
     def coded(self, pid: str) -> dict[str, frozenset[str]]:
         """For each table in which ``pid`` has rows: every value set holding a coding of them
@@ -255,6 +298,21 @@ def prepare(
     return Prepared(tables, terminology, as_of, keep)
 
 
+def same_key(what: str, node: Any, define: dict[str, Any]) -> str:
+    """What a criterion's outcome (``what``: its kind) or a query's detail table (``what``:
+    the table) depends on besides the patient's rows and S: the node as data and the trial's
+    definitions (reached through refs and window anchors; all of them, to be safe). Two trials
+    with equal keys get equal answers for every patient (the engine is a pure function)."""
+    defs = ",".join(f"{k!r}:{define[k].model_dump_json()}" for k in sorted(define))
+    return f"{what}|{node.model_dump_json()}|{{{defs}}}"
+
+
+def criterion_keys(trial: Trial) -> list[str]:
+    """:func:`same_key` of each criterion of ``trial``, in order."""
+    define = dict(trial.define)
+    return [same_key(c.kind, c.rule, define) for c in trial.criteria]
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -308,6 +366,10 @@ def evaluate(
     parts: dict[tuple[int, tuple[Any, ...]], tuple[Outcome, str]] = {}
     crit_ids = [crit.id for crit in criteria]
     n_crit = len(crit_ids)
+    # Criteria another trial of the pass asks identically: a patient's outcome evaluated
+    # once (Prepared.share); None where not shared.
+    keys = criterion_keys(trial) if prep._share_uses else []
+    stores = [prep.shared_outcomes(k) for k in keys] if keys else [None] * n_crit
     # Answers column by column (8 per patient): a tuple per answer cost more than the frame.
     a_pid: list[str] = []
     a_crit: list[str] = []
@@ -349,16 +411,21 @@ def evaluate(
         for i, crit in enumerate(criteria):
             got = parts.get((i, pkey)) if free and free[i] else None
             if got is None:
-                if scope is None:
-                    data = PatientData(
-                        p,
-                        conditions.get(pid, []),
-                        medications.get(pid, []),
-                        observations.get(pid, []),
-                        coded,
-                    )
-                    scope = Scope(ctx, data, define, rows_shortcut)
-                o = evaluate_criterion(crit, scope)
+                store = stores[i]
+                o = store.get(pid) if store is not None else None
+                if o is None:
+                    if scope is None:
+                        data = PatientData(
+                            p,
+                            conditions.get(pid, []),
+                            medications.get(pid, []),
+                            observations.get(pid, []),
+                            coded,
+                        )
+                        scope = Scope(ctx, data, define, rows_shortcut)
+                    o = evaluate_criterion(crit, scope)
+                    if store is not None:
+                        store[pid] = o  # this patient's own outcome: its evidence is its own
                 if free and free[i]:
                     parts[(i, pkey)] = (o, pid)
                 if o.evidence:
@@ -385,6 +452,8 @@ def evaluate(
                 st,
                 reasons,
             )
+    if keys:
+        prep.done_with(keys)
     # Each frame built and its rows freed before the next (the peak of the evaluation).
     columns = [a_pid, a_crit, a_answer, a_reason]
     answers = _frame(columns, ANSWER_COLUMNS)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pandas as pd
 
 from fhir_cohort.engine.evaluate import (
     ANSWER_COLUMNS,
     EVIDENCE_COLUMNS,
     STATUS_COLUMNS,
+    Prepared,
     _frame,
     attrition,
 )
@@ -202,3 +205,33 @@ def test_answer_columns_build_the_frame_from_records_builds() -> None:
         pd.testing.assert_frame_equal(got, expected)
         assert list(got.dtypes) == list(expected.dtypes)
         assert all(not c for c in columns)  # each list emptied once converted
+
+
+def test_what_several_trials_share_is_kept_until_the_last_of_them_and_no_longer(
+    terminology,
+) -> None:
+    """Prepared.share keeps a key that more than one trial asks for, from its first trial to
+    its last (whatever trials lie between), and never one that a single trial asks for."""
+    empty = Tables.from_rows([], [], [], [])
+    prep = Prepared(empty, terminology, as_of=date(2026, 1, 1))
+    prep.share([["a", "b", "b"], ["c"], ["a"], ["b", "a"]])
+    assert prep.shared_outcomes("c") is None
+    calls: list[str] = []
+
+    def frame() -> pd.DataFrame:
+        calls.append("b")
+        return pd.DataFrame({"x": [1]})
+
+    for trial, keys in enumerate([["a", "b"], ["c"], ["a"], ["b", "a"]]):
+        stores = [prep.shared_outcomes(k) for k in keys if k != "c"]
+        assert all(s is not None for s in stores), trial
+        if trial == 0:
+            stores[0]["p1"] = "outcome"  # type: ignore[index]
+        else:
+            assert prep.shared_outcomes("a") == {"p1": "outcome"}
+        if "b" in keys:
+            prep.shared_frame("b", frame)
+        prep.done_with(keys)
+    assert calls == ["b"]  # computed by its first trial only
+    assert prep.shared_outcomes("a") is None and prep.shared_outcomes("b") is None
+    assert not prep._shared_outcomes and not prep._shared_frames  # freed after the last

@@ -294,3 +294,27 @@ def test_every_shipped_trial_in_one_pass_answers_as_screened_alone(
         pd.testing.assert_frame_equal(together[trial_id].attrition, alone.attrition)
         decided += int((alone.patients["status"] != "ineligible").sum())
     assert decided  # some patient of the source is a candidate of some trial
+
+
+def test_criteria_trials_ask_alike_are_shared_and_answer_as_screened_alone(
+    tmp_path: Path,
+) -> None:
+    """Trials of one pass that ask a criterion (or a medication or positivity query's detail
+    table) identically share its evaluation: each still gets exactly its own screen's
+    patients, answers, evidence, attrition and detail tables. Here the shipped trial, a copy
+    under another id (every criterion shared), the variant (most shared, the age limit not)
+    and the copy again after it, so a shared outcome is kept past a trial that lacks it."""
+    data = yaml.safe_load(SHIPPED.read_text())
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump(dict(data, id="COPY-A"), sort_keys=False))
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump(dict(data, id="COPY-B"), sort_keys=False))
+    variant = write_variant(tmp_path)
+    order = [SHIPPED, copy, variant, again]
+    together = screen_many(criteria=order, as_of=DEMO_AS_OF)
+    for path in order:
+        alone = screen(criteria=path, as_of=DEMO_AS_OF)
+        got = together[load_criteria(path).id]
+        for table in ("patients", "evidence", "attrition", "eras", "labs"):
+            pd.testing.assert_frame_equal(getattr(got, table), getattr(alone, table))
+    assert len(together["COPY-B"].eras) and len(together["COPY-B"].labs)
