@@ -23,7 +23,7 @@ from fhir_cohort.engine.evaluators import Context, Outcome, PatientData
 from fhir_cohort.engine.evaluators.common import Kept, TerminologyLike
 from fhir_cohort.engine.labs import read_tests
 from fhir_cohort.engine.queries.patient import birth_key
-from fhir_cohort.engine.rules import Scope, Shortcut, evaluate_criterion
+from fhir_cohort.engine.rules import Scope, Shortcut, evaluate_criterion, leaves
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
     MEDICATION_COLUMNS,
@@ -502,22 +502,7 @@ def _row_reads(rules: list[Any], define: dict[str, Any]) -> dict[str, frozenset[
     from fhir_cohort.engine.queries import REGISTRY
 
     out: dict[str, frozenset[str] | None] = {}
-    todo, seen = list(rules), set()
-    while todo:
-        n = todo.pop()
-        if n.type == "ref":
-            if n.name not in seen:
-                seen.add(n.name)
-                todo.append(define[n.name])
-            continue
-        anchor = getattr(getattr(n, "within", None), "anchor", "as_of")
-        if anchor != "as_of" and anchor not in seen:
-            seen.add(anchor)
-            todo.append(define[anchor])
-        if n.type in ("all", "any", "at_least", "not"):
-            of = n.of
-            todo.extend(of if isinstance(of, list) else [of])
-            continue
+    for n in leaves(rules, define):
         if n.type in ("chart_review", "patient"):
             continue
         if n.type not in _ROW_QUERIES:

@@ -11,6 +11,7 @@ query's meaning (an exclusion is excluded exactly when its rule is true).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -182,15 +183,10 @@ class Reads(NamedTuple):
     value_sets: dict[str, frozenset[str] | None]
 
 
-def reads(node: Any, define: dict[str, Any]) -> Reads | None:
-    """What an expression reads, through definitions; None when it reads something the
-    no-rows shortcut cannot key (then it is evaluated for every patient)."""
-    from fhir_cohort.engine.queries import REGISTRY
-
-    tables: set[str] = set()
-    fields: set[str] = set()
-    value_sets: dict[str, frozenset[str] | None] = {}
-    todo, seen = [node], set()
+def leaves(nodes: Iterable[Any], define: dict[str, Any]) -> Iterator[Any]:
+    """Every node of ``nodes`` that is not a group or a ref, through groups, definitions
+    (each once) and the definitions windows are anchored on: what the expressions query."""
+    todo, seen = list(nodes), set()
     while todo:
         n = todo.pop()
         if n.type == "ref":
@@ -206,6 +202,18 @@ def reads(node: Any, define: dict[str, Any]) -> Reads | None:
         if of is not None:
             todo.extend(of if isinstance(of, list) else [of])
             continue
+        yield n
+
+
+def reads(node: Any, define: dict[str, Any]) -> Reads | None:
+    """What an expression reads, through definitions; None when it reads something the
+    no-rows shortcut cannot key (then it is evaluated for every patient)."""
+    from fhir_cohort.engine.queries import REGISTRY
+
+    tables: set[str] = set()
+    fields: set[str] = set()
+    value_sets: dict[str, frozenset[str] | None] = {}
+    for n in leaves([node], define):
         if n.type == "chart_review":
             continue
         qt = REGISTRY[n.type]

@@ -484,10 +484,7 @@ def _iter_bundle(
             continue
         res = entry.get("resource")
         if res is None:
-            request = entry.get("request")
-            if isinstance(request, dict) and request.get("method") in ("DELETE", "GET", "HEAD"):
-                continue
-            report(loc, "entry without resource")
+            _without_resource(entry, loc, report)
             continue
         reason = _check(res, None)
         if reason is None and types is not None and res["resourceType"] not in types:
@@ -578,10 +575,7 @@ def _iter_split(
             continue
         res = entry.get("resource")
         if res is None:
-            request = entry.get("request")
-            if isinstance(request, dict) and request.get("method") in ("DELETE", "GET", "HEAD"):
-                continue
-            report(loc, "entry without resource")
+            _without_resource(entry, loc, report)
             continue
         full = entry.get("fullUrl")
         if isinstance(full, str) and full.startswith("urn:uuid:") and not res.get("id"):
@@ -609,6 +603,14 @@ def _shallow(doc: Any) -> bool:
     except orjson.JSONEncodeError:
         return False
     return True
+
+
+def _without_resource(entry: dict[str, Any], loc: str, report: Callable[[str, str], None]) -> None:
+    """An entry with no resource: skipped quietly when its request needs none (DELETE, GET,
+    HEAD), else reported."""
+    request = entry.get("request")
+    if not (isinstance(request, dict) and request.get("method") in ("DELETE", "GET", "HEAD")):
+        report(loc, "entry without resource")
 
 
 def _entry_rank(entry: Any) -> int:
