@@ -686,11 +686,25 @@ class _Fetcher:
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fhir-fetch")
         failures: list[tuple[_Query, FhirHttpError]] = []
         succeeded = 0
+        # Two searches per worker in flight, the next submitted as one finishes: a failing
+        # server stops the stage after STOP_AFTER_FAILURES plus at most those in flight,
+        # however late this thread wakes (with every search queued at once, a worker could
+        # run several more before the stop was seen).
+        queue = iter(todo)
+        submitted: dict[Future[tuple[str, dict[str, Any], dict[str, int]]], _Query] = {}
+        pending: set[Future[tuple[str, dict[str, Any], dict[str, int]]]] = set()
+
+        def refill() -> None:
+            while len(pending) < 2 * self.workers:
+                q = next(queue, None)
+                if q is None:
+                    return
+                fut = pool.submit(self._execute, q)
+                submitted[fut] = q
+                pending.add(fut)
+
         try:
-            submitted: dict[Future[tuple[str, dict[str, Any], dict[str, int]]], _Query] = {
-                pool.submit(self._execute, q): q for q in todo
-            }
-            pending = set(submitted)
+            refill()
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 # searches that finished are journaled before a failed one fails the fetch,
@@ -716,6 +730,7 @@ class _Fetcher:
                     log.warning("%s: a search failed after its retries", stage)
                 if failures and len(failures) >= STOP_AFTER_FAILURES and len(failures) > succeeded:
                     break  # more failing than working: the server, not one patient
+                refill()
         except BaseException:
             # other searches stop at their next page boundary, their pages journaled
             self._stop.set()
