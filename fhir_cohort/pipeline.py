@@ -774,6 +774,7 @@ def _screen_trial(
     patients = patients_table(evaluation.answers, evaluation.status, ids)
     evidence = sort_evidence(evaluation.evidence, ids)
     eras, labs = sort_details(eras, ids), sort_details(labs, ids)
+    evaluation.evidence = evidence  # the same rows: the unsorted copy is freed, not held
     group = candidate_group(
         patients,
         trial_id=trial.id,
