@@ -546,8 +546,11 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     ids = [c.id for c in trial.criteria]
     ans = result.answers
     patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
+    # Only the columns the pivot reads: drop_duplicates copies every column it keeps (the
+    # reasons alone are 80 MiB of Arrow strings at 100k patients).
     wide = (
-        ans.drop_duplicates(["patient_id", "criterion_id"])
+        ans[["patient_id", "criterion_id", "answer"]]
+        .drop_duplicates(["patient_id", "criterion_id"])
         .pivot(index="patient_id", columns="criterion_id", values="answer")
         .reindex(index=patients, columns=ids)
     )
