@@ -1,10 +1,10 @@
 """Benchmark: crawl a Group of patients from an emulated EHR, fhir-cohort vs SMART Fetch.
 
     .venv/bin/python benchmarks/rest_crawl.py --patients 10000 --group-size 1000 \\
-        --smart-fetch /tmp/smart-fetch-venv/bin/smart-fetch
+        --smart-fetch $TMPDIR/smart-fetch-venv/bin/smart-fetch
 
 SMART Fetch (PyPI ``smart-fetch``) is not a dependency of fhir-cohort: install it into a venv
-of its own (``python3 -m venv /tmp/smart-fetch-venv && /tmp/smart-fetch-venv/bin/pip install
+of its own (``python3 -m venv $TMPDIR/smart-fetch-venv && $TMPDIR/smart-fetch-venv/bin/pip install
 smart-fetch==1.0.3``) and name its executable with ``--smart-fetch`` (default: ``smart-fetch``
 on PATH; without it that comparison is left out and said so).
 
