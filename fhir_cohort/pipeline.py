@@ -395,6 +395,7 @@ def _read_once(opts: _Options, trials: Sequence[Trial], terminology: Terminology
         loaded=loaded,
         client=client,
         timings={"fetch": t_fetch - opts.t0, "read": t_read - t_fetch},
+        trials=tuple(trials),
     )
 
 
@@ -693,7 +694,6 @@ def _screen_pass(
 ) -> MultiScreeningResult:
     trials = [trial for trial, _ in resolved]
     shared = _read_once(opts, trials, terminology)
-    shared.trials = trials
     ids = [trial.id for trial in trials]
     pass_id = uuid.uuid4().hex  # the history's runs of one pass share it
     # One trial after another in this process: evaluating them in forked workers doubled peak

@@ -202,6 +202,11 @@ class Prepared:
             counts.update(set(keys))
         self._share_uses = {k: n for k, n in counts.items() if n > 1}
 
+    @property
+    def sharing(self) -> bool:
+        """Whether some criterion or detail table is still shared by trials to come."""
+        return bool(self._share_uses)
+
     def shared_outcomes(self, key: str) -> dict[str, Outcome] | None:
         """patient id -> outcome of the shared criterion ``key`` (None: not shared)."""
         if key not in self._share_uses:
@@ -368,7 +373,7 @@ def evaluate(
     n_crit = len(crit_ids)
     # Criteria another trial of the pass asks identically: a patient's outcome evaluated
     # once (Prepared.share); None where not shared.
-    keys = criterion_keys(trial) if prep._share_uses else []
+    keys = criterion_keys(trial) if prep.sharing else []
     stores = [prep.shared_outcomes(k) for k in keys] if keys else [None] * n_crit
     # Answers column by column (8 per patient): a tuple per answer cost more than the frame.
     a_pid: list[str] = []
@@ -479,11 +484,6 @@ class _Template(NamedTuple):
     status_reasons: str
 
 
-# Queries that answer from rows, keyed by the no-rows shortcut (engine/rules.py) when a patient
-# has none they can read; the patient query answers from the Patient row.
-_ROW_QUERIES = frozenset({"condition", "procedure", "observation", "medication"})
-
-
 def _copy_evidence(
     out: list[tuple[Any, ...]], rows: list[tuple[Any, ...]], was: str, pid: str
 ) -> None:
@@ -497,17 +497,18 @@ def _copy_evidence(
 
 def _row_reads(rules: list[Any], define: dict[str, Any]) -> dict[str, frozenset[str] | None] | None:
     """table -> the value sets of its rows any query of ``rules`` can read (None: any row),
-    through definitions and window anchors; None when a query the shortcut cannot key (or
-    keys on patient fields) or an unknown node type is met: then it is always evaluated."""
+    through definitions and window anchors, as each query type registers them (``reads``);
+    None when a query the shortcut cannot key (or one keyed on patient fields) or an unknown
+    node type is met: then it is always evaluated. The patient query is left out: the
+    outcome is keyed on the whole Patient row (Prepared.patient_key)."""
     from fhir_cohort.engine.queries import REGISTRY
 
     out: dict[str, frozenset[str] | None] = {}
     for n in leaves(rules, define):
         if n.type in ("chart_review", "patient"):
             continue
-        if n.type not in _ROW_QUERIES:
-            return None
-        got = REGISTRY[n.type].reads(n)
+        qt = REGISTRY.get(n.type)
+        got = None if qt is None else qt.reads(n)
         if got is None or got[1]:
             return None
         for table in got[0]:
