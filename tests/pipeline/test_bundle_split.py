@@ -15,7 +15,14 @@ import pytest
 from fhir_cohort.fhir import bundle_split
 from fhir_cohort.fhir.bundle_split import split_bundle
 from fhir_cohort.pipeline import DEMO_DATA
-from tests.pipeline.test_bundles import LOINC, SCT, _adversarial, _coded, _entry, _read, _to_bundles
+from tests.pipeline.test_bundles import (
+    LOINC,
+    SCT,
+    _coded,
+    _entry,
+    _read,
+    adversarial_sample,
+)
 from tests.prerequisites import skip_unless_ci
 
 
@@ -106,12 +113,7 @@ def test_split_bundle_splits_what_it_reads_as_orjson_and_refuses_the_rest() -> N
 
 
 def test_awkward_bundles_beside_ndjson_read_as_in_full(tmp_path: Path) -> None:
-    _to_bundles(DEMO_DATA, tmp_path / "all")
-    folder = tmp_path / "b"
-    folder.mkdir()
-    for path in {*sorted((tmp_path / "all").iterdir())[::40], tmp_path / "all/medications.json"}:
-        path.rename(folder / path.name)
-    _adversarial(folder)
+    folder = adversarial_sample(tmp_path, 40)
     for name, data in {**_awkward(), **_fallbacks()}.items():
         (folder / name).write_bytes(data)
     with gzip.open(folder / "pretty-gz.json.gz", "wb") as fh:

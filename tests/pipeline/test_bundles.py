@@ -248,14 +248,20 @@ def test_parallel_bundle_reading_reads_the_demo_as_ndjson_and_in_full(demo_bundl
         assert fast[1][key] == ndjson[1][key], key
 
 
-def test_parallel_bundle_reading_reads_adversarial_bundles_as_in_full(tmp_path: Path) -> None:
+def adversarial_sample(tmp_path: Path, every: int) -> Path:
+    """A folder of every ``every``-th demo patient's Bundle (some gzipped), the Medications'
+    Bundle and the adversarial Bundles: enough for the reading paths to disagree."""
     _to_bundles(DEMO_DATA, tmp_path / "all")
     folder = tmp_path / "b"
     folder.mkdir()
-    # a few patients' Bundles (some gzipped) and the Medications' Bundle are enough here
-    for path in {*sorted((tmp_path / "all").iterdir())[::25], tmp_path / "all/medications.json"}:
+    for path in {*sorted((tmp_path / "all").iterdir())[::every], tmp_path / "all/medications.json"}:
         path.rename(folder / path.name)
     _adversarial(folder)
+    return folder
+
+
+def test_parallel_bundle_reading_reads_adversarial_bundles_as_in_full(tmp_path: Path) -> None:
+    folder = adversarial_sample(tmp_path, 25)
     full = _read(folder, workers=1, filter_bundles=False)
     assert len(full[1]["errors"]) == 4  # broken Bundle, no id, unknown type, too deep
     for workers in (1, 2):
