@@ -29,6 +29,7 @@ the files and the module-level :func:`iter_file` reads one of them in a worker p
 from __future__ import annotations
 
 import operator
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
@@ -58,6 +59,7 @@ __all__ = [
     "LineFilter",
     "ReplacedHandler",
     "classify",
+    "is_bundle_name",
     "iter_bundle_bytes",
     "iter_file",
     "iter_ndjson_lines",
@@ -388,6 +390,14 @@ def classify(name: str) -> tuple[str, str | None] | None:
     return kind, _type_from_name(path) if kind == "ndjson" else None
 
 
+def is_bundle_name(name: str) -> bool:
+    """``classify(name) == ("json", None)`` without building a Path (the reader asks it of
+    every file of a Bundle folder several times)."""
+    base = os.path.basename(name)
+    low = base.lower()
+    return low.endswith(_JSON_SUFFIXES) and low not in _SKIP_NAMES and not base.startswith(".")
+
+
 def reading_order(entries: Iterable[tuple[str | None, str]]) -> list[tuple[str | None, str]]:
     """(declared type, name) sorted as :func:`open_source` orders a folder's files."""
     return sorted(entries, key=lambda e: _file_rank((e[0], Path(e[1]))))
@@ -715,13 +725,18 @@ def _open_source(root: Path) -> DiskSource:
         declared = _type_from_name(root) if kind == "ndjson" else None
         return DiskSource(root, [(declared, root)])
     entries: list[tuple[str | None, Path]] = []
-    for p in sorted(root.iterdir()):
-        if p.name.lower() in _SKIP_NAMES or p.name.startswith("."):
+    # scandir: a folder of Bundles has one file per patient, and DirEntry.is_dir needs no stat;
+    # sorted by name, as sorted(root.iterdir()) orders one folder's children.
+    with os.scandir(root) as it:
+        listed = sorted((d.name, d) for d in it)
+    for name, d in listed:
+        if name.lower() in _SKIP_NAMES or name.startswith("."):
             continue
+        p = root / name
         kind = _suffix_kind(p)
         if kind is None:
             continue
-        if p.is_dir():
+        if d.is_dir():
             # Never skip data silently: Condition.ndjson/ as a folder is a mistake to report.
             raise SourceError(f"{p}: a folder named like a data file (expected a file)")
         entries.append((_type_from_name(p) if kind == "ndjson" else None, p))
