@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,7 +62,7 @@ from fhir_cohort.fhir.ndjson import read_bytes
 from fhir_cohort.fhir.references import LOCAL, MISSING, OTHER_TYPE, ReferenceResolver
 from fhir_cohort.fhir.sources import (
     DiskSource,
-    classify,
+    is_bundle_name,
     iter_bundle_bytes,
     iter_file,
     iter_ndjson_range,
@@ -347,7 +347,7 @@ class _BundleEntries:
 
         def decide(rtype: str, rid: str, head: Any) -> bool:
             if rtype in code_only:
-                code = bytes(head.code)
+                code = _RAW_BYTES(head.code)
                 relevant, key = codes.get(code) or self._code(code)
                 if relevant:
                     return True
@@ -357,7 +357,7 @@ class _BundleEntries:
                     and self._components(head.component)
                 ):
                     return True
-                subject = bytes(head.subject)
+                subject = _RAW_BYTES(head.subject)
                 counted = subjects.get(subject, _UNSEEN)
                 if counted is _UNSEEN:
                     counted = subjects[subject] = self._subject_counted(subject, urls)
@@ -428,6 +428,8 @@ class _BundleEntries:
 
 
 _UNSEEN = object()
+# bytes() of a msgspec.Raw, a third cheaper (concatenation takes the buffer directly).
+_RAW_BYTES = b"".__add__
 # Distinct code and component spellings whose decision _BundleEntries keeps.
 _SPELLINGS_KEPT = 1 << 16
 # Bundle entries always read in full: the types a row or a medication lookup can come from.
@@ -435,7 +437,7 @@ _READ_IN_FULL = frozenset({*READ_TYPES, "Medication"})
 
 
 def _is_bundle(path: str) -> bool:
-    return classify(path) == ("json", None)
+    return is_bundle_name(path)
 
 
 def _bundle_copies_collide(ledger: Ledger, dropped: array, bundle_dropped: array) -> bool:
@@ -444,11 +446,16 @@ def _bundle_copies_collide(ledger: Ledger, dropped: array, bundle_dropped: array
     entry gives the duplicates report and the version rule their input."""
     if not len(bundle_dropped):
         return False
-    mine = np.frombuffer(bundle_dropped, dtype=np.int64)
-    if len(np.unique(mine)) < len(mine):
+    # Sorted once, then compared and searched: np.unique and np.isin hash a million entries
+    # several times slower (they held up the main process after the workers).
+    mine = np.sort(np.frombuffer(bundle_dropped, dtype=np.int64))
+    if (mine[1:] == mine[:-1]).any():
         return True
     others = np.concatenate([ledger_hashes(ledger), np.frombuffer(dropped, dtype=np.int64)])
-    return bool(np.isin(mine, others).any())
+    if not len(others):
+        return False
+    where = np.minimum(np.searchsorted(mine, others), len(mine) - 1)
+    return bool((mine[where] == others).any())
 
 
 _JOIN = b"\x00".join
@@ -810,9 +817,7 @@ def _read_medications(
         # Bundles: the Flattener resolves their Medications in-stream
         if declared == "Medication"
     )
-    meds, keys = medications_of(streams, cfg, report, ledger, tmp)
-    _bundle_medications(source, report, meds, keys, cfg.validate)
-    return meds, keys
+    return medications_of(streams, cfg, report, ledger, tmp)
 
 
 # A Bundle holding a Medication holds this token, unless JSON escapes spell it.
@@ -825,27 +830,51 @@ def _bundle_medications(
     meds: dict[str, dict[str, Any]],
     keys: dict[str, tuple[int, int, int]],
     validate: bool,
+    n_workers: int = 1,
 ) -> None:
     """Add the Medications of the source's Bundles to ``meds`` and ``keys`` (the latest copy
     of each id, as the flattener keeps them), so every worker resolves a medicationReference
     to another Bundle's Medication, and one process resolves it as the workers do. Nothing is
     counted or reported here: the Bundles' own reading does that (``validate``: as it does, so a
-    Medication it skips as invalid is not added either)."""
+    Medication it skips as invalid is not added either). With ``n_workers`` > 1 the Bundles
+    are looked through on a pool of that many processes (reading every Bundle's bytes is most
+    of the cost), and their Medications taken in reading order, as one process takes them."""
+    names = [
+        str(path)
+        for declared, path in source.files({"Medication"})
+        if declared is None and _is_bundle(str(path))
+    ]
+    if not names:
+        return
+    if n_workers > 1 and len(names) >= 2 * n_workers:
+        step = -(-len(names) // (4 * n_workers))  # a few groups per worker: the load evens out
+        groups = [names[i : i + step] for i in range(0, len(names), step)]
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            found = list(pool.map(_medications_in, groups, repeat(validate)))
+    else:
+        found = [_medications_in(names, validate)]
     index = {name: i for i, name in enumerate(report.files)}
-    for declared, path in source.files({"Medication"}):
-        name = str(path)
-        if declared is not None or not _is_bundle(name):
-            continue
-        data = read_bytes(path)
+    for name, resource, loc in chain.from_iterable(found):
+        rid = resource["id"]
+        key = (*version_key(resource), location_key(index.get(name, 0), name, loc))
+        old = keys.get(rid)
+        if old is None or winner([old, key])[0] == 1:
+            meds[rid] = resource
+            keys[rid] = key
+
+
+def _medications_in(names: list[str], validate: bool) -> list[tuple[str, dict[str, Any], str]]:
+    """(file name, Medication, location) of each Medication of the Bundle files ``names``, in
+    their order; module-level for the worker pool."""
+    out: list[tuple[str, dict[str, Any], str]] = []
+    for name in names:
+        data = read_bytes(name)
         if _MEDICATION_TOKEN not in data and (b"\\" not in data or b"\\u" not in data):
             continue
         for resource, loc in iter_bundle_bytes(name, data, types={"Medication"}, validate=validate):
-            rid = resource["id"]
-            key = (*version_key(resource), location_key(index.get(name, 0), name, loc))
-            old = keys.get(rid)
-            if old is None or winner([old, key])[0] == 1:
-                meds[rid] = resource
-                keys[rid] = key
+            out.append((name, resource, loc))
+    return out
 
 
 def medication_reading(cfg: _Config, tmp: _TaskResult) -> dict[str, Any]:
@@ -953,7 +982,6 @@ def read_tables(
     )
     ledger = Ledger()
     meds, med_keys = _read_medications(source, cfg, report, ledger)
-    cfg = dataclasses.replace(cfg, medications=meds, medication_keys=med_keys)
     tasks: list[_Task] = []
     file_index = {name: i for i, name in enumerate(report.files)}
     # Files of types no table holds (Encounter, Immunization, ...) are not opened at all.
@@ -969,6 +997,9 @@ def read_tables(
     if mixed or total < parallel_min_bytes or len(tasks) < 2:
         n_workers = 1
     report.workers = n_workers
+    # Bundles' Medications before any worker starts: a medicationReference may name another's.
+    _bundle_medications(source, report, meds, med_keys, validate, n_workers)
+    cfg = dataclasses.replace(cfg, medications=meds, medication_keys=med_keys)
     progress(Progress("read", 0, total=total, unit="B"))
     rows: dict[str, list[tuple]] = {t: [] for t in _TABLES}
     dropped = array("q")

@@ -29,12 +29,14 @@ the files and the module-level :func:`iter_file` reads one of them in a worker p
 from __future__ import annotations
 
 import operator
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from itertools import repeat
+from itertools import accumulate, repeat
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from fhir_cohort.errors import MalformedResourceError, SourceError
@@ -58,6 +60,7 @@ __all__ = [
     "LineFilter",
     "ReplacedHandler",
     "classify",
+    "is_bundle_name",
     "iter_bundle_bytes",
     "iter_file",
     "iter_ndjson_lines",
@@ -388,6 +391,14 @@ def classify(name: str) -> tuple[str, str | None] | None:
     return kind, _type_from_name(path) if kind == "ndjson" else None
 
 
+def is_bundle_name(name: str) -> bool:
+    """``classify(name) == ("json", None)`` without building a Path (the reader asks it of
+    every file of a Bundle folder several times)."""
+    base = os.path.basename(name)
+    low = base.lower()
+    return low.endswith(_JSON_SUFFIXES) and low not in _SKIP_NAMES and not base.startswith(".")
+
+
 def reading_order(entries: Iterable[tuple[str | None, str]]) -> list[tuple[str | None, str]]:
     """(declared type, name) sorted as :func:`open_source` orders a folder's files."""
     return sorted(entries, key=lambda e: _file_rank((e[0], Path(e[1]))))
@@ -508,20 +519,27 @@ def _iter_bundle(
 _SHALLOW_OPENERS = 250
 # The types an entry filter may take out (a Bundle inside a Bundle is reported, as _check does).
 _FILTERABLE = RESOURCE_TYPES - {"Bundle"}
+_OPENERS = bytes(1 if b in b"{[" else 0 for b in range(256))  # _deep_entries' translation
+_STR = {str}
+_RESOURCE = operator.attrgetter("resource")
+_FULL_URL = operator.attrgetter("fullUrl")
+_RESOURCE_TYPE = operator.attrgetter("resourceType")
+_ID = operator.attrgetter("id")
 
 
 def _deep_entries(spans: list[Any]) -> list[bool] | None:
     """Per entry, whether its bytes do not prove it shallow enough to filter (see
-    :func:`_shallow`); None when every entry is (the common case, counted in C)."""
-    raws = list(map(bytes, spans))
-    opened = list(
-        map(
-            operator.add, map(bytes.count, raws, repeat(b"{")), map(bytes.count, raws, repeat(b"["))
-        )
-    )
-    if not opened or max(opened) <= _SHALLOW_OPENERS:
+    :func:`_shallow`): more than _SHALLOW_OPENERS "{" and "[" bytes; None when every entry is
+    (the common case). Counted in C over the joined entries: "{" and "[" made 1, every other
+    byte 0, summed per entry."""
+    if not spans:
         return None
-    return [n > _SHALLOW_OPENERS for n in opened]
+    flags = np.frombuffer(b"".join(spans).translate(_OPENERS), dtype=np.uint8)
+    starts = np.fromiter(accumulate(map(len, spans), initial=0), np.int64, len(spans) + 1)
+    opened = np.add.reduceat(flags, starts[:-1], dtype=np.int64)
+    if int(opened.max()) <= _SHALLOW_OPENERS:
+        return None
+    return (opened > _SHALLOW_OPENERS).tolist()  # type: ignore[no-any-return]
 
 
 def _iter_split(
@@ -530,42 +548,56 @@ def _iter_split(
     """:func:`_iter_bundle`'s two passes over a Bundle split into entries: the same resources,
     locations, errors and order, and the same calls of the entry filter, but an entry the
     filter takes out from its head (:meth:`EntryFilter.heads`) is never parsed."""
-    # Pass 1 from the heads, as _iter_bundle makes it from the parsed entries.
-    urls: dict[str, str] = {}
-    ids: list[Any] = []  # the id of each entry the head filter may see, else None
-    first: list[int] = []  # Medications and Patients, read first
-    for i, h in enumerate(heads):
-        res = h.resource
-        rtype = None if res is None else res.resourceType
-        if rtype is None:
-            ids.append(None)
-            continue
-        if rtype in _TYPE_ORDER:
-            first.append(i)
-        rid = res.id
-        full = h.fullUrl
-        if type(full) is str and full:
-            if not rid and full.startswith("urn:uuid:"):
-                rid = full[9:]
-            if type(rid) is str and rid:
-                urls[full] = f"{rtype}/{rid}"
-        ids.append(rid if type(rid) is str and rid and rtype in _FILTERABLE else None)
+    # Pass 1 from the heads, as _iter_bundle makes it from the parsed entries. Commonly every
+    # entry has a type, an id and a fullUrl (strings): that is checked, and the map made, by
+    # maps in C instead of a Python loop over the entries (a Bundle has dozens).
+    resources = list(map(_RESOURCE, heads))
+    fulls = list(map(_FULL_URL, heads))
+    if None not in resources:
+        rtypes = list(map(_RESOURCE_TYPE, resources))
+        rids = list(map(_ID, resources))
+    else:
+        rtypes = [None if r is None else r.resourceType for r in resources]
+        rids = [None if r is None else r.id for r in resources]
+    plain = (
+        None not in rtypes
+        and set(map(type, rids)) == _STR
+        and "" not in rids
+        and set(map(type, fulls)) == _STR
+        and "" not in fulls
+    )
+    if plain:
+        urls = dict(zip(fulls, map("/".join, zip(rtypes, rids, strict=True)), strict=True))
+    else:
+        rids = [
+            full[9:] if not rid and type(full) is str and full.startswith("urn:uuid:") else rid
+            for rid, full in zip(rids, fulls, strict=True)
+        ]
+        urls = {
+            full: f"{rtype}/{rid}"
+            for full, rtype, rid in zip(fulls, rtypes, rids, strict=True)
+            if rtype is not None and type(full) is str and full and type(rid) is str and rid
+        }
     # Pass 2 in _entry_rank's order (a stable sort): Medications, Patients, then the rest.
+    first = [i for i, rtype in enumerate(rtypes) if rtype in _TYPE_ORDER]
+    order: list[int] | range
     if first:
-        first.sort(key=lambda i: _TYPE_ORDER[heads[i].resource.resourceType])
+        first.sort(key=lambda i: _TYPE_ORDER[rtypes[i]])  # type: ignore[index]
         taken = set(first)
-        order: Iterable[int] = first + [i for i in range(len(heads)) if i not in taken]
+        order = first + [i for i in range(len(heads)) if i not in taken]
     else:
         order = range(len(heads))
     deep = _deep_entries(spans)
+    # The entries the head filter may see: a valid type and id, shallow enough to filter.
+    seen: list[bool] | None = None  # every one
+    if not (plain and deep is None and _FILTERABLE.issuperset(rtypes)):
+        seen = [
+            rtype in _FILTERABLE and type(rid) is str and bool(rid) and (deep is None or not d)
+            for rtype, rid, d in zip(rtypes, rids, deep or repeat(False), strict=False)
+        ]
     head_filter = entry_filter.heads(urls)
     for i in order:
-        rid = ids[i]
-        if (
-            rid is not None
-            and (deep is None or not deep[i])
-            and not head_filter(heads[i].resource.resourceType, rid, heads[i].resource)
-        ):
+        if (seen is None or seen[i]) and not head_filter(rtypes[i], rids[i], resources[i]):
             continue
         loc = f"{name}#entry[{i}]"
         try:
@@ -715,13 +747,18 @@ def _open_source(root: Path) -> DiskSource:
         declared = _type_from_name(root) if kind == "ndjson" else None
         return DiskSource(root, [(declared, root)])
     entries: list[tuple[str | None, Path]] = []
-    for p in sorted(root.iterdir()):
-        if p.name.lower() in _SKIP_NAMES or p.name.startswith("."):
+    # scandir: a folder of Bundles has one file per patient, and DirEntry.is_dir needs no stat;
+    # sorted by name, as sorted(root.iterdir()) orders one folder's children.
+    with os.scandir(root) as it:
+        listed = sorted((d.name, d) for d in it)
+    for name, d in listed:
+        if name.lower() in _SKIP_NAMES or name.startswith("."):
             continue
+        p = root / name
         kind = _suffix_kind(p)
         if kind is None:
             continue
-        if p.is_dir():
+        if d.is_dir():
             # Never skip data silently: Condition.ndjson/ as a folder is a mistake to report.
             raise SourceError(f"{p}: a folder named like a data file (expected a file)")
         entries.append((_type_from_name(p) if kind == "ndjson" else None, p))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import gzip
 import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def test_an_unlistable_folder_is_a_source_error_naming_it(
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "iterdir", denied)
+    monkeypatch.setattr(os, "scandir", denied)  # how open_source lists a folder
     with pytest.raises(SourceError, match=rf"{tmp_path}: cannot list or read \(PermissionError\)"):
         open_source(tmp_path)
 
@@ -63,7 +65,15 @@ def test_an_unreadable_file_is_a_source_error_naming_it(
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *a, **kw)
 
+    real_os_open = os.open
+
+    def guarded_fd(file, *a, **kw):  # read_bytes opens a plain file without a file object
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_os_open(file, *a, **kw)
+
     monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(os, "open", guarded_fd)
     monkeypatch.setattr(gzip, "open", lambda f, *a, **kw: guarded(f))
     with pytest.raises(SourceError, match=rf"{name}: cannot read \(PermissionError\)"):
         list(iter_file(path))
