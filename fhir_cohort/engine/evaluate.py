@@ -323,20 +323,24 @@ def criterion_keys(trial: Trial) -> list[str]:
 # --------------------------------------------------------------------------- evaluate
 
 
-def patient_status(trial: Trial, outcomes: list[Outcome]) -> tuple[str, str]:
-    """(status, reasons) from one patient's outcomes in criteria order."""
-    answers = [o.answer for o in outcomes]
-    if any(a in FAILING for a in answers):
-        status = "ineligible"
-    elif all(a in PASSING for a in answers):
-        status = "eligible"
-    else:
-        status = "review"
+def patient_status(
+    trial: Trial, outcomes: list[Outcome], ids: list[str] | None = None
+) -> tuple[str, str]:
+    """(status, reasons) from one patient's outcomes in criteria order (``ids``: the
+    criteria's ids, when the caller has them)."""
+    # one pass over the outcomes (it runs for every patient of every trial)
+    failing = False
+    passing = True
     parts: list[str] = []
-    for crit, o in zip(trial.criteria, outcomes, strict=True):
-        if o.answer not in PASSING:
-            parts.append(f"{crit.id}: {o.answer}: {o.reason}")
-        parts.extend(f"{crit.id}: {note}" for note in o.notes)
+    for cid, o in zip(ids or [c.id for c in trial.criteria], outcomes, strict=True):
+        answer = o.answer
+        if answer not in PASSING:
+            passing = False
+            failing = failing or answer in FAILING
+            parts.append(f"{cid}: {answer}: {o.reason}")
+        if o.notes:
+            parts.extend(f"{cid}: {note}" for note in o.notes)
+    status = "ineligible" if failing else "eligible" if passing else "review"
     return status, "; ".join(parts)
 
 
@@ -448,7 +452,7 @@ def evaluate(
             a_crit.append(crit.id)
             a_answer.append(o.answer)
             a_reason.append(o.reason)
-        st, reasons = patient_status(trial, outcomes)
+        st, reasons = patient_status(trial, outcomes, crit_ids)
         status.append((pid, st, reasons))
         if all_free:
             whole[pkey] = _Template(
