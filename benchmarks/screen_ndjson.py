@@ -16,7 +16,8 @@ prints the one-pass time as a ratio of the single-trial screen of the same run; 
 alternates the two R times and compares the fastest and the mean of each (a shared machine's
 load comes and goes), and CPU time (user + system of the whole process tree) is printed beside
 wall time. ``--baseline DIR`` (a git worktree of an older commit) adds, in each round, the
-single-trial screen by that code (``PYTHONPATH=DIR``) for a same-run regression check.
+single-trial screen by that code (``PYTHONPATH=DIR``) for a same-run regression check, and
+``--baseline-pass`` its one pass too (the ratio before and after in one run).
 
 With ``--engine spark`` it then screens with the Spark engine (``--spark-master``, default
 ``local[2]``) and the local engine alternately (``--repeat`` rounds) and prints, per round,
@@ -361,6 +362,11 @@ def main() -> None:
         help="with --trials: also screen one trial with the package at DIR (a git worktree)",
     )
     ap.add_argument(
+        "--baseline-pass",
+        action="store_true",
+        help="with --baseline: also screen the one pass with that package, each round",
+    )
+    ap.add_argument(
         "--engine",
         choices=("local", "spark"),
         default="local",
@@ -528,6 +534,7 @@ def compare_trials(folder: Path, args: argparse.Namespace, first: tuple[float, i
     one: list[tuple[float, int, dict]] = [first]
     many: list[tuple[float, int, dict]] = []
     base: list[tuple[float, int, dict]] = []
+    base_many: list[tuple[float, int, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.shipped_trials:
             files = shipped_trial_files()
@@ -544,11 +551,16 @@ def compare_trials(folder: Path, args: argparse.Namespace, first: tuple[float, i
             if i:
                 one.append(run_screen(folder, Path(tmp) / f"one-{i}", args.workers))
             many.append(run_screen(folder, Path(tmp) / f"many-{i}", args.workers, files))
+            if args.baseline is not None and args.baseline_pass:
+                out = Path(tmp) / f"base-many-{i}"
+                base_many.append(run_screen(folder, out, args.workers, files, code=args.baseline))
             # Each run's figures as soon as its round ends (a long session may be cut short).
             for label, runs in (("baseline one trial", base), ("one trial", one)):
                 if runs:
                     show(label, runs[-1])
             show(f"{args.trials} trials in one pass", many[-1])
+            if base_many:
+                show(f"baseline {args.trials} trials in one pass", base_many[-1])
             print(f"round {i + 1} done, load average {os.getloadavg()[0]:.1f}", flush=True)
 
     def ratio(a: list[tuple[float, int, dict]], b: list[tuple[float, int, dict]], what: str) -> str:
@@ -572,6 +584,9 @@ def compare_trials(folder: Path, args: argparse.Namespace, first: tuple[float, i
     if base:
         print(ratio(one, base, "one trial / baseline one trial"))
         print(ratio(many, base, "one pass / baseline one trial"))
+    if base_many:
+        print(ratio(base_many, base, "baseline: one pass / one trial"))
+        print(ratio(many, base_many, "one pass / baseline one pass"))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from fhir_cohort.criteria.language import walk
 from fhir_cohort.engine.evaluate import (
     EvaluationResult,
     Prepared,
+    answer_matrix,
     attrition,
     criterion_keys,
     evaluate,
@@ -94,6 +95,7 @@ def screen_tables(
     """Evaluate ``tables`` (pure: no I/O). Returns the evaluation and its attrition table.
     ``prepared``: the tables' rows and look-ups shared by the trials of one read."""
     result = evaluate(trial, tables, terminology, as_of, prepared)
+    result.wide = answer_matrix(result.answers)  # one pivot for attrition and patients.csv
     return result, attrition(result, trial)
 
 
@@ -696,6 +698,8 @@ def _screen_pass(
     shared = _read_once(opts, trials, terminology)
     ids = [trial.id for trial in trials]
     pass_id = uuid.uuid4().hex  # the history's runs of one pass share it
+    # the evidence digests of criteria several trials ask identically: hashed once
+    shared_evidence = _shared_evidence(past, trials)
     # One trial after another in this process: evaluating them in forked workers doubled peak
     # memory (docs/benchmarks.md, "Several trials in one pass").
     results: dict[str, ScreeningResult] = {}
@@ -711,6 +715,7 @@ def _screen_pass(
                 one_pass=ids,
                 history=past,
                 pass_id=pass_id,
+                shared_evidence=shared_evidence,
             )
     finally:
         if shared.spark is not None:
@@ -726,6 +731,16 @@ def _screen_pass(
     return multi
 
 
+def _shared_evidence(history: Any, trials: Sequence[Trial]) -> Any:
+    """The history's SharedEvidence for a pass of several trials (None: nothing recorded,
+    or one trial)."""
+    if history is None or len(trials) < 2:
+        return None
+    from fhir_cohort.history.db import SharedEvidence
+
+    return SharedEvidence(criterion_keys(t) for t in trials)
+
+
 def _screen_trial(
     opts: _Options,
     trial: Trial,
@@ -737,6 +752,7 @@ def _screen_trial(
     one_pass: Sequence[str] = (),
     history: Any = None,
     pass_id: str | None = None,
+    shared_evidence: Any = None,
 ) -> ScreeningResult:
     """Evaluate one trial on the shared tables and write its outputs (pure per trial: the
     tables are only read)."""
@@ -771,7 +787,8 @@ def _screen_trial(
         release_free_memory()  # the evaluation's per-patient lists, before the outputs
 
     ids = tuple(c.id for c in trial.criteria)
-    patients = patients_table(evaluation.answers, evaluation.status, ids)
+    patients = patients_table(evaluation.answers, evaluation.status, ids, evaluation.wide)
+    evaluation.wide = None  # read: freed
     evidence = sort_evidence(evaluation.evidence, ids)
     eras, labs = sort_details(eras, ids), sort_details(labs, ids)
     evaluation.evidence = evidence  # the same rows: the unsorted copy is freed, not held
@@ -834,7 +851,7 @@ def _screen_trial(
     with recording:
         if history is not None:
             result.changes, result.worklist = _record(
-                history, run, evaluation, evidence, out_dir, pass_id
+                history, run, evaluation, evidence, out_dir, pass_id, trial, shared_evidence
             )
         if opts.publish_subjects and shared.client is not None:
             # After the run is recorded (its worklist says which decisions still hold), before
@@ -887,6 +904,8 @@ def _record(
     evidence: pd.DataFrame,
     out_dir: str | Path | None,
     pass_id: str | None,
+    trial: Trial,
+    shared_evidence: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Record the run in the history, compare it with the trial's previous run there and
     apply the chart-review decisions: the comparison goes to run["history"]; the changes
@@ -901,6 +920,8 @@ def _record(
         evidence=evidence,
         out_dir=Path(out_dir).absolute() if out_dir is not None else None,
         pass_id=pass_id,
+        shared=shared_evidence,
+        same_keys=criterion_keys(trial) if shared_evidence is not None else (),
     )
     diff = diff_runs(history, info.previous_run_id, info.run_id)
     worklist = history.worklist(info.trial_id, info.run_id)

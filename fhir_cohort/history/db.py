@@ -25,6 +25,7 @@ import json
 import operator
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ __all__ = [
     "History",
     "RecordedAnswer",
     "RunInfo",
+    "SharedEvidence",
     "default_history_path",
     "evidence_sets",
     "open_history",
@@ -308,12 +310,16 @@ def _as_of_free(value: str, open_end: str) -> str:
 
 
 def _hashed_groups(
-    evidence: Any, groups: Any, as_of: str | None
-) -> Iterator[tuple[Any, list[bytes], list[bytes]]]:
+    evidence: Any,
+    groups: Any,
+    as_of: str | None,
+    known: Mapping[int, Any] | None = None,
+) -> Iterator[tuple[Any, list[bytes], list[bytes | None]]]:
     """The evidence sets of ``evidence``'s rows grouped by ``groups`` (an integer per row;
     negative: skipped), a chunk of rows at a time: per chunk the group codes, in the order
     each group first appears, and per group the SHA-256 of its records and the rows as JSON
-    bytes (:func:`evidence_sets` says what is hashed).
+    bytes (:func:`evidence_sets` says what is hashed). A group whose code is in ``known``
+    (code -> (digest, ...)) is not hashed: its digest is ``known``'s and its rows None.
 
     Rows are turned into Python strings one chunk at a time: a hospital's evidence table as
     Python objects would cost more memory than the whole history record."""
@@ -332,34 +338,238 @@ def _hashed_groups(
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     bounds = np.r_[starts, len(order)]
     contiguous = len(order) == len(evidence) and bool((np.diff(order) == 1).all())
-    value = EVIDENCE_HASHED.index("value")
-    open_end = f"..{as_of}" if as_of else ""
     frame = evidence[[c for c in EVIDENCE_STORED if c in evidence]]  # absent: empty texts
     i = 0
     while i < len(starts):
         j = min(max(i + 1, int(np.searchsorted(starts, starts[i] + _CHUNK_ROWS))), len(starts))
         a, b = int(starts[i]), int(bounds[j])
-        part = frame.iloc[a:b] if contiguous else frame.iloc[order[a:b]]
-        columns = [_texts(part, c) for c in EVIDENCE_STORED]
-        # C-level maps, not a Python call per row: a hospital has 200,000 evidence rows
-        values = columns[value]
-        free = ["age" if m else v for m, v in zip(map(_AGE.fullmatch, values), values, strict=True)]
-        if open_end:
-            for k in [k for k, hit in enumerate(map(_ends_with(open_end), free)) if hit]:
-                free[k] = _as_of_free(free[k], open_end)
-        # Each row as "[row]", a group of one: orjson's output is copied at once, since each
-        # buffer it returns holds kilobytes (16,384 of them held: 67 MB).
-        rows = zip(*columns[:value], free, strict=True)
-        hashed = list(map(_LIST_OF_ONE, map(orjson.dumps, rows)))
-        stored = list(map(_LIST_OF_ONE, map(orjson.dumps, zip(*columns, strict=True))))
-        if len(hashed) != j - i:  # some group has several rows: [row,row]
-            lows, highs = (starts[i:j] - a).tolist(), (bounds[i + 1 : j + 1] - a).tolist()
-            spans = list(zip(lows, highs, strict=True))
-            hashed = [_list_of(hashed[lo:hi]) for lo, hi in spans]
-            stored = [_list_of(stored[lo:hi]) for lo, hi in spans]
-        digests = list(map(_DIGEST_OF, map(hashlib.sha256, hashed)))
-        yield codes[starts[i:j]], digests, stored
+        chunk_codes = codes[starts[i:j]]
+        lengths = bounds[i + 1 : j + 1] - starts[i:j]
+        skip = None
+        if known:
+            skip = np.fromiter(map(known.__contains__, chunk_codes.tolist()), bool, j - i)
+        if skip is None or not skip.any():
+            rows = slice(a, b) if contiguous else order[a:b]
+            hashed, stored = _chunk_rows(frame.iloc[rows], lengths.tolist(), as_of)
+            digests = list(map(_DIGEST_OF, map(hashlib.sha256, hashed)))
+            yield chunk_codes, digests, list(stored)
+        else:  # known groups: their digests, no rows turned into text
+            rows = order[a:b][np.repeat(~skip, lengths)]
+            hashed, stored = _chunk_rows(frame.iloc[rows], lengths[~skip].tolist(), as_of)
+            new_digests = iter(list(map(_DIGEST_OF, map(hashlib.sha256, hashed))))
+            new_stored = iter(stored)
+            digests, texts = [], []
+            for code, is_known in zip(chunk_codes.tolist(), skip.tolist(), strict=True):
+                if is_known:
+                    digests.append(known[code][0])
+                    texts.append(None)
+                else:
+                    digests.append(next(new_digests))
+                    texts.append(next(new_stored))
+            yield chunk_codes, digests, texts
         i = j
+
+
+def _chunk_rows(
+    part: Any, lengths: Sequence[int], as_of: str | None
+) -> tuple[list[bytes], list[bytes]]:
+    """The rows of ``part`` (groups of ``lengths`` rows, in order) as what is hashed and what
+    is stored per group (:func:`_hashed_groups`)."""
+    if not lengths:
+        return [], []
+    value = EVIDENCE_HASHED.index("value")
+    open_end = f"..{as_of}" if as_of else ""
+    columns = [_texts(part, c) for c in EVIDENCE_STORED]
+    # C-level maps, not a Python call per row: a hospital has 200,000 evidence rows
+    values = columns[value]
+    free = ["age" if m else v for m, v in zip(map(_AGE.fullmatch, values), values, strict=True)]
+    if open_end:
+        for k in [k for k, hit in enumerate(map(_ends_with(open_end), free)) if hit]:
+            free[k] = _as_of_free(free[k], open_end)
+    # Each row as "[row]", a group of one: orjson's output is copied at once, since each
+    # buffer it returns holds kilobytes (16,384 of them held: 67 MB).
+    rows = zip(*columns[:value], free, strict=True)
+    hashed = list(map(_LIST_OF_ONE, map(orjson.dumps, rows)))
+    stored = list(map(_LIST_OF_ONE, map(orjson.dumps, zip(*columns, strict=True))))
+    if len(hashed) != len(lengths):  # some group has several rows: [row,row]
+        highs = list(itertools.accumulate(lengths))
+        spans = list(zip([0, *highs[:-1]], highs, strict=True))
+        hashed = [_list_of(hashed[lo:hi]) for lo, hi in spans]
+        stored = [_list_of(stored[lo:hi]) for lo, hi in spans]
+    return hashed, stored
+
+
+def _texts_of(
+    evidence: Any,
+    groups: Any,
+    codes: Any,
+    texts: list[bytes | None],
+    missing: Sequence[int],
+    as_of: str | None,
+) -> list[bytes | None]:
+    """``texts`` (a chunk's, group ``codes``) with the rows of the groups ``missing`` filled
+    in from ``evidence`` (rows of a group in table order, as :func:`_hashed_groups` reads)."""
+    import numpy as np
+
+    groups = np.asarray(groups, dtype=np.int64)
+    wanted = np.where(np.isin(groups, np.asarray(missing, dtype=np.int64)), groups, -1)
+    got: dict[int, bytes | None] = {}
+    for found, _, stored in _hashed_groups(evidence, wanted, as_of):
+        got.update(zip(found.tolist(), stored, strict=True))
+    pairs = zip(codes.tolist(), texts, strict=True)
+    return [got[c] if t is None and c in got else t for c, t in pairs]
+
+
+def _split(blob: bytes, size: int) -> list[bytes]:
+    """Fixed-size items of ``blob`` (numpy's tolist() would cut trailing zero bytes)."""
+    return [blob[i : i + size] for i in range(0, len(blob), size)]
+
+
+def _stored_fields(frame: Any) -> Any:
+    """``EVIDENCE_STORED`` of a frame as an Arrow table of texts, as :func:`_text_column`
+    gives them (missing values, or the column, empty): what two tables' rows are compared
+    by. Arrow-backed text columns are not copied into Python strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = []
+    for column in EVIDENCE_STORED:
+        col = frame.get(column)
+        if col is None or col.dtype != "str":
+            col = _text_column(frame, column)
+        got = pa.array(col.reset_index(drop=True), from_pandas=True)
+        if isinstance(got, pa.ChunkedArray):
+            got = got.combine_chunks()
+        columns.append(pc.fill_null(got.cast(pa.large_string()), ""))
+    return pa.Table.from_arrays(columns, names=list(EVIDENCE_STORED))
+
+
+@dataclass
+class _SharedSource:
+    """One criterion's evidence sets as the first trial of a pass that asked it recorded
+    them: its rows (in the evidence table's order), each row's patient, and per patient with
+    evidence (ascending) the digest and wording."""
+
+    pids: Any  # the trial's patients (its status table's order), Arrow
+    fields: Any  # _stored_fields of its evidence
+    rows: Any
+    row_patients: Any
+    patients: Any
+    digests: bytes
+    words: bytes
+
+    @classmethod
+    def of(
+        cls,
+        table: _AnswerTable,
+        fields: Any,
+        groups: Any,
+        rank: int,
+        cells: Any,
+        digests: Any,
+        words: Any,
+    ) -> _SharedSource:
+        import numpy as np
+
+        width = len(table.names)
+        rows = np.flatnonzero((groups >= 0) & (groups % width == rank))
+        mine = cells % width == rank
+        return cls(
+            pids=table.pids,
+            fields=fields,
+            rows=rows,
+            row_patients=groups[rows] // width,
+            patients=cells[mine] // width,
+            digests=digests[mine].tobytes(),
+            words=words[mine].tobytes(),
+        )
+
+    def match(
+        self, table: _AnswerTable, fields: Any, groups: Any, rank: int
+    ) -> dict[int, tuple[bytes, bytes]]:
+        """Cell -> (digest, wording) of the criterion at ``rank`` of ``table``, when its
+        evidence rows are this source's row for row (same patients in the same order, every
+        stored field equal); else nothing (its sets are then hashed)."""
+        import numpy as np
+
+        if len(table.pids) != len(self.pids) or not table.pids.equals(self.pids):
+            return {}
+        width = len(table.names)
+        rows = np.flatnonzero((groups >= 0) & (groups % width == rank))
+        if not np.array_equal(groups[rows] // width, self.row_patients):
+            return {}
+        if not self.fields.take(self.rows).equals(fields.take(rows)):
+            return {}
+        cells = (self.patients * width + rank).tolist()
+        pairs = zip(_split(self.digests, _DIGEST), _split(self.words, _WORDING), strict=True)
+        return dict(zip(cells, pairs, strict=True))
+
+
+class SharedEvidence:
+    """The evidence digests the trials of one pass can share: a criterion several of them
+    ask identically (``same_key``) has, patient by patient, the same evidence rows, so a
+    later trial takes the first one's digests instead of hashing the same rows again. Only
+    read, never trusted: the rows are compared (vectorised) first, and a criterion whose
+    rows differ in anything is hashed as usual. Each key's rows are let go after the last
+    trial that asks it (:meth:`done_with`)."""
+
+    def __init__(self, keys_per_trial: Iterable[Iterable[str]]) -> None:
+        counts: Counter[str] = Counter()
+        for keys in keys_per_trial:
+            counts.update(set(keys))
+        self._uses = {k: n for k, n in counts.items() if n > 1}
+        self._sources: dict[str, _SharedSource] = {}
+
+    @property
+    def sharing(self) -> bool:
+        """Whether a key is still asked by a trial to come."""
+        return bool(self._uses)
+
+    def known(
+        self, keys: Sequence[str], table: _AnswerTable, evidence: Any, groups: Any
+    ) -> dict[int, tuple[bytes, bytes]]:
+        """Cell -> (digest, wording) of every set of this trial an earlier one recorded."""
+        out: dict[int, tuple[bytes, bytes]] = {}
+        fields = None
+        for rank, key in enumerate(keys):
+            source = self._sources.get(key)
+            if source is not None:
+                if fields is None:
+                    fields = _stored_fields(evidence)
+                out.update(source.match(table, fields, groups, rank))
+        return out
+
+    def remember(
+        self,
+        keys: Sequence[str],
+        table: _AnswerTable,
+        evidence: Any,
+        groups: Any,
+        cells: Any,
+        digests: Any,
+        words: Any,
+    ) -> None:
+        """Keep this trial's sets of the criteria a later trial asks identically."""
+        fields = None
+        for rank, key in enumerate(keys):
+            if key in self._uses and key not in self._sources:
+                if fields is None:
+                    fields = _stored_fields(evidence)
+                self._sources[key] = _SharedSource.of(
+                    table, fields, groups, rank, cells, digests, words
+                )
+
+    def done_with(self, keys: Iterable[str]) -> None:
+        """A trial is recorded: free what no later trial of the pass asks for."""
+        for key in set(keys):
+            left = self._uses.get(key)
+            if left is None:
+                continue
+            if left > 1:
+                self._uses[key] = left - 1
+            else:
+                del self._uses[key]
+                self._sources.pop(key, None)
 
 
 def _list_of(ones: Sequence[bytes]) -> bytes:
@@ -831,6 +1041,8 @@ class History(DecisionStore):
         evidence: Any,
         out_dir: str | Path | None = None,
         pass_id: str | None = None,
+        shared: SharedEvidence | None = None,
+        same_keys: Sequence[str] = (),
     ) -> RunInfo:
         """Record one trial's screening: ``run`` is its run.json record, ``status`` the
         evaluation's ``patient_id, status`` table, ``answers`` its ``patient_id, criterion_id,
@@ -882,7 +1094,13 @@ class History(DecisionStore):
             keys = self._patient_keys(pids)
             table = _AnswerTable(pids, answers, list(criteria.get("criterion_ids") or []))
             del pids  # the table holds them as Arrow
-            digests, wordings = self._store_evidence(table, evidence, str(run.get("as_of")))
+            ids = criteria.get("criterion_ids") or []
+            if shared is not None and len(same_keys) != len(ids):
+                shared.done_with(same_keys)  # not one key per criterion: nothing to share by
+                shared, same_keys = None, ()
+            digests, wordings = self._store_evidence(
+                table, evidence, str(run.get("as_of")), shared, same_keys
+            )
             texts = table.set_texts(self._reason_ids(table.reasons))
             sets = _intern_sets(conn, texts)
             set_ids = [sets[text] for text in texts]
@@ -894,7 +1112,12 @@ class History(DecisionStore):
         return self.run(run_id)
 
     def _store_evidence(
-        self, table: _AnswerTable, evidence: Any, as_of: str
+        self,
+        table: _AnswerTable,
+        evidence: Any,
+        as_of: str,
+        shared: SharedEvidence | None = None,
+        keys: Sequence[str] = (),
     ) -> tuple[bytes, bytes]:
         """Hash the evidence behind each answer, store each set's rows once (same records,
         new note text: the latest wording is kept, it is only shown) and mark the answers
@@ -903,43 +1126,66 @@ class History(DecisionStore):
 
         A set the latest run stored with the same text is not written again: a weekly run
         rewrites only what changed (and a set whose digest this run wrote before, so that
-        the last group's text wins as before)."""
+        the last group's text wins as before). With ``shared`` (the trials of one pass) the
+        sets of a criterion an earlier trial of the pass asked identically (``keys``: the
+        criteria's :func:`~fhir_cohort.engine.evaluate.same_key`), with equal rows, take that
+        trial's digests instead of being hashed again."""
         import numpy as np
 
         if evidence is None or len(evidence) == 0:
+            if shared is not None:
+                shared.done_with(keys)
             return b"", b""
         stored = _LatestWordings(self.conn)
         found: list[Any] = []
         digests, wordings = bytearray(), bytearray()
         rewritten: set[bytes] = set()  # digests the latest run has, written by this run
-        for codes, chunk, texts in _hashed_groups(evidence, table.groups(evidence), as_of):
-            words = list(map(_DIGEST_OF, map(_WORDING_OF, texts)))
+        groups = table.groups(evidence)
+        known = shared.known(keys, table, evidence, groups) if shared is not None else {}
+        for codes, chunk, texts in _hashed_groups(evidence, groups, as_of, known):
+            words = [
+                known[code][1] if text is None else _WORDING_OF(text).digest()
+                for code, text in zip(codes.tolist(), texts, strict=True)
+            ]
             found.append(codes)
             digests += b"".join(chunk)
             wordings += b"".join(words)
-            known, same = (flags.tolist() for flags in stored.lookup(chunk, words))
-            write = []
-            for digest, text, is_known, is_same in zip(chunk, texts, known, same, strict=True):
+            known_flags, same = (flags.tolist() for flags in stored.lookup(chunk, words))
+            write: list[tuple[bytes, int]] = []
+            for k, (digest, is_known, is_same) in enumerate(
+                zip(chunk, known_flags, same, strict=True)
+            ):
                 if is_same and digest not in rewritten:
                     continue
                 if is_known:
                     rewritten.add(digest)
-                write.append((digest, text.decode()))
+                write.append((digest, k))
+            missing = [codes[k] for _, k in write if texts[k] is None]
+            if missing:  # shared sets to write after all: their rows are this trial's too
+                texts = _texts_of(evidence, groups, codes, texts, missing, as_of)
             # by digest (stable: of two groups with one digest the later wording wins)
             self.conn.executemany(
                 "INSERT INTO evidence_sets VALUES (?, ?) ON CONFLICT (evidence_sha256) "
                 "DO UPDATE SET rows = excluded.rows WHERE rows != excluded.rows",
-                sorted(write, key=operator.itemgetter(0)),
+                sorted(
+                    ((d, texts[k].decode()) for d, k in write),  # type: ignore[union-attr]
+                    key=operator.itemgetter(0),
+                ),
             )
         if not found:
+            if shared is not None:
+                shared.done_with(keys)
             return b"", b""
         codes = np.concatenate(found)
         order = np.argsort(codes, kind="stable")
         table.mark_evidence(codes)
-        return (
-            np.frombuffer(digests, dtype=f"S{_DIGEST}")[order].tobytes(),
-            np.frombuffer(wordings, dtype=f"S{_WORDING}")[order].tobytes(),
-        )
+        cells = codes[order]
+        digest_rows = np.frombuffer(digests, dtype=f"S{_DIGEST}")[order]
+        wording_rows = np.frombuffer(wordings, dtype=f"S{_WORDING}")[order]
+        if shared is not None:
+            shared.remember(keys, table, evidence, groups, cells, digest_rows, wording_rows)
+            shared.done_with(keys)
+        return digest_rows.tobytes(), wording_rows.tobytes()
 
     def _patient_keys(self, pids: Sequence[str]) -> list[int]:
         """Each patient's key, in ``pids``' order (new ids inserted)."""

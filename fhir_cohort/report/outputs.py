@@ -70,14 +70,19 @@ class OutputPaths:
 
 
 def patients_table(
-    answers: pd.DataFrame, status: pd.DataFrame, criterion_ids: Sequence[str]
+    answers: pd.DataFrame,
+    status: pd.DataFrame,
+    criterion_ids: Sequence[str],
+    wide: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per patient: id, status, one column per criterion answer, reasons.
 
     Sorted eligible first, then review, then ineligible, then by patient id, so two runs over
-    the same data (disk or server) produce byte-identical files.
+    the same data (disk or server) produce byte-identical files. ``wide``: the answers'
+    pivot (``evaluate.answer_matrix``) when already made.
     """
-    wide = answers.pivot(index="patient_id", columns="criterion_id", values="answer")
+    if wide is None:
+        wide = answers.pivot(index="patient_id", columns="criterion_id", values="answer")
     wide = wide.reindex(columns=list(criterion_ids))
     table = status.set_index("patient_id")[["status", "reasons"]].join(wide, how="left")
     table = table.reset_index()[["patient_id", "status", *criterion_ids, "reasons"]]

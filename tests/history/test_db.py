@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import random
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from fhir_cohort.history.db import (
     MIGRATIONS,
     SCHEMA_VERSION,
     History,
+    SharedEvidence,
     default_history_path,
     evidence_sets,
     open_history,
@@ -385,3 +387,66 @@ def test_tables_that_do_not_fit_are_refused_and_record_nothing(
                 evidence=pd.DataFrame(),
             )
         assert history.runs() == []
+
+
+def _contents(history: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows but the clock's (recorded_at): what two recordings must share."""
+    out = {}
+    tables = history.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    for (table,) in tables.fetchall():
+        columns = [r[1] for r in history.conn.execute(f"PRAGMA table_info({table})")]
+        keep = ",".join(c for c in columns if c not in ("recorded_at", "applied_at"))
+        out[table] = history.conn.execute(f"SELECT {keep} FROM {table} ORDER BY {keep}").fetchall()
+    return out
+
+
+@pytest.mark.parametrize("reorder", [False, True])
+def test_a_pass_sharing_evidence_digests_records_what_separate_records_do(
+    tmp_path: Path, reorder: bool
+) -> None:
+    """SharedEvidence: a trial of a pass takes an earlier trial's digests for a criterion both
+    ask identically (same key) instead of hashing its rows again. Over weeks of passes (a
+    digest met again, wordings changed, a key shared by the first and third trial only, a
+    shared key whose rows differ after all, the patients listed in another order) every
+    table of the history is what recording each trial without sharing gives."""
+    rng = random.Random(7)
+    records = [{"resource_type": "Condition", "resource_id": f"c{i}"} for i in range(4)]
+    pids = ("p1", "p2", "p3", "p4")
+    # per trial, one key per criterion (CRITERIA's order): equal keys = asked identically
+    keys = {"T-1": ["a", "s", "p"], "T-2": ["a2", "s", "p"], "T-3": ["a", "s2", "p"]}
+    paths = {"shared": tmp_path / "shared.sqlite", "separate": tmp_path / "separate.sqlite"}
+    with open_history(paths["shared"]) as shared, open_history(paths["separate"]) as separate:
+        for week in range(12):
+            as_of = f"2026-{week + 1:02d}-01"
+            base = {
+                (pid, cid): [
+                    {**r, "note": rng.choice(["x", "y"])}
+                    for r in rng.sample(records, rng.randint(1, 2))
+                ]
+                for pid in pids
+                for cid in CRITERIA
+                if rng.random() < 0.7
+            }
+            share = SharedEvidence(keys.values())
+            for n, (trial_id, trial_keys) in enumerate(keys.items()):
+                evidence = {}
+                for (pid, cid), rows in base.items():
+                    own = keys["T-1"][CRITERIA.index(cid)] != trial_keys[CRITERIA.index(cid)]
+                    if own or (n and rng.random() < 0.1):  # its own rows, or a note changed
+                        rows = [{**r, "note": rng.choice(["x", "y", "z"])} for r in rows]
+                    evidence[pid, cid] = rows
+                order = list(reversed(pids)) if reorder and n == 2 else list(pids)
+                frames = screening(patients=dict.fromkeys(order, "review"), evidence=evidence)
+                for history, kwargs in (
+                    (shared, {"shared": share, "same_keys": trial_keys}),
+                    (separate, {}),
+                ):
+                    history.record_run(
+                        run_record(as_of, trial_id),
+                        status=frames["status"],
+                        answers=frames["answers"],
+                        evidence=frames["evidence"],
+                        **kwargs,
+                    )
+            assert not share.sharing  # each key let go after the last trial asking it
+            assert _contents(shared) == _contents(separate), week

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -318,3 +319,49 @@ def test_criteria_trials_ask_alike_are_shared_and_answer_as_screened_alone(
         for table in ("patients", "evidence", "attrition", "eras", "labs"):
             pd.testing.assert_frame_equal(getattr(got, table), getattr(alone, table))
     assert len(together["COPY-B"].eras) and len(together["COPY-B"].labs)
+
+
+def _history_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table of a history but what the clock and the output folders set."""
+    volatile = {"started", "recorded_at", "out_dir", "pass_id", "applied_at"}
+    out = {}
+    with sqlite3.connect(path) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        for (table,) in tables:
+            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            keep = ",".join(c for c in columns if c not in volatile)
+            out[table] = conn.execute(f"SELECT {keep} FROM {table} ORDER BY {keep}").fetchall()
+    return out
+
+
+def test_a_pass_sharing_evidence_digests_records_the_history_separate_screens_do(
+    tmp_path: Path,
+) -> None:
+    """The history's evidence digests of a criterion trials of one pass ask identically are
+    hashed once (history.db.SharedEvidence): two passes a day apart record, table for table, what
+    screening each trial alone, in the same order, records. The shipped trial, a copy (every
+    criterion shared), the variant (the age limit not shared), another shipped trial (none
+    shared) and the copy again (its keys last asked two trials before)."""
+    data = yaml.safe_load(SHIPPED.read_text())
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump(dict(data, id="COPY-A"), sort_keys=False))
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump(dict(data, id="COPY-B"), sort_keys=False))
+    other = sorted((SHIPPED.parent / "trials").glob("*.yaml"))[0]
+    order = [SHIPPED, copy, write_variant(tmp_path), other, again]
+    passed, alone = tmp_path / "pass.sqlite", tmp_path / "alone.sqlite"
+    for week, as_of in enumerate((DEMO_AS_OF, DEMO_AS_OF.replace(day=DEMO_AS_OF.day + 1))):
+        together = screen_many(
+            criteria=order, as_of=as_of, out_dir=tmp_path / f"pass-{week}", history=passed
+        )
+        for path in order:
+            trial_id = load_criteria(path).id
+            single = screen(
+                criteria=path,
+                as_of=as_of,
+                out_dir=tmp_path / f"alone-{week}" / trial_id,
+                history=alone,
+            )
+            pd.testing.assert_frame_equal(together[trial_id].changes, single.changes)
+            pd.testing.assert_frame_equal(together[trial_id].worklist, single.worklist)
+        assert _history_rows(passed) == _history_rows(alone), week
