@@ -30,6 +30,7 @@ import os
 import pickle
 import sys
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -80,11 +81,16 @@ __all__ = [
     "write_lakehouse",
 ]
 
-# Row kinds of the read's output: 0-3 a row of _TABLES[k], then a ledger copy, one summary
-# per partition (counts, errors, unmapped, unresolved, hashes of the copies read) and the
-# hashes of the lines the line filter dropped unparsed.
-_COPY, _PIECE, _DROPPED = 4, 5, 6
-_READ_SCHEMA = "k byte, pid string, src long, seq int, h long, payload binary"
+# Row kinds of the read's output: the partition's table rows, one pickled blob per bucket of
+# patients (b); its ledger copies, one blob for the partition (read only when a hash repeats);
+# one summary (counts, errors, unmapped, unresolved, hashes of the copies read) and the hashes
+# of the lines the line filter dropped unparsed. Blobs, not a row per table row or copy: the
+# JVM caches and shuffles a few thousand rows instead of one per row and resource.
+_ROWS, _COPY, _PIECE, _DROPPED = 0, 4, 5, 6
+_READ_SCHEMA = "k byte, b int, payload binary"
+# Buckets of patients (crc32 of the patient id): a patient's rows share one, and the evaluation
+# partitions are buckets hashed by Spark, so many more buckets than partitions keep those even.
+BUCKETS = 4096
 _EVAL_SCHEMA = "kind string, payload binary"
 # A location key holds a line number below 2**32 (engine/dedup.py): Spark's text source
 # numbers a split's lines from the split's byte offset, so a plain NDJSON file it reads must
@@ -359,45 +365,34 @@ class _BundleTask:
 
 
 def _emit(out: _TaskResult, inline_dropped: int) -> Iterator[Any]:
-    """One partition's read as Arrow batches of _READ_SCHEMA rows; the hashes of the lines
+    """One partition's read as an Arrow batch of _READ_SCHEMA rows; the hashes of the lines
     dropped unparsed go in the summary when at most ``inline_dropped``, else in a row of
     their own for the driver's check job."""
     import pyarrow as pa
 
     k: list[int] = []
-    pid: list[str | None] = []
-    src: list[int] = []
-    seq: list[int] = []
-    h: list[int | None] = []
+    bucket: list[int] = []
     payload: list[bytes] = []
     dumps = pickle.dumps
-    for i, table in enumerate(_TABLES):
-        rows = out.rows[table]
-        srcs = out.ledger.rows[table]
-        for n, (row, s) in enumerate(zip(rows, srcs, strict=True)):
-            k.append(i)
-            pid.append(row[0] if isinstance(row[0], str) else "")
-            src.append(s)
-            seq.append(n)
-            h.append(None)
-            payload.append(dumps(row, protocol=5))
+    for b, blob in _bucket_blobs(out):
+        k.append(_ROWS)
+        bucket.append(b)
+        payload.append(blob)
     ledger = out.ledger
     hashes = ledger_hashes(ledger)
-    for j in range(len(ledger.rid)):
-        copy = (
-            ledger.rtype[j],
-            ledger.rid[j],
-            ledger.pid[j],
-            ledger.version[j],
-            ledger.updated[j],
-            ledger.src[j],
+    if len(ledger.rid):
+        copies = (
+            hashes.tobytes(),
+            ledger.rtype,
+            ledger.rid,
+            ledger.pid,
+            ledger.version,
+            ledger.updated,
+            ledger.src,
         )
         k.append(_COPY)
-        pid.append(None)
-        src.append(ledger.src[j])
-        seq.append(0)
-        h.append(int(hashes[j]))
-        payload.append(dumps(copy, protocol=5))
+        bucket.append(0)
+        payload.append(dumps(copies, protocol=5))
     dropped = np.unique(np.frombuffer(out.dropped, dtype=np.int64))
     # What the driver needs of the partition, without the rows and copies it ships above.
     out.rows = {t: [] for t in _TABLES}
@@ -416,22 +411,37 @@ def _emit(out: _TaskResult, inline_dropped: int) -> Iterator[Any]:
     extra = [] if inline else [(_DROPPED, dropped.tobytes())]
     for kind, blob in [(_PIECE, dumps(summary, protocol=5)), *extra]:
         k.append(kind)
-        pid.append(None)
-        src.append(0)
-        seq.append(0)
-        h.append(None)
+        bucket.append(0)
         payload.append(blob)
     yield pa.RecordBatch.from_arrays(
-        [
-            pa.array(k, pa.int8()),
-            pa.array(pid, pa.string()),
-            pa.array(src, pa.int64()),
-            pa.array(seq, pa.int32()),
-            pa.array(h, pa.int64()),
-            pa.array(payload, pa.binary()),
-        ],
-        names=["k", "pid", "src", "seq", "h", "payload"],
+        [pa.array(k, pa.int8()), pa.array(bucket, pa.int32()), pa.array(payload, pa.binary())],
+        names=["k", "b", "payload"],
     )
+
+
+def _bucket_blobs(out: _TaskResult) -> Iterator[tuple[int, bytes]]:
+    """The partition's table rows by bucket of patients: (bucket, pickled blob), the blob per
+    table the rows, their location keys and their order in the partition (so the evaluation
+    puts the rows of many partitions in the local engine's order)."""
+    crc = zlib.crc32
+    bucket_of: dict[str, int] = {}
+    found: dict[int, tuple[list[list[tuple]], list[list[int]], list[list[int]]]] = {}
+    for i, table in enumerate(_TABLES):
+        rows = out.rows[table]
+        srcs = out.ledger.rows[table]
+        for n, (row, s) in enumerate(zip(rows, srcs, strict=True)):
+            pid = row[0] if isinstance(row[0], str) else ""
+            b = bucket_of.get(pid)
+            if b is None:
+                b = bucket_of[pid] = crc(pid.encode("utf-8", "surrogatepass")) % BUCKETS
+            got = found.get(b)
+            if got is None:
+                got = found[b] = tuple([[] for _ in _TABLES] for _ in range(3))  # type: ignore[assignment]
+            got[0][i].append(row)
+            got[1][i].append(s)
+            got[2][i].append(n)
+    for b in sorted(found):
+        yield b, pickle.dumps(found[b], protocol=5)
 
 
 def _line_tasks(batches: Iterable[Any], files: dict[str, tuple[str, str | None, int]]) -> Any:
@@ -504,15 +514,15 @@ class SparkRead:
         from pyspark.sql import functions as F
 
         t0 = time.perf_counter()
-        rows = self.rows.filter(F.col("k") < _COPY)
+        rows = self.rows.filter(F.col("k") == _ROWS)
         n = self._partitions()
         # The losing copies of duplicated resources (dedup.decide) go in the partitions.
         drop = self.spark.sparkContext.broadcast(self.drop) if len(self.drop) else None
         evaluate_part = _partition_evaluator(trial, as_of, self._terminology(terminology), drop)
         out = (
-            rows.select("k", "pid", "src", "seq", "payload")
-            .repartition(n, "pid")
-            .mapInPandas(evaluate_part, _EVAL_SCHEMA)
+            rows.select("b", "payload")
+            .repartition(n, "b")
+            .mapInArrow(evaluate_part, _EVAL_SCHEMA)
             .collect()
         )
         self.seconds[f"evaluate {trial.id}"] = round(time.perf_counter() - t0, 3)
@@ -628,24 +638,41 @@ def _combine(parts: dict[str, list[Any]], trial: Trial) -> SparkEvaluation:
 
 
 def _partition_evaluator(trial: Trial, as_of: date, shared: Any, drop: Any) -> Any:
-    """The mapInPandas function: one partition's rows -> its evaluation, pickled frames."""
+    """The mapInArrow function: one partition's buckets of rows -> its evaluation, pickled
+    frames."""
 
-    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
         from fhir_cohort.pipeline import detail_tables, screen_tables
         from fhir_cohort.terminology import Terminology
 
-        got = [f for f in frames if len(f)]
-        if not got:
-            return
-        rows = pd.concat(got, ignore_index=True)
-        if drop is not None:
-            rows = rows.loc[~np.isin(rows["src"].to_numpy(), drop.value)]
-        rows = rows.sort_values(["src", "k", "seq"], kind="stable")
-        by_table: list[list[tuple]] = [[] for _ in _TABLES]
+        rows: list[list[tuple]] = [[] for _ in _TABLES]
+        srcs: list[list[int]] = [[] for _ in _TABLES]
+        seqs: list[list[int]] = [[] for _ in _TABLES]
+        blobs = 0
         loads = pickle.loads
-        for k, blob in zip(rows["k"].to_numpy(), rows["payload"].to_numpy(), strict=True):
-            by_table[int(k)].append(loads(blob))
-        del rows, got
+        for batch in batches:
+            for blob in batch.column("payload").to_pylist():
+                blobs += 1
+                got_rows, got_srcs, got_seqs = loads(blob)
+                for i in range(len(_TABLES)):
+                    rows[i].extend(got_rows[i])
+                    srcs[i].extend(got_srcs[i])
+                    seqs[i].extend(got_seqs[i])
+        if not blobs:
+            return
+        by_table: list[list[tuple]] = []
+        for i in range(len(_TABLES)):
+            src = np.asarray(srcs[i], dtype=np.int64)
+            # The local engine's order: by location key, then by order within the read
+            # partition (a resource's rows, in the order the Flattener made them).
+            order = np.lexsort((np.asarray(seqs[i], dtype=np.int64), src))
+            if drop is not None:  # the losing copies of duplicated resources (dedup.decide)
+                order = order[~np.isin(src[order], drop.value)]
+            table_rows = rows[i]
+            by_table.append([table_rows[j] for j in order.tolist()])
+        del rows, srcs, seqs
         tables = Tables.from_rows(*by_table)
         del by_table
         if not tables.patients.empty:
@@ -663,11 +690,12 @@ def _partition_evaluator(trial: Trial, as_of: date, shared: Any, drop: Any) -> A
             "labs": labs,
             "without": records_without_patient(tables),
         }
-        yield pd.DataFrame(
-            {
-                "kind": list(out),
-                "payload": [pickle.dumps(v, protocol=5) for v in out.values()],
-            }
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(list(out), pa.string()),
+                pa.array([pickle.dumps(v, protocol=5) for v in out.values()], pa.binary()),
+            ],
+            names=["kind", "payload"],
         )
 
     return run
@@ -916,25 +944,37 @@ def _duplicates(
         # many resources.
         wanted = rows.sparkSession.sparkContext.broadcast(candidates)
 
-        def pick(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            for frame in frames:
-                yield frame.loc[np.isin(frame["h"].to_numpy(), wanted.value), ["payload"]]
+        def pick(batches: Iterator[Any]) -> Iterator[Any]:
+            import pyarrow as pa
+
+            for batch in batches:
+                for blob in batch.column(0).to_pylist():
+                    hashes, *columns = pickle.loads(blob)
+                    at = np.flatnonzero(
+                        np.isin(np.frombuffer(hashes, dtype=np.int64), wanted.value)
+                    ).tolist()
+                    if at:
+                        got = [tuple(c[j] for c in columns) for j in at]
+                        yield pa.RecordBatch.from_arrays(
+                            [pa.array([pickle.dumps(got, protocol=5)], pa.binary())],
+                            names=["payload"],
+                        )
 
         got = (
             rows.filter(F.col("k") == _COPY)
-            .select("h", "payload")
-            .mapInPandas(pick, "payload binary")
+            .select("payload")
+            .mapInArrow(pick, "payload binary")
             .collect()
         )
         wanted.unpersist()
-        for r in got:
-            t, rid, pid, v, u, src = pickle.loads(r["payload"])
-            ledger.rtype.append(t)
-            ledger.rid.append(rid)
-            ledger.pid.append(pid)
-            ledger.version.append(v)
-            ledger.updated.append(u)
-            ledger.src.append(src)
+        for r in got:  # in the partitions' order, each partition's copies in its order
+            for t, rid, pid, v, u, src in pickle.loads(r["payload"]):
+                ledger.rtype.append(t)
+                ledger.rid.append(rid)
+                ledger.pid.append(pid)
+                ledger.version.append(v)
+                ledger.updated.append(u)
+                ledger.src.append(src)
     drop, report.duplicates = dedup.decide(ledger, report.files)
     return drop
 
