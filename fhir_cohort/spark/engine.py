@@ -78,6 +78,7 @@ __all__ = [
     "local_session",
     "read_spark",
     "screen_spark",
+    "stop_local_session",
     "write_lakehouse",
 ]
 
@@ -109,15 +110,35 @@ DROPPED_ON_DRIVER = 32 * 1024 * 1024
 PATIENTS_PER_PARTITION = 50_000
 
 
-def local_session(master: str = "local[2]", **conf: str) -> Any:
+# The JVM's class-data archive (AppCDS) of the CLI's local session: Spark loads and verifies
+# some 20k classes at every start; mapped from an archive, the JVM's start-up costs about half
+# the CPU (docs/benchmarks.md). "0" in this variable: no archive.
+CLASS_ARCHIVE_ENV = "FHIR_COHORT_SPARK_CLASS_ARCHIVE"
+# A class archive being written by this process's JVM at its exit: (temporary, final) path.
+_dumping: list[tuple[Path, Path]] = []
+
+
+def local_session(master: str = "local[2]", *, class_archive: bool = False, **conf: str) -> Any:
     """A SparkSession for this machine (the CLI's ``--engine spark`` without spark-submit):
-    quiet logs, Arrow on, the UI and its console progress bars off. Under spark-submit use the
-    session it configured (``SparkSession.builder.getOrCreate()``)."""
+    quiet logs, Arrow on, the UI and its console progress bars off; on a ``local`` master the
+    JVM compiles with C1 only. ``class_archive``: map Spark's classes from an archive in the
+    user's cache (written at the end of the first run: call :func:`stop_local_session`). Under
+    spark-submit use the session it configured (``SparkSession.builder.getOrCreate()``)."""
     from pyspark.sql import SparkSession
 
     # The workers run this interpreter (it has fhir-cohort and its dependencies), not the
     # first python3 on PATH; PySpark reads the variable when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    java_options: list[str] = []
+    if master.startswith("local"):
+        # The JVM shares the cores with the Python workers that do the reading and the
+        # evaluation; its own hot code (caching, shuffling blobs) is small, so C2's compile
+        # threads cost more CPU than its faster code saves (docs/benchmarks.md).
+        java_options.append("-XX:TieredStopAtLevel=1")
+    if class_archive:
+        java_options += _class_archive_options()
+    if "spark.driver.extraJavaOptions" in conf:
+        java_options.append(conf.pop("spark.driver.extraJavaOptions"))
     builder = (
         SparkSession.builder.master(master)
         .appName("fhir-cohort")
@@ -128,11 +149,77 @@ def local_session(master: str = "local[2]", **conf: str) -> Any:
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.memory", os.environ.get("FHIR_COHORT_SPARK_DRIVER_MEMORY", "2g"))
     )
+    if java_options:
+        builder = builder.config("spark.driver.extraJavaOptions", " ".join(java_options))
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def _class_archive_options() -> list[str]:
+    """The JVM options that map Spark's classes from the archive in the user's cache, or that
+    write it (to a temporary file :func:`stop_local_session` renames) when there is none.
+    The JVM checks the archive against its own version and class path and runs without it
+    when they differ; the file name holds PySpark's version and place and the Java binary's,
+    so another PySpark or Java writes its own."""
+    import hashlib
+    import shutil
+
+    import pyspark
+
+    from fhir_cohort.files import private_dir
+
+    if os.environ.get(CLASS_ARCHIVE_ENV, "1") == "0":
+        return []
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if java is None:
+        return []
+    try:
+        java = os.path.realpath(java)
+        st = os.stat(java)
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fhir-cohort"
+        key = f"{pyspark.__version__}|{pyspark.__file__}|{java}|{st.st_size}|{st.st_mtime_ns}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        final = cache / f"spark-classes-{digest}.jsa"
+        # Quiet: the archive skips signed jars' classes with a warning per class.
+        quiet = "-Xlog:cds*=off"
+        if final.is_file():
+            return [f"-XX:SharedArchiveFile={final}", quiet]
+        private_dir(cache)
+        for old in cache.glob("spark-classes-*.tmp"):  # a run killed while writing
+            if time.time() - old.stat().st_mtime > 3600:
+                old.unlink(missing_ok=True)
+    except OSError:  # no home, a read-only cache: run without the archive
+        return []
+    temporary = cache / f"{final.name}.{os.getpid()}.tmp"
+    _dumping.append((temporary, final))
+    return [f"-XX:ArchiveClassesAtExit={temporary}", quiet]
+
+
+def stop_local_session(session: Any) -> None:
+    """Stop ``session``; when its JVM writes the class archive, wait for the JVM to exit (it
+    writes the archive then, once per PySpark and Java) and put the archive in place."""
+    from pyspark import SparkContext
+
+    session.stop()
+    if not _dumping:
+        return
+    temporary, final = _dumping.pop()
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None)
+    try:
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()  # the gateway exits on end of input, writing the archive
+            proc.wait(timeout=300)
+        if proc is not None and proc.returncode == 0 and temporary.is_file():
+            os.replace(temporary, final)  # atomic: another run maps a whole file or none
+    except Exception:  # no archive this time; the next run writes one
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def screen_spark(spark: Any, source: str | Path, **kwargs: Any) -> Any:
