@@ -10,11 +10,12 @@ What runs where (docs/spark.md):
   reader with the block filter; NDJSON on any other file system through Spark's text source
   (lines), Bundles through its binaryFile source; ``engine/read.py``'s ``_run_tasks`` runs
   the requirement filter, the parser and the ``Flattener`` over them as for a local range;
-- the rows (pickled tuples in Arrow batches) are cached; the ledger's hashes come back to the
-  driver, which applies ``engine/dedup.py``'s rule to the few duplicated resources and the
-  dropped-line check of the local reader (a re-read without the line filter when it fires);
-- executors, one task per partition of patients (``repartition`` by patient id,
-  ``mapInPandas``): ``evaluate``, ``attrition``, ``detail_tables``, ``records_without_patient``
+- the rows (pickled blobs, one per bucket of patients and partition) are cached; the
+  ledger's hashes come back to the driver, which applies ``engine/dedup.py``'s rule to the
+  few duplicated resources and the dropped-line check of the local reader (a re-read
+  without the line filter when it fires);
+- executors, one task per partition of patients (``repartition`` by bucket of patients,
+  ``mapInArrow``): ``evaluate``, ``attrition``, ``detail_tables``, ``records_without_patient``
   on that partition's tables; the driver concatenates (attrition is a sum: every count is over
   disjoint patients) and the pipeline writes the same outputs with the same writers.
 """
