@@ -193,7 +193,7 @@ def _class_archive_options() -> list[str]:
         for old in cache.glob("spark-classes-*.tmp"):  # a run killed while writing
             if time.time() - old.stat().st_mtime > 3600:
                 old.unlink(missing_ok=True)
-    except OSError:  # no home, a read-only cache: run without the archive
+    except (OSError, RuntimeError):  # no home, a read-only cache: run without the archive
         return []
     temporary = cache / f"{final.name}.{os.getpid()}.tmp"
     _dumping.append((temporary, final))
