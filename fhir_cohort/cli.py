@@ -806,7 +806,7 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     several = len(criteria) > 1 or any(path.is_dir() for path in criteria)
     bars = _Bars(enabled=not args.quiet and sys.stderr.isatty())
     history = None if args.no_history else args.history or default_history_path(args.out)
-    spark = _spark_session(args)
+    spark, owned = _spark_session(args)
     try:
         result = (screen_many if several else screen)(
             args.source,
@@ -829,6 +829,10 @@ def _cmd_screen(args: argparse.Namespace) -> int:
         )
     finally:
         bars.close()
+        if spark is not None and owned:
+            from fhir_cohort.spark.engine import stop_local_session
+
+            stop_local_session(spark)
     if not args.quiet:
         print(result.summary())
         runs = [r.run for r in result.values()] if several else [result.run]
@@ -861,13 +865,14 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _spark_session(args: argparse.Namespace) -> Any:
+def _spark_session(args: argparse.Namespace) -> tuple[Any, bool]:
     """The SparkSession of ``--engine spark`` (None for the local engine): spark-submit's own
-    when there is one, else a local one (``--spark-master``, default all cores)."""
+    when there is one, else a local one (``--spark-master``, default all cores), and whether
+    this command started it (and stops it: the JVM writes its class archive then)."""
     if args.engine != "spark":
         if args.spark_master:
             raise OptionError("--spark-master is for --engine spark")
-        return None
+        return None, False
     try:
         from fhir_cohort.spark.engine import local_session
     except ImportError as exc:
@@ -885,8 +890,8 @@ def _spark_session(args: argparse.Namespace) -> Any:
 
         active = SparkSession.getActiveSession()
         if active is not None:
-            return active
-        return local_session(args.spark_master or "local[*]")
+            return active, False
+        return local_session(args.spark_master or "local[*]", class_archive=True), True
     except ImportError as exc:
         raise OptionError(
             "--engine spark needs the extra: pip install 'fhir-cohort[spark]' (and Java 17)"

@@ -10,11 +10,12 @@ What runs where (docs/spark.md):
   reader with the block filter; NDJSON on any other file system through Spark's text source
   (lines), Bundles through its binaryFile source; ``engine/read.py``'s ``_run_tasks`` runs
   the requirement filter, the parser and the ``Flattener`` over them as for a local range;
-- the rows (pickled tuples in Arrow batches) are cached; the ledger's hashes come back to the
-  driver, which applies ``engine/dedup.py``'s rule to the few duplicated resources and the
-  dropped-line check of the local reader (a re-read without the line filter when it fires);
-- executors, one task per partition of patients (``repartition`` by patient id,
-  ``mapInPandas``): ``evaluate``, ``attrition``, ``detail_tables``, ``records_without_patient``
+- the rows (pickled blobs, one per bucket of patients and partition) are cached; the
+  ledger's hashes come back to the driver, which applies ``engine/dedup.py``'s rule to the
+  few duplicated resources and the dropped-line check of the local reader (a re-read
+  without the line filter when it fires);
+- executors, one task per partition of patients (``repartition`` by bucket of patients,
+  ``mapInArrow``): ``evaluate``, ``attrition``, ``detail_tables``, ``records_without_patient``
   on that partition's tables; the driver concatenates (attrition is a sum: every count is over
   disjoint patients) and the pipeline writes the same outputs with the same writers.
 """
@@ -30,6 +31,7 @@ import os
 import pickle
 import sys
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -77,14 +79,20 @@ __all__ = [
     "local_session",
     "read_spark",
     "screen_spark",
+    "stop_local_session",
     "write_lakehouse",
 ]
 
-# Row kinds of the read's output: 0-3 a row of _TABLES[k], then a ledger copy, one summary
-# per partition (counts, errors, unmapped, unresolved, hashes of the copies read) and the
-# hashes of the lines the line filter dropped unparsed.
-_COPY, _PIECE, _DROPPED = 4, 5, 6
-_READ_SCHEMA = "k byte, pid string, src long, seq int, h long, payload binary"
+# Row kinds of the read's output: the partition's table rows, one pickled blob per bucket of
+# patients (b); its ledger copies, one blob for the partition (read only when a hash repeats);
+# one summary (counts, errors, unmapped, unresolved, hashes of the copies read) and the hashes
+# of the lines the line filter dropped unparsed. Blobs, not a row per table row or copy: the
+# JVM caches and shuffles a few thousand rows instead of one per row and resource.
+_ROWS, _COPY, _PIECE, _DROPPED = 0, 4, 5, 6
+_READ_SCHEMA = "k byte, b int, payload binary"
+# Buckets of patients (crc32 of the patient id): a patient's rows share one, and the evaluation
+# partitions are buckets hashed by Spark, so many more buckets than partitions keep those even.
+BUCKETS = 4096
 _EVAL_SCHEMA = "kind string, payload binary"
 # A location key holds a line number below 2**32 (engine/dedup.py): Spark's text source
 # numbers a split's lines from the split's byte offset, so a plain NDJSON file it reads must
@@ -103,15 +111,35 @@ DROPPED_ON_DRIVER = 32 * 1024 * 1024
 PATIENTS_PER_PARTITION = 50_000
 
 
-def local_session(master: str = "local[2]", **conf: str) -> Any:
+# The JVM's class-data archive (AppCDS) of the CLI's local session: Spark loads and verifies
+# some 20k classes at every start; mapped from an archive, the JVM's start-up costs about half
+# the CPU (docs/benchmarks.md). "0" in this variable: no archive.
+CLASS_ARCHIVE_ENV = "FHIR_COHORT_SPARK_CLASS_ARCHIVE"
+# A class archive being written by this process's JVM at its exit: (temporary, final) path.
+_dumping: list[tuple[Path, Path]] = []
+
+
+def local_session(master: str = "local[2]", *, class_archive: bool = False, **conf: str) -> Any:
     """A SparkSession for this machine (the CLI's ``--engine spark`` without spark-submit):
-    quiet logs, Arrow on, the UI and its console progress bars off. Under spark-submit use the
-    session it configured (``SparkSession.builder.getOrCreate()``)."""
+    quiet logs, Arrow on, the UI and its console progress bars off; on a ``local`` master the
+    JVM compiles with C1 only. ``class_archive``: map Spark's classes from an archive in the
+    user's cache (written at the end of the first run: call :func:`stop_local_session`). Under
+    spark-submit use the session it configured (``SparkSession.builder.getOrCreate()``)."""
     from pyspark.sql import SparkSession
 
     # The workers run this interpreter (it has fhir-cohort and its dependencies), not the
     # first python3 on PATH; PySpark reads the variable when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    java_options: list[str] = []
+    if master.startswith("local"):
+        # The JVM shares the cores with the Python workers that do the reading and the
+        # evaluation; its own hot code (caching, shuffling blobs) is small, so C2's compile
+        # threads cost more CPU than its faster code saves (docs/benchmarks.md).
+        java_options.append("-XX:TieredStopAtLevel=1")
+    if class_archive:
+        java_options += _class_archive_options()
+    if "spark.driver.extraJavaOptions" in conf:
+        java_options.append(conf.pop("spark.driver.extraJavaOptions"))
     builder = (
         SparkSession.builder.master(master)
         .appName("fhir-cohort")
@@ -122,11 +150,77 @@ def local_session(master: str = "local[2]", **conf: str) -> Any:
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.memory", os.environ.get("FHIR_COHORT_SPARK_DRIVER_MEMORY", "2g"))
     )
+    if java_options:
+        builder = builder.config("spark.driver.extraJavaOptions", " ".join(java_options))
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def _class_archive_options() -> list[str]:
+    """The JVM options that map Spark's classes from the archive in the user's cache, or that
+    write it (to a temporary file :func:`stop_local_session` renames) when there is none.
+    The JVM checks the archive against its own version and class path and runs without it
+    when they differ; the file name holds PySpark's version and place and the Java binary's,
+    so another PySpark or Java writes its own."""
+    import hashlib
+    import shutil
+
+    import pyspark
+
+    from fhir_cohort.files import private_dir
+
+    if os.environ.get(CLASS_ARCHIVE_ENV, "1") == "0":
+        return []
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if java is None:
+        return []
+    try:
+        java = os.path.realpath(java)
+        st = os.stat(java)
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fhir-cohort"
+        key = f"{pyspark.__version__}|{pyspark.__file__}|{java}|{st.st_size}|{st.st_mtime_ns}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        final = cache / f"spark-classes-{digest}.jsa"
+        # Quiet: the archive skips signed jars' classes with a warning per class.
+        quiet = "-Xlog:cds*=off"
+        if final.is_file():
+            return [f"-XX:SharedArchiveFile={final}", quiet]
+        private_dir(cache)
+        for old in cache.glob("spark-classes-*.tmp"):  # a run killed while writing
+            if time.time() - old.stat().st_mtime > 3600:
+                old.unlink(missing_ok=True)
+    except (OSError, RuntimeError):  # no home, a read-only cache: run without the archive
+        return []
+    temporary = cache / f"{final.name}.{os.getpid()}.tmp"
+    _dumping.append((temporary, final))
+    return [f"-XX:ArchiveClassesAtExit={temporary}", quiet]
+
+
+def stop_local_session(session: Any) -> None:
+    """Stop ``session``; when its JVM writes the class archive, wait for the JVM to exit (it
+    writes the archive then, once per PySpark and Java) and put the archive in place."""
+    from pyspark import SparkContext
+
+    session.stop()
+    if not _dumping:
+        return
+    temporary, final = _dumping.pop()
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None)
+    try:
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()  # the gateway exits on end of input, writing the archive
+            proc.wait(timeout=300)
+        if proc is not None and proc.returncode == 0 and temporary.is_file():
+            os.replace(temporary, final)  # atomic: another run maps a whole file or none
+    except Exception:  # no archive this time; the next run writes one
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def screen_spark(spark: Any, source: str | Path, **kwargs: Any) -> Any:
@@ -359,45 +453,34 @@ class _BundleTask:
 
 
 def _emit(out: _TaskResult, inline_dropped: int) -> Iterator[Any]:
-    """One partition's read as Arrow batches of _READ_SCHEMA rows; the hashes of the lines
+    """One partition's read as an Arrow batch of _READ_SCHEMA rows; the hashes of the lines
     dropped unparsed go in the summary when at most ``inline_dropped``, else in a row of
     their own for the driver's check job."""
     import pyarrow as pa
 
     k: list[int] = []
-    pid: list[str | None] = []
-    src: list[int] = []
-    seq: list[int] = []
-    h: list[int | None] = []
+    bucket: list[int] = []
     payload: list[bytes] = []
     dumps = pickle.dumps
-    for i, table in enumerate(_TABLES):
-        rows = out.rows[table]
-        srcs = out.ledger.rows[table]
-        for n, (row, s) in enumerate(zip(rows, srcs, strict=True)):
-            k.append(i)
-            pid.append(row[0] if isinstance(row[0], str) else "")
-            src.append(s)
-            seq.append(n)
-            h.append(None)
-            payload.append(dumps(row, protocol=5))
+    for b, blob in _bucket_blobs(out):
+        k.append(_ROWS)
+        bucket.append(b)
+        payload.append(blob)
     ledger = out.ledger
     hashes = ledger_hashes(ledger)
-    for j in range(len(ledger.rid)):
-        copy = (
-            ledger.rtype[j],
-            ledger.rid[j],
-            ledger.pid[j],
-            ledger.version[j],
-            ledger.updated[j],
-            ledger.src[j],
+    if len(ledger.rid):
+        copies = (
+            hashes.tobytes(),
+            ledger.rtype,
+            ledger.rid,
+            ledger.pid,
+            ledger.version,
+            ledger.updated,
+            ledger.src,
         )
         k.append(_COPY)
-        pid.append(None)
-        src.append(ledger.src[j])
-        seq.append(0)
-        h.append(int(hashes[j]))
-        payload.append(dumps(copy, protocol=5))
+        bucket.append(0)
+        payload.append(dumps(copies, protocol=5))
     dropped = np.unique(np.frombuffer(out.dropped, dtype=np.int64))
     # What the driver needs of the partition, without the rows and copies it ships above.
     out.rows = {t: [] for t in _TABLES}
@@ -416,22 +499,37 @@ def _emit(out: _TaskResult, inline_dropped: int) -> Iterator[Any]:
     extra = [] if inline else [(_DROPPED, dropped.tobytes())]
     for kind, blob in [(_PIECE, dumps(summary, protocol=5)), *extra]:
         k.append(kind)
-        pid.append(None)
-        src.append(0)
-        seq.append(0)
-        h.append(None)
+        bucket.append(0)
         payload.append(blob)
     yield pa.RecordBatch.from_arrays(
-        [
-            pa.array(k, pa.int8()),
-            pa.array(pid, pa.string()),
-            pa.array(src, pa.int64()),
-            pa.array(seq, pa.int32()),
-            pa.array(h, pa.int64()),
-            pa.array(payload, pa.binary()),
-        ],
-        names=["k", "pid", "src", "seq", "h", "payload"],
+        [pa.array(k, pa.int8()), pa.array(bucket, pa.int32()), pa.array(payload, pa.binary())],
+        names=["k", "b", "payload"],
     )
+
+
+def _bucket_blobs(out: _TaskResult) -> Iterator[tuple[int, bytes]]:
+    """The partition's table rows by bucket of patients: (bucket, pickled blob), the blob per
+    table the rows, their location keys and their order in the partition (so the evaluation
+    puts the rows of many partitions in the local engine's order)."""
+    crc = zlib.crc32
+    bucket_of: dict[str, int] = {}
+    found: dict[int, tuple[list[list[tuple]], list[list[int]], list[list[int]]]] = {}
+    for i, table in enumerate(_TABLES):
+        rows = out.rows[table]
+        srcs = out.ledger.rows[table]
+        for n, (row, s) in enumerate(zip(rows, srcs, strict=True)):
+            pid = row[0] if isinstance(row[0], str) else ""
+            b = bucket_of.get(pid)
+            if b is None:
+                b = bucket_of[pid] = crc(pid.encode("utf-8", "surrogatepass")) % BUCKETS
+            got = found.get(b)
+            if got is None:
+                got = found[b] = tuple([[] for _ in _TABLES] for _ in range(3))  # type: ignore[assignment]
+            got[0][i].append(row)
+            got[1][i].append(s)
+            got[2][i].append(n)
+    for b in sorted(found):
+        yield b, pickle.dumps(found[b], protocol=5)
 
 
 def _line_tasks(batches: Iterable[Any], files: dict[str, tuple[str, str | None, int]]) -> Any:
@@ -504,15 +602,15 @@ class SparkRead:
         from pyspark.sql import functions as F
 
         t0 = time.perf_counter()
-        rows = self.rows.filter(F.col("k") < _COPY)
+        rows = self.rows.filter(F.col("k") == _ROWS)
         n = self._partitions()
         # The losing copies of duplicated resources (dedup.decide) go in the partitions.
         drop = self.spark.sparkContext.broadcast(self.drop) if len(self.drop) else None
         evaluate_part = _partition_evaluator(trial, as_of, self._terminology(terminology), drop)
         out = (
-            rows.select("k", "pid", "src", "seq", "payload")
-            .repartition(n, "pid")
-            .mapInPandas(evaluate_part, _EVAL_SCHEMA)
+            rows.select("b", "payload")
+            .repartition(n, "b")
+            .mapInArrow(evaluate_part, _EVAL_SCHEMA)
             .collect()
         )
         self.seconds[f"evaluate {trial.id}"] = round(time.perf_counter() - t0, 3)
@@ -628,24 +726,41 @@ def _combine(parts: dict[str, list[Any]], trial: Trial) -> SparkEvaluation:
 
 
 def _partition_evaluator(trial: Trial, as_of: date, shared: Any, drop: Any) -> Any:
-    """The mapInPandas function: one partition's rows -> its evaluation, pickled frames."""
+    """The mapInArrow function: one partition's buckets of rows -> its evaluation, pickled
+    frames."""
 
-    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
         from fhir_cohort.pipeline import detail_tables, screen_tables
         from fhir_cohort.terminology import Terminology
 
-        got = [f for f in frames if len(f)]
-        if not got:
-            return
-        rows = pd.concat(got, ignore_index=True)
-        if drop is not None:
-            rows = rows.loc[~np.isin(rows["src"].to_numpy(), drop.value)]
-        rows = rows.sort_values(["src", "k", "seq"], kind="stable")
-        by_table: list[list[tuple]] = [[] for _ in _TABLES]
+        rows: list[list[tuple]] = [[] for _ in _TABLES]
+        srcs: list[list[int]] = [[] for _ in _TABLES]
+        seqs: list[list[int]] = [[] for _ in _TABLES]
+        blobs = 0
         loads = pickle.loads
-        for k, blob in zip(rows["k"].to_numpy(), rows["payload"].to_numpy(), strict=True):
-            by_table[int(k)].append(loads(blob))
-        del rows, got
+        for batch in batches:
+            for blob in batch.column("payload").to_pylist():
+                blobs += 1
+                got_rows, got_srcs, got_seqs = loads(blob)
+                for i in range(len(_TABLES)):
+                    rows[i].extend(got_rows[i])
+                    srcs[i].extend(got_srcs[i])
+                    seqs[i].extend(got_seqs[i])
+        if not blobs:
+            return
+        by_table: list[list[tuple]] = []
+        for i in range(len(_TABLES)):
+            src = np.asarray(srcs[i], dtype=np.int64)
+            # The local engine's order: by location key, then by order within the read
+            # partition (a resource's rows, in the order the Flattener made them).
+            order = np.lexsort((np.asarray(seqs[i], dtype=np.int64), src))
+            if drop is not None:  # the losing copies of duplicated resources (dedup.decide)
+                order = order[~np.isin(src[order], drop.value)]
+            table_rows = rows[i]
+            by_table.append([table_rows[j] for j in order.tolist()])
+        del rows, srcs, seqs
         tables = Tables.from_rows(*by_table)
         del by_table
         if not tables.patients.empty:
@@ -663,11 +778,12 @@ def _partition_evaluator(trial: Trial, as_of: date, shared: Any, drop: Any) -> A
             "labs": labs,
             "without": records_without_patient(tables),
         }
-        yield pd.DataFrame(
-            {
-                "kind": list(out),
-                "payload": [pickle.dumps(v, protocol=5) for v in out.values()],
-            }
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(list(out), pa.string()),
+                pa.array([pickle.dumps(v, protocol=5) for v in out.values()], pa.binary()),
+            ],
+            names=["kind", "payload"],
         )
 
     return run
@@ -916,25 +1032,37 @@ def _duplicates(
         # many resources.
         wanted = rows.sparkSession.sparkContext.broadcast(candidates)
 
-        def pick(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            for frame in frames:
-                yield frame.loc[np.isin(frame["h"].to_numpy(), wanted.value), ["payload"]]
+        def pick(batches: Iterator[Any]) -> Iterator[Any]:
+            import pyarrow as pa
+
+            for batch in batches:
+                for blob in batch.column(0).to_pylist():
+                    hashes, *columns = pickle.loads(blob)
+                    at = np.flatnonzero(
+                        np.isin(np.frombuffer(hashes, dtype=np.int64), wanted.value)
+                    ).tolist()
+                    if at:
+                        got = [tuple(c[j] for c in columns) for j in at]
+                        yield pa.RecordBatch.from_arrays(
+                            [pa.array([pickle.dumps(got, protocol=5)], pa.binary())],
+                            names=["payload"],
+                        )
 
         got = (
             rows.filter(F.col("k") == _COPY)
-            .select("h", "payload")
-            .mapInPandas(pick, "payload binary")
+            .select("payload")
+            .mapInArrow(pick, "payload binary")
             .collect()
         )
         wanted.unpersist()
-        for r in got:
-            t, rid, pid, v, u, src = pickle.loads(r["payload"])
-            ledger.rtype.append(t)
-            ledger.rid.append(rid)
-            ledger.pid.append(pid)
-            ledger.version.append(v)
-            ledger.updated.append(u)
-            ledger.src.append(src)
+        for r in got:  # in the partitions' order, each partition's copies in its order
+            for t, rid, pid, v, u, src in pickle.loads(r["payload"]):
+                ledger.rtype.append(t)
+                ledger.rid.append(rid)
+                ledger.pid.append(pid)
+                ledger.version.append(v)
+                ledger.updated.append(u)
+                ledger.src.append(src)
     drop, report.duplicates = dedup.decide(ledger, report.files)
     return drop
 
