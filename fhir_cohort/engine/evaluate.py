@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from fhir_cohort.criteria.language import ObservationQuery, walk
@@ -133,6 +134,9 @@ def frame_rows(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> list[A
         if c not in df.columns:
             cols.append([None] * n)
             continue
+        if df[c].dtype == "str" and c not in dates and c not in _BOOL_COLUMNS:
+            cols.append(_text_values(df[c]))
+            continue
         values = df[c].tolist()
         if c in dates:
             values = [to_date(v) for v in values]
@@ -145,6 +149,17 @@ def frame_rows(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> list[A
             values = col.where(col.notna(), None).tolist()
         cols.append(values)
     return [row_type(*vals) for vals in zip(*cols, strict=True)]
+
+
+def _text_values(column: pd.Series) -> list[str | None]:
+    """A text column's values, missing ones None, each distinct text one Python string: most
+    columns hold a few values (codes, statuses, genders) that would otherwise be a string
+    object per row (about 35 MiB of the rows at 100,000 patients)."""
+    codes, uniques = pd.factorize(column)
+    texts = np.empty(len(uniques) + 1, dtype=object)
+    texts[:-1] = uniques.tolist()
+    texts[-1] = None  # code -1: missing
+    return texts[codes].tolist()
 
 
 def _by_patient(rows: list[Any]) -> dict[str, list[Any]]:
@@ -382,6 +397,9 @@ def evaluate(
     a_reason: list[str] = []
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
+    # Reasons repeat (155 distinct answer reasons and 191 status reasons among 100,000
+    # patients): one string each, not one per patient evaluated.
+    texts: dict[str, str] = {}
     seen: set[str] = set()
     for p in patients:
         pid = p.patient_id
@@ -445,8 +463,9 @@ def evaluate(
             a_pid.append(pid)
             a_crit.append(crit.id)
             a_answer.append(o.answer)
-            a_reason.append(o.reason)
+            a_reason.append(texts.setdefault(o.reason, o.reason))
         st, reasons = patient_status(trial, outcomes)
+        reasons = texts.setdefault(reasons, reasons)
         status.append((pid, st, reasons))
         if all_free:
             whole[pkey] = _Template(
@@ -461,7 +480,7 @@ def evaluate(
         prep.done_with(keys)
     # Each frame built and its rows freed before the next (the peak of the evaluation).
     columns = [a_pid, a_crit, a_answer, a_reason]
-    answers = _frame(columns, ANSWER_COLUMNS)
+    answers = _frame(columns, ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS)
     del columns, a_pid, a_crit, a_answer, a_reason
     evidence_frame = pd.DataFrame.from_records(evidence, columns=list(EVIDENCE_COLUMNS))
     del evidence
@@ -526,16 +545,37 @@ def _reads_none(coded: dict[str, frozenset[str]], row_reads: dict[str, Any]) -> 
     return True
 
 
-def _frame(columns: list[list[Any]], names: tuple[str, ...]) -> pd.DataFrame:
+# Answer columns of few distinct values (criteria, answers, a few thousand reasons among
+# 800,000 answers at 100,000 patients) are categorical: as strings the reasons alone held
+# 78 MiB of Arrow until the outputs were written (docs/benchmarks.md, session 15).
+CATEGORICAL_ANSWER_COLUMNS: frozenset[str] = frozenset({"criterion_id", "answer", "reason"})
+
+
+def _frame(
+    columns: list[list[Any]], names: tuple[str, ...], categorical: frozenset[str] = frozenset()
+) -> pd.DataFrame:
     """The frame ``DataFrame.from_records`` builds from the rows these columns hold (same
-    dtypes), one column converted at a time, each list emptied once converted."""
+    dtypes, but the ``categorical`` columns as categories of the same values), one column
+    converted at a time, each list emptied once converted."""
     if not columns[0]:
         return pd.DataFrame.from_records([], columns=list(names))
     out: dict[str, Any] = {}
     for name, values in zip(names, columns, strict=True):
-        out[name] = pd.DataFrame({name: values})[name]
+        column = _categories(values) if name in categorical else None
+        if column is None:
+            column = pd.DataFrame({name: values})[name]
+        out[name] = column.rename(name)
         values.clear()
     return pd.DataFrame(out, copy=False)
+
+
+def _categories(values: list[Any]) -> pd.Series | None:
+    """``values`` as a categorical Series with text categories in order of appearance
+    (missing values stay missing); None when some value is not text."""
+    codes, uniques = pd.factorize(pd.Index(values, dtype=object))
+    if not all(isinstance(u, str) for u in uniques):
+        return None
+    return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str")))
 
 
 def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:

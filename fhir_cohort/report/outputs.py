@@ -79,6 +79,14 @@ def patients_table(
     """
     wide = answers.pivot(index="patient_id", columns="criterion_id", values="answer")
     wide = wide.reindex(columns=list(criterion_ids))
+    # categorical answers (engine/evaluate.py) as the text they stand for, as the files hold it
+    wide = wide.astype(
+        {
+            c: t.categories.dtype
+            for c, t in wide.dtypes.items()
+            if isinstance(t, pd.CategoricalDtype)
+        }
+    )
     table = status.set_index("patient_id")[["status", "reasons"]].join(wide, how="left")
     table = table.reset_index()[["patient_id", "status", *criterion_ids, "reasons"]]
     rank = table["status"].map({s: i for i, s in enumerate(STATUS_ORDER)})
