@@ -587,16 +587,11 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     ids = [c.id for c in trial.criteria]
     ans = result.answers
     patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
-    # Only the columns the pivot reads: drop_duplicates copies every column it keeps (the
-    # reasons alone are 80 MiB of Arrow strings at 100k patients).
-    wide = (
-        ans[["patient_id", "criterion_id", "answer"]]
-        .drop_duplicates(["patient_id", "criterion_id"])
-        .pivot(index="patient_id", columns="criterion_id", values="answer")
-        .reindex(index=patients, columns=ids)
-    )
+    columns = list(dict.fromkeys(ids))
+    texts, matrix = _answer_matrix(ans, patients, columns)
     # still in after criterion k <=> no not_met / excluded among criteria 1..k
-    still_in = wide.isin(list(FAILING)).cumsum(axis=1).eq(0)
+    failing = [code for code, text in enumerate(texts) if text in FAILING]
+    still_in = np.cumsum(np.isin(matrix, failing), axis=1) == 0
     rows: list[dict[str, Any]] = [
         {
             "step": 0,
@@ -608,20 +603,43 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
         }
     ]
     for i, crit in enumerate(trial.criteria, start=1):
-        counts = wide[crit.id].value_counts()
+        j = columns.index(crit.id)
+        given = matrix[:, j]
+        found = np.bincount(given[given >= 0], minlength=len(texts)).tolist()
+        counts = dict(zip(texts, found, strict=True))
         rows.append(
             {
                 "step": i,
                 "criterion_id": crit.id,
                 "kind": crit.kind,
                 "title": crit.title,
-                "remaining": int(still_in[crit.id].sum()),
+                "remaining": int(still_in[:, j].sum()),
                 **{a: int(counts.get(a, 0)) for a in answer_cols},
             }
         )
     return pd.DataFrame(
         rows, columns=["step", "criterion_id", "kind", "title", "remaining", *answer_cols]
     )
+
+
+def _answer_matrix(
+    answers: pd.DataFrame, patients: pd.Index, ids: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """Per patient (``patients``' order) and criterion (``ids``', distinct) the code of the
+    patient's first answer to it in ``answers`` (-1: none or missing), and the answer texts the
+    codes stand for: what a pivot of the answers gives, as a matrix of integers instead of a
+    frame of 800,000 rows' worth of index (the attrition's peak at 100,000 patients)."""
+    matrix = np.full((len(patients), len(ids)), -1, dtype=np.int64)
+    if len(answers) == 0 or not ids:
+        return [], matrix
+    row = patients.get_indexer(answers["patient_id"]).astype(np.int64)
+    col = pd.Index(ids).get_indexer(answers["criterion_id"])
+    code, uniques = pd.factorize(answers["answer"])
+    ok = np.flatnonzero((row >= 0) & (col >= 0))
+    cell = row[ok] * len(ids) + col[ok]
+    _, first = np.unique(cell, return_index=True)  # the first answer of each cell, as kept
+    matrix.reshape(-1)[cell[first]] = code[ok[first]]
+    return uniques.tolist(), matrix
 
 
 def rule_queries(trial: Trial, query_type: str) -> list[tuple[str, Any]]:
