@@ -32,7 +32,6 @@ from fhir_cohort.criteria.language import walk
 from fhir_cohort.engine.evaluate import (
     EvaluationResult,
     Prepared,
-    answer_matrix,
     attrition,
     criterion_keys,
     evaluate,
@@ -95,7 +94,6 @@ def screen_tables(
     """Evaluate ``tables`` (pure: no I/O). Returns the evaluation and its attrition table.
     ``prepared``: the tables' rows and look-ups shared by the trials of one read."""
     result = evaluate(trial, tables, terminology, as_of, prepared)
-    result.wide = answer_matrix(result.answers)  # one pivot for attrition and patients.csv
     return result, attrition(result, trial)
 
 
@@ -787,8 +785,7 @@ def _screen_trial(
         release_free_memory()  # the evaluation's per-patient lists, before the outputs
 
     ids = tuple(c.id for c in trial.criteria)
-    patients = patients_table(evaluation.answers, evaluation.status, ids, evaluation.wide)
-    evaluation.wide = None  # read: freed
+    patients = patients_table(evaluation.answers, evaluation.status, ids)
     evidence = sort_evidence(evaluation.evidence, ids)
     eras, labs = sort_details(eras, ids), sort_details(labs, ids)
     evaluation.evidence = evidence  # the same rows: the unsorted copy is freed, not held

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from fhir_cohort.criteria.language import ObservationQuery, walk
@@ -77,8 +78,6 @@ class EvaluationResult:
     answers: pd.DataFrame
     evidence: pd.DataFrame
     status: pd.DataFrame
-    # answer_matrix(answers), once for attrition and the patients table (None: not made)
-    wide: pd.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------- table -> rows
@@ -135,6 +134,9 @@ def frame_rows(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> list[A
         if c not in df.columns:
             cols.append([None] * n)
             continue
+        if df[c].dtype == "str" and c not in dates and c not in _BOOL_COLUMNS:
+            cols.append(_text_values(df[c]))
+            continue
         values = df[c].tolist()
         if c in dates:
             values = [to_date(v) for v in values]
@@ -147,6 +149,17 @@ def frame_rows(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> list[A
             values = col.where(col.notna(), None).tolist()
         cols.append(values)
     return [row_type(*vals) for vals in zip(*cols, strict=True)]
+
+
+def _text_values(column: pd.Series) -> list[str | None]:
+    """A text column's values, missing ones None, each distinct text one Python string: most
+    columns hold a few values (codes, statuses, genders) that would otherwise be a string
+    object per row (about 35 MiB of the rows at 100,000 patients)."""
+    codes, uniques = pd.factorize(column)
+    texts = np.empty(len(uniques) + 1, dtype=object)
+    texts[:-1] = uniques.tolist()
+    texts[-1] = None  # code -1: missing
+    return texts[codes].tolist()
 
 
 def _by_patient(rows: list[Any]) -> dict[str, list[Any]]:
@@ -388,6 +401,9 @@ def evaluate(
     a_reason: list[str] = []
     evidence: list[tuple[Any, ...]] = []
     status: list[tuple[str, str, str]] = []
+    # Reasons repeat (155 distinct answer reasons and 191 status reasons among 100,000
+    # patients): one string each, not one per patient evaluated.
+    texts: dict[str, str] = {}
     seen: set[str] = set()
     for p in patients:
         pid = p.patient_id
@@ -451,8 +467,9 @@ def evaluate(
             a_pid.append(pid)
             a_crit.append(crit.id)
             a_answer.append(o.answer)
-            a_reason.append(o.reason)
+            a_reason.append(texts.setdefault(o.reason, o.reason))
         st, reasons = patient_status(trial, outcomes, crit_ids)
+        reasons = texts.setdefault(reasons, reasons)
         status.append((pid, st, reasons))
         if all_free:
             whole[pkey] = _Template(
@@ -467,7 +484,7 @@ def evaluate(
         prep.done_with(keys)
     # Each frame built and its rows freed before the next (the peak of the evaluation).
     columns = [a_pid, a_crit, a_answer, a_reason]
-    answers = _frame(columns, ANSWER_COLUMNS)
+    answers = _frame(columns, ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS)
     del columns, a_pid, a_crit, a_answer, a_reason
     # column by column as the answers (the rows freed first): pandas' from_records turned
     # every text into a Python-checked string one by one
@@ -536,16 +553,26 @@ def _reads_none(coded: dict[str, frozenset[str]], row_reads: dict[str, Any]) -> 
     return True
 
 
-def _frame(columns: list[list[Any]], names: tuple[str, ...]) -> pd.DataFrame:
+# Answer columns of few distinct values (criteria, answers, a few thousand reasons among
+# 800,000 answers at 100,000 patients) are categorical: as strings the reasons alone held
+# 78 MiB of Arrow until the outputs were written (docs/benchmarks.md, session 15).
+CATEGORICAL_ANSWER_COLUMNS: frozenset[str] = frozenset({"criterion_id", "answer", "reason"})
+
+
+def _frame(
+    columns: list[list[Any]], names: tuple[str, ...], categorical: frozenset[str] = frozenset()
+) -> pd.DataFrame:
     """The frame ``DataFrame.from_records`` builds from the rows these columns hold (same
-    dtypes), one column converted at a time, each list emptied once converted."""
+    dtypes, but the ``categorical`` columns as categories of the same values, text columns
+    converted by Arrow), one column converted at a time, each list emptied once converted."""
     if not columns or not columns[0]:
         return pd.DataFrame.from_records([], columns=list(names))
     out: dict[str, Any] = {}
     for name, values in zip(names, columns, strict=True):
-        out[name] = _text_series(values)
-        if out[name] is None:
-            out[name] = pd.DataFrame({name: values})[name]
+        column = _categories(values) if name in categorical else _text_series(values)
+        if column is None:
+            column = pd.DataFrame({name: values})[name]
+        out[name] = column.rename(name)
         values.clear()
     return pd.DataFrame(out, copy=False)
 
@@ -569,13 +596,13 @@ def _text_series(values: list[Any]) -> pd.Series | None:
     return series
 
 
-def answer_matrix(answers: pd.DataFrame) -> pd.DataFrame | None:
-    """The answers as a patient x criterion table (``pivot``: patients sorted), or None when
-    a patient answers a criterion twice (the callers then pivot their own way)."""
-    try:
-        return answers.pivot(index="patient_id", columns="criterion_id", values="answer")
-    except ValueError:
+def _categories(values: list[Any]) -> pd.Series | None:
+    """``values`` as a categorical Series with text categories in order of appearance
+    (missing values stay missing); None when some value is not text."""
+    codes, uniques = pd.factorize(pd.Index(values, dtype=object))
+    if not all(isinstance(u, str) for u in uniques):
         return None
+    return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str")))
 
 
 def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
@@ -587,19 +614,11 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     ids = [c.id for c in trial.criteria]
     ans = result.answers
     patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
-    if result.wide is not None:  # no answer twice: the pivot the patients table reads too
-        wide = result.wide.reindex(index=patients, columns=ids)
-    else:
-        # Only the columns the pivot reads: drop_duplicates copies every column it keeps
-        # (the reasons alone are 80 MiB of Arrow strings at 100k patients).
-        wide = (
-            ans[["patient_id", "criterion_id", "answer"]]
-            .drop_duplicates(["patient_id", "criterion_id"])
-            .pivot(index="patient_id", columns="criterion_id", values="answer")
-            .reindex(index=patients, columns=ids)
-        )
+    columns = list(dict.fromkeys(ids))
+    texts, matrix = _answer_matrix(ans, patients, columns)
     # still in after criterion k <=> no not_met / excluded among criteria 1..k
-    still_in = wide.isin(list(FAILING)).cumsum(axis=1).eq(0)
+    failing = [code for code, text in enumerate(texts) if text in FAILING]
+    still_in = np.cumsum(np.isin(matrix, failing), axis=1) == 0
     rows: list[dict[str, Any]] = [
         {
             "step": 0,
@@ -611,20 +630,43 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
         }
     ]
     for i, crit in enumerate(trial.criteria, start=1):
-        counts = wide[crit.id].value_counts()
+        j = columns.index(crit.id)
+        given = matrix[:, j]
+        found = np.bincount(given[given >= 0], minlength=len(texts)).tolist()
+        counts = dict(zip(texts, found, strict=True))
         rows.append(
             {
                 "step": i,
                 "criterion_id": crit.id,
                 "kind": crit.kind,
                 "title": crit.title,
-                "remaining": int(still_in[crit.id].sum()),
+                "remaining": int(still_in[:, j].sum()),
                 **{a: int(counts.get(a, 0)) for a in answer_cols},
             }
         )
     return pd.DataFrame(
         rows, columns=["step", "criterion_id", "kind", "title", "remaining", *answer_cols]
     )
+
+
+def _answer_matrix(
+    answers: pd.DataFrame, patients: pd.Index, ids: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """Per patient (``patients``' order) and criterion (``ids``', distinct) the code of the
+    patient's first answer to it in ``answers`` (-1: none or missing), and the answer texts the
+    codes stand for: what a pivot of the answers gives, as a matrix of integers instead of a
+    frame of 800,000 rows' worth of index (the attrition's peak at 100,000 patients)."""
+    matrix = np.full((len(patients), len(ids)), -1, dtype=np.int64)
+    if len(answers) == 0 or not ids:
+        return [], matrix
+    row = patients.get_indexer(answers["patient_id"]).astype(np.int64)
+    col = pd.Index(ids).get_indexer(answers["criterion_id"])
+    code, uniques = pd.factorize(answers["answer"])
+    ok = np.flatnonzero((row >= 0) & (col >= 0))
+    cell = row[ok] * len(ids) + col[ok]
+    _, first = np.unique(cell, return_index=True)  # the first answer of each cell, as kept
+    matrix.reshape(-1)[cell[first]] = code[ok[first]]
+    return uniques.tolist(), matrix
 
 
 def rule_queries(trial: Trial, query_type: str) -> list[tuple[str, Any]]:

@@ -680,15 +680,30 @@ MIGRATION_CODE: Mapping[int, Callable[[sqlite3.Connection], None]] = {4: _v4_ans
 
 def _text_column(frame: Any, column: str) -> Any:
     """A frame's column as a text Series, missing values (or the column) empty: what
-    :func:`_texts` gives, without a Python string per cell."""
+    :func:`_texts` gives, without a Python string per cell (a categorical column of text
+    categories as it is: ``pd.factorize`` reads it as it reads the text)."""
     import pandas as pd
 
     if column not in frame:
         return pd.Series("", index=range(len(frame)), dtype="str")
     col = frame[column]
+    if _text_categories(col):
+        return col  # factorized by its codes: no string per row (800,000 answers' reasons)
     if col.dtype != "str":
         col = col.astype(object).where(col.notna(), "").astype(str)
     return col.fillna("")
+
+
+def _text_categories(col: Any) -> bool:
+    """Whether ``col`` is categorical with text categories and no missing value: then
+    ``pd.factorize`` of it is that of the text column, without the text per row."""
+    import pandas as pd
+
+    return (
+        isinstance(col.dtype, pd.CategoricalDtype)
+        and col.dtype.categories.dtype == "str"
+        and not col.hasnans
+    )
 
 
 class _AnswerTable:

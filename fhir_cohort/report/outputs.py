@@ -73,17 +73,22 @@ def patients_table(
     answers: pd.DataFrame,
     status: pd.DataFrame,
     criterion_ids: Sequence[str],
-    wide: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per patient: id, status, one column per criterion answer, reasons.
 
     Sorted eligible first, then review, then ineligible, then by patient id, so two runs over
-    the same data (disk or server) produce byte-identical files. ``wide``: the answers'
-    pivot (``evaluate.answer_matrix``) when already made.
+    the same data (disk or server) produce byte-identical files.
     """
-    if wide is None:
-        wide = answers.pivot(index="patient_id", columns="criterion_id", values="answer")
+    wide = answers.pivot(index="patient_id", columns="criterion_id", values="answer")
     wide = wide.reindex(columns=list(criterion_ids))
+    # categorical answers (engine/evaluate.py) as the text they stand for, as the files hold it
+    wide = wide.astype(
+        {
+            c: t.categories.dtype
+            for c, t in wide.dtypes.items()
+            if isinstance(t, pd.CategoricalDtype)
+        }
+    )
     table = status.set_index("patient_id")[["status", "reasons"]].join(wide, how="left")
     table = table.reset_index()[["patient_id", "status", *criterion_ids, "reasons"]]
     rank = table["status"].map({s: i for i, s in enumerate(STATUS_ORDER)})
