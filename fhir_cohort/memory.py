@@ -11,7 +11,8 @@ interpreter's free lists (up to 2,000 freed tuples of each length, floats, lists
 objects of a finished phase alive, scattered over the arenas that phase filled: at 100,000
 patients they held 40-80 arenas (MiB) that only a full collection, which empties the free
 lists, gives back. That collection costs about 0.15 s per call there (every tracked object is
-visited once), so it runs only between the phases, twice per screen.
+visited once), so it runs only between the phases, twice per screen (in a pass of several
+trials, after the read and after the last trial's evaluation).
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ def _malloc_trim() -> Any:
         return None
 
 
-def release_free_memory() -> None:
+def release_free_memory(*, collect: bool = True) -> None:
     """Return freed Python arenas (after emptying the free lists), freed heap pages (glibc)
-    and Arrow's unused cached memory to the system."""
-    gc.collect()  # a full collection also empties the free lists (CPython)
+    and Arrow's unused cached memory to the system. ``collect=False``: no full collection,
+    where the read's rows are still alive (a collection visits each of their millions of
+    objects and frees none of them)."""
+    if collect:
+        gc.collect()  # a full collection also empties the free lists (CPython)
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

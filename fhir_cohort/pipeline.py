@@ -779,10 +779,12 @@ def _screen_trial(
         t_eval = time.perf_counter()
         eras, labs = detail_tables(trial, tables, terminology, opts.as_of, prepared)
         del prepared
-        if not one_pass or trial.id == one_pass[-1]:
+        last = not one_pass or trial.id == one_pass[-1]
+        if last:
             shared.prepared = None  # the last trial: free the rows before writing outputs
         without_patient = shared.without_patient()
-        release_free_memory()  # the evaluation's per-patient lists, before the outputs
+        # the evaluation's per-patient lists, before the outputs (collected once the rows go)
+        release_free_memory(collect=last)
 
     ids = tuple(c.id for c in trial.criteria)
     patients = patients_table(evaluation.answers, evaluation.status, ids)
