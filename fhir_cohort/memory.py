@@ -37,6 +37,16 @@ def _malloc_trim() -> Any:
         return None
 
 
+# Patients from which a screen's full collection pays: below, the arenas it frees are few,
+# while in a long-lived process (a notebook, the test suite) it visits every object held.
+COLLECT_FROM_PATIENTS = 10_000
+
+
+def worth_collecting(patients: int) -> bool:
+    """Whether a screen of ``patients`` patients runs a full collection between its phases."""
+    return patients >= COLLECT_FROM_PATIENTS
+
+
 def release_free_memory(*, collect: bool = True) -> None:
     """Return freed Python arenas (after emptying the free lists), freed heap pages (glibc)
     and Arrow's unused cached memory to the system. ``collect=False``: no full collection,

@@ -48,7 +48,7 @@ from fhir_cohort.fhir.client import strip_query
 from fhir_cohort.fhir.references import recorded_base
 from fhir_cohort.fhir.sources import open_source
 from fhir_cohort.files import prepare_out_dir
-from fhir_cohort.memory import release_free_memory
+from fhir_cohort.memory import release_free_memory, worth_collecting
 from fhir_cohort.progress import Progress, ProgressCallback, no_progress
 from fhir_cohort.remote import ServerOptions, is_url
 from fhir_cohort.report.html import INDEX_NAME, REPORT_NAME, write_index, write_report
@@ -385,7 +385,8 @@ def _read_once(opts: _Options, trials: Sequence[Trial], terminology: Terminology
     if loaded is None and not opts.allow_empty:
         report.require_resources(str(src_path))
     unmapped_rows = report.unmapped.rows()
-    release_free_memory()  # the read's transient rows and worker results, before evaluating
+    # the read's transient rows and worker results, before evaluating
+    release_free_memory(collect=worth_collecting(len(tables.patients)))
     t_read = time.perf_counter()
     return _Pass(
         source_path=src_path,
@@ -784,7 +785,7 @@ def _screen_trial(
             shared.prepared = None  # the last trial: free the rows before writing outputs
         without_patient = shared.without_patient()
         # the evaluation's per-patient lists, before the outputs (collected once the rows go)
-        release_free_memory(collect=last)
+        release_free_memory(collect=last and worth_collecting(len(tables.patients)))
 
     ids = tuple(c.id for c in trial.criteria)
     patients = patients_table(evaluation.answers, evaluation.status, ids)
