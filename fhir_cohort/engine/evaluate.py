@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections import Counter, namedtuple
+from collections import namedtuple
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
@@ -25,6 +25,7 @@ from fhir_cohort.engine.evaluators.common import Kept, TerminologyLike
 from fhir_cohort.engine.labs import read_tests
 from fhir_cohort.engine.queries.patient import birth_key
 from fhir_cohort.engine.rules import Scope, Shortcut, evaluate_criterion, leaves
+from fhir_cohort.engine.sharing import KeyUses
 from fhir_cohort.engine.tables import (
     CONDITION_COLUMNS,
     MEDICATION_COLUMNS,
@@ -204,7 +205,7 @@ class Prepared:
         self._interned: dict[Any, Any] = {}
         # What several trials of one pass ask identically (share): key -> trials still to
         # read it; the outcomes per patient and the detail frames are kept until the last.
-        self._share_uses: dict[str, int] = {}
+        self._share_uses = KeyUses()
         self._shared_outcomes: dict[str, dict[str, Outcome]] = {}
         self._shared_frames: dict[str, pd.DataFrame] = {}
 
@@ -212,10 +213,7 @@ class Prepared:
         """Keep, for this pass, the outcomes of criteria (and the detail tables of queries)
         that more than one trial asks identically (:func:`same_key`): each is evaluated for
         a patient once, however many trials ask it."""
-        counts: Counter[str] = Counter()
-        for keys in keys_per_trial:
-            counts.update(set(keys))
-        self._share_uses = {k: n for k, n in counts.items() if n > 1}
+        self._share_uses = KeyUses(keys_per_trial)
 
     @property
     def sharing(self) -> bool:
@@ -239,16 +237,9 @@ class Prepared:
 
     def done_with(self, keys: Iterable[str]) -> None:
         """A trial has read ``keys``: free what no later trial of the pass asks for."""
-        for key in set(keys):
-            left = self._share_uses.get(key)
-            if left is None:
-                continue
-            if left > 1:
-                self._share_uses[key] = left - 1
-            else:
-                del self._share_uses[key]
-                self._shared_outcomes.pop(key, None)
-                self._shared_frames.pop(key, None)
+        for key in self._share_uses.done_with(keys):
+            self._shared_outcomes.pop(key, None)
+            self._shared_frames.pop(key, None)
 
     def coded(self, pid: str) -> dict[str, frozenset[str]]:
         """For each table in which ``pid`` has rows: every value set holding a coding of them

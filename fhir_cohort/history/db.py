@@ -25,7 +25,6 @@ import json
 import operator
 import re
 import sqlite3
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from fhir_cohort.engine.sharing import KeyUses
 from fhir_cohort.errors import HistoryError
 from fhir_cohort.files import open_private, private_dir, warn_if_exposed
 from fhir_cohort.history.decisions import DecisionStore
@@ -514,10 +514,7 @@ class SharedEvidence:
     trial that asks it (:meth:`done_with`)."""
 
     def __init__(self, keys_per_trial: Iterable[Iterable[str]]) -> None:
-        counts: Counter[str] = Counter()
-        for keys in keys_per_trial:
-            counts.update(set(keys))
-        self._uses = {k: n for k, n in counts.items() if n > 1}
+        self._uses = KeyUses(keys_per_trial)
         self._sources: dict[str, _SharedSource] = {}
 
     @property
@@ -561,15 +558,8 @@ class SharedEvidence:
 
     def done_with(self, keys: Iterable[str]) -> None:
         """A trial is recorded: free what no later trial of the pass asks for."""
-        for key in set(keys):
-            left = self._uses.get(key)
-            if left is None:
-                continue
-            if left > 1:
-                self._uses[key] = left - 1
-            else:
-                del self._uses[key]
-                self._sources.pop(key, None)
+        for key in self._uses.done_with(keys):
+            self._sources.pop(key, None)
 
 
 def _list_of(ones: Sequence[bytes]) -> bytes:
