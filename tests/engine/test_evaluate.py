@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_cohort.engine.evaluate import (
     ANSWER_COLUMNS,
+    CATEGORICAL_ANSWER_COLUMNS,
     EVIDENCE_COLUMNS,
     STATUS_COLUMNS,
     Prepared,
+    _answer_lists,
+    _answers_frame,
+    _Column,
     _frame,
     attrition,
 )
@@ -222,23 +229,58 @@ def test_what_several_trials_share_is_kept_until_the_last_of_them_and_no_longer(
     empty = Tables.from_rows([], [], [], [])
     prep = Prepared(empty, terminology, as_of=date(2026, 1, 1))
     prep.share([["a", "b", "b"], ["c"], ["a"], ["b", "a"]])
-    assert prep.shared_outcomes("c") is None
+    assert prep.shared_column("c") is None and not prep.is_shared("c")
     calls: list[str] = []
+    column = _Column([0], [], np.zeros(0, dtype=np.int64), "I1")
 
     def frame() -> pd.DataFrame:
         calls.append("b")
         return pd.DataFrame({"x": [1]})
 
     for trial, keys in enumerate([["a", "b"], ["c"], ["a"], ["b", "a"]]):
-        stores = [prep.shared_outcomes(k) for k in keys if k != "c"]
-        assert all(s is not None for s in stores), trial
+        assert all(prep.is_shared(k) for k in keys if k != "c"), trial
         if trial == 0:
-            stores[0]["p1"] = "outcome"  # type: ignore[index]
+            assert prep.shared_column("a") is None
+            prep.keep_column("a", column)
+            prep.keep_column("c", column)  # asked by one trial: not kept
         else:
-            assert prep.shared_outcomes("a") == {"p1": "outcome"}
+            assert prep.shared_column("a") is column
         if "b" in keys:
             prep.shared_frame("b", frame)
         prep.done_with(keys)
     assert calls == ["b"]  # computed by its first trial only
-    assert prep.shared_outcomes("a") is None and prep.shared_outcomes("b") is None
-    assert not prep._shared_outcomes and not prep._shared_frames  # freed after the last
+    assert prep.shared_column("a") is None and prep.shared_column("b") is None
+    assert not prep._shared_columns and not prep._shared_frames  # freed after the last
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pids=st.lists(st.sampled_from(["p1", "p2", "p3", "p10", "é"]), max_size=6),
+    crit_ids=st.lists(st.sampled_from(["I1", "I2", "E1", "E2"]), max_size=4),
+    values=st.lists(
+        st.tuples(
+            st.sampled_from(["met", "not_met", "unknown", "clear", "excluded", "review"]),
+            st.sampled_from(["", "ok", "no rows", 'a, "b"', "ok "]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    data=st.data(),
+)
+def test_the_answers_frame_from_codes_is_the_frame_of_the_answers_texts(
+    pids: list[str], crit_ids: list[str], values: list[tuple[str, str]], data: st.DataObject
+) -> None:
+    """_answers_frame builds from integer codes the very frame _frame builds from the texts
+    (same values, dtypes and category order), duplicate ids and empty tables included."""
+    codes = [
+        data.draw(st.lists(st.integers(0, len(values) - 1), min_size=len(pids), max_size=len(pids)))
+        for _ in crit_ids
+    ]
+    expected = _frame(
+        _answer_lists(pids, crit_ids, codes, values), ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS
+    )
+    got = _answers_frame(pids, crit_ids, codes, values)
+    pd.testing.assert_frame_equal(got, expected)
+    for column in CATEGORICAL_ANSWER_COLUMNS:
+        if isinstance(expected[column].dtype, pd.CategoricalDtype):
+            assert list(got[column].cat.categories) == list(expected[column].cat.categories)
