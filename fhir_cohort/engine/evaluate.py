@@ -11,7 +11,7 @@ import itertools
 import math
 from collections import namedtuple
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -80,6 +80,10 @@ class EvaluationResult:
     answers: pd.DataFrame
     evidence: pd.DataFrame
     status: pd.DataFrame
+    # What evaluate knows of ``answers``: (that very frame, its patients, the criterion ids):
+    # it is laid out patient by patient, criteria in order, one answer each, so attrition
+    # reads its answer codes as a matrix instead of indexing 800,000 rows by text.
+    _layout: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- table -> rows
@@ -512,6 +516,7 @@ def evaluate(
         answers=answers,
         evidence=evidence_frame,
         status=pd.DataFrame.from_records(status, columns=list(STATUS_COLUMNS)),
+        _layout=(answers, pids, crit_ids),
     )
 
 
@@ -820,9 +825,13 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     answer_cols = [*INCLUSION_ANSWERS, *EXCLUSION_ANSWERS]
     ids = [c.id for c in trial.criteria]
     ans = result.answers
-    patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
     columns = list(dict.fromkeys(ids))
-    texts, matrix = _answer_matrix(ans, patients, columns)
+    laid_out = _laid_out(result, columns)
+    if laid_out is not None:
+        patients, texts, matrix = laid_out
+    else:
+        patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
+        texts, matrix = _answer_matrix(ans, patients, columns)
     # still in after criterion k <=> no not_met / excluded among criteria 1..k
     failing = [code for code, text in enumerate(texts) if text in FAILING]
     still_in = np.cumsum(np.isin(matrix, failing), axis=1) == 0
@@ -854,6 +863,30 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["step", "criterion_id", "kind", "title", "remaining", *answer_cols]
     )
+
+
+def _laid_out(result: EvaluationResult, ids: list[str]) -> tuple[Any, list[str], Any] | None:
+    """(patients, answer texts, matrix) as :func:`_answer_matrix` gives them, read from the
+    answers' categorical codes when evaluate made ``result.answers`` for these criteria
+    (and nobody replaced it since); None otherwise."""
+    layout = result._layout
+    if layout is None or layout[0] is not result.answers or list(layout[2]) != ids:
+        return None
+    answer = result.answers["answer"]
+    pids = layout[1]
+    if not isinstance(answer.dtype, pd.CategoricalDtype) or len(answer) != len(pids) * len(ids):
+        return None
+    status_pids = result.status["patient_id"]
+    if len(status_pids) != len(pids) or not ids:
+        return None
+    codes = answer.cat.codes.to_numpy().astype(np.int64)
+    # the categories in order of first use, as factorising the texts orders them
+    used, first = np.unique(codes, return_index=True)
+    order = used[np.argsort(first)]
+    renumber = np.full(len(answer.cat.categories) + 1, -1, dtype=np.int64)
+    renumber[order] = np.arange(len(order))
+    texts = [answer.cat.categories[c] for c in order.tolist()]
+    return pd.Index(pids), texts, renumber[codes].reshape(len(pids), len(ids))
 
 
 def _answer_matrix(

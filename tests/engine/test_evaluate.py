@@ -14,6 +14,7 @@ from fhir_cohort.engine.evaluate import (
     CATEGORICAL_ANSWER_COLUMNS,
     EVIDENCE_COLUMNS,
     STATUS_COLUMNS,
+    EvaluationResult,
     Prepared,
     _answer_lists,
     _answers_frame,
@@ -144,6 +145,9 @@ def test_attrition(run, b, trial):
         observations=a["observations"] + c["observations"],
     )
     att = attrition(res, trial)
+    assert res._layout is not None  # read from the answers' codes: as from the frame alone
+    plain = EvaluationResult(res.answers, res.evidence, res.status)
+    pd.testing.assert_frame_equal(att, attrition(plain, trial))
     assert att.criterion_id.tolist() == ["all"] + [c.id for c in trial.criteria]
     remaining = dict(zip(att.criterion_id, att.remaining, strict=True))
     # pb fails age; pd (no birthDate, age unknown) then fails sle; pc is excluded by E1.
