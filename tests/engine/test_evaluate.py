@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from fhir_cohort.engine.evaluate import (
     _Column,
     _frame,
     attrition,
+    evaluate,
 )
 from fhir_cohort.engine.tables import Tables
 from tests.criteria_variants import shorthand
@@ -288,3 +290,48 @@ def test_the_answers_frame_from_codes_is_the_frame_of_the_answers_texts(
     for column in CATEGORICAL_ANSWER_COLUMNS:
         if isinstance(expected[column].dtype, pd.CategoricalDtype):
             assert list(got[column].cat.categories) == list(expected[column].cat.categories)
+
+
+def test_a_pass_sharing_answer_columns_answers_as_each_trial_alone(b, terminology) -> None:
+    """Criteria several trials (or one trial twice) ask identically are answered once per
+    pass and their columns taken whole, also under another criterion id: every trial's
+    answers, evidence, status and attrition equal those of the trial evaluated alone."""
+    from fhir_cohort.criteria.io import parse_criteria
+    from fhir_cohort.pipeline import pass_keys
+    from tests.criteria_variants import shipped_document
+
+    def trial_of(tid: str, change) -> Any:
+        doc = shipped_document()
+        doc["id"] = tid
+        change(doc["criteria"])
+        return parse_criteria(doc)
+
+    def twice(criteria: list[dict]) -> None:  # the same rules twice, under new ids
+        criteria.extend({**c, "id": c["id"] + "_again"} for c in list(criteria[:3]))
+
+    def renamed(criteria: list[dict]) -> None:
+        criteria[1]["id"] = "sle_elsewhere"
+
+    def older(criteria: list[dict]) -> None:
+        criteria[0]["min_years"] = 40
+
+    trials = [trial_of("A", twice), trial_of("B", renamed), trial_of("C", older)]
+    a, c = _eligible_rows(b, "pa"), _eligible_rows(b, "pc")
+    c["conditions"].append(b.cond(b.LN_CLASS_IV, "pc"))
+    tables = Tables.from_rows(
+        [b.pat("pa"), b.pat("pb", birth="2015-01-01"), b.pat("pc"), b.pat("pd", birth=None)]
+        + [b.pat(f"q{i}", birth=f"19{50 + i}-02-03") for i in range(6)],
+        a["conditions"] + c["conditions"] + [b.cond(b.PREGNANCY, "q1", onset="2025-05-01")],
+        a["medications"] + c["medications"],
+        a["observations"] + c["observations"],
+    )
+    as_of = date(2025, 6, 30)
+    prep = Prepared(tables, terminology, as_of)
+    prep.share(pass_keys(t) for t in trials)
+    for trial in trials:
+        together = evaluate(trial, tables, terminology, as_of, prep)
+        alone = evaluate(trial, tables, terminology, as_of)
+        for name in ("answers", "evidence", "status"):
+            pd.testing.assert_frame_equal(getattr(together, name), getattr(alone, name))
+        pd.testing.assert_frame_equal(attrition(together, trial), attrition(alone, trial))
+    assert not prep._shared_columns  # each freed after its last trial
