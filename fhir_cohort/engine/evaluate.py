@@ -7,10 +7,11 @@ per-patient loop), then every criterion's rule (engine/rules.py) is evaluated pe
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections import namedtuple
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -79,6 +80,10 @@ class EvaluationResult:
     answers: pd.DataFrame
     evidence: pd.DataFrame
     status: pd.DataFrame
+    # What evaluate knows of ``answers``: (that very frame, its patients, the criterion ids):
+    # it is laid out patient by patient, criteria in order, one answer each, so attrition
+    # reads its answer codes as a matrix instead of indexing 800,000 rows by text.
+    _layout: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- table -> rows
@@ -204,10 +209,17 @@ class Prepared:
         self._coded: dict[str, dict[str, frozenset[str]]] = {}
         self._interned: dict[Any, Any] = {}
         # What several trials of one pass ask identically (share): key -> trials still to
-        # read it; the outcomes per patient and the detail frames are kept until the last.
+        # read it; the criteria's answer columns and the detail frames are kept until the last.
         self._share_uses = KeyUses()
-        self._shared_outcomes: dict[str, dict[str, Outcome]] = {}
+        self._shared_columns: dict[str, _Column] = {}
         self._shared_frames: dict[str, pd.DataFrame] = {}
+        # The patients evaluated (the first row of each id, in order) and their patient_key.
+        self._unique: tuple[list[Any], list[str]] | None = None
+        self._patient_key_ids: list[int] | None = None
+        # Every distinct (answer, reason, *notes) an outcome of this read had: its code is its
+        # index (the answer columns hold codes; most of 800,000 answers share a few hundred).
+        self.outcome_values: list[tuple[Any, ...]] = []
+        self._outcome_codes: dict[tuple[Any, ...], int] = {}
 
     def share(self, keys_per_trial: Iterable[Iterable[str]]) -> None:
         """Keep, for this pass, the outcomes of criteria (and the detail tables of queries)
@@ -220,11 +232,18 @@ class Prepared:
         """Whether some criterion or detail table is still shared by trials to come."""
         return bool(self._share_uses)
 
-    def shared_outcomes(self, key: str) -> dict[str, Outcome] | None:
-        """patient id -> outcome of the shared criterion ``key`` (None: not shared)."""
-        if key not in self._share_uses:
-            return None
-        return self._shared_outcomes.setdefault(key, {})
+    def is_shared(self, key: str) -> bool:
+        """Whether a later trial of the pass asks ``key`` too (keep what it gets)."""
+        return key in self._share_uses
+
+    def shared_column(self, key: str) -> _Column | None:
+        """The answer column of the shared criterion ``key``, once a trial has made it."""
+        return self._shared_columns.get(key) if key in self._share_uses else None
+
+    def keep_column(self, key: str, column: _Column) -> None:
+        """Keep ``column`` for the later trials that ask ``key`` (none: not kept)."""
+        if key in self._share_uses:
+            self._shared_columns[key] = column
 
     def shared_frame(self, key: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """The detail table ``key``, computed by the first trial that asks for it."""
@@ -238,7 +257,7 @@ class Prepared:
     def done_with(self, keys: Iterable[str]) -> None:
         """A trial has read ``keys``: free what no later trial of the pass asks for."""
         for key in self._share_uses.done_with(keys):
-            self._shared_outcomes.pop(key, None)
+            self._shared_columns.pop(key, None)
             self._shared_frames.pop(key, None)
 
     def coded(self, pid: str) -> dict[str, frozenset[str]]:
@@ -284,6 +303,43 @@ class Prepared:
             born = self._births[raw] = birth_key(raw, self.ctx.as_of)
         return born, _PATIENT_REST(p)
 
+    def unique_patients(self) -> tuple[list[Any], list[str]]:
+        """The Patient rows evaluated, the first of each id (rows without an id left out),
+        and their ids, in the table's order: the same for every trial of the read."""
+        if self._unique is None:
+            seen: set[str] = set()
+            people: list[Any] = []
+            pids: list[str] = []
+            for p in self.patients:
+                pid = p.patient_id
+                if pid is None or pid in seen:
+                    continue
+                seen.add(pid)
+                people.append(p)
+                pids.append(pid)
+            self._unique = (people, pids)
+        return self._unique
+
+    def patient_key_ids(self) -> list[int]:
+        """Per patient of :meth:`unique_patients`, a number for its :meth:`patient_key`
+        (equal keys, equal numbers; a criterion reading no row answers alike for them)."""
+        if self._patient_key_ids is None:
+            ids: dict[tuple[Any, ...], int] = {}
+            self._patient_key_ids = [
+                ids.setdefault(key, len(ids))
+                for key in map(self.patient_key, self.unique_patients()[0])
+            ]
+        return self._patient_key_ids
+
+    def outcome_code(self, o: Outcome) -> int:
+        """The code of ``o``'s answer, reason and notes in :attr:`outcome_values`."""
+        key = (o.answer, o.reason, *o.notes)
+        code = self._outcome_codes.get(key)
+        if code is None:
+            code = self._outcome_codes[key] = len(self.outcome_values)
+            self.outcome_values.append(key)
+        return code
+
     def patient(self, pid: str) -> Any:
         """The Patient row of ``pid`` (the last of several, as a dict built from rows keeps)."""
         if self._patient_by_id is None:
@@ -327,25 +383,49 @@ def criterion_keys(trial: Trial) -> list[str]:
 # --------------------------------------------------------------------------- evaluate
 
 
+def _status_of(ids: Iterable[str], values: Iterable[tuple[Any, ...]]) -> tuple[str, str]:
+    """(status, reasons) from one patient's (answer, reason, *notes) in criteria order."""
+    failing = False
+    passing = True
+    parts: list[str] = []
+    for cid, (answer, reason, *notes) in zip(ids, values, strict=True):
+        if answer not in PASSING:
+            passing = False
+            failing = failing or answer in FAILING
+            parts.append(f"{cid}: {answer}: {reason}")
+        if notes:
+            parts.extend(f"{cid}: {note}" for note in notes)
+    status = "ineligible" if failing else "eligible" if passing else "review"
+    return status, "; ".join(parts)
+
+
 def patient_status(
     trial: Trial, outcomes: list[Outcome], ids: list[str] | None = None
 ) -> tuple[str, str]:
     """(status, reasons) from one patient's outcomes in criteria order (``ids``: the
     criteria's ids, when the caller has them)."""
-    # one pass over the outcomes (it runs for every patient of every trial)
-    failing = False
-    passing = True
-    parts: list[str] = []
-    for cid, o in zip(ids or [c.id for c in trial.criteria], outcomes, strict=True):
-        answer = o.answer
-        if answer not in PASSING:
-            passing = False
-            failing = failing or answer in FAILING
-            parts.append(f"{cid}: {answer}: {o.reason}")
-        if o.notes:
-            parts.extend(f"{cid}: {note}" for note in o.notes)
-    status = "ineligible" if failing else "eligible" if passing else "review"
-    return status, "; ".join(parts)
+    ids = ids or [c.id for c in trial.criteria]
+    if len(ids) != len(outcomes):
+        raise ValueError(f"{len(outcomes)} outcomes for {len(ids)} criteria")
+    return _status_of(ids, ((o.answer, o.reason, *o.notes) for o in outcomes))
+
+
+class _Column(NamedTuple):
+    """One criterion's answers for every patient of the read (Prepared.unique_patients'
+    order): each as its code in Prepared.outcome_values, and its evidence rows (patient id,
+    criterion id, *Evidence) in patient order with each row's patient index."""
+
+    codes: list[int]
+    rows: list[tuple[Any, ...]]
+    positions: Any  # numpy int64, one per row
+    criterion_id: str
+
+    def as_criterion(self, cid: str) -> _Column:
+        """The same answers under criterion id ``cid``."""
+        if cid == self.criterion_id:
+            return self
+        rows = [(r[0], cid, *r[2:]) for r in self.rows]
+        return _Column(self.codes, rows, self.positions, cid)
 
 
 def evaluate(
@@ -361,9 +441,6 @@ def evaluate(
     False evaluates every criterion for every patient (the tests' reference for the no-rows
     shortcut)."""
     prep = prepare(tables, terminology, as_of, prepared)
-    ctx = prep.ctx
-    patients = prep.patients
-    conditions, medications, observations = prep.conditions, prep.medications, prep.observations
     define = dict(trial.define)
     # A criterion (or a query in it) that reads only some tables (and the listed patient
     # fields) has, for a patient with none of those rows it can read (none, or none in its
@@ -371,112 +448,64 @@ def evaluate(
     rows_shortcut = Shortcut(define) if shortcut else None
     # A criterion none of whose queries can read a row of the patient (each keyed by the
     # shortcut) answers from the Patient row alone: its outcome is computed once per
-    # Prepared.patient_key and copied, the patient id put into its Patient evidence; a
-    # patient with no such row at all copies all its outcomes and its status at once.
+    # Prepared.patient_key and copied, the patient id put into its Patient evidence.
     criteria = trial.criteria
-    crit_reads = [_row_reads([crit.rule], define) for crit in criteria] if shortcut else None
-    # id(coded) -> (coded, per criterion: reads none of these rows, all of them do)
-    free_of: dict[int, tuple[Any, tuple[bool, ...], bool]] = {}
-    whole: dict[tuple[Any, ...], _Template] = {}
-    parts: dict[tuple[int, tuple[Any, ...]], tuple[Outcome, str]] = {}
     crit_ids = [crit.id for crit in criteria]
     n_crit = len(crit_ids)
-    # Criteria another trial of the pass asks identically: a patient's outcome evaluated
-    # once (Prepared.share); None where not shared.
+    crit_reads = [_row_reads([crit.rule], define) for crit in criteria] if shortcut else None
+    people, pids = prep.unique_patients()
+    n = len(pids)
+    # Criteria another trial of the pass asks identically (Prepared.share): answered once
+    # for every patient, the column taken whole by the later trials (and by a later
+    # criterion of this trial asked identically).
     keys = criterion_keys(trial) if prep.sharing else []
-    stores = [prep.shared_outcomes(k) for k in keys] if keys else [None] * n_crit
-    # Answers column by column (8 per patient): a tuple per answer cost more than the frame.
-    a_pid: list[str] = []
-    a_crit: list[str] = []
-    a_answer: list[str] = []
-    a_reason: list[str] = []
-    evidence: list[tuple[Any, ...]] = []
-    status: list[tuple[str, str, str]] = []
-    # Reasons repeat (155 distinct answer reasons and 191 status reasons among 100,000
-    # patients): one string each, not one per patient evaluated.
-    texts: dict[str, str] = {}
-    seen: set[str] = set()
-    for p in patients:
-        pid = p.patient_id
-        if pid is None or pid in seen:
-            continue
-        seen.add(pid)
-        coded = prep.coded(pid)
-        free: tuple[bool, ...] = ()
-        all_free = False
-        pkey: tuple[Any, ...] = ()
-        if crit_reads is not None:
-            hit = free_of.get(id(coded))
-            if hit is None or hit[0] is not coded:
-                flags = tuple(r is not None and _reads_none(coded, r) for r in crit_reads)
-                hit = free_of[id(coded)] = (coded, flags, all(flags))
-            free, all_free = hit[1], hit[2]
-            if True in free:
-                pkey = prep.patient_key(p)
-            if all_free:
-                tpl = whole.get(pkey)
-                if tpl is not None:
-                    a_pid.extend([pid] * n_crit)
-                    a_crit.extend(crit_ids)
-                    a_answer.extend(tpl.answers)
-                    a_reason.extend(tpl.reasons)
-                    _copy_evidence(evidence, tpl.evidence, tpl.pid, pid)
-                    status.append((pid, tpl.status, tpl.status_reasons))
-                    continue
-        n_evidence = len(evidence)
-        scope: Scope | None = None
-        outcomes: list[Outcome] = []
-        for i, crit in enumerate(criteria):
-            got = parts.get((i, pkey)) if free and free[i] else None
-            if got is None:
-                store = stores[i]
-                o = store.get(pid) if store is not None else None
-                if o is None:
-                    if scope is None:
-                        data = PatientData(
-                            p,
-                            conditions.get(pid, []),
-                            medications.get(pid, []),
-                            observations.get(pid, []),
-                            coded,
-                        )
-                        scope = Scope(ctx, data, define, rows_shortcut)
-                    o = evaluate_criterion(crit, scope)
-                    if store is not None:
-                        store[pid] = o  # this patient's own outcome: its evidence is its own
-                if free and free[i]:
-                    parts[(i, pkey)] = (o, pid)
-                if o.evidence:
-                    evidence.extend((pid, crit.id, *e) for e in o.evidence)
-            else:
-                o = got[0]
-                if o.evidence:
-                    _copy_evidence(
-                        evidence, [(got[1], crit.id, *e) for e in o.evidence], got[1], pid
-                    )
-            outcomes.append(o)
-            a_pid.append(pid)
-            a_crit.append(crit.id)
-            a_answer.append(o.answer)
-            a_reason.append(texts.setdefault(o.reason, o.reason))
-        st, reasons = patient_status(trial, outcomes, crit_ids)
-        reasons = texts.setdefault(reasons, reasons)
-        status.append((pid, st, reasons))
-        if all_free:
-            whole[pkey] = _Template(
-                pid,
-                tuple(o.answer for o in outcomes),
-                tuple(o.reason for o in outcomes),
-                evidence[n_evidence:],
-                st,
-                reasons,
-            )
+    columns: list[_Column | None] = [None] * n_crit
+    same_as: list[int | None] = [None] * n_crit
+    first_of: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        got = prep.shared_column(key)
+        if got is not None:
+            columns[i] = got.as_criterion(crit_ids[i])
+        elif key in first_of:
+            same_as[i] = first_of[key]
+        elif prep.is_shared(key):
+            first_of[key] = i
+    todo = [i for i in range(n_crit) if columns[i] is None and same_as[i] is None]
+    if todo:
+        made = _answer_columns(prep, trial, todo, people, pids, crit_reads, rows_shortcut, define)
+        for i, column in zip(todo, made, strict=True):
+            columns[i] = column
+            if keys:
+                prep.keep_column(keys[i], column)
+    for i, first in enumerate(same_as):
+        if first is not None:
+            columns[i] = columns[first].as_criterion(crit_ids[i])  # type: ignore[union-attr]
     if keys:
         prep.done_with(keys)
+    done: list[_Column] = columns  # type: ignore[assignment]
+    values = prep.outcome_values
+    # A patient's status from its answers' codes: once per distinct combination (a few
+    # hundred among 100,000 patients).
+    by_codes: dict[tuple[int, ...], tuple[str, str]] = {}
+    status: list[tuple[str, str, str]] = []
+    rows = zip(*(c.codes for c in done), strict=True) if n_crit else itertools.repeat((), n)
+    for pid, codes in zip(pids, rows, strict=True):
+        got = by_codes.get(codes)
+        if got is None:
+            got = by_codes[codes] = _status_of(crit_ids, map(values.__getitem__, codes))
+        status.append((pid, *got))
+    # Evidence patient by patient, criteria in order, each outcome's rows in order.
+    lengths = [len(c.rows) for c in done]
+    evidence: list[tuple[Any, ...]] = []
+    if sum(lengths):
+        ordered = list(itertools.chain.from_iterable(c.rows for c in done))
+        positions = np.concatenate([c.positions for c in done])
+        order = np.lexsort((np.repeat(np.arange(n_crit), lengths), positions))
+        evidence = list(map(ordered.__getitem__, order.tolist()))
+        del ordered, positions, order
     # Each frame built and its rows freed before the next (the peak of the evaluation).
-    columns = [a_pid, a_crit, a_answer, a_reason]
-    answers = _frame(columns, ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS)
-    del columns, a_pid, a_crit, a_answer, a_reason
+    answers = _answers_frame(pids, crit_ids, [c.codes for c in done], values)
+    del columns, done
     # column by column as the answers (the rows freed first): pandas' from_records turned
     # every text into a Python-checked string one by one
     ev_columns = [list(c) for c in zip(*evidence, strict=True)] if evidence else []
@@ -487,19 +516,211 @@ def evaluate(
         answers=answers,
         evidence=evidence_frame,
         status=pd.DataFrame.from_records(status, columns=list(STATUS_COLUMNS)),
+        _layout=(answers, pids, crit_ids),
     )
 
 
-class _Template(NamedTuple):
-    """One patient's outcomes, for the patients with the same Patient fields and no row the
-    trial reads: the evidence rows as that patient got them (``pid``: its id)."""
+def _answers_frame(
+    pids: list[str], crit_ids: list[str], codes: list[list[int]], values: list[tuple[Any, ...]]
+) -> pd.DataFrame:
+    """The answers (patient by patient, criteria in order) from each criterion's column of
+    outcome codes (``values``: what each code stands for): the frame :func:`_frame` builds
+    from the rows' texts, made from integer codes (the 800,000 answers of 100,000 patients
+    are never Python lists of texts)."""
+    n, n_crit = len(pids), len(crit_ids)
+    texts = all(isinstance(v[0], str) and isinstance(v[1], str) for v in values)
+    if not (n and n_crit and texts and len(set(crit_ids)) == n_crit):
+        return _frame(
+            _answer_lists(pids, crit_ids, codes, values), ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS
+        )
+    import pyarrow as pa
 
-    pid: str
-    answers: tuple[str, ...]
-    reasons: tuple[str, ...]
-    evidence: list[tuple[Any, ...]]
-    status: str
-    status_reasons: str
+    pid_texts = _text_series(pids)
+    if pid_texts is None:
+        return _frame(
+            _answer_lists(pids, crit_ids, codes, values), ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS
+        )
+    flat = np.array(codes, dtype=np.int64).T.ravel()  # patient by patient
+    arrow = pa.array(pid_texts.array).take(pa.array(np.repeat(np.arange(n), n_crit)))
+    out: dict[str, Any] = {
+        "patient_id": pd.Series(pd.array(arrow, dtype="str")),
+        "criterion_id": _coded_categories(np.tile(np.arange(n_crit), n), crit_ids),
+    }
+    for name, at in (("answer", 0), ("reason", 1)):
+        # each code's text as the index of its first code of equal text: equal texts, equal
+        # numbers, so factorising the numbers orders the categories as the texts' would
+        first: dict[str, int] = {}
+        same = np.array([first.setdefault(v[at], k) for k, v in enumerate(values)], dtype=np.int64)
+        out[name] = _coded_categories(same[flat], [v[at] for v in values])
+    return pd.DataFrame({n: out[n].rename(n) for n in ANSWER_COLUMNS}, copy=False)
+
+
+def _coded_categories(numbers: np.ndarray, texts: list[str]) -> pd.Series:
+    """A categorical of ``texts[number]`` per row, categories in order of appearance (what
+    :func:`_categories` makes of the texts themselves)."""
+    codes, uniques = pd.factorize(numbers)
+    categories = pd.Index([texts[u] for u in uniques.tolist()], dtype="str")
+    return pd.Series(pd.Categorical.from_codes(codes, categories=categories))
+
+
+def _answer_lists(
+    pids: list[str], crit_ids: list[str], codes: list[list[int]], values: list[tuple[Any, ...]]
+) -> list[list[Any]]:
+    """The answers' four columns as lists, patient by patient, criteria in order."""
+    n, n_crit = len(pids), len(crit_ids)
+    columns: list[list[Any]] = [[None] * (n * n_crit) for _ in ANSWER_COLUMNS]
+    answer_of = [v[0] for v in values]
+    reason_of = [v[1] for v in values]
+    for i, column in enumerate(codes):
+        columns[0][i::n_crit] = pids
+        columns[1][i::n_crit] = [crit_ids[i]] * n
+        columns[2][i::n_crit] = list(map(answer_of.__getitem__, column))
+        columns[3][i::n_crit] = list(map(reason_of.__getitem__, column))
+    return columns
+
+
+def _answer_columns(
+    prep: Prepared,
+    trial: Trial,
+    todo: list[int],
+    people: list[Any],
+    pids: list[str],
+    crit_reads: list[Any] | None,
+    rows_shortcut: Shortcut | None,
+    define: dict[str, Any],
+) -> list[_Column]:
+    """The columns of the criteria ``todo`` (indexes into the trial's criteria): those that
+    read no row (age, sex, chart review) once per patient key, the others patient by
+    patient (one Scope per patient serves all its criteria)."""
+    alone = [i for i in todo if crit_reads is not None and crit_reads[i] == {}]
+    rest = [i for i in todo if i not in alone]
+    made = (
+        dict(
+            zip(
+                rest,
+                _row_columns(prep, trial, rest, people, pids, crit_reads, rows_shortcut, define),
+                strict=True,
+            )
+        )
+        if rest
+        else {}
+    )
+    for i in alone:
+        made[i] = _patient_column(prep, trial.criteria[i], people, pids, rows_shortcut, define)
+    return [made[i] for i in todo]
+
+
+def _patient_column(
+    prep: Prepared,
+    crit: Any,
+    people: list[Any],
+    pids: list[str],
+    rows_shortcut: Shortcut | None,
+    define: dict[str, Any],
+) -> _Column:
+    """The column of a criterion that reads no row: evaluated for the first patient of
+    each patient key, copied to the others with their id in its Patient evidence."""
+    ctx = prep.ctx
+    code_of = prep.outcome_code
+    key_ids = prep.patient_key_ids()
+    # key id -> (code, owner's id, owner's evidence rows)
+    firsts: list[tuple[int, str, list[tuple[Any, ...]]] | None] = [None] * (
+        max(key_ids, default=-1) + 1
+    )
+    codes: list[int] = []
+    rows: list[tuple[Any, ...]] = []
+    positions: list[int] = []
+    for j, (kid, pid) in enumerate(zip(key_ids, pids, strict=True)):
+        got = firsts[kid]
+        if got is None:
+            data = PatientData(
+                people[j],
+                prep.conditions.get(pid, []),
+                prep.medications.get(pid, []),
+                prep.observations.get(pid, []),
+                prep.coded(pid),
+            )
+            o = evaluate_criterion(crit, Scope(ctx, data, define, rows_shortcut))
+            mine = [(pid, crit.id, *e) for e in o.evidence] if o.evidence else []
+            got = firsts[kid] = (code_of(o), pid, mine)
+            codes.append(got[0])
+            rows.extend(mine)
+            positions.extend([j] * len(mine))
+            continue
+        codes.append(got[0])
+        if got[2]:
+            before = len(rows)
+            _copy_evidence(rows, got[2], got[1], pid)
+            positions.extend([j] * (len(rows) - before))
+    return _Column(codes, rows, np.asarray(positions, dtype=np.int64), crit.id)
+
+
+def _row_columns(
+    prep: Prepared,
+    trial: Trial,
+    todo: list[int],
+    people: list[Any],
+    pids: list[str],
+    crit_reads: list[Any] | None,
+    rows_shortcut: Shortcut | None,
+    define: dict[str, Any],
+) -> list[_Column]:
+    """The columns of the criteria ``todo``, patient by patient: a criterion that reads none
+    of a patient's rows is evaluated once per patient key and copied."""
+    ctx = prep.ctx
+    conditions, medications, observations = prep.conditions, prep.medications, prep.observations
+    criteria = trial.criteria
+    code_of = prep.outcome_code
+    key_ids = prep.patient_key_ids() if crit_reads is not None else []
+    # id(coded) -> (coded, per criterion: reads none of these rows)
+    free_of: dict[int, tuple[Any, tuple[bool, ...]]] = {}
+    # (criterion index, patient key id) -> (code, owner's id, owner's evidence rows)
+    parts: dict[tuple[int, int], tuple[int, str, list[tuple[Any, ...]]]] = {}
+    codes: dict[int, list[int]] = {i: [0] * len(pids) for i in todo}
+    rows: dict[int, list[tuple[Any, ...]]] = {i: [] for i in todo}
+    positions: dict[int, list[int]] = {i: [] for i in todo}
+    for j, (p, pid) in enumerate(zip(people, pids, strict=True)):
+        coded = prep.coded(pid)
+        free: tuple[bool, ...] = ()
+        if crit_reads is not None:
+            hit = free_of.get(id(coded))
+            if hit is None or hit[0] is not coded:
+                flags = tuple(r is not None and _reads_none(coded, r) for r in crit_reads)
+                hit = free_of[id(coded)] = (coded, flags)
+            free = hit[1]
+        scope: Scope | None = None
+        for i in todo:
+            part = (i, key_ids[j]) if free and free[i] else None
+            got = parts.get(part) if part is not None else None
+            if got is not None:
+                codes[i][j] = got[0]
+                if got[2]:
+                    before = len(rows[i])
+                    _copy_evidence(rows[i], got[2], got[1], pid)
+                    positions[i].extend([j] * (len(rows[i]) - before))
+                continue
+            if scope is None:
+                data = PatientData(
+                    p,
+                    conditions.get(pid, []),
+                    medications.get(pid, []),
+                    observations.get(pid, []),
+                    coded,
+                )
+                scope = Scope(ctx, data, define, rows_shortcut)
+            crit = criteria[i]
+            o = evaluate_criterion(crit, scope)
+            code = codes[i][j] = code_of(o)
+            mine = [(pid, crit.id, *e) for e in o.evidence] if o.evidence else []
+            if mine:
+                rows[i].extend(mine)
+                positions[i].extend([j] * len(mine))
+            if part is not None:
+                parts[part] = (code, pid, mine)
+    return [
+        _Column(codes[i], rows[i], np.asarray(positions[i], dtype=np.int64), criteria[i].id)
+        for i in todo
+    ]
 
 
 def _copy_evidence(
@@ -604,9 +825,13 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     answer_cols = [*INCLUSION_ANSWERS, *EXCLUSION_ANSWERS]
     ids = [c.id for c in trial.criteria]
     ans = result.answers
-    patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
     columns = list(dict.fromkeys(ids))
-    texts, matrix = _answer_matrix(ans, patients, columns)
+    laid_out = _laid_out(result, columns)
+    if laid_out is not None:
+        patients, texts, matrix = laid_out
+    else:
+        patients = pd.Index(pd.unique(pd.concat([result.status["patient_id"], ans["patient_id"]])))
+        texts, matrix = _answer_matrix(ans, patients, columns)
     # still in after criterion k <=> no not_met / excluded among criteria 1..k
     failing = [code for code, text in enumerate(texts) if text in FAILING]
     still_in = np.cumsum(np.isin(matrix, failing), axis=1) == 0
@@ -638,6 +863,30 @@ def attrition(result: EvaluationResult, trial: Trial) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["step", "criterion_id", "kind", "title", "remaining", *answer_cols]
     )
+
+
+def _laid_out(result: EvaluationResult, ids: list[str]) -> tuple[Any, list[str], Any] | None:
+    """(patients, answer texts, matrix) as :func:`_answer_matrix` gives them, read from the
+    answers' categorical codes when evaluate made ``result.answers`` for these criteria
+    (and nobody replaced it since); None otherwise."""
+    layout = result._layout
+    if layout is None or layout[0] is not result.answers or list(layout[2]) != ids:
+        return None
+    answer = result.answers["answer"]
+    pids = layout[1]
+    if not isinstance(answer.dtype, pd.CategoricalDtype) or len(answer) != len(pids) * len(ids):
+        return None
+    status_pids = result.status["patient_id"]
+    if len(status_pids) != len(pids) or not ids:
+        return None
+    codes = answer.cat.codes.to_numpy().astype(np.int64)
+    # the categories in order of first use, as factorising the texts orders them
+    used, first = np.unique(codes, return_index=True)
+    order = used[np.argsort(first)]
+    renumber = np.full(len(answer.cat.categories) + 1, -1, dtype=np.int64)
+    renumber[order] = np.arange(len(order))
+    texts = [answer.cat.categories[c] for c in order.tolist()]
+    return pd.Index(pids), texts, renumber[codes].reshape(len(pids), len(ids))
 
 
 def _answer_matrix(

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
+import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_cohort.engine.evaluate import (
     ANSWER_COLUMNS,
+    CATEGORICAL_ANSWER_COLUMNS,
     EVIDENCE_COLUMNS,
     STATUS_COLUMNS,
+    EvaluationResult,
     Prepared,
+    _answer_lists,
+    _answers_frame,
+    _Column,
     _frame,
     attrition,
+    evaluate,
 )
 from fhir_cohort.engine.tables import Tables
 from tests.criteria_variants import shorthand
@@ -137,6 +147,9 @@ def test_attrition(run, b, trial):
         observations=a["observations"] + c["observations"],
     )
     att = attrition(res, trial)
+    assert res._layout is not None  # read from the answers' codes: as from the frame alone
+    plain = EvaluationResult(res.answers, res.evidence, res.status)
+    pd.testing.assert_frame_equal(att, attrition(plain, trial))
     assert att.criterion_id.tolist() == ["all"] + [c.id for c in trial.criteria]
     remaining = dict(zip(att.criterion_id, att.remaining, strict=True))
     # pb fails age; pd (no birthDate, age unknown) then fails sle; pc is excluded by E1.
@@ -222,23 +235,103 @@ def test_what_several_trials_share_is_kept_until_the_last_of_them_and_no_longer(
     empty = Tables.from_rows([], [], [], [])
     prep = Prepared(empty, terminology, as_of=date(2026, 1, 1))
     prep.share([["a", "b", "b"], ["c"], ["a"], ["b", "a"]])
-    assert prep.shared_outcomes("c") is None
+    assert prep.shared_column("c") is None and not prep.is_shared("c")
     calls: list[str] = []
+    column = _Column([0], [], np.zeros(0, dtype=np.int64), "I1")
 
     def frame() -> pd.DataFrame:
         calls.append("b")
         return pd.DataFrame({"x": [1]})
 
     for trial, keys in enumerate([["a", "b"], ["c"], ["a"], ["b", "a"]]):
-        stores = [prep.shared_outcomes(k) for k in keys if k != "c"]
-        assert all(s is not None for s in stores), trial
+        assert all(prep.is_shared(k) for k in keys if k != "c"), trial
         if trial == 0:
-            stores[0]["p1"] = "outcome"  # type: ignore[index]
+            assert prep.shared_column("a") is None
+            prep.keep_column("a", column)
+            prep.keep_column("c", column)  # asked by one trial: not kept
         else:
-            assert prep.shared_outcomes("a") == {"p1": "outcome"}
+            assert prep.shared_column("a") is column
         if "b" in keys:
             prep.shared_frame("b", frame)
         prep.done_with(keys)
     assert calls == ["b"]  # computed by its first trial only
-    assert prep.shared_outcomes("a") is None and prep.shared_outcomes("b") is None
-    assert not prep._shared_outcomes and not prep._shared_frames  # freed after the last
+    assert prep.shared_column("a") is None and prep.shared_column("b") is None
+    assert not prep._shared_columns and not prep._shared_frames  # freed after the last
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pids=st.lists(st.sampled_from(["p1", "p2", "p3", "p10", "é"]), max_size=6),
+    crit_ids=st.lists(st.sampled_from(["I1", "I2", "E1", "E2"]), max_size=4),
+    values=st.lists(
+        st.tuples(
+            st.sampled_from(["met", "not_met", "unknown", "clear", "excluded", "review"]),
+            st.sampled_from(["", "ok", "no rows", 'a, "b"', "ok "]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    data=st.data(),
+)
+def test_the_answers_frame_from_codes_is_the_frame_of_the_answers_texts(
+    pids: list[str], crit_ids: list[str], values: list[tuple[str, str]], data: st.DataObject
+) -> None:
+    """_answers_frame builds from integer codes the very frame _frame builds from the texts
+    (same values, dtypes and category order), duplicate ids and empty tables included."""
+    codes = [
+        data.draw(st.lists(st.integers(0, len(values) - 1), min_size=len(pids), max_size=len(pids)))
+        for _ in crit_ids
+    ]
+    expected = _frame(
+        _answer_lists(pids, crit_ids, codes, values), ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS
+    )
+    got = _answers_frame(pids, crit_ids, codes, values)
+    pd.testing.assert_frame_equal(got, expected)
+    for column in CATEGORICAL_ANSWER_COLUMNS:
+        if isinstance(expected[column].dtype, pd.CategoricalDtype):
+            assert list(got[column].cat.categories) == list(expected[column].cat.categories)
+
+
+def test_a_pass_sharing_answer_columns_answers_as_each_trial_alone(b, terminology) -> None:
+    """Criteria several trials (or one trial twice) ask identically are answered once per
+    pass and their columns taken whole, also under another criterion id: every trial's
+    answers, evidence, status and attrition equal those of the trial evaluated alone."""
+    from fhir_cohort.criteria.io import parse_criteria
+    from fhir_cohort.pipeline import pass_keys
+    from tests.criteria_variants import shipped_document
+
+    def trial_of(tid: str, change) -> Any:
+        doc = shipped_document()
+        doc["id"] = tid
+        change(doc["criteria"])
+        return parse_criteria(doc)
+
+    def twice(criteria: list[dict]) -> None:  # the same rules twice, under new ids
+        criteria.extend({**c, "id": c["id"] + "_again"} for c in list(criteria[:3]))
+
+    def renamed(criteria: list[dict]) -> None:
+        criteria[1]["id"] = "sle_elsewhere"
+
+    def older(criteria: list[dict]) -> None:
+        criteria[0]["min_years"] = 40
+
+    trials = [trial_of("A", twice), trial_of("B", renamed), trial_of("C", older)]
+    a, c = _eligible_rows(b, "pa"), _eligible_rows(b, "pc")
+    c["conditions"].append(b.cond(b.LN_CLASS_IV, "pc"))
+    tables = Tables.from_rows(
+        [b.pat("pa"), b.pat("pb", birth="2015-01-01"), b.pat("pc"), b.pat("pd", birth=None)]
+        + [b.pat(f"q{i}", birth=f"19{50 + i}-02-03") for i in range(6)],
+        a["conditions"] + c["conditions"] + [b.cond(b.PREGNANCY, "q1", onset="2025-05-01")],
+        a["medications"] + c["medications"],
+        a["observations"] + c["observations"],
+    )
+    as_of = date(2025, 6, 30)
+    prep = Prepared(tables, terminology, as_of)
+    prep.share(pass_keys(t) for t in trials)
+    for trial in trials:
+        together = evaluate(trial, tables, terminology, as_of, prep)
+        alone = evaluate(trial, tables, terminology, as_of)
+        for name in ("answers", "evidence", "status"):
+            pd.testing.assert_frame_equal(getattr(together, name), getattr(alone, name))
+        pd.testing.assert_frame_equal(attrition(together, trial), attrition(alone, trial))
+    assert not prep._shared_columns  # each freed after its last trial
