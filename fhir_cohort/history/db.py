@@ -1148,7 +1148,11 @@ class History(DecisionStore):
             self.conn.execute("ROLLBACK")
             raise
         else:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._last_record = None  # not committed: its keys may not hold
+                raise
         finally:
             self._depth = 0
 
