@@ -221,6 +221,7 @@ _AGE = re.compile(r"age \d+")
 _DIGEST = 32  # bytes of a SHA-256: run_patients.evidence is a row of them
 _CHUNK_ROWS = 16_384  # evidence rows hashed at a time: bounded memory at any size
 _WORDING = 8  # bytes of BLAKE2b per stored rows text: which wording a run stored
+_WRITE_BYTES = 16 << 20  # evidence rows held before they are written (_SetWrites)
 _WORDING_OF = functools.partial(hashlib.blake2b, digest_size=_WORDING)
 _DIGEST_OF = operator.methodcaller("digest")
 _LIST_OF_ONE = b"[%b]".__mod__  # a row's JSON -> a list of that one row
@@ -313,13 +314,13 @@ def _hashed_groups(
     evidence: Any,
     groups: Any,
     as_of: str | None,
-    known: Mapping[int, Any] | None = None,
+    known: _Known | None = None,
 ) -> Iterator[tuple[Any, list[bytes], list[bytes | None]]]:
     """The evidence sets of ``evidence``'s rows grouped by ``groups`` (an integer per row;
     negative: skipped), a chunk of rows at a time: per chunk the group codes, in the order
     each group first appears, and per group the SHA-256 of its records and the rows as JSON
     bytes (:func:`evidence_sets` says what is hashed). A group whose code is in ``known``
-    (code -> (digest, ...)) is not hashed: its digest is ``known``'s and its rows None.
+    is not hashed: its digest is ``known``'s and its rows None.
 
     Rows are turned into Python strings one chunk at a time: a hospital's evidence table as
     Python objects would cost more memory than the whole history record."""
@@ -345,9 +346,7 @@ def _hashed_groups(
         a, b = int(starts[i]), int(bounds[j])
         chunk_codes = codes[starts[i:j]]
         lengths = bounds[i + 1 : j + 1] - starts[i:j]
-        skip = None
-        if known:
-            skip = np.fromiter(map(known.__contains__, chunk_codes.tolist()), bool, j - i)
+        skip, at = known.find(chunk_codes) if known else (None, None)
         if skip is None or not skip.any():
             rows = slice(a, b) if contiguous else order[a:b]
             hashed, stored = _chunk_rows(frame.iloc[rows], lengths.tolist(), as_of)
@@ -356,17 +355,15 @@ def _hashed_groups(
         else:  # known groups: their digests, no rows turned into text
             rows = order[a:b][np.repeat(~skip, lengths)]
             hashed, stored = _chunk_rows(frame.iloc[rows], lengths[~skip].tolist(), as_of)
-            new_digests = iter(list(map(_DIGEST_OF, map(hashlib.sha256, hashed))))
-            new_stored = iter(stored)
-            digests, texts = [], []
-            for code, is_known in zip(chunk_codes.tolist(), skip.tolist(), strict=True):
-                if is_known:
-                    digests.append(known[code][0])
-                    texts.append(None)
-                else:
-                    digests.append(next(new_digests))
-                    texts.append(next(new_stored))
-            yield chunk_codes, digests, texts
+            both = np.empty(j - i, dtype=f"S{_DIGEST}")
+            both[skip] = known.digests[at[skip]]  # type: ignore[union-attr]
+            if len(hashed):
+                new = list(map(_DIGEST_OF, map(hashlib.sha256, hashed)))
+                both[~skip] = np.array(new, dtype=f"S{_DIGEST}")
+            texts: list[bytes | None] = [None] * (j - i)
+            for k, text in zip(np.flatnonzero(~skip).tolist(), stored, strict=True):
+                texts[k] = text
+            yield chunk_codes, _split(both.tobytes(), _DIGEST), texts
         i = j
 
 
@@ -486,23 +483,50 @@ class _SharedSource:
 
     def match(
         self, table: _AnswerTable, fields: Any, groups: Any, rank: int
-    ) -> dict[int, tuple[bytes, bytes]]:
-        """Cell -> (digest, wording) of the criterion at ``rank`` of ``table``, when its
+    ) -> tuple[Any, bytes, bytes] | None:
+        """(cells, digests, wordings) of the criterion at ``rank`` of ``table``, when its
         evidence rows are this source's row for row (same patients in the same order, every
-        stored field equal); else nothing (its sets are then hashed)."""
+        stored field equal); else None (its sets are then hashed)."""
         import numpy as np
 
         if len(table.pids) != len(self.pids) or not table.pids.equals(self.pids):
-            return {}
+            return None
         width = len(table.names)
         rows = np.flatnonzero((groups >= 0) & (groups % width == rank))
         if not np.array_equal(groups[rows] // width, self.row_patients):
-            return {}
+            return None
         if not self.fields.take(self.rows).equals(fields.take(rows)):
-            return {}
-        cells = (self.patients * width + rank).tolist()
-        pairs = zip(_split(self.digests, _DIGEST), _split(self.words, _WORDING), strict=True)
-        return dict(zip(cells, pairs, strict=True))
+            return None
+        return self.patients * width + rank, self.digests, self.words
+
+
+class _Known:
+    """The sets of a trial an earlier trial of the pass recorded: per cell (patient * width
+    + criterion) the digest and wording, as arrays sorted by cell (looked up vectorised: a
+    shared criterion has a set per patient)."""
+
+    def __init__(self, found: Sequence[tuple[Any, bytes, bytes]]) -> None:
+        import numpy as np
+
+        cells = np.concatenate([np.asarray(c, dtype=np.int64) for c, _, _ in found] or [[]])
+        order = np.argsort(cells, kind="stable")
+        self.cells = cells.astype(np.int64)[order]
+        digests = b"".join(d for _, d, _ in found)
+        words = b"".join(w for _, _, w in found)
+        self.digests = np.frombuffer(digests, dtype=f"S{_DIGEST}")[order]
+        self.words = np.frombuffer(words, dtype=f"S{_WORDING}")[order]
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def find(self, codes: Any) -> tuple[Any, Any]:
+        """Per code: is it known, and where (an index into the arrays; only where known)."""
+        import numpy as np
+
+        if len(self.cells) == 0:
+            return np.zeros(len(codes), dtype=bool), np.zeros(len(codes), dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.cells, codes), len(self.cells) - 1)
+        return self.cells[at] == codes, at
 
 
 class SharedEvidence:
@@ -522,19 +546,19 @@ class SharedEvidence:
         """Whether a key is still asked by a trial to come."""
         return bool(self._uses)
 
-    def known(
-        self, keys: Sequence[str], table: _AnswerTable, evidence: Any, groups: Any
-    ) -> dict[int, tuple[bytes, bytes]]:
-        """Cell -> (digest, wording) of every set of this trial an earlier one recorded."""
-        out: dict[int, tuple[bytes, bytes]] = {}
+    def known(self, keys: Sequence[str], table: _AnswerTable, evidence: Any, groups: Any) -> _Known:
+        """The digest and wording of every set of this trial an earlier one recorded."""
+        found = []
         fields = None
         for rank, key in enumerate(keys):
             source = self._sources.get(key)
             if source is not None:
                 if fields is None:
                     fields = _stored_fields(evidence)
-                out.update(source.match(table, fields, groups, rank))
-        return out
+                got = source.match(table, fields, groups, rank)
+                if got is not None:
+                    found.append(got)
+        return _Known(found)
 
     def remember(
         self,
@@ -814,28 +838,115 @@ class _AnswerTable:
         return np.cumsum(((self.matrix >= 0) & (self.matrix & 1 == 1)).sum(axis=1))
 
 
+def _to_write(digests: Sequence[bytes], known: Any, same: Any, rewritten: set[bytes]) -> list[int]:
+    """Which of a chunk's sets to write (positions): not one the latest run stored with the
+    same text (``known``, ``same``: :meth:`_LatestWordings.lookup`), unless this run wrote
+    its digest before (``rewritten``, updated: the digests the latest run has that this run
+    wrote), so that the last group's text wins. Vectorised: a chunk has 16,384 sets."""
+    import numpy as np
+
+    write = ~same
+    fresh = np.flatnonzero(known & write).tolist()  # the latest run's, written now
+    again = np.flatnonzero(same)
+    if len(again) and (rewritten or fresh):
+        at = again.tolist()
+        wanted = list(map(digests.__getitem__, at))
+        hit = np.fromiter(map(rewritten.__contains__, wanted), bool, len(at))
+        if fresh:  # rewritten earlier in this chunk: its first position there
+            first = dict(zip(map(digests.__getitem__, fresh[::-1]), fresh[::-1], strict=True))
+            later = np.fromiter(map(first.get, wanted, itertools.repeat(len(digests))), np.int64)
+            hit |= later < again
+        write[again[hit]] = True
+    rewritten.update(map(digests.__getitem__, fresh))
+    return np.flatnonzero(write).tolist()
+
+
+class _SetWrites:
+    """One run's upserts into evidence_sets, buffered (as bytes, not a Python object per
+    row) and written sorted by digest once ``_WRITE_BYTES`` are held, and at the end: SQLite
+    then walks the table's pages once per write, not once per chunk of groups (a chunk's
+    digests touch nearly every page of a hospital's table, and each page spilled from the
+    cache goes to the WAL again). One digest's rows are written in the order added (stable
+    sort), so the later wording still wins."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._digests = bytearray()
+        self._texts = bytearray()
+        self._lengths: list[int] = []
+
+    def add(self, digests: Sequence[bytes], texts: Sequence[bytes]) -> None:
+        """Rows to write: each digest with its rows' JSON (UTF-8)."""
+        self._digests += b"".join(digests)
+        self._texts += b"".join(texts)
+        self._lengths += map(len, texts)
+        if len(self._digests) + len(self._texts) >= _WRITE_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        import numpy as np
+
+        if not self._lengths:
+            return
+        digests, texts = bytes(self._digests), self._texts
+        ends = np.cumsum(np.asarray(self._lengths, dtype=np.int64))
+        starts = ends - np.asarray(self._lengths, dtype=np.int64)
+        self._digests, self._texts, self._lengths = bytearray(), bytearray(), []
+        order = np.argsort(np.frombuffer(digests, dtype=f"S{_DIGEST}"), kind="stable")
+        at = order * _DIGEST
+        rows = zip(
+            _slices(digests, at.tolist(), (at + _DIGEST).tolist()),
+            map(bytearray.decode, _slices(texts, starts[order].tolist(), ends[order].tolist())),
+            strict=True,
+        )
+        self.conn.executemany(
+            "INSERT INTO evidence_sets VALUES (?, ?) ON CONFLICT (evidence_sha256) "
+            "DO UPDATE SET rows = excluded.rows WHERE rows != excluded.rows",
+            rows,
+        )
+
+
+def _slices(blob: Any, starts: Iterable[int], ends: Iterable[int]) -> Iterator[Any]:
+    """``blob[start:end]`` per pair (C-level maps: no Python frame per row)."""
+    return map(blob.__getitem__, map(slice, starts, ends))
+
+
 class _LatestWordings:
     """What evidence_sets holds for the digests of the latest recorded run: for each, the
     text that run stored (its wording hash), unless the run had the digest with two."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, digests: bytes, words: bytes) -> None:
+        """From the run's digests and their wordings (concatenated, in any order)."""
         import numpy as np
 
+        digests_all = np.frombuffer(digests, dtype=f"S{_DIGEST}")
+        words_all = np.frombuffer(words, dtype=f"S{_WORDING}")
+        # Sorted by each digest's first 8 bytes (integers sort ten times faster than bytes);
+        # by the whole digest only if two digests share them (then equal ones might not
+        # lie side by side).
+        prefix = _prefixes(digests_all)
+        order = np.argsort(prefix, kind="stable")
+        self.digests, self.words, self.prefix = digests_all[order], words_all[order], prefix[order]
+        shared_prefix = self.prefix[1:] == self.prefix[:-1]
+        if (shared_prefix & (self.digests[1:] != self.digests[:-1])).any():
+            order = np.argsort(self.digests, kind="stable")
+            self.digests, self.words, self.prefix = self.digests[order], self.words[order], None
+        # a digest with two wordings in that run: which one it stored last is not known
+        twice = self.digests[1:] == self.digests[:-1]
+        other = twice & (self.words[1:] != self.words[:-1])
+        unsure = self.digests[1:][other].tobytes()  # (tolist() would cut trailing zero bytes)
+        self.unsure = {unsure[i : i + _DIGEST] for i in range(0, len(unsure), _DIGEST)}
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection) -> _LatestWordings:
+        """The latest run's, read from the database."""
         cursor = conn.cursor()
         cursor.row_factory = None
         rows = cursor.execute(
             "SELECT evidence, evidence_wording FROM run_patients "
             "WHERE run_id = (SELECT max(run_id) FROM run_patients) AND evidence_wording NOT NULL"
         ).fetchall()
-        digests = np.frombuffer(b"".join(r[0] for r in rows), dtype=f"S{_DIGEST}")
-        words = np.frombuffer(b"".join(r[1] for r in rows), dtype=f"S{_WORDING}")
-        order = np.argsort(digests, kind="stable")
-        self.digests, self.words = digests[order], words[order]
-        # a digest with two wordings in that run: which one it stored last is not known
-        twice = self.digests[1:] == self.digests[:-1]
-        other = twice & (self.words[1:] != self.words[:-1])
-        unsure = self.digests[1:][other].tobytes()  # (tolist() would cut trailing zero bytes)
-        self.unsure = {unsure[i : i + _DIGEST] for i in range(0, len(unsure), _DIGEST)}
+        return cls(b"".join(r[0] for r in rows), b"".join(r[1] for r in rows))
 
     def lookup(self, digests: Sequence[bytes], words: Sequence[bytes]) -> tuple[Any, Any]:
         """Per digest: is it the latest run's, and did that run store this wording."""
@@ -845,12 +956,39 @@ class _LatestWordings:
             none = np.zeros(len(digests), dtype=bool)
             return none, none
         query = np.array(digests, dtype=f"S{_DIGEST}")
-        at = np.minimum(np.searchsorted(self.digests, query), len(self.digests) - 1)
+        if self.prefix is not None:  # no two digests share a prefix: it finds the digest
+            at = np.searchsorted(self.prefix, _prefixes(query))
+        else:
+            at = np.searchsorted(self.digests, query)
+        at = np.minimum(at, len(self.digests) - 1)
         known = self.digests[at] == query
         same = known & (self.words[at] == np.array(words, dtype=f"S{_WORDING}"))
         if self.unsure:
             same &= np.array([d not in self.unsure for d in digests], dtype=bool)
         return known, same
+
+
+def _prefixes(digests: Any) -> Any:
+    """The first 8 bytes of each digest (an ``S32`` array) as an unsigned integer, big-endian:
+    they sort as the bytes do."""
+    import numpy as np
+
+    if len(digests) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    raw = np.frombuffer(np.ascontiguousarray(digests).tobytes(), dtype=">u8")
+    return raw[:: _DIGEST // 8].astype(np.uint64)
+
+
+@dataclass
+class _Recorded:
+    """What this connection's last record_run left, for the next trial of a pass: its
+    patients' keys (the same patients: the same keys) and its evidence wordings (the
+    latest run's, while no run was recorded since). Dropped on a rollback."""
+
+    run_id: int
+    pids: Any  # Arrow
+    keys: list[int]
+    wordings: _LatestWordings
 
 
 class _AnswerSets:
@@ -938,23 +1076,34 @@ def _patient_rows(
     digests: bytes,
     wordings: bytes,
 ) -> Iterator[tuple[Any, ...]]:
-    """run_patients' rows by patient key (the table's order), made one at a time: 100,000
-    rows with their evidence blobs held at once would be some 25 MB."""
+    """run_patients' rows by patient key (the table's order), made a block at a time:
+    100,000 rows with their evidence blobs held at once would be some 25 MB. (Chained
+    iterators, not a generator: no Python frame resumed per row.)"""
     import numpy as np
 
-    ends = table.evidence_ends().tolist()
-    starts = [0, *ends[:-1]]
-    patient_sets = table.patient_sets.tolist()
-    for i in np.argsort(np.asarray(keys), kind="stable").tolist():
-        lo, hi = starts[i], ends[i]
-        yield (
-            run_id,
-            keys[i],
-            statuses[i],
-            set_ids[patient_sets[i]],
-            digests[lo * _DIGEST : hi * _DIGEST] or None,
-            wordings[lo * _WORDING : hi * _WORDING] or None,
+    ends = table.evidence_ends()
+    starts = np.r_[0, ends[:-1]].astype(np.int64)
+    sets = np.asarray(set_ids, dtype=np.int64)[table.patient_sets]
+    order = np.argsort(np.asarray(keys), kind="stable")
+
+    def block(first: int) -> Iterator[tuple[Any, ...]]:
+        rows = order[first : first + _CHUNK_ROWS]
+        lo, hi = starts[rows], ends[rows]
+        evidence = list(_slices(digests, (lo * _DIGEST).tolist(), (hi * _DIGEST).tolist()))
+        words = list(_slices(wordings, (lo * _WORDING).tolist(), (hi * _WORDING).tolist()))
+        for k in np.flatnonzero(lo == hi).tolist():  # no evidence: NULL, not an empty blob
+            evidence[k] = words[k] = None
+        at = rows.tolist()
+        return zip(
+            itertools.repeat(run_id),
+            map(keys.__getitem__, at),
+            map(statuses.__getitem__, at),
+            sets[rows].tolist(),
+            evidence,
+            words,
         )
+
+    return itertools.chain.from_iterable(map(block, range(0, len(order), _CHUNK_ROWS)))
 
 
 class History(DecisionStore):
@@ -967,6 +1116,7 @@ class History(DecisionStore):
         self.path = path
         self.conn = conn
         self._depth = 0
+        self._last_record: _Recorded | None = None
 
     def __enter__(self) -> History:
         return self
@@ -994,10 +1144,15 @@ class History(DecisionStore):
         try:
             yield self.conn
         except BaseException:
+            self._last_record = None  # its patients' keys may be rolled back with it
             self.conn.execute("ROLLBACK")
             raise
         else:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._last_record = None  # not committed: its keys may not hold
+                raise
         finally:
             self._depth = 0
 
@@ -1092,12 +1247,12 @@ class History(DecisionStore):
                     pass_id,
                     previous,
                     len(pids),
-                    *(int(counts.get(s, statuses.count(s))) for s in _STATUSES),
+                    *(int(counts[s]) if s in counts else statuses.count(s) for s in _STATUSES),
                 ),
             )
             run_id = int(cursor.lastrowid or 0)
-            keys = self._patient_keys(pids)
             table = _AnswerTable(pids, answers, list(criteria.get("criterion_ids") or []))
+            keys = self._patient_keys(pids, table.pids)
             del pids  # the table holds them as Arrow
             ids = criteria.get("criterion_ids") or []
             if shared is not None and len(same_keys) != len(ids):
@@ -1113,6 +1268,9 @@ class History(DecisionStore):
                 "INSERT INTO run_patients (run_id, patient_key, status, answer_set_id, evidence, "
                 "evidence_wording) VALUES (?, ?, ?, ?, ?, ?)",
                 _patient_rows(run_id, keys, statuses, table, set_ids, digests, wordings),
+            )
+            self._last_record = _Recorded(
+                run_id, table.pids, keys, _LatestWordings(digests, wordings)
             )
         return self.run(run_id)
 
@@ -1141,42 +1299,36 @@ class History(DecisionStore):
             if shared is not None:
                 shared.done_with(keys)
             return b"", b""
-        stored = _LatestWordings(self.conn)
+        stored = self._latest_wordings()
         found: list[Any] = []
         digests, wordings = bytearray(), bytearray()
         rewritten: set[bytes] = set()  # digests the latest run has, written by this run
+        writes = _SetWrites(self.conn)
         groups = table.groups(evidence)
-        known = shared.known(keys, table, evidence, groups) if shared is not None else {}
+        known = shared.known(keys, table, evidence, groups) if shared is not None else None
         for codes, chunk, texts in _hashed_groups(evidence, groups, as_of, known):
-            words = [
-                known[code][1] if text is None else _WORDING_OF(text).digest()
-                for code, text in zip(codes.tolist(), texts, strict=True)
-            ]
+            skip, at = known.find(codes) if known else (None, None)
+            if skip is not None and skip.any():
+                both = np.empty(len(codes), dtype=f"S{_WORDING}")
+                both[skip] = known.words[at[skip]]  # type: ignore[union-attr]
+                new = [t for t in texts if t is not None]
+                if new:
+                    hashes = list(map(_DIGEST_OF, map(_WORDING_OF, new)))
+                    both[~skip] = np.array(hashes, dtype=f"S{_WORDING}")
+                words = _split(both.tobytes(), _WORDING)
+            else:
+                words = list(map(_DIGEST_OF, map(_WORDING_OF, texts)))  # type: ignore[arg-type]
             found.append(codes)
             digests += b"".join(chunk)
             wordings += b"".join(words)
-            known_flags, same = (flags.tolist() for flags in stored.lookup(chunk, words))
-            write: list[tuple[bytes, int]] = []
-            for k, (digest, is_known, is_same) in enumerate(
-                zip(chunk, known_flags, same, strict=True)
-            ):
-                if is_same and digest not in rewritten:
-                    continue
-                if is_known:
-                    rewritten.add(digest)
-                write.append((digest, k))
-            missing = [codes[k] for _, k in write if texts[k] is None]
+            write = _to_write(chunk, *stored.lookup(chunk, words), rewritten)
+            missing = [
+                c for c, k in zip(codes[write].tolist(), write, strict=True) if texts[k] is None
+            ]
             if missing:  # shared sets to write after all: their rows are this trial's too
                 texts = _texts_of(evidence, groups, codes, texts, missing, as_of)
-            # by digest (stable: of two groups with one digest the later wording wins)
-            self.conn.executemany(
-                "INSERT INTO evidence_sets VALUES (?, ?) ON CONFLICT (evidence_sha256) "
-                "DO UPDATE SET rows = excluded.rows WHERE rows != excluded.rows",
-                sorted(
-                    ((d, texts[k].decode()) for d, k in write),  # type: ignore[union-attr]
-                    key=operator.itemgetter(0),
-                ),
-            )
+            writes.add(list(map(chunk.__getitem__, write)), list(map(texts.__getitem__, write)))
+        writes.flush()
         if not found:
             if shared is not None:
                 shared.done_with(keys)
@@ -1192,8 +1344,23 @@ class History(DecisionStore):
             shared.done_with(keys)
         return digest_rows.tobytes(), wording_rows.tobytes()
 
-    def _patient_keys(self, pids: Sequence[str]) -> list[int]:
-        """Each patient's key, in ``pids``' order (new ids inserted)."""
+    def _latest_wordings(self) -> _LatestWordings:
+        """The latest recorded run's wordings: those this connection recorded last, when no
+        run was recorded since (a pass's next trial), else read."""
+        mine = self._last_record
+        if mine is not None:
+            latest = self.conn.execute("SELECT max(run_id) FROM run_patients").fetchone()[0]
+            if latest == mine.run_id:
+                return mine.wordings
+        return _LatestWordings.read(self.conn)
+
+    def _patient_keys(self, pids: Sequence[str], arrow: Any = None) -> list[int]:
+        """Each patient's key, in ``pids``' order (new ids inserted). ``arrow``: the same ids
+        as Arrow; when they are the patients this connection recorded last (a pass's next
+        trial), their keys are those: a key never changes once committed."""
+        mine = self._last_record
+        if mine is not None and arrow is not None and mine.pids.equals(arrow):
+            return mine.keys
         cursor = self.conn.cursor()
         cursor.row_factory = None  # plain tuples: every patient of the database is read
         known = dict(cursor.execute("SELECT patient_id, patient_key FROM patients").fetchall())

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from fhir_cohort.errors import HistoryError
+from fhir_cohort.history import db
 from fhir_cohort.history.db import (
     EVIDENCE_HASHED,
     HISTORY_NAME,
@@ -333,13 +334,20 @@ def test_runs_recorded_before_answer_sets_migrate_to_the_same_answers(tmp_path: 
     assert sets < len(want["rows"]) / 3  # patients share sets: fewer sets than answers
 
 
-def test_each_evidence_set_keeps_the_wording_recorded_last(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("chunk_rows", "write_bytes"), [(16_384, 16 << 20), (2, 1), (3, 200)])
+def test_each_evidence_set_keeps_the_wording_recorded_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int, write_bytes: int
+) -> None:
     """Runs of two trials in turn cite the same records with other notes (and, in one run,
     one record set under two criteria with two notes): after every run each stored set has
     the text of the last group recorded with its hash, as if every set were rewritten each
-    run, though a run rewrites only the sets whose text the latest run did not store."""
+    run, though a run rewrites only the sets whose text the latest run did not store. Also
+    with groups hashed a few at a time and the buffered writes flushed at every chunk or
+    every few (a digest met again in a later chunk or flush: its later text still wins)."""
     import random
 
+    monkeypatch.setattr(db, "_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(db, "_WRITE_BYTES", write_bytes)
     rng = random.Random(13)
     records = [{"resource_type": "Condition", "resource_id": f"c{i}"} for i in range(3)]
     expected: dict[bytes, str] = {}
@@ -450,3 +458,93 @@ def test_a_pass_sharing_evidence_digests_records_what_separate_records_do(
                     )
             assert not share.sharing  # each key let go after the last trial asking it
             assert _contents(shared) == _contents(separate), week
+
+
+def test_a_pass_reuses_its_patients_keys_only_while_they_hold(tmp_path: Path) -> None:
+    """A connection reuses the keys of the patients it recorded last (a pass's next trial
+    lists the same patients), but not after a rollback: the keys it inserted are gone, and
+    another writer may have taken them."""
+    path = tmp_path / "h.sqlite"
+    patients = {"p1": "eligible", "p2": "review", "p3": "ineligible"}
+    with open_history(path) as history, open_history(path) as other:
+        record(history, "2026-11-10", patients={"p1": "eligible"})
+        with pytest.raises(RuntimeError), history.transaction():
+            record(history, "2026-11-17", patients=patients)  # p2, p3 inserted, then rolled back
+            raise RuntimeError("the outputs could not be written")
+        record(other, "2026-11-17", "T-2", patients={"p9": "review"})  # takes p2's old key
+        run_id = record(history, "2026-11-17", patients=patients)
+        assert history.statuses(run_id) == patients
+        again = record(history, "2026-11-24", "T-3", patients=patients)  # the same keys
+        assert history.statuses(again) == patients
+        assert other.statuses(run_id - 1) == {"p9": "review"}
+        keys = dict(history.conn.execute("SELECT patient_id, patient_key FROM patients"))
+        assert len(set(keys.values())) == 4
+        rows = history.conn.execute(
+            "SELECT run_id, patient_key FROM run_patients WHERE run_id >= ?", (run_id,)
+        ).fetchall()
+        assert sorted(map(tuple, rows)) == sorted(
+            (r, keys[p]) for r in (run_id, again) for p in patients
+        )
+
+
+def test_wordings_another_writer_recorded_since_are_read_again(tmp_path: Path) -> None:
+    """The latest run's wordings are what this connection recorded last only while no other
+    run was recorded since: a set another screen rewrote is written again."""
+    path = tmp_path / "h.sqlite"
+    cited = [{"resource_type": "Condition", "resource_id": "c1", "note": "x"}]
+    other_note = [{**cited[0], "note": "y"}]
+    with open_history(path) as history, open_history(path) as other:
+        for writer, rows in ((history, cited), (other, other_note), (history, cited)):
+            record(writer, "2026-11-10", patients={"p1": "review"}, evidence={("p1", "sle"): rows})
+        frame = screening(patients={"p1": "review"}, evidence={("p1", "sle"): cited})["evidence"]
+        expected = dict(evidence_sets(frame, "2026-11-10").values())
+        assert dict(history.conn.execute("SELECT * FROM evidence_sets").fetchall()) == expected
+
+
+def test_latest_wordings_lookup_is_a_dictionary_lookup() -> None:
+    """_LatestWordings finds digests by their first 8 bytes, or by all 32 when two digests
+    share those: each answer is that of a plain look-up (a digest the run had with two
+    wordings is never "the same")."""
+    rng = random.Random(5)
+    for shared_prefix in (False, True):
+        digests = [rng.randbytes(32) for _ in range(200)]
+        digests += [rng.randbytes(30) + b"\0\0" for _ in range(5)]  # trailing zero bytes
+        if shared_prefix:
+            digests += [d[:8] + rng.randbytes(24) for d in digests[:5]]
+        run = [(d, rng.choice([b"w1wordin", b"w2wordin"])) for d in digests for _ in range(2)]
+        rng.shuffle(run)
+        latest = db._LatestWordings(b"".join(d for d, _ in run), b"".join(w for _, w in run))
+        assert (latest.prefix is None) == shared_prefix
+        wordings: dict[bytes, set[bytes]] = {}
+        for d, w in run:
+            wordings.setdefault(d, set()).add(w)
+        query = [rng.choice(digests) for _ in range(300)] + [rng.randbytes(32) for _ in range(50)]
+        words = [rng.choice([b"w1wordin", b"w2wordin"]) for _ in query]
+        known, same = latest.lookup(query, words)
+        assert known.tolist() == [d in wordings for d in query]
+        assert same.tolist() == [wordings.get(d) == {w} for d, w in zip(query, words, strict=True)]
+
+
+def test_the_sets_to_write_are_those_of_the_row_by_row_rule() -> None:
+    """_to_write (vectorised) against the rule it replaces, on random chunks: a set the latest
+    run stored with this text is skipped unless this run wrote its digest before."""
+    import numpy as np
+
+    rng = random.Random(11)
+    for _ in range(300):
+        pool = [bytes([i]) * 32 for i in range(rng.randint(1, 6))]
+        rewritten = set(rng.sample(pool, rng.randint(0, len(pool))))
+        expected_rewritten = set(rewritten)
+        chunk = [rng.choice(pool) for _ in range(rng.randint(1, 12))]
+        known = [rng.random() < 0.7 for _ in chunk]
+        same = [k and rng.random() < 0.6 for k in known]
+        expected = []
+        for k, (digest, is_known, is_same) in enumerate(zip(chunk, known, same, strict=True)):
+            if is_same and digest not in expected_rewritten:
+                continue
+            if is_known:
+                expected_rewritten.add(digest)
+            expected.append(k)
+        got = db._to_write(chunk, np.array(known), np.array(same), rewritten)
+        assert got == expected
+        assert rewritten == expected_rewritten
