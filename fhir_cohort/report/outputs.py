@@ -79,6 +79,14 @@ def patients_table(
     Sorted eligible first, then review, then ineligible, then by patient id, so two runs over
     the same data (disk or server) produce byte-identical files.
     """
+    fast = _patients_table_arrow(answers, status, criterion_ids)
+    return fast if fast is not None else _patients_table_pandas(answers, status, criterion_ids)
+
+
+def _patients_table_pandas(
+    answers: pd.DataFrame, status: pd.DataFrame, criterion_ids: Sequence[str]
+) -> pd.DataFrame:
+    """:func:`patients_table` for any input, in pandas (pivot, join, sort)."""
     wide = answers.pivot(index="patient_id", columns="criterion_id", values="answer")
     wide = wide.reindex(columns=list(criterion_ids))
     # categorical answers (engine/evaluate.py) as the text they stand for, as the files hold it
@@ -96,16 +104,136 @@ def patients_table(
     return table.drop(columns="_rank").reset_index(drop=True)
 
 
+def _arrow_text(column: pd.Series) -> Any:
+    """``column``'s Arrow strings (a ChunkedArray, no copy) when it is Arrow-backed text
+    (pandas' default ``str``), else None."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return column.array.__arrow_array__()
+    return None
+
+
+def _patients_table_arrow(
+    answers: pd.DataFrame, status: pd.DataFrame, criterion_ids: Sequence[str]
+) -> pd.DataFrame | None:
+    """:func:`patients_table`'s frame built from integer codes (the answers' categories, row
+    positions, one stable sort in Arrow) instead of pandas' pivot, join and sort of text:
+    the same rows, order, values and dtypes. None, for the general path, unless the input is
+    what the engine makes: text in Arrow, categorical criterion ids and answers, unique
+    patient ids, one answer per patient and criterion, every criterion answered at least once,
+    every answer's patient in ``status`` and statuses all known."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = list(criterion_ids)
+    names = ["patient_id", "status", *ids, "reasons"]
+    if len(set(names)) != len(names) or answers.empty or status.empty:
+        return None
+    pid, stat, reasons = (_arrow_text(status[c]) for c in ("patient_id", "status", "reasons"))
+    answer_pid = _arrow_text(answers["patient_id"])
+    crit_type, answer_type = answers["criterion_id"].dtype, answers["answer"].dtype
+    if (
+        pid is None
+        or stat is None
+        or reasons is None
+        or answer_pid is None
+        or not isinstance(crit_type, pd.CategoricalDtype)
+        or not isinstance(answer_type, pd.CategoricalDtype)
+        or pid.null_count
+        or answer_pid.null_count
+    ):
+        return None
+    categories = answer_type.categories
+    answer_texts = _arrow_text(pd.Series(categories))
+    if answer_texts is None:
+        return None
+    rank = pc.index_in(stat, value_set=pa.array(STATUS_ORDER))
+    row = pc.index_in(answer_pid, value_set=pid.combine_chunks())
+    if rank.null_count or row.null_count:
+        return None
+    by_id = pc.sort_indices(pid).to_numpy()  # stable, by code point as pandas sorts text
+    sorted_pid = pid.take(by_id)
+    if len(pid) > 1 and pc.any(pc.equal(sorted_pid[1:], sorted_pid[:-1])).as_py():
+        return None
+    crit_codes = answers["criterion_id"].cat.codes.to_numpy()
+    if (crit_codes < 0).any():
+        return None
+    n, k = len(pid), len(crit_type.categories)
+    rows = row.to_numpy()
+    # pivot refuses two answers for one patient and criterion: the general path raises it
+    if np.bincount(rows * k + crit_codes, minlength=n * k).max() > 1:
+        return None
+    position = {c: i for i, c in enumerate(ids)}
+    column_of = np.array([position.get(c, -1) for c in crit_type.categories], dtype=np.int64)
+    cols = column_of[crit_codes]
+    kept = cols >= 0
+    # a criterion nobody was answered for is a column of floats in the general path
+    if (np.bincount(cols[kept], minlength=len(ids)) == 0).any():
+        return None
+    grid = np.full((n, len(ids)), -1, dtype=np.int64)
+    grid[rows[kept], cols[kept]] = answers["answer"].cat.codes.to_numpy()[kept]
+    # eligible, review, ineligible; within each by patient id (stable: ties keep their order)
+    order = by_id[np.argsort(rank.to_numpy()[by_id], kind="stable")]
+    texts = answer_texts.combine_chunks()
+    answer_dtype = categories.dtype
+    data: dict[str, Any] = {
+        "patient_id": pd.arrays.ArrowStringArray(pid.take(order), dtype=status["patient_id"].dtype),
+        "status": pd.arrays.ArrowStringArray(stat.take(order), dtype=status["status"].dtype),
+    }
+    for j, cid in enumerate(ids):
+        codes = grid[order, j]
+        cells = texts.take(pa.array(codes, mask=codes < 0))
+        data[cid] = pd.arrays.ArrowStringArray(cells, dtype=answer_dtype)
+    data["reasons"] = pd.arrays.ArrowStringArray(reasons.take(order), dtype=status["reasons"].dtype)
+    return pd.DataFrame(data)
+
+
 def sort_evidence(evidence: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.DataFrame:
-    order = {c: i for i, c in enumerate(criterion_ids)}
     ev = evidence.reindex(columns=list(EVIDENCE_COLUMNS))
-    ev = ev.assign(_c=ev["criterion_id"].map(order))
     # the last three only order rows the others tie (one record's codings in two systems):
     # a total order, so the file never follows the order the read's workers finished in
     keys = ["patient_id", "_c", "date", "resource_type", "resource_id", "code", "note"]
     keys += ["system", "display", "value"]
+    rows = _evidence_order(ev, criterion_ids, keys)
+    if rows is None:
+        return _sort_evidence_pandas(ev, criterion_ids, keys)
+    return ev.take(rows).reset_index(drop=True)
+
+
+def _sort_evidence_pandas(
+    ev: pd.DataFrame, criterion_ids: Sequence[str], keys: list[str]
+) -> pd.DataFrame:
+    """:func:`sort_evidence` for any columns, in pandas (``_c``: the criterion's rank)."""
+    order = {c: i for i, c in enumerate(criterion_ids)}
+    ev = ev.assign(_c=ev["criterion_id"].map(order))
     ev = ev.sort_values(keys, kind="stable", na_position="first")
     return ev.drop(columns="_c").reset_index(drop=True)
+
+
+def _evidence_order(ev: pd.DataFrame, criterion_ids: Sequence[str], keys: list[str]) -> Any:
+    """The row order of :func:`sort_evidence` from one stable Arrow sort of the text columns
+    (byte order of UTF-8 is code point order, pandas' order of text; missing cells first, as
+    ``na_position="first"``), with ``_c`` the criterion's position in ``criterion_ids``.
+    None (pandas sorts) unless every column is Arrow-backed text and the ids are unique."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(set(criterion_ids)) != len(criterion_ids):
+        return None
+    columns = {c: _arrow_text(ev[c]) for c in ev.columns}
+    if any(v is None for v in columns.values()):
+        return None
+    ids = pa.array(list(criterion_ids), pa.string())
+    columns["_c"] = pc.index_in(columns["criterion_id"], value_set=ids)
+    table = pa.table({k: columns[k] for k in keys})
+    if int(pa.__version__.split(".")[0]) >= 25:  # null placement per key since pyarrow 25
+        rows = pc.sort_indices(table, sort_keys=[(k, "ascending", "at_start") for k in keys])
+    else:
+        rows = pc.sort_indices(
+            table, sort_keys=[(k, "ascending") for k in keys], null_placement="at_start"
+        )
+    return rows.to_numpy()
 
 
 def sort_details(frame: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.DataFrame:
