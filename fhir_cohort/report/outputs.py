@@ -390,6 +390,41 @@ def unmapped_table(rows: Iterable[tuple[str, str, str, str, int]]) -> pd.DataFra
     return frame.astype({"count": "int64"})
 
 
+# The formula starts and the quote are ASCII: in UTF-8 a cell starts with one of them exactly
+# when its first byte is that byte.
+_START_BYTES = frozenset(ord(c) for c in (*FORMULA_STARTS, _QUOTE))
+
+
+def _may_start_formula(cells: Any, starts: Any) -> bool:
+    """Whether a cell of ``cells`` (Arrow text, no nulls) starts like a formula or a quote: from
+    the first byte of each cell, read off the offsets (no copy of the text); other Arrow
+    layouts take each cell's first character."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunks = cells.chunks if isinstance(cells, pa.ChunkedArray) else [cells]
+    wanted = np.zeros(256, dtype=bool)
+    wanted[list(_START_BYTES)] = True
+    for chunk in chunks:
+        if chunk.type not in (pa.string(), pa.large_string()) or chunk.null_count:
+            return bool(pc.any(pc.is_in(pc.utf8_slice_codeunits(cells, 0, 1), starts)).as_py())
+        if len(chunk) == 0:
+            continue
+        _, offsets_buf, data_buf = chunk.buffers()
+        width = np.int64 if chunk.type == pa.large_string() else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype=width)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        if data_buf is None:  # every cell empty
+            continue
+        data = np.frombuffer(data_buf, dtype=np.uint8)
+        begins = offsets[:-1][offsets[1:] > offsets[:-1]]
+        if wanted[data[begins]].any():
+            return True
+    return False
+
+
 def _text_cells(frame: pd.DataFrame) -> list[Any] | None:
     """The columns of an all-text frame as the cells pandas' ``to_csv`` writes (a missing
     cell as "", formula-looking cells neutralised): an Arrow array per column; None when a
@@ -411,7 +446,7 @@ def _text_cells(frame: pd.DataFrame) -> list[Any] | None:
                 cells = pc.fill_null(column.array.__arrow_array__(), "")
             else:
                 cells = pa.array(column.fillna("").tolist(), pa.string())
-            if pc.any(pc.is_in(pc.utf8_slice_codeunits(cells, 0, 1), starts)).as_py():
+            if _may_start_formula(cells, starts):
                 cells = pa.array([neutralise_cell(v) for v in cells.to_pylist()], pa.string())
         elif column.dtype == object:
             texts = []

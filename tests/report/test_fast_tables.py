@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from fhir_cohort.report.outputs import (
     EVIDENCE_COLUMNS,
+    FORMULA_STARTS,
     STATUS_ORDER,
     _evidence_order,
+    _may_start_formula,
     _patients_table_arrow,
     _patients_table_pandas,
     _sort_evidence_pandas,
@@ -165,3 +167,49 @@ def test_evidence_fast_order_steps_aside() -> None:
         sort_evidence(evidence.iloc[:0], ["age"]),
         _sort_evidence_pandas(evidence.iloc[:0], ["age"], EVIDENCE_KEYS),
     )
+
+
+def _formula_reference(cells) -> bool:
+    """What write_csv tested before: each cell's first character."""
+    import pyarrow.compute as pc
+
+    firsts = pc.utf8_slice_codeunits(cells, 0, 1)
+    return bool(pc.any(pc.is_in(firsts, _starts())).as_py())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(
+        st.text(
+            alphabet=st.sampled_from(["a", "=", "+", "-", "@", "\t", "\r", "'", "é", "\u2212"])
+        ),
+        max_size=8,
+    ),
+    cut=st.integers(0, 8),
+    large=st.booleans(),
+)
+def test_the_first_byte_test_is_the_first_character_test(
+    texts: list[str], cut: int, large: bool
+) -> None:
+    import pyarrow as pa
+
+    kind = pa.large_string() if large else pa.string()
+    whole = pa.array(texts, kind)
+    # a slice (an offset into the buffers) and a chunked array of the two parts
+    for cells in (whole, whole[cut:], pa.chunked_array([whole[:cut], whole[cut:]], kind)):
+        assert _may_start_formula(cells, _starts()) == _formula_reference(cells)
+
+
+def _starts():
+    import pyarrow as pa
+
+    return pa.array(sorted({*FORMULA_STARTS, "'"}))
+
+
+def test_the_first_byte_test_leaves_other_layouts_to_arrow() -> None:
+    import pyarrow as pa
+
+    assert _may_start_formula(pa.array(["a", None, "=b"]), _starts())
+    assert not _may_start_formula(pa.array(["a", None, "b"]), _starts())
+    assert not _may_start_formula(pa.array([], pa.string()), _starts())
+    assert not _may_start_formula(pa.array(["", ""], pa.string()), _starts())
