@@ -212,10 +212,10 @@ def _sort_evidence_pandas(
 
 
 def _evidence_order(ev: pd.DataFrame, criterion_ids: Sequence[str], keys: list[str]) -> Any:
-    """The row order of :func:`sort_evidence` from one stable Arrow sort of the text columns
-    (byte order of UTF-8 is code point order, pandas' order of text; missing cells first, as
-    ``na_position="first"``), with ``_c`` the criterion's position in ``criterion_ids``.
-    None (pandas sorts) unless every column is Arrow-backed text and the ids are unique."""
+    """The row order of :func:`sort_evidence` from one Arrow sort (:func:`_arrow_order`),
+    with ``_c`` the criterion's position in ``criterion_ids`` (missing when not in it, first
+    as pandas' NaN). None (pandas sorts) unless every column is Arrow-backed text and the ids
+    are unique."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -226,12 +226,23 @@ def _evidence_order(ev: pd.DataFrame, criterion_ids: Sequence[str], keys: list[s
         return None
     ids = pa.array(list(criterion_ids), pa.string())
     columns["_c"] = pc.index_in(columns["criterion_id"], value_set=ids)
-    table = pa.table({k: columns[k] for k in keys})
+    return _arrow_order({k: columns[k] for k in keys}, nulls_first=True)
+
+
+def _arrow_order(keys: Mapping[str, Any], *, nulls_first: bool) -> Any:
+    """The row positions (numpy) of a stable sort by ``keys`` (Arrow columns, first key
+    first), as pandas' ``sort_values(kind="stable")`` orders them: text by code point (the
+    byte order of UTF-8, which Arrow sorts by), missing cells first or last."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.table(dict(keys))
+    placement = "at_start" if nulls_first else "at_end"
     if int(pa.__version__.split(".")[0]) >= 25:  # null placement per key since pyarrow 25
-        rows = pc.sort_indices(table, sort_keys=[(k, "ascending", "at_start") for k in keys])
+        rows = pc.sort_indices(table, sort_keys=[(k, "ascending", placement) for k in keys])
     else:
         rows = pc.sort_indices(
-            table, sort_keys=[(k, "ascending") for k in keys], null_placement="at_start"
+            table, sort_keys=[(k, "ascending") for k in keys], null_placement=placement
         )
     return rows.to_numpy()
 
@@ -498,7 +509,12 @@ def trials_table(patients_by_trial: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=list(TRIALS_COLUMNS))
     table = pd.concat(parts, ignore_index=True)
-    table = table.sort_values(["patient_id", "_t"], kind="stable")
+    ids = _arrow_text(table["patient_id"])
+    if ids is None:
+        table = table.sort_values(["patient_id", "_t"], kind="stable")
+    else:  # the same order from one Arrow sort (missing ids last, as sort_values puts them)
+        ranks = table["_t"].to_numpy()
+        table = table.take(_arrow_order({"patient_id": ids, "_t": ranks}, nulls_first=False))
     return table[list(TRIALS_COLUMNS)].reset_index(drop=True)
 
 

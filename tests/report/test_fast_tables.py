@@ -13,6 +13,7 @@ from fhir_cohort.report.outputs import (
     EVIDENCE_COLUMNS,
     FORMULA_STARTS,
     STATUS_ORDER,
+    TRIALS_COLUMNS,
     _evidence_order,
     _may_start_formula,
     _patients_table_arrow,
@@ -20,6 +21,7 @@ from fhir_cohort.report.outputs import (
     _sort_evidence_pandas,
     patients_table,
     sort_evidence,
+    trials_table,
 )
 
 ANSWERS = ["met", "clear", "review", "unknown", "not_met", "excluded"]
@@ -213,3 +215,37 @@ def test_the_first_byte_test_leaves_other_layouts_to_arrow() -> None:
     assert not _may_start_formula(pa.array(["a", None, "b"]), _starts())
     assert not _may_start_formula(pa.array([], pa.string()), _starts())
     assert not _may_start_formula(pa.array(["", ""], pa.string()), _starts())
+
+
+def _trials_reference(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """trials_table as it was: pandas' stable sort by patient id, then the trials' order."""
+    parts = [
+        f[["patient_id", "status", "reasons"]].assign(trial_id=t, _t=r)
+        for r, (t, f) in enumerate(frames.items())
+    ]
+    table = pd.concat(parts, ignore_index=True).sort_values(["patient_id", "_t"], kind="stable")
+    return table[list(TRIALS_COLUMNS)].reset_index(drop=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    trials=st.lists(
+        st.lists(st.tuples(st.one_of(st.none(), TEXT), st.sampled_from(STATUS_ORDER))),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_trials_table_is_sorted_as_pandas_sorts(trials: list[list[tuple]]) -> None:
+    frames = {
+        f"T{i}": pd.DataFrame(
+            {
+                "patient_id": pd.Series([p for p, _ in rows], dtype="str"),
+                "status": pd.Series([s for _, s in rows], dtype="str"),
+                "reasons": pd.Series([f"r{j}" for j in range(len(rows))], dtype="str"),
+            }
+        )
+        for i, rows in enumerate(trials)
+    }
+    _same(trials_table(frames), _trials_reference(frames))
+    as_objects = {t: f.astype(object) for t, f in frames.items()}  # pandas sorts these
+    _same(trials_table(as_objects), _trials_reference(as_objects))
