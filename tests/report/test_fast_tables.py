@@ -41,12 +41,12 @@ def _engine_frames(
     ids: list[str], pids: list[str], statuses: list[str], cells: list[list[int]]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """status and answers as engine/evaluate.py makes them (answers patient-major; a cell -1:
-    no row for that patient and criterion)."""
+    no row for that patient and criterion, -2: a row without an answer)."""
     rows = [
-        (pid, cid, ANSWERS[a])
+        (pid, cid, ANSWERS[a] if a >= 0 else None)
         for pid, line in zip(pids, cells, strict=True)
         for cid, a in zip(ids, line, strict=True)
-        if a >= 0
+        if a != -1
     ]
     answers = pd.DataFrame(rows, columns=["patient_id", "criterion_id", "answer"])
     answers = answers.assign(
@@ -72,7 +72,7 @@ def test_patients_fast_path_is_the_pandas_frame(data, pids: list[str], ids: list
     )
     cells = data.draw(
         st.lists(
-            st.lists(st.integers(-1, len(ANSWERS) - 1), min_size=len(ids), max_size=len(ids)),
+            st.lists(st.integers(-2, len(ANSWERS) - 1), min_size=len(ids), max_size=len(ids)),
             min_size=len(pids),
             max_size=len(pids),
         )
@@ -82,7 +82,7 @@ def test_patients_fast_path_is_the_pandas_frame(data, pids: list[str], ids: list
     answers, status = _engine_frames(ids, pids, statuses, cells)
     slow = _patients_table_pandas(answers, status, trial_ids)
     fast = _patients_table_arrow(answers, status, trial_ids)
-    answered = {ids[j] for line in cells for j, a in enumerate(line) if a >= 0}
+    answered = {ids[j] for line in cells for j, a in enumerate(line) if a != -1}
     if answered == set(ids):
         assert fast is not None
         _same(fast, slow)
