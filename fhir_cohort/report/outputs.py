@@ -160,10 +160,13 @@ def _patients_table_arrow(
     if (crit_codes < 0).any():
         return None
     n, k = len(pid), len(crit_type.categories)
-    rows = row.to_numpy()
+    rows = row.to_numpy().astype(np.int64)
     # pivot refuses two answers for one patient and criterion: the general path raises it
-    if np.bincount(rows * k + crit_codes, minlength=n * k).max() > 1:
+    seen = np.zeros(n * k, dtype=bool)
+    seen[rows * k + crit_codes] = True
+    if int(seen.sum()) != len(rows):
         return None
+    del seen
     position = {c: i for i, c in enumerate(ids)}
     column_of = np.array([position.get(c, -1) for c in crit_type.categories], dtype=np.int64)
     cols = column_of[crit_codes]
@@ -171,8 +174,9 @@ def _patients_table_arrow(
     # a criterion nobody was answered for is a column of floats in the general path
     if (np.bincount(cols[kept], minlength=len(ids)) == 0).any():
         return None
-    grid = np.full((n, len(ids)), -1, dtype=np.int64)
-    grid[rows[kept], cols[kept]] = answers["answer"].cat.codes.to_numpy()[kept]
+    answer_codes = answers["answer"].cat.codes.to_numpy()
+    grid = np.full((len(ids), n), -1, dtype=answer_codes.dtype)  # a criterion's row, contiguous
+    grid[cols[kept], rows[kept]] = answer_codes[kept]
     # eligible, review, ineligible; within each by patient id (stable: ties keep their order)
     order = by_id[np.argsort(rank.to_numpy()[by_id], kind="stable")]
     texts = answer_texts.combine_chunks()
@@ -182,7 +186,7 @@ def _patients_table_arrow(
         "status": pd.arrays.ArrowStringArray(stat.take(order), dtype=status["status"].dtype),
     }
     for j, cid in enumerate(ids):
-        codes = grid[order, j]
+        codes = grid[j][order]
         cells = texts.take(pa.array(codes, mask=codes < 0))
         data[cid] = pd.arrays.ArrowStringArray(cells, dtype=answer_dtype)
     data["reasons"] = pd.arrays.ArrowStringArray(reasons.take(order), dtype=status["reasons"].dtype)
