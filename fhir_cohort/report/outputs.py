@@ -79,6 +79,14 @@ def patients_table(
     Sorted eligible first, then review, then ineligible, then by patient id, so two runs over
     the same data (disk or server) produce byte-identical files.
     """
+    fast = _patients_table_arrow(answers, status, criterion_ids)
+    return fast if fast is not None else _patients_table_pandas(answers, status, criterion_ids)
+
+
+def _patients_table_pandas(
+    answers: pd.DataFrame, status: pd.DataFrame, criterion_ids: Sequence[str]
+) -> pd.DataFrame:
+    """:func:`patients_table` for any input, in pandas (pivot, join, sort)."""
     wide = answers.pivot(index="patient_id", columns="criterion_id", values="answer")
     wide = wide.reindex(columns=list(criterion_ids))
     # categorical answers (engine/evaluate.py) as the text they stand for, as the files hold it
@@ -96,16 +104,151 @@ def patients_table(
     return table.drop(columns="_rank").reset_index(drop=True)
 
 
+def _arrow_text(column: pd.Series) -> Any:
+    """``column``'s Arrow strings (a ChunkedArray, no copy) when it is Arrow-backed text
+    (pandas' default ``str``), else None."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return column.array.__arrow_array__()
+    return None
+
+
+def _patients_table_arrow(
+    answers: pd.DataFrame, status: pd.DataFrame, criterion_ids: Sequence[str]
+) -> pd.DataFrame | None:
+    """:func:`patients_table`'s frame built from integer codes (the answers' categories, row
+    positions, one stable sort in Arrow) instead of pandas' pivot, join and sort of text:
+    the same rows, order, values and dtypes. None, for the general path, unless the input is
+    what the engine makes: text in Arrow, categorical criterion ids and answers, unique
+    patient ids, one answer per patient and criterion, every criterion answered at least once,
+    every answer's patient in ``status`` and statuses all known."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = list(criterion_ids)
+    names = ["patient_id", "status", *ids, "reasons"]
+    if len(set(names)) != len(names) or answers.empty or status.empty:
+        return None
+    pid, stat, reasons = (_arrow_text(status[c]) for c in ("patient_id", "status", "reasons"))
+    answer_pid = _arrow_text(answers["patient_id"])
+    crit_type, answer_type = answers["criterion_id"].dtype, answers["answer"].dtype
+    if (
+        pid is None
+        or stat is None
+        or reasons is None
+        or answer_pid is None
+        or not isinstance(crit_type, pd.CategoricalDtype)
+        or not isinstance(answer_type, pd.CategoricalDtype)
+        or pid.null_count
+        or answer_pid.null_count
+    ):
+        return None
+    categories = answer_type.categories
+    answer_texts = _arrow_text(pd.Series(categories))
+    if answer_texts is None:
+        return None
+    rank = pc.index_in(stat, value_set=pa.array(STATUS_ORDER))
+    row = pc.index_in(answer_pid, value_set=pid.combine_chunks())
+    if rank.null_count or row.null_count:
+        return None
+    by_id = pc.sort_indices(pid).to_numpy()  # stable, by code point as pandas sorts text
+    sorted_pid = pid.take(by_id)
+    if len(pid) > 1 and pc.any(pc.equal(sorted_pid[1:], sorted_pid[:-1])).as_py():
+        return None
+    crit_codes = answers["criterion_id"].cat.codes.to_numpy()
+    if (crit_codes < 0).any():
+        return None
+    n, k = len(pid), len(crit_type.categories)
+    rows = row.to_numpy().astype(np.int64)
+    # pivot refuses two answers for one patient and criterion: the general path raises it
+    seen = np.zeros(n * k, dtype=bool)
+    seen[rows * k + crit_codes] = True
+    if int(seen.sum()) != len(rows):
+        return None
+    del seen
+    position = {c: i for i, c in enumerate(ids)}
+    column_of = np.array([position.get(c, -1) for c in crit_type.categories], dtype=np.int64)
+    cols = column_of[crit_codes]
+    kept = cols >= 0
+    # a criterion nobody was answered for is a column of floats in the general path
+    if (np.bincount(cols[kept], minlength=len(ids)) == 0).any():
+        return None
+    answer_codes = answers["answer"].cat.codes.to_numpy()
+    grid = np.full((len(ids), n), -1, dtype=answer_codes.dtype)  # a criterion's row, contiguous
+    grid[cols[kept], rows[kept]] = answer_codes[kept]
+    # eligible, review, ineligible; within each by patient id (stable: ties keep their order)
+    order = by_id[np.argsort(rank.to_numpy()[by_id], kind="stable")]
+    texts = answer_texts.combine_chunks()
+    answer_dtype = categories.dtype
+    data: dict[str, Any] = {
+        "patient_id": pd.arrays.ArrowStringArray(pid.take(order), dtype=status["patient_id"].dtype),
+        "status": pd.arrays.ArrowStringArray(stat.take(order), dtype=status["status"].dtype),
+    }
+    for j, cid in enumerate(ids):
+        codes = grid[j][order]
+        cells = texts.take(pa.array(codes, mask=codes < 0))
+        data[cid] = pd.arrays.ArrowStringArray(cells, dtype=answer_dtype)
+    data["reasons"] = pd.arrays.ArrowStringArray(reasons.take(order), dtype=status["reasons"].dtype)
+    return pd.DataFrame(data)
+
+
 def sort_evidence(evidence: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.DataFrame:
-    order = {c: i for i, c in enumerate(criterion_ids)}
     ev = evidence.reindex(columns=list(EVIDENCE_COLUMNS))
-    ev = ev.assign(_c=ev["criterion_id"].map(order))
     # the last three only order rows the others tie (one record's codings in two systems):
     # a total order, so the file never follows the order the read's workers finished in
     keys = ["patient_id", "_c", "date", "resource_type", "resource_id", "code", "note"]
     keys += ["system", "display", "value"]
+    rows = _evidence_order(ev, criterion_ids, keys)
+    if rows is None:
+        return _sort_evidence_pandas(ev, criterion_ids, keys)
+    return ev.take(rows).reset_index(drop=True)
+
+
+def _sort_evidence_pandas(
+    ev: pd.DataFrame, criterion_ids: Sequence[str], keys: list[str]
+) -> pd.DataFrame:
+    """:func:`sort_evidence` for any columns, in pandas (``_c``: the criterion's rank)."""
+    order = {c: i for i, c in enumerate(criterion_ids)}
+    ev = ev.assign(_c=ev["criterion_id"].map(order))
     ev = ev.sort_values(keys, kind="stable", na_position="first")
     return ev.drop(columns="_c").reset_index(drop=True)
+
+
+def _evidence_order(ev: pd.DataFrame, criterion_ids: Sequence[str], keys: list[str]) -> Any:
+    """The row order of :func:`sort_evidence` from one Arrow sort (:func:`_arrow_order`),
+    with ``_c`` the criterion's position in ``criterion_ids`` (missing when not in it, first
+    as pandas' NaN). None (pandas sorts) unless every column is Arrow-backed text and the ids
+    are unique."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(set(criterion_ids)) != len(criterion_ids):
+        return None
+    columns = {c: _arrow_text(ev[c]) for c in ev.columns}
+    if any(v is None for v in columns.values()):
+        return None
+    ids = pa.array(list(criterion_ids), pa.string())
+    columns["_c"] = pc.index_in(columns["criterion_id"], value_set=ids)
+    return _arrow_order({k: columns[k] for k in keys}, nulls_first=True)
+
+
+def _arrow_order(keys: Mapping[str, Any], *, nulls_first: bool) -> Any:
+    """The row positions (numpy) of a stable sort by ``keys`` (Arrow columns, first key
+    first), as pandas' ``sort_values(kind="stable")`` orders them: text by code point (the
+    byte order of UTF-8, which Arrow sorts by), missing cells first or last."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.table(dict(keys))
+    placement = "at_start" if nulls_first else "at_end"
+    if int(pa.__version__.split(".")[0]) >= 25:  # null placement per key since pyarrow 25
+        rows = pc.sort_indices(table, sort_keys=[(k, "ascending", placement) for k in keys])
+    else:
+        rows = pc.sort_indices(
+            table, sort_keys=[(k, "ascending") for k in keys], null_placement=placement
+        )
+    return rows.to_numpy()
 
 
 def sort_details(frame: pd.DataFrame, criterion_ids: Sequence[str]) -> pd.DataFrame:
@@ -262,6 +405,41 @@ def unmapped_table(rows: Iterable[tuple[str, str, str, str, int]]) -> pd.DataFra
     return frame.astype({"count": "int64"})
 
 
+# The formula starts and the quote are ASCII: in UTF-8 a cell starts with one of them exactly
+# when its first byte is that byte.
+_START_BYTES = frozenset(ord(c) for c in (*FORMULA_STARTS, _QUOTE))
+
+
+def _may_start_formula(cells: Any, starts: Any) -> bool:
+    """Whether a cell of ``cells`` (Arrow text, no nulls) starts like a formula or a quote: from
+    the first byte of each cell, read off the offsets (no copy of the text); other Arrow
+    layouts take each cell's first character."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunks = cells.chunks if isinstance(cells, pa.ChunkedArray) else [cells]
+    wanted = np.zeros(256, dtype=bool)
+    wanted[list(_START_BYTES)] = True
+    for chunk in chunks:
+        if chunk.type not in (pa.string(), pa.large_string()) or chunk.null_count:
+            return bool(pc.any(pc.is_in(pc.utf8_slice_codeunits(cells, 0, 1), starts)).as_py())
+        if len(chunk) == 0:
+            continue
+        _, offsets_buf, data_buf = chunk.buffers()
+        width = np.int64 if chunk.type == pa.large_string() else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype=width)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        if data_buf is None:  # every cell empty
+            continue
+        data = np.frombuffer(data_buf, dtype=np.uint8)
+        begins = offsets[:-1][offsets[1:] > offsets[:-1]]
+        if wanted[data[begins]].any():
+            return True
+    return False
+
+
 def _text_cells(frame: pd.DataFrame) -> list[Any] | None:
     """The columns of an all-text frame as the cells pandas' ``to_csv`` writes (a missing
     cell as "", formula-looking cells neutralised): an Arrow array per column; None when a
@@ -283,7 +461,7 @@ def _text_cells(frame: pd.DataFrame) -> list[Any] | None:
                 cells = pc.fill_null(column.array.__arrow_array__(), "")
             else:
                 cells = pa.array(column.fillna("").tolist(), pa.string())
-            if pc.any(pc.is_in(pc.utf8_slice_codeunits(cells, 0, 1), starts)).as_py():
+            if _may_start_formula(cells, starts):
                 cells = pa.array([neutralise_cell(v) for v in cells.to_pylist()], pa.string())
         elif column.dtype == object:
             texts = []
@@ -335,7 +513,12 @@ def trials_table(patients_by_trial: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=list(TRIALS_COLUMNS))
     table = pd.concat(parts, ignore_index=True)
-    table = table.sort_values(["patient_id", "_t"], kind="stable")
+    ids = _arrow_text(table["patient_id"])
+    if ids is None:
+        table = table.sort_values(["patient_id", "_t"], kind="stable")
+    else:  # the same order from one Arrow sort (missing ids last, as sort_values puts them)
+        ranks = table["_t"].to_numpy()
+        table = table.take(_arrow_order({"patient_id": ids, "_t": ranks}, nulls_first=False))
     return table[list(TRIALS_COLUMNS)].reset_index(drop=True)
 
 
