@@ -548,3 +548,28 @@ def test_the_sets_to_write_are_those_of_the_row_by_row_rule() -> None:
         got = db._to_write(chunk, np.array(known), np.array(same), rewritten)
         assert got == expected
         assert rewritten == expected_rewritten
+
+
+def test_answer_sets_are_numbered_alike_whatever_order_the_patients_come_in(
+    tmp_path: Path,
+) -> None:
+    """The read's workers hand patients over in the order they finish: two histories of the
+    same weeks, patients shuffled, hold the very same tables (answer set ids included)."""
+    weeks = _weeks()
+    contents = []
+    for name, seed in (("a", 1), ("b", 2)):
+        with open_history(tmp_path / f"{name}.sqlite") as history:
+            for week, as_of in zip(weeks, AS_OF, strict=True):
+                order = list(week["patients"])
+                random.Random(seed).shuffle(order)
+                patients = {pid: week["patients"][pid] for pid in order}
+                record(history, as_of, **{**week, "patients": patients})
+            contents.append(
+                {
+                    table: rows
+                    for table, rows in _contents(history).items()
+                    if table not in ("runs", "schema_version")
+                }
+            )
+    assert contents[0] == contents[1]
+    assert contents[0]["answer_sets"]
