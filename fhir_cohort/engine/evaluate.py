@@ -405,8 +405,6 @@ def patient_status(
     """(status, reasons) from one patient's outcomes in criteria order (``ids``: the
     criteria's ids, when the caller has them)."""
     ids = ids or [c.id for c in trial.criteria]
-    if len(ids) != len(outcomes):
-        raise ValueError(f"{len(outcomes)} outcomes for {len(ids)} criteria")
     return _status_of(ids, ((o.answer, o.reason, *o.notes) for o in outcomes))
 
 
@@ -453,7 +451,7 @@ def evaluate(
     crit_ids = [crit.id for crit in criteria]
     n_crit = len(crit_ids)
     crit_reads = [_row_reads([crit.rule], define) for crit in criteria] if shortcut else None
-    people, pids = prep.unique_patients()
+    pids = prep.unique_patients()[1]
     n = len(pids)
     # Criteria another trial of the pass asks identically (Prepared.share): answered once
     # for every patient, the column taken whole by the later trials (and by a later
@@ -472,7 +470,7 @@ def evaluate(
             first_of[key] = i
     todo = [i for i in range(n_crit) if columns[i] is None and same_as[i] is None]
     if todo:
-        made = _answer_columns(prep, trial, todo, people, pids, crit_reads, rows_shortcut, define)
+        made = _answer_columns(prep, trial, todo, crit_reads, rows_shortcut, define)
         for i, column in zip(todo, made, strict=True):
             columns[i] = column
             if keys:
@@ -529,17 +527,15 @@ def _answers_frame(
     are never Python lists of texts)."""
     n, n_crit = len(pids), len(crit_ids)
     texts = all(isinstance(v[0], str) and isinstance(v[1], str) for v in values)
-    if not (n and n_crit and texts and len(set(crit_ids)) == n_crit):
+    pid_texts = None
+    if n and n_crit and texts and len(set(crit_ids)) == n_crit:
+        pid_texts = _text_series(pids)
+    if pid_texts is None:
         return _frame(
             _answer_lists(pids, crit_ids, codes, values), ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS
         )
     import pyarrow as pa
 
-    pid_texts = _text_series(pids)
-    if pid_texts is None:
-        return _frame(
-            _answer_lists(pids, crit_ids, codes, values), ANSWER_COLUMNS, CATEGORICAL_ANSWER_COLUMNS
-        )
     flat = np.array(codes, dtype=np.int64).T.ravel()  # patient by patient
     arrow = pa.array(pid_texts.array).take(pa.array(np.repeat(np.arange(n), n_crit)))
     out: dict[str, Any] = {
@@ -583,8 +579,6 @@ def _answer_columns(
     prep: Prepared,
     trial: Trial,
     todo: list[int],
-    people: list[Any],
-    pids: list[str],
     crit_reads: list[Any] | None,
     rows_shortcut: Shortcut | None,
     define: dict[str, Any],
@@ -592,93 +586,107 @@ def _answer_columns(
     """The columns of the criteria ``todo`` (indexes into the trial's criteria): those that
     read no row (age, sex, chart review) once per patient key, the others patient by
     patient (one Scope per patient serves all its criteria)."""
+    n = len(prep.unique_patients()[1])
+    filling = {i: _Filling(n) for i in todo}
     alone = [i for i in todo if crit_reads is not None and crit_reads[i] == {}]
     rest = [i for i in todo if i not in alone]
-    made = (
-        dict(
-            zip(
-                rest,
-                _row_columns(prep, trial, rest, people, pids, crit_reads, rows_shortcut, define),
-                strict=True,
-            )
-        )
-        if rest
-        else {}
-    )
+    if rest:
+        _fill_by_patient(prep, trial, rest, filling, crit_reads, rows_shortcut, define)
     for i in alone:
-        made[i] = _patient_column(prep, trial.criteria[i], people, pids, rows_shortcut, define)
-    return [made[i] for i in todo]
+        _fill_by_key(prep, trial.criteria[i], filling[i], rows_shortcut, define)
+    return [filling[i].column(trial.criteria[i].id) for i in todo]
 
 
-def _patient_column(
+class _Filling:
+    """One criterion's column while it is filled, patient by patient (``j``: the patient's
+    index in Prepared.unique_patients)."""
+
+    __slots__ = ("codes", "positions", "rows")
+
+    def __init__(self, n: int) -> None:
+        self.codes = [0] * n
+        self.rows: list[tuple[Any, ...]] = []
+        self.positions: list[int] = []
+
+    def own(self, j: int, pid: str, cid: str, o: Outcome, code: int) -> list[tuple[Any, ...]]:
+        """Patient ``j``'s own outcome; returns its evidence rows."""
+        self.codes[j] = code
+        mine = [(pid, cid, *e) for e in o.evidence] if o.evidence else []
+        if mine:
+            self.rows.extend(mine)
+            self.positions.extend([j] * len(mine))
+        return mine
+
+    def copy(self, j: int, pid: str, got: tuple[int, str, list[tuple[Any, ...]]]) -> None:
+        """Another patient's outcome (``got``: code, that patient's id and evidence rows) as
+        patient ``j``'s, its id put into the Patient evidence."""
+        self.codes[j] = got[0]
+        if got[2]:
+            before = len(self.rows)
+            _copy_evidence(self.rows, got[2], got[1], pid)
+            self.positions.extend([j] * (len(self.rows) - before))
+
+    def column(self, cid: str) -> _Column:
+        return _Column(self.codes, self.rows, np.asarray(self.positions, dtype=np.int64), cid)
+
+
+def _patient_data(prep: Prepared, p: Any, pid: str, coded: Any) -> PatientData:
+    """Patient ``pid``'s rows (``p``: its Patient row) as the evaluators read them."""
+    return PatientData(
+        p,
+        prep.conditions.get(pid, []),
+        prep.medications.get(pid, []),
+        prep.observations.get(pid, []),
+        coded,
+    )
+
+
+def _fill_by_key(
     prep: Prepared,
     crit: Any,
-    people: list[Any],
-    pids: list[str],
+    filling: _Filling,
     rows_shortcut: Shortcut | None,
     define: dict[str, Any],
-) -> _Column:
+) -> None:
     """The column of a criterion that reads no row: evaluated for the first patient of
     each patient key, copied to the others with their id in its Patient evidence."""
-    ctx = prep.ctx
-    code_of = prep.outcome_code
+    people, pids = prep.unique_patients()
     key_ids = prep.patient_key_ids()
     # key id -> (code, owner's id, owner's evidence rows)
     firsts: list[tuple[int, str, list[tuple[Any, ...]]] | None] = [None] * (
         max(key_ids, default=-1) + 1
     )
-    codes: list[int] = []
-    rows: list[tuple[Any, ...]] = []
-    positions: list[int] = []
     for j, (kid, pid) in enumerate(zip(key_ids, pids, strict=True)):
         got = firsts[kid]
-        if got is None:
-            data = PatientData(
-                people[j],
-                prep.conditions.get(pid, []),
-                prep.medications.get(pid, []),
-                prep.observations.get(pid, []),
-                prep.coded(pid),
-            )
-            o = evaluate_criterion(crit, Scope(ctx, data, define, rows_shortcut))
-            mine = [(pid, crit.id, *e) for e in o.evidence] if o.evidence else []
-            got = firsts[kid] = (code_of(o), pid, mine)
-            codes.append(got[0])
-            rows.extend(mine)
-            positions.extend([j] * len(mine))
+        if got is not None:
+            filling.copy(j, pid, got)
             continue
-        codes.append(got[0])
-        if got[2]:
-            before = len(rows)
-            _copy_evidence(rows, got[2], got[1], pid)
-            positions.extend([j] * (len(rows) - before))
-    return _Column(codes, rows, np.asarray(positions, dtype=np.int64), crit.id)
+        data = _patient_data(prep, people[j], pid, prep.coded(pid))
+        o = evaluate_criterion(crit, Scope(prep.ctx, data, define, rows_shortcut))
+        code = prep.outcome_code(o)
+        firsts[kid] = (code, pid, filling.own(j, pid, crit.id, o, code))
 
 
-def _row_columns(
+def _fill_by_patient(
     prep: Prepared,
     trial: Trial,
     todo: list[int],
-    people: list[Any],
-    pids: list[str],
+    filling: dict[int, _Filling],
     crit_reads: list[Any] | None,
     rows_shortcut: Shortcut | None,
     define: dict[str, Any],
-) -> list[_Column]:
+) -> None:
     """The columns of the criteria ``todo``, patient by patient: a criterion that reads none
     of a patient's rows is evaluated once per patient key and copied."""
     ctx = prep.ctx
-    conditions, medications, observations = prep.conditions, prep.medications, prep.observations
     criteria = trial.criteria
     code_of = prep.outcome_code
+    people, pids = prep.unique_patients()
     key_ids = prep.patient_key_ids() if crit_reads is not None else []
     # id(coded) -> (coded, per criterion: reads none of these rows)
     free_of: dict[int, tuple[Any, tuple[bool, ...]]] = {}
     # (criterion index, patient key id) -> (code, owner's id, owner's evidence rows)
     parts: dict[tuple[int, int], tuple[int, str, list[tuple[Any, ...]]]] = {}
-    codes: dict[int, list[int]] = {i: [0] * len(pids) for i in todo}
-    rows: dict[int, list[tuple[Any, ...]]] = {i: [] for i in todo}
-    positions: dict[int, list[int]] = {i: [] for i in todo}
     for j, (p, pid) in enumerate(zip(people, pids, strict=True)):
         coded = prep.coded(pid)
         free: tuple[bool, ...] = ()
@@ -693,34 +701,16 @@ def _row_columns(
             part = (i, key_ids[j]) if free and free[i] else None
             got = parts.get(part) if part is not None else None
             if got is not None:
-                codes[i][j] = got[0]
-                if got[2]:
-                    before = len(rows[i])
-                    _copy_evidence(rows[i], got[2], got[1], pid)
-                    positions[i].extend([j] * (len(rows[i]) - before))
+                filling[i].copy(j, pid, got)
                 continue
             if scope is None:
-                data = PatientData(
-                    p,
-                    conditions.get(pid, []),
-                    medications.get(pid, []),
-                    observations.get(pid, []),
-                    coded,
-                )
-                scope = Scope(ctx, data, define, rows_shortcut)
+                scope = Scope(ctx, _patient_data(prep, p, pid, coded), define, rows_shortcut)
             crit = criteria[i]
             o = evaluate_criterion(crit, scope)
-            code = codes[i][j] = code_of(o)
-            mine = [(pid, crit.id, *e) for e in o.evidence] if o.evidence else []
-            if mine:
-                rows[i].extend(mine)
-                positions[i].extend([j] * len(mine))
+            code = code_of(o)
+            mine = filling[i].own(j, pid, crit.id, o, code)
             if part is not None:
                 parts[part] = (code, pid, mine)
-    return [
-        _Column(codes[i], rows[i], np.asarray(positions[i], dtype=np.int64), criteria[i].id)
-        for i in todo
-    ]
 
 
 def _copy_evidence(
@@ -954,12 +944,7 @@ def medication_eras(
         if wanted.isdisjoint(prep.coded(pid).get("medications", ())):
             continue  # no row the query counts (era_rows would find none)
         if anchored:
-            data = PatientData(
-                prep.patient(pid),
-                prep.conditions.get(pid, []),
-                mrows,
-                prep.observations.get(pid, []),
-            )
+            data = _patient_data(prep, prep.patient(pid), pid, None)
         else:
             data = PatientData(None, [], mrows, [])
         w = bounds(query, Scope(ctx, data, define or {}))
