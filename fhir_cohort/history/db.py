@@ -355,15 +355,12 @@ def _hashed_groups(
         else:  # known groups: their digests, no rows turned into text
             rows = order[a:b][np.repeat(~skip, lengths)]
             hashed, stored = _chunk_rows(frame.iloc[rows], lengths[~skip].tolist(), as_of)
-            both = np.empty(j - i, dtype=f"S{_DIGEST}")
-            both[skip] = known.digests[at[skip]]  # type: ignore[union-attr]
-            if len(hashed):
-                new = list(map(_DIGEST_OF, map(hashlib.sha256, hashed)))
-                both[~skip] = np.array(new, dtype=f"S{_DIGEST}")
+            new = list(map(_DIGEST_OF, map(hashlib.sha256, hashed)))
+            digests = _merged(skip, known.digests[at[skip]], new, _DIGEST)  # type: ignore[union-attr]
             texts: list[bytes | None] = [None] * (j - i)
             for k, text in zip(np.flatnonzero(~skip).tolist(), stored, strict=True):
                 texts[k] = text
-            yield chunk_codes, _split(both.tobytes(), _DIGEST), texts
+            yield chunk_codes, digests, texts
         i = j
 
 
@@ -415,6 +412,18 @@ def _texts_of(
         got.update(zip(found.tolist(), stored, strict=True))
     pairs = zip(codes.tolist(), texts, strict=True)
     return [got[c] if t is None and c in got else t for c, t in pairs]
+
+
+def _merged(known: Any, known_values: Any, new: Sequence[bytes], size: int) -> list[bytes]:
+    """Per position, ``known_values`` in order where ``known`` (booleans) is set and ``new``
+    in order elsewhere: fixed-size byte strings (digests, wordings)."""
+    import numpy as np
+
+    both = np.empty(len(known), dtype=f"S{size}")
+    both[known] = known_values
+    if len(new):
+        both[~known] = np.array(new, dtype=f"S{size}")
+    return _split(both.tobytes(), size)
 
 
 def _split(blob: bytes, size: int) -> list[bytes]:
@@ -947,7 +956,7 @@ class _LatestWordings:
         twice = self.digests[1:] == self.digests[:-1]
         other = twice & (self.words[1:] != self.words[:-1])
         unsure = self.digests[1:][other].tobytes()  # (tolist() would cut trailing zero bytes)
-        self.unsure = {unsure[i : i + _DIGEST] for i in range(0, len(unsure), _DIGEST)}
+        self.unsure = set(_split(unsure, _DIGEST))
 
     @classmethod
     def read(cls, conn: sqlite3.Connection) -> _LatestWordings:
@@ -1321,13 +1330,9 @@ class History(DecisionStore):
         for codes, chunk, texts in _hashed_groups(evidence, groups, as_of, known):
             skip, at = known.find(codes) if known else (None, None)
             if skip is not None and skip.any():
-                both = np.empty(len(codes), dtype=f"S{_WORDING}")
-                both[skip] = known.words[at[skip]]  # type: ignore[union-attr]
                 new = [t for t in texts if t is not None]
-                if new:
-                    hashes = list(map(_DIGEST_OF, map(_WORDING_OF, new)))
-                    both[~skip] = np.array(hashes, dtype=f"S{_WORDING}")
-                words = _split(both.tobytes(), _WORDING)
+                hashes = list(map(_DIGEST_OF, map(_WORDING_OF, new)))
+                words = _merged(skip, known.words[at[skip]], hashes, _WORDING)  # type: ignore[union-attr]
             else:
                 words = list(map(_DIGEST_OF, map(_WORDING_OF, texts)))  # type: ignore[arg-type]
             found.append(codes)

@@ -457,8 +457,9 @@ def _text_cells(frame: pd.DataFrame) -> list[Any] | None:
         column = frame[col]
         cells: Any
         if isinstance(column.dtype, pd.StringDtype):
-            if column.dtype.storage == "pyarrow":
-                cells = pc.fill_null(column.array.__arrow_array__(), "")
+            arrow = _arrow_text(column)
+            if arrow is not None:
+                cells = pc.fill_null(arrow, "")
             else:
                 cells = pa.array(column.fillna("").tolist(), pa.string())
             if _may_start_formula(cells, starts):
